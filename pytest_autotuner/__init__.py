@@ -1,0 +1,3 @@
+"""pytest-autotuner: tune SGLang server flags with Optuna and guard them in CI."""
+
+__version__ = "0.1.0"

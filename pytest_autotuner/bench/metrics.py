@@ -1,0 +1,282 @@
+"""Per-request records and per-cell aggregates, computed from raw samples.
+
+Definitions follow SGLang's ``bench_serving``: TTFT is send -> first chunk with content, ITL the gaps between
+content chunks, TPOT ``(E2E - TTFT) / (output_tokens - 1)``, throughput = tokens / cell duration. Percentiles
+use numpy's default (linear) method, as ``bench_serving`` does. All times are in seconds (simulated seconds
+when the server is the simulator: the client scales wall time by the server's speed-up).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "ERROR_KINDS",
+    "LATENCY_METRICS",
+    "BenchResult",
+    "CellMetrics",
+    "RequestRecord",
+    "Summary",
+    "summarize",
+]
+
+LatencyMetric = Literal["ttft", "itl", "tpot", "e2e"]
+LATENCY_METRICS: tuple[LatencyMetric, ...] = ("ttft", "itl", "tpot", "e2e")
+
+#: Error kinds a request can end with; anything else is reported as ``other``.
+ERROR_KINDS = (
+    "http_status",  # non-2xx answer (the status is in ``error_detail``)
+    "connection",  # refused or reset connection
+    "timeout",  # per-request timeout
+    "malformed_sse",  # a data line that is not JSON or not an OpenAI chunk
+    "truncated_stream",  # stream ended without a finish reason / [DONE]
+    "other",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """What one request did, as measured by the client."""
+
+    send_time: float  # seconds since the cell started
+    requested_input_tokens: int
+    requested_output_tokens: int
+    input_tokens: int = 0  # from usage.prompt_tokens (0 when unknown)
+    output_tokens: int = 0  # from usage.completion_tokens, else the sum of chunk tokens
+    ttft: float | None = None  # seconds from send to the first chunk with content
+    e2e: float | None = None  # seconds from send to the last byte
+    chunk_times: tuple[float, ...] = ()  # seconds since send of each content chunk
+    chunk_tokens: tuple[int, ...] = ()  # tokens carried by each content chunk
+    scheduled_time: float | None = None  # open loop: when the schedule wanted it sent
+    error: str | None = None  # one of ERROR_KINDS, None on success
+    error_detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def tpot(self) -> float | None:
+        """Time per output token after the first; None with fewer than two output tokens."""
+        if self.ttft is None or self.e2e is None or self.output_tokens < 2:
+            return None
+        return (self.e2e - self.ttft) / (self.output_tokens - 1)
+
+    @property
+    def itls(self) -> list[float]:
+        """Gaps between consecutive content chunks (one gap per chunk after the first)."""
+        times = self.chunk_times
+        return [b - a for a, b in zip(times, times[1:], strict=False)]
+
+    @property
+    def e2e_from_schedule(self) -> float | None:
+        """E2E counted from the scheduled send time (open loop), so client-side queueing shows."""
+        if self.e2e is None:
+            return None
+        start = self.scheduled_time if self.scheduled_time is not None else self.send_time
+        return self.send_time - start + self.e2e
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Distribution summary of one metric in one cell."""
+
+    n: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+
+    def stat(self, name: str) -> float:
+        """``mean``, ``p50`` ... by name."""
+        return float(getattr(self, name))
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in ("n", "mean", "std", "min", "max", "p50", "p90", "p95", "p99")}
+
+
+_NAN_SUMMARY = Summary(0, *([math.nan] * 8))
+
+
+def summarize(samples: Sequence[float] | np.ndarray) -> Summary:
+    """Summary of raw samples; NaN statistics for an empty sample."""
+    arr = np.asarray(samples, dtype=float)
+    if arr.size == 0:
+        return _NAN_SUMMARY
+    p50, p90, p95, p99 = np.percentile(arr, [50, 90, 95, 99])
+    return Summary(
+        n=int(arr.size),
+        mean=float(arr.mean()),
+        std=float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+        min=float(arr.min()),
+        max=float(arr.max()),
+        p50=float(p50),
+        p90=float(p90),
+        p95=float(p95),
+        p99=float(p99),
+    )
+
+
+@dataclass
+class CellMetrics:
+    """All requests of one (scenario, concurrency) cell, with aggregates computed from the raw samples."""
+
+    scenario: str
+    concurrency: int
+    duration: float  # seconds from the first send to the last completion of the measured requests
+    records: list[RequestRecord]
+    request_rate: float | None = None  # open loop only
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        load = f"rate={self.request_rate:g}/s" if self.request_rate else f"c={self.concurrency}"
+        return f"{self.scenario} {load}"
+
+    @property
+    def ok_records(self) -> list[RequestRecord]:
+        return [r for r in self.records if r.ok]
+
+    def samples(self, metric: str) -> np.ndarray:
+        """Raw samples of ``ttft``, ``itl``, ``tpot`` or ``e2e`` over successful requests."""
+        key = f"samples:{metric}"
+        if key not in self._cache:
+            ok = self.ok_records
+            values: Iterable[float | None]
+            if metric == "itl":
+                values = [gap for r in ok for gap in r.itls]
+            elif metric in ("ttft", "tpot", "e2e"):
+                values = (getattr(r, metric) for r in ok)
+            else:
+                raise KeyError(f"unknown metric {metric!r}; known: {', '.join(LATENCY_METRICS)}")
+            self._cache[key] = np.array([v for v in values if v is not None], dtype=float)
+        return self._cache[key]  # type: ignore[no-any-return]
+
+    def summary(self, metric: str) -> Summary:
+        return summarize(self.samples(metric))
+
+    @property
+    def completed(self) -> int:
+        return len(self.ok_records)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(r.output_tokens for r in self.ok_records)
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(r.input_tokens for r in self.ok_records)
+
+    @property
+    def output_throughput(self) -> float:
+        """Output tokens per second over the cell."""
+        return self.output_tokens / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def total_throughput(self) -> float:
+        return (self.output_tokens + self.input_tokens) / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def request_throughput(self) -> float:
+        return self.completed / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def errors(self) -> Counter[str]:
+        return Counter(r.error for r in self.records if r.error is not None)
+
+    @property
+    def error_rate(self) -> float:
+        return sum(self.errors.values()) / len(self.records) if self.records else 1.0
+
+    def goodput(self, limits: Mapping[str, float]) -> float:
+        """Requests per second meeting every per-request limit (``ttft``, ``tpot``, ``e2e`` in seconds)."""
+        if self.duration <= 0:
+            return 0.0
+        good = 0
+        for record in self.ok_records:
+            values = {"ttft": record.ttft, "tpot": record.tpot, "e2e": record.e2e}
+            if all(values.get(m) is None or values[m] <= limit for m, limit in limits.items()):  # type: ignore[operator]
+                good += 1
+        return good / self.duration
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain aggregates (no raw samples) for reports and JSON."""
+        return {
+            "scenario": self.scenario,
+            "concurrency": self.concurrency,
+            "request_rate": self.request_rate,
+            "duration": self.duration,
+            "requests": len(self.records),
+            "completed": self.completed,
+            "output_throughput": self.output_throughput,
+            "total_throughput": self.total_throughput,
+            "request_throughput": self.request_throughput,
+            "error_rate": self.error_rate,
+            "errors": dict(self.errors),
+            **{m: self.summary(m).as_dict() for m in LATENCY_METRICS},
+        }
+
+
+@dataclass
+class BenchResult:
+    """The cells of one benchmark run (one server configuration), plus what the server said about itself."""
+
+    cells: list[CellMetrics]
+    server_info: dict[str, Any] = field(default_factory=dict)
+
+    def cell(self, scenario: str, concurrency: int) -> CellMetrics:
+        for cell in self.cells:
+            if cell.scenario == scenario and cell.concurrency == concurrency:
+                return cell
+        raise KeyError((scenario, concurrency))
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per request, with its cell's scenario and concurrency."""
+        import pandas as pd
+
+        rows = []
+        for cell in self.cells:
+            for r in cell.records:
+                rows.append(
+                    {
+                        "scenario": cell.scenario,
+                        "concurrency": cell.concurrency,
+                        "send_time": r.send_time,
+                        "ttft": r.ttft,
+                        "tpot": r.tpot,
+                        "e2e": r.e2e,
+                        "input_tokens": r.input_tokens,
+                        "output_tokens": r.output_tokens,
+                        "chunks": len(r.chunk_times),
+                        "error": r.error,
+                    }
+                )
+        return pd.DataFrame(rows)
+
+    @staticmethod
+    def merge(results: Sequence[BenchResult]) -> BenchResult:
+        """Pool repeat runs of one configuration: records of the same cell are concatenated."""
+        by_key: dict[tuple[str, int], CellMetrics] = {}
+        for result in results:
+            for cell in result.cells:
+                key = (cell.scenario, cell.concurrency)
+                if key not in by_key:
+                    by_key[key] = CellMetrics(cell.scenario, cell.concurrency, 0.0, [], cell.request_rate)
+                merged = by_key[key]
+                merged.duration += cell.duration
+                merged.records.extend(cell.records)
+        info = results[0].server_info if results else {}
+        return BenchResult(list(by_key.values()), dict(info))

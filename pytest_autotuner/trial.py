@@ -1,0 +1,95 @@
+"""What one trial is and how it can end: shared by the core, the runtimes and the report."""
+
+from __future__ import annotations
+
+import threading
+import time
+from enum import Enum
+from typing import Union
+
+__all__ = ["Deadline", "FailureClass", "ParamValue", "Params", "TrialFailure"]
+
+ParamValue = Union[bool, int, float, str]
+Params = dict[str, ParamValue]
+
+
+class FailureClass(str, Enum):
+    """Why a trial produced no usable measurement, ordered from 'got least far' to 'got furthest'.
+
+    The order grades failed trials for the sampler: a configuration that crashed under load is closer to
+    working than one that could not even allocate its KV cache.
+    """
+
+    INFEASIBLE = "infeasible"  # rejected before launch (needs more GPUs than the runner has, ...)
+    IMAGE_MISSING = "image_missing"
+    INVALID_PARALLELISM = "invalid_parallelism"
+    KV_CACHE_OOM = "kv_cache_oom"  # "Not enough memory" for the KV cache: mem-fraction too low
+    OOM = "oom"  # CUDA out of memory at graph capture or load: mem-fraction too high
+    LAUNCH_FAILED = "launch_failed"  # exited during startup for another reason
+    READINESS_TIMEOUT = "readiness_timeout"
+    TRIAL_TIMEOUT = "trial_timeout"
+    CRASHED = "crashed"  # died during the benchmark
+    BENCHMARK_ERRORS = "benchmark_errors"  # too many failed requests
+    UNKNOWN = "unknown"
+
+    @property
+    def progress(self) -> int:
+        """How far a trial that ended this way got (0 = nowhere); used to grade failure scores."""
+        return _PROGRESS[self]
+
+
+_PROGRESS = {
+    FailureClass.INFEASIBLE: 0,
+    FailureClass.IMAGE_MISSING: 0,
+    FailureClass.INVALID_PARALLELISM: 1,
+    FailureClass.KV_CACHE_OOM: 2,
+    FailureClass.OOM: 3,
+    FailureClass.LAUNCH_FAILED: 2,
+    FailureClass.UNKNOWN: 2,
+    FailureClass.READINESS_TIMEOUT: 3,
+    FailureClass.TRIAL_TIMEOUT: 4,
+    FailureClass.CRASHED: 5,
+    FailureClass.BENCHMARK_ERRORS: 5,
+}
+
+
+class TrialFailure(Exception):
+    """A trial that ended without a usable measurement; raised by evaluate functions and runtimes."""
+
+    def __init__(self, failure_class: FailureClass, message: str, *, log_tail: str = "") -> None:
+        super().__init__(f"{failure_class.value}: {message}")
+        self.failure_class = failure_class
+        self.message = message
+        self.log_tail = log_tail
+
+
+class Deadline:
+    """A trial's time budget plus a cancel flag, checked cooperatively by runtimes and the client."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self._end = None if seconds is None else time.monotonic() + seconds
+        self._cancelled = threading.Event()
+
+    def remaining(self) -> float:
+        """Seconds left (inf without a limit, 0 once cancelled or expired)."""
+        if self._cancelled.is_set():
+            return 0.0
+        if self._end is None:
+            return float("inf")
+        return max(0.0, self._end - time.monotonic())
+
+    @property
+    def expired(self) -> bool:
+        return self.remaining() <= 0.0
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds`` (bounded by the budget); True if the deadline passed or was cancelled."""
+        self._cancelled.wait(min(seconds, self.remaining()))
+        return self.expired
