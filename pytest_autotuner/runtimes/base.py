@@ -1,11 +1,35 @@
-"""The Runtime protocol: launch a server for a configuration, hand out its endpoint, always tear down."""
+"""The Runtime protocol and what every runtime shares: argv from parameters, readiness wait, log handling,
+failure classification."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Endpoint"]
+from pytest_autotuner.trial import Deadline, FailureClass, ParamValue, TrialFailure
+
+__all__ = [
+    "SECRET_ENV_VARS",
+    "Endpoint",
+    "Runtime",
+    "classify_startup_failure",
+    "mask_secrets",
+    "server_argv",
+    "tail_lines",
+    "wait_until_ready",
+]
+
+#: Environment variables whose values never appear in logs, reports or errors.
+SECRET_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN")
+_POLL_INTERVAL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -16,3 +40,127 @@ class Endpoint:
     model_name: str  # served model name for the "model" field of requests
     time_scale: float = 1.0  # server seconds per wall second (the simulator's speed-up; 1 for real servers)
     server_info: dict[str, Any] = field(default_factory=dict)
+
+
+class Runtime(Protocol):
+    """Launches one server per configuration and always tears it down."""
+
+    kind: str
+
+    def launch(self, params: Mapping[str, ParamValue], *, deadline: Deadline, label: str) -> AbstractContextManager[
+        Endpoint
+    ]:
+        """Start a server for ``params``; the context yields its ready endpoint and tears it down on exit.
+
+        Raises TrialFailure (classified) when the server does not come up before the deadline.
+        """
+        ...
+
+    def is_alive(self) -> bool:
+        """Whether the server launched last is still running (to tell a crash from a slow server)."""
+        ...
+
+    def log_tail(self) -> str:
+        """The last lines of the current server's log, secrets masked."""
+        ...
+
+    def close(self) -> None:
+        """Remove anything this runtime left behind (called once at the end of a session)."""
+        ...
+
+
+def server_argv(params: Mapping[str, ParamValue]) -> list[str]:
+    """``--flag value`` per parameter as separate argv items; True -> bare flag, False -> omitted."""
+    argv: list[str] = []
+    for name, value in params.items():
+        flag = f"--{name}"
+        if value is True:
+            argv.append(flag)
+        elif value is False:
+            continue
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def mask_secrets(text: str, env: Mapping[str, str] | None = None) -> str:
+    """Replace the values of secret environment variables (and hf_ tokens) by ``***``."""
+    env = os.environ if env is None else env
+    for name in SECRET_ENV_VARS:
+        secret = env.get(name)
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return re.sub(r"\bhf_[A-Za-z0-9]{20,}\b", "hf_***", text)
+
+
+_CLASSIFIERS: list[tuple[re.Pattern[str], FailureClass]] = [
+    (re.compile(r"Not enough memory\. Please try to increase --mem-fraction-static", re.I), FailureClass.KV_CACHE_OOM),
+    (re.compile(r"CUDA out of memory|Capture cuda graph failed|OutOfMemoryError", re.I), FailureClass.OOM),
+    (re.compile(r"must be divisible by tensor parallel|tp_size \* dp_size|"
+                r"invalid device ordinal|not enough GPUs|exceeds the number of (available )?GPUs", re.I),
+     FailureClass.INVALID_PARALLELISM),
+    (re.compile(r"No such image|pull access denied|manifest unknown|image not found", re.I),
+     FailureClass.IMAGE_MISSING),
+]
+
+
+def classify_startup_failure(log: str, exit_code: int | None) -> FailureClass:
+    """Why a server exited during startup, from its log (last match wins: the final error is the cause)."""
+    found: tuple[int, FailureClass] | None = None
+    for pattern, failure_class in _CLASSIFIERS:
+        for match in pattern.finditer(log):
+            if found is None or match.start() > found[0]:
+                found = (match.start(), failure_class)
+    if found:
+        return found[1]
+    return FailureClass.LAUNCH_FAILED if exit_code not in (None, 0) else FailureClass.UNKNOWN
+
+
+def _get_json(url: str, timeout: float) -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = response.read()
+            return response.status, json.loads(body) if body else None
+    except urllib.error.HTTPError as err:
+        return err.code, None
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0, None
+
+
+def wait_until_ready(
+    base_url: str,
+    *,
+    deadline: Deadline,
+    timeout: float,
+    exited: Callable[[], bool],
+    on_exit: Callable[[], TrialFailure],
+) -> tuple[str, dict[str, Any]]:
+    """Poll ``/health`` then ``/v1/models`` (at most every 0.5 s) until ready; return (model name, server info).
+
+    Stops as soon as ``exited()`` says the server is gone (raising ``on_exit()``), and raises
+    READINESS_TIMEOUT after ``timeout`` seconds or when the trial's deadline passes.
+    """
+    give_up = time.monotonic() + min(timeout, deadline.remaining())
+    while True:
+        if exited():
+            raise on_exit()
+        status, _ = _get_json(f"{base_url}/health", timeout=2.0)
+        if status == 200:
+            models_status, models = _get_json(f"{base_url}/v1/models", timeout=5.0)
+            if models_status == 200 and models and models.get("data"):
+                _, info = _get_json(f"{base_url}/server_info", timeout=5.0)
+                return str(models["data"][0]["id"]), info if isinstance(info, dict) else {}
+        if time.monotonic() >= give_up or deadline.expired:
+            waited = timeout if not deadline.expired else "the trial's"
+            raise TrialFailure(
+                FailureClass.READINESS_TIMEOUT,
+                f"the server at {base_url} was not ready within {waited} s (last /health status: {status or 'no answer'})",
+            )
+        if exited():
+            raise on_exit()
+        deadline.wait(_POLL_INTERVAL_S)
+
+
+def tail_lines(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,60 @@
+"""The evaluate function a session is driven by: launch a server, benchmark it, always tear it down."""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING
+
+from pytest_autotuner.bench.plan import BenchmarkPlan
+from pytest_autotuner.bench.scenarios import parse_scenario
+from pytest_autotuner.trial import Deadline, FailureClass, Params, TrialFailure
+
+if TYPE_CHECKING:
+    from pytest_autotuner.bench.metrics import BenchResult
+    from pytest_autotuner.runtimes.base import Runtime
+    from pytest_autotuner.session import EvaluateFn
+    from pytest_autotuner.spec import TaskSpec
+
+__all__ = ["make_evaluate", "plan_from_spec"]
+
+
+def plan_from_spec(spec: TaskSpec, seed: int) -> BenchmarkPlan:
+    """The benchmark section of a spec as a plan for the client."""
+    bench = spec.benchmark
+    return BenchmarkPlan(
+        scenarios=tuple(parse_scenario(s) for s in bench.traffic_scenarios),
+        concurrencies=tuple(bench.num_concurrency),
+        request_rates=tuple(bench.request_rates),
+        max_requests=bench.max_requests_per_iteration,
+        max_time=bench.max_time_per_iteration,
+        warmup_requests=bench.warmup_requests,
+        additional_params=dict(bench.additional_params),
+        api=bench.api,
+        seed=seed,
+        request_timeout=min(spec.optimization.timeout_per_iteration, 600.0),
+        max_error_rate=bench.max_error_rate,
+        tokenizer=bench.model_tokenizer,
+    )
+
+
+def make_evaluate(runtime: Runtime, plan: BenchmarkPlan) -> EvaluateFn:
+    """``evaluate(params, deadline)`` for a session: one server per call, torn down on every path."""
+    from pytest_autotuner.bench.client import run_benchmark
+
+    launches = itertools.count(1)
+
+    def evaluate(params: Params, deadline: Deadline) -> BenchResult:
+        with runtime.launch(params, deadline=deadline, label=f"trial{next(launches)}") as endpoint:
+            try:
+                return run_benchmark(endpoint, plan, deadline=deadline)
+            except TrialFailure as failure:
+                if failure.failure_class != FailureClass.TRIAL_TIMEOUT and not runtime.is_alive():
+                    raise TrialFailure(
+                        FailureClass.CRASHED,
+                        f"the server exited during the benchmark ({failure.message})",
+                        log_tail=runtime.log_tail(),
+                    ) from None
+                failure.log_tail = failure.log_tail or runtime.log_tail()
+                raise
+
+    return evaluate

@@ -1,0 +1,112 @@
+"""Readable text for a session's outcome: the failure explanation, progress lines and the summary."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from pytest_autotuner.scoring import OBJECTIVE_METRICS
+
+if TYPE_CHECKING:
+    from pytest_autotuner.scoring import SloCheck
+    from pytest_autotuner.session import SessionResult, TrialEvent
+    from pytest_autotuner.trial import Params
+
+__all__ = ["describe_params", "explain_failure", "format_objective", "progress_line", "summary_lines"]
+
+
+def describe_params(params: Params) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+def format_objective(value: float | None, objective: str) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    _metric, unit = OBJECTIVE_METRICS[objective]
+    if unit == "s":
+        return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.3f} s"
+    return f"{value:,.0f} {unit}"
+
+
+def _seconds(value: float) -> str:
+    if math.isnan(value):
+        return "no samples"
+    return f"{value * 1000:.1f} ms" if abs(value) < 1 else f"{value:.3f} s"
+
+
+def progress_line(event: TrialEvent, objective: str) -> str:
+    """One line per trial: position, params, result, time."""
+    score = event.score
+    if score.failure is not None:
+        result = f"FAILED {score.failure.value}"
+        if score.failure_message:
+            result += f" ({score.failure_message.splitlines()[0][:100]})"
+    else:
+        result = f"{objective}={format_objective(score.objective, objective)}"
+        violated = [c for c in score.slo_checks if not c.passed]
+        result += f" SLO miss x{len(violated)}" if violated else (" SLO ok" if score.slo_checks else "")
+    tag = "trial" if event.phase == "search" else "confirm"
+    width = len(str(event.total))
+    return (f"  {tag} {event.index:>{width}}/{event.total} {describe_params(event.params)} -> {result} "
+            f"[{event.duration:.1f}s]")
+
+
+def slo_table(checks: list[SloCheck]) -> list[str]:
+    rows = [("cell", "metric", "value", "threshold", "margin", "")]
+    for c in checks:
+        over = "" if c.passed or not math.isfinite(c.ratio) else f"{c.ratio:+.1%}"
+        status = "ok" if c.passed else f"FAIL {over}".strip()
+        rows.append((c.cell, c.name, _seconds(c.value), _seconds(c.threshold), _seconds(c.margin), status))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def explain_failure(result: SessionResult) -> str:
+    """Why the item failed, in terms a user can act on."""
+    spec = result.spec
+    if result.best is None:
+        counts = result.failure_counts
+        lines = [f"no configuration of {spec.task_name!r} could be measured: all {len(result.trials)} trials failed"]
+        for failure, count in counts.most_common():
+            example = next(t for t in result.trials if t.failure == failure)
+            lines.append(f"  {failure} x{count}: e.g. {describe_params(example.params)}: {example.failure_message[:200]}")
+        lines.append("Check the failing trials' log tails in the report, or widen the parameter ranges.")
+        return "\n".join(lines)
+    best = result.best
+    failed = [c for c in best.score.slo_checks if not c.passed]
+    runs = len(best.runs)
+    lines = [
+        f"the best configuration of {spec.task_name!r} misses {len(failed)} SLO check(s) "
+        f"(confirmed over {runs} run{'s' * (runs != 1)}):",
+        f"  config: {describe_params(best.params)}",
+        *slo_table(list(best.score.slo_checks)),
+    ]
+    if not any(t.meets_slos for t in result.trials):
+        lines.append(f"No trial out of {len(result.trials)} met every SLO; the SLOs may be out of reach for this "
+                     "model and hardware, or the space lacks a configuration that meets them.")
+    else:
+        lines.append("A trial met the SLOs during the search but not in the confirmation runs: "
+                     "the margin is within run-to-run noise.")
+    return "\n".join(lines)
+
+
+def summary_lines(result: SessionResult, report_path: str | None) -> list[str]:
+    spec = result.spec
+    objective = spec.optimization.objective
+    status = "PASS" if result.passed else "FAIL"
+    lines = [f"{spec.task_name}: {status}  ({len(result.trials)} trials, {result.duration:.0f}s)"]
+    if result.best is not None:
+        lines.append(f"  best: {describe_params(result.best.params)}")
+        lines.append(f"  {objective}: {format_objective(result.best.score.objective, objective)} "
+                     f"(confirmed, {len(result.best.runs)} runs)")
+        checks = result.best.score.slo_checks
+        if checks:
+            passed = sum(c.passed for c in checks)
+            lines.append(f"  SLO checks: {passed}/{len(checks)} met")
+    if result.failure_counts:
+        lines.append("  failed trials: " + ", ".join(f"{k} x{v}" for k, v in result.failure_counts.most_common()))
+    if result.stopped_early:
+        lines.append(f"  stopped early: {result.stopped_early}")
+    if report_path:
+        lines.append(f"  report: {report_path}")
+    return lines

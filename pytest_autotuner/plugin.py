@@ -1,0 +1,264 @@
+"""pytest hooks: ``--autotune`` options, one item per tuning spec, progress lines and the summary.
+
+Heavy libraries are imported only when an item runs, so plain ``pytest`` without ``--autotune`` costs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_autotuner.session import SessionResult, TrialEvent
+    from pytest_autotuner.spec import TaskSpec
+
+RUNTIME_CHOICES = ("docker", "process", "sim")
+SPEC_SUFFIXES = (".json", ".yaml", ".yml")
+_results_key = pytest.StashKey[list[tuple["SessionResult", str | None]]]()
+_spec_dirs_key = pytest.StashKey[list[Path]]()
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("autotune", "SGLang tuning sessions (pytest-autotuner)")
+    group.addoption("--autotune", action="store_true", help="run every tuning spec as a tuning session")
+    group.addoption("--autotune-runtime", choices=RUNTIME_CHOICES, default=None,
+                    help="run every spec on this runtime (overrides the spec's `runtime`)")
+    group.addoption("--autotune-max-iterations", type=_positive_int, default=None, metavar="N",
+                    help="cap every spec's optimization.max_iterations (smoke runs)")
+    group.addoption("--autotune-seed", type=_int, default=None, metavar="SEED",
+                    help="seed for specs without optimization.seed (default 0)")
+    group.addoption("--autotune-storage", default=None, metavar="URL",
+                    help="Optuna storage URL shared by every spec (default: a study file per spec under the "
+                         "report folder)")
+    group.addoption("--autotune-report-dir", default=None, metavar="DIR", help="report folder (default reports/)")
+    group.addoption("--autotune-specs", action="append", default=None, metavar="PATH_OR_GLOB",
+                    help="spec files or folders (repeatable; default tuning_specs/)")
+    parser.addini("autotune_specs", "spec files or folders", type="paths", default=[])
+    parser.addini("autotune_report_dir", "report folder", default="reports")
+    parser.addini("autotune_runtime", "runtime for every spec (docker, process, sim)", default="")
+
+
+def _spec_paths(config: pytest.Config) -> list[Path]:
+    patterns = config.getoption("autotune_specs")
+    if patterns:
+        paths: list[Path] = []
+        for pattern in patterns:
+            matches = sorted(glob.glob(pattern, recursive=True))
+            if not matches and not Path(pattern).exists():
+                raise pytest.UsageError(f"--autotune-specs {pattern!r} matches no file or folder")
+            paths += [Path(m).resolve() for m in matches] or [Path(pattern).resolve()]
+        return paths
+    ini = config.getini("autotune_specs")
+    return [Path(p).resolve() for p in ini] or [config.rootpath / "tuning_specs"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.getoption("autotune"):
+        return
+    config.addinivalue_line("markers", "autotune: a tuning session collected from a tuning spec")
+    runtime = config.getini("autotune_runtime")
+    if runtime and runtime not in RUNTIME_CHOICES:
+        raise pytest.UsageError(f"ini autotune_runtime = {runtime!r}; use one of {', '.join(RUNTIME_CHOICES)}")
+    spec_paths = _spec_paths(config)
+    config.stash[_spec_dirs_key] = spec_paths
+    config.stash[_results_key] = []
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        # `pytest --autotune` with no paths runs the specs, not the test suite
+        config.args = [str(p) for p in spec_paths]
+
+
+def _is_spec_file(config: pytest.Config, path: Path) -> bool:
+    if path.suffix not in SPEC_SUFFIXES or path.name.endswith((".baseline.json", ".schema.json")):
+        return False
+    roots = config.stash.get(_spec_dirs_key, [])
+    return any(path == root or root in path.parents for root in roots) or str(path) in config.args
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    config = parent.config
+    if config.getoption("autotune") and _is_spec_file(config, file_path):
+        return SpecFile.from_parent(parent, path=file_path)
+    return None
+
+
+class SpecFile(pytest.File):
+    """A tuning spec file; collects one TuningItem."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        from pytest_autotuner.spec import SpecError, load_spec
+
+        try:
+            spec = load_spec(self.path)
+        except SpecError as err:
+            raise self.CollectError(str(err)) from None
+        item = TuningItem.from_parent(self, name=spec.task_name, spec=spec)
+        item.add_marker("autotune")
+        yield item
+
+
+class AutotuneFailure(Exception):
+    """The session ended with the SLOs or the baseline not met; the message explains it."""
+
+
+class TuningItem(pytest.Item):
+    """One tuning session."""
+
+    def __init__(self, *, spec: TaskSpec, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec = spec
+
+    def _option(self, name: str) -> Any:
+        return self.config.getoption(name)
+
+    def _report_dir(self) -> Path:
+        value = self._option("autotune_report_dir") or self.config.getini("autotune_report_dir")
+        path = Path(value)
+        return path if path.is_absolute() else self.config.invocation_params.dir / path
+
+    def _effective_spec(self) -> tuple[TaskSpec, str, int]:
+        runtime = self._option("autotune_runtime") or self.config.getini("autotune_runtime") or self.spec.runtime
+        opt = self.spec.optimization
+        seed = opt.seed if opt.seed is not None else (self._option("autotune_seed") or 0)
+        cap = self._option("autotune_max_iterations")
+        updates: dict[str, Any] = {"seed": seed}
+        if cap is not None and cap < opt.max_iterations:
+            updates["max_iterations"] = cap
+            updates["n_initial_random"] = min(opt.n_initial_random, max(cap - 1, 0))
+        spec = self.spec.model_copy(update={"optimization": opt.model_copy(update=updates), "runtime": runtime})
+        return spec, runtime, seed
+
+    def runtest(self) -> None:
+        from pytest_autotuner.evaluate import make_evaluate, plan_from_spec
+        from pytest_autotuner.explain import explain_failure
+        from pytest_autotuner.runtimes import RuntimeUnavailable, create_runtime
+        from pytest_autotuner.search import Search, default_storage_url, study_name_for
+        from pytest_autotuner.session import TuningSession
+        from pytest_autotuner.space import SearchSpace
+
+        spec, runtime_kind, seed = self._effective_spec()
+        report_dir = self._report_dir()
+        storage = self._option("autotune_storage")
+        space = SearchSpace.from_spec(spec)
+        search = Search(
+            spec=spec,
+            space=space,
+            storage=storage or default_storage_url(report_dir, spec.task_name),
+            study_name=study_name_for(spec, runtime_kind),
+            seed=seed,
+            local_storage=storage is None,
+        )
+        try:
+            runtime = create_runtime(runtime_kind, spec, seed=seed)
+        except RuntimeUnavailable as err:
+            raise AutotuneFailure(f"cannot start the {runtime_kind} runtime for {spec.task_name!r}: {err}") from None
+        self._say(f"{spec.task_name}: {spec.optimization.strategy} search on {runtime_kind}, "
+                  f"{spec.optimization.max_iterations} trials, space of {space.grid_size or 'continuous'} points, "
+                  f"study {search.study.study_name}")
+        session = TuningSession(
+            spec=spec,
+            search=search,
+            evaluate=make_evaluate(runtime, plan_from_spec(spec, seed)),
+            on_trial=lambda event: self._progress(event, spec.optimization.objective),
+        )
+        try:
+            with _sigterm_as_interrupt():
+                result = session.run()
+        finally:
+            runtime.close()
+        report_path = self._write_report(result, report_dir, runtime_kind)
+        self.config.stash[_results_key].append((result, report_path))
+        self._record_properties(result)
+        if not result.passed:
+            raise AutotuneFailure(explain_failure(result))
+
+    def _write_report(self, result: SessionResult, report_dir: Path, runtime_kind: str) -> str | None:
+        try:
+            from pytest_autotuner.report import write_report
+        except ImportError:
+            return None
+        return str(write_report(result, report_dir, runtime=runtime_kind))
+
+    def _record_properties(self, result: SessionResult) -> None:
+        if result.best is None:
+            return
+        self.user_properties.append(("autotune_best_params", json.dumps(result.best.params)))
+        self.user_properties.append(("autotune_objective", result.best.score.objective))
+        self.user_properties.append(("autotune_slo_passed", result.passed))
+
+    def _say(self, line: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None:
+            return
+        context = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+        with context:
+            reporter.write_line(line)
+
+    def _progress(self, event: TrialEvent, objective: str) -> None:
+        from pytest_autotuner.explain import progress_line
+
+        self._say(progress_line(event, objective))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, AutotuneFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"autotune: {self.name}"
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI cancel) unwinds like Ctrl-C, so every server is torn down."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    results = config.stash.get(_results_key, None)
+    if not results:
+        return
+    from pytest_autotuner.explain import summary_lines
+
+    terminalreporter.section("autotune summary")
+    for result, report_path in results:
+        for line in summary_lines(result, report_path):
+            terminalreporter.write_line(line)

@@ -1,0 +1,47 @@
+"""The built-in simulator as a runtime: ``python -m pytest_autotuner.sim`` as a child process."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from pytest_autotuner.runtimes.base import server_argv
+from pytest_autotuner.runtimes.process import ProcessRuntime
+from pytest_autotuner.trial import ParamValue
+
+if TYPE_CHECKING:
+    from pytest_autotuner.spec import SimulatorSettings
+
+__all__ = ["SimRuntime"]
+
+
+class SimRuntime(ProcessRuntime):
+    """Same process handling as the process runtime, with the simulator as the server."""
+
+    kind = "sim"
+
+    def __init__(self, *, model: str, settings: SimulatorSettings, seed: int, readiness_timeout: float = 900.0) -> None:
+        super().__init__(model=model, readiness_timeout=readiness_timeout, python=sys.executable)
+        self.settings = settings
+        self.seed = seed
+        self._launches = 0
+
+    def command(self, params: Mapping[str, ParamValue], port: int) -> list[str]:
+        s = self.settings
+        self._launches += 1  # each launch gets its own noise draw, as a real rerun would
+        sim_flags = [
+            "--sim-gpu", s.gpu, "--sim-num-gpus", str(s.num_gpus), "--sim-speedup", str(s.speedup),
+            "--sim-startup-scale", str(s.startup_scale), "--sim-seed", str(self.seed * 100_003 + self._launches),
+        ]  # fmt: skip
+        if s.noise is not None:
+            sim_flags += ["--sim-noise", str(s.noise)]
+        return [
+            self.python, "-m", "pytest_autotuner.sim",
+            "--model-path", self.model, "--host", "127.0.0.1", "--port", str(port),
+            *server_argv(params), *sim_flags, *s.extra_args,
+        ]  # fmt: skip
+
+    def time_scale(self, server_info: Mapping[str, object]) -> float:
+        value = server_info.get("sim_speedup", self.settings.speedup)
+        return float(value) if isinstance(value, (int, float, str)) else self.settings.speedup

@@ -1,0 +1,222 @@
+"""The Optuna study behind a tuning session: sampler per strategy, storage, dedup, warm start.
+
+- bayesian: TPE (Optuna 5: multivariate, constant liar, constraint-aware through ``trial.set_constraint``).
+- grid: every grid point once, in a seeded shuffled order, so a budget smaller than the grid is unbiased.
+- random: seeded; on a finite space, sampling without replacement (no repeats while unseen points remain).
+
+A configuration is evaluated at most once: a proposal equal to a finished trial is closed as a FAIL with the
+user attribute ``duplicate_of`` (samplers ignore FAIL trials, so it neither counts nor biases the model),
+and another proposal is drawn. The lookup reads the study's storage, so it survives a resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_autotuner.trial import Params
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from pytest_autotuner.scoring import TrialScore
+    from pytest_autotuner.space import SearchSpace
+    from pytest_autotuner.spec import TaskSpec
+
+__all__ = ["CONSTRAINT_KEY", "Proposal", "Search", "default_storage_url", "study_name_for"]
+
+logger = logging.getLogger(__name__)
+
+CONSTRAINT_KEY = "infeasible"
+_MAX_DUPLICATE_RETRIES = 4
+
+
+@dataclass
+class Proposal:
+    """A configuration to evaluate, tied to its (running) Optuna trial."""
+
+    trial: optuna.trial.Trial
+    params: Params
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+
+def study_name_for(spec: TaskSpec, runtime: str) -> str:
+    """Unique per task and per everything that changes what a trial measures (not the budget)."""
+    relevant = spec.model_dump(
+        mode="json",
+        exclude={"description": True, "initial_configs": True, "optimization": {"max_iterations", "patience",
+                                                                                "confirm_runs", "confirm_top"}},
+    )
+    relevant["runtime"] = runtime
+    digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{spec.task_name}-{digest}"
+
+
+def default_storage_url(report_dir: Path, task_name: str) -> str:
+    """A per-spec journal file under the report folder, so an interrupted run resumes."""
+    path = report_dir / task_name / "study.journal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"journal:{path}"
+
+
+def _open_storage(url: str) -> Any:
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if url.startswith("journal:"):
+        return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    if url.startswith(("postgresql", "mysql", "sqlite")):
+        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+    return url  # let Optuna interpret anything else
+
+
+class Search:
+    """Proposes configurations and records their scores in an Optuna study."""
+
+    def __init__(
+        self,
+        *,
+        spec: TaskSpec,
+        space: SearchSpace,
+        storage: str | None,
+        study_name: str,
+        seed: int,
+        local_storage: bool = True,
+    ) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.spec = spec
+        self.space = space
+        self.seed = seed
+        self.strategy = spec.optimization.strategy
+        self._distributions = space.distributions()
+        self.study = optuna.create_study(
+            study_name=study_name,
+            storage=_open_storage(storage) if storage else None,
+            sampler=self._sampler(),
+            direction=spec.optimization.direction,
+            load_if_exists=True,
+        )
+        if local_storage:
+            self._fail_interrupted_trials()
+        self._order: list[Params] | None = self._finite_order()
+        for config in spec.initial_configs:
+            self.enqueue(dict(config))
+
+    def _sampler(self) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        if self.strategy == "bayesian":
+            n_startup = self.spec.optimization.n_initial_random
+            return optuna.samplers.TPESampler(n_startup_trials=n_startup, seed=self.seed)
+        return optuna.samplers.RandomSampler(seed=self.seed)
+
+    def _finite_order(self) -> list[Params] | None:
+        """Seeded order of every grid point, for grid and random strategies on a finite space."""
+        if self.strategy == "bayesian" or self.space.grid_size is None:
+            if self.strategy == "grid":
+                list(self.space.grid())  # raises the "no grid" error with its fix
+            return None
+        order = list(self.space.grid())
+        random.Random(self.seed).shuffle(order)
+        return order
+
+    def _fail_interrupted_trials(self) -> None:
+        """A trial left RUNNING by a killed run is closed as failed, so the resumed run does not wait for it."""
+        from optuna.trial import TrialState
+
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            self.study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+            self.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            logger.info("trial %d was left running by an interrupted run; marked failed", trial.number)
+
+    # -- bookkeeping -------------------------------------------------------------------------------------------
+
+    def evaluated(self) -> list[FrozenTrial]:
+        """Finished trials that ran an evaluation (duplicates and interrupted trials excluded)."""
+        from optuna.trial import TrialState
+
+        return [
+            t
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if "duplicate_of" not in t.user_attrs
+        ]
+
+    def evaluated_by_key(self) -> dict[str, FrozenTrial]:
+        return {self.space.key(t.params): t for t in self.evaluated()}
+
+    @property
+    def n_evaluated(self) -> int:
+        return len(self.evaluated())
+
+    def enqueue(self, params: Params) -> None:
+        self.study.enqueue_trial(params, skip_if_exists=True)
+
+    # -- ask and tell ------------------------------------------------------------------------------------------
+
+    def propose(self) -> Proposal | None:
+        """The next configuration to evaluate, or None when the space is exhausted."""
+        seen = self.evaluated_by_key()
+        for _attempt in range(_MAX_DUPLICATE_RETRIES + 1):
+            if self._order is not None and not self._has_waiting_trial():
+                unseen = next((p for p in self._order if self.space.key(p) not in seen), None)
+                if unseen is None:
+                    return None
+                self.study.enqueue_trial(unseen)
+            trial = self.study.ask(self._distributions)
+            params: Params = dict(trial.params)
+            original = seen.get(self.space.key(params))
+            if original is None:
+                return Proposal(trial, params)
+            trial.set_user_attr("duplicate_of", original.number)
+            self.study.tell(trial, state=_fail_state())
+            logger.debug("proposal %s repeats trial %d; drawing another", params, original.number)
+        # the sampler keeps proposing known points: take an unseen one at random (finite spaces only)
+        return self._random_unseen(seen)
+
+    def _has_waiting_trial(self) -> bool:
+        from optuna.trial import TrialState
+
+        return bool(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    def _random_unseen(self, seen: dict[str, FrozenTrial]) -> Proposal | None:
+        if self.space.grid_size is None:
+            trial = self.study.ask(self._distributions)
+            return Proposal(trial, dict(trial.params))
+        rng = random.Random(self.seed + self.n_evaluated)
+        unseen = [p for p in self.space.grid() if self.space.key(p) not in seen]
+        if not unseen:
+            return None
+        self.study.enqueue_trial(rng.choice(unseen))
+        trial = self.study.ask(self._distributions)
+        return Proposal(trial, dict(trial.params))
+
+    def record(self, proposal: Proposal, score: TrialScore, attrs: dict[str, Any]) -> None:
+        """Tell the study the trial's score, its feasibility and what the report needs."""
+        trial = proposal.trial
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        trial.set_constraint(CONSTRAINT_KEY, score.constraint)
+        self.study.tell(trial, score.value)
+
+    def abandon(self, proposal: Proposal, reason: str) -> None:
+        """Close a trial that was interrupted (Ctrl-C), so a resumed run proposes it again."""
+        proposal.trial.set_user_attr("interrupted", reason)
+        self.study.tell(proposal.trial, state=_fail_state())
+
+
+def _fail_state() -> Any:
+    from optuna.trial import TrialState
+
+    return TrialState.FAIL

@@ -1,0 +1,317 @@
+"""A tuning session: ask -> evaluate -> score -> tell, then confirm the best and decide pass or fail.
+
+``evaluate(params, deadline) -> BenchResult`` is injected: the session does no network or container I/O of
+its own. It runs ``evaluate`` in a worker thread so ``timeout_per_iteration`` holds even for an evaluate that
+does not return: on timeout the deadline is cancelled (runtimes tear their server down when they see it) and
+the trial is recorded as ``trial_timeout``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pytest_autotuner.bench.metrics import BenchResult
+from pytest_autotuner.scoring import SloCheck, TrialScore, score_failure, score_result
+from pytest_autotuner.trial import Deadline, FailureClass, Params, TrialFailure
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+    from pytest_autotuner.search import Proposal, Search
+    from pytest_autotuner.spec import TaskSpec
+
+__all__ = ["Confirmation", "EvaluateFn", "SessionResult", "TrialEvent", "TrialRecord", "TuningSession"]
+
+logger = logging.getLogger(__name__)
+
+EvaluateFn = Callable[[Params, Deadline], BenchResult]
+_TEARDOWN_GRACE_S = 60.0  # how long a timed-out evaluate gets to tear its server down
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One evaluated configuration as the study remembers it (also for trials of an earlier, resumed run)."""
+
+    number: int
+    params: Params
+    value: float
+    objective: float | None
+    feasible: bool
+    meets_slos: bool
+    failure: str | None
+    failure_message: str
+    log_tail: str
+    duration: float
+    cells: list[dict[str, Any]]
+
+    @classmethod
+    def from_trial(cls, trial: FrozenTrial) -> TrialRecord:
+        attrs = trial.user_attrs
+        return cls(
+            number=trial.number,
+            params=dict(trial.params),
+            value=float(trial.value) if trial.value is not None else math.nan,
+            objective=attrs.get("objective"),
+            feasible=all(v <= 0 for v in trial.constraints.values()) if trial.constraints else True,
+            meets_slos=bool(attrs.get("meets_slos", False)),
+            failure=attrs.get("failure"),
+            failure_message=attrs.get("failure_message", ""),
+            log_tail=attrs.get("log_tail", ""),
+            duration=float(attrs.get("duration", math.nan)),
+            cells=list(attrs.get("cells", [])),
+        )
+
+
+@dataclass(frozen=True)
+class TrialEvent:
+    """Progress of one trial, for the terminal."""
+
+    phase: str  # "search" or "confirm"
+    index: int  # 1-based position in the phase
+    total: int
+    params: Params
+    score: TrialScore
+    duration: float
+    number: int | None = None
+
+
+@dataclass
+class Confirmation:
+    """Repeat runs of one of the best configurations; the verdict comes from these samples."""
+
+    params: Params
+    source_trial: int
+    runs: list[BenchResult]
+    score: TrialScore
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def merged(self) -> BenchResult:
+        return BenchResult.merge(self.runs)
+
+
+@dataclass
+class SessionResult:
+    """Everything the plugin, the report and the baseline need from one session."""
+
+    spec: TaskSpec
+    study_name: str
+    trials: list[TrialRecord]
+    best: Confirmation | None
+    duration: float
+    stopped_early: str = ""
+    duplicates_skipped: int = 0
+
+    @property
+    def slo_checks(self) -> list[SloCheck]:
+        return list(self.best.score.slo_checks) if self.best else []
+
+    @property
+    def passed(self) -> bool:
+        return self.best is not None and self.best.score.meets_slos
+
+    @property
+    def failure_counts(self) -> Counter[str]:
+        return Counter(t.failure for t in self.trials if t.failure)
+
+    @property
+    def server_info(self) -> dict[str, Any]:
+        return self.best.runs[0].server_info if self.best and self.best.runs else {}
+
+
+class TuningSession:
+    """Runs one spec's search and confirmation against an injected evaluate function."""
+
+    def __init__(
+        self,
+        *,
+        spec: TaskSpec,
+        search: Search,
+        evaluate: EvaluateFn,
+        max_iterations: int | None = None,
+        on_trial: Callable[[TrialEvent], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.search = search
+        self.evaluate = evaluate
+        self.max_iterations = max_iterations or spec.optimization.max_iterations
+        self.on_trial = on_trial or (lambda event: None)
+        self._results: dict[int, BenchResult] = {}  # this run's measurements, by trial number
+
+    # -- one evaluation -----------------------------------------------------------------------------------
+
+    def _evaluate_with_timeout(self, params: Params) -> BenchResult:
+        timeout = self.spec.optimization.timeout_per_iteration
+        deadline = Deadline(timeout)
+        outcome: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                outcome["result"] = self.evaluate(params, deadline)
+            except BaseException as err:  # carried to the session thread
+                outcome["error"] = err
+
+        worker = threading.Thread(target=target, name="autotune-trial", daemon=True)
+        worker.start()
+        try:
+            worker.join(timeout)
+        except BaseException:  # Ctrl-C / SIGTERM: let the runtime tear down, then go on interrupting
+            deadline.cancel()
+            worker.join(_TEARDOWN_GRACE_S)
+            raise
+        if worker.is_alive():
+            deadline.cancel()
+            worker.join(_TEARDOWN_GRACE_S)
+            raise TrialFailure(
+                FailureClass.TRIAL_TIMEOUT,
+                f"the trial ran longer than optimization.timeout_per_iteration ({timeout:g} s)",
+            )
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]  # type: ignore[no-any-return]
+
+    def _measure(self, params: Params) -> tuple[TrialScore, BenchResult | None, str]:
+        """Evaluate and score one configuration; failures become graded scores."""
+        try:
+            result = self._evaluate_with_timeout(params)
+        except TrialFailure as failure:
+            score = score_failure(failure.failure_class, self.spec.optimization, failure.message)
+            return score, None, failure.log_tail
+        except Exception as err:  # an evaluate bug must not end the whole session
+            logger.exception("evaluate raised for %s", params)
+            score = score_failure(FailureClass.UNKNOWN, self.spec.optimization, f"{type(err).__name__}: {err}")
+            return score, None, ""
+        return score_result(result, self.spec.optimization, self.spec.slo), result, ""
+
+    # -- search -------------------------------------------------------------------------------------------
+
+    def _run_trial(self, proposal: Proposal, index: int) -> TrialScore:
+        started = time.monotonic()
+        try:
+            score, result, log_tail = self._measure(proposal.params)
+        except BaseException:
+            self.search.abandon(proposal, "interrupted")
+            raise
+        duration = time.monotonic() - started
+        if result is not None:
+            self._results[proposal.number] = result
+        self.search.record(proposal, score, _trial_attrs(score, result, log_tail, duration))
+        self.on_trial(TrialEvent("search", index, self.max_iterations, proposal.params, score, duration,
+                                 proposal.number))
+        return score
+
+    def run(self) -> SessionResult:
+        started = time.monotonic()
+        stopped_early = ""
+        best_value: float | None = None
+        since_improvement = 0
+        patience = self.spec.optimization.patience
+        maximize = self.spec.optimization.direction == "maximize"
+        while (done := self.search.n_evaluated) < self.max_iterations:
+            proposal = self.search.propose()
+            if proposal is None:
+                stopped_early = f"every configuration of the space was evaluated ({done})"
+                break
+            score = self._run_trial(proposal, done + 1)
+            if score.feasible and (
+                best_value is None or (score.value > best_value if maximize else score.value < best_value)
+            ):
+                best_value, since_improvement = score.value, 0
+            else:
+                since_improvement += 1
+            if patience and since_improvement >= patience:
+                stopped_early = f"no improvement in the last {patience} trials (optimization.patience)"
+                break
+        best = self.confirm_best()
+        from optuna.trial import TrialState
+
+        all_trials = self.search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        records = [TrialRecord.from_trial(t) for t in all_trials if "duplicate_of" not in t.user_attrs]
+        duplicates = sum(1 for t in self.search.study.get_trials(deepcopy=False) if "duplicate_of" in t.user_attrs)
+        return SessionResult(
+            spec=self.spec,
+            study_name=self.search.study.study_name,
+            trials=records,
+            best=best,
+            duration=time.monotonic() - started,
+            stopped_early=stopped_early,
+            duplicates_skipped=duplicates,
+        )
+
+    # -- confirmation -------------------------------------------------------------------------------------
+
+    def ranked_candidates(self) -> list[TrialRecord]:
+        """Evaluated trials, best first: meeting every SLO first, then feasible, then by score."""
+        records = [TrialRecord.from_trial(t) for t in self.search.evaluated()]
+        sign = -1.0 if self.spec.optimization.direction == "maximize" else 1.0
+        usable = [r for r in records if r.failure is None]
+        return sorted(usable, key=lambda r: (not r.meets_slos, not r.feasible, sign * r.value, r.number))
+
+    def confirm_best(self) -> Confirmation | None:
+        """Re-run the top configurations ``confirm_runs`` times; the best confirmed one wins."""
+        opt = self.spec.optimization
+        candidates = self.ranked_candidates()[: opt.confirm_top]
+        confirmations: list[Confirmation] = []
+        for rank, candidate in enumerate(candidates):
+            runs: list[BenchResult] = []
+            failures: list[str] = []
+            n_runs = opt.confirm_runs
+            if n_runs == 0:
+                cached = self._results.get(candidate.number)
+                if cached is not None:
+                    runs.append(cached)
+                else:
+                    n_runs = 1  # measured by an earlier, resumed run: its raw samples are gone
+            for i in range(n_runs):
+                score, result, _log = self._measure(candidate.params)
+                self.on_trial(TrialEvent("confirm", rank * n_runs + i + 1, len(candidates) * n_runs,
+                                         candidate.params, score, 0.0, candidate.number))
+                if result is None:
+                    failures.append(f"{score.failure.value if score.failure else 'failed'}: {score.failure_message}")
+                else:
+                    runs.append(result)
+            if not runs:
+                continue
+            merged = BenchResult.merge(runs)
+            confirmations.append(
+                Confirmation(candidate.params, candidate.number, runs,
+                             score_result(merged, opt, self.spec.slo), failures)
+            )
+        if not confirmations:
+            return None
+        sign = -1.0 if opt.direction == "maximize" else 1.0
+        return min(confirmations, key=lambda c: (not c.score.meets_slos, sign * c.score.value))
+
+
+def _trial_attrs(score: TrialScore, result: BenchResult | None, log_tail: str, duration: float) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "objective": score.objective,
+        "penalty": score.penalty if math.isfinite(score.penalty) else None,
+        "meets_slos": score.meets_slos,
+        "failure": score.failure.value if score.failure else None,
+        "failure_message": score.failure_message[:2000],
+        "log_tail": log_tail[-4000:],
+        "duration": round(duration, 3),
+    }
+    if result is not None:
+        attrs["cells"] = [_json_safe(cell.as_dict()) for cell in result.cells]
+        attrs["server_version"] = str(result.server_info.get("version", ""))
+    return attrs
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN is not JSON: storages and reports get None instead."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value

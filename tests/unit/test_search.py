@@ -1,0 +1,90 @@
+"""Search: strategies, seeding, grid order, dedup through the study's storage, warm start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from factories import spec, synthetic_evaluate
+
+from pytest_autotuner.search import Search, default_storage_url, study_name_for
+from pytest_autotuner.session import TuningSession
+from pytest_autotuner.space import SearchSpace
+from pytest_autotuner.trial import Params
+
+
+def make_search(s, storage: str | None = None, seed: int = 1) -> Search:  # noqa: ANN001
+    return Search(spec=s, space=SearchSpace.from_spec(s), storage=storage,
+                  study_name=study_name_for(s, "sim"), seed=seed)
+
+
+def run(s, storage: str | None = None, seed: int = 1) -> list[Params]:  # noqa: ANN001
+    calls: list[Params] = []
+    TuningSession(spec=s, search=make_search(s, storage, seed), evaluate=synthetic_evaluate(calls)).run()
+    return calls
+
+
+@pytest.mark.parametrize("strategy", ["bayesian", "grid", "random"])
+def test_no_configuration_is_evaluated_twice(strategy: str) -> None:
+    s = spec(optimization={"strategy": strategy, "max_iterations": 40, "confirm_runs": 0})
+    calls = run(s)
+    space = SearchSpace.from_spec(s)
+    assert len(calls) == 40
+    assert len({space.key(c) for c in calls}) == 40
+
+
+def test_grid_visits_every_point_once_in_a_seeded_shuffled_order() -> None:
+    s = spec(optimization={"strategy": "grid", "max_iterations": 200, "confirm_runs": 0})
+    first = run(s, seed=3)
+    again = run(s, seed=3)
+    other = run(s, seed=4)
+    space = SearchSpace.from_spec(s)
+    assert len(first) == 80  # the whole grid, then the session stops
+    assert first == again
+    assert first != other
+    assert first != list(space.grid())  # not biased toward the first values
+    tp_in_first_ten = {p["tp-size"] for p in first[:10]}
+    assert tp_in_first_ten == {1, 2}
+
+
+def test_seeded_strategies_reproduce() -> None:
+    for strategy in ("bayesian", "random"):
+        s = spec(optimization={"strategy": strategy, "max_iterations": 12, "confirm_runs": 0})
+        assert run(s, seed=5) == run(s, seed=5)
+        assert run(s, seed=5) != run(s, seed=6)
+
+
+def test_random_on_a_finite_space_has_no_repeats_until_exhausted() -> None:
+    s = spec(parameters={"tp-size": [1, 2], "schedule-policy": ["lpm", "fcfs"]},
+             optimization={"strategy": "random", "max_iterations": 10, "n_initial_random": 1, "confirm_runs": 0})
+    calls = run(s)
+    assert len(calls) == 4
+    assert len({tuple(c.values()) for c in calls}) == 4
+
+
+def test_initial_configs_are_evaluated_first() -> None:
+    first = {"tp-size": 2, "mem-fraction-static": 0.9, "schedule-policy": "lpm", "chunked-prefill-size": 4096}
+    s = spec(initial_configs=[first], optimization={"max_iterations": 3, "n_initial_random": 1, "confirm_runs": 0})
+    assert run(s)[0] == first
+
+
+def test_a_repeated_proposal_reuses_the_stored_result_after_resume(tmp_path: Path) -> None:
+    s = spec(optimization={"max_iterations": 6, "confirm_runs": 0})
+    storage = default_storage_url(tmp_path, s.task_name)
+    first = run(s, storage)
+    # same study, bigger budget: the six finished trials count, and none is measured again
+    more = s.model_copy(update={"optimization": s.optimization.model_copy(update={"max_iterations": 10})})
+    second = run(more, storage)
+    space = SearchSpace.from_spec(s)
+    assert len(second) == 4
+    assert not {space.key(c) for c in first} & {space.key(c) for c in second}
+
+
+def test_study_name_depends_on_space_and_runtime_not_budget() -> None:
+    s = spec()
+    bigger = spec(optimization={"max_iterations": 99})
+    other_space = spec(parameters={"tp-size": [1, 2]})
+    assert study_name_for(s, "sim") == study_name_for(bigger, "sim")
+    assert study_name_for(s, "sim") != study_name_for(s, "docker")
+    assert study_name_for(s, "sim") != study_name_for(other_space, "sim")
+    assert study_name_for(s, "sim").startswith("unit-task-")
