@@ -270,9 +270,10 @@ class TuningSession:
                 else:
                     n_runs = 1  # measured by an earlier, resumed run: its raw samples are gone
             for i in range(n_runs):
+                started = time.monotonic()
                 score, result, _log = self._measure(candidate.params)
                 self.on_trial(TrialEvent("confirm", rank * n_runs + i + 1, len(candidates) * n_runs,
-                                         candidate.params, score, 0.0, candidate.number))
+                                         candidate.params, score, time.monotonic() - started, candidate.number))
                 if result is None:
                     failures.append(f"{score.failure.value if score.failure else 'failed'}: {score.failure_message}")
                 else:
