@@ -47,8 +47,10 @@ def progress_line(event: TrialEvent, objective: str) -> str:
         result += f" SLO miss x{len(violated)}" if violated else (" SLO ok" if score.slo_checks else "")
     tag = "trial" if event.phase == "search" else "confirm"
     width = len(str(event.total))
-    return (f"  {tag} {event.index:>{width}}/{event.total} {describe_params(event.params)} -> {result} "
-            f"[{event.duration:.1f}s]")
+    return (
+        f"  {tag} {event.index:>{width}}/{event.total} {describe_params(event.params)} -> {result} "
+        f"[{event.duration:.1f}s]"
+    )
 
 
 def slo_table(checks: list[SloCheck]) -> list[str]:
@@ -69,7 +71,9 @@ def explain_failure(result: SessionResult) -> str:
         lines = [f"no configuration of {spec.task_name!r} could be measured: all {len(result.trials)} trials failed"]
         for failure, count in counts.most_common():
             example = next(t for t in result.trials if t.failure == failure)
-            lines.append(f"  {failure} x{count}: e.g. {describe_params(example.params)}: {example.failure_message[:200]}")
+            lines.append(
+                f"  {failure} x{count}: e.g. {describe_params(example.params)}: {example.failure_message[:200]}"
+            )
         lines.append("Check the failing trials' log tails in the report, or widen the parameter ranges.")
         return "\n".join(lines)
     best = result.best
@@ -82,11 +86,15 @@ def explain_failure(result: SessionResult) -> str:
         *slo_table(list(best.score.slo_checks)),
     ]
     if not any(t.meets_slos for t in result.trials):
-        lines.append(f"No trial out of {len(result.trials)} met every SLO; the SLOs may be out of reach for this "
-                     "model and hardware, or the space lacks a configuration that meets them.")
+        lines.append(
+            f"No trial out of {len(result.trials)} met every SLO; the SLOs may be out of reach for this "
+            "model and hardware, or the space lacks a configuration that meets them."
+        )
     else:
-        lines.append("A trial met the SLOs during the search but not in the confirmation runs: "
-                     "the margin is within run-to-run noise.")
+        lines.append(
+            "A trial met the SLOs during the search but not in the confirmation runs: "
+            "the margin is within run-to-run noise."
+        )
     return "\n".join(lines)
 
 
@@ -97,8 +105,10 @@ def summary_lines(result: SessionResult, report_path: str | None) -> list[str]:
     lines = [f"{spec.task_name}: {status}  ({len(result.trials)} trials, {result.duration:.0f}s)"]
     if result.best is not None:
         lines.append(f"  best: {describe_params(result.best.params)}")
-        lines.append(f"  {objective}: {format_objective(result.best.score.objective, objective)} "
-                     f"(confirmed, {len(result.best.runs)} runs)")
+        lines.append(
+            f"  {objective}: {format_objective(result.best.score.objective, objective)} "
+            f"(confirmed, {len(result.best.runs)} runs)"
+        )
         checks = result.best.score.slo_checks
         if checks:
             passed = sum(c.passed for c in checks)

@@ -46,18 +46,40 @@ def _int(text: str) -> int:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("autotune", "SGLang tuning sessions (pytest-autotuner)")
     group.addoption("--autotune", action="store_true", help="run every tuning spec as a tuning session")
-    group.addoption("--autotune-runtime", choices=RUNTIME_CHOICES, default=None,
-                    help="run every spec on this runtime (overrides the spec's `runtime`)")
-    group.addoption("--autotune-max-iterations", type=_positive_int, default=None, metavar="N",
-                    help="cap every spec's optimization.max_iterations (smoke runs)")
-    group.addoption("--autotune-seed", type=_int, default=None, metavar="SEED",
-                    help="seed for specs without optimization.seed (default 0)")
-    group.addoption("--autotune-storage", default=None, metavar="URL",
-                    help="Optuna storage URL shared by every spec (default: a study file per spec under the "
-                         "report folder)")
+    group.addoption(
+        "--autotune-runtime",
+        choices=RUNTIME_CHOICES,
+        default=None,
+        help="run every spec on this runtime (overrides the spec's `runtime`)",
+    )
+    group.addoption(
+        "--autotune-max-iterations",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="cap every spec's optimization.max_iterations (smoke runs)",
+    )
+    group.addoption(
+        "--autotune-seed",
+        type=_int,
+        default=None,
+        metavar="SEED",
+        help="seed for specs without optimization.seed (default 0)",
+    )
+    group.addoption(
+        "--autotune-storage",
+        default=None,
+        metavar="URL",
+        help="Optuna storage URL shared by every spec (default: a study file per spec under the report folder)",
+    )
     group.addoption("--autotune-report-dir", default=None, metavar="DIR", help="report folder (default reports/)")
-    group.addoption("--autotune-specs", action="append", default=None, metavar="PATH_OR_GLOB",
-                    help="spec files or folders (repeatable; default tuning_specs/)")
+    group.addoption(
+        "--autotune-specs",
+        action="append",
+        default=None,
+        metavar="PATH_OR_GLOB",
+        help="spec files or folders (repeatable; default tuning_specs/)",
+    )
     parser.addini("autotune_specs", "spec files or folders", type="paths", default=[])
     parser.addini("autotune_report_dir", "report folder", default="reports")
     parser.addini("autotune_runtime", "runtime for every spec (docker, process, sim)", default="")
@@ -177,9 +199,11 @@ class TuningItem(pytest.Item):
             runtime = create_runtime(runtime_kind, spec, seed=seed)
         except RuntimeUnavailable as err:
             raise AutotuneFailure(f"cannot start the {runtime_kind} runtime for {spec.task_name!r}: {err}") from None
-        self._say(f"{spec.task_name}: {spec.optimization.strategy} search on {runtime_kind}, "
-                  f"{spec.optimization.max_iterations} trials, space of {space.grid_size or 'continuous'} points, "
-                  f"study {search.study.study_name}")
+        self._say(
+            f"{spec.task_name}: {spec.optimization.strategy} search on {runtime_kind}, "
+            f"{spec.optimization.max_iterations} trials, space of {space.grid_size or 'continuous'} points, "
+            f"study {search.study.study_name}"
+        )
         session = TuningSession(
             spec=spec,
             search=search,

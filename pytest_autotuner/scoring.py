@@ -148,7 +148,9 @@ def score_result(result: BenchResult, optimization: Optimization, slo: Slo | Non
     raw = objective_value(result, optimization.objective)
     if math.isnan(raw):
         return score_failure(
-            FailureClass.BENCHMARK_ERRORS, optimization, "no request completed, so there is no objective value"
+            FailureClass.BENCHMARK_ERRORS,
+            optimization,
+            "no request completed, so there is no objective value",
         )
     checks = check_slos(result, slo)
     steepness = slo.steepness if slo else 0.1

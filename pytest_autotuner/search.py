@@ -53,8 +53,11 @@ def study_name_for(spec: TaskSpec, runtime: str) -> str:
     """Unique per task and per everything that changes what a trial measures (not the budget)."""
     relevant = spec.model_dump(
         mode="json",
-        exclude={"description": True, "initial_configs": True, "optimization": {"max_iterations", "patience",
-                                                                                "confirm_runs", "confirm_top"}},
+        exclude={
+            "description": True,
+            "initial_configs": True,
+            "optimization": {"max_iterations", "patience", "confirm_runs", "confirm_top"},
+        },
     )
     relevant["runtime"] = runtime
     digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:10]

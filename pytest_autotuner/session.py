@@ -175,7 +175,7 @@ class TuningSession:
             )
         if "error" in outcome:
             raise outcome["error"]
-        return outcome["result"]  # type: ignore[no-any-return]
+        return outcome["result"]
 
     def _measure(self, params: Params) -> tuple[TrialScore, BenchResult | None, str]:
         """Evaluate and score one configuration; failures become graded scores."""
@@ -203,8 +203,9 @@ class TuningSession:
         if result is not None:
             self._results[proposal.number] = result
         self.search.record(proposal, score, _trial_attrs(score, result, log_tail, duration))
-        self.on_trial(TrialEvent("search", index, self.max_iterations, proposal.params, score, duration,
-                                 proposal.number))
+        self.on_trial(
+            TrialEvent("search", index, self.max_iterations, proposal.params, score, duration, proposal.number)
+        )
         return score
 
     def run(self) -> SessionResult:
@@ -272,8 +273,17 @@ class TuningSession:
             for i in range(n_runs):
                 started = time.monotonic()
                 score, result, _log = self._measure(candidate.params)
-                self.on_trial(TrialEvent("confirm", rank * n_runs + i + 1, len(candidates) * n_runs,
-                                         candidate.params, score, time.monotonic() - started, candidate.number))
+                self.on_trial(
+                    TrialEvent(
+                        "confirm",
+                        rank * n_runs + i + 1,
+                        len(candidates) * n_runs,
+                        candidate.params,
+                        score,
+                        time.monotonic() - started,
+                        candidate.number,
+                    )
+                )
                 if result is None:
                     failures.append(f"{score.failure.value if score.failure else 'failed'}: {score.failure_message}")
                 else:
@@ -282,8 +292,13 @@ class TuningSession:
                 continue
             merged = BenchResult.merge(runs)
             confirmations.append(
-                Confirmation(candidate.params, candidate.number, runs,
-                             score_result(merged, opt, self.spec.slo), failures)
+                Confirmation(
+                    candidate.params,
+                    candidate.number,
+                    runs,
+                    score_result(merged, opt, self.spec.slo),
+                    failures,
+                )
             )
         if not confirmations:
             return None

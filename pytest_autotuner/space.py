@@ -8,7 +8,7 @@ import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from pytest_autotuner.spec import RangeParam, TaskSpec
 from pytest_autotuner.trial import Params, ParamValue
@@ -51,11 +51,11 @@ class FloatRange:
     def grid_values(self) -> tuple[ParamValue, ...] | None:
         if self.step is None:
             return None  # continuous: no grid
-        n = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        n = math.floor((self.high - self.low) / self.step + 1e-9) + 1
         return tuple(round(self.low + i * self.step, 12) for i in range(n))
 
 
-Dimension = Union[Categorical, IntRange, FloatRange]
+Dimension = Categorical | IntRange | FloatRange
 
 
 def _dimension(name: str, raw: list[ParamValue] | RangeParam) -> Dimension:

@@ -9,7 +9,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -83,7 +83,7 @@ class RangeParam(_Model):
         return all(isinstance(v, int) for v in (self.low, self.high, self.step) if v is not None)
 
 
-ParamChoice = Union[bool, int, float, str]
+ParamChoice = bool | int | float | str
 
 
 class Optimization(_Model):
@@ -190,7 +190,7 @@ def _slo_kind(value: Any) -> str:
 
 #: ``{"threshold": ...}`` limits the mean; ``{"p90": {"threshold": ...}}`` limits percentiles.
 MeanOrPercentiles = Annotated[
-    Union[Annotated[SloMetric, Tag("mean")], Annotated[PercentileSlo, Tag("percentiles")]],
+    Annotated[SloMetric, Tag("mean")] | Annotated[PercentileSlo, Tag("percentiles")],
     Discriminator(_slo_kind),
 ]
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from enum import Enum
-from typing import Union
 
 __all__ = ["Deadline", "FailureClass", "ParamValue", "Params", "TrialFailure"]
 
-ParamValue = Union[bool, int, float, str]
+ParamValue = bool | int | float | str
 Params = dict[str, ParamValue]
 
 

@@ -9,8 +9,16 @@ from pytest_autotuner.spec import TaskSpec
 from pytest_autotuner.trial import Deadline, Params
 
 
-def cell(e2e: float, *, n: int = 20, ttft: float | None = None, out_tokens: int = 100, scenario: str = "D(100,100)",
-         concurrency: int = 4, spread: float = 0.0) -> CellMetrics:
+def cell(
+    e2e: float,
+    *,
+    n: int = 20,
+    ttft: float | None = None,
+    out_tokens: int = 100,
+    scenario: str = "D(100,100)",
+    concurrency: int = 4,
+    spread: float = 0.0,
+) -> CellMetrics:
     """A cell of n successful requests whose E2E latencies spread linearly around ``e2e``."""
     records = []
     for i in range(n):
@@ -43,7 +51,12 @@ def spec(**overrides: object) -> TaskSpec:
             "schedule-policy": ["lpm", "fcfs"],
             "chunked-prefill-size": [512, 1024, 2048, 4096],
         },
-        "optimization": {"strategy": "bayesian", "objective": "minimize_latency", "max_iterations": 20, "seed": 1},
+        "optimization": {
+            "strategy": "bayesian",
+            "objective": "minimize_latency",
+            "max_iterations": 20,
+            "seed": 1,
+        },
     }
     for key, value in overrides.items():
         if key != "parameters" and isinstance(value, dict) and isinstance(raw.get(key), dict):

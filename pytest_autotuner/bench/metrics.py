@@ -8,6 +8,7 @@ when the server is the simulator: the client scales wall time by the server's sp
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -75,7 +76,7 @@ class RequestRecord:
     def itls(self) -> list[float]:
         """Gaps between consecutive content chunks (one gap per chunk after the first)."""
         times = self.chunk_times
-        return [b - a for a, b in zip(times, times[1:], strict=False)]
+        return [b - a for a, b in itertools.pairwise(times)]
 
     @property
     def e2e_from_schedule(self) -> float | None:
@@ -163,7 +164,7 @@ class CellMetrics:
             else:
                 raise KeyError(f"unknown metric {metric!r}; known: {', '.join(LATENCY_METRICS)}")
             self._cache[key] = np.array([v for v in values if v is not None], dtype=float)
-        return self._cache[key]  # type: ignore[no-any-return]
+        return self._cache[key]
 
     def summary(self, metric: str) -> Summary:
         return summarize(self.samples(metric))

@@ -101,6 +101,4 @@ def _check_bounds(scenario: Scenario) -> None:
     if scenario.kind == "U":
         for lo, hi in (scenario.input, scenario.output):
             if lo < 1 or hi < lo:
-                raise ScenarioError(
-                    f"{scenario.text!r}: each range needs 1 <= min <= max, got ({lo},{hi})"
-                )
+                raise ScenarioError(f"{scenario.text!r}: each range needs 1 <= min <= max, got ({lo},{hi})")

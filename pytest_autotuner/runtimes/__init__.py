@@ -40,5 +40,5 @@ def create_runtime(kind: str, spec: TaskSpec, *, seed: int) -> Runtime:
             from pytest_autotuner.runtimes.docker import DockerRuntime
         except ImportError as err:
             raise RuntimeUnavailable(f"the docker runtime is not available: {err}") from None
-        return DockerRuntime.from_spec(spec, readiness_timeout=readiness)  # type: ignore[no-any-return]
+        return DockerRuntime.from_spec(spec, readiness_timeout=readiness)
     raise RuntimeUnavailable(f"unknown runtime {kind!r}; use one of: {', '.join(RUNTIME_KINDS)}")

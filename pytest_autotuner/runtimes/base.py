@@ -47,9 +47,9 @@ class Runtime(Protocol):
 
     kind: str
 
-    def launch(self, params: Mapping[str, ParamValue], *, deadline: Deadline, label: str) -> AbstractContextManager[
-        Endpoint
-    ]:
+    def launch(
+        self, params: Mapping[str, ParamValue], *, deadline: Deadline, label: str
+    ) -> AbstractContextManager[Endpoint]:
         """Start a server for ``params``; the context yields its ready endpoint and tears it down on exit.
 
         Raises TrialFailure (classified) when the server does not come up before the deadline.
@@ -94,13 +94,23 @@ def mask_secrets(text: str, env: Mapping[str, str] | None = None) -> str:
 
 
 _CLASSIFIERS: list[tuple[re.Pattern[str], FailureClass]] = [
-    (re.compile(r"Not enough memory\. Please try to increase --mem-fraction-static", re.I), FailureClass.KV_CACHE_OOM),
+    (
+        re.compile(r"Not enough memory\. Please try to increase --mem-fraction-static", re.I),
+        FailureClass.KV_CACHE_OOM,
+    ),
     (re.compile(r"CUDA out of memory|Capture cuda graph failed|OutOfMemoryError", re.I), FailureClass.OOM),
-    (re.compile(r"must be divisible by tensor parallel|tp_size \* dp_size|"
-                r"invalid device ordinal|not enough GPUs|exceeds the number of (available )?GPUs", re.I),
-     FailureClass.INVALID_PARALLELISM),
-    (re.compile(r"No such image|pull access denied|manifest unknown|image not found", re.I),
-     FailureClass.IMAGE_MISSING),
+    (
+        re.compile(
+            r"must be divisible by tensor parallel|tp_size \* dp_size|"
+            r"invalid device ordinal|not enough GPUs|exceeds the number of (available )?GPUs",
+            re.I,
+        ),
+        FailureClass.INVALID_PARALLELISM,
+    ),
+    (
+        re.compile(r"No such image|pull access denied|manifest unknown|image not found", re.I),
+        FailureClass.IMAGE_MISSING,
+    ),
 ]
 
 
@@ -155,7 +165,8 @@ def wait_until_ready(
             waited = timeout if not deadline.expired else "the trial's"
             raise TrialFailure(
                 FailureClass.READINESS_TIMEOUT,
-                f"the server at {base_url} was not ready within {waited} s (last /health status: {status or 'no answer'})",
+                f"the server at {base_url} was not ready within {waited} s "
+                f"(last /health status: {status or 'no answer'})",
             )
         if exited():
             raise on_exit()

@@ -76,10 +76,18 @@ class ProcessRuntime:
     def command(self, params: Mapping[str, ParamValue], port: int) -> list[str]:
         """The argv of the server for one configuration."""
         return [
-            self.python, "-m", "sglang.launch_server",
-            "--model-path", self.model, "--host", "127.0.0.1", "--port", str(port),
-            *server_argv(params), *self.extra_args,
-        ]  # fmt: skip
+            self.python,
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            self.model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *server_argv(params),
+            *self.extra_args,
+        ]
 
     def time_scale(self, server_info: Mapping[str, object]) -> float:
         return 1.0
@@ -94,10 +102,14 @@ class ProcessRuntime:
         self._log_path = Path(log_name)
         logger.debug("launching %s", " ".join(argv))
         with os.fdopen(fd, "wb") as log:
-            proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env, start_new_session=True,
-            )  # fmt: skip
+            proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
+            )
         self._proc = proc
         self._live.add(proc)
         try:
@@ -118,8 +130,9 @@ class ProcessRuntime:
         code = self._proc.poll() if self._proc else None
         failure_class = classify_startup_failure(log, code)
         last = next((line for line in reversed(log.splitlines()) if line.strip()), "no output")
-        return TrialFailure(failure_class, f"server exited with code {code} during startup: {last}",
-                            log_tail=tail_lines(log))
+        return TrialFailure(
+            failure_class, f"server exited with code {code} during startup: {last}", log_tail=tail_lines(log)
+        )
 
     def is_alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None

@@ -31,16 +31,33 @@ class SimRuntime(ProcessRuntime):
         s = self.settings
         self._launches += 1  # each launch gets its own noise draw, as a real rerun would
         sim_flags = [
-            "--sim-gpu", s.gpu, "--sim-num-gpus", str(s.num_gpus), "--sim-speedup", str(s.speedup),
-            "--sim-startup-scale", str(s.startup_scale), "--sim-seed", str(self.seed * 100_003 + self._launches),
-        ]  # fmt: skip
+            "--sim-gpu",
+            s.gpu,
+            "--sim-num-gpus",
+            str(s.num_gpus),
+            "--sim-speedup",
+            str(s.speedup),
+            "--sim-startup-scale",
+            str(s.startup_scale),
+            "--sim-seed",
+            str(self.seed * 100_003 + self._launches),
+        ]
         if s.noise is not None:
             sim_flags += ["--sim-noise", str(s.noise)]
         return [
-            self.python, "-m", "pytest_autotuner.sim",
-            "--model-path", self.model, "--host", "127.0.0.1", "--port", str(port),
-            *server_argv(params), *sim_flags, *s.extra_args,
-        ]  # fmt: skip
+            self.python,
+            "-m",
+            "pytest_autotuner.sim",
+            "--model-path",
+            self.model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *server_argv(params),
+            *sim_flags,
+            *s.extra_args,
+        ]
 
     def time_scale(self, server_info: Mapping[str, object]) -> float:
         value = server_info.get("sim_speedup", self.settings.speedup)

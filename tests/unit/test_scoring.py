@@ -12,7 +12,7 @@ from pytest_autotuner.scoring import check_slos, objective_value, score_failure,
 from pytest_autotuner.trial import FailureClass
 
 
-def latency_spec(threshold: float = 1.0, **slo_extra: object):  # noqa: ANN201
+def latency_spec(threshold: float = 1.0, **slo_extra: object):
     return spec(slo={"latency": {"p90": {"threshold": threshold, **slo_extra}}})
 
 

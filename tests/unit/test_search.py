@@ -13,12 +13,17 @@ from pytest_autotuner.space import SearchSpace
 from pytest_autotuner.trial import Params
 
 
-def make_search(s, storage: str | None = None, seed: int = 1) -> Search:  # noqa: ANN001
-    return Search(spec=s, space=SearchSpace.from_spec(s), storage=storage,
-                  study_name=study_name_for(s, "sim"), seed=seed)
+def make_search(s, storage: str | None = None, seed: int = 1) -> Search:
+    return Search(
+        spec=s,
+        space=SearchSpace.from_spec(s),
+        storage=storage,
+        study_name=study_name_for(s, "sim"),
+        seed=seed,
+    )
 
 
-def run(s, storage: str | None = None, seed: int = 1) -> list[Params]:  # noqa: ANN001
+def run(s, storage: str | None = None, seed: int = 1) -> list[Params]:
     calls: list[Params] = []
     TuningSession(spec=s, search=make_search(s, storage, seed), evaluate=synthetic_evaluate(calls)).run()
     return calls
@@ -55,8 +60,10 @@ def test_seeded_strategies_reproduce() -> None:
 
 
 def test_random_on_a_finite_space_has_no_repeats_until_exhausted() -> None:
-    s = spec(parameters={"tp-size": [1, 2], "schedule-policy": ["lpm", "fcfs"]},
-             optimization={"strategy": "random", "max_iterations": 10, "n_initial_random": 1, "confirm_runs": 0})
+    s = spec(
+        parameters={"tp-size": [1, 2], "schedule-policy": ["lpm", "fcfs"]},
+        optimization={"strategy": "random", "max_iterations": 10, "n_initial_random": 1, "confirm_runs": 0},
+    )
     calls = run(s)
     assert len(calls) == 4
     assert len({tuple(c.values()) for c in calls}) == 4

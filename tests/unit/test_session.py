@@ -14,7 +14,7 @@ from pytest_autotuner.space import SearchSpace
 from pytest_autotuner.trial import Deadline, FailureClass, Params, TrialFailure
 
 
-def session(s, evaluate, **kwargs):  # noqa: ANN001, ANN003, ANN201
+def session(s, evaluate, **kwargs):
     search = Search(spec=s, space=SearchSpace.from_spec(s), storage=None, study_name=study_name_for(s, "t"), seed=1)
     return TuningSession(spec=s, search=search, evaluate=evaluate, **kwargs)
 
@@ -32,8 +32,10 @@ def test_the_best_configuration_is_found_and_confirmed() -> None:
 
 
 def test_verdict_comes_from_confirmation_samples_not_the_lucky_search_run() -> None:
-    s = spec(optimization={"strategy": "grid", "max_iterations": 80, "confirm_runs": 2},
-             slo={"latency": {"p50": {"threshold": 1.12}}})
+    s = spec(
+        optimization={"strategy": "grid", "max_iterations": 80, "confirm_runs": 2},
+        slo={"latency": {"p50": {"threshold": 1.12}}},
+    )
     seen: set[str] = set()
 
     def lucky_once(params: Params, deadline: Deadline) -> BenchResult:
@@ -51,7 +53,14 @@ def test_verdict_comes_from_confirmation_samples_not_the_lucky_search_run() -> N
 
 
 def test_a_hanging_evaluate_is_stopped_at_the_timeout() -> None:
-    s = spec(optimization={"max_iterations": 2, "n_initial_random": 1, "timeout_per_iteration": 0.3, "confirm_runs": 0})
+    s = spec(
+        optimization={
+            "max_iterations": 2,
+            "n_initial_random": 1,
+            "timeout_per_iteration": 0.3,
+            "confirm_runs": 0,
+        }
+    )
     torn_down = threading.Event()
 
     def hangs(params: Params, deadline: Deadline) -> BenchResult:
@@ -99,6 +108,11 @@ def test_progress_events_cover_search_and_confirmation() -> None:
     events = []
     session(s, synthetic_evaluate(), on_trial=events.append).run()
     assert [(e.phase, e.index, e.total) for e in events] == [
-        ("search", 1, 4), ("search", 2, 4), ("search", 3, 4), ("search", 4, 4), ("confirm", 1, 2), ("confirm", 2, 2)
+        ("search", 1, 4),
+        ("search", 2, 4),
+        ("search", 3, 4),
+        ("search", 4, 4),
+        ("confirm", 1, 2),
+        ("confirm", 2, 2),
     ]
     assert all(e.duration >= 0 for e in events)

@@ -41,8 +41,9 @@ def test_continuous_range_has_no_grid() -> None:
 def test_distributions_contain_the_grid_points() -> None:
     space = SearchSpace.from_spec(spec())
     assert all(space.contains(p) for p in space.grid())
-    assert not space.contains({"tp-size": 3, "mem-fraction-static": 0.7, "schedule-policy": "lpm",
-                               "chunked-prefill-size": 512})
+    assert not space.contains(
+        {"tp-size": 3, "mem-fraction-static": 0.7, "schedule-policy": "lpm", "chunked-prefill-size": 512}
+    )
 
 
 def test_key_ignores_float_rounding_noise() -> None:

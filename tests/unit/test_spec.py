@@ -81,7 +81,11 @@ def test_slo_accepts_mean_or_percentile_blocks() -> None:
     [
         ({"optimization": {"strategy": "bayes"}}, "`optimization.strategy`", "bayesian, grid, random"),
         ({"optimization": {"objective": "fast"}}, "`optimization.objective`", "maximize_throughput"),
-        ({"optimization": {"max_iterations": 5, "n_initial_random": 5}}, "`optimization`", "n_initial_random` is 5"),
+        (
+            {"optimization": {"max_iterations": 5, "n_initial_random": 5}},
+            "`optimization`",
+            "n_initial_random` is 5",
+        ),
         ({"optimization": {"max_iterations": "ten"}}, "`optimization.max_iterations`", '"ten"'),
         ({"parameters": {"tp-size": []}}, "`parameters.tp-size`", "empty value list"),
         ({"parameters": {"tp-size": [1, "2"]}}, "`parameters.tp-size`", "mixes value types"),
