@@ -1,0 +1,400 @@
+"""Benchmark client: drives an OpenAI-compatible streaming server (SGLang) through a BenchmarkPlan.
+
+Metric definitions match SGLang's ``bench_serving`` (see ``metrics.py``). One aiohttp session with an
+unlimited connector is shared by all cells; the SSE stream is read in large blocks and split into lines here,
+with one ``json.loads`` per data line and no tokenizing on the event loop.
+
+Times: ``endpoint.time_scale`` k is server seconds per wall second. Every recorded time is wall seconds
+times k; ``plan.max_time`` and ``plan.request_timeout`` are server seconds, so wall limits are
+those divided by k.
+
+Tokens per chunk: OpenAI chunks do not say how many tokens they carry. When the server sends ``usage`` on
+content chunks the deltas of ``completion_tokens`` are used; otherwise each chunk counts one token and, when
+``usage.completion_tokens`` exceeds the number of chunks (``--stream-interval`` > 1 puts several tokens in one
+chunk), the surplus is spread evenly over the chunks, earliest chunks first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+import zlib
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import numpy as np
+
+try:  # 4x faster on the per-chunk path when available; the stdlib parser otherwise
+    from orjson import loads as _json_loads
+except ImportError:  # pragma: no cover
+    from json import loads as _json_loads  # type: ignore[assignment,unused-ignore]
+
+from pytest_autotuner.bench.metrics import BenchResult, CellMetrics, RequestRecord
+from pytest_autotuner.bench.prompts import PromptFactory
+from pytest_autotuner.trial import Deadline, FailureClass, TrialFailure
+
+if TYPE_CHECKING:
+    from pytest_autotuner.bench.plan import BenchmarkPlan
+    from pytest_autotuner.bench.scenarios import Scenario
+    from pytest_autotuner.runtimes.base import Endpoint
+
+__all__ = ["StreamParser", "run_benchmark", "run_cell"]
+
+logger = logging.getLogger(__name__)
+
+_READ_BUFSIZE = 1 << 21
+_HEADERS = {"Content-Type": "application/json"}
+_CONNECTION_BACKOFF = 0.01  # wall seconds a closed-loop worker waits after a connection error
+_DEADLINE_POLL = 0.05  # wall seconds between checks of the trial deadline
+_SERVER_INFO_TIMEOUT = 10.0  # wall seconds, at most
+
+
+class StreamParser:
+    """Incremental parser of one OpenAI SSE stream: feed it bytes with their arrival time."""
+
+    __slots__ = ("_chat", "_last_completion", "_tail", "_usage_tokens", "chunk_times", "done", "error",
+                 "error_detail", "finished", "usage")  # fmt: skip
+
+    def __init__(self, api: str = "chat") -> None:
+        self._chat, self._tail = api == "chat", b""
+        self.chunk_times: list[float] = []  # arrival times of content chunks
+        self._usage_tokens: list[int] | None = None  # per-chunk tokens when the server sends usage per chunk
+        self._last_completion = 0
+        self.usage: dict[str, Any] | None = None
+        self.done = self.finished = False  # saw data: [DONE] / saw a finish_reason
+        self.error: str | None = None
+        self.error_detail = ""
+
+    def feed(self, data: bytes, now: float) -> bool:
+        """Consume bytes that arrived at ``now``; True once the stream is over ([DONE] or malformed)."""
+        if self.done or self.error:
+            return True
+        lines = (self._tail + data).split(b"\n") if self._tail else data.split(b"\n")
+        self._tail = lines.pop()
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue  # blank separators, comments, event: lines
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                self.done = True
+                return True
+            try:
+                obj = _json_loads(payload)
+                choices = obj["choices"]
+            except (ValueError, KeyError, TypeError):
+                self.error, self.error_detail = "malformed_sse", payload[:200].decode(errors="replace")
+                return True
+            usage = obj.get("usage")
+            if choices:
+                choice = choices[0]
+                if self._chat:
+                    delta = choice.get("delta")
+                    text = delta.get("content") if delta else None
+                else:
+                    text = choice.get("text")
+                if text:
+                    self.chunk_times.append(now)
+                    if usage:
+                        self._count_usage(usage)
+                if choice.get("finish_reason") is not None:
+                    self.finished = True
+            if usage:
+                self.usage = usage
+        return False
+
+    def _count_usage(self, usage: dict[str, Any]) -> None:
+        completion = int(usage.get("completion_tokens") or 0)
+        if self._usage_tokens is None:
+            self._usage_tokens = [1] * (len(self.chunk_times) - 1)
+        self._usage_tokens.append(max(0, completion - self._last_completion))
+        self._last_completion = completion
+
+    @property
+    def completion_tokens(self) -> int:
+        """``usage.completion_tokens``, else the number of content chunks."""
+        if self.usage and self.usage.get("completion_tokens") is not None:
+            return int(self.usage["completion_tokens"])
+        return len(self.chunk_times)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return int(self.usage.get("prompt_tokens") or 0) if self.usage else 0
+
+    def chunk_tokens(self) -> list[int]:
+        """Tokens carried by each content chunk (see the module docstring)."""
+        n = len(self.chunk_times)
+        if self._usage_tokens is not None and len(self._usage_tokens) == n:
+            return self._usage_tokens
+        extra = self.completion_tokens - n
+        if n == 0 or extra <= 0:
+            return [1] * n
+        base, rest = divmod(extra, n)
+        return [1 + base + (1 if i < rest else 0) for i in range(n)]
+
+
+def _classify(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return "timeout", "request timed out"
+    if isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError, OSError)):
+        return "connection", f"{type(exc).__name__}: {exc}"
+    return "other", f"{type(exc).__name__}: {exc}"
+
+
+class _Cell:
+    """One (scenario, load) cell: its precomputed requests, its clock and its records."""
+
+    def __init__(self, session: aiohttp.ClientSession, endpoint: Endpoint, plan: BenchmarkPlan) -> None:
+        self.session, self.plan, self.model, self.k = session, plan, endpoint.model_name, endpoint.time_scale
+        path = "/v1/chat/completions" if plan.api == "chat" else "/v1/completions"
+        self.url = endpoint.base_url.rstrip("/") + path
+        self.timeout = aiohttp.ClientTimeout(total=plan.request_timeout / self.k)
+        self.t0 = self.last_end = 0.0
+        self.records: list[RequestRecord] = []
+
+    def prepare(self, scenario: Scenario, seed: int) -> None:
+        """Draw the lengths of all requests (measured first, then warm-ups) and encode their bodies."""
+        self.rng = np.random.default_rng(seed)
+        self.lengths = scenario.sample(self.rng, self.plan.max_requests + self.plan.warmup_requests)
+        prompts = PromptFactory(seed=seed, tokenizer=self.plan.tokenizer).build([i for i, _ in self.lengths])
+        self.bodies = [
+            json.dumps(self._body(prompt, out)).encode()
+            for prompt, (_, out) in zip(prompts, self.lengths, strict=True)
+        ]
+
+    def _body(self, prompt: str, out: int) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model}
+        if self.plan.api == "chat":
+            body["messages"] = [{"role": "user", "content": prompt}]
+        else:
+            body["prompt"] = prompt
+        body.update(stream=True, stream_options={"include_usage": True}, max_tokens=out, ignore_eos=True)
+        body.update(self.plan.additional_params)
+        return body
+
+    async def send(self, index: int, scheduled: float | None = None) -> RequestRecord:
+        """Send request ``index`` (warm-ups come after the measured ones) and return its record."""
+        parser = StreamParser(self.plan.api)
+        start = time.perf_counter()
+        end = start
+        error: str | None = None
+        detail = ""
+        try:
+            async with self.session.post(
+                self.url,
+                data=self.bodies[index],
+                headers=_HEADERS,
+                timeout=self.timeout,
+                read_bufsize=_READ_BUFSIZE,
+            ) as resp:
+                if resp.status // 100 != 2:
+                    text = (await resp.content.read(300)).decode(errors="replace")
+                    error, detail = "http_status", f"HTTP {resp.status}: {text}"
+                else:
+                    feed = parser.feed
+                    async for data in resp.content.iter_any():
+                        if feed(data, time.perf_counter()) and end == start:
+                            if parser.error is not None:
+                                break
+                            # [DONE] is the last byte that counts; reading on to EOF (the chunked
+                            # terminator) lets the connection be reused.
+                            end = time.perf_counter()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not (parser.done and isinstance(exc, (asyncio.TimeoutError, TimeoutError))):
+                error, detail = _classify(exc)
+        if end <= start:
+            end = time.perf_counter()
+        if error is None and parser.error is not None:
+            error, detail = parser.error, parser.error_detail
+        elif error is None and not (parser.done or parser.finished):
+            error, detail = "truncated_stream", "stream ended without finish_reason or [DONE]"
+        k = self.k
+        req_in, req_out = self.lengths[index]
+        send_time = (start - self.t0) * k
+        if error is not None:
+            return RequestRecord(
+                send_time, req_in, req_out, scheduled_time=scheduled, error=error, error_detail=detail
+            )
+        times = tuple((t - start) * k for t in parser.chunk_times)
+        return RequestRecord(
+            send_time=send_time,
+            requested_input_tokens=req_in,
+            requested_output_tokens=req_out,
+            input_tokens=parser.prompt_tokens,
+            output_tokens=parser.completion_tokens,
+            ttft=times[0] if times else None,
+            e2e=(end - start) * k,
+            chunk_times=times,
+            chunk_tokens=tuple(parser.chunk_tokens()),
+            scheduled_time=scheduled,
+        )
+
+    async def closed_loop(self, first: int, count: int, workers: int, keep: bool) -> None:
+        """``workers`` loops over requests ``first .. first + count - 1``, each sending when its last ends."""
+        claim = itertools.count(first)
+        stop = first + count
+
+        async def worker() -> None:
+            while (i := next(claim)) < stop:
+                record = await self.send(i)
+                if keep:
+                    self.records.append(record)
+                    self.last_end = time.perf_counter()
+                if record.error == "connection":
+                    await asyncio.sleep(_CONNECTION_BACKOFF)
+
+        await _supervise([worker() for _ in range(max(1, min(workers, count)))], float("inf"), None)
+
+    async def open_loop(self, rate: float) -> None:
+        """Poisson arrivals at ``rate`` requests per server second, from a schedule fixed in advance."""
+        gaps = self.rng.exponential(1.0 / rate, self.plan.max_requests)
+        schedule = np.cumsum(gaps) - gaps[0]  # server seconds after the cell start; first at 0
+        tasks: list[asyncio.Task[None]] = []
+
+        async def one(i: int, at: float) -> None:
+            self.records.append(await self.send(i, scheduled=at))
+            self.last_end = time.perf_counter()
+
+        try:
+            for i, at in enumerate(schedule.tolist()):
+                delay = self.t0 + at / self.k - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(one(i, at)))
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _supervise(
+    coros: Sequence[Coroutine[Any, Any, None]], wall_limit: float, deadline: Deadline | None
+) -> None:
+    """Run ``coros`` until done or ``wall_limit``; then cancel what is left. Raises on the trial deadline."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    end = time.perf_counter() + wall_limit
+    pending: set[asyncio.Future[None]] = set(tasks)
+    try:
+        while pending:
+            wait = end - time.perf_counter()
+            if deadline is not None:
+                wait = min(wait, _DEADLINE_POLL, deadline.remaining())
+            done, pending = await asyncio.wait(pending, timeout=max(0.0, wait))
+            for task in done:
+                task.result()  # bugs in the client surface instead of hanging
+            if deadline is not None and deadline.expired:
+                why = "cancelled" if deadline.cancelled else "expired"
+                raise TrialFailure(FailureClass.TRIAL_TIMEOUT, f"trial deadline {why} during the benchmark")
+            if time.perf_counter() >= end:
+                break
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_cell(
+    session: aiohttp.ClientSession,
+    endpoint: Endpoint,
+    plan: BenchmarkPlan,
+    scenario: Scenario,
+    concurrency: int,
+    request_rate: float | None = None,
+    *,
+    deadline: Deadline | None = None,
+) -> CellMetrics:
+    """Measure one cell: closed loop at ``concurrency``, or open loop at ``request_rate`` when given."""
+    key = f"{scenario.text}|{concurrency}|{request_rate}".encode()
+    cell = _Cell(session, endpoint, plan)
+    cell.prepare(scenario, seed=plan.seed * 1_000_003 + zlib.crc32(key))
+    warm_workers = concurrency if request_rate is None else plan.warmup_requests
+    if plan.warmup_requests:
+        warmup = cell.closed_loop(plan.max_requests, plan.warmup_requests, warm_workers, keep=False)
+        await _supervise([warmup], float("inf"), deadline)
+    cell.t0 = cell.last_end = time.perf_counter()
+    if request_rate is None:
+        measured = cell.closed_loop(0, plan.max_requests, concurrency, keep=True)
+    else:
+        measured = cell.open_loop(request_rate)
+    await _supervise([measured], plan.max_time / cell.k, deadline)
+    records = sorted(cell.records, key=lambda r: r.send_time)
+    duration = (cell.last_end - cell.t0) * cell.k
+    metrics = CellMetrics(scenario.text, concurrency, duration, records, request_rate)
+    logger.debug("cell %s: %d requests, errors %s", metrics.label, len(records), dict(metrics.errors))
+    return metrics
+
+
+def _check_errors(cell: CellMetrics, max_error_rate: float) -> None:
+    if cell.error_rate <= max_error_rate:
+        return
+    errors = cell.errors
+    if not cell.records:
+        raise TrialFailure(
+            FailureClass.BENCHMARK_ERRORS,
+            f"cell {cell.label}: no request finished within `max_time`; raise `max_time` or lower the load",
+        )
+    counts = ", ".join(f"{kind}={n}" for kind, n in errors.most_common())
+    message = (
+        f"cell {cell.label}: {sum(errors.values())} of {len(cell.records)} requests failed ({counts}), "
+        f"error rate {cell.error_rate:.2f} above `max_error_rate` {max_error_rate:g}"
+    )
+    examples = sorted({r.error_detail for r in cell.records if r.error_detail})[:3]
+    if examples:
+        message += "; e.g. " + " | ".join(examples)
+    crashed = errors.get("connection", 0) * 2 >= sum(errors.values())
+    raise TrialFailure(FailureClass.CRASHED if crashed else FailureClass.BENCHMARK_ERRORS, message)
+
+
+async def _server_info(session: aiohttp.ClientSession, endpoint: Endpoint, timeout: float) -> dict[str, Any]:
+    url = endpoint.base_url.rstrip("/") + "/server_info"
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            if resp.status == 200:
+                info = await resp.json(content_type=None)
+                if isinstance(info, dict):
+                    return info
+    except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, ValueError) as exc:
+        logger.debug("no /server_info from %s: %s", endpoint.base_url, exc)
+    return dict(endpoint.server_info)
+
+
+async def _run(
+    endpoint: Endpoint,
+    plan: BenchmarkPlan,
+    deadline: Deadline | None,
+    on_cell: Callable[[CellMetrics], None] | None,
+) -> BenchResult:
+    info_timeout = min(_SERVER_INFO_TIMEOUT, deadline.remaining() if deadline else _SERVER_INFO_TIMEOUT)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        result = BenchResult([], await _server_info(session, endpoint, max(0.1, info_timeout)))
+        for scenario, concurrency, rate in plan.cells():
+            if deadline is not None and deadline.expired:
+                raise TrialFailure(FailureClass.TRIAL_TIMEOUT, "trial deadline passed between cells")
+            cell = await run_cell(session, endpoint, plan, scenario, concurrency, rate, deadline=deadline)
+            result.cells.append(cell)
+            if on_cell is not None:
+                on_cell(cell)
+            _check_errors(cell, plan.max_error_rate)
+        return result
+
+
+def run_benchmark(
+    endpoint: Endpoint,
+    plan: BenchmarkPlan,
+    *,
+    deadline: Deadline | None = None,
+    on_cell: Callable[[CellMetrics], None] | None = None,
+) -> BenchResult:
+    """Run every cell of ``plan`` against ``endpoint`` in order; raises TrialFailure on errors or deadline.
+
+    Runs its own event loop (``asyncio.run``, which installs no signal handler outside the main thread), so
+    call it from a worker thread or plain synchronous code, not from inside a running loop. ``on_cell`` sees
+    each finished cell before its error rate is checked.
+    """
+    return asyncio.run(_run(endpoint, plan, deadline, on_cell))

@@ -1,0 +1,316 @@
+"""The benchmark client against a small in-test server that streams like SGLang and fails on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from pytest_autotuner.bench.client import run_benchmark, run_cell
+from pytest_autotuner.bench.metrics import CellMetrics
+from pytest_autotuner.bench.plan import BenchmarkPlan
+from pytest_autotuner.bench.scenarios import parse_scenario
+from pytest_autotuner.runtimes.base import Endpoint
+from pytest_autotuner.trial import Deadline, FailureClass, TrialFailure
+
+
+@dataclass
+class FakeSglang:
+    """Streams ``max_tokens`` words like SGLang; every ``fault_every``-th request (1-based) gets ``fault``."""
+
+    fault: str = "none"  # http_500, reset, malformed, stall, truncated
+    fault_every: int = 1
+    token_delay: float = 0.0  # wall seconds before each content chunk
+    stream_interval: int = 1
+    server_info: bool = True
+    requests: int = 0
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        body = await request.json()
+        self.bodies.append(body)
+        faulty = self.fault != "none" and self.requests % self.fault_every == 0
+        if faulty and self.fault == "http_500":
+            return web.Response(status=500, text="internal error")
+        chat = request.path.endswith("/chat/completions")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+
+        async def send(obj: Any) -> None:
+            await resp.write(b"data: " + json.dumps(obj).encode() + b"\n\n")
+
+        def chunk(text: str | None, finish: str | None = None, role: bool = False) -> dict[str, Any]:
+            if chat:
+                delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {"content": text}
+                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+            else:
+                choice = {"index": 0, "text": text or "", "finish_reason": finish}
+            return {"id": "x", "choices": [choice]}
+
+        out = int(body["max_tokens"])
+        if chat:
+            await send(chunk(None, role=True))
+        for j in range(0, out, self.stream_interval):
+            if faulty and j >= out // 2:
+                if self.fault == "reset":
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return resp
+                if self.fault == "malformed":
+                    await resp.write(b"data: {not json\n\n")
+                if self.fault == "stall":
+                    await asyncio.sleep(3600)
+                if self.fault == "truncated":
+                    await resp.write_eof()
+                    return resp
+            if self.token_delay:
+                await asyncio.sleep(self.token_delay)
+            await send(chunk("tok " * min(self.stream_interval, out - j)))
+        await send(chunk("", finish="length"))
+        prompt = body["messages"][0]["content"] if chat else body["prompt"]
+        usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": out, "total_tokens": 0}
+        await send({"id": "x", "choices": [], "usage": usage})
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def info(self, request: web.Request) -> web.Response:
+        if not self.server_info:
+            raise web.HTTPNotFound()
+        return web.json_response({"version": "fake", "max_total_num_tokens": 1234})
+
+
+class ServerThread:
+    """Runs a FakeSglang on 127.0.0.1 in its own thread and event loop (the client runs asyncio.run)."""
+
+    def __init__(self, fake: FakeSglang) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", fake.completions)
+        app.router.add_post("/v1/completions", fake.completions)
+        app.router.add_get("/server_info", fake.info)
+        self.runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
+        self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(5)
+
+    async def _start(self) -> int:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def fake() -> FakeSglang:
+    return FakeSglang()
+
+
+@pytest.fixture
+def server(fake: FakeSglang) -> Iterator[ServerThread]:
+    thread = ServerThread(fake)
+    yield thread
+    thread.stop()
+
+
+def endpoint(server: ServerThread | None, time_scale: float = 1.0) -> Endpoint:
+    port = server.port if server else _closed_port()
+    return Endpoint(f"http://127.0.0.1:{port}", "fake-model", time_scale=time_scale)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_plan(scenario: str = "D(8,6)", **kwargs: Any) -> BenchmarkPlan:
+    options: dict[str, Any] = {"concurrencies": (4,), "max_requests": 20, "warmup_requests": 0}
+    options.update(max_time=10.0, request_timeout=5.0, max_error_rate=1.0)
+    options.update(kwargs)
+    return BenchmarkPlan(scenarios=(parse_scenario(scenario),), **options)
+
+
+def only_cell(server: ServerThread | None, plan: BenchmarkPlan, time_scale: float = 1.0) -> CellMetrics:
+    result = run_benchmark(endpoint(server, time_scale), plan)
+    assert len(result.cells) == 1
+    return result.cells[0]
+
+
+def test_normal_stream_gives_one_ok_record_per_request(server: ServerThread, fake: FakeSglang) -> None:
+    cell = only_cell(server, make_plan())
+    assert len(cell.records) == 20 and cell.errors == {}
+    for record in cell.records:
+        assert record.output_tokens == 6 and len(record.chunk_times) == 6
+        assert record.input_tokens == 8  # the synthetic prompt is 8 whitespace words
+        assert record.ttft is not None and record.e2e is not None and 0 < record.ttft <= record.e2e
+    assert fake.requests == 20
+
+
+def test_request_body_follows_the_openai_streaming_contract(server: ServerThread, fake: FakeSglang) -> None:
+    only_cell(server, make_plan(max_requests=3, additional_params={"temperature": 0.5}))
+    body = fake.bodies[0]
+    assert body["model"] == "fake-model" and body["stream"] is True and body["ignore_eos"] is True
+    assert body["stream_options"] == {"include_usage": True} and body["max_tokens"] == 6
+    assert body["temperature"] == 0.5
+    assert len({b["messages"][0]["content"] for b in fake.bodies}) == 3  # prompts differ
+
+
+def test_completions_api_reads_text_chunks(server: ServerThread) -> None:
+    cell = only_cell(server, make_plan(api="completions", max_requests=4))
+    assert cell.completed == 4 and all(len(r.chunk_times) == 6 for r in cell.records)
+
+
+def test_server_info_is_fetched_and_its_absence_tolerated(server: ServerThread, fake: FakeSglang) -> None:
+    assert run_benchmark(endpoint(server), make_plan(max_requests=1)).server_info["version"] == "fake"
+    fake.server_info = False
+    assert run_benchmark(endpoint(server), make_plan(max_requests=1)).server_info == {}
+
+
+@pytest.mark.parametrize(
+    ("fault", "every", "kind", "count"),
+    [
+        ("http_500", 4, "http_status", 5),
+        ("reset", 5, "connection", 4),
+        ("malformed", 4, "malformed_sse", 5),
+        ("truncated", 4, "truncated_stream", 5),
+    ],
+)
+def test_faults_are_counted_by_kind_and_the_cell_goes_on(
+    server: ServerThread, fake: FakeSglang, fault: str, every: int, kind: str, count: int
+) -> None:
+    fake.fault, fake.fault_every = fault, every
+    cell = only_cell(server, make_plan())
+    assert len(cell.records) == 20
+    assert cell.errors == {kind: count}
+    assert cell.completed == 20 - count
+
+
+def test_http_status_error_keeps_the_status(server: ServerThread, fake: FakeSglang) -> None:
+    fake.fault = "http_500"
+    cell = only_cell(server, make_plan(max_requests=2))
+    assert all("500" in r.error_detail for r in cell.records)
+
+
+def test_stalled_stream_times_out_per_request(server: ServerThread, fake: FakeSglang) -> None:
+    fake.fault, fake.fault_every = "stall", 10
+    started = time.perf_counter()
+    cell = only_cell(server, make_plan(request_timeout=0.3))
+    assert cell.errors == {"timeout": 2} and len(cell.records) == 20
+    assert time.perf_counter() - started < 3
+
+
+def test_recorded_times_are_scaled_to_server_seconds(server: ServerThread, fake: FakeSglang) -> None:
+    fake.token_delay = 0.02
+    cell = only_cell(server, make_plan("D(4,5)", concurrencies=(1,), max_requests=3), time_scale=10.0)
+    e2e = cell.summary("e2e").p50  # 5 chunks x 0.02 wall s x 10
+    assert 0.9 <= e2e <= 2.0
+    assert 0.15 <= cell.summary("itl").p50 <= 0.4
+    assert 2.5 <= cell.duration <= 6.0
+
+
+def test_max_time_is_in_server_seconds(server: ServerThread, fake: FakeSglang) -> None:
+    fake.token_delay = 0.05  # each request takes ~0.25 wall s
+    started = time.perf_counter()
+    cell = only_cell(server, make_plan("D(4,5)", max_requests=1000, max_time=4.0), time_scale=10.0)
+    assert time.perf_counter() - started < 2
+    assert cell.duration <= 4.0 + 1e-6
+
+
+def test_requests_in_flight_at_max_time_are_not_counted(server: ServerThread, fake: FakeSglang) -> None:
+    fake.token_delay = 0.05  # 10 chunks: each request takes ~0.5 s; the second round is cut at 0.8 s
+    cell = only_cell(server, make_plan("D(4,10)", concurrencies=(2,), max_requests=100, max_time=0.8))
+    assert len(cell.records) == 2 and cell.errors == {}
+    assert fake.requests == 4
+
+
+def test_warmup_requests_are_sent_but_not_recorded(server: ServerThread, fake: FakeSglang) -> None:
+    cell = only_cell(server, make_plan(max_requests=5, warmup_requests=3))
+    assert len(cell.records) == 5 and fake.requests == 8
+
+
+def test_open_loop_records_a_reproducible_poisson_schedule(server: ServerThread) -> None:
+    plan = make_plan(concurrencies=(), request_rates=(40.0,), max_requests=10)
+    first = only_cell(server, plan)
+    again = only_cell(server, plan)
+    scheduled = [r.scheduled_time for r in first.records]
+    assert scheduled == [r.scheduled_time for r in again.records]
+    assert scheduled[0] == 0.0 and all(b is not None and b > 0 for b in scheduled[1:])
+    assert all(r.send_time >= r.scheduled_time - 1e-3 for r in first.records)  # type: ignore[operator]
+    assert first.request_rate == 40.0 and first.completed == 10
+
+
+def test_run_cell_can_share_a_session(server: ServerThread) -> None:
+    plan = make_plan(max_requests=5)
+
+    async def two_cells() -> list[CellMetrics]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            return [await run_cell(session, endpoint(server), plan, plan.scenarios[0], c) for c in (1, 3)]
+
+    assert [len(c.records) for c in asyncio.run(two_cells())] == [5, 5]
+
+
+def test_deadline_expiry_mid_cell_raises_trial_timeout(server: ServerThread, fake: FakeSglang) -> None:
+    fake.fault = "stall"
+    started = time.perf_counter()
+    with pytest.raises(TrialFailure) as info:
+        run_benchmark(endpoint(server), make_plan(request_timeout=60), deadline=Deadline(0.3))
+    assert info.value.failure_class is FailureClass.TRIAL_TIMEOUT
+    assert time.perf_counter() - started < 2
+
+
+def test_deadline_cancelled_from_another_thread_stops(server: ServerThread, fake: FakeSglang) -> None:
+    fake.fault = "stall"
+    deadline = Deadline(None)
+    threading.Timer(0.2, deadline.cancel).start()
+    with pytest.raises(TrialFailure) as info:
+        run_benchmark(endpoint(server), make_plan(request_timeout=60), deadline=deadline)
+    assert info.value.failure_class is FailureClass.TRIAL_TIMEOUT
+
+
+def test_error_rate_above_threshold_fails_the_trial(server: ServerThread, fake: FakeSglang) -> None:
+    fake.fault, fake.fault_every = "http_500", 2
+    seen: list[CellMetrics] = []
+    with pytest.raises(TrialFailure) as info:
+        run_benchmark(endpoint(server), make_plan(max_error_rate=0.1), on_cell=seen.append)
+    assert info.value.failure_class is FailureClass.BENCHMARK_ERRORS
+    assert "http_status=10" in info.value.message and len(seen) == 1
+
+
+def test_error_rate_at_threshold_passes(server: ServerThread, fake: FakeSglang) -> None:
+    fake.fault, fake.fault_every = "http_500", 10
+    assert run_benchmark(endpoint(server), make_plan(max_error_rate=0.1)).cells[0].error_rate == 0.1
+
+
+def test_dead_server_fails_as_crashed_without_spinning() -> None:
+    seen: list[CellMetrics] = []
+    started = time.perf_counter()
+    with pytest.raises(TrialFailure) as info:
+        run_benchmark(endpoint(None), make_plan(max_error_rate=0.1, max_requests=50), on_cell=seen.append)
+    assert info.value.failure_class is FailureClass.CRASHED
+    assert "connection=50" in info.value.message
+    assert len(seen[0].records) == 50
+    assert time.perf_counter() - started < 5
+
+
+def test_run_benchmark_works_from_a_worker_thread(server: ServerThread) -> None:
+    results: list[int] = []
+    worker = threading.Thread(target=lambda: results.append(len(only_cell(server, make_plan()).records)))
+    worker.start()
+    worker.join(10)
+    assert results == [20]

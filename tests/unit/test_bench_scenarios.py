@@ -1,0 +1,67 @@
+"""The traffic scenario grammar: D(in,out), N(mi,si)/(mo,so), U(...)/(...) and short U(max_in,max_out)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pytest_autotuner.bench.scenarios import ACCEPTED_FORMS, ScenarioError, parse_scenario
+
+
+def test_deterministic_scenario() -> None:
+    scenario = parse_scenario("D(100,200)")
+    assert (scenario.kind, scenario.input, scenario.output) == ("D", (100, 0), (200, 0))
+    assert scenario.sample(np.random.default_rng(0), 3) == [(100, 200)] * 3
+
+
+def test_normal_scenario() -> None:
+    scenario = parse_scenario("N(480,240)/(300,150)")
+    assert (scenario.kind, scenario.input, scenario.output) == ("N", (480, 240), (300, 150))
+
+
+def test_uniform_scenario_with_both_ranges() -> None:
+    scenario = parse_scenario("U(50,100)/(60,200)")
+    assert (scenario.kind, scenario.input, scenario.output) == ("U", (50, 100), (60, 200))
+
+
+def test_short_uniform_scenario_starts_at_one() -> None:
+    scenario = parse_scenario("U(100,200)")
+    assert (scenario.input, scenario.output) == ((1, 100), (1, 200))
+
+
+@pytest.mark.parametrize("text", ["D(1)", "X(1,2)", "D(0,5)", "U(5,1)/(1,2)", "D(1, 2)", "N(1,2) /(3,4)", ""])
+def test_invalid_scenarios_name_the_accepted_forms(text: str) -> None:
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text)
+    assert repr(text) in str(info.value)
+    if text not in ("D(0,5)", "U(5,1)/(1,2)"):
+        assert ACCEPTED_FORMS in str(info.value)
+
+
+def test_zero_or_reversed_bounds_explain_the_rule() -> None:
+    with pytest.raises(ScenarioError, match="at least 1"):
+        parse_scenario("D(0,5)")
+    with pytest.raises(ScenarioError, match="min <= max"):
+        parse_scenario("U(5,1)/(1,2)")
+
+
+def test_seeded_sampling_is_reproducible() -> None:
+    scenario = parse_scenario("U(10,1000)/(5,500)")
+    first = scenario.sample(np.random.default_rng(42), 50)
+    assert first == scenario.sample(np.random.default_rng(42), 50)
+    assert first != scenario.sample(np.random.default_rng(43), 50)
+
+
+def test_uniform_samples_stay_inside_the_ranges() -> None:
+    pairs = parse_scenario("U(10,20)/(5,6)").sample(np.random.default_rng(0), 500)
+    assert {i for i, _ in pairs} == set(range(10, 21)) and {o for _, o in pairs} == {5, 6}
+
+
+def test_normal_samples_clamp_input_to_one_and_output_to_two() -> None:
+    pairs = parse_scenario("N(1,50)/(1,50)").sample(np.random.default_rng(0), 500)
+    assert min(i for i, _ in pairs) == 1 and min(o for _, o in pairs) == 2
+
+
+def test_max_total_tokens_covers_the_largest_request() -> None:
+    assert parse_scenario("U(10,20)/(5,6)").max_total_tokens == 26
+    assert parse_scenario("D(7,3)").max_total_tokens == 10
