@@ -115,6 +115,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args = [str(p) for p in spec_paths]
 
 
+def report_dir_of(config: pytest.Config) -> Path:
+    """``--autotune-report-dir``, else the ini value, relative to where pytest was invoked."""
+    path = Path(config.getoption("autotune_report_dir") or config.getini("autotune_report_dir"))
+    return path if path.is_absolute() else config.invocation_params.dir / path
+
+
 def _is_spec_file(config: pytest.Config, path: Path) -> bool:
     if path.suffix not in SPEC_SUFFIXES or path.name.endswith((".baseline.json", ".schema.json")):
         return False
@@ -158,11 +164,6 @@ class TuningItem(pytest.Item):
     def _option(self, name: str) -> Any:
         return self.config.getoption(name)
 
-    def _report_dir(self) -> Path:
-        value = self._option("autotune_report_dir") or self.config.getini("autotune_report_dir")
-        path = Path(value)
-        return path if path.is_absolute() else self.config.invocation_params.dir / path
-
     def _effective_spec(self) -> tuple[TaskSpec, str, int]:
         runtime = self._option("autotune_runtime") or self.config.getini("autotune_runtime") or self.spec.runtime
         opt = self.spec.optimization
@@ -184,7 +185,7 @@ class TuningItem(pytest.Item):
         from pytest_autotuner.space import SearchSpace
 
         spec, runtime_kind, seed = self._effective_spec()
-        report_dir = self._report_dir()
+        report_dir = report_dir_of(self.config)
         storage = self._option("autotune_storage")
         space = SearchSpace.from_spec(spec)
         search = Search(
@@ -274,6 +275,20 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The run's index page and the GitHub step summary, over every spec that ran."""
+    config = session.config
+    results = config.stash.get(_results_key, None)
+    if not results:
+        return
+    from pytest_autotuner.report import append_step_summary, write_index
+
+    report_dir = report_dir_of(config)
+    entries = [(result, Path(path) if path else None) for result, path in results]
+    write_index(entries, report_dir)
+    append_step_summary(entries, report_dir)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -241,6 +241,17 @@ class TaskSpec(_Model):
     gpus: list[int] | None = None
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)  # type: ignore[arg-type]
 
+    @field_validator("task_name")
+    @classmethod
+    def _task_name(cls, value: str) -> str:
+        # the task name names a folder under reports/ and a study: keep it a single safe path segment
+        if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError(
+                f"task_name {value!r} must start with a letter or digit and use only letters, digits, '.', '_' "
+                "and '-' (it names the report folder)"
+            )
+        return value
+
     @field_validator("parameters", mode="before")
     @classmethod
     def _parameters(cls, value: Any) -> Any:

@@ -94,6 +94,7 @@ def test_slo_accepts_mean_or_percentile_blocks() -> None:
         ({"slo": {"ttft": {"threshold": 0}}}, "`slo.ttft.threshold`", "got 0"),
         ({"slo": {"latency": {"p90": {"threshold": -2}}}}, "`slo.latency.p90.threshold`", "got -2"),
         ({"optimisation": {}}, "`optimisation`", "unknown field"),
+        ({"task_name": "../etc"}, "`task_name`", "'../etc' must start with a letter"),
     ],
 )
 def test_bad_specs_name_file_field_and_value(tmp_path: Path, change: dict, field: str, value_text: str) -> None:

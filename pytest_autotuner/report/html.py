@@ -1,0 +1,232 @@
+"""Write a session's report folder (index.html, trials.csv, results.json) and the run's index page."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections import defaultdict
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_autotuner.explain import describe_params, format_objective
+from pytest_autotuner.report.data import (
+    baseline_view,
+    environment,
+    format_seconds,
+    results_summary,
+    trials_frame,
+)
+
+if TYPE_CHECKING:
+    import jinja2
+
+    from pytest_autotuner.session import SessionResult
+
+__all__ = ["render_report", "write_index", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+@lru_cache(maxsize=1)
+def _jinja() -> jinja2.Environment:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_TEMPLATES),
+        autoescape=True,  # task names, parameter values and server logs are untrusted text
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["seconds"] = format_seconds
+    return env
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def _best_context(result: SessionResult) -> dict[str, Any] | None:
+    best = result.best
+    if best is None:
+        return None
+    cells = [
+        {
+            "label": cell.label,
+            "completed": cell.completed,
+            "requests": len(cell.records),
+            "e2e_mean": format_seconds(cell.summary("e2e").mean),
+            "e2e_p99": format_seconds(cell.summary("e2e").p99),
+            "ttft_mean": format_seconds(cell.summary("ttft").mean),
+            "tpot_mean": format_seconds(cell.summary("tpot").mean),
+            "throughput": _number(cell.output_throughput),
+            "error_rate": f"{cell.error_rate:.1%}",
+        }
+        for cell in best.merged.cells
+    ]
+    return {
+        "params": best.params,
+        "objective": format_objective(best.score.objective, result.spec.optimization.objective),
+        "source_trial": best.source_trial,
+        "runs": len(best.runs),
+        "failures": best.failures,
+        "cells": cells,
+    }
+
+
+def _slo_rows(result: SessionResult) -> list[dict[str, Any]]:
+    return [
+        {
+            "cell": c.cell,
+            "name": c.name,
+            "value": format_seconds(c.value),
+            "threshold": format_seconds(c.threshold),
+            "margin": format_seconds(c.margin),
+            "over": f"{c.ratio:+.1%}" if math.isfinite(c.ratio) else "no samples",
+            "passed": c.passed,
+            "hard": c.hard_fail,
+        }
+        for c in result.slo_checks
+    ]
+
+
+def _trial_rows(result: SessionResult) -> list[dict[str, Any]]:
+    objective = result.spec.optimization.objective
+    source = result.best.source_trial if result.best else None
+    return [
+        {
+            "number": t.number,
+            "params": [t.params.get(name, "") for name in result.spec.parameters],
+            "objective": format_objective(t.objective, objective),
+            "feasible": t.feasible,
+            "meets_slos": t.meets_slos,
+            "failure": t.failure or "",
+            "duration": _number(t.duration),
+            "best": t.number == source,
+        }
+        for t in sorted(result.trials, key=lambda t: t.number)
+    ]
+
+
+def _failure_groups(result: SessionResult) -> list[dict[str, Any]]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for t in sorted(result.trials, key=lambda t: t.number):
+        if t.failure:
+            groups[t.failure].append(
+                {
+                    "number": t.number,
+                    "params": describe_params(t.params),
+                    "message": t.failure_message,
+                    "log_tail": t.log_tail,
+                }
+            )
+    return [{"name": name, "trials": trials} for name, trials in sorted(groups.items(), key=lambda g: -len(g[1]))]
+
+
+def render_report(result: SessionResult, *, runtime: str) -> str:
+    """The HTML page of one session (self-contained: inline CSS, plots as data: URIs)."""
+    from pytest_autotuner.report.plots import render_plots
+
+    spec = result.spec
+    baseline = baseline_view(result)
+    trials = result.trials
+    return (
+        _jinja()
+        .get_template("report.html.j2")
+        .render(
+            spec=spec,
+            passed=result.passed,
+            has_best=result.best is not None,
+            slo_count=len(result.slo_checks),
+            slo_passed=sum(c.passed for c in result.slo_checks),
+            baseline=baseline,
+            best=_best_context(result),
+            slo_rows=_slo_rows(result),
+            plots=render_plots(result),
+            param_names=list(spec.parameters),
+            trial_rows=_trial_rows(result),
+            counts={
+                "total": len(trials),
+                "feasible": sum(t.feasible and t.failure is None for t in trials),
+                "meets_slos": sum(t.meets_slos for t in trials),
+                "failed": sum(t.failure is not None for t in trials),
+                "duplicates": result.duplicates_skipped,
+            },
+            failure_groups=_failure_groups(result),
+            environment=environment(result, runtime),
+            stopped_early=result.stopped_early,
+            duration=result.duration,
+        )
+    )
+
+
+def write_report(result: SessionResult, report_dir: Path, *, runtime: str) -> Path:
+    """Write ``report_dir/<task>/index.html``, ``trials.csv`` and ``results.json``; return the page's path.
+
+    Other files in the folder (the study journal) are left alone.
+    """
+    folder = Path(report_dir) / result.spec.task_name
+    folder.mkdir(parents=True, exist_ok=True)
+    trials_frame(result).to_csv(folder / "trials.csv", index=False)
+    summary = results_summary(result, runtime)
+    (folder / "results.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    page = folder / "index.html"
+    page.write_text(render_report(result, runtime=runtime), encoding="utf-8")
+    logger.info("report of %s written to %s", result.spec.task_name, page)
+    return page
+
+
+def _comparison_groups(results: list[SessionResult]) -> list[list[SessionResult]]:
+    """Sessions over the same parameters and objective, when they used more than one strategy."""
+    groups: dict[tuple[Any, ...], list[SessionResult]] = defaultdict(list)
+    for result in results:
+        opt = result.spec.optimization
+        groups[(tuple(sorted(result.spec.parameters)), opt.objective)].append(result)
+    return [g for g in groups.values() if len({r.spec.optimization.strategy for r in g}) > 1]
+
+
+def write_index(entries: list[tuple[SessionResult, Path | None]], report_dir: Path) -> Path:
+    """Write ``report_dir/index.html``: every spec of the run with its verdict and a link to its page."""
+    from pytest_autotuner.report.plots import strategy_comparison_plot
+
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for result, page in entries:
+        objective = result.spec.optimization.objective
+        link = Path(os.path.relpath(page, report_dir)).as_posix() if page is not None else None
+        rows.append(
+            {
+                "task": result.spec.task_name,
+                "passed": result.passed,
+                "ok": result.passed and not baseline_view(result).regressed,
+                "baseline": baseline_view(result),
+                "strategy": result.spec.optimization.strategy,
+                "objective": f"{objective}: {format_objective(result.best.score.objective, objective)}"
+                if result.best
+                else "no configuration measured",
+                "params": describe_params(result.best.params) if result.best else "",
+                "trials": len(result.trials),
+                "failed": sum(t.failure is not None for t in result.trials),
+                "link": link,
+            }
+        )
+    comparisons = [
+        {"tasks": ", ".join(r.spec.task_name for r in group), "uri": strategy_comparison_plot(group)}
+        for group in _comparison_groups([result for result, _page in entries])
+    ]
+    html = (
+        _jinja()
+        .get_template("index.html.j2")
+        .render(rows=rows, comparisons=comparisons, passed=all(r["ok"] for r in rows), count=len(rows))
+    )
+    path = report_dir / "index.html"
+    path.write_text(html, encoding="utf-8")
+    return path

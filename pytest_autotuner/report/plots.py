@@ -1,0 +1,268 @@
+"""The report's PNG plots, rendered with matplotlib's Agg backend and embedded as data: URIs.
+
+Figures are built with ``matplotlib.figure.Figure`` (no pyplot state), so nothing needs closing and plots of
+concurrent sessions cannot draw into each other.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from matplotlib.figure import Figure
+
+from pytest_autotuner.report.data import (
+    measured,
+    param_importances,
+    pareto_front,
+    trial_latency_throughput,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from pytest_autotuner.session import SessionResult, TrialRecord
+
+__all__ = ["PlotImage", "render_plots", "strategy_comparison_plot"]
+
+logger = logging.getLogger(__name__)
+
+DPI = 90
+BLUE, ORANGE, RED, GREEN, GREY = "#2563eb", "#f59e0b", "#dc2626", "#16a34a", "#9ca3af"
+_STRATEGY_COLORS = {"grid": "#7c3aed", "random": ORANGE, "bayesian": BLUE}
+
+
+@dataclass(frozen=True)
+class PlotImage:
+    """One rendered plot, or the reason it could not be drawn."""
+
+    name: str
+    title: str
+    uri: str | None
+    seconds: float
+    note: str = ""
+    wide: bool = False  # spans the page's width
+
+
+def _to_uri(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, pil_kwargs={"compress_level": 3})
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _figure(width: float, height: float, *, left: float = 0.7, bottom: float = 0.5) -> Figure:
+    """A figure with fixed margins in inches (a layout engine costs more than all the drawing)."""
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=left / width, right=1 - 0.15 / width, bottom=bottom / height, top=1 - 0.3 / height)
+    return fig
+
+
+def _style(ax: Axes) -> None:
+    ax.grid(True, color="#e5e7eb", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _axis_cap(values: list[float]) -> float:
+    """Upper y limit that keeps the bulk readable when a few penalized values are enormous."""
+    top = max(values)
+    median = statistics.median(values)
+    if median > 0 and top > 5 * median:
+        return 3 * median
+    return top
+
+
+def convergence_figure(result: SessionResult) -> Figure:
+    """Objective score per trial, best so far, failures at the top edge, the random startup phase shaded."""
+    spec = result.spec
+    maximize = spec.optimization.direction == "maximize"
+    fig = _figure(10.0, 3.6)
+    ax = fig.add_subplot()
+    _style(ax)
+    trials = sorted(result.trials, key=lambda t: t.number)
+    ok = [t for t in trials if measured(t) and t.feasible and math.isfinite(t.value)]
+    slo_hard = [t for t in trials if measured(t) and not t.feasible and t.objective is not None]
+    failed = [t for t in trials if not measured(t)]
+    plotted = [t.value for t in ok] + [float(t.objective) for t in slo_hard if t.objective is not None]
+    if plotted:
+        lo, hi = min(plotted), _axis_cap(plotted)
+        pad = (hi - lo) * 0.08 or abs(hi) * 0.05 or 1.0
+        ymin, ymax = lo - pad, hi + pad
+    else:
+        ymin, ymax = 0.0, 1.0
+    inside = [t for t in ok if t.value <= ymax]
+    above = [t for t in ok if t.value > ymax]
+    ax.scatter([t.number for t in inside], [t.value for t in inside], s=18, color=BLUE, label="feasible trial",
+               zorder=3)  # fmt: skip
+    if above:
+        ax.scatter([t.number for t in above], [ymax] * len(above), marker="^", s=26, color=BLUE, alpha=0.6,
+                   label="off scale (SLO penalty)", zorder=3, clip_on=False)  # fmt: skip
+    if slo_hard:
+        ax.scatter([t.number for t in slo_hard], [min(float(t.objective or 0), ymax) for t in slo_hard],
+                   marker="o", s=22, facecolors="none", edgecolors=ORANGE, label="hard SLO miss (raw objective)",
+                   zorder=3, clip_on=False)  # fmt: skip
+    if failed:
+        ax.scatter([t.number for t in failed], [ymax] * len(failed), marker="x", s=30, color=RED,
+                   label="failed trial", zorder=4, clip_on=False)  # fmt: skip
+    best_x, best_y, best = [], [], math.nan
+    for t in trials:
+        if t in ok and (math.isnan(best) or (t.value > best if maximize else t.value < best)):
+            best = t.value
+        if not math.isnan(best):
+            best_x.append(t.number)
+            best_y.append(min(best, ymax))
+    if best_x:
+        ax.step(best_x, best_y, where="post", color=GREEN, linewidth=2, label="best so far", zorder=2)
+    n_random = spec.optimization.n_initial_random
+    if spec.optimization.strategy == "bayesian" and n_random and trials:
+        edge = trials[min(n_random, len(trials)) - 1].number + 0.5
+        ax.axvspan(trials[0].number - 0.5, edge, color=GREY, alpha=0.18, label="random startup", zorder=0)
+    ax.set_ylim(ymin, ymax)
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"score ({spec.optimization.objective})")
+    ax.legend(loc="best", fontsize=7, frameon=False, ncol=2)
+    return fig
+
+
+def importance_figure(importances: dict[str, float]) -> Figure:
+    names = list(importances)[::-1]
+    fig = _figure(4.6, 0.45 * len(names) + 1.0, left=1.6)
+    ax = fig.add_subplot()
+    _style(ax)
+    ax.barh(names, [importances[n] for n in names], color=BLUE)
+    ax.set_xlabel("importance (fANOVA, normalized)")
+    ax.set_xlim(0, max(1e-9, max(importances.values())) * 1.1)
+    return fig
+
+
+def _short(text: str, limit: int = 14) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _numeric(values: Sequence[object]) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
+def parameter_figure(result: SessionResult) -> Figure | None:
+    """Objective against each parameter, one panel per parameter; categories at evenly spaced positions."""
+    trials = [t for t in result.trials if measured(t) and t.objective is not None]
+    names = list(result.spec.parameters)
+    if not trials or not names:
+        return None
+    ncols = min(4, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    fig = _figure(min(10.0, 3.2 * ncols), 2.5 * nrows)
+    fig.subplots_adjust(hspace=0.45, wspace=0.08)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    for index, name in enumerate(names):
+        ax = axes[index // ncols][index % ncols]
+        _style(ax)
+        points = [(t.params[name], float(t.objective or 0), t.meets_slos) for t in trials if name in t.params]
+        values = [p[0] for p in points]
+        if _numeric(values):
+            xs: list[float] = [float(v) for v in values]
+        else:
+            declared = result.spec.parameters[name]
+            choices: list[object] = list(declared) if isinstance(declared, list) else []
+            choices += [v for v in dict.fromkeys(values) if v not in choices]
+            xs = [float(choices.index(v)) for v in values]
+            ax.set_xticks(range(len(choices)), [_short(str(c)) for c in choices], fontsize=8)
+            ax.set_xlim(-0.5, len(choices) - 0.5)
+        colors = [BLUE if meets else ORANGE for _v, _o, meets in points]
+        ax.scatter(xs, [p[1] for p in points], s=14, c=colors, alpha=0.75)
+        ax.set_title(name, fontsize=9)
+    for index in range(len(names), nrows * ncols):
+        axes[index // ncols][index % ncols].set_visible(False)
+    axes[0][0].set_ylabel(result.spec.optimization.objective, fontsize=8)
+    return fig
+
+
+def pareto_figure(result: SessionResult) -> Figure | None:
+    """Mean E2E latency against output throughput for every measured trial; the Pareto front highlighted."""
+    pairs: list[tuple[TrialRecord, tuple[float, float]]] = []
+    for t in result.trials:
+        point = trial_latency_throughput(t)
+        if measured(t) and all(math.isfinite(v) for v in point):
+            pairs.append((t, point))
+    if not pairs:
+        return None
+    points = [p for _t, p in pairs]
+    front = pareto_front(points)
+    fig = _figure(5.0, 3.4)
+    ax = fig.add_subplot()
+    _style(ax)
+    ax.scatter([p[1] for p in points], [p[0] for p in points], s=16, color=GREY, label="measured trial")
+    ax.plot([points[i][1] for i in front], [points[i][0] for i in front], "-o", color=RED, markersize=5,
+            linewidth=1.5, label="Pareto front")  # fmt: skip
+    if result.best is not None:
+        source = next((p for t, p in pairs if t.number == result.best.source_trial), None)
+        if source is not None:
+            ax.scatter([source[1]], [source[0]], marker="*", s=160, color=GREEN, zorder=5, label="best (chosen)")
+    ax.set_xlabel("output throughput (tok/s, mean over cells)")
+    ax.set_ylabel("mean E2E latency (s)")
+    ax.legend(fontsize=7, frameon=False)
+    return fig
+
+
+def strategy_comparison_plot(results: list[SessionResult]) -> str:
+    """Best-so-far score against trial for sessions over the same space with different strategies."""
+    fig = _figure(6.5, 3.2)
+    ax = fig.add_subplot()
+    _style(ax)
+    for result in results:
+        maximize = result.spec.optimization.direction == "maximize"
+        best, xs, ys = math.nan, [], []
+        for position, t in enumerate(sorted(result.trials, key=lambda r: r.number), start=1):
+            if measured(t) and t.feasible and (math.isnan(best) or (t.value > best if maximize else t.value < best)):
+                best = t.value
+            if not math.isnan(best):
+                xs.append(position)
+                ys.append(best)
+        strategy = result.spec.optimization.strategy
+        ax.step(xs, ys, where="post", linewidth=2, color=_STRATEGY_COLORS.get(strategy),
+                label=f"{strategy} ({result.spec.task_name})")  # fmt: skip
+    ax.set_xlabel("trials evaluated")
+    ax.set_ylabel(f"best score ({results[0].spec.optimization.objective})")
+    ax.legend(fontsize=7, frameon=False)
+    return _to_uri(fig)
+
+
+def _timed(name: str, title: str, build: Callable[[], Figure | None], note: str, *, wide: bool = False) -> PlotImage:
+    started = time.perf_counter()
+    fig = build()
+    uri = _to_uri(fig) if fig is not None else None
+    return PlotImage(name, title, uri, time.perf_counter() - started, "" if uri else note, wide)
+
+
+def render_plots(result: SessionResult) -> list[PlotImage]:
+    """Every plot of a session's page, each timed (the benchmark reads the breakdown)."""
+    started = time.perf_counter()
+    importances = param_importances(result)
+    importance_s = time.perf_counter() - started
+    importance = _timed("importance", "Parameter importance",
+                        lambda: importance_figure(importances) if importances else None,
+                        "not enough trials: importance needs at least 6 feasible measured trials with varied "
+                        "parameters")  # fmt: skip
+    plots = [
+        _timed("convergence", "Convergence (score per trial)", lambda: convergence_figure(result), "no trials",
+               wide=True),
+        dataclasses.replace(importance, seconds=importance.seconds + importance_s),
+        _timed("pareto", "Latency against throughput", lambda: pareto_figure(result), "no measured trials"),
+        _timed("parameters", "Objective against each parameter (blue: meets SLOs, orange: misses)",
+               lambda: parameter_figure(result), "no measured trials", wide=True),
+    ]  # fmt: skip
+    logger.debug("plots: %s", {p.name: round(p.seconds, 3) for p in plots})
+    return plots

@@ -1,0 +1,63 @@
+"""The GitHub Actions job summary: verdicts, best configurations and where the report is."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pytest_autotuner.explain import describe_params, format_objective
+from pytest_autotuner.report.data import baseline_view
+
+if TYPE_CHECKING:
+    from pytest_autotuner.session import SessionResult
+
+__all__ = ["append_step_summary", "github_step_summary"]
+
+logger = logging.getLogger(__name__)
+
+
+def _cell(text: str) -> str:
+    """Markdown table cell: pipes would split the cell, angle brackets would become HTML."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|").replace("\n", " ")
+
+
+def github_step_summary(entries: list[tuple[SessionResult, Path | None]], report_dir: Path) -> str:
+    """Markdown for ``$GITHUB_STEP_SUMMARY``."""
+    ok = [r.passed and not baseline_view(r).regressed for r, _page in entries]
+    lines = [
+        f"## Autotune: {'PASS' if all(ok) else 'FAIL'} ({sum(ok)}/{len(entries)} specs)",
+        "",
+        "| | spec | objective | best config | trials | baseline | report |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (result, page), passed in zip(entries, ok, strict=True):
+        objective = result.spec.optimization.objective
+        best = result.best
+        value = format_objective(best.score.objective, objective) if best else "n/a"
+        params = f"`{describe_params(best.params)}`" if best else "none measured"
+        checks = result.slo_checks
+        slo = f" ({sum(c.passed for c in checks)}/{len(checks)} SLO checks)" if checks else ""
+        cells = [
+            ":white_check_mark:" if passed else ":x:",
+            _cell(result.spec.task_name) + slo,
+            _cell(f"{objective}: {value}"),
+            _cell(params),
+            f"{len(result.trials)} ({sum(t.failure is not None for t in result.trials)} failed)",
+            _cell(baseline_view(result).verdict),
+            f"`{_cell(str(page))}`" if page else "none",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Reports: `{_cell(str(Path(report_dir) / 'index.html'))}` (also in the job's artifacts)", ""]
+    return "\n".join(lines)
+
+
+def append_step_summary(entries: list[tuple[SessionResult, Path | None]], report_dir: Path) -> None:
+    """Append the summary to the file named by ``GITHUB_STEP_SUMMARY``; nothing outside GitHub Actions."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return
+    with open(target, "a", encoding="utf-8") as handle:
+        handle.write(github_step_summary(entries, report_dir) + "\n")
+    logger.debug("job summary appended to %s", target)

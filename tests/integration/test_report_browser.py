@@ -1,0 +1,112 @@
+"""The report page in a real headless Chromium: no errors, no outside requests, plots drawn, no injected script.
+
+Needs Debian's ``chromium`` package; skipped without it, except under CI (CI=true), where it is required.
+The screenshot is kept under ``reports/test-artifacts/`` for the CI artifact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import factories
+import pytest
+from integration.cdp import find_chromium, headless_chromium, load_page
+
+from pytest_autotuner.bench.metrics import BenchResult
+from pytest_autotuner.report import write_index, write_report
+from pytest_autotuner.search import Search
+from pytest_autotuner.session import SessionResult, TuningSession
+from pytest_autotuner.space import SearchSpace
+from pytest_autotuner.trial import Deadline, FailureClass, Params, TrialFailure
+
+SCRIPT_PAYLOAD = "<script>window.__pwned=1</script>"
+ATTR_PAYLOAD = '"><img src=x onerror="window.__pwned=2">'
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    binary = find_chromium()
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is required under CI (apt-get install -y chromium)")
+        pytest.skip("chromium is not installed (/usr/bin/chromium or chromium on PATH); apt-get install chromium")
+    return binary
+
+
+def hostile_session() -> SessionResult:
+    """A real session whose task name, a parameter value and a failure's log tail carry HTML payloads."""
+    spec = factories.spec(
+        task_name=f"report-xss {SCRIPT_PAYLOAD}",
+        parameters={"mem-fraction-static": [0.7, 0.8, 0.9], "schedule-policy": ["fcfs", ATTR_PAYLOAD],
+                    "chunked-prefill-size": [512, 2048]},
+        optimization={"max_iterations": 10, "n_initial_random": 4, "confirm_runs": 1},
+        slo={"latency": {"p99": {"threshold": 1.3}}},
+        runtime="sim",
+    )  # fmt: skip
+
+    def evaluate(params: Params, deadline: Deadline) -> BenchResult:
+        if params["mem-fraction-static"] == 0.9:
+            raise TrialFailure(FailureClass.OOM, f"CUDA out of memory {ATTR_PAYLOAD}",
+                               log_tail=f"loading weights\n{SCRIPT_PAYLOAD}\n{ATTR_PAYLOAD}\n")  # fmt: skip
+        latency = 1.0 + abs(float(params["mem-fraction-static"]) - 0.8) + int(params["chunked-prefill-size"]) / 10000
+        return factories.result(latency, spread=0.2)
+
+    space = SearchSpace.from_spec(spec)
+    search = Search(spec=spec, space=space, storage=None, study_name="browser", seed=3)
+    return TuningSession(spec=spec, search=search, evaluate=evaluate).run()
+
+
+async def inspect_page(chromium: str, page_url: str, tmp_path: Path, screenshot: Path) -> dict[str, Any]:
+    async with headless_chromium(chromium, tmp_path / "profile") as port, load_page(port, page_url) as loaded:
+        page = loaded.page
+        return {
+            "errors": page.console_errors(),
+            "urls": page.requested_urls(),
+            "pwned": await page.evaluate("typeof window.__pwned === 'undefined' ? null : window.__pwned"),
+            "images": await page.evaluate("[...document.images].map(i => [i.alt, i.complete, i.naturalWidth])"),
+            "text": await page.evaluate("document.body.innerText"),
+            "screenshot": await loaded.screenshot(screenshot),
+        }
+
+
+def test_report_page_loads_offline_without_errors_or_injected_script(
+    chromium: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    result = hostile_session()
+    page = write_report(result, tmp_path / "reports", runtime="sim")
+    artifacts = request.config.rootpath / "reports" / "test-artifacts"
+    seen = asyncio.run(asyncio.wait_for(
+        inspect_page(chromium, page.as_uri(), tmp_path, artifacts / "report.png"), timeout=45))  # fmt: skip
+    print(f"screenshot: {seen['screenshot']}")
+
+    assert seen["errors"] == []
+    outside = [u for u in seen["urls"] if not (u == page.as_uri() or u.startswith("data:"))]
+    assert outside == [], "the page must not load anything but itself and data: URIs"
+    assert seen["pwned"] is None, "an injected payload ran"
+    assert len(seen["images"]) >= 3
+    assert all(complete and width > 0 for _alt, complete, width in seen["images"]), seen["images"]
+    assert SCRIPT_PAYLOAD in seen["text"]  # shown as text, in the title and the log tail
+    assert ATTR_PAYLOAD in seen["text"]  # shown as text, in the trials table and the failure
+    assert seen["screenshot"].stat().st_size > 10_000
+
+
+def test_index_page_links_resolve_in_the_browser(chromium: str, tmp_path: Path) -> None:
+    result = hostile_session()
+    reports = tmp_path / "reports"
+    index = write_index([(result, write_report(result, reports, runtime="sim"))], reports)
+
+    async def hrefs() -> tuple[list[str], Any]:
+        async with headless_chromium(chromium, tmp_path / "profile") as port, load_page(port, index.as_uri()) as loaded:
+            links = await loaded.page.evaluate("[...document.links].map(a => a.href)")
+            return loaded.page.console_errors(), links
+
+    errors, links = asyncio.run(asyncio.wait_for(hrefs(), timeout=30))
+    assert errors == []
+    assert len(links) == 1
+    target = Path(unquote(urlparse(links[0]).path))
+    assert target == reports / result.spec.task_name / "index.html"
+    assert target.is_file()

@@ -1,0 +1,145 @@
+"""write_report: the files of a session's report folder and what they say."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import factories
+import pandas as pd
+import pytest
+
+from pytest_autotuner.bench.metrics import BenchResult
+from pytest_autotuner.report import write_report
+from pytest_autotuner.search import Search
+from pytest_autotuner.session import SessionResult, TuningSession
+from pytest_autotuner.space import SearchSpace
+from pytest_autotuner.spec import TaskSpec
+from pytest_autotuner.trial import Deadline, FailureClass, Params, TrialFailure
+
+
+def run_session(spec: TaskSpec, evaluate: object) -> SessionResult:
+    search = Search(spec=spec, space=SearchSpace.from_spec(spec), storage=None, study_name="unit", seed=1)
+    return TuningSession(spec=spec, search=search, evaluate=evaluate).run()  # type: ignore[arg-type]
+
+
+def oom_above_085(params: Params, deadline: Deadline) -> BenchResult:
+    if float(params["mem-fraction-static"]) > 0.85:
+        raise TrialFailure(FailureClass.OOM, "CUDA out of memory", log_tail="torch.OutOfMemoryError\n")
+    return factories.result(factories.latency_model(params), spread=0.3)
+
+
+def always_fails(params: Params, deadline: Deadline) -> BenchResult:
+    raise TrialFailure(FailureClass.LAUNCH_FAILED, "exit code 1 <b>bold</b>", log_tail="<script>alert(1)</script>")
+
+
+@pytest.fixture(scope="module")
+def mixed() -> SessionResult:
+    spec = factories.spec(task_name="mixed", slo={"latency": {"p99": {"threshold": 1.4}}, "ttft": {"threshold": 0.2}},
+                          optimization={"max_iterations": 16})  # fmt: skip
+    return run_session(spec, oom_above_085)
+
+
+@pytest.fixture(scope="module")
+def all_failed() -> SessionResult:
+    return run_session(
+        factories.spec(task_name="all-failed", optimization={"max_iterations": 4, "n_initial_random": 2}), always_fails
+    )
+
+
+def test_writes_page_csv_and_json_into_the_task_folder(mixed: SessionResult, tmp_path: Path) -> None:
+    page = write_report(mixed, tmp_path, runtime="sim")
+    assert page == tmp_path / "mixed" / "index.html"
+    assert {p.name for p in page.parent.iterdir()} == {"index.html", "trials.csv", "results.json"}
+
+
+def test_leaves_the_study_journal_in_place(mixed: SessionResult, tmp_path: Path) -> None:
+    journal = tmp_path / "mixed" / "study.journal"
+    journal.parent.mkdir()
+    journal.write_text("journal")
+    write_report(mixed, tmp_path, runtime="sim")
+    assert journal.read_text() == "journal"
+
+
+def test_csv_has_one_row_per_trial_with_params_verdicts_and_cell_metrics(mixed: SessionResult, tmp_path: Path) -> None:
+    frame = pd.read_csv(write_report(mixed, tmp_path, runtime="sim").parent / "trials.csv")
+    assert len(frame) == len(mixed.trials)
+    assert list(frame["number"]) == [t.number for t in mixed.trials]
+    expected = {
+        "tp-size",
+        "mem-fraction-static",
+        "objective",
+        "value",
+        "feasible",
+        "meets_slos",
+        "failure",
+        "failure_message",
+        "duration",
+        "D(100,100) c=4 e2e_p99",
+        "D(100,100) c=4 output_throughput",
+    }
+    assert expected <= set(frame)
+    failed = frame[frame["failure"] == "oom"]
+    assert len(failed) == mixed.failure_counts["oom"] > 0
+    assert failed["objective"].isna().all()
+
+
+def test_results_json_matches_the_session(mixed: SessionResult, tmp_path: Path) -> None:
+    data = json.loads((write_report(mixed, tmp_path, runtime="sim").parent / "results.json").read_text())
+    assert mixed.best is not None
+    assert data["task"] == "mixed"
+    assert data["passed"] is mixed.passed
+    assert data["best"]["params"] == mixed.best.params
+    assert data["best"]["confirmation_runs"] == len(mixed.best.runs) == 2
+    assert math.isclose(data["best"]["objective"], mixed.best.score.objective)
+    assert set(data["best"]["cells"]) == {"D(100,100) c=4"}
+    checks = {(c["cell"], c["slo"]): c for c in data["slo_checks"]}
+    for check in mixed.slo_checks:
+        row = checks[(check.cell, check.name)]
+        assert (row["value"], row["threshold"], row["passed"]) == (check.value, check.threshold, check.passed)
+        assert math.isclose(row["margin"], check.threshold - check.value)
+    assert data["failure_counts"] == dict(mixed.failure_counts)
+    assert data["trials"]["total"] == len(mixed.trials)
+    assert data["baseline"] == {"verdict": "not compared", "text": "no baseline recorded", "details": None}
+    env = data["environment"]
+    assert (env["runtime"], env["study_name"], env["seed"], env["strategy"]) == ("sim", "unit", 1, "bayesian")
+    assert env["space_fingerprint"] == SearchSpace.from_spec(mixed.spec).fingerprint()
+
+
+def test_page_shows_verdict_best_config_and_every_trial(mixed: SessionResult, tmp_path: Path) -> None:
+    html = write_report(mixed, tmp_path, runtime="sim").read_text()
+    assert ("PASS" if mixed.passed else "FAIL") in html
+    assert "no baseline recorded" in html
+    assert html.count('<tr class="') == len(mixed.trials)
+    assert html.count("data:image/png;base64,") == 4
+    assert "torch.OutOfMemoryError" in html
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+
+
+def test_failed_only_session_still_renders(all_failed: SessionResult, tmp_path: Path) -> None:
+    assert all_failed.best is None
+    page = write_report(all_failed, tmp_path, runtime="docker")
+    html = page.read_text()
+    assert "FAIL" in html and "no configuration could be measured" in html
+    assert "not enough trials" in html
+    data = json.loads((page.parent / "results.json").read_text())
+    assert data["best"] is None and data["passed"] is False
+    assert data["failure_counts"] == {"launch_failed": len(all_failed.trials)}
+
+
+def test_untrusted_text_is_escaped(all_failed: SessionResult, tmp_path: Path) -> None:
+    html = write_report(all_failed, tmp_path, runtime="sim").read_text()
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
+
+
+def test_baseline_regression_turns_the_banner_red(mixed: SessionResult, tmp_path: Path) -> None:
+    regressed = SessionResult(**{**mixed.__dict__})
+    regressed.baseline = SimpleNamespace(regressed=True, summary="e2e p99 +12% over the baseline")  # type: ignore[attr-defined]
+    page = write_report(regressed, tmp_path, runtime="sim")
+    assert '<div class="verdict">FAIL</div>' in page.read_text()
+    data = json.loads((page.parent / "results.json").read_text())
+    assert data["baseline"]["verdict"] == "regression"
+    assert data["baseline"]["text"] == "e2e p99 +12% over the baseline"
