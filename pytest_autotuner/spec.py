@@ -224,6 +224,34 @@ class SimulatorSettings(_Model):
     extra_args: list[str] = Field(default_factory=list, description="More --sim-* flags, verbatim.")
 
 
+class DockerSettings(_Model):
+    """Options of the docker runtime."""
+
+    image: str | None = Field(None, description="Full image reference; default lmsysorg/sglang:<runtime_image_tag>.")
+    pull: Literal["missing", "always", "never"] = "missing"
+    gpus: Literal["auto", "all", "none"] | int | list[int] = Field(
+        "auto", description="auto: tp-size x dp-size GPUs from `gpus` (or 0..n-1); all; none; a count; ids."
+    )
+    shm_size: str | None = "16g"
+    ipc_mode: str | None = "host"
+    init: bool = Field(True, description="Run an init process so signals reach the server.")
+    volumes: dict[str, str] = Field(default_factory=dict, description="host path -> container_path[:ro|:rw]")
+    env: dict[str, str] = Field(default_factory=dict)
+    extra_args: list[str] = Field(default_factory=list, description="Appended to the server command line.")
+    container_port: int | None = None
+    stop_timeout: float = Field(10.0, ge=0)
+    hf_cache: str | None = Field(None, description="Host HF cache; default $HF_HOME or ~/.cache/huggingface.")
+
+
+class RegressionSettings(_Model):
+    """How a run is compared with its committed baseline."""
+
+    tolerance: float = Field(0.10, gt=0, description="Relative change for the worse that counts as a regression.")
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description='Per-metric tolerances, e.g. {"e2e p90": 0.2, "output_throughput": 0.05}.'
+    )
+
+
 class TaskSpec(_Model):
     """One tuning task: what to tune, how to search, what traffic to measure and which SLOs to meet."""
 
@@ -240,6 +268,8 @@ class TaskSpec(_Model):
     initial_configs: list[dict[str, ParamChoice]] = Field(default_factory=list)
     gpus: list[int] | None = None
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)  # type: ignore[arg-type]
+    docker: DockerSettings = Field(default_factory=DockerSettings)  # type: ignore[arg-type]
+    regression: RegressionSettings = Field(default_factory=RegressionSettings)  # type: ignore[arg-type]
 
     @field_validator("task_name")
     @classmethod
