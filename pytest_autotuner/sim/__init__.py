@@ -1,0 +1,57 @@
+"""A simulated SGLang server: same flags, HTTP API and failure messages, latencies from a performance model.
+
+Run it as ``python -m pytest_autotuner.sim --model-path meta-llama/Llama-3.1-8B-Instruct --port 30000`` (SGLang
+flags plus ``--sim-*`` flags, see ``cli.py``), or evaluate configurations without HTTP through
+:func:`run_benchmark_in_process`. Both use the same scheduler (``scheduler.py``) and step-time model
+(``perf_model.py``), so a configuration behaves the same either way.
+
+Modelling choices worth knowing when reading results:
+
+- Time: the scheduler works in simulated seconds; the server emits a step's tokens at wall time
+  ``origin + t / speedup`` (default speed-up 1). ``GET /sim/timeline`` returns each request's arrival, first
+  token and finish in simulated seconds, plus how late steps were emitted (``emission_lag``, wall seconds).
+  HTTP handling and OS scheduling add a few wall milliseconds per request that the timeline does not scale,
+  so client-measured TTFT agrees with the timeline within ~5% once TTFT is tens of simulated ms or more.
+- Tokens: one per whitespace-separated word (plus one per 10 characters of a long word).
+- Prefix cache: the server counts the words a prompt shares with the previous prompt; under ``lpm`` /
+  ``dfs-weight`` those tokens are taken from the cache once prefilled. The benchmark client starts every
+  prompt with a unique word, so it gets no reuse, as it would from SGLang's radix cache.
+- Prefill and decode steps alternate while both have work (unless ``--enable-mixed-chunk``), so the chunk size
+  bounds decode stalls; unchunked prefill batches lose GEMM efficiency beyond 4k tokens.
+- Noise: a per-run step-time factor ``exp(N(0, noise))`` shared by all replicas, times per-step jitter
+  ``1 + N(0, noise)``; all seeded, so the same seed, flags and traffic give the same timeline.
+"""
+
+from __future__ import annotations
+
+from pytest_autotuner.sim.cli import DEFAULT_SPEEDUP, SIM_VERSION, ParamError, build_parser
+from pytest_autotuner.sim.inprocess import run_benchmark_in_process
+from pytest_autotuner.sim.perf_model import (
+    GPUS,
+    MODELS,
+    EngineConfig,
+    ModelProfile,
+    StartupFailure,
+    lookup_model,
+    plan_memory,
+    step_time,
+)
+from pytest_autotuner.sim.scheduler import Scheduler, SimRequest
+
+__all__ = [
+    "DEFAULT_SPEEDUP",
+    "GPUS",
+    "MODELS",
+    "SIM_VERSION",
+    "EngineConfig",
+    "ModelProfile",
+    "ParamError",
+    "Scheduler",
+    "SimRequest",
+    "StartupFailure",
+    "build_parser",
+    "lookup_model",
+    "plan_memory",
+    "run_benchmark_in_process",
+    "step_time",
+]

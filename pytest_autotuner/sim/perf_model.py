@@ -1,0 +1,308 @@
+"""GPU and model profiles, the memory plan (KV capacity, startup failures) and the roofline step time.
+
+Figures come from /work/shared/reference/sglang.md. The step-time model is a roofline: a step is bound either
+by its matmul FLOPs or by the bytes it reads (weights + KV cache), plus tensor-parallel all-reduces and kernel
+launch overhead. Calibration knobs are module constants with a comment saying which public figure they fit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "GPUS",
+    "MODELS",
+    "EngineConfig",
+    "GpuProfile",
+    "MemoryPlan",
+    "ModelProfile",
+    "StartupFailure",
+    "StepCost",
+    "lookup_model",
+    "plan_memory",
+    "step_time",
+]
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class GpuProfile:
+    name: str
+    memory_bytes: float
+    peak_flops: float  # dense bf16
+    hbm_bandwidth: float  # bytes/s
+    link_bandwidth: float  # NVLink bytes/s per GPU, for all-reduce
+
+
+GPUS: dict[str, GpuProfile] = {
+    "h100": GpuProfile("h100", 80e9, 989e12, 3.35e12, 450e9),
+    "h200": GpuProfile("h200", 141e9, 989e12, 4.8e12, 450e9),
+    "a100-80g": GpuProfile("a100-80g", 80e9, 312e12, 2.0e12, 300e9),
+}
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    name: str
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    vocab_size: int
+    intermediate_size: int
+    context_length: int = 131072
+    tie_word_embeddings: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def num_params(self) -> float:
+        """Parameter count of a Llama-style decoder (untied embeddings)."""
+        h, kv = self.hidden_size, self.num_kv_heads * self.head_dim
+        attn = h * h * 2 + h * kv * 2
+        mlp = 3 * h * self.intermediate_size
+        return self.num_layers * (attn + mlp) + (1 if self.tie_word_embeddings else 2) * self.vocab_size * h
+
+    @property
+    def weight_bytes(self) -> float:
+        return 2.0 * self.num_params  # bf16
+
+    def kv_bytes_per_token(self, kv_cache_dtype: str = "auto") -> float:
+        elem = 1 if kv_cache_dtype.startswith("fp8") else 2
+        return 2.0 * self.num_layers * self.num_kv_heads * self.head_dim * elem
+
+
+MODELS: dict[str, ModelProfile] = {
+    "llama-3.2-1b": ModelProfile("Llama-3.2-1B", 16, 2048, 32, 8, 128256, 8192, tie_word_embeddings=True),
+    "llama-3.1-8b": ModelProfile("Llama-3.1-8B", 32, 4096, 32, 8, 128256, 14336),
+    "llama-3.1-70b": ModelProfile("Llama-3.1-70B", 80, 8192, 64, 8, 128256, 28672),
+}
+
+
+def _normalise(name: str) -> str:
+    key = re.sub(r"[^a-z0-9]+", "-", name.rsplit("/", 1)[-1].lower()).strip("-")
+    return re.sub(r"^meta-|-instruct$", "", key)
+
+
+_KNOWN = {_normalise(k): v for k, v in MODELS.items()}
+
+
+def lookup_model(model_path: str) -> ModelProfile:
+    """Profile for a model id (case and separators ignored, ``-Instruct`` optional) or a local HF dir."""
+    path = Path(model_path)
+    if (path / "config.json").is_file():
+        return _from_config(path / "config.json")
+    profile = _KNOWN.get(_normalise(model_path))
+    if profile is None:
+        known = ", ".join(p.name for p in MODELS.values())
+        raise ValueError(
+            f"`--model-path` {model_path!r} is not a model the simulator knows; use one of {known} "
+            "(optionally with -Instruct), or a local directory containing a Hugging Face config.json"
+        )
+    return profile
+
+
+def _from_config(config_file: Path) -> ModelProfile:
+    try:
+        cfg = json.loads(config_file.read_text())
+        hidden, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+        return ModelProfile(
+            name=config_file.parent.name,
+            num_layers=int(cfg["num_hidden_layers"]),
+            hidden_size=hidden,
+            num_heads=heads,
+            num_kv_heads=int(cfg.get("num_key_value_heads", heads)),
+            vocab_size=int(cfg["vocab_size"]),
+            intermediate_size=int(cfg.get("intermediate_size", 4 * hidden)),
+            context_length=int(cfg.get("max_position_embeddings", 131072)),
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(
+            f"{config_file}: cannot read the model architecture ({exc!r}); it needs num_hidden_layers, "
+            "hidden_size, num_attention_heads, num_key_value_heads and vocab_size"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The flags that shape performance, resolved to concrete values (defaults filled in)."""
+
+    model: ModelProfile
+    gpu: GpuProfile
+    tp: int = 1
+    dp: int = 1
+    num_gpus: int = 1
+    mem_fraction_static: float = 0.835
+    chunked_prefill_size: int = 8192  # <= 0: disabled
+    max_prefill_tokens: int = 16384
+    max_running_requests: int | None = None
+    schedule_policy: str = "fcfs"
+    schedule_conservativeness: float = 1.0
+    cuda_graph_max_bs: int | None = None
+    disable_cuda_graph: bool = False
+    enable_mixed_chunk: bool = False
+    kv_cache_dtype: str = "auto"
+    stream_interval: int = 1
+    context_length: int | None = None
+    slowdown: float = 1.0
+
+    @property
+    def graph_max_bs(self) -> int:
+        if self.cuda_graph_max_bs is not None:
+            return self.cuda_graph_max_bs
+        return 256 if self.tp < 4 else 512
+
+    @property
+    def context_len(self) -> int:
+        return self.context_length or self.model.context_length
+
+
+class StartupFailure(Exception):
+    """The server cannot start; ``kind`` is ``kv_cache_oom``, ``oom`` or ``invalid_parallelism``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    max_total_num_tokens: int  # KV pool, per dp replica
+    max_running_requests: int
+    available_gpu_mem_gb: float  # what is left after the static pool, per GPU
+
+
+# Memory outside the static pool: CUDA context + NCCL buffers + allocator slack (fits SGLang leaving
+# ~0.835 as a safe default on 80 GB while 0.9+ becomes risky for the larger models / graph batch sizes).
+_BASE_RESERVE = 3.0e9
+
+
+def _runtime_reserve(cfg: EngineConfig) -> float:
+    """Bytes per GPU that activations and CUDA graphs need outside mem-fraction-static."""
+    m = cfg.model
+    chunk = cfg.chunked_prefill_size if cfg.chunked_prefill_size > 0 else cfg.max_prefill_tokens
+    # Prefill activations: MLP intermediate (gate+up) in bf16, plus logits of the last tokens.
+    activations = chunk * (2 * m.intermediate_size + 4 * m.hidden_size) * 2 / cfg.tp
+    graphs = 0.0
+    if not cfg.disable_cuda_graph:
+        # One graph per captured batch size; memory pool grows with the largest batch and the depth.
+        graphs = 0.4e9 + cfg.graph_max_bs * m.num_layers * m.hidden_size * 16 / cfg.tp
+    return _BASE_RESERVE + activations + graphs
+
+
+def plan_memory(cfg: EngineConfig) -> MemoryPlan:
+    """KV capacity and default max-running-requests; raises StartupFailure like SGLang would."""
+    m = cfg.model
+    if m.num_heads % cfg.tp:
+        raise StartupFailure(
+            "invalid_parallelism",
+            f"Number of attention heads ({m.num_heads}) must be divisible by tensor parallel size ({cfg.tp}).",
+        )
+    if cfg.tp * cfg.dp > cfg.num_gpus:
+        raise StartupFailure(
+            "invalid_parallelism",
+            f"RuntimeError: CUDA error: invalid device ordinal (tp_size={cfg.tp} x dp_size={cfg.dp} needs "
+            f"{cfg.tp * cfg.dp} GPUs, {cfg.num_gpus} visible)",
+        )
+    total = cfg.gpu.memory_bytes
+    kv_per_gpu = m.kv_bytes_per_token(cfg.kv_cache_dtype) / min(cfg.tp, m.num_kv_heads)
+    budget = total * cfg.mem_fraction_static - m.weight_bytes / cfg.tp
+    if budget <= 0:
+        raise StartupFailure(
+            "kv_cache_oom", "RuntimeError: Not enough memory. Please try to increase --mem-fraction-static."
+        )
+    tokens = int(budget / kv_per_gpu)
+    free = total * (1.0 - cfg.mem_fraction_static)
+    need = _runtime_reserve(cfg)
+    if need > free:
+        raise StartupFailure(
+            "oom",
+            "Exception: Capture cuda graph failed: CUDA out of memory. Tried to allocate "
+            f"{(need - free) / GIB + 0.25:.2f} GiB. GPU 0 has a total capacity of {total / GIB:.2f} GiB of "
+            f"which {free / GIB:.2f} GiB is free. Possible solutions: 1. set --mem-fraction-static to a "
+            "smaller value (e.g., 0.8 or 0.7) 2. set --cuda-graph-max-bs to a smaller value (e.g., 16) "
+            "3. disable torch compile by not using --enable-torch-compile 4. disable CUDA graph by "
+            "--disable-cuda-graph. (Not recommended. Huge performance loss)",
+        )
+    default_mrr = int(min(max(tokens / cfg.context_len * 512, 2048), 4096, tokens / 2))
+    mrr = cfg.max_running_requests or default_mrr
+    return MemoryPlan(tokens, max(1, min(mrr, max(1, tokens // 2))), (free - need) / 1e9)
+
+
+# Calibration knobs: GEMM efficiency ramps with tokens per step (fits ~55 ms TTFT for a 2k prompt on 8B/H100
+# and ~4000 tok/s offline on the SGLang CI workload); bandwidth efficiency 0.8 as in sglang.md.
+_PEAK_EFF = 0.65
+_EFF_HALF_TOKENS = 128.0
+_BW_EFF = 0.8
+# Unchunked prefill batches beyond this many tokens lose GEMM/attention efficiency (activation working set
+# spills out of L2 and the ragged attention kernel handles very unequal lengths poorly): this is what makes
+# --chunked-prefill-size -1 slower, as in SGLang's CI thresholds (3800 vs 2600 tok/s).
+_UNCHUNKED_EFF_TOKENS = 4096.0
+_GRAPH_LAUNCH_S = 0.2e-3
+_KERNEL_LAUNCH_S_PER_LAYER = 30e-6
+_CPU_S_PER_REQUEST = 4e-6
+_ALLREDUCE_LATENCY_S = 8e-6
+
+
+class StepCost:
+    """Seconds for one scheduler step on one replica (before noise); constants precomputed per config."""
+
+    def __init__(self, cfg: EngineConfig) -> None:
+        m, gpu, tp = cfg.model, cfg.gpu, cfg.tp
+        self._flops_per_token = 2.0 * m.num_params / tp
+        self._flops_per_pair = 4.0 * m.num_layers * m.hidden_size / tp
+        self._peak = gpu.peak_flops * _PEAK_EFF
+        self._unchunked = cfg.chunked_prefill_size <= 0
+        self._bw = gpu.hbm_bandwidth * _BW_EFF
+        self._weights_read = m.weight_bytes / tp
+        self._kv_per_token = m.kv_bytes_per_token(cfg.kv_cache_dtype) / min(tp, m.num_kv_heads)
+        self._comm_fixed = self._comm_per_token = 0.0
+        if tp > 1:
+            allreduces = 2 * m.num_layers
+            self._comm_fixed = allreduces * _ALLREDUCE_LATENCY_S * (1 + math.log2(tp))
+            self._comm_per_token = allreduces * 2 * (tp - 1) / tp * m.hidden_size * 2 / gpu.link_bandwidth
+        self._graph_max_bs = -1 if cfg.disable_cuda_graph else cfg.graph_max_bs
+        self._eager_launch = _KERNEL_LAUNCH_S_PER_LAYER * m.num_layers
+        self._slowdown = cfg.slowdown
+
+    def __call__(
+        self,
+        *,
+        decode_batch: int,
+        decode_context: int,
+        prefill_tokens: int = 0,
+        prefill_attention_pairs: float = 0.0,
+        prefill_context: int = 0,
+    ) -> float:
+        """``decode_context``: summed context of the decoding requests (KV read per step);
+        ``prefill_attention_pairs``: (query, key) pairs of the prefill chunks; ``prefill_context``: KV tokens
+        the prefill reads or writes (cached prefix + chunk)."""
+        tokens = decode_batch + prefill_tokens
+        if tokens <= 0:
+            return 0.0
+        flops = self._flops_per_token * tokens + self._flops_per_pair * prefill_attention_pairs
+        eff = tokens / (tokens + _EFF_HALF_TOKENS)
+        if self._unchunked and prefill_tokens > _UNCHUNKED_EFF_TOKENS:
+            eff /= 1.0 + (prefill_tokens - _UNCHUNKED_EFF_TOKENS) / _UNCHUNKED_EFF_TOKENS
+        bytes_read = self._weights_read + self._kv_per_token * (decode_context + prefill_context)
+        t_gpu = max(flops / (self._peak * eff), bytes_read / self._bw)
+        t_comm = self._comm_fixed + self._comm_per_token * tokens if self._comm_fixed else 0.0
+        graph = prefill_tokens == 0 and decode_batch <= self._graph_max_bs
+        t_launch = _GRAPH_LAUNCH_S if graph else self._eager_launch
+        t_cpu = _CPU_S_PER_REQUEST * (decode_batch + 1)
+        return (t_gpu + t_comm + t_launch + t_cpu) * self._slowdown
+
+
+def step_time(cfg: EngineConfig, **work: Any) -> float:
+    """One step's seconds for ``cfg`` (see StepCost for the keyword arguments); convenient, not fast."""
+    return StepCost(cfg)(**work)

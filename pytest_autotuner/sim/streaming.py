@@ -1,0 +1,98 @@
+"""One request in flight: the replica driver writes its chunks straight to the socket when they are due.
+
+Writing from the driver (no queue, no task switch per chunk) and coalescing the tail (last content chunk,
+finish chunk, usage chunk, ``[DONE]``) into one write keeps the server's CPU per token low, so emission stays
+on time at default speed-up with tens of concurrent streams on a small machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from pytest_autotuner.sim.protocol import sse, token_text
+
+if TYPE_CHECKING:
+    from pytest_autotuner.sim.protocol import ResponseShape
+    from pytest_autotuner.sim.scheduler import SimRequest
+
+__all__ = ["LiveRequest"]
+
+_MARK = "\x00"
+_MALFORMED_LINE = b'data: {"id": "broken", "choices": [{"delta": \n\n'
+
+
+class LiveRequest:
+    """Streams (or collects) one request's tokens; ``done`` is set when its last token is out."""
+
+    def __init__(self, sim: SimRequest, shape: ResponseShape, *, malformed: bool = False) -> None:
+        self.sim = sim
+        self.shape = shape
+        self.sent = 0  # tokens written to the client (streaming) or produced (non-streaming)
+        self.done = asyncio.Event()
+        self._due = 0
+        self._transport: asyncio.BaseTransport | None = None
+        self._broken = False
+        self._malformed = malformed
+        self._template: tuple[bytes, bytes] | None = None
+        if shape.req.api != "generate":
+            prefix, _, suffix = sse(shape.content_chunk(_MARK, 0)).partition(b'"\\u0000"')
+            self._template = (prefix, suffix)
+
+    @property
+    def finish_reason(self) -> str:
+        return "length" if self.sim.output_tokens >= self.sim.max_new_tokens else "stop"
+
+    def text(self, start: int, stop: int) -> str:
+        return "".join(token_text(i) for i in range(start, stop))
+
+    def attach(self, transport: asyncio.BaseTransport | None) -> None:
+        """Start streaming (response headers already sent); writes whatever came due before."""
+        self._transport = transport
+        if self._due > self.sent:
+            self.advance(self._due)
+
+    def advance(self, upto: int) -> None:
+        """Tokens ``sent .. upto`` are due now (called by the driver at the step's wall time)."""
+        self._due = upto
+        finished = upto >= self.sim.output_tokens
+        if self._transport is None:
+            if finished:
+                self.sent = upto
+                self.done.set()
+            return
+        if not self._broken:
+            payload = self._content(upto)
+            if self._malformed and 2 * upto >= self.sim.output_tokens:
+                payload += _MALFORMED_LINE
+                self._malformed = False
+            if finished:
+                payload += self._tail(upto)
+            self._write(payload)
+        self.sent = upto
+        if finished:
+            self.done.set()
+
+    def _content(self, upto: int) -> bytes:
+        if self._template is None:  # native /generate streams the cumulative text
+            reason = self.finish_reason if upto >= self.sim.output_tokens else None
+            return sse(self.shape.content_chunk(self.text(0, upto), upto, reason))
+        prefix, suffix = self._template
+        return b"".join((prefix, b'"', self.text(self.sent, upto).encode(), b'"', suffix))
+
+    def _tail(self, upto: int) -> bytes:
+        parts = []
+        if self.shape.req.api != "generate":
+            parts.append(sse(self.shape.finish_chunk(self.finish_reason)))
+            if self.shape.req.include_usage:
+                parts.append(sse(self.shape.usage_chunk(upto)))
+        parts.append(sse("[DONE]"))
+        return b"".join(parts)
+
+    def _write(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            self._broken = True  # the client went away; the request still runs to the end, like SGLang
+            return
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(b"%x\r\n%b\r\n" % (len(data), data))  # HTTP chunked framing
