@@ -5,14 +5,23 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from pytest_autotuner.baseline import ALPHA
 from pytest_autotuner.scoring import OBJECTIVE_METRICS
 
 if TYPE_CHECKING:
+    from pytest_autotuner.baseline import BaselineComparison
     from pytest_autotuner.scoring import SloCheck
     from pytest_autotuner.session import SessionResult, TrialEvent
     from pytest_autotuner.trial import Params
 
-__all__ = ["describe_params", "explain_failure", "format_objective", "progress_line", "summary_lines"]
+__all__ = [
+    "describe_params",
+    "explain_baseline",
+    "explain_failure",
+    "format_objective",
+    "progress_line",
+    "summary_lines",
+]
 
 
 def describe_params(params: Params) -> str:
@@ -98,6 +107,42 @@ def explain_failure(result: SessionResult) -> str:
     return "\n".join(lines)
 
 
+def explain_baseline(comparison: BaselineComparison) -> str:
+    """The regression table (or the strict fingerprint mismatch), and what to do next."""
+    if not comparison.compared:
+        return (
+            f"baseline comparison refused under --autotune-strict-baseline: {comparison.skipped_reason}\n"
+            "Re-record the baseline on this runner with --autotune-update-baseline."
+        )
+    rows = [("metric", "cell", "baseline", "now", "change", "p-value", "")]
+    for c in comparison.changes:
+        unit = (lambda v: f"{v:,.0f} tok/s") if c.metric == "output_throughput" else _seconds
+        flag = "REGRESSION" if c.regressed else ("improved" if c.improved else "")
+        rows.append(
+            (
+                c.metric,
+                c.cell,
+                unit(c.baseline),
+                unit(c.now),
+                f"{c.change:+.1%}",
+                "n/a" if math.isnan(c.p_value) else f"{c.p_value:.2g}",
+                flag,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    table = ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    tolerance = max((c.tolerance for c in comparison.changes), default=0.1)
+    extra = " after one extra confirmation run" if comparison.extra_run else ""
+    return "\n".join(
+        [
+            f"performance regressed against the baseline {comparison.path}{extra} "
+            f"(worse by more than the tolerance, {tolerance:.0%}, and significant at p < {ALPHA}):",
+            *table,
+            "If the slowdown is expected, accept the new numbers with --autotune-update-baseline.",
+        ]
+    )
+
+
 def summary_lines(result: SessionResult, report_path: str | None) -> list[str]:
     spec = result.spec
     objective = spec.optimization.objective
@@ -115,6 +160,12 @@ def summary_lines(result: SessionResult, report_path: str | None) -> list[str]:
             lines.append(f"  SLO checks: {passed}/{len(checks)} met")
     if result.failure_counts:
         lines.append("  failed trials: " + ", ".join(f"{k} x{v}" for k, v in result.failure_counts.most_common()))
+    if result.baseline is None:
+        lines.append("  baseline: none recorded (record one with --autotune-update-baseline)")
+    else:
+        lines.append(f"  baseline: {result.baseline.summary}")
+        for change in result.baseline.improvements:
+            lines.append(f"    improved: {change.metric} {change.cell} {change.change:+.1%}")
     if result.stopped_early:
         lines.append(f"  stopped early: {result.stopped_early}")
     if report_path:

@@ -10,6 +10,7 @@ import contextlib
 import glob
 import json
 import signal
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_autotuner.session import SessionResult, TrialEvent
+    from pytest_autotuner.baseline import BaselineComparison
+    from pytest_autotuner.session import SessionResult, TrialEvent, TuningSession
     from pytest_autotuner.spec import TaskSpec
 
 RUNTIME_CHOICES = ("docker", "process", "sim")
@@ -79,6 +81,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="PATH_OR_GLOB",
         help="spec files or folders (repeatable; default tuning_specs/)",
+    )
+    group.addoption(
+        "--autotune-update-baseline",
+        action="store_true",
+        help="write or refresh tuning_specs/<spec>.baseline.json after a passing session",
+    )
+    group.addoption(
+        "--autotune-strict-baseline",
+        action="store_true",
+        help="fail (instead of warning) when the baseline was recorded on a different fingerprint",
     )
     parser.addini("autotune_specs", "spec files or folders", type="paths", default=[])
     parser.addini("autotune_report_dir", "report folder", default="reports")
@@ -177,8 +189,9 @@ class TuningItem(pytest.Item):
         return spec, runtime, seed
 
     def runtest(self) -> None:
+        from pytest_autotuner.baseline import baseline_path, load_baseline
         from pytest_autotuner.evaluate import make_evaluate, plan_from_spec
-        from pytest_autotuner.explain import explain_failure
+        from pytest_autotuner.explain import explain_baseline, explain_failure
         from pytest_autotuner.runtimes import RuntimeUnavailable, create_runtime
         from pytest_autotuner.search import Search, default_storage_url, study_name_for
         from pytest_autotuner.session import TuningSession
@@ -196,6 +209,13 @@ class TuningItem(pytest.Item):
             seed=seed,
             local_storage=storage is None,
         )
+        baseline_file = baseline_path(self.path)
+        try:
+            baseline = load_baseline(baseline_file)
+        except ValueError as err:
+            raise AutotuneFailure(str(err)) from None
+        if baseline and space.contains(baseline.get("best_params", {})):
+            search.enqueue(dict(baseline["best_params"]))  # warm start from the last known good
         try:
             runtime = create_runtime(runtime_kind, spec, seed=seed)
         except RuntimeUnavailable as err:
@@ -214,13 +234,86 @@ class TuningItem(pytest.Item):
         try:
             with _sigterm_as_interrupt():
                 result = session.run()
+                if baseline and result.best is not None:
+                    result.baseline = self._compare_baseline(session, result, baseline, baseline_file, runtime)
+                self._update_baseline(session, result, baseline_file, runtime_kind, runtime)
         finally:
             runtime.close()
         report_path = self._write_report(result, report_dir, runtime_kind)
         self.config.stash[_results_key].append((result, report_path))
         self._record_properties(result)
+        problems = []
         if not result.passed:
-            raise AutotuneFailure(explain_failure(result))
+            problems.append(explain_failure(result))
+        if result.baseline is not None and (result.baseline.regressed or self._strict_mismatch(result)):
+            problems.append(explain_baseline(result.baseline))
+        if problems:
+            raise AutotuneFailure("\n\n".join(problems))
+
+    def _fingerprint(self, result: SessionResult, runtime_kind: str, runtime: Any) -> dict[str, Any]:
+        from pytest_autotuner.baseline import fingerprint
+
+        digest = str(getattr(runtime, "image_digest", "") or "")
+        return fingerprint(result.spec, runtime_kind, result.server_info, image_digest=digest)
+
+    def _compare_baseline(
+        self, session: TuningSession, result: SessionResult, baseline: dict[str, Any], path: Path, runtime: Any
+    ) -> BaselineComparison:
+        from pytest_autotuner.baseline import compare
+
+        assert result.best is not None
+        spec = result.spec
+        fp = self._fingerprint(result, spec.runtime, runtime)
+        where = str(path.relative_to(self.config.rootpath)) if path.is_relative_to(self.config.rootpath) else str(path)
+
+        def run_compare() -> BaselineComparison:
+            assert result.best is not None
+            return compare(
+                baseline,
+                spec,
+                result.best,
+                fp,
+                path=where,
+                tolerance=spec.regression.tolerance,
+                tolerances=spec.regression.metrics,
+            )
+
+        verdict = run_compare()
+        if verdict.compared and verdict.ambiguous:
+            self._say(f"{spec.task_name}: baseline comparison is ambiguous; one more confirmation run")
+            result.best = session.confirm_again(result.best)
+            verdict = run_compare()
+            verdict.extra_run = True
+        if not verdict.compared:
+            self._say(f"{spec.task_name}: WARNING baseline not compared: {verdict.skipped_reason}")
+            if not self._option("autotune_strict_baseline"):
+                warnings.warn(pytest.PytestWarning(f"{spec.task_name}: {verdict.skipped_reason}"), stacklevel=1)
+        return verdict
+
+    def _strict_mismatch(self, result: SessionResult) -> bool:
+        return bool(self._option("autotune_strict_baseline") and result.baseline and result.baseline.skipped_reason)
+
+    def _update_baseline(
+        self, session: TuningSession, result: SessionResult, path: Path, runtime_kind: str, runtime: Any
+    ) -> None:
+        if not self._option("autotune_update_baseline"):
+            return
+        if not result.passed or result.best is None:
+            self._say(f"{result.spec.task_name}: baseline NOT updated: the session did not pass its SLOs")
+            return
+        from pytest_autotuner.baseline import make_baseline, write_baseline
+
+        wanted = result.spec.regression.baseline_runs
+        if len(result.best.runs) < wanted:  # a baseline is a long-lived reference: measure it well
+            self._say(f"{result.spec.task_name}: {wanted - len(result.best.runs)} more run(s) for the baseline")
+            while len(result.best.runs) < wanted:
+                before = len(result.best.runs)
+                result.best = session.confirm_again(result.best)
+                if len(result.best.runs) == before:
+                    self._say(f"{result.spec.task_name}: baseline NOT updated: a confirmation run failed")
+                    return
+        write_baseline(path, make_baseline(result.spec, result.best, self._fingerprint(result, runtime_kind, runtime)))
+        self._say(f"{result.spec.task_name}: baseline written to {path}")
 
     def _write_report(self, result: SessionResult, report_dir: Path, runtime_kind: str) -> str | None:
         try:

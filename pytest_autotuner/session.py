@@ -108,6 +108,7 @@ class SessionResult:
     duration: float
     stopped_early: str = ""
     duplicates_skipped: int = 0
+    baseline: Any = None  # a baseline.BaselineComparison once compared
 
     @property
     def slo_checks(self) -> list[SloCheck]:
@@ -304,6 +305,24 @@ class TuningSession:
             return None
         sign = -1.0 if opt.direction == "maximize" else 1.0
         return min(confirmations, key=lambda c: (not c.score.meets_slos, sign * c.score.value))
+
+    def confirm_again(self, confirmation: Confirmation) -> Confirmation:
+        """One more confirmation run of the chosen best (to settle an ambiguous baseline comparison)."""
+        started = time.monotonic()
+        score, result, _log = self._measure(confirmation.params)
+        self.on_trial(
+            TrialEvent(
+                "confirm", 1, 1, confirmation.params, score, time.monotonic() - started, confirmation.source_trial
+            )
+        )
+        if result is None:
+            confirmation.failures.append(
+                f"{score.failure.value if score.failure else 'failed'}: {score.failure_message}"
+            )
+            return confirmation
+        runs = [*confirmation.runs, result]
+        merged_score = score_result(BenchResult.merge(runs), self.spec.optimization, self.spec.slo)
+        return Confirmation(confirmation.params, confirmation.source_trial, runs, merged_score, confirmation.failures)
 
 
 def _trial_attrs(score: TrialScore, result: BenchResult | None, log_tail: str, duration: float) -> dict[str, Any]:

@@ -247,6 +247,7 @@ class RegressionSettings(_Model):
     """How a run is compared with its committed baseline."""
 
     tolerance: float = Field(0.10, gt=0, description="Relative change for the worse that counts as a regression.")
+    baseline_runs: int = Field(5, ge=2, description="Confirmation runs recorded in a baseline.")
     metrics: dict[str, float] = Field(
         default_factory=dict, description='Per-metric tolerances, e.g. {"e2e p90": 0.2, "output_throughput": 0.05}.'
     )

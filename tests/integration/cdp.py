@@ -37,6 +37,8 @@ CHROMIUM_FLAGS = (
 
 
 def find_chromium() -> str | None:
+    if os.environ.get("CHROMIUM"):  # e.g. google-chrome on a GitHub-hosted runner
+        return os.environ["CHROMIUM"]
     if Path("/usr/bin/chromium").exists():
         return "/usr/bin/chromium"
     return shutil.which("chromium") or shutil.which("chromium-browser")
