@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_autotuner.samplers import make_sampler
 from pytest_autotuner.trial import Params
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ class Search:
         self.study = optuna.create_study(
             study_name=study_name,
             storage=_open_storage(storage) if storage else None,
-            sampler=self._sampler(),
+            sampler=make_sampler(spec.optimization, space, seed),
             direction=spec.optimization.direction,
             load_if_exists=True,
         )
@@ -116,14 +117,6 @@ class Search:
         self._order: list[Params] | None = self._finite_order()
         for config in spec.initial_configs:
             self.enqueue(dict(config))
-
-    def _sampler(self) -> optuna.samplers.BaseSampler:
-        import optuna
-
-        if self.strategy == "bayesian":
-            n_startup = self.spec.optimization.n_initial_random
-            return optuna.samplers.TPESampler(n_startup_trials=n_startup, seed=self.seed)
-        return optuna.samplers.RandomSampler(seed=self.seed)
 
     def _finite_order(self) -> list[Params] | None:
         """Seeded order of every grid point, for grid and random strategies on a finite space."""
