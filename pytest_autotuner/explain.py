@@ -56,6 +56,8 @@ def progress_line(event: TrialEvent, objective: str) -> str:
         result += f" SLO miss x{len(violated)}" if violated else (" SLO ok" if score.slo_checks else "")
     tag = "trial" if event.phase == "search" else "confirm"
     width = len(str(event.total))
+    if event.devices:
+        result += f" on gpu {','.join(map(str, event.devices))}"
     return (
         f"  {tag} {event.index:>{width}}/{event.total} {describe_params(event.params)} -> {result} "
         f"[{event.duration:.1f}s]"

@@ -19,6 +19,7 @@ import pytest
 
 if TYPE_CHECKING:
     from pytest_autotuner.baseline import BaselineComparison
+    from pytest_autotuner.runtimes import Runtime
     from pytest_autotuner.session import SessionResult, TrialEvent, TuningSession
     from pytest_autotuner.spec import TaskSpec
 
@@ -81,6 +82,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="PATH_OR_GLOB",
         help="spec files or folders (repeatable; default tuning_specs/)",
+    )
+    group.addoption(
+        "--autotune-workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="trials run at once (default: as many as the runner's GPUs fit)",
+    )
+    group.addoption(
+        "--autotune-report-only",
+        action="store_true",
+        help="run no search trials: confirm the best of the (shared) study, assert and report",
+    )
+    group.addoption(
+        "--autotune-grace-period",
+        type=_positive_int,
+        default=120,
+        metavar="SECONDS",
+        help="shared storages: a running trial without a heartbeat for this long is failed and retried",
     )
     group.addoption(
         "--autotune-update-baseline",
@@ -192,6 +212,7 @@ class TuningItem(pytest.Item):
         from pytest_autotuner.baseline import baseline_path, load_baseline
         from pytest_autotuner.evaluate import make_evaluate, plan_from_spec
         from pytest_autotuner.explain import explain_baseline, explain_failure
+        from pytest_autotuner.gpus import GpuPool, detect_gpus
         from pytest_autotuner.runtimes import RuntimeUnavailable, create_runtime
         from pytest_autotuner.search import Search, default_storage_url, study_name_for
         from pytest_autotuner.session import TuningSession
@@ -208,6 +229,7 @@ class TuningItem(pytest.Item):
             study_name=study_name_for(spec, runtime_kind),
             seed=seed,
             local_storage=storage is None,
+            grace_period=self._option("autotune_grace_period"),
         )
         baseline_file = baseline_path(self.path)
         try:
@@ -225,11 +247,23 @@ class TuningItem(pytest.Item):
             f"{spec.optimization.max_iterations} trials, space of {space.grid_size or 'continuous'} points, "
             f"study {search.study.study_name}"
         )
+        gpu_ids = detect_gpus(spec, runtime_kind)
+        gpu_pool = GpuPool(gpu_ids) if gpu_ids else None
+        workers = self._option("autotune_workers") or (gpu_pool.total if gpu_pool else 1)
+        if workers > 1:
+            self._say(f"  GPUs {gpu_ids or 'none'}, up to {workers} trial(s) at once")
+
+        def new_runtime(n: int) -> Runtime:
+            return create_runtime(runtime_kind, spec, seed=seed * 1000 + n)
+
         session = TuningSession(
             spec=spec,
             search=search,
-            evaluate=make_evaluate(runtime, plan_from_spec(spec, seed)),
+            evaluate=make_evaluate(new_runtime, plan_from_spec(spec, seed)),
             on_trial=lambda event: self._progress(event, spec.optimization.objective),
+            workers=workers,
+            gpu_pool=gpu_pool,
+            report_only=self._option("autotune_report_only"),
         )
         try:
             with _sigterm_as_interrupt():

@@ -11,10 +11,12 @@ and another proposal is drawn. The lookup reads the study's storage, so it survi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,15 +74,21 @@ def default_storage_url(report_dir: Path, task_name: str) -> str:
     return f"journal:{path}"
 
 
-def _open_storage(url: str) -> Any:
+def _open_storage(url: str, grace_period: int) -> Any:
     import optuna
-    from optuna.storages import JournalStorage
+    from optuna.storages import JournalStorage, RetryFailedTrialCallback
     from optuna.storages.journal import JournalFileBackend
 
     if url.startswith("journal:"):
         return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
     if url.startswith(("postgresql", "mysql", "sqlite")):
-        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+        # heartbeats let the other workers fail (and retry once) a trial whose worker died
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=max(1, grace_period // 4),
+            grace_period=grace_period,
+            failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+        )
     return url  # let Optuna interpret anything else
 
 
@@ -96,6 +104,7 @@ class Search:
         study_name: str,
         seed: int,
         local_storage: bool = True,
+        grace_period: int = 120,
     ) -> None:
         import optuna
 
@@ -107,7 +116,7 @@ class Search:
         self._distributions = space.distributions()
         self.study = optuna.create_study(
             study_name=study_name,
-            storage=_open_storage(storage) if storage else None,
+            storage=_open_storage(storage, grace_period) if storage else None,
             sampler=make_sampler(spec.optimization, space, seed),
             direction=spec.optimization.direction,
             load_if_exists=True,
@@ -161,25 +170,61 @@ class Search:
 
     # -- ask and tell ------------------------------------------------------------------------------------------
 
+    def claimed(self, number: int | None = None) -> dict[str, FrozenTrial]:
+        """Configurations measured or being measured, by key: finished trials and running ones.
+
+        With ``number`` (the trial asking), only running trials numbered below it count: when two workers (or
+        two processes sharing a study) draw the same configuration at once, the earlier trial keeps it.
+        """
+        from optuna.trial import TrialState
+
+        out: dict[str, FrozenTrial] = {}
+        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        for trial in sorted(trials, key=lambda t: t.number):
+            if "duplicate_of" in trial.user_attrs or trial.number == number:
+                continue
+            if trial.state == TrialState.RUNNING and number is not None and trial.number > number:
+                continue
+            out.setdefault(self.space.key(trial.params), trial)
+        return out
+
     def propose(self) -> Proposal | None:
         """The next configuration to evaluate, or None when the space is exhausted."""
-        seen = self.evaluated_by_key()
+        self._fail_stale_trials()
         for _attempt in range(_MAX_DUPLICATE_RETRIES + 1):
             if self._order is not None and not self._has_waiting_trial():
+                seen = self.claimed()
                 unseen = next((p for p in self._order if self.space.key(p) not in seen), None)
                 if unseen is None:
                     return None
                 self.study.enqueue_trial(unseen)
             trial = self.study.ask(self._distributions)
             params: Params = dict(trial.params)
-            original = seen.get(self.space.key(params))
+            original = self.claimed(trial.number).get(self.space.key(params))
             if original is None:
                 return Proposal(trial, params)
             trial.set_user_attr("duplicate_of", original.number)
             self.study.tell(trial, state=_fail_state())
             logger.debug("proposal %s repeats trial %d; drawing another", params, original.number)
         # the sampler keeps proposing known points: take an unseen one at random (finite spaces only)
-        return self._random_unseen(seen)
+        return self._random_unseen(self.claimed())
+
+    def _fail_stale_trials(self) -> None:
+        """Trials of workers that died (shared storages with heartbeats) become FAIL and are retried once."""
+        import optuna
+        from optuna.storages._heartbeat import fail_stale_trials, is_heartbeat_enabled
+
+        if not is_heartbeat_enabled(self.study._storage):
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(self.study)
+
+    def heartbeat(self, proposal: Proposal) -> contextlib.AbstractContextManager[object]:
+        """While a trial runs, tell a shared storage that its worker is alive (no-op for local storages)."""
+        from optuna.storages._heartbeat import get_heartbeat_thread
+
+        return get_heartbeat_thread(proposal.trial._trial_id, self.study._storage)  # type: ignore[return-value]
 
     def _has_waiting_trial(self) -> bool:
         from optuna.trial import TrialState

@@ -14,10 +14,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_autotuner.bench.metrics import BenchResult
+from pytest_autotuner.gpus import GpuPool, gpus_needed
 from pytest_autotuner.scoring import SloCheck, TrialScore, score_failure, score_result
 from pytest_autotuner.trial import Deadline, FailureClass, Params, TrialFailure
 
@@ -80,6 +82,7 @@ class TrialEvent:
     score: TrialScore
     duration: float
     number: int | None = None
+    devices: tuple[int, ...] = ()
 
 
 @dataclass
@@ -128,7 +131,11 @@ class SessionResult:
 
 
 class TuningSession:
-    """Runs one spec's search and confirmation against an injected evaluate function."""
+    """Runs one spec's search and confirmation against an injected evaluate function.
+
+    Up to ``workers`` trials run at once (threads; each launches its own server), each on the GPUs it needs
+    from ``gpu_pool``. Proposals and results go through the main thread, which is also where Ctrl-C lands.
+    """
 
     def __init__(
         self,
@@ -138,19 +145,26 @@ class TuningSession:
         evaluate: EvaluateFn,
         max_iterations: int | None = None,
         on_trial: Callable[[TrialEvent], None] | None = None,
+        workers: int = 1,
+        gpu_pool: GpuPool | None = None,
+        report_only: bool = False,
     ) -> None:
         self.spec = spec
         self.search = search
         self.evaluate = evaluate
         self.max_iterations = max_iterations or spec.optimization.max_iterations
         self.on_trial = on_trial or (lambda event: None)
+        self.workers = max(1, workers)
+        self.gpu_pool = gpu_pool
+        self.report_only = report_only
         self._results: dict[int, BenchResult] = {}  # this run's measurements, by trial number
+        self._stopping = threading.Event()  # set on Ctrl-C: running trials cancel their deadlines
 
     # -- one evaluation -----------------------------------------------------------------------------------
 
-    def _evaluate_with_timeout(self, params: Params) -> BenchResult:
+    def _evaluate_with_timeout(self, params: Params, devices: tuple[int, ...]) -> BenchResult:
         timeout = self.spec.optimization.timeout_per_iteration
-        deadline = Deadline(timeout)
+        deadline = Deadline(timeout, devices)
         outcome: dict[str, Any] = {}
 
         def target() -> None:
@@ -161,15 +175,17 @@ class TuningSession:
 
         worker = threading.Thread(target=target, name="autotune-trial", daemon=True)
         worker.start()
+        give_up = time.monotonic() + timeout
         try:
-            worker.join(timeout)
-        except BaseException:  # Ctrl-C / SIGTERM: let the runtime tear down, then go on interrupting
-            deadline.cancel()
-            worker.join(_TEARDOWN_GRACE_S)
-            raise
+            while worker.is_alive() and time.monotonic() < give_up and not self._stopping.is_set():
+                worker.join(min(0.2, max(0.0, give_up - time.monotonic())))
+        except BaseException:  # Ctrl-C / SIGTERM in this thread: let the runtime tear down, then go on
+            self._stopping.set()
         if worker.is_alive():
             deadline.cancel()
             worker.join(_TEARDOWN_GRACE_S)
+            if self._stopping.is_set():
+                raise KeyboardInterrupt("tuning session interrupted")
             raise TrialFailure(
                 FailureClass.TRIAL_TIMEOUT,
                 f"the trial ran longer than optimization.timeout_per_iteration ({timeout:g} s)",
@@ -178,10 +194,27 @@ class TuningSession:
             raise outcome["error"]
         return outcome["result"]
 
-    def _measure(self, params: Params) -> tuple[TrialScore, BenchResult | None, str]:
-        """Evaluate and score one configuration; failures become graded scores."""
+    def _measure(self, params: Params) -> tuple[TrialScore, BenchResult | None, str, tuple[int, ...]]:
+        """Evaluate and score one configuration on the GPUs it needs; failures become graded scores."""
+        opt = self.spec.optimization
+        needed = gpus_needed(params)
         try:
-            result = self._evaluate_with_timeout(params)
+            if self.gpu_pool is None:
+                return (*self._scored(params, ()), ())
+            if needed > self.gpu_pool.total:
+                message = (
+                    f"needs {needed} GPUs (tp-size x dp-size) but the runner has {self.gpu_pool.total}; "
+                    "recorded as infeasible without launching"
+                )
+                return score_failure(FailureClass.INFEASIBLE, opt, message), None, "", ()
+            with self.gpu_pool.acquire(needed, cancelled=self._stopping) as devices:
+                return (*self._scored(params, devices), devices)
+        except InterruptedError:
+            raise KeyboardInterrupt("tuning session interrupted") from None
+
+    def _scored(self, params: Params, devices: tuple[int, ...]) -> tuple[TrialScore, BenchResult | None, str]:
+        try:
+            result = self._evaluate_with_timeout(params, devices)
         except TrialFailure as failure:
             score = score_failure(failure.failure_class, self.spec.optimization, failure.message)
             return score, None, failure.log_tail
@@ -191,46 +224,80 @@ class TuningSession:
             return score, None, ""
         return score_result(result, self.spec.optimization, self.spec.slo), result, ""
 
+    def _trial_in_worker(self, proposal: Proposal) -> tuple[TrialScore, BenchResult | None, str, tuple[int, ...]]:
+        with self.search.heartbeat(proposal):
+            return self._measure(proposal.params)
+
     # -- search -------------------------------------------------------------------------------------------
 
-    def _run_trial(self, proposal: Proposal, index: int) -> TrialScore:
-        started = time.monotonic()
+    def _search(self) -> str:
+        """Propose and run trials until the budget is spent; returns why it stopped early ('' if it did not)."""
+        stopped_early = ""
+        proposing = True
+        best_value: float | None = None
+        since_improvement = 0
+        completed = 0
+        patience = self.spec.optimization.patience
+        maximize = self.spec.optimization.direction == "maximize"
+        running: dict[Future[tuple[TrialScore, BenchResult | None, str, tuple[int, ...]]], tuple[Proposal, float]]
+        running = {}
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="autotune-worker")
         try:
-            score, result, log_tail = self._measure(proposal.params)
+            while True:
+                while proposing and len(running) < self.workers:
+                    if self.search.n_evaluated + len(running) >= self.max_iterations:
+                        proposing = False
+                        break
+                    proposal = self.search.propose()
+                    if proposal is None:
+                        stopped_early = f"every configuration of the space was evaluated ({self.search.n_evaluated})"
+                        proposing = False
+                        break
+                    running[pool.submit(self._trial_in_worker, proposal)] = (proposal, time.monotonic())
+                if not running:
+                    return stopped_early
+                done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    proposal, started = running.pop(future)
+                    score, result, log_tail, devices = future.result()
+                    duration = time.monotonic() - started
+                    if result is not None:
+                        self._results[proposal.number] = result
+                    self.search.record(proposal, score, _trial_attrs(score, result, log_tail, duration, devices))
+                    completed = self.search.n_evaluated  # study-wide: a resumed or shared study counts on
+                    total = max(self.max_iterations, completed)
+                    self.on_trial(
+                        TrialEvent(
+                            "search",
+                            completed,
+                            total,
+                            proposal.params,
+                            score,
+                            duration,
+                            proposal.number,
+                            devices if self.workers > 1 else (),  # which GPUs only matters when trials overlap
+                        )
+                    )
+                    better = best_value is None or (score.value > best_value if maximize else score.value < best_value)
+                    if score.feasible and better:
+                        best_value, since_improvement = score.value, 0
+                    else:
+                        since_improvement += 1
+                    if proposing and patience and since_improvement >= patience:
+                        stopped_early = f"no improvement in the last {patience} trials (optimization.patience)"
+                        proposing = False
         except BaseException:
-            self.search.abandon(proposal, "interrupted")
+            self._stopping.set()  # every running trial cancels its deadline and tears its server down
+            pool.shutdown(wait=True, cancel_futures=True)
+            for proposal, _started in running.values():
+                self.search.abandon(proposal, "interrupted")
             raise
-        duration = time.monotonic() - started
-        if result is not None:
-            self._results[proposal.number] = result
-        self.search.record(proposal, score, _trial_attrs(score, result, log_tail, duration))
-        self.on_trial(
-            TrialEvent("search", index, self.max_iterations, proposal.params, score, duration, proposal.number)
-        )
-        return score
+        finally:
+            pool.shutdown(wait=False)
 
     def run(self) -> SessionResult:
         started = time.monotonic()
-        stopped_early = ""
-        best_value: float | None = None
-        since_improvement = 0
-        patience = self.spec.optimization.patience
-        maximize = self.spec.optimization.direction == "maximize"
-        while (done := self.search.n_evaluated) < self.max_iterations:
-            proposal = self.search.propose()
-            if proposal is None:
-                stopped_early = f"every configuration of the space was evaluated ({done})"
-                break
-            score = self._run_trial(proposal, done + 1)
-            if score.feasible and (
-                best_value is None or (score.value > best_value if maximize else score.value < best_value)
-            ):
-                best_value, since_improvement = score.value, 0
-            else:
-                since_improvement += 1
-            if patience and since_improvement >= patience:
-                stopped_early = f"no improvement in the last {patience} trials (optimization.patience)"
-                break
+        stopped_early = "report only: no trials run (--autotune-report-only)" if self.report_only else self._search()
         best = self.confirm_best()
         from optuna.trial import TrialState
 
@@ -273,7 +340,7 @@ class TuningSession:
                     n_runs = 1  # measured by an earlier, resumed run: its raw samples are gone
             for i in range(n_runs):
                 started = time.monotonic()
-                score, result, _log = self._measure(candidate.params)
+                score, result, _log, _devices = self._measure(candidate.params)
                 self.on_trial(
                     TrialEvent(
                         "confirm",
@@ -309,7 +376,7 @@ class TuningSession:
     def confirm_again(self, confirmation: Confirmation) -> Confirmation:
         """One more confirmation run of the chosen best (to settle an ambiguous baseline comparison)."""
         started = time.monotonic()
-        score, result, _log = self._measure(confirmation.params)
+        score, result, _log, _devices = self._measure(confirmation.params)
         self.on_trial(
             TrialEvent(
                 "confirm", 1, 1, confirmation.params, score, time.monotonic() - started, confirmation.source_trial
@@ -325,7 +392,9 @@ class TuningSession:
         return Confirmation(confirmation.params, confirmation.source_trial, runs, merged_score, confirmation.failures)
 
 
-def _trial_attrs(score: TrialScore, result: BenchResult | None, log_tail: str, duration: float) -> dict[str, Any]:
+def _trial_attrs(
+    score: TrialScore, result: BenchResult | None, log_tail: str, duration: float, devices: tuple[int, ...] = ()
+) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "objective": score.objective,
         "penalty": score.penalty if math.isfinite(score.penalty) else None,
@@ -334,6 +403,7 @@ def _trial_attrs(score: TrialScore, result: BenchResult | None, log_tail: str, d
         "failure_message": score.failure_message[:2000],
         "log_tail": log_tail[-4000:],
         "duration": round(duration, 3),
+        "devices": list(devices),
     }
     if result is not None:
         attrs["cells"] = [_json_safe(cell.as_dict()) for cell in result.cells]

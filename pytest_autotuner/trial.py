@@ -63,9 +63,11 @@ class TrialFailure(Exception):
 
 
 class Deadline:
-    """A trial's time budget plus a cancel flag, checked cooperatively by runtimes and the client."""
+    """A trial's allotment: its time budget, a cancel flag checked cooperatively by runtimes and the client,
+    and the GPU device ids the trial was given (empty when no GPU pool is in use)."""
 
-    def __init__(self, seconds: float | None) -> None:
+    def __init__(self, seconds: float | None, devices: tuple[int, ...] = ()) -> None:
+        self.devices = devices
         self._end = None if seconds is None else time.monotonic() + seconds
         self._cancelled = threading.Event()
 

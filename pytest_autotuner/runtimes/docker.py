@@ -289,9 +289,11 @@ class DockerRuntime:
                     "--port", port]  # fmt: skip
         return [*head, *server_argv(params), *self.options.extra_args]
 
-    def device_ids(self, params: Mapping[str, ParamValue]) -> list[str] | None:
-        """GPU ids for the container ([] = no GPUs, None = all GPUs)."""
+    def device_ids(self, params: Mapping[str, ParamValue], assigned: tuple[int, ...] = ()) -> list[str] | None:
+        """GPU ids for the container ([] = no GPUs, None = all GPUs); ``assigned`` ids come from the GPU pool."""
         gpus = self.options.gpus
+        if assigned and gpus == "auto":
+            return [str(i) for i in assigned]
         if gpus == "none" or gpus == 0:
             return []
         if gpus == "all":
@@ -353,7 +355,9 @@ class DockerRuntime:
             LABEL_RUNTIME: self.runtime_id,
         }
 
-    def create_kwargs(self, params: Mapping[str, ParamValue], label: str) -> dict[str, Any]:
+    def create_kwargs(
+        self, params: Mapping[str, ParamValue], label: str, devices: tuple[int, ...] = ()
+    ) -> dict[str, Any]:
         """Keyword arguments of ``client.containers.create`` for one configuration."""
         from docker.types import DeviceRequest
 
@@ -373,7 +377,7 @@ class DockerRuntime:
             kwargs["shm_size"] = self.options.shm_size
         if self.options.ipc_mode:
             kwargs["ipc_mode"] = self.options.ipc_mode
-        ids = self.device_ids(params)
+        ids = self.device_ids(params, devices)
         if ids is None:
             kwargs["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
         elif ids:
@@ -463,7 +467,7 @@ class DockerRuntime:
         import docker
 
         self.prepare()
-        kwargs = self.create_kwargs(params, label)
+        kwargs = self.create_kwargs(params, label, deadline.devices)
         logger.debug("launching %s: %s", kwargs["name"], " ".join(kwargs["command"]))
         self._current_logs = ""
         container: Container | None = None

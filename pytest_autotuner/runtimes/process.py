@@ -73,7 +73,7 @@ class ProcessRuntime:
         self._log_path: Path | None = None
         self._live: set[subprocess.Popen[bytes]] = set()
 
-    def command(self, params: Mapping[str, ParamValue], port: int) -> list[str]:
+    def command(self, params: Mapping[str, ParamValue], port: int, devices: tuple[int, ...] = ()) -> list[str]:
         """The argv of the server for one configuration."""
         return [
             self.python,
@@ -95,19 +95,22 @@ class ProcessRuntime:
     @contextlib.contextmanager
     def launch(self, params: Mapping[str, ParamValue], *, deadline: Deadline, label: str) -> Iterator[Endpoint]:
         port = free_port()
-        argv = self.command(params, port)
+        argv = self.command(params, port, deadline.devices)
         fd, log_name = tempfile.mkstemp(prefix=f"autotune-{label}-", suffix=".log")
         if self._log_path is not None:
             self._log_path.unlink(missing_ok=True)  # the previous trial's log: its tail is in the study
         self._log_path = Path(log_name)
         logger.debug("launching %s", " ".join(argv))
+        env = (
+            {**self.env, "CUDA_VISIBLE_DEVICES": ",".join(map(str, deadline.devices))} if deadline.devices else self.env
+        )
         with os.fdopen(fd, "wb") as log:
             proc = subprocess.Popen(
                 argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=self.env,
+                env=env,
                 start_new_session=True,
             )
         self._proc = proc

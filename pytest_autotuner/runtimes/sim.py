@@ -27,14 +27,15 @@ class SimRuntime(ProcessRuntime):
         self.seed = seed
         self._launches = 0
 
-    def command(self, params: Mapping[str, ParamValue], port: int) -> list[str]:
+    def command(self, params: Mapping[str, ParamValue], port: int, devices: tuple[int, ...] = ()) -> list[str]:
         s = self.settings
         self._launches += 1  # each launch gets its own noise draw, as a real rerun would
+        visible = len(devices) if devices else s.num_gpus  # like CUDA_VISIBLE_DEVICES: only its own GPUs
         sim_flags = [
             "--sim-gpu",
             s.gpu,
             "--sim-num-gpus",
-            str(s.num_gpus),
+            str(visible),
             "--sim-speedup",
             str(s.speedup),
             "--sim-startup-scale",

@@ -312,7 +312,7 @@ def test_a_crash_during_the_benchmark_is_classified_crashed(client: Any) -> None
         scenarios=(parse_scenario("D(64,32)"),), concurrencies=(2,), max_requests=20, max_time=20,
         warmup_requests=0, request_timeout=10,
     )  # fmt: skip
-    evaluate = make_evaluate(runtime, plan)
+    evaluate = make_evaluate(lambda n: runtime, plan)
     with pytest.raises(TrialFailure) as info:
         evaluate({"chunked-prefill-size": 512}, Deadline(60))
     assert info.value.failure_class == FailureClass.CRASHED

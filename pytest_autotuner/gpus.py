@@ -1,0 +1,96 @@
+"""The runner's GPUs as a pool: trials take the device ids they need (tp x dp) and always give them back."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
+
+from pytest_autotuner.trial import ParamValue
+
+if TYPE_CHECKING:
+    from pytest_autotuner.spec import TaskSpec
+
+__all__ = ["GpuPool", "detect_gpus", "gpus_needed"]
+
+
+def gpus_needed(params: Mapping[str, ParamValue]) -> int:
+    """GPUs one server needs: tensor parallel x data parallel size (SGLang flags ``tp-size``/``dp-size``)."""
+
+    def size(*names: str) -> int:
+        for name in names:
+            if name in params:
+                return int(params[name])
+        return 1
+
+    return size("tp-size", "tp") * size("dp-size", "dp")
+
+
+def detect_gpus(spec: TaskSpec, runtime: str, env: Mapping[str, str] | None = None) -> list[int]:
+    """Device ids this runner may use: the spec's ``gpus``, the simulated host, CUDA_VISIBLE_DEVICES or nvidia-smi.
+
+    An empty list means no GPU is known (CPU servers, or a docker spec with ``gpus: none``).
+    """
+    env = os.environ if env is None else env
+    if spec.gpus:
+        return list(spec.gpus)
+    if runtime == "sim":
+        return list(range(spec.simulator.num_gpus))
+    if runtime == "docker" and spec.docker.gpus in ("none", 0):
+        return []
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [int(part) for part in visible.split(",") if part.strip().isdigit()]
+    if shutil.which("nvidia-smi"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=True,
+            )
+            return [int(line) for line in out.stdout.split() if line.strip().isdigit()]
+    return []
+
+
+class GpuPool:
+    """Hands out disjoint sets of device ids; a trial blocks until enough are free."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = list(ids)
+        self._free = list(ids)
+        self._changed = threading.Condition()
+
+    @property
+    def total(self) -> int:
+        return len(self.ids)
+
+    @property
+    def free(self) -> int:
+        with self._changed:
+            return len(self._free)
+
+    @contextlib.contextmanager
+    def acquire(self, count: int, *, cancelled: threading.Event | None = None) -> Iterator[tuple[int, ...]]:
+        """The lowest ``count`` free ids, held for the duration of the block (released on every exit path)."""
+        if count > self.total:
+            raise ValueError(f"{count} GPUs requested but the pool has {self.total}")
+        with self._changed:
+            while len(self._free) < count:
+                if cancelled is not None and cancelled.is_set():
+                    raise InterruptedError("cancelled while waiting for GPUs")
+                self._changed.wait(0.2)
+            taken = tuple(sorted(self._free)[:count])
+            for device in taken:
+                self._free.remove(device)
+        try:
+            yield taken
+        finally:
+            with self._changed:
+                self._free.extend(taken)
+                self._changed.notify_all()

@@ -1,0 +1,102 @@
+"""GPU pool and concurrent trials: disjoint device sets, release on every path, infeasible without launch."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from factories import result, spec
+
+from pytest_autotuner.bench.metrics import BenchResult
+from pytest_autotuner.gpus import GpuPool, detect_gpus, gpus_needed
+from pytest_autotuner.search import Search, study_name_for
+from pytest_autotuner.session import TuningSession
+from pytest_autotuner.space import SearchSpace
+from pytest_autotuner.trial import Deadline, Params
+
+
+def test_gpus_needed_is_tp_times_dp() -> None:
+    assert gpus_needed({"tp-size": 2, "dp-size": 3}) == 6
+    assert gpus_needed({"mem-fraction-static": 0.8}) == 1
+
+
+def test_detection_prefers_the_spec_then_the_simulated_host_then_cuda_visible_devices() -> None:
+    assert detect_gpus(spec(gpus=[4, 5]), "docker") == [4, 5]
+    assert detect_gpus(spec(simulator={"num_gpus": 8}), "sim") == list(range(8))
+    assert detect_gpus(spec(), "process", env={"CUDA_VISIBLE_DEVICES": "2,3"}) == [2, 3]
+    assert detect_gpus(spec(docker={"gpus": "none"}), "docker") == []
+
+
+def test_the_pool_hands_out_disjoint_sets_and_takes_them_back_on_errors() -> None:
+    pool = GpuPool([0, 1, 2])
+    with pool.acquire(2) as first:
+        assert first == (0, 1)
+        with pool.acquire(1) as second:
+            assert second == (2,)
+            assert pool.free == 0
+    with pytest.raises(RuntimeError), pool.acquire(3):
+        raise RuntimeError("trial crashed")
+    assert pool.free == 3
+    with pytest.raises(ValueError, match="4 GPUs requested but the pool has 3"), pool.acquire(4):
+        pass
+
+
+def test_a_trial_waits_until_enough_gpus_are_free() -> None:
+    pool = GpuPool([0, 1])
+    order: list[str] = []
+    with pool.acquire(1):
+        waiter = threading.Thread(target=lambda: (pool.acquire(2).__enter__(), order.append("got 2")))
+        waiter.start()
+        time.sleep(0.3)
+        order.append("released")
+    waiter.join(2)
+    assert order == ["released", "got 2"]
+
+
+def concurrent_session(workers: int, pool_size: int, max_iterations: int = 8) -> tuple[TuningSession, dict]:
+    s = spec(
+        parameters={"tp-size": [1, 2, 4], "chunked-prefill-size": [512, 1024, 2048, 4096]},
+        optimization={"strategy": "grid", "max_iterations": max_iterations, "confirm_runs": 0},
+    )
+    search = Search(spec=s, space=SearchSpace.from_spec(s), storage=None, study_name=study_name_for(s, "t"), seed=2)
+    lock = threading.Lock()
+    state = {"running": 0, "peak": 0, "held": set(), "calls": 0}
+
+    def evaluate(params: Params, deadline: Deadline) -> BenchResult:
+        with lock:
+            assert not state["held"] & set(deadline.devices), "two trials got the same GPU"
+            assert len(deadline.devices) == gpus_needed(params)
+            state["held"] |= set(deadline.devices)
+            state["running"] += 1
+            state["peak"] = max(state["peak"], state["running"])
+            state["calls"] += 1
+        time.sleep(0.15)
+        with lock:
+            state["held"] -= set(deadline.devices)
+            state["running"] -= 1
+        return result(1.0 + int(params["tp-size"]) / 10)
+
+    session = TuningSession(
+        spec=s, search=search, evaluate=evaluate, workers=workers, gpu_pool=GpuPool(list(range(pool_size)))
+    )
+    return session, state
+
+
+def test_trials_run_concurrently_on_disjoint_gpus() -> None:
+    session, state = concurrent_session(workers=4, pool_size=4)
+    started = time.monotonic()
+    out = session.run()
+    assert len(out.trials) == 8
+    assert state["peak"] > 1
+    assert time.monotonic() - started < 8 * 0.15  # faster than one at a time
+
+
+def test_a_trial_needing_more_gpus_than_the_runner_has_is_infeasible_without_launching() -> None:
+    session, state = concurrent_session(workers=2, pool_size=2, max_iterations=12)
+    out = session.run()
+    infeasible = [t for t in out.trials if t.failure == "infeasible"]
+    assert {t.params["tp-size"] for t in infeasible} == {4}
+    assert len(infeasible) == 4
+    assert state["calls"] == 12 - 4  # the tp=4 configurations never reached evaluate
+    assert "needs 4 GPUs" in infeasible[0].failure_message
