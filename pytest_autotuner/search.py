@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import random
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,21 +76,38 @@ def default_storage_url(report_dir: Path, task_name: str) -> str:
 
 
 def _open_storage(url: str, grace_period: int) -> Any:
-    import optuna
-    from optuna.storages import JournalStorage, RetryFailedTrialCallback
+    from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     if url.startswith("journal:"):
         return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
     if url.startswith(("postgresql", "mysql", "sqlite")):
-        # heartbeats let the other workers fail (and retry once) a trial whose worker died
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=max(1, grace_period // 4),
-            grace_period=grace_period,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
-        )
+        return _rdb_storage(url, grace_period)
     return url  # let Optuna interpret anything else
+
+
+def _rdb_storage(url: str, grace_period: int) -> Any:
+    """RDB storage with heartbeats, so the other workers fail (and retry once) a trial whose worker died."""
+    import optuna
+    import sqlalchemy.exc
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for attempt in range(3):
+            try:
+                return optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=max(1, grace_period // 4),
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+                )
+            except sqlalchemy.exc.SQLAlchemyError:
+                # workers starting together on an empty database race to create Optuna's tables
+                if attempt == 2:
+                    raise
+                time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
 
 
 class Search:
@@ -179,8 +197,18 @@ class Search:
         from optuna.trial import TrialState
 
         out: dict[str, FrozenTrial] = {}
-        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        names = set(self.space.names)
+        states = (TrialState.COMPLETE, TrialState.RUNNING)
+        for _ in range(40):
+            trials = self.study.get_trials(deepcopy=False, states=states)
+            # another process's trial that was just asked may not have all its params stored yet: wait for it,
+            # or two processes could both keep the same configuration
+            if all(set(t.params) >= names for t in trials if t.number != number):
+                break
+            time.sleep(0.05)
         for trial in sorted(trials, key=lambda t: t.number):
+            if not set(trial.params) >= names:
+                continue
             if "duplicate_of" in trial.user_attrs or trial.number == number:
                 continue
             if trial.state == TrialState.RUNNING and number is not None and trial.number > number:
@@ -188,8 +216,12 @@ class Search:
             out.setdefault(self.space.key(trial.params), trial)
         return out
 
-    def propose(self) -> Proposal | None:
-        """The next configuration to evaluate, or None when the space is exhausted."""
+    def propose(self, budget: int | None = None) -> Proposal | None:
+        """The next configuration to evaluate, or None when the space (or the study-wide ``budget``) is spent.
+
+        With a shared storage several processes propose at once: a proposal that finds ``budget`` trials
+        finished or running ahead of it (lower numbers) withdraws, so the study never overshoots its budget.
+        """
         self._fail_stale_trials()
         for _attempt in range(_MAX_DUPLICATE_RETRIES + 1):
             if self._order is not None and not self._has_waiting_trial():
@@ -199,15 +231,27 @@ class Search:
                     return None
                 self.study.enqueue_trial(unseen)
             trial = self.study.ask(self._distributions)
-            params: Params = dict(trial.params)
-            original = self.claimed(trial.number).get(self.space.key(params))
-            if original is None:
-                return Proposal(trial, params)
-            trial.set_user_attr("duplicate_of", original.number)
-            self.study.tell(trial, state=_fail_state())
-            logger.debug("proposal %s repeats trial %d; drawing another", params, original.number)
+            duplicate, admitted = self._admit(Proposal(trial, dict(trial.params)), budget)
+            if not duplicate:
+                return admitted
         # the sampler keeps proposing known points: take an unseen one at random (finite spaces only)
-        return self._random_unseen(self.claimed())
+        fallback = self._random_unseen(self.claimed())
+        return None if fallback is None else self._admit(fallback, budget)[1]
+
+    def _admit(self, proposal: Proposal, budget: int | None) -> tuple[bool, Proposal | None]:
+        """(was it a duplicate, the proposal if admitted): duplicates and proposals over budget are closed."""
+        ahead = self.claimed(proposal.number)
+        original = ahead.get(self.space.key(proposal.params))
+        if original is not None:
+            proposal.trial.set_user_attr("duplicate_of", original.number)
+            self.study.tell(proposal.trial, state=_fail_state())
+            logger.debug("proposal %s repeats trial %d; drawing another", proposal.params, original.number)
+            return True, None
+        if budget is not None and len(ahead) >= budget:
+            proposal.trial.set_user_attr("over_budget", True)
+            self.study.tell(proposal.trial, state=_fail_state())
+            return False, None
+        return False, proposal
 
     def _fail_stale_trials(self) -> None:
         """Trials of workers that died (shared storages with heartbeats) become FAIL and are retried once."""

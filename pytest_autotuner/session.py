@@ -248,9 +248,11 @@ class TuningSession:
                     if self.search.n_evaluated + len(running) >= self.max_iterations:
                         proposing = False
                         break
-                    proposal = self.search.propose()
+                    proposal = self.search.propose(self.max_iterations)
                     if proposal is None:
-                        stopped_early = f"every configuration of the space was evaluated ({self.search.n_evaluated})"
+                        size = self.search.space.grid_size
+                        if size is not None and len(self.search.claimed()) >= size:
+                            stopped_early = f"every configuration of the space was evaluated ({size})"
                         proposing = False
                         break
                     running[pool.submit(self._trial_in_worker, proposal)] = (proposal, time.monotonic())

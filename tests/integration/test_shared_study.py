@@ -1,0 +1,147 @@
+"""Several pytest processes on one study in a real PostgreSQL: no double counting, no duplicate
+configuration, a report job that judges the whole study, and no trial stuck after a worker dies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+DEFAULT_URL = "postgresql://autotune:autotune@127.0.0.1:5432/autotune"
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> str:
+    url = os.environ.get("AUTOTUNE_TEST_POSTGRES_URL", DEFAULT_URL)
+    try:
+        import sqlalchemy
+
+        with sqlalchemy.create_engine(url).connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+    except Exception as err:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required under CI (run .ci/start-postgres): {url}: {err}")
+        pytest.skip(f"no PostgreSQL at {url} (run .ci/start-postgres): {type(err).__name__}")
+    return url
+
+
+def write_spec(folder: Path, task: str, max_iterations: int, **optimization: object) -> None:
+    spec = {
+        "task_name": task,
+        "model": {"id_or_path": "meta-llama/Llama-3.2-1B-Instruct"},
+        "runtime": "sim",
+        "parameters": {"chunked-prefill-size": [256, 512, 1024, 2048, 4096], "schedule-policy": ["fcfs", "lpm"]},
+        "optimization": {"strategy": "bayesian", "max_iterations": max_iterations, "n_initial_random": 3,
+                         "timeout_per_iteration": 60, "confirm_runs": 1, **optimization},
+        "benchmark": {"traffic_scenarios": ["D(64,32)"], "num_concurrency": [4], "max_requests_per_iteration": 12,
+                      "warmup_requests": 1},
+        "slo": {"latency": {"p90": {"threshold": 10.0}}},
+        "simulator": {"speedup": 4, "startup_scale": 0.02},
+    }  # fmt: skip
+    (folder / "tuning_specs").mkdir(parents=True, exist_ok=True)
+    (folder / "tuning_specs" / f"{task}.json").write_text(json.dumps(spec))
+
+
+def pytest_cmd(folder: Path, url: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "pytest", "--autotune", "-p", "no:cacheprovider", "--rootdir", str(folder),
+            f"--autotune-storage={url}", "--autotune-report-dir", str(folder / "reports"), *extra]  # fmt: skip
+
+
+def study_trials(url: str, task: str) -> list:  # noqa: ANN401
+    import optuna
+
+    summaries = [s for s in optuna.study.get_all_study_summaries(url) if s.study_name.startswith(f"{task}-")]
+    assert len(summaries) == 1, [s.study_name for s in summaries]
+    return optuna.load_study(study_name=summaries[0].study_name, storage=url).get_trials(deepcopy=False)
+
+
+def test_three_workers_share_one_study_and_a_report_job_judges_it(tmp_path: Path, postgres_url: str) -> None:
+    task = f"shared-{uuid.uuid4().hex[:8]}"
+    write_spec(tmp_path, task, max_iterations=9)
+    workers = [
+        subprocess.Popen(pytest_cmd(tmp_path, postgres_url), cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+        for _ in range(3)
+    ]  # fmt: skip
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), "\n".join(outputs)
+
+    from optuna.trial import TrialState
+
+    trials = study_trials(postgres_url, task)
+    measured = [t for t in trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    assert len(measured) == 9  # the budget is study-wide: counted once, no overshoot
+    keys = [json.dumps(t.params, sort_keys=True) for t in measured]
+    assert len(set(keys)) == 9  # no configuration measured twice
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    ran_here = [sum(line.strip().startswith("trial ") for line in out.splitlines()) for out in outputs]
+    assert sum(ran_here) == 9 and max(ran_here) < 9  # the work was shared
+
+    report = subprocess.run(pytest_cmd(tmp_path, postgres_url, "--autotune-report-only"), cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert report.returncode == 0, report.stdout
+    assert "report only: no trials run" in report.stdout
+    assert not [line for line in report.stdout.splitlines() if line.strip().startswith("trial ")]
+    results = json.loads((tmp_path / "reports" / task / "results.json").read_text())
+    ok = [t for t in measured if t.user_attrs.get("meets_slos")]
+    best = min(ok, key=lambda t: t.value)
+    assert results["best"]["params"] == best.params
+    assert results["trials"]["total"] == 9 if isinstance(results.get("trials"), dict) else True
+
+
+def _descendants(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout.split()
+    pairs = list(zip(map(int, out[::2]), map(int, out[1::2]), strict=True))
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, pp in pairs if pp == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def test_a_worker_killed_mid_trial_leaves_no_trial_running_after_the_grace_period(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    task = f"killed-{uuid.uuid4().hex[:8]}"
+    write_spec(tmp_path, task, max_iterations=4)
+    grace = ["--autotune-grace-period", "3"]
+    doomed = subprocess.Popen(pytest_cmd(tmp_path, postgres_url, *grace), cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    give_up = time.monotonic() + 60
+    running: list = []
+    while time.monotonic() < give_up and not running:
+        time.sleep(0.3)
+        try:
+            running = [t for t in study_trials(postgres_url, task) if t.state == TrialState.RUNNING]
+        except (AssertionError, KeyError, optuna.exceptions.OptunaError):
+            continue
+    assert running, "the worker never started a trial"
+    victims = [doomed.pid, *_descendants(doomed.pid)]
+    for pid in victims:  # like a runner losing power: no teardown, no last words
+        os.kill(pid, signal.SIGKILL)
+    doomed.wait(10)
+    time.sleep(3.5)  # the grace period passes
+
+    survivor = subprocess.run(pytest_cmd(tmp_path, postgres_url, *grace), cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+    assert survivor.returncode == 0, survivor.stdout
+    trials = study_trials(postgres_url, task)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    killed = next(t for t in trials if t.number == running[0].number)
+    assert killed.state == TrialState.FAIL
+    retried = [t for t in trials if t.state == TrialState.COMPLETE and t.params == killed.params]
+    assert retried, "the dead worker's configuration was retried"
