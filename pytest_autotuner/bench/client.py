@@ -161,8 +161,7 @@ class _Cell:
         self.lengths = scenario.sample(self.rng, self.plan.max_requests + self.plan.warmup_requests)
         prompts = PromptFactory(seed=seed, tokenizer=self.plan.tokenizer).build([i for i, _ in self.lengths])
         self.bodies = [
-            json.dumps(self._body(prompt, out)).encode()
-            for prompt, (_, out) in zip(prompts, self.lengths, strict=True)
+            json.dumps(self._body(prompt, out)).encode() for prompt, (_, out) in zip(prompts, self.lengths, strict=True)
         ]
 
     def _body(self, prompt: str, out: int) -> dict[str, Any]:
@@ -217,9 +216,7 @@ class _Cell:
         req_in, req_out = self.lengths[index]
         send_time = (start - self.t0) * k
         if error is not None:
-            return RequestRecord(
-                send_time, req_in, req_out, scheduled_time=scheduled, error=error, error_detail=detail
-            )
+            return RequestRecord(send_time, req_in, req_out, scheduled_time=scheduled, error=error, error_detail=detail)
         times = tuple((t - start) * k for t in parser.chunk_times)
         return RequestRecord(
             send_time=send_time,
@@ -273,9 +270,7 @@ class _Cell:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _supervise(
-    coros: Sequence[Coroutine[Any, Any, None]], wall_limit: float, deadline: Deadline | None
-) -> None:
+async def _supervise(coros: Sequence[Coroutine[Any, Any, None]], wall_limit: float, deadline: Deadline | None) -> None:
     """Run ``coros`` until done or ``wall_limit``; then cancel what is left. Raises on the trial deadline."""
     tasks = [asyncio.ensure_future(c) for c in coros]
     end = time.perf_counter() + wall_limit

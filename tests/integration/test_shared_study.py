@@ -95,7 +95,7 @@ def test_three_workers_share_one_study_and_a_report_job_judges_it(tmp_path: Path
     ok = [t for t in measured if t.user_attrs.get("meets_slos")]
     best = min(ok, key=lambda t: t.value)
     assert results["best"]["params"] == best.params
-    assert results["trials"]["total"] == 9 if isinstance(results.get("trials"), dict) else True
+    assert results["trials"]["total"] == 9  # the report counts every finished trial of the study, once
 
 
 def _descendants(pid: int) -> list[int]:
