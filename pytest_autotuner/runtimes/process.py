@@ -73,12 +73,18 @@ class ProcessRuntime:
         self._log_path: Path | None = None
         self._live: set[subprocess.Popen[bytes]] = set()
 
+    server_module = "sglang.launch_server"
+
+    def own_flags(self, devices: tuple[int, ...]) -> list[str]:
+        """Flags this runtime adds after the tuned parameters."""
+        return self.extra_args
+
     def command(self, params: Mapping[str, ParamValue], port: int, devices: tuple[int, ...] = ()) -> list[str]:
         """The argv of the server for one configuration."""
         return [
             self.python,
             "-m",
-            "sglang.launch_server",
+            self.server_module,
             "--model-path",
             self.model,
             "--host",
@@ -86,7 +92,7 @@ class ProcessRuntime:
             "--port",
             str(port),
             *server_argv(params),
-            *self.extra_args,
+            *self.own_flags(devices),
         ]
 
     def time_scale(self, server_info: Mapping[str, object]) -> float:

@@ -6,9 +6,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.runtimes.base import server_argv
 from pytest_autotuner.runtimes.process import ProcessRuntime
-from pytest_autotuner.trial import ParamValue
 
 if TYPE_CHECKING:
     from pytest_autotuner.spec import SimulatorSettings
@@ -27,7 +25,9 @@ class SimRuntime(ProcessRuntime):
         self.seed = seed
         self._launches = 0
 
-    def command(self, params: Mapping[str, ParamValue], port: int, devices: tuple[int, ...] = ()) -> list[str]:
+    server_module = "pytest_autotuner.sim"
+
+    def own_flags(self, devices: tuple[int, ...]) -> list[str]:
         s = self.settings
         self._launches += 1  # each launch gets its own noise draw, as a real rerun would
         visible = len(devices) if devices else s.num_gpus  # like CUDA_VISIBLE_DEVICES: only its own GPUs
@@ -45,20 +45,7 @@ class SimRuntime(ProcessRuntime):
         ]
         if s.noise is not None:
             sim_flags += ["--sim-noise", str(s.noise)]
-        return [
-            self.python,
-            "-m",
-            "pytest_autotuner.sim",
-            "--model-path",
-            self.model,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            *server_argv(params),
-            *sim_flags,
-            *s.extra_args,
-        ]
+        return [*sim_flags, *s.extra_args]
 
     def time_scale(self, server_info: Mapping[str, object]) -> float:
         value = server_info.get("sim_speedup", self.settings.speedup)
