@@ -225,7 +225,7 @@ class TuningItem(pytest.Item):
         search = Search(
             spec=spec,
             space=space,
-            storage=storage or default_storage_url(report_dir, spec.task_name),
+            storage=storage or default_storage_url(report_dir, spec.slug),
             study_name=study_name_for(spec, runtime_kind),
             seed=seed,
             local_storage=storage is None,

@@ -68,9 +68,9 @@ def study_name_for(spec: TaskSpec, runtime: str) -> str:
     return f"{spec.task_name}-{digest}"
 
 
-def default_storage_url(report_dir: Path, task_name: str) -> str:
+def default_storage_url(report_dir: Path, folder: str) -> str:
     """A per-spec journal file under the report folder, so an interrupted run resumes."""
-    path = report_dir / task_name / "study.journal"
+    path = report_dir / folder / "study.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"journal:{path}"
 

@@ -275,13 +275,15 @@ class TaskSpec(_Model):
     @field_validator("task_name")
     @classmethod
     def _task_name(cls, value: str) -> str:
-        # the task name names a folder under reports/ and a study: keep it a single safe path segment
-        if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
-            raise ValueError(
-                f"task_name {value!r} must start with a letter or digit and use only letters, digits, '.', '_' "
-                "and '-' (it names the report folder)"
-            )
+        if value and not value.strip():
+            raise ValueError("task_name is blank; name the task or leave the field out (the file name is used)")
         return value
+
+    @property
+    def slug(self) -> str:
+        """The task name as one safe path segment: it names the report folder and the study file."""
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.task_name).strip("._") or "task"
+        return slug[:100]
 
     @field_validator("parameters", mode="before")
     @classmethod

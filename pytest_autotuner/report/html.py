@@ -172,7 +172,7 @@ def write_report(result: SessionResult, report_dir: Path, *, runtime: str) -> Pa
 
     Other files in the folder (the study journal) are left alone.
     """
-    folder = Path(report_dir) / result.spec.task_name
+    folder = Path(report_dir) / result.spec.slug
     folder.mkdir(parents=True, exist_ok=True)
     trials_frame(result).to_csv(folder / "trials.csv", index=False)
     summary = results_summary(result, runtime)

@@ -108,5 +108,5 @@ def test_index_page_links_resolve_in_the_browser(chromium: str, tmp_path: Path) 
     assert errors == []
     assert len(links) == 1
     target = Path(unquote(urlparse(links[0]).path))
-    assert target == reports / result.spec.task_name / "index.html"
+    assert target == reports / result.spec.slug / "index.html"
     assert target.is_file()

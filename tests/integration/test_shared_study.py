@@ -56,7 +56,7 @@ def pytest_cmd(folder: Path, url: str, *extra: str) -> list[str]:
             f"--autotune-storage={url}", "--autotune-report-dir", str(folder / "reports"), *extra]  # fmt: skip
 
 
-def study_trials(url: str, task: str) -> list:  # noqa: ANN401
+def study_trials(url: str, task: str) -> list:
     import optuna
 
     summaries = [s for s in optuna.study.get_all_study_summaries(url) if s.study_name.startswith(f"{task}-")]
