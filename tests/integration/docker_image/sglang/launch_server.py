@@ -1,6 +1,7 @@
 """``python3 -m sglang.launch_server <flags>`` -> ``python3 -m pytest_autotuner.sim`` with the same argv.
 
-Lives in the test image only; the simulator itself comes from the host's work tree, mounted read-only.
+Lives in the test image (and on PYTHONPATH for the process runtime's tests); the simulator itself comes from the
+work tree. ``SIM_EXTRA_ARGS`` (space-separated) appends simulator flags, e.g. fault injection.
 """
 
 from __future__ import annotations
@@ -9,4 +10,5 @@ import os
 import sys
 
 if __name__ == "__main__":
-    os.execv(sys.executable, [sys.executable, "-m", "pytest_autotuner.sim", *sys.argv[1:]])
+    extra = os.environ.get("SIM_EXTRA_ARGS", "").split()
+    os.execv(sys.executable, [sys.executable, "-m", "pytest_autotuner.sim", *sys.argv[1:], *extra])

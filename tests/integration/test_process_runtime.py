@@ -1,0 +1,154 @@
+"""The process runtime: `python3 -m sglang.launch_server` on the host, here a shim package that runs the
+simulator, with the same failure tests as the docker runtime, each ending with no child process alive."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_autotuner.bench.plan import BenchmarkPlan
+from pytest_autotuner.bench.scenarios import parse_scenario
+from pytest_autotuner.evaluate import make_evaluate
+from pytest_autotuner.runtimes.process import ProcessRuntime
+from pytest_autotuner.trial import Deadline, FailureClass, TrialFailure
+
+pytestmark = pytest.mark.slow
+
+SHIM = Path(__file__).parent / "docker_image"
+REPO = Path(__file__).parents[2]
+MODEL = "meta-llama/Llama-3.2-1B-Instruct"
+PLAN = BenchmarkPlan(scenarios=(parse_scenario("D(64,16)"),), concurrencies=(2,), max_requests=8, warmup_requests=0)
+
+
+def shim_env(*sim_flags: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SHIM), str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "SIM_EXTRA_ARGS": " ".join(["--sim-speedup", "4", "--sim-startup-scale", "0.01", *sim_flags]),
+    }
+
+
+def runtime(*sim_flags: str, readiness: float = 60.0) -> ProcessRuntime:
+    return ProcessRuntime(model=MODEL, readiness_timeout=readiness, python=sys.executable, env=shim_env(*sim_flags))
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_a_server_launches_serves_and_is_killed_as_a_group() -> None:
+    rt = runtime()
+    with rt.launch({"chunked-prefill-size": 512}, deadline=Deadline(60), label="ok") as endpoint:
+        pid = rt._proc.pid  # type: ignore[union-attr]
+        assert endpoint.model_name
+        assert endpoint.base_url.startswith("http://127.0.0.1:")
+        assert alive(pid)
+    assert not alive(pid)
+    rt.close()
+
+
+def test_a_cuda_graph_oom_at_startup_is_classified_with_the_log() -> None:
+    rt = runtime()
+    with (
+        pytest.raises(TrialFailure) as failure,
+        rt.launch({"mem-fraction-static": 0.97}, deadline=Deadline(60), label="oom"),
+    ):
+        pass
+    assert failure.value.failure_class == FailureClass.OOM
+    assert "Capture cuda graph failed" in failure.value.log_tail
+    assert not alive(rt._proc.pid)  # type: ignore[union-attr]
+
+
+def test_a_readiness_timeout_is_classified_and_the_server_killed() -> None:
+    rt = runtime("--sim-startup-delay", "60", readiness=2.0)
+    started = time.monotonic()
+    with pytest.raises(TrialFailure) as failure, rt.launch({}, deadline=Deadline(60), label="slow"):
+        pass
+    assert failure.value.failure_class == FailureClass.READINESS_TIMEOUT
+    assert time.monotonic() - started < 15
+    assert not alive(rt._proc.pid)  # type: ignore[union-attr]
+
+
+def test_a_crash_during_the_benchmark_is_classified_crashed() -> None:
+    rt = runtime("--sim-crash-after", "3")
+    evaluate = make_evaluate(lambda n: rt, PLAN)
+    with pytest.raises(TrialFailure) as failure:
+        evaluate({}, Deadline(60))
+    assert failure.value.failure_class == FailureClass.CRASHED
+    assert not alive(rt._proc.pid)  # type: ignore[union-attr]
+
+
+def test_hf_token_is_masked_in_the_log_tail() -> None:
+    rt = ProcessRuntime(
+        model=MODEL, python=sys.executable, env={**shim_env(), "HF_TOKEN": "hf_abcdefghijklmnopqrstuvwxyz123"}
+    )
+    with rt.launch({}, deadline=Deadline(60), label="secret"):
+        tail = rt.log_tail(400)
+    assert "hf_abcdefghijklmnopqrstuvwxyz123" not in tail
+    rt.close()
+
+
+def _descendants(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout.split()
+    pairs = list(zip(map(int, out[::2]), map(int, out[1::2]), strict=True))
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, pp in pairs if pp == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def test_sigint_to_pytest_mid_trial_leaves_no_server_process(tmp_path: Path) -> None:
+    spec = {
+        "task_name": "process-sigint",
+        "model": {"id_or_path": MODEL},
+        "runtime": "process",
+        "parameters": {"chunked-prefill-size": [512, 1024]},
+        "optimization": {"strategy": "grid", "max_iterations": 2, "timeout_per_iteration": 300},
+        "benchmark": {"traffic_scenarios": ["D(64,16)"], "num_concurrency": [2], "max_requests_per_iteration": 8},
+    }
+    (tmp_path / "tuning_specs").mkdir()
+    (tmp_path / "tuning_specs" / "sigint.json").write_text(json.dumps(spec))
+    env = {
+        **shim_env("--sim-startup-delay", "120"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "--autotune", "-p", "no:cacheprovider", "--rootdir", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    servers: list[int] = []
+    give_up = time.monotonic() + 30
+    while time.monotonic() < give_up and not servers:
+        time.sleep(0.3)
+        servers = [p for p in _descendants(proc.pid) if "pytest_autotuner.sim" in _cmdline(p)]
+    assert servers, "no server process started"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert "KeyboardInterrupt" in out
+    time.sleep(0.5)
+    assert not [p for p in servers if alive(p)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
