@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import descendants
 
 from pytest_autotuner.bench.plan import BenchmarkPlan
 from pytest_autotuner.bench.scenarios import parse_scenario
@@ -99,18 +100,6 @@ def test_hf_token_is_masked_in_the_log_tail() -> None:
     rt.close()
 
 
-def _descendants(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout.split()
-    pairs = list(zip(map(int, out[::2]), map(int, out[1::2]), strict=True))
-    found, frontier = [], [pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [p for p, pp in pairs if pp == parent]
-        found += children
-        frontier += children
-    return found
-
-
 def test_sigint_to_pytest_mid_trial_leaves_no_server_process(tmp_path: Path) -> None:
     spec = {
         "task_name": "process-sigint",
@@ -138,7 +127,7 @@ def test_sigint_to_pytest_mid_trial_leaves_no_server_process(tmp_path: Path) -> 
     give_up = time.monotonic() + 30
     while time.monotonic() < give_up and not servers:
         time.sleep(0.3)
-        servers = [p for p in _descendants(proc.pid) if "pytest_autotuner.sim" in _cmdline(p)]
+        servers = [p for p in descendants(proc.pid) if "pytest_autotuner.sim" in _cmdline(p)]
     assert servers, "no server process started"
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from processes import descendants
 
 pytestmark = pytest.mark.slow
 
@@ -98,18 +99,6 @@ def test_three_workers_share_one_study_and_a_report_job_judges_it(tmp_path: Path
     assert results["trials"]["total"] == 9  # the report counts every finished trial of the study, once
 
 
-def _descendants(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout.split()
-    pairs = list(zip(map(int, out[::2]), map(int, out[1::2]), strict=True))
-    found, frontier = [], [pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [p for p, pp in pairs if pp == parent]
-        found += children
-        frontier += children
-    return found
-
-
 def test_a_worker_killed_mid_trial_leaves_no_trial_running_after_the_grace_period(
     tmp_path: Path, postgres_url: str
 ) -> None:
@@ -130,7 +119,7 @@ def test_a_worker_killed_mid_trial_leaves_no_trial_running_after_the_grace_perio
         except (AssertionError, KeyError, optuna.exceptions.OptunaError):
             continue
     assert running, "the worker never started a trial"
-    victims = [doomed.pid, *_descendants(doomed.pid)]
+    victims = [doomed.pid, *descendants(doomed.pid)]
     for pid in victims:  # like a runner losing power: no teardown, no last words
         os.kill(pid, signal.SIGKILL)
     doomed.wait(10)
