@@ -176,9 +176,6 @@ class Search:
             if "duplicate_of" not in t.user_attrs
         ]
 
-    def evaluated_by_key(self) -> dict[str, FrozenTrial]:
-        return {self.space.key(t.params): t for t in self.evaluated()}
-
     @property
     def n_evaluated(self) -> int:
         return len(self.evaluated())

@@ -236,7 +236,6 @@ class TuningSession:
         proposing = True
         best_value: float | None = None
         since_improvement = 0
-        completed = 0
         patience = self.spec.optimization.patience
         maximize = self.spec.optimization.direction == "maximize"
         running: dict[Future[tuple[TrialScore, BenchResult | None, str, tuple[int, ...]]], tuple[Proposal, float]]
