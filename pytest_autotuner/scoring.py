@@ -13,7 +13,7 @@ Scores are finite and direction-aware (Optuna handles the direction, no sign tri
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pytest_autotuner.trial import FailureClass
@@ -97,7 +97,6 @@ class TrialScore:
     slo_checks: tuple[SloCheck, ...] = ()
     failure: FailureClass | None = None
     failure_message: str = ""
-    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def feasible(self) -> bool:

@@ -42,7 +42,7 @@ class Scenario:
     def sample(self, rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
         """Draw ``n`` (input_tokens, output_tokens) pairs."""
         if self.kind == "D":
-            return [self.input_output_means] * n
+            return [(self.input[0], self.output[0])] * n
         if self.kind == "N":
             ins = rng.normal(self.input[0], self.input[1], n)
             outs = rng.normal(self.output[0], self.output[1], n)
@@ -50,15 +50,6 @@ class Scenario:
         ins_u = rng.integers(self.input[0], self.input[1], n, endpoint=True)
         outs_u = rng.integers(self.output[0], self.output[1], n, endpoint=True)
         return [(int(i), int(o)) for i, o in zip(ins_u, outs_u, strict=True)]
-
-    @property
-    def input_output_means(self) -> tuple[int, int]:
-        """Mean input and output lengths (exact for ``D``)."""
-        if self.kind == "D":
-            return self.input[0], self.output[0]
-        if self.kind == "N":
-            return self.input[0], self.output[0]
-        return (self.input[0] + self.input[1]) // 2, (self.output[0] + self.output[1]) // 2
 
     @property
     def max_total_tokens(self) -> int:

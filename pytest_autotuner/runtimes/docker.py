@@ -565,12 +565,18 @@ class DockerRuntime:
         except docker.errors.DockerException as err:
             logger.warning("stopping container %s failed: %s", container.name, err)
         self._fetch_logs(container)
+        self._remove(container, "close() retries")
+
+    def _remove(self, container: Container, on_error: str) -> None:
+        """Force-remove a container (and its volumes); it stays tracked in ``_live`` if the engine refuses."""
+        import docker
+
         try:
             container.remove(force=True, v=True)
         except docker.errors.NotFound:
             pass
         except docker.errors.DockerException as err:
-            logger.warning("removing container %s failed (close() retries): %s", container.name, err)
+            logger.warning("removing container %s failed (%s): %s", container.name, on_error, err)
             return
         self._live.pop(container.id, None)
 
@@ -598,11 +604,4 @@ class DockerRuntime:
             ):
                 self._live.setdefault(found.id, found)
         for container in list(self._live.values()):
-            try:
-                container.remove(force=True, v=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.DockerException as err:
-                logger.warning("removing container %s failed: %s", container.name, err)
-                continue
-            self._live.pop(container.id, None)
+            self._remove(container, "left behind")
