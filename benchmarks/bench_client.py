@@ -12,14 +12,20 @@ to one global step, as a real server does when one decode step emits a token for
 Columns: achieved chunks/s; lag p50/p99 after a 0.5 s ramp (and p99 including it); client CPU per chunk; the
 client's CPU share of the wall time (near 100%: the client is the bottleneck; well below with a large lag: the
 client was starved by other processes); ``1-core cap`` = 1 / CPU per chunk, the chunk rate one dedicated core
-could sustain at that per-chunk cost.
+could sustain at that per-chunk cost; ``steal``: the larger share of the cell's wall time that the hypervisor
+gave either core to another machine (on a shared VM this, not the client, is what a lag spike often is).
 
-Run: ``python benchmarks/bench_client.py`` (about two minutes).
+``--repeat N`` runs every row N times (the shared VM's noise shows in the spread).
+
+Run: ``python benchmarks/bench_client.py`` (about two minutes); ``--keep-gc`` shows the client with automatic
+garbage collection left on during cells, as it was before ``paused_gc``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import heapq
 import json
 import multiprocessing as mp
@@ -162,9 +168,10 @@ async def _measure(port: int, concurrency: int, rate: float, batched: bool) -> d
         measured = asyncio.create_task(cell)
         while len(_LagParser.instances) <= concurrency and not measured.done():
             await asyncio.sleep(0.0005)
-        cpu, wall = time.process_time(), time.perf_counter()
+        cpu, wall, steal = time.process_time(), time.perf_counter(), _steal_jiffies()
         await measured
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        stolen = {core: n - steal[core] for core, n in _steal_jiffies().items()}
     parsers = _LagParser.instances[concurrency:]
     arrivals = [(now, float(ts)) for p in parsers for now, data in p.reads for ts in _ID.findall(data)]
     lags_ms = np.array([now - ts for now, ts in arrivals]) * 1e3
@@ -178,7 +185,17 @@ async def _measure(port: int, concurrency: int, rate: float, batched: bool) -> d
         "lag_p99_all_ms": _pct(lags_ms, 99),
         "cpu_us_per_chunk": cpu / n * 1e6,
         "cpu_util": cpu / wall,
+        "steal": max(stolen.values(), default=0) / os.sysconf("SC_CLK_TCK") / wall,
     }
+
+
+def _steal_jiffies() -> dict[str, int]:
+    """Per-core steal time (the hypervisor ran someone else) from /proc/stat, in jiffies; {} off Linux."""
+    try:
+        with open("/proc/stat") as stat:
+            return {f[0]: int(f[8]) for line in stat if (f := line.split())[0] in ("cpu0", "cpu1")}
+    except OSError:
+        return {}
 
 
 def _pct(values: np.ndarray, q: float) -> float:
@@ -186,6 +203,18 @@ def _pct(values: np.ndarray, q: float) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--rows", help="only these rows, e.g. 512x20000,1024x20000 (spread mode)")
+    parser.add_argument("--keep-gc", action="store_true", help="leave automatic GC on during cells (to compare)")
+    parser.add_argument("--bare", action="store_true", help="skip loading the plugin's heavy modules first")
+    args = parser.parse_args()
+    if not args.bare:  # the client runs inside pytest, beside pandas, Optuna and matplotlib: a heap GC walks
+        import matplotlib.pyplot  # noqa: F401
+        import optuna  # noqa: F401
+        import pandas  # noqa: F401
+    if args.keep_gc:
+        client.paused_gc = contextlib.nullcontext  # type: ignore[assignment]
     ctx = mp.get_context("spawn")
     ports = ctx.Queue()
     server = ctx.Process(target=_serve, args=(ports,), daemon=True)
@@ -195,9 +224,12 @@ def main() -> None:
         os.sched_setaffinity(0, {0})
     client.StreamParser = _LagParser  # type: ignore[misc]
     rows = [(c, r, False) for c in CONCURRENCIES for r in TARGET_RATES] + [(c, r, True) for c, r in BATCHED]
+    if args.rows:
+        rows = [(int(c), int(r), False) for c, r in (row.split("x") for row in args.rows.split(","))]
+    rows = [row for row in rows for _ in range(args.repeat)]
     header = f"{'mode':8} {'streams':>7} {'target/s':>9} {'chunks/s':>9} {'lag p50':>8} {'lag p99':>8} "
     print(f"load average before: {os.getloadavg()[0]:.2f} (other processes on these cores distort lag)")
-    print(header + f"{'p99 w/ ramp':>11} {'CPU/chunk':>10} {'client CPU':>10} {'1-core cap':>10}")
+    print(header + f"{'p99 w/ ramp':>11} {'CPU/chunk':>10} {'client CPU':>10} {'1-core cap':>10} {'steal':>6}")
     try:
         for concurrency, rate, batched in rows:
             m = asyncio.run(_measure(port, concurrency, rate, batched))
@@ -206,7 +238,7 @@ def main() -> None:
                 f"{mode:8} {concurrency:7d} {rate:9,d} {m['chunks_per_s']:9,.0f} "
                 f"{m['lag_p50_ms']:6.2f}ms {m['lag_p99_ms']:6.2f}ms {m['lag_p99_all_ms']:9.2f}ms "
                 f"{m['cpu_us_per_chunk']:8.1f}us "
-                f"{m['cpu_util']:9.0%} {1e6 / m['cpu_us_per_chunk']:10,.0f}",
+                f"{m['cpu_util']:9.0%} {1e6 / m['cpu_us_per_chunk']:10,.0f} {m['steal']:6.0%}",
                 flush=True,
             )
         print(f"load average after: {os.getloadavg()[0]:.2f}")

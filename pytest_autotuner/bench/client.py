@@ -12,17 +12,26 @@ Tokens per chunk: OpenAI chunks do not say how many tokens they carry. When the 
 content chunks the deltas of ``completion_tokens`` are used; otherwise each chunk counts one token and, when
 ``usage.completion_tokens`` exceeds the number of chunks (``--stream-interval`` > 1 puts several tokens in one
 chunk), the surplus is spread evenly over the chunks, earliest chunks first.
+
+Garbage collection: a full collection of a big heap (the pytest process holds pandas, Optuna, matplotlib)
+stops the event loop for tens of milliseconds, and every chunk that arrives meanwhile is stamped late: that
+is measurement error in TTFT and ITL, in bursts. Automatic collection is therefore off while any cell runs
+(``paused_gc``, shared by concurrent trials) and back on when the last one ends; the client leaves about two
+cyclic objects per request behind, so nothing piles up meanwhile (see ``benchmarks/bench_client.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import itertools
 import json
 import logging
+import threading
 import time
 import zlib
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -42,7 +51,7 @@ if TYPE_CHECKING:
     from pytest_autotuner.bench.scenarios import Scenario
     from pytest_autotuner.runtimes.base import Endpoint
 
-__all__ = ["StreamParser", "run_benchmark", "run_cell"]
+__all__ = ["StreamParser", "paused_gc", "run_benchmark", "run_cell"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +60,34 @@ _HEADERS = {"Content-Type": "application/json"}
 _CONNECTION_BACKOFF = 0.01  # wall seconds a closed-loop worker waits after a connection error
 _DEADLINE_POLL = 0.05  # wall seconds between checks of the trial deadline
 _SERVER_INFO_TIMEOUT = 10.0  # wall seconds, at most
+
+
+class _GcPause:
+    """Process-wide count of cells in progress; automatic GC is off while it is above zero."""
+
+    lock = threading.Lock()
+    holders = 0
+    was_enabled = True
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Automatic garbage collection off for the block; re-enabled when the last concurrent block ends.
+
+    Leaves GC off if it was off before the first block began.
+    """
+    with _GcPause.lock:
+        if _GcPause.holders == 0:
+            _GcPause.was_enabled = gc.isenabled()
+            gc.disable()
+        _GcPause.holders += 1
+    try:
+        yield
+    finally:
+        with _GcPause.lock:
+            _GcPause.holders -= 1
+            if _GcPause.holders == 0 and _GcPause.was_enabled:
+                gc.enable()
 
 
 class StreamParser:
@@ -309,15 +346,16 @@ async def run_cell(
     cell = _Cell(session, endpoint, plan)
     cell.prepare(scenario, seed=plan.seed * 1_000_003 + zlib.crc32(key))
     warm_workers = concurrency if request_rate is None else plan.warmup_requests
-    if plan.warmup_requests:
-        warmup = cell.closed_loop(plan.max_requests, plan.warmup_requests, warm_workers, keep=False)
-        await _supervise([warmup], float("inf"), deadline)
-    cell.t0 = cell.last_end = time.perf_counter()
-    if request_rate is None:
-        measured = cell.closed_loop(0, plan.max_requests, concurrency, keep=True)
-    else:
-        measured = cell.open_loop(request_rate)
-    await _supervise([measured], plan.max_time / cell.k, deadline)
+    with paused_gc():
+        if plan.warmup_requests:
+            warmup = cell.closed_loop(plan.max_requests, plan.warmup_requests, warm_workers, keep=False)
+            await _supervise([warmup], float("inf"), deadline)
+        cell.t0 = cell.last_end = time.perf_counter()
+        if request_rate is None:
+            measured = cell.closed_loop(0, plan.max_requests, concurrency, keep=True)
+        else:
+            measured = cell.open_loop(request_rate)
+        await _supervise([measured], plan.max_time / cell.k, deadline)
     records = sorted(cell.records, key=lambda r: r.send_time)
     duration = (cell.last_end - cell.t0) * cell.k
     metrics = CellMetrics(scenario.text, concurrency, duration, records, request_rate)

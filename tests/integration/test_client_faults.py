@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import socket
 import threading
@@ -15,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from pytest_autotuner.bench.client import run_benchmark, run_cell
+from pytest_autotuner.bench.client import paused_gc, run_benchmark, run_cell
 from pytest_autotuner.bench.metrics import CellMetrics
 from pytest_autotuner.bench.plan import BenchmarkPlan
 from pytest_autotuner.bench.scenarios import parse_scenario
@@ -34,9 +35,11 @@ class FakeSglang:
     server_info: bool = True
     requests: int = 0
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    gc_enabled: list[bool] = field(default_factory=list)  # gc.isenabled() as each request arrived
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        self.gc_enabled.append(gc.isenabled())  # same process as the client
         body = await request.json()
         self.bodies.append(body)
         faulty = self.fault != "none" and self.requests % self.fault_every == 0
@@ -314,3 +317,35 @@ def test_run_benchmark_works_from_a_worker_thread(server: ServerThread) -> None:
     worker.start()
     worker.join(10)
     assert results == [20]
+
+
+def test_automatic_gc_is_off_while_a_cell_runs_and_back_on_after(server: ServerThread, fake: FakeSglang) -> None:
+    assert gc.isenabled()
+    only_cell(server, make_plan(warmup_requests=4))
+    assert fake.gc_enabled == [False] * 24
+    assert gc.isenabled()
+
+
+def test_gc_comes_back_on_when_the_trial_deadline_ends_a_cell(server: ServerThread, fake: FakeSglang) -> None:
+    fake.fault = "stall"
+    with pytest.raises(TrialFailure):
+        run_benchmark(endpoint(server), make_plan(request_timeout=60), deadline=Deadline(0.3))
+    assert fake.gc_enabled and not any(fake.gc_enabled)
+    assert gc.isenabled()
+
+
+def test_gc_pause_is_shared_by_concurrent_cells_and_keeps_a_disabled_gc_disabled() -> None:
+    first, second = paused_gc(), paused_gc()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()  # the other cell is still measuring
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled()  # a caller that turned GC off keeps it off
+    finally:
+        gc.enable()
