@@ -7,6 +7,9 @@
 A configuration is evaluated at most once: a proposal equal to a finished trial is closed as a FAIL with the
 user attribute ``duplicate_of`` (samplers ignore FAIL trials, so it neither counts nor biases the model),
 and another proposal is drawn. The lookup reads the study's storage, so it survives a resume.
+
+Warm start: the spec's ``initial_configs`` come first; then ``bayesian`` evaluates SGLang's defaults moved into
+the space (``sglang_defaults.py``; user attribute ``origin``). Grid and random stay uninformed baselines.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_autotuner.samplers import make_sampler
+from pytest_autotuner.sglang_defaults import defaults_in_space
 from pytest_autotuner.trial import Params
 
 if TYPE_CHECKING:
@@ -60,7 +64,7 @@ def study_name_for(spec: TaskSpec, runtime: str) -> str:
         exclude={
             "description": True,
             "initial_configs": True,
-            "optimization": {"max_iterations", "patience", "confirm_runs", "confirm_top"},
+            "optimization": {"max_iterations", "patience", "confirm_runs", "confirm_top", "start_from_defaults"},
         },
     )
     relevant["runtime"] = runtime
@@ -144,6 +148,10 @@ class Search:
         self._order: list[Params] | None = self._finite_order()
         for config in spec.initial_configs:
             self.enqueue(dict(config))
+        if self.strategy == "bayesian" and spec.optimization.start_from_defaults:
+            defaults = defaults_in_space(space)
+            if defaults:
+                self.study.enqueue_trial(defaults, user_attrs={"origin": "sglang_defaults"}, skip_if_exists=True)
 
     def _finite_order(self) -> list[Params] | None:
         """Seeded order of every grid point, for grid and random strategies on a finite space."""
@@ -152,7 +160,7 @@ class Search:
                 list(self.space.grid())  # raises the "no grid" error with its fix
             return None
         order = list(self.space.grid())
-        random.Random(self.seed).shuffle(order)
+        random.Random(f"{self.strategy}-{self.seed}").shuffle(order)  # grid and random: different orders
         return order
 
     def _fail_interrupted_trials(self) -> None:

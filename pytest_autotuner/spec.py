@@ -96,6 +96,10 @@ class Optimization(_Model):
     confirm_runs: int = Field(2, ge=0, description="Repeat runs of the best configurations.")
     confirm_top: int = Field(1, ge=1, description="How many of the best configurations are confirmed.")
     patience: int | None = Field(None, ge=1, description="Stop after this many trials without improvement.")
+    start_from_defaults: bool = Field(
+        True,
+        description="bayesian: evaluate SGLang's default flags (moved to the nearest values in the space) first.",
+    )
 
     @field_validator("strategy")
     @classmethod

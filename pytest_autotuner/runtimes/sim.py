@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,8 @@ class SimRuntime(ProcessRuntime):
             str(s.startup_scale),
             "--sim-seed",
             str(self.seed * 100_003 + self._launches),
+            "--sim-launched-at",  # the startup the simulator models counts from now, not from its imports
+            f"{time.monotonic():.6f}",
         ]
         if s.noise is not None:
             sim_flags += ["--sim-noise", str(s.noise)]

@@ -24,8 +24,9 @@ Modelling choices worth knowing when reading results:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from pytest_autotuner.sim.cli import DEFAULT_SPEEDUP, SIM_VERSION, ParamError, build_parser
-from pytest_autotuner.sim.inprocess import run_benchmark_in_process
 from pytest_autotuner.sim.perf_model import (
     GPUS,
     MODELS,
@@ -37,6 +38,9 @@ from pytest_autotuner.sim.perf_model import (
     step_time,
 )
 from pytest_autotuner.sim.scheduler import Scheduler, SimRequest
+
+if TYPE_CHECKING:
+    from pytest_autotuner.sim.inprocess import run_benchmark_in_process
 
 __all__ = [
     "DEFAULT_SPEEDUP",
@@ -55,3 +59,13 @@ __all__ = [
     "run_benchmark_in_process",
     "step_time",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # imported on first use: the server process (``python -m pytest_autotuner.sim``) does not need the
+    # benchmark metrics and numpy that the in-process API brings, and every trial launches one
+    if name == "run_benchmark_in_process":
+        from pytest_autotuner.sim.inprocess import run_benchmark_in_process
+
+        return run_benchmark_in_process
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -111,6 +111,13 @@ def build_parser(*, raising: bool = False) -> argparse.ArgumentParser:
     sim.add_argument("--sim-malformed-sse-every", type=_positive_int, default=None, help="every Nth stream")
     sim.add_argument("--sim-startup-delay", type=_non_negative_float, default=0.0, help="extra wall seconds")
     sim.add_argument("--sim-startup-scale", type=_non_negative_float, default=1.0, help="startup duration factor")
+    sim.add_argument(
+        "--sim-launched-at",
+        type=float,
+        default=None,
+        help="the launcher's time.monotonic() at launch: the simulated startup counts from then, so the "
+        "simulator's own Python start-up is part of it instead of added to it (default: from this process's start)",
+    )
     return p
 
 

@@ -284,3 +284,16 @@ def test_startup_delay_pushes_readiness_back(launch: Any) -> None:
     started = time.monotonic()
     sim.wait_ready()
     assert time.monotonic() - started > 1.0
+
+
+def test_startup_counts_from_the_launchers_clock_not_from_the_simulators_imports(launch: Any) -> None:
+    # 1B at speed-up 10: ~1.5 s of modelled startup
+    launched = time.monotonic()
+    sim = launch("--sim-speedup", "10", "--sim-launched-at", f"{launched:.6f}")
+    sim.wait_ready()
+    assert time.monotonic() - launched >= 1.4  # the modelled startup is kept in full...
+    late = launch("--sim-speedup", "10", "--sim-launched-at", f"{time.monotonic() - 100:.6f}")
+    late.wait_listening()
+    listening = time.monotonic()
+    late.wait_ready()
+    assert time.monotonic() - listening < 0.5  # ...and time spent before it listens counts toward it

@@ -95,3 +95,38 @@ def test_study_name_depends_on_space_and_runtime_not_budget() -> None:
     assert study_name_for(s, "sim") != study_name_for(s, "docker")
     assert study_name_for(s, "sim") != study_name_for(other_space, "sim")
     assert study_name_for(s, "sim").startswith("unit-task-")
+
+
+def test_bayesian_starts_from_sglangs_defaults_moved_into_the_space() -> None:
+    s = spec(optimization={"max_iterations": 3, "n_initial_random": 1, "confirm_runs": 0})
+    search = make_search(s)
+    calls: list[Params] = []
+    TuningSession(spec=s, search=search, evaluate=synthetic_evaluate(calls)).run()
+    # tp 1, fcfs: SGLang's; mem-fraction 0.835 -> 0.85 and chunked-prefill 8192 -> 4096: the nearest allowed
+    expected = {"tp-size": 1, "mem-fraction-static": 0.85, "schedule-policy": "fcfs", "chunked-prefill-size": 4096}
+    assert calls[0] == expected
+    first = min(search.evaluated(), key=lambda t: t.number)
+    assert first.user_attrs["origin"] == "sglang_defaults"
+
+
+def test_defaults_come_after_initial_configs_and_can_be_turned_off() -> None:
+    mine = {"tp-size": 2, "mem-fraction-static": 0.9, "schedule-policy": "lpm", "chunked-prefill-size": 4096}
+    defaults = {"tp-size": 1, "mem-fraction-static": 0.85, "schedule-policy": "fcfs", "chunked-prefill-size": 4096}
+    s = spec(initial_configs=[mine], optimization={"max_iterations": 3, "n_initial_random": 1, "confirm_runs": 0})
+    assert run(s)[:2] == [mine, defaults]
+    off = spec(optimization={"max_iterations": 8, "confirm_runs": 0, "start_from_defaults": False, "seed": 2})
+    assert defaults not in run(off)[:1]
+
+
+@pytest.mark.parametrize("strategy", ["grid", "random"])
+def test_grid_and_random_stay_uninformed(strategy: str) -> None:
+    s = spec(optimization={"strategy": strategy, "max_iterations": 5, "confirm_runs": 0})
+    assert all("origin" not in t.user_attrs for t in make_search(s).study.get_trials())
+
+
+def test_defaults_are_enqueued_once_per_study_on_resume(tmp_path: Path) -> None:
+    s = spec(optimization={"max_iterations": 2, "n_initial_random": 1, "confirm_runs": 0})
+    storage = default_storage_url(tmp_path, s.task_name)
+    run(s, storage)
+    again = make_search(s, storage)
+    assert sum(t.user_attrs.get("origin") == "sglang_defaults" for t in again.study.get_trials()) == 1
