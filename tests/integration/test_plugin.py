@@ -150,6 +150,8 @@ def test_killing_a_run_midway_then_rerunning_resumes(tmp_path: Path) -> None:
             "timeout_per_iteration": 60,
             "confirm_runs": 0,
         },
+        # ~1.5 s startups: the kill below lands while the third server is still starting
+        simulator={**FAST_SIM, "startup_scale": 0.8},
     )
     (tmp_path / "tuning_specs").mkdir()
     (tmp_path / "tuning_specs" / "resume.json").write_text(json.dumps(spec))
