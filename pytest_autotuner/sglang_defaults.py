@@ -58,24 +58,16 @@ def _numeric(value: ParamValue) -> bool:
 
 
 def _nearest(dim: Dimension, default: ParamValue) -> ParamValue | None:
-    if isinstance(dim, Categorical):
-        if any(c == default and type(c) is type(default) for c in dim.choices):  # True == 1, but not here
-            return default
-        numbers = [c for c in dim.choices if _numeric(c)]
-        if not _numeric(default) or not numbers:
-            return None
-        assert isinstance(default, (int, float))
-        return min(numbers, key=lambda c: (abs(float(c) - default), float(c)))
+    if isinstance(dim, Categorical) and any(c == default and type(c) is type(default) for c in dim.choices):
+        return default  # listed as is (True == 1, but not here)
     if not _numeric(default):
         return None
     assert isinstance(default, (int, float))
-    clipped = min(max(float(default), dim.low), dim.high)
-    if isinstance(dim, IntRange):
-        steps = min(round((clipped - dim.low) / dim.step), (dim.high - dim.low) // dim.step)
-        return dim.low + steps * dim.step
-    assert isinstance(dim, FloatRange)
-    if dim.step is None:
-        return clipped
-    values = dim.grid_values()
-    assert values is not None
-    return min(values, key=lambda v: (abs(float(v) - clipped), float(v)))
+    if isinstance(dim, IntRange):  # arithmetic: a wide int range has too many values to list
+        clipped = min(max(default, dim.low), dim.high)
+        return dim.low + min(round((clipped - dim.low) / dim.step), (dim.high - dim.low) // dim.step) * dim.step
+    if isinstance(dim, FloatRange) and dim.step is None:
+        return min(max(float(default), dim.low), dim.high)
+    # a list, or a float range with a step: the nearest of its numeric values, the smaller on a tie
+    numbers = [v for v in dim.grid_values() or () if _numeric(v)]
+    return min(numbers, key=lambda v: (abs(float(v) - default), float(v))) if numbers else None
