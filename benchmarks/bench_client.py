@@ -35,7 +35,6 @@ import re
 import time
 from typing import Any, ClassVar
 
-import aiohttp
 import numpy as np
 
 from pytest_autotuner.bench import client
@@ -162,7 +161,7 @@ async def _measure(port: int, concurrency: int, rate: float, batched: bool) -> d
     )
     endpoint = Endpoint(f"http://127.0.0.1:{port}", "bench")
     _LagParser.instances.clear()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+    async with client.new_session() as session:
         # Timing starts with the measured phase: its first request is the (concurrency + 1)-th parser.
         cell = client.run_cell(session, endpoint, plan, plan.scenarios[0], concurrency)
         measured = asyncio.create_task(cell)
@@ -205,7 +204,7 @@ def _pct(values: np.ndarray, q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--rows", help="only these rows, e.g. 512x20000,1024x20000 (spread mode)")
+    parser.add_argument("--rows", help="only these rows, e.g. 512x20000,b512x20000 (b: batched mode)")
     parser.add_argument("--keep-gc", action="store_true", help="leave automatic GC on during cells (to compare)")
     parser.add_argument("--bare", action="store_true", help="skip loading the plugin's heavy modules first")
     args = parser.parse_args()
@@ -225,7 +224,7 @@ def main() -> None:
     client.StreamParser = _LagParser  # type: ignore[misc]
     rows = [(c, r, False) for c in CONCURRENCIES for r in TARGET_RATES] + [(c, r, True) for c, r in BATCHED]
     if args.rows:
-        rows = [(int(c), int(r), False) for c, r in (row.split("x") for row in args.rows.split(","))]
+        rows = [(int(c.lstrip("b")), int(r), c.startswith("b")) for c, r in (x.split("x") for x in args.rows.split(","))]
     rows = [row for row in rows for _ in range(args.repeat)]
     header = f"{'mode':8} {'streams':>7} {'target/s':>9} {'chunks/s':>9} {'lag p50':>8} {'lag p99':>8} "
     print(f"load average before: {os.getloadavg()[0]:.2f} (other processes on these cores distort lag)")

@@ -13,6 +13,15 @@ content chunks the deltas of ``completion_tokens`` are used; otherwise each chun
 ``usage.completion_tokens`` exceeds the number of chunks (``--stream-interval`` > 1 puts several tokens in one
 chunk), the surplus is spread evenly over the chunks, earliest chunks first.
 
+Arrival times: every socket read is stamped with ``time.perf_counter()`` the moment the event loop hands it
+to the connection's protocol, and its body bytes are parsed right there (``_StampingHandler``, installed by
+``StampingConnector``; the request's parser reaches the connection through a context variable). The request's
+task sleeps until the end of the response instead of waking once per chunk. Reading chunks in the task (the
+usual ``async for`` over the body) would stamp each chunk after every task woken before it in that loop
+iteration: with hundreds of streams that is milliseconds of error in ITL, and the wake-ups cost three quarters
+of the client's CPU per chunk (see ``benchmarks/bench_client.py``). If aiohttp's internals ever stop matching
+(``BaseConnector._factory``, ``ResponseHandler._payload``), the client logs it once and stamps in the task.
+
 Garbage collection: a full collection of a big heap (the pytest process holds pandas, Optuna, matplotlib)
 stops the event loop for tens of milliseconds, and every chunk that arrives meanwhile is stamped late: that
 is measurement error in TTFT and ITL, in bursts. Automatic collection is therefore off while any cell runs
@@ -24,18 +33,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import gc
 import itertools
 import json
 import logging
+import sys
 import threading
 import time
 import zlib
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
 import numpy as np
+from aiohttp.client_proto import ResponseHandler
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as _timeout
+else:  # pragma: no cover - aiohttp requires async-timeout before 3.11
+    from async_timeout import timeout as _timeout
 
 try:  # 4x faster on the per-chunk path when available; the stdlib parser otherwise
     from orjson import loads as _json_loads
@@ -51,13 +69,14 @@ if TYPE_CHECKING:
     from pytest_autotuner.bench.scenarios import Scenario
     from pytest_autotuner.runtimes.base import Endpoint
 
-__all__ = ["StreamParser", "paused_gc", "run_benchmark", "run_cell"]
+__all__ = ["StampingConnector", "StreamParser", "new_session", "paused_gc", "run_benchmark", "run_cell"]
 
 logger = logging.getLogger(__name__)
 
 _READ_BUFSIZE = 1 << 21
 _HEADERS = {"Content-Type": "application/json"}
 _CONNECTION_BACKOFF = 0.01  # wall seconds a closed-loop worker waits after a connection error
+_ERROR_HEAD = 300  # bytes of an HTTP error's body kept for its message
 _DEADLINE_POLL = 0.05  # wall seconds between checks of the trial deadline
 _SERVER_INFO_TIMEOUT = 10.0  # wall seconds, at most
 
@@ -93,11 +112,14 @@ def paused_gc() -> Iterator[None]:
 class StreamParser:
     """Incremental parser of one OpenAI SSE stream: feed it bytes with their arrival time."""
 
-    __slots__ = ("_chat", "_last_completion", "_tail", "_usage_tokens", "chunk_times", "done", "error",
-                 "error_detail", "finished", "usage")  # fmt: skip
+    __slots__ = ("_chat", "_last_completion", "_tail", "_usage_tokens", "attached", "chunk_times", "done", "done_at",
+                 "error", "error_detail", "finished", "head", "last_at", "usage")  # fmt: skip
 
     def __init__(self, api: str = "chat") -> None:
         self._chat, self._tail = api == "chat", b""
+        self.attached = False  # fed by the connection's protocol (StampingConnector), not by the reading task
+        self.head = b""  # the first bytes of the body, for the message of an HTTP error
+        self.done_at = self.last_at = 0.0  # arrival of data: [DONE] / of the latest bytes
         self.chunk_times: list[float] = []  # arrival times of content chunks
         self._usage_tokens: list[int] | None = None  # per-chunk tokens when the server sends usage per chunk
         self._last_completion = 0
@@ -110,6 +132,9 @@ class StreamParser:
         """Consume bytes that arrived at ``now``; True once the stream is over ([DONE] or malformed)."""
         if self.done or self.error:
             return True
+        self.last_at = now
+        if len(self.head) < _ERROR_HEAD:
+            self.head += data[: _ERROR_HEAD - len(self.head)]
         lines = (self._tail + data).split(b"\n") if self._tail else data.split(b"\n")
         self._tail = lines.pop()
         for line in lines:
@@ -117,7 +142,7 @@ class StreamParser:
                 continue  # blank separators, comments, event: lines
             payload = line[5:].strip()
             if payload == b"[DONE]":
-                self.done = True
+                self.done, self.done_at = True, now
                 return True
             try:
                 obj = _json_loads(payload)
@@ -173,6 +198,76 @@ class StreamParser:
         return [1 + base + (1 if i < rest else 0) for i in range(n)]
 
 
+class _StreamStopped(Exception):
+    """Set on a response body whose SSE stream turned malformed, to wake the request that waits for its end."""
+
+
+_SINK: contextvars.ContextVar[StreamParser | None] = contextvars.ContextVar("autotuner_sse_sink", default=None)
+
+
+class _StampingHandler(ResponseHandler):
+    """aiohttp's connection protocol, also stamping each socket read on arrival and parsing its body there."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.sink: StreamParser | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if not data:  # aiohttp resuming its parser (draining the body calls that back), not a socket read
+            super().data_received(data)
+            return
+        now = time.perf_counter()
+        before = self._payload  # the releasing of a finished response may clear it during the call
+        super().data_received(data)
+        sink, payload = self.sink, self._payload or before
+        if sink is None or payload is None or payload.exception() is not None:
+            return
+        body = payload.read_nowait()
+        if body and sink.feed(body, now) and sink.error is not None:
+            payload.set_exception(_StreamStopped(sink.error))
+
+
+@functools.cache
+def _handler_fits() -> bool:
+    """True while aiohttp's internals are what ``_StampingHandler`` relies on; logs once when not."""
+    fits = "_payload" in ResponseHandler.__init__.__code__.co_names
+    if not fits:  # pragma: no cover - a future aiohttp
+        logger.warning("aiohttp %s changed its protocol: chunks are stamped when tasks read them", aiohttp.__version__)
+    return fits
+
+
+class StampingConnector(aiohttp.TCPConnector):
+    """A TCPConnector whose connections stamp and parse SSE bytes as they arrive (see the module docstring).
+
+    ``connect`` hands the connection the parser of the request being sent (``_SINK``, set by that request's
+    task), so the parser sees the first body bytes, even those that arrive with the headers.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        factory = getattr(self, "_factory", None)
+        if _handler_fits() and isinstance(factory, functools.partial) and factory.func is ResponseHandler:
+            self._factory = cast(
+                "functools.partial[ResponseHandler]", functools.partial(_StampingHandler, **factory.keywords)
+            )
+        else:  # pragma: no cover - a future aiohttp
+            logger.warning("aiohttp %s: no connection factory to replace; chunks stamped in tasks", aiohttp.__version__)
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        conn = await super().connect(req, traces, timeout)
+        protocol = conn.protocol
+        if isinstance(protocol, _StampingHandler):
+            sink = protocol.sink = _SINK.get()
+            if sink is not None:
+                sink.attached = True
+        return conn
+
+
+def new_session() -> aiohttp.ClientSession:
+    """The session the client needs: unlimited connections that stamp chunks on arrival."""
+    return aiohttp.ClientSession(connector=StampingConnector(limit=0))
+
+
 def _classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return "timeout", "request timed out"
@@ -188,7 +283,8 @@ class _Cell:
         self.session, self.plan, self.model, self.k = session, plan, endpoint.model_name, endpoint.time_scale
         path = "/v1/chat/completions" if plan.api == "chat" else "/v1/completions"
         self.url = endpoint.base_url.rstrip("/") + path
-        self.timeout = aiohttp.ClientTimeout(total=plan.request_timeout / self.k)
+        self.timeout_s = plan.request_timeout / self.k
+        self.timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         self.t0 = self.last_end = 0.0
         self.records: list[RequestRecord] = []
 
@@ -214,10 +310,10 @@ class _Cell:
     async def send(self, index: int, scheduled: float | None = None) -> RequestRecord:
         """Send request ``index`` (warm-ups come after the measured ones) and return its record."""
         parser = StreamParser(self.plan.api)
-        start = time.perf_counter()
-        end = start
         error: str | None = None
         detail = ""
+        token = _SINK.set(parser)
+        start = time.perf_counter()
         try:
             async with self.session.post(
                 self.url,
@@ -227,24 +323,23 @@ class _Cell:
                 read_bufsize=_READ_BUFSIZE,
             ) as resp:
                 if resp.status // 100 != 2:
-                    text = (await resp.content.read(300)).decode(errors="replace")
-                    error, detail = "http_status", f"HTTP {resp.status}: {text}"
+                    error = "http_status"
+                    with contextlib.suppress(asyncio.TimeoutError, TimeoutError, aiohttp.ClientError, _StreamStopped):
+                        await self._read_body(resp.content, parser, min(1.0, self._left(start)))
+                    detail = f"HTTP {resp.status}: {parser.head.decode(errors='replace')}"
                 else:
-                    feed = parser.feed
-                    async for data in resp.content.iter_any():
-                        if feed(data, time.perf_counter()) and end == start:
-                            if parser.error is not None:
-                                break
-                            # [DONE] is the last byte that counts; reading on to EOF (the chunked
-                            # terminator) lets the connection be reused.
-                            end = time.perf_counter()
+                    await self._read_body(resp.content, parser, self._left(start))
         except asyncio.CancelledError:
             raise
+        except _StreamStopped:
+            pass  # parser.error says why
         except Exception as exc:
             if not (parser.done and isinstance(exc, (asyncio.TimeoutError, TimeoutError))):
                 error, detail = _classify(exc)
-        if end <= start:
-            end = time.perf_counter()
+        finally:
+            _SINK.reset(token)
+        # [DONE] is the last byte that counts; the chunked terminator after it only lets the connection be reused.
+        end = parser.done_at or (parser.last_at if error is None else 0.0) or time.perf_counter()
         if error is None and parser.error is not None:
             error, detail = parser.error, parser.error_detail
         elif error is None and not (parser.done or parser.finished):
@@ -267,6 +362,30 @@ class _Cell:
             chunk_tokens=tuple(parser.chunk_tokens()),
             scheduled_time=scheduled,
         )
+
+    def _left(self, start: float) -> float:
+        """Wall seconds left of the request timeout for a request sent at ``start``."""
+        return max(0.0, self.timeout_s - (time.perf_counter() - start))
+
+    @staticmethod
+    async def _read_body(content: aiohttp.StreamReader, parser: StreamParser, timeout: float) -> None:
+        """Wait for the end of the body; the connection's protocol feeds ``parser`` as bytes arrive.
+
+        Unattached (a session without StampingConnector), this task reads and stamps the chunks itself, under
+        aiohttp's own timeout.
+        """
+        if not parser.attached:
+            async for data in content.iter_any():
+                if parser.feed(data, time.perf_counter()) and parser.error is not None:
+                    return
+            return
+        if content.exception() is None and not content.is_eof():
+            # Not asyncio.wait_for: before 3.12 it can swallow a cancellation that lands as the body ends,
+            # and a closed-loop worker would then carry on past the end of its cell.
+            async with _timeout(timeout):
+                await content.wait_eof()
+        if (exc := content.exception()) is not None:
+            raise exc
 
     async def closed_loop(self, first: int, count: int, workers: int, keep: bool) -> None:
         """``workers`` loops over requests ``first .. first + count - 1``, each sending when its last ends."""
@@ -404,7 +523,7 @@ async def _run(
     on_cell: Callable[[CellMetrics], None] | None,
 ) -> BenchResult:
     info_timeout = min(_SERVER_INFO_TIMEOUT, deadline.remaining() if deadline else _SERVER_INFO_TIMEOUT)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+    async with new_session() as session:
         result = BenchResult([], await _server_info(session, endpoint, max(0.1, info_timeout)))
         for scenario, concurrency, rate in plan.cells():
             if deadline is not None and deadline.expired:

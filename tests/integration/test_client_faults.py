@@ -16,7 +16,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from pytest_autotuner.bench.client import paused_gc, run_benchmark, run_cell
+from pytest_autotuner.bench import client
+from pytest_autotuner.bench.client import StreamParser, new_session, paused_gc, run_benchmark, run_cell
 from pytest_autotuner.bench.metrics import CellMetrics
 from pytest_autotuner.bench.plan import BenchmarkPlan
 from pytest_autotuner.bench.scenarios import parse_scenario
@@ -149,13 +150,22 @@ def make_plan(scenario: str = "D(8,6)", **kwargs: Any) -> BenchmarkPlan:
     return BenchmarkPlan(scenarios=(parse_scenario(scenario),), **options)
 
 
+@pytest.fixture(params=["protocol", "task"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Who reads the stream: the connection's protocol (``new_session``), or the request's task (any session)."""
+    if request.param == "task":
+        plain = lambda: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))  # noqa: E731
+        monkeypatch.setattr(client, "new_session", plain)
+    return str(request.param)
+
+
 def only_cell(server: ServerThread | None, plan: BenchmarkPlan, time_scale: float = 1.0) -> CellMetrics:
     result = run_benchmark(endpoint(server, time_scale), plan)
     assert len(result.cells) == 1
     return result.cells[0]
 
 
-def test_normal_stream_gives_one_ok_record_per_request(server: ServerThread, fake: FakeSglang) -> None:
+def test_normal_stream_gives_one_ok_record_per_request(server: ServerThread, fake: FakeSglang, reader: str) -> None:
     cell = only_cell(server, make_plan())
     assert len(cell.records) == 20 and cell.errors == {}
     for record in cell.records:
@@ -195,7 +205,7 @@ def test_server_info_is_fetched_and_its_absence_tolerated(server: ServerThread, 
     ],
 )
 def test_faults_are_counted_by_kind_and_the_cell_goes_on(
-    server: ServerThread, fake: FakeSglang, fault: str, every: int, kind: str, count: int
+    server: ServerThread, fake: FakeSglang, reader: str, fault: str, every: int, kind: str, count: int
 ) -> None:
     fake.fault, fake.fault_every = fault, every
     cell = only_cell(server, make_plan())
@@ -204,13 +214,13 @@ def test_faults_are_counted_by_kind_and_the_cell_goes_on(
     assert cell.completed == 20 - count
 
 
-def test_http_status_error_keeps_the_status(server: ServerThread, fake: FakeSglang) -> None:
+def test_http_status_error_keeps_the_status(server: ServerThread, fake: FakeSglang, reader: str) -> None:
     fake.fault = "http_500"
     cell = only_cell(server, make_plan(max_requests=2))
     assert all("500" in r.error_detail for r in cell.records)
 
 
-def test_stalled_stream_times_out_per_request(server: ServerThread, fake: FakeSglang) -> None:
+def test_stalled_stream_times_out_per_request(server: ServerThread, fake: FakeSglang, reader: str) -> None:
     fake.fault, fake.fault_every = "stall", 10
     started = time.perf_counter()
     cell = only_cell(server, make_plan(request_timeout=0.3))
@@ -218,7 +228,7 @@ def test_stalled_stream_times_out_per_request(server: ServerThread, fake: FakeSg
     assert time.perf_counter() - started < 3
 
 
-def test_recorded_times_are_scaled_to_server_seconds(server: ServerThread, fake: FakeSglang) -> None:
+def test_recorded_times_are_scaled_to_server_seconds(server: ServerThread, fake: FakeSglang, reader: str) -> None:
     fake.token_delay = 0.02
     cell = only_cell(server, make_plan("D(4,5)", concurrencies=(1,), max_requests=3), time_scale=10.0)
     e2e = cell.summary("e2e").p50  # 5 chunks x 0.02 wall s x 10
@@ -266,6 +276,60 @@ def test_run_cell_can_share_a_session(server: ServerThread) -> None:
             return [await run_cell(session, endpoint(server), plan, plan.scenarios[0], c) for c in (1, 3)]
 
     assert [len(c.records) for c in asyncio.run(two_cells())] == [5, 5]
+
+
+def test_new_session_feeds_parsers_from_the_connection_protocol(server: ServerThread, fake: FakeSglang) -> None:
+    fake.stream_interval = 2  # several reads per response, and one read carries headers and the first chunk
+    parsers: list[StreamParser] = []
+
+    class Spy(StreamParser):
+        def __init__(self, api: str = "chat") -> None:
+            super().__init__(api)
+            parsers.append(self)
+
+    plan = make_plan(max_requests=6)
+
+    async def cell() -> CellMetrics:
+        async with new_session() as session:
+            return await run_cell(session, endpoint(server), plan, plan.scenarios[0], 2)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(client, "StreamParser", Spy)
+        metrics = asyncio.run(cell())
+    assert metrics.completed == 6 and len(parsers) == 6 and all(p.attached and p.done for p in parsers)
+    assert all(r.output_tokens == 6 and sum(r.chunk_tokens) == 6 for r in metrics.records)
+
+
+class _Body:
+    """The part of aiohttp's StreamReader that ``_read_body`` uses, ending when ``end`` is resolved."""
+
+    def __init__(self) -> None:
+        self.end: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def exception(self) -> BaseException | None:
+        return None
+
+    def is_eof(self) -> bool:
+        return self.end.done()
+
+    async def wait_eof(self) -> None:
+        await self.end
+
+
+def test_cancelling_a_request_as_its_body_ends_still_cancels_it() -> None:
+    """asyncio.wait_for before 3.12 returns the result instead: a cancelled closed-loop worker would go on."""
+
+    async def scenario() -> None:
+        body, parser = _Body(), StreamParser()
+        parser.attached = True
+        reading = asyncio.create_task(client._Cell._read_body(body, parser, 10.0))  # type: ignore[arg-type]
+        await asyncio.sleep(0)  # now waiting for the end of the body
+        body.end.set_result(None)
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+
+    asyncio.run(scenario())
 
 
 def test_deadline_expiry_mid_cell_raises_trial_timeout(server: ServerThread, fake: FakeSglang) -> None:
