@@ -47,6 +47,7 @@ RAMP_SECONDS = 0.5  # lag percentiles leave out the burst of C simultaneous firs
 CONCURRENCIES = (64, 128, 256, 512, 1024)
 TARGET_RATES = (10_000, 20_000, 40_000)  # chunks per second over all streams
 BATCHED = ((512, 20_000), (1024, 20_000))
+LAG_GOAL_MS = 2.0
 
 _HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 _CHUNK = b'data: {"id":"%.7f","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}\n\n'  # noqa: E501
@@ -201,6 +202,26 @@ def _pct(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if values.size else float("nan")
 
 
+def _print_capacity(results: dict[tuple[int, int, bool], list[dict[str, float]]]) -> None:
+    """The largest loads whose every run kept p99 lag under the goal, by streams and by chunks per second."""
+    for batched in (False, True):
+        held = [
+            (c, r, max(m["lag_p99_ms"] for m in runs))
+            for (c, r, b), runs in results.items()
+            if b == batched and all(m["lag_p99_ms"] < LAG_GOAL_MS and m["chunks_per_s"] >= 0.95 * r for m in runs)
+        ]
+        mode = "batched" if batched else "spread"
+        if not held:
+            print(f"{mode}: no load tried kept p99 lag under {LAG_GOAL_MS:g} ms in every run")
+            continue
+        c, r, worst = max(held, key=lambda row: (row[0], row[1]))
+        c2, r2, worst2 = max(held, key=lambda row: (row[1], row[0]))
+        print(
+            f"{mode}: p99 lag under {LAG_GOAL_MS:g} ms in every run up to {c} streams at {r:,} chunks/s "
+            f"(worst {worst:.2f} ms) and up to {r2:,} chunks/s at {c2} streams (worst {worst2:.2f} ms)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1)
@@ -224,14 +245,17 @@ def main() -> None:
     client.StreamParser = _LagParser  # type: ignore[misc]
     rows = [(c, r, False) for c in CONCURRENCIES for r in TARGET_RATES] + [(c, r, True) for c, r in BATCHED]
     if args.rows:
-        rows = [(int(c.lstrip("b")), int(r), c.startswith("b")) for c, r in (x.split("x") for x in args.rows.split(","))]
+        pairs = (row.split("x") for row in args.rows.split(","))
+        rows = [(int(c.lstrip("b")), int(r), c.startswith("b")) for c, r in pairs]
     rows = [row for row in rows for _ in range(args.repeat)]
     header = f"{'mode':8} {'streams':>7} {'target/s':>9} {'chunks/s':>9} {'lag p50':>8} {'lag p99':>8} "
     print(f"load average before: {os.getloadavg()[0]:.2f} (other processes on these cores distort lag)")
     print(header + f"{'p99 w/ ramp':>11} {'CPU/chunk':>10} {'client CPU':>10} {'1-core cap':>10} {'steal':>6}")
     try:
+        results: dict[tuple[int, int, bool], list[dict[str, float]]] = {}
         for concurrency, rate, batched in rows:
             m = asyncio.run(_measure(port, concurrency, rate, batched))
+            results.setdefault((concurrency, rate, batched), []).append(m)
             mode = "batched" if batched else "spread"
             print(
                 f"{mode:8} {concurrency:7d} {rate:9,d} {m['chunks_per_s']:9,.0f} "
@@ -241,6 +265,7 @@ def main() -> None:
                 flush=True,
             )
         print(f"load average after: {os.getloadavg()[0]:.2f}")
+        _print_capacity(results)
     finally:
         server.kill()
 
