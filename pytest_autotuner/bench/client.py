@@ -214,8 +214,8 @@ class _StampingHandler(ResponseHandler):
         self.sink: StreamParser | None = None
 
     def data_received(self, data: bytes) -> None:
-        if not data:  # aiohttp resuming its parser (draining the body calls that back), not a socket read
-            super().data_received(data)
+        if not data:  # aiohttp resuming its parser (draining the body calls that back), not a socket read;
+            super().data_received(data)  # draining here would re-enter read_nowait; _read_body takes any rest
             return
         now = time.perf_counter()
         before = self._payload  # the releasing of a finished response may clear it during the call
@@ -229,12 +229,8 @@ class _StampingHandler(ResponseHandler):
 
 
 @functools.cache
-def _handler_fits() -> bool:
-    """True while aiohttp's internals are what ``_StampingHandler`` relies on; logs once when not."""
-    fits = "_payload" in ResponseHandler.__init__.__code__.co_names
-    if not fits:  # pragma: no cover - a future aiohttp
-        logger.warning("aiohttp %s changed its protocol: chunks are stamped when tasks read them", aiohttp.__version__)
-    return fits
+def _warn_unstamped() -> None:
+    logger.warning("aiohttp %s does not fit _StampingHandler: chunks stamped in tasks", aiohttp.__version__)
 
 
 class StampingConnector(aiohttp.TCPConnector):
@@ -247,12 +243,13 @@ class StampingConnector(aiohttp.TCPConnector):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         factory = getattr(self, "_factory", None)
-        if _handler_fits() and isinstance(factory, functools.partial) and factory.func is ResponseHandler:
+        fits = "_payload" in ResponseHandler.__init__.__code__.co_names
+        if fits and isinstance(factory, functools.partial) and factory.func is ResponseHandler:
             self._factory = cast(
                 "functools.partial[ResponseHandler]", functools.partial(_StampingHandler, **factory.keywords)
             )
         else:  # pragma: no cover - a future aiohttp
-            logger.warning("aiohttp %s: no connection factory to replace; chunks stamped in tasks", aiohttp.__version__)
+            _warn_unstamped()
 
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
         conn = await super().connect(req, traces, timeout)
@@ -387,6 +384,8 @@ class _Cell:
                 await content.wait_eof()
         if (exc := content.exception()) is not None:
             raise exc
+        if rest := content.read_nowait():  # fed by aiohttp resuming its parser, not by a socket read
+            parser.feed(rest, time.perf_counter())
 
     async def closed_loop(self, first: int, count: int, workers: int, keep: bool) -> None:
         """``workers`` loops over requests ``first .. first + count - 1``, each sending when its last ends."""

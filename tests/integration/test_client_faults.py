@@ -300,11 +300,36 @@ def test_new_session_feeds_parsers_from_the_connection_protocol(server: ServerTh
     assert all(r.output_tokens == 6 and sum(r.chunk_tokens) == 6 for r in metrics.records)
 
 
+def test_an_aiohttp_that_does_not_fit_keeps_its_protocol_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Renamed:  # a future ResponseHandler without the ``_payload`` the stamping handler reads
+        def __init__(self) -> None:
+            self.payload = None
+
+    monkeypatch.setattr(client, "ResponseHandler", Renamed)
+    client._warn_unstamped.cache_clear()
+
+    async def factory_name() -> str:
+        connector = client.StampingConnector(limit=0)
+        await connector.close()
+        return str(connector._factory.func.__name__)  # type: ignore[attr-defined]
+
+    assert asyncio.run(factory_name()) == "ResponseHandler"
+    assert "chunks stamped in tasks" in caplog.text
+    client._warn_unstamped.cache_clear()
+
+
 class _Body:
     """The part of aiohttp's StreamReader that ``_read_body`` uses, ending when ``end`` is resolved."""
 
-    def __init__(self) -> None:
+    def __init__(self, rest: bytes = b"") -> None:
         self.end: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.rest = rest  # still in the buffer at the end (aiohttp resumed its parser after the last read)
+
+    def read_nowait(self) -> bytes:
+        rest, self.rest = self.rest, b""
+        return rest
 
     def exception(self) -> BaseException | None:
         return None
@@ -330,6 +355,20 @@ def test_cancelling_a_request_as_its_body_ends_still_cancels_it() -> None:
             await reading
 
     asyncio.run(scenario())
+
+
+def test_bytes_left_in_the_body_at_its_end_are_parsed() -> None:
+    chunk = b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"length"}]}\n\ndata: [DONE]\n\n'
+
+    async def scenario() -> StreamParser:
+        body, parser = _Body(rest=chunk), StreamParser()
+        parser.attached = True
+        body.end.set_result(None)
+        await client._Cell._read_body(body, parser, 10.0)  # type: ignore[arg-type]
+        return parser
+
+    parser = asyncio.run(scenario())
+    assert parser.done and parser.finished and len(parser.chunk_times) == 1
 
 
 def test_deadline_expiry_mid_cell_raises_trial_timeout(server: ServerThread, fake: FakeSglang) -> None:
