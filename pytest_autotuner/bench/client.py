@@ -367,20 +367,19 @@ class _Cell:
 
     @staticmethod
     async def _read_body(content: aiohttp.StreamReader, parser: StreamParser, timeout: float) -> None:
-        """Wait for the end of the body; the connection's protocol feeds ``parser`` as bytes arrive.
+        """Wait up to ``timeout`` for the end of the body; the connection's protocol feeds ``parser`` meanwhile.
 
-        Unattached (a session without StampingConnector), this task reads and stamps the chunks itself, under
-        aiohttp's own timeout.
+        Unattached (a session without StampingConnector), this task reads and stamps the chunks itself. Not
+        asyncio.wait_for: before 3.12 it can swallow a cancellation that lands as the body ends, and a
+        closed-loop worker would then carry on past the end of its cell.
         """
-        if not parser.attached:
-            async for data in content.iter_any():
-                if parser.feed(data, time.perf_counter()) and parser.error is not None:
-                    return
-            return
-        if content.exception() is None and not content.is_eof():
-            # Not asyncio.wait_for: before 3.12 it can swallow a cancellation that lands as the body ends,
-            # and a closed-loop worker would then carry on past the end of its cell.
-            async with _timeout(timeout):
+        async with _timeout(timeout):
+            if not parser.attached:
+                async for data in content.iter_any():
+                    if parser.feed(data, time.perf_counter()) and parser.error is not None:
+                        return
+                return
+            if content.exception() is None and not content.is_eof():
                 await content.wait_eof()
         if (exc := content.exception()) is not None:
             raise exc
