@@ -57,6 +57,18 @@ def pytest_cmd(folder: Path, url: str, *extra: str) -> list[str]:
             f"--autotune-storage={url}", "--autotune-report-dir", str(folder / "reports"), *extra]  # fmt: skip
 
 
+def signal_tree(pid: int, signum: int, known: list[int] | None = None) -> list[int]:
+    """Send ``signum`` to a process and all its descendants (and to ``known`` ones); return whom it reached."""
+    reached = []
+    for target in dict.fromkeys([*(known or []), pid, *descendants(pid)]):
+        try:
+            os.kill(target, signum)
+            reached.append(target)
+        except ProcessLookupError:
+            pass
+    return reached
+
+
 def study_trials(url: str, task: str) -> list:
     import optuna
 
@@ -115,13 +127,19 @@ def test_a_worker_killed_mid_trial_leaves_no_trial_running_after_the_grace_perio
     while time.monotonic() < give_up and not running:
         time.sleep(0.3)
         try:
-            running = [t for t in study_trials(postgres_url, task) if t.state == TrialState.RUNNING]
+            seen = [t for t in study_trials(postgres_url, task) if t.state == TrialState.RUNNING]
         except (AssertionError, KeyError, optuna.exceptions.OptunaError):
             continue
+        if not seen:
+            continue
+        # freeze the worker, then look again: a trial still running now is one it will never finish (a trial
+        # seen running a moment ago may have completed before the signal landed)
+        victims = signal_tree(doomed.pid, signal.SIGSTOP)
+        running = [t for t in study_trials(postgres_url, task) if t.state == TrialState.RUNNING]
+        if not running:
+            signal_tree(doomed.pid, signal.SIGCONT, victims)
     assert running, "the worker never started a trial"
-    victims = [doomed.pid, *descendants(doomed.pid)]
-    for pid in victims:  # like a runner losing power: no teardown, no last words
-        os.kill(pid, signal.SIGKILL)
+    signal_tree(doomed.pid, signal.SIGKILL, victims)  # like a runner losing power: no teardown, no last words
     doomed.wait(10)
     time.sleep(3.5)  # the grace period passes
 
