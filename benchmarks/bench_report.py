@@ -16,6 +16,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from pytest_autotuner.bench.metrics import BenchResult, CellMetrics, RequestRecord
 from pytest_autotuner.report import write_report
@@ -26,7 +27,7 @@ from pytest_autotuner.space import SearchSpace
 from pytest_autotuner.spec import TaskSpec
 from pytest_autotuner.trial import Deadline, FailureClass, Params, TrialFailure
 
-SPEC = {
+SPEC: dict[str, Any] = {
     "task_name": "bench-report-200",
     "model": {"id_or_path": "llama-3-2-1b-instruct"},
     "runtime_image_tag": "v0.5.2-cu126",

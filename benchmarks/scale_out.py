@@ -19,8 +19,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-SPEC = {
+SPEC: dict[str, Any] = {
     "task_name": "scale-out",
     "model": {"id_or_path": "meta-llama/Llama-3.1-8B-Instruct"},
     "runtime": "sim",
@@ -53,7 +54,7 @@ def search_span(journal: Path) -> float:
     return (end - start).total_seconds()
 
 
-def true_latency_ms(params: dict[str, object]) -> float:
+def true_latency_ms(params: dict[str, bool | int | float | str]) -> float:
     """The noise-free objective of a configuration: the simulator's model in process, no CPU contention.
 
     Measured latencies on a 2-core machine running 8 simulators at speed-up 10 carry contention noise, so the

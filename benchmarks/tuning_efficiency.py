@@ -39,7 +39,7 @@ from pytest_autotuner.session import TuningSession
 from pytest_autotuner.sim import run_benchmark_in_process
 from pytest_autotuner.space import FloatRange, SearchSpace
 from pytest_autotuner.spec import RangeParam, TaskSpec
-from pytest_autotuner.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.trial import Deadline, FailureClass, Params, ParamValue, TrialFailure
 
 STRATEGIES = ("grid", "random", "bayesian")
 STARTUP_FAILURES = {"oom", "kv_cache_oom", "invalid_parallelism"}
@@ -167,10 +167,13 @@ def score(case: Case, space: SearchSpace, params: Params) -> TrialScore:
 
 
 def dense_points(case: Case, space: SearchSpace) -> Iterator[Params]:
-    axes = []
+    axes: list[tuple[ParamValue, ...]] = []
     for dim in space.dimensions:
         values = case.dense.get(dim.name) if isinstance(dim, FloatRange) else None
-        axes.append(values if values is not None else dim.grid_values())
+        grid = values if values is not None else dim.grid_values()
+        if grid is None:
+            raise SystemExit(f"case {case.spec.task_name}: continuous range {dim.name} needs dense values")
+        axes.append(grid)
     for combo in itertools.product(*axes):
         yield dict(zip(space.names, combo, strict=True))
 
