@@ -15,9 +15,11 @@ if TYPE_CHECKING:
     from pytest_autotuner.trial import Params
 
 __all__ = [
+    "defaults_line",
     "describe_params",
     "explain_baseline",
     "explain_failure",
+    "format_gain",
     "format_objective",
     "progress_line",
     "summary_lines",
@@ -145,6 +147,31 @@ def explain_baseline(comparison: BaselineComparison) -> str:
     )
 
 
+def defaults_line(result: SessionResult) -> str | None:
+    """The best configuration against SGLang's defaults, in one line; None when the study did not measure them."""
+    defaults = result.defaults_trial
+    if defaults is None or result.best is None:
+        return None
+    where = f"SGLang defaults (trial #{defaults.number})"
+    if result.best.source_trial == defaults.number:
+        return f"{where} are the best configuration found"
+    if defaults.failure is not None:
+        first = defaults.failure_message.splitlines()[0][:120] if defaults.failure_message else ""
+        return f"{where} failed: {defaults.failure}" + (f" ({first})" if first else "")
+    measured = format_objective(defaults.objective, result.spec.optimization.objective)
+    slo = "" if defaults.meets_slos else ", missing the SLOs"
+    gain = result.gain_over_defaults
+    if gain is None:
+        return f"{where}: {measured} in one run{slo}"
+    return f"{where}: {measured} in one run{slo}; the best is {format_gain(gain)}"
+
+
+def format_gain(gain: float) -> str:
+    """'24% better', '0.3% worse': a relative change in the objective's favour (positive) or against it."""
+    size = f"{abs(gain):.0%}" if abs(gain) >= 0.095 else f"{abs(gain):.1%}"
+    return f"{size} {'better' if gain >= 0 else 'worse'}"
+
+
 def summary_lines(result: SessionResult, report_path: str | None) -> list[str]:
     spec = result.spec
     objective = spec.optimization.objective
@@ -156,6 +183,9 @@ def summary_lines(result: SessionResult, report_path: str | None) -> list[str]:
             f"  {objective}: {format_objective(result.best.score.objective, objective)} "
             f"(confirmed, {len(result.best.runs)} runs)"
         )
+        versus = defaults_line(result)
+        if versus:
+            lines.append(f"  {versus}")
         checks = result.best.score.slo_checks
         if checks:
             passed = sum(c.passed for c in checks)

@@ -52,6 +52,7 @@ class TrialRecord:
     log_tail: str
     duration: float
     cells: list[dict[str, Any]]
+    origin: str = ""  # "sglang_defaults" for the trial that measured SGLang's defaults
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> TrialRecord:
@@ -68,6 +69,7 @@ class TrialRecord:
             log_tail=attrs.get("log_tail", ""),
             duration=float(attrs.get("duration", math.nan)),
             cells=list(attrs.get("cells", [])),
+            origin=str(attrs.get("origin", "")),
         )
 
 
@@ -124,6 +126,24 @@ class SessionResult:
     @property
     def failure_counts(self) -> Counter[str]:
         return Counter(t.failure for t in self.trials if t.failure)
+
+    @property
+    def defaults_trial(self) -> TrialRecord | None:
+        """The trial that measured SGLang's defaults (bayesian's first trial), if this study has one."""
+        return next((t for t in sorted(self.trials, key=lambda t: t.number) if t.origin == "sglang_defaults"), None)
+
+    @property
+    def gain_over_defaults(self) -> float | None:
+        """How much better the confirmed best is than SGLang's defaults measured in the search, as a fraction
+        (negative: worse); None when there is nothing to compare (no defaults trial, or either side unmeasured)."""
+        defaults = self.defaults_trial
+        if defaults is None or self.best is None or defaults.failure is not None or defaults.objective is None:
+            return None
+        best, base = self.best.score.objective, defaults.objective
+        if best is None or not (math.isfinite(best) and math.isfinite(base)) or base == 0:
+            return None
+        change = (best - base) / abs(base)
+        return change if self.spec.optimization.direction == "maximize" else -change
 
     @property
     def server_info(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest_autotuner
+from pytest_autotuner.explain import defaults_line
 from pytest_autotuner.space import SearchSpace
 
 if TYPE_CHECKING:
@@ -249,6 +250,7 @@ def results_summary(result: SessionResult, runtime: str) -> dict[str, Any]:
             "objective": {"name": spec.optimization.objective, "direction": spec.optimization.direction},
             "best": best_block,
             "slo_checks": [slo_check_dict(c) for c in result.slo_checks],
+            "vs_defaults": _defaults_block(result),
             "trials": {
                 "total": len(trials),
                 "measured": sum(measured(t) for t in trials),
@@ -263,6 +265,22 @@ def results_summary(result: SessionResult, runtime: str) -> dict[str, Any]:
             "environment": environment(result, runtime),
         }
     )
+
+
+def _defaults_block(result: SessionResult) -> dict[str, Any] | None:
+    """SGLang's defaults as the search measured them (one run), and how much better the confirmed best is."""
+    defaults = result.defaults_trial
+    if defaults is None:
+        return None
+    return {
+        "trial": defaults.number,
+        "params": defaults.params,
+        "objective": defaults.objective,
+        "meets_slos": defaults.meets_slos,
+        "failure": defaults.failure,
+        "gain": result.gain_over_defaults,
+        "text": defaults_line(result),
+    }
 
 
 def param_importances(result: SessionResult, *, min_trials: int = 6) -> dict[str, float] | None:

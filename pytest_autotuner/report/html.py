@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_autotuner.explain import describe_params, format_objective
+from pytest_autotuner.explain import defaults_line, describe_params, format_gain, format_objective
 from pytest_autotuner.report.data import (
     baseline_view,
     environment,
@@ -57,6 +57,7 @@ def _best_context(result: SessionResult) -> dict[str, Any] | None:
     best = result.best
     if best is None:
         return None
+    gain = result.gain_over_defaults
     cells = [
         {
             "label": cell.label,
@@ -78,6 +79,8 @@ def _best_context(result: SessionResult) -> dict[str, Any] | None:
         "runs": len(best.runs),
         "failures": best.failures,
         "cells": cells,
+        "versus_defaults": defaults_line(result),
+        "gain_over_defaults": None if gain is None else format_gain(gain),
     }
 
 
@@ -110,6 +113,7 @@ def _trial_rows(result: SessionResult) -> list[dict[str, Any]]:
             "failure": t.failure or "",
             "duration": _number(t.duration),
             "best": t.number == source,
+            "defaults": t.origin == "sglang_defaults",
         }
         for t in sorted(result.trials, key=lambda t: t.number)
     ]

@@ -86,7 +86,8 @@ def _axis_cap(values: list[float]) -> float:
 
 
 def convergence_figure(result: SessionResult) -> Figure:
-    """Objective score per trial, best so far, failures at the top edge, the random startup phase shaded."""
+    """Objective score per trial, best so far, failures at the top edge, the random startup phase shaded, SGLang's
+    defaults ringed."""
     spec = result.spec
     maximize = spec.optimization.direction == "maximize"
     fig = _figure(10.0, 3.6)
@@ -117,6 +118,10 @@ def convergence_figure(result: SessionResult) -> Figure:
     if failed:
         ax.scatter([t.number for t in failed], [ymax] * len(failed), marker="x", s=30, color=RED,
                    label="failed trial", zorder=4, clip_on=False)  # fmt: skip
+    defaults = result.defaults_trial
+    if defaults is not None and defaults in inside:
+        ax.scatter([defaults.number], [defaults.value], s=110, facecolors="none", edgecolors=GREEN, linewidths=1.5,
+                   label="SGLang defaults", zorder=4)  # fmt: skip
     best_x, best_y, best = [], [], math.nan
     for t in trials:
         if t in ok and (math.isnan(best) or (t.value > best if maximize else t.value < best)):

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.explain import describe_params, format_objective
+from pytest_autotuner.explain import describe_params, format_gain, format_objective
 from pytest_autotuner.report.data import baseline_view
 
 if TYPE_CHECKING:
@@ -36,6 +36,9 @@ def github_step_summary(entries: list[tuple[SessionResult, Path | None]], report
         objective = result.spec.optimization.objective
         best = result.best
         value = format_objective(best.score.objective, objective) if best else "n/a"
+        gain = result.gain_over_defaults
+        if gain is not None:
+            value += f" ({format_gain(gain)} than SGLang defaults)"
         params = f"`{describe_params(best.params)}`" if best else "none measured"
         checks = result.slo_checks
         slo = f" ({sum(c.passed for c in checks)}/{len(checks)} SLO checks)" if checks else ""
