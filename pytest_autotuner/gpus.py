@@ -15,7 +15,7 @@ from pytest_autotuner.trial import ParamValue
 if TYPE_CHECKING:
     from pytest_autotuner.spec import TaskSpec
 
-__all__ = ["GpuPool", "detect_gpus", "gpus_needed"]
+__all__ = ["GpuPool", "detect_gpus", "gpu_memory_mib", "gpus_needed"]
 
 
 def gpus_needed(params: Mapping[str, ParamValue]) -> int:
@@ -56,6 +56,30 @@ def detect_gpus(spec: TaskSpec, runtime: str, env: Mapping[str, str] | None = No
             )
             return [int(line) for line in out.stdout.split() if line.strip().isdigit()]
     return []
+
+
+def gpu_memory_mib(spec: TaskSpec, runtime: str, ids: list[int]) -> float | None:
+    """Total memory of the smallest of the GPUs ``ids``, in MiB, as SGLang sees it (it sizes some defaults by it);
+    the simulated GPU's for the simulator; None when unknown (no GPU, or no nvidia-smi)."""
+    if runtime == "sim":
+        from pytest_autotuner.sglang_defaults import GPU_MEMORY_MIB
+
+        return GPU_MEMORY_MIB[spec.simulator.gpu]
+    if not ids or not shutil.which("nvidia-smi"):
+        return None
+    with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        )
+        sizes = {int(index): float(total) for index, total in (line.split(",") for line in out.stdout.splitlines()
+                                                               if line.strip())}  # fmt: skip
+        known = [sizes[i] for i in ids if i in sizes]
+        return min(known) if known else None
+    return None
 
 
 class GpuPool:

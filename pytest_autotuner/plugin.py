@@ -212,7 +212,7 @@ class TuningItem(pytest.Item):
         from pytest_autotuner.baseline import baseline_path, load_baseline
         from pytest_autotuner.evaluate import make_evaluate, plan_from_spec
         from pytest_autotuner.explain import explain_baseline, explain_failure
-        from pytest_autotuner.gpus import GpuPool, detect_gpus
+        from pytest_autotuner.gpus import GpuPool, detect_gpus, gpu_memory_mib
         from pytest_autotuner.runtimes import RuntimeUnavailable, create_runtime
         from pytest_autotuner.search import Search, default_storage_url, study_name_for
         from pytest_autotuner.session import TuningSession
@@ -222,6 +222,7 @@ class TuningItem(pytest.Item):
         report_dir = report_dir_of(self.config)
         storage = self._option("autotune_storage")
         space = SearchSpace.from_spec(spec)
+        gpu_ids = detect_gpus(spec, runtime_kind)
         search = Search(
             spec=spec,
             space=space,
@@ -230,6 +231,7 @@ class TuningItem(pytest.Item):
             seed=seed,
             local_storage=storage is None,
             grace_period=self._option("autotune_grace_period"),
+            gpu_memory_mib=gpu_memory_mib(spec, runtime_kind, gpu_ids),
         )
         baseline_file = baseline_path(self.path)
         try:
@@ -247,7 +249,6 @@ class TuningItem(pytest.Item):
             f"{spec.optimization.max_iterations} trials, space of {space.grid_size or 'continuous'} points, "
             f"study {search.study.study_name}"
         )
-        gpu_ids = detect_gpus(spec, runtime_kind)
         gpu_pool = GpuPool(gpu_ids) if gpu_ids else None
         workers = self._option("autotune_workers") or (gpu_pool.total if gpu_pool else 1)
         if workers > 1:

@@ -127,7 +127,9 @@ class Search:
         seed: int,
         local_storage: bool = True,
         grace_period: int = 120,
+        gpu_memory_mib: float | None = None,
     ) -> None:
+        """``gpu_memory_mib``: the GPUs' memory, which some of SGLang's defaults depend on (None: an H100 80GB)."""
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -149,7 +151,7 @@ class Search:
         for config in spec.initial_configs:
             self.enqueue(dict(config))
         if self.strategy == "bayesian" and spec.optimization.start_from_defaults:
-            defaults = defaults_in_space(space)
+            defaults = defaults_in_space(space, gpu_memory_mib)
             if defaults:
                 self.study.enqueue_trial(defaults, user_attrs={"origin": "sglang_defaults"}, skip_if_exists=True)
 

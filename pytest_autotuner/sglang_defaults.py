@@ -4,9 +4,11 @@ The ``bayesian`` strategy evaluates this configuration first (``optimization.sta
 the configuration a team runs when it does not tune, so the study measures it anyway, it usually starts, and
 TPE's first observation is an informed one instead of a random draw.
 
-Values are SGLang's (0.5.x) for an H100 80GB; SGLang derives ``mem-fraction-static`` and
-``chunked-prefill-size`` from the GPU's memory, so on other GPUs they are approximations. Flags without a
-fixed default (``max-running-requests`` comes from the KV-cache size) are left to the sampler.
+SGLang (0.5.x, ``ServerArgs._handle_gpu_memory_settings``) derives three defaults from the GPU's memory:
+``chunked-prefill-size`` and ``cuda-graph-max-bs`` by memory band, then ``mem-fraction-static`` as the share
+left after reserving room for activations (proportional to the chunk size) and CUDA graphs. ``sglang_defaults``
+repeats that arithmetic, so the defaults trial on an H200 or an A100 is what SGLang would run there. Flags
+without a fixed default (``max-running-requests`` comes from the KV-cache size) are left to the sampler.
 """
 
 from __future__ import annotations
@@ -19,17 +21,17 @@ if TYPE_CHECKING:
     from pytest_autotuner.space import Dimension, SearchSpace
     from pytest_autotuner.trial import Params, ParamValue
 
-__all__ = ["SGLANG_DEFAULTS", "defaults_in_space"]
+__all__ = ["GPU_MEMORY_MIB", "SGLANG_DEFAULTS", "defaults_in_space", "sglang_defaults"]
 
-SGLANG_DEFAULTS: dict[str, ParamValue] = {
+#: total memory nvidia-smi reports for the GPUs the simulator models, in MiB
+GPU_MEMORY_MIB: dict[str, float] = {"h100": 81559, "h200": 143771, "a100-80g": 81920}
+
+_FIXED: dict[str, ParamValue] = {
     "tp-size": 1,
     "dp-size": 1,
-    "mem-fraction-static": 0.835,
-    "chunked-prefill-size": 8192,
     "max-prefill-tokens": 16384,
     "schedule-policy": "fcfs",
     "schedule-conservativeness": 1.0,
-    "cuda-graph-max-bs": 256,
     "disable-cuda-graph": False,
     "enable-mixed-chunk": False,
     "kv-cache-dtype": "auto",
@@ -37,20 +39,85 @@ SGLANG_DEFAULTS: dict[str, ParamValue] = {
 }
 
 
-def defaults_in_space(space: SearchSpace) -> Params:
+def _memory_band(gpu_memory_mib: float, tp_size: int) -> tuple[int, int]:
+    """(chunked-prefill-size, cuda-graph-max-bs) SGLang picks for a GPU of this much memory."""
+    gib = 1024
+    if gpu_memory_mib < 20 * gib:  # T4, RTX 4080
+        return 2048, 8
+    if gpu_memory_mib < 35 * gib:  # A10, RTX 4090/5090
+        return 2048, 24 if tp_size < 4 else 80
+    if gpu_memory_mib < 60 * gib:  # A100 40GB, L40
+        return 4096, 32 if tp_size < 4 else 160
+    if gpu_memory_mib < 160 * gib:  # H100, A100 80GB, H20, H200
+        return 8192, 256 if tp_size < 4 else 512
+    return 16384, 512  # B200, MI300
+
+
+def _mem_fraction_static(gpu_memory_mib: float, chunked_prefill_size: int, cuda_graph_max_bs: int, tp_size: int,
+                         max_prefill_tokens: int) -> float:  # fmt: skip
+    reserved = 512 + max(chunked_prefill_size if chunked_prefill_size > 0 else max_prefill_tokens, 2048) * 1.5
+    reserved += cuda_graph_max_bs * 2 + tp_size / 8 * 1024
+    if gpu_memory_mib > 60 * 1024:
+        reserved = max(reserved, 10 * 1024)
+    return round((gpu_memory_mib - reserved) / gpu_memory_mib, 3)
+
+
+def sglang_defaults(
+    gpu_memory_mib: float | None = None,
+    *,
+    tp_size: int = 1,
+    chunked_prefill_size: int | None = None,
+    cuda_graph_max_bs: int | None = None,
+) -> Params:
+    """SGLang's default for each flag users tune, on a GPU with this much memory (None: an H100 80GB).
+
+    ``chunked_prefill_size`` and ``cuda_graph_max_bs``, when given, are the values actually passed: SGLang
+    sizes its default ``mem-fraction-static`` from them.
+    """
+    memory = GPU_MEMORY_MIB["h100"] if gpu_memory_mib is None else gpu_memory_mib
+    band_chunk, band_graph = _memory_band(memory, tp_size)
+    chunk = band_chunk if chunked_prefill_size is None else chunked_prefill_size
+    graph = band_graph if cuda_graph_max_bs is None else cuda_graph_max_bs
+    fraction = _mem_fraction_static(memory, chunk, graph, tp_size, int(_FIXED["max-prefill-tokens"]))
+    return {**_FIXED, "tp-size": tp_size, "chunked-prefill-size": band_chunk, "cuda-graph-max-bs": band_graph,
+            "mem-fraction-static": fraction}  # fmt: skip
+
+
+#: the defaults on one H100 80GB
+SGLANG_DEFAULTS: Params = sglang_defaults()
+
+
+def defaults_in_space(space: SearchSpace, gpu_memory_mib: float | None = None) -> Params:
     """SGLang's default for each tuned flag that has one, moved to the nearest value the space allows.
 
     A numeric default outside a list or range becomes the nearest listed value (the smaller on a tie) or the
     nearest step of the range; a non-numeric default that is not listed is left out, as are flags without a
-    known default. The result may set only some of the space's parameters.
+    known default. The result may set only some of the space's parameters. The memory-dependent defaults are
+    those of a GPU with ``gpu_memory_mib`` (None: an H100 80GB), and ``mem-fraction-static`` is the one SGLang
+    would compute for the tensor-parallel size, chunk size and graph batch size the result sets.
     """
+    dims = {dim.name: dim for dim in space.dimensions}
     out: Params = {}
-    for dim in space.dimensions:
-        if dim.name in SGLANG_DEFAULTS:
-            value = _nearest(dim, SGLANG_DEFAULTS[dim.name])
+
+    def snap(name: str, default: ParamValue) -> ParamValue:
+        if name in dims:
+            value = _nearest(dims[name], default)
             if value is not None:
-                out[dim.name] = value
-    return out
+                out[name] = value
+                return value
+        return default
+
+    base = sglang_defaults(gpu_memory_mib)
+    tp = snap("tp-size", base["tp-size"])
+    base = sglang_defaults(gpu_memory_mib, tp_size=int(tp))
+    chunk = snap("chunked-prefill-size", base["chunked-prefill-size"])
+    graph = snap("cuda-graph-max-bs", base["cuda-graph-max-bs"])
+    passed = sglang_defaults(gpu_memory_mib, tp_size=int(tp), chunked_prefill_size=int(chunk),
+                             cuda_graph_max_bs=int(graph))  # fmt: skip
+    for name, default in passed.items():
+        if name not in out:
+            snap(name, default)
+    return {dim.name: out[dim.name] for dim in space.dimensions if dim.name in out}
 
 
 def _numeric(value: ParamValue) -> bool:

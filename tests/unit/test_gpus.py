@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from factories import result, spec
 
 from pytest_autotuner.bench.metrics import BenchResult
-from pytest_autotuner.gpus import GpuPool, detect_gpus, gpus_needed
+from pytest_autotuner.gpus import GpuPool, detect_gpus, gpu_memory_mib, gpus_needed
 from pytest_autotuner.search import Search, study_name_for
 from pytest_autotuner.session import TuningSession
 from pytest_autotuner.space import SearchSpace
@@ -26,6 +28,26 @@ def test_detection_prefers_the_spec_then_the_simulated_host_then_cuda_visible_de
     assert detect_gpus(spec(simulator={"num_gpus": 8}), "sim") == list(range(8))
     assert detect_gpus(spec(), "process", env={"CUDA_VISIBLE_DEVICES": "2,3"}) == [2, 3]
     assert detect_gpus(spec(docker={"gpus": "none"}), "docker") == []
+
+
+def test_gpu_memory_is_the_smallest_of_the_gpus_used_as_nvidia_smi_reports_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text('#!/bin/sh\n[ "$1" = "--query-gpu=index,memory.total" ] || exit 9\n'
+                    'printf "0, 81559\\n1, 143771\\n2, 143771\\n"\n')  # fmt: skip
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert gpu_memory_mib(spec(), "docker", [1, 2]) == 143771
+    assert gpu_memory_mib(spec(), "process", [0, 1]) == 81559
+    assert gpu_memory_mib(spec(), "docker", [7]) is None  # not a GPU nvidia-smi lists
+    assert gpu_memory_mib(spec(), "docker", []) is None
+    assert gpu_memory_mib(spec(simulator={"gpu": "h200"}), "sim", [0]) == 143771  # the simulated GPU's
+
+
+def test_without_nvidia_smi_gpu_memory_is_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert gpu_memory_mib(spec(), "docker", [0]) is None
 
 
 def test_the_pool_hands_out_disjoint_sets_and_takes_them_back_on_errors() -> None:

@@ -102,11 +102,21 @@ def test_bayesian_starts_from_sglangs_defaults_moved_into_the_space() -> None:
     search = make_search(s)
     calls: list[Params] = []
     TuningSession(spec=s, search=search, evaluate=synthetic_evaluate(calls)).run()
-    # tp 1, fcfs: SGLang's; mem-fraction 0.835 -> 0.85 and chunked-prefill 8192 -> 4096: the nearest allowed
+    # tp 1, fcfs: SGLang's; chunked-prefill 8192 -> 4096, the nearest allowed; with 4096 passed SGLang would use
+    # mem-fraction 0.874 on an H100, and 0.85 is the nearest allowed
     expected = {"tp-size": 1, "mem-fraction-static": 0.85, "schedule-policy": "fcfs", "chunked-prefill-size": 4096}
     assert calls[0] == expected
     first = min(search.evaluated(), key=lambda t: t.number)
     assert first.user_attrs["origin"] == "sglang_defaults"
+
+
+def test_the_defaults_are_those_of_the_gpus_memory() -> None:
+    s = spec(optimization={"max_iterations": 3, "n_initial_random": 1, "confirm_runs": 0})
+    h200 = Search(spec=s, space=SearchSpace.from_spec(s), storage=None, study_name="h200", seed=1,
+                  gpu_memory_mib=143771)  # fmt: skip
+    first = h200.propose()
+    assert first is not None and first.trial.user_attrs["origin"] == "sglang_defaults"
+    assert first.params["mem-fraction-static"] == 0.9  # 0.929 on an H200 with chunked prefill 4096
 
 
 def test_defaults_come_after_initial_configs_and_can_be_turned_off() -> None:
