@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.space import Categorical, FloatRange, IntRange
-
 if TYPE_CHECKING:
     from pytest_autotuner.space import Dimension, SearchSpace
     from pytest_autotuner.trial import Params, ParamValue
@@ -68,17 +66,19 @@ def sglang_defaults(
     tp_size: int = 1,
     chunked_prefill_size: int | None = None,
     cuda_graph_max_bs: int | None = None,
+    max_prefill_tokens: int | None = None,
 ) -> Params:
     """SGLang's default for each flag users tune, on a GPU with this much memory (None: an H100 80GB).
 
-    ``chunked_prefill_size`` and ``cuda_graph_max_bs``, when given, are the values actually passed: SGLang
-    sizes its default ``mem-fraction-static`` from them.
+    ``chunked_prefill_size``, ``cuda_graph_max_bs`` and ``max_prefill_tokens``, when given, are the values
+    actually passed: SGLang sizes its default ``mem-fraction-static`` from them.
     """
     memory = GPU_MEMORY_MIB["h100"] if gpu_memory_mib is None else gpu_memory_mib
     band_chunk, band_graph = _memory_band(memory, tp_size)
     chunk = band_chunk if chunked_prefill_size is None else chunked_prefill_size
     graph = band_graph if cuda_graph_max_bs is None else cuda_graph_max_bs
-    fraction = _mem_fraction_static(memory, chunk, graph, tp_size, int(_FIXED["max-prefill-tokens"]))
+    prefill = int(_FIXED["max-prefill-tokens"]) if max_prefill_tokens is None else max_prefill_tokens
+    fraction = _mem_fraction_static(memory, chunk, graph, tp_size, prefill)
     return {**_FIXED, "tp-size": tp_size, "chunked-prefill-size": band_chunk, "cuda-graph-max-bs": band_graph,
             "mem-fraction-static": fraction}  # fmt: skip
 
@@ -125,6 +125,8 @@ def _numeric(value: ParamValue) -> bool:
 
 
 def _nearest(dim: Dimension, default: ParamValue) -> ParamValue | None:
+    from pytest_autotuner.space import Categorical, FloatRange, IntRange  # here: the simulator needs only the table
+
     if isinstance(dim, Categorical) and any(c == default and type(c) is type(default) for c in dim.choices):
         return default  # listed as is (True == 1, but not here)
     if not _numeric(default):

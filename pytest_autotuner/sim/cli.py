@@ -121,10 +121,14 @@ def build_parser(*, raising: bool = False) -> argparse.ArgumentParser:
     return p
 
 
-def default_mem_fraction(gpu_memory_bytes: float, tp: int) -> float:
-    """SGLang's default for large GPUs (~0.835 on 80 GB at tp 1), a little higher with more GPUs."""
-    base = 0.835 if gpu_memory_bytes < 100e9 else 0.875
-    return base + (0.02 if tp >= 4 else 0.0)
+def default_mem_fraction(args: argparse.Namespace, chunked_prefill_size: int) -> float:
+    """The mem-fraction-static SGLang picks for these flags on the simulated GPU (see sglang_defaults)."""
+    from pytest_autotuner.sglang_defaults import GPU_MEMORY_MIB, sglang_defaults
+
+    defaults = sglang_defaults(GPU_MEMORY_MIB[args.sim_gpu], tp_size=args.tp_size,
+                               chunked_prefill_size=chunked_prefill_size, cuda_graph_max_bs=args.cuda_graph_max_bs,
+                               max_prefill_tokens=args.max_prefill_tokens)  # fmt: skip
+    return float(defaults["mem-fraction-static"])
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
@@ -138,7 +142,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         tp=args.tp_size,
         dp=args.dp_size,
         num_gpus=args.sim_num_gpus,
-        mem_fraction_static=args.mem_fraction_static or default_mem_fraction(gpu.memory_bytes, args.tp_size),
+        mem_fraction_static=args.mem_fraction_static or default_mem_fraction(args, chunk),
         chunked_prefill_size=chunk,
         max_prefill_tokens=args.max_prefill_tokens,
         max_running_requests=args.max_running_requests,

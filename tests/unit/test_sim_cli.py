@@ -10,7 +10,7 @@ import pytest
 from pytest_autotuner.bench.plan import BenchmarkPlan
 from pytest_autotuner.bench.scenarios import parse_scenario
 from pytest_autotuner.sim import DEFAULT_SPEEDUP, ParamError, build_parser
-from pytest_autotuner.sim.cli import params_to_argv, parse_argv
+from pytest_autotuner.sim.cli import engine_config, params_to_argv, parse_argv
 from pytest_autotuner.sim.inprocess import run_benchmark_in_process
 
 SMALL_PLAN = BenchmarkPlan((parse_scenario("D(64,8)"),), (1,), max_requests=2, warmup_requests=0)
@@ -22,6 +22,20 @@ def test_aliases_and_defaults() -> None:
     assert args.schedule_policy == "fcfs" and args.stream_interval == 1
     assert args.sim_speedup == DEFAULT_SPEEDUP == 1.0
     assert args.sim_noise == pytest.approx(0.03)
+
+
+@pytest.mark.parametrize(
+    ("argv", "fraction"),
+    [
+        ([], 0.835),  # SGLang's H100 default
+        (["--sim-gpu", "h200"], 0.907),
+        (["--chunked-prefill-size", "-1"], 0.685),  # room kept for 16,384 unchunked prefill tokens
+        (["--chunked-prefill-size", "4096"], 0.874),
+        (["--mem-fraction-static", "0.7"], 0.7),  # given: used as is
+    ],
+)
+def test_the_default_memory_fraction_is_sglangs_for_the_gpu_and_flags(argv: list[str], fraction: float) -> None:
+    assert engine_config(parse_argv(["--model-path", "Llama-3.1-8B", *argv])).mem_fraction_static == fraction
 
 
 def test_bare_flags_and_values_from_params() -> None:
