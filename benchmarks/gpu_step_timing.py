@@ -1,12 +1,12 @@
-"""Time Llama-3.1-8B forward passes on a real GPU and set them against the simulator's step-time model.
+"""Time Llama forward passes (3.1-8B or 3.2-1B shapes) on a real GPU against the simulator's step-time model.
 
 Two halves, so the GPU machine needs only PyTorch and transformers (not this package):
 
-    python benchmarks/gpu_step_timing.py measure --out timings.json    # on the GPU machine
-    python benchmarks/gpu_step_timing.py compare timings.json          # anywhere: measured vs simulated
+    python benchmarks/gpu_step_timing.py measure --out t.json [--model llama-3.2-1b]   # on the GPU machine
+    python benchmarks/gpu_step_timing.py compare t.json        # anywhere: measured vs simulated
 
-Timings taken so far are kept in benchmarks/gpu_timings/ (tests/unit/test_sim_gpu_timings.py holds the
-simulator to them).
+Timings taken so far are in benchmarks/gpu_timings/<gpu>-<model>.json; tests/unit/test_sim_gpu_timings.py holds
+the simulator to them.
 
 The weights are random (a step's time does not depend on their values). What is timed, bf16, one GPU:
 
@@ -33,15 +33,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-LLAMA_8B: dict[str, int] = {
-    "hidden_size": 4096,
-    "intermediate_size": 14336,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "vocab_size": 128256,
-    "max_position_embeddings": 131072,
-}
+#: Hugging Face config fields of the models timed, by the simulator's model key
+SHAPES: dict[str, dict[str, int]] = {
+    "llama-3.1-8b": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                     "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256},
+    "llama-3.2-1b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+                     "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256},
+}  # fmt: skip
 PREFILL_TOKENS = (128, 512, 1024, 2048, 4096, 8192)
 # (batch, context): the KV cache of the largest is 256 x 1025 x 128 KiB = 34 GB, beside 16 GB of weights
 DECODE_SHAPES = ((1, 1024), (8, 1024), (32, 1024), (64, 1024), (128, 1024), (256, 1024), (1, 8192),
@@ -68,12 +66,12 @@ def _timed(torch: Any, step: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def _primitives(torch: Any) -> dict[str, Any]:
+def _primitives(torch: Any, shape: dict[str, int]) -> dict[str, Any]:
     nbytes = 4 * 1024**3
     src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device="cuda")
     dst = torch.empty_like(src)
     copy_ms = _timed(torch, lambda: dst.copy_(src), 10)
-    h, i = LLAMA_8B["hidden_size"], LLAMA_8B["intermediate_size"]
+    h, i = shape["hidden_size"], shape["intermediate_size"]
     weight = torch.randn(2 * i, h, dtype=torch.bfloat16, device="cuda")  # the fused gate/up projection
     gemm = {}
     for tokens in GEMM_TOKENS:
@@ -102,22 +100,22 @@ def _graph_ms(torch: Any, step: Callable[[], object], repeats: int) -> float:
     return ms
 
 
-def _decode_steps(torch: Any, repeats: int) -> Iterator[dict[str, Any]]:
+def _decode_steps(torch: Any, shape: dict[str, int], repeats: int) -> Iterator[dict[str, Any]]:
     """Time one decode step per shape, built the way a serving engine runs it (not Hugging Face's forward, whose
     static-cache attention expands the KV heads and masks the whole cache: 10x slower than the weights and KV
     reads it needs, measured): fused QKV and gate/up projections, GQA attention over a contiguous KV cache as two
     batched matmuls (each K and V byte read once), RMSNorm, SiLU, logits for every sequence. Writing the new
     token's K and V (B x 2 KiB per layer) is left out."""
     f = torch.nn.functional
-    h, heads, kv_heads = LLAMA_8B["hidden_size"], LLAMA_8B["num_attention_heads"], LLAMA_8B["num_key_value_heads"]
-    inter, dim = LLAMA_8B["intermediate_size"], LLAMA_8B["hidden_size"] // LLAMA_8B["num_attention_heads"]
+    h, heads, kv_heads = shape["hidden_size"], shape["num_attention_heads"], shape["num_key_value_heads"]
+    inter, dim = shape["intermediate_size"], shape["hidden_size"] // shape["num_attention_heads"]
 
     def weight(rows: int, cols: int) -> Any:
         return torch.randn(rows, cols, device="cuda", dtype=torch.bfloat16) * 0.02
 
     layers = [(weight(h + 2 * kv_heads * dim, h), weight(h, h), weight(2 * inter, h), weight(h, inter))
-              for _ in range(LLAMA_8B["num_hidden_layers"])]  # fmt: skip
-    lm_head = weight(LLAMA_8B["vocab_size"], h)
+              for _ in range(shape["num_hidden_layers"])]  # fmt: skip
+    lm_head = weight(shape["vocab_size"], h)
     gain = torch.ones(h, device="cuda", dtype=torch.bfloat16)
     for batch, context in DECODE_SHAPES:
         row: dict[str, Any] = {"batch": batch, "context": context}
@@ -153,7 +151,7 @@ def _decode_steps(torch: Any, repeats: int) -> Iterator[dict[str, Any]]:
         torch.cuda.empty_cache()
 
 
-def measure(out: Path, repeats: int) -> None:
+def measure(out: Path, model_key: str, repeats: int) -> None:
     import torch
     import transformers
 
@@ -163,21 +161,28 @@ def measure(out: Path, repeats: int) -> None:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "cuda": torch.version.cuda,
-        "model": "Llama-3.1-8B shape, random bf16 weights",
+        "model": f"{model_key} shape, random bf16 weights",
+        "model_key": model_key,
     }
+    shape = SHAPES[model_key]
     print(f"{result['gpu']}, torch {result['torch']}, transformers {result['transformers']}", flush=True)
-    result["primitives"] = _primitives(torch)
+    result["primitives"] = _primitives(torch, shape)
     out.write_text(json.dumps(result, indent=1))
     print(f"primitives: {json.dumps(result['primitives'])}", flush=True)
 
     config = transformers.LlamaConfig(
-        **LLAMA_8B, rope_theta=500000.0, torch_dtype="bfloat16", attn_implementation="sdpa"
+        **shape,
+        max_position_embeddings=131072,
+        rope_theta=500000.0,
+        torch_dtype="bfloat16",
+        attn_implementation="sdpa",
+        tie_word_embeddings=model_key == "llama-3.2-1b",
     )
     torch.set_default_dtype(torch.bfloat16)
     with torch.device("cuda"):
         model = transformers.LlamaForCausalLM(config).eval()
     print(f"model built in {time.perf_counter() - started:.0f} s", flush=True)
-    vocab = LLAMA_8B["vocab_size"]
+    vocab = shape["vocab_size"]
 
     result["prefill"] = []
     with torch.inference_mode():
@@ -200,7 +205,7 @@ def measure(out: Path, repeats: int) -> None:
     del model
     torch.cuda.empty_cache()
     result["decode"] = []
-    for row in _decode_steps(torch, repeats):
+    for row in _decode_steps(torch, shape, repeats):
         result["decode"].append(row)
         out.write_text(json.dumps(result, indent=1))
         print(f"decode {row}", flush=True)
@@ -225,7 +230,8 @@ def simulated_cost(data: dict[str, Any]) -> Any:
     """The simulator's step cost for the timed model on the timed GPU, default flags."""
     from pytest_autotuner.sim.perf_model import MODELS, EngineConfig, StepCost
 
-    return StepCost(EngineConfig(model=MODELS["llama-3.1-8b"], gpu=_profile(data["gpu"])))
+    model = MODELS[data.get("model_key", "llama-3.1-8b")]  # the first timings were all of the 8B
+    return StepCost(EngineConfig(model=model, gpu=_profile(data["gpu"])))
 
 
 def simulated_prefill_ms(cost: Any, tokens: int) -> float:
@@ -242,12 +248,15 @@ def compare(timings: Path) -> None:
     data = json.loads(timings.read_text())
     gpu = _profile(data["gpu"])
     cost = simulated_cost(data)
-    print(f"{data['gpu']} (simulator profile {gpu.name}), torch {data['torch']}, transformers {data['transformers']}")
+    print(f"{data['model']} on {data['gpu']} (simulator profile {gpu.name})")
+    print(f"torch {data['torch']}, transformers {data['transformers']}")
     prim = data["primitives"]
     copy = prim["copy_bandwidth_gbs"]
     print(f"copy bandwidth {copy:.0f} GB/s, {copy * 1e9 / gpu.hbm_bandwidth:.2f} of the profile's "
           f"{gpu.hbm_bandwidth / 1e9:.0f} GB/s")  # fmt: skip
-    print("\nbf16 GEMM, gate/up projection (4096 -> 2 x 14336): measured vs the model's efficiency ramp")
+    shape = SHAPES[data.get("model_key", "llama-3.1-8b")]
+    print(f"\nbf16 GEMM, gate/up projection ({shape['hidden_size']} -> 2 x {shape['intermediate_size']}): "
+          "measured vs the model's efficiency ramp")  # fmt: skip
     print(f"{'tokens':>7} {'TFLOP/s':>8} {'of peak':>8} {'model':>6}")
     from pytest_autotuner.sim import perf_model
 
@@ -290,12 +299,13 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("measure", help="time forward passes on this machine's GPU (needs torch, transformers)")
     run.add_argument("--out", type=Path, required=True, help="where to write the timings (JSON)")
+    run.add_argument("--model", choices=sorted(SHAPES), default="llama-3.1-8b", help="whose shapes to time")
     run.add_argument("--repeats", type=int, default=10, help="timed calls per shape (median reported)")
     show = sub.add_parser("compare", help="print measured against simulated step times")
     show.add_argument("timings", type=Path, help="a file written by `measure`")
     args = parser.parse_args()
     if args.command == "measure":
-        measure(args.out, args.repeats)
+        measure(args.out, args.model, args.repeats)
     else:
         compare(args.timings)
     return 0
