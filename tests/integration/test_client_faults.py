@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.client_proto import ResponseHandler
 
 from pytest_autotuner.bench import client
 from pytest_autotuner.bench.client import StreamParser, new_session, paused_gc, run_benchmark, run_cell
@@ -318,6 +319,55 @@ def test_an_aiohttp_that_does_not_fit_keeps_its_protocol_and_says_so(
     assert asyncio.run(factory_name()) == "ResponseHandler"
     assert "chunks stamped in tasks" in caplog.text
     client._warn_unstamped.cache_clear()
+
+
+def test_reads_are_stamped_on_arrival_and_parsed_one_connection_per_loop_iteration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parsed: list[tuple[str, float, bytes]] = []
+
+    def record(self: client._StampingHandler, now: float, data: bytes) -> None:
+        parsed.append((self.name, now, data))  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(client._StampingHandler, "_parse", record)
+
+    async def scenario() -> list[float]:
+        loop = asyncio.get_running_loop()
+        burst = client._Burst(loop)
+        first, second = client._StampingHandler(loop, burst=burst), client._StampingHandler(loop, burst=burst)
+        first.name, second.name = "first", "second"  # type: ignore[attr-defined]
+        first.sink = second.sink = StreamParser()
+        before = time.perf_counter()
+        first.data_received(b"a")
+        second.data_received(b"b")
+        first.data_received(b"c")
+        arrived = time.perf_counter()
+        assert parsed == []  # stamped only: nothing parsed while the loop has reads to hand over
+        await asyncio.sleep(0)  # one loop iteration: the first connection's reads, in order
+        assert [(name, data) for name, _now, data in parsed] == [("first", b"a"), ("first", b"c")]
+        await asyncio.sleep(0)  # the next: the second's
+        assert [data for _name, _now, data in parsed] == [b"a", b"c", b"b"]
+        return [before, arrived]
+
+    before, arrived = asyncio.run(scenario())
+    assert all(before <= now <= arrived for _name, now, _data in parsed)  # the stamps are the arrival times
+
+
+def test_the_end_of_a_stream_parses_its_waiting_reads_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[str] = []
+    monkeypatch.setattr(client._StampingHandler, "_parse", lambda self, now, data: events.append(data.decode()))
+    monkeypatch.setattr(ResponseHandler, "eof_received", lambda self: events.append("eof"))
+
+    async def scenario() -> None:
+        handler = client._StampingHandler(asyncio.get_running_loop())
+        handler.sink = StreamParser()
+        handler.data_received(b"last")
+        handler.eof_received()
+        assert events == ["last", "eof"]  # not overtaken by the end of the stream
+        await asyncio.sleep(0)  # the scheduled parse finds nothing left
+        assert events == ["last", "eof"]
+
+    asyncio.run(scenario())
 
 
 class _Body:
