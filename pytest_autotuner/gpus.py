@@ -45,17 +45,25 @@ def detect_gpus(spec: TaskSpec, runtime: str, env: Mapping[str, str] | None = No
     visible = env.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [int(part) for part in visible.split(",") if part.strip().isdigit()]
-    if shutil.which("nvidia-smi"):
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            out = subprocess.run(
-                ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-                timeout=20,
-                check=True,
-            )
-            return [int(line) for line in out.stdout.split() if line.strip().isdigit()]
-    return []
+    rows = _query_gpus("index")
+    return [int(row[0]) for row in rows or [] if row[0].isdigit()]
+
+
+def _query_gpus(*fields: str) -> list[list[str]] | None:
+    """``nvidia-smi --query-gpu`` rows of ``fields`` (no header, no units); None without a working nvidia-smi."""
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [[cell.strip() for cell in line.split(",")] for line in out.stdout.splitlines() if line.strip()]
 
 
 def gpu_memory_mib(spec: TaskSpec, runtime: str, ids: list[int]) -> float | None:
@@ -65,18 +73,9 @@ def gpu_memory_mib(spec: TaskSpec, runtime: str, ids: list[int]) -> float | None
         from pytest_autotuner.sglang_defaults import GPU_MEMORY_MIB
 
         return GPU_MEMORY_MIB[spec.simulator.gpu]
-    if not ids or not shutil.which("nvidia-smi"):
-        return None
-    with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        )
-        sizes = {int(index): float(total) for index, total in (line.split(",") for line in out.stdout.splitlines()
-                                                               if line.strip())}  # fmt: skip
+    rows = _query_gpus("index", "memory.total") if ids else None
+    with contextlib.suppress(ValueError, IndexError):
+        sizes = {int(row[0]): float(row[1]) for row in rows or []}
         known = [sizes[i] for i in ids if i in sizes]
         return min(known) if known else None
     return None

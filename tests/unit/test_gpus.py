@@ -30,14 +30,29 @@ def test_detection_prefers_the_spec_then_the_simulated_host_then_cuda_visible_de
     assert detect_gpus(spec(docker={"gpus": "none"}), "docker") == []
 
 
-def test_gpu_memory_is_the_smallest_of_the_gpus_used_as_nvidia_smi_reports_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def fake_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An nvidia-smi on PATH listing an H100 and two H200s, for the two queries the tool makes."""
     fake = tmp_path / "nvidia-smi"
-    fake.write_text('#!/bin/sh\n[ "$1" = "--query-gpu=index,memory.total" ] || exit 9\n'
-                    'printf "0, 81559\\n1, 143771\\n2, 143771\\n"\n')  # fmt: skip
+    fake.write_text(
+        '#!/bin/sh\n[ "$2" = "--format=csv,noheader,nounits" ] || exit 9\n'
+        'case "$1" in\n'
+        '  --query-gpu=index) printf "0\\n1\\n2\\n" ;;\n'
+        '  --query-gpu=index,memory.total) printf "0, 81559\\n1, 143771\\n2, 143771\\n" ;;\n'
+        "  *) exit 9 ;;\n"
+        "esac\n"
+    )
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+
+
+@pytest.mark.usefixtures("fake_nvidia_smi")
+def test_without_cuda_visible_devices_the_gpus_are_those_nvidia_smi_lists() -> None:
+    assert detect_gpus(spec(), "docker", env={}) == [0, 1, 2]
+
+
+@pytest.mark.usefixtures("fake_nvidia_smi")
+def test_gpu_memory_is_the_smallest_of_the_gpus_used_as_nvidia_smi_reports_it() -> None:
     assert gpu_memory_mib(spec(), "docker", [1, 2]) == 143771
     assert gpu_memory_mib(spec(), "process", [0, 1]) == 81559
     assert gpu_memory_mib(spec(), "docker", [7]) is None  # not a GPU nvidia-smi lists
@@ -45,8 +60,9 @@ def test_gpu_memory_is_the_smallest_of_the_gpus_used_as_nvidia_smi_reports_it(
     assert gpu_memory_mib(spec(simulator={"gpu": "h200"}), "sim", [0]) == 143771  # the simulated GPU's
 
 
-def test_without_nvidia_smi_gpu_memory_is_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_nvidia_smi_no_gpu_and_no_memory_are_known(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
+    assert detect_gpus(spec(), "docker", env={}) == []
     assert gpu_memory_mib(spec(), "docker", [0]) is None
 
 
