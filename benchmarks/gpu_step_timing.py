@@ -100,12 +100,15 @@ def _graph_ms(torch: Any, step: Callable[[], object], repeats: int) -> float:
     return ms
 
 
-def _decode_steps(torch: Any, shape: dict[str, int], repeats: int) -> Iterator[dict[str, Any]]:
+def _decode_steps(
+    torch: Any, shape: dict[str, int], repeats: int, shapes: tuple[tuple[int, int], ...], fused: bool
+) -> Iterator[dict[str, Any]]:
     """Time one decode step per shape, built the way a serving engine runs it (not Hugging Face's forward, whose
     static-cache attention expands the KV heads and masks the whole cache: 10x slower than the weights and KV
     reads it needs, measured): fused QKV and gate/up projections, GQA attention over a contiguous KV cache as two
     batched matmuls (each K and V byte read once), RMSNorm, SiLU, logits for every sequence. Writing the new
-    token's K and V (B x 2 KiB per layer) is left out."""
+    token's K and V (B x 2 KiB per layer) is left out. ``fused``: each layer goes through ``torch.compile``, which
+    fuses the norms, activation and residual adds into a few kernels, as SGLang's own kernels do."""
     f = torch.nn.functional
     h, heads, kv_heads = shape["hidden_size"], shape["num_attention_heads"], shape["num_key_value_heads"]
     inter, dim = shape["intermediate_size"], shape["hidden_size"] // shape["num_attention_heads"]
@@ -117,8 +120,20 @@ def _decode_steps(torch: Any, shape: dict[str, int], repeats: int) -> Iterator[d
               for _ in range(shape["num_hidden_layers"])]  # fmt: skip
     lm_head = weight(shape["vocab_size"], h)
     gain = torch.ones(h, device="cuda", dtype=torch.bfloat16)
-    for batch, context in DECODE_SHAPES:
-        row: dict[str, Any] = {"batch": batch, "context": context}
+
+    def layer(hidden: Any, qkv_w: Any, o_w: Any, gate_up_w: Any, down_w: Any, k: Any, v: Any) -> Any:
+        batch = hidden.shape[0]
+        qkv = f.linear(f.rms_norm(hidden, (h,), gain), qkv_w)
+        q = qkv[:, :h].reshape(batch, kv_heads, heads // kv_heads, dim)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * dim**-0.5
+        probs = torch.softmax(scores.float(), dim=-1).to(torch.bfloat16)
+        hidden = hidden + f.linear(torch.matmul(probs, v).reshape(batch, h), o_w)
+        gate, up = f.linear(f.rms_norm(hidden, (h,), gain), gate_up_w).chunk(2, dim=-1)
+        return hidden + f.linear(f.silu(gate) * up, down_w)
+
+    run_layer = torch.compile(layer, dynamic=False) if fused else layer
+    for batch, context in shapes:
+        row: dict[str, Any] = {"batch": batch, "context": context, "fused": fused}
         try:
             cache = [(torch.randn(batch, kv_heads, context, dim, device="cuda", dtype=torch.bfloat16),
                       torch.randn(batch, kv_heads, context, dim, device="cuda", dtype=torch.bfloat16))
@@ -129,16 +144,10 @@ def _decode_steps(torch: Any, shape: dict[str, int], repeats: int) -> Iterator[d
             yield row
             continue
 
-        def step(x: Any = x, cache: Any = cache, batch: int = batch) -> object:
+        def step(x: Any = x, cache: Any = cache) -> object:
             hidden = x
-            for (qkv_w, o_w, gate_up_w, down_w), (k, v) in zip(layers, cache, strict=True):
-                qkv = f.linear(f.rms_norm(hidden, (h,), gain), qkv_w)
-                q = qkv[:, :h].reshape(batch, kv_heads, heads // kv_heads, dim)
-                scores = torch.matmul(q, k.transpose(-1, -2)) * dim**-0.5
-                probs = torch.softmax(scores.float(), dim=-1).to(torch.bfloat16)
-                hidden = hidden + f.linear(torch.matmul(probs, v).reshape(batch, h), o_w)
-                gate, up = f.linear(f.rms_norm(hidden, (h,), gain), gate_up_w).chunk(2, dim=-1)
-                hidden = hidden + f.linear(f.silu(gate) * up, down_w)
+            for weights, (k, v) in zip(layers, cache, strict=True):
+                hidden = run_layer(hidden, *weights, k, v)
             return f.linear(f.rms_norm(hidden, (h,), gain), lm_head)
 
         for key, timer in (("eager", _timed), ("graph", _graph_ms)):
@@ -151,7 +160,9 @@ def _decode_steps(torch: Any, shape: dict[str, int], repeats: int) -> Iterator[d
         torch.cuda.empty_cache()
 
 
-def measure(out: Path, model_key: str, repeats: int) -> None:
+def measure(
+    out: Path, model_key: str, repeats: int, shapes: tuple[tuple[int, int], ...] = DECODE_SHAPES, fused: bool = False
+) -> None:
     import torch
     import transformers
 
@@ -205,7 +216,7 @@ def measure(out: Path, model_key: str, repeats: int) -> None:
     del model
     torch.cuda.empty_cache()
     result["decode"] = []
-    for row in _decode_steps(torch, shape, repeats):
+    for row in _decode_steps(torch, shape, repeats, shapes, fused):
         result["decode"].append(row)
         out.write_text(json.dumps(result, indent=1))
         print(f"decode {row}", flush=True)
@@ -274,7 +285,8 @@ def compare(timings: Path) -> None:
         if "error" in row:
             print(f"        failed: {row['error']}")
 
-    print("\ndecode step (measured: an engine-style step in a CUDA graph, and eager)")
+    fused = " with layers fused by torch.compile" if any(row.get("fused") for row in data["decode"]) else ""
+    print(f"\ndecode step (measured: an engine-style step{fused} in a CUDA graph, and eager)")
     print(f"{'batch':>6} {'context':>8} {'graph ms':>9} {'eager ms':>9} {'simulated ms':>13} {'sim/graph':>9}")
     for row in data["decode"]:
         b, c = row["batch"], row["context"]
@@ -294,6 +306,13 @@ def _ratio(simulated: float, measured: float | None) -> str:
     return f"{simulated / measured:>9.2f}" if measured else f"{'-':>9}"
 
 
+def _shapes(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        return tuple((int(b), int(c)) for b, c in (part.split("x") for part in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: want BATCHxCONTEXT[,...], e.g. 1x1024,64x1024") from None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -301,11 +320,13 @@ def main() -> int:
     run.add_argument("--out", type=Path, required=True, help="where to write the timings (JSON)")
     run.add_argument("--model", choices=sorted(SHAPES), default="llama-3.1-8b", help="whose shapes to time")
     run.add_argument("--repeats", type=int, default=10, help="timed calls per shape (median reported)")
+    run.add_argument("--fused", action="store_true", help="decode layers through torch.compile (fused kernels)")
+    run.add_argument("--shapes", type=_shapes, default=DECODE_SHAPES, help="decode shapes, e.g. 1x1024,64x1024")
     show = sub.add_parser("compare", help="print measured against simulated step times")
     show.add_argument("timings", type=Path, help="a file written by `measure`")
     args = parser.parse_args()
     if args.command == "measure":
-        measure(args.out, args.model, args.repeats)
+        measure(args.out, args.model, args.repeats, args.shapes, args.fused)
     else:
         compare(args.timings)
     return 0
