@@ -2,8 +2,8 @@
 
 Two halves, so the GPU machine needs only PyTorch and transformers (not this package):
 
-    python benchmarks/gpu_step_timing.py measure --out t.json [--model llama-3.2-1b]   # on the GPU machine
-    python benchmarks/gpu_step_timing.py compare t.json        # anywhere: measured vs simulated
+    python benchmarks/gpu_step_timing.py measure --out t.json [--model llama-3.2-1b] [--fused] [--shapes 1x1024]
+    python benchmarks/gpu_step_timing.py compare t.json    # anywhere: measured vs simulated
 
 Timings taken so far are in benchmarks/gpu_timings/<gpu>-<model>.json; tests/unit/test_sim_gpu_timings.py holds
 the simulator to them.
