@@ -74,11 +74,12 @@ def gpu_memory_mib(spec: TaskSpec, runtime: str, ids: list[int]) -> float | None
 
         return GPU_MEMORY_MIB[spec.simulator.gpu]
     rows = _query_gpus("index", "memory.total") if ids else None
-    with contextlib.suppress(ValueError, IndexError):
+    try:
         sizes = {int(row[0]): float(row[1]) for row in rows or []}
-        known = [sizes[i] for i in ids if i in sizes]
-        return min(known) if known else None
-    return None
+    except (ValueError, IndexError):  # not the output asked for
+        return None
+    known = [sizes[i] for i in ids if i in sizes]
+    return min(known) if known else None
 
 
 class GpuPool:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from pytest_autotuner.space import Dimension, SearchSpace
     from pytest_autotuner.trial import Params, ParamValue
 
-__all__ = ["GPU_MEMORY_MIB", "SGLANG_DEFAULTS", "defaults_in_space", "sglang_defaults"]
+__all__ = ["GPU_MEMORY_MIB", "defaults_in_space", "sglang_defaults"]
 
 #: total memory nvidia-smi reports for the GPUs the simulator models, in MiB
 GPU_MEMORY_MIB: dict[str, float] = {"h100": 81559, "h200": 143771, "a100-80g": 81920}
@@ -83,10 +83,6 @@ def sglang_defaults(
             "mem-fraction-static": fraction}  # fmt: skip
 
 
-#: the defaults on one H100 80GB
-SGLANG_DEFAULTS: Params = sglang_defaults()
-
-
 def defaults_in_space(space: SearchSpace, gpu_memory_mib: float | None = None) -> Params:
     """SGLang's default for each tuned flag that has one, moved to the nearest value the space allows.
 
@@ -107,8 +103,7 @@ def defaults_in_space(space: SearchSpace, gpu_memory_mib: float | None = None) -
                 return value
         return default
 
-    base = sglang_defaults(gpu_memory_mib)
-    tp = snap("tp-size", base["tp-size"])
+    tp = snap("tp-size", _FIXED["tp-size"])
     base = sglang_defaults(gpu_memory_mib, tp_size=int(tp))
     chunk = snap("chunked-prefill-size", base["chunked-prefill-size"])
     graph = snap("cuda-graph-max-bs", base["cuda-graph-max-bs"])
