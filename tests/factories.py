@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pytest_autotuner.bench.metrics import BenchResult, CellMetrics, RequestRecord
+from pytest_autotuner.search import Search
+from pytest_autotuner.session import SessionResult, TuningSession
+from pytest_autotuner.space import SearchSpace
 from pytest_autotuner.spec import TaskSpec
 from pytest_autotuner.trial import Deadline, Params
 
@@ -84,3 +87,9 @@ def synthetic_evaluate(calls: list[Params] | None = None) -> Callable[[Params, D
         return result(latency_model(params))
 
     return evaluate
+
+
+def run_session(s: TaskSpec, evaluate: Callable[[Params, Deadline], BenchResult]) -> SessionResult:
+    """A whole session on an in-memory study (seed 1) with an injected evaluate."""
+    search = Search(spec=s, space=SearchSpace.from_spec(s), storage=None, study_name="unit", seed=1)
+    return TuningSession(spec=s, search=search, evaluate=evaluate).run()

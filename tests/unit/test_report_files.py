@@ -10,19 +10,13 @@ from types import SimpleNamespace
 import factories
 import pandas as pd
 import pytest
+from factories import run_session
 
 from pytest_autotuner.bench.metrics import BenchResult
 from pytest_autotuner.report import write_report
-from pytest_autotuner.search import Search
-from pytest_autotuner.session import SessionResult, TuningSession
+from pytest_autotuner.session import SessionResult
 from pytest_autotuner.space import SearchSpace
-from pytest_autotuner.spec import TaskSpec
 from pytest_autotuner.trial import Deadline, FailureClass, Params, TrialFailure
-
-
-def run_session(spec: TaskSpec, evaluate: object) -> SessionResult:
-    search = Search(spec=spec, space=SearchSpace.from_spec(spec), storage=None, study_name="unit", seed=1)
-    return TuningSession(spec=spec, search=search, evaluate=evaluate).run()  # type: ignore[arg-type]
 
 
 def oom_above_085(params: Params, deadline: Deadline) -> BenchResult:

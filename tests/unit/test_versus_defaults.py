@@ -7,27 +7,19 @@ import json
 from pathlib import Path
 
 import pytest
-from factories import latency_model, result, spec
+from factories import latency_model, result, run_session, spec
 
 from pytest_autotuner.bench.metrics import BenchResult
 from pytest_autotuner.explain import defaults_line, format_gain, summary_lines
 from pytest_autotuner.report import write_report
 from pytest_autotuner.report.plots import convergence_figure
 from pytest_autotuner.report.summary import github_step_summary
-from pytest_autotuner.search import Search
-from pytest_autotuner.session import SessionResult, TuningSession
-from pytest_autotuner.space import SearchSpace
 from pytest_autotuner.spec import TaskSpec
 from pytest_autotuner.trial import Deadline, FailureClass, Params, TrialFailure
 
 # SGLang's defaults moved into the factories' space (mem-fraction 0.85 is the nearest listed value, chunked
 # prefill 4096 the nearest to H100's 8192)
 DEFAULTS = {"tp-size": 1, "mem-fraction-static": 0.85, "schedule-policy": "fcfs", "chunked-prefill-size": 4096}
-
-
-def run(s: TaskSpec, evaluate: object) -> SessionResult:
-    search = Search(spec=s, space=SearchSpace.from_spec(s), storage=None, study_name="unit", seed=1)
-    return TuningSession(spec=s, search=search, evaluate=evaluate).run()  # type: ignore[arg-type]
 
 
 def by_latency(params: Params, deadline: Deadline) -> BenchResult:
@@ -39,7 +31,7 @@ def tuned(**optimization: object) -> TaskSpec:
 
 
 def test_every_output_says_how_much_better_the_best_is_than_the_defaults(tmp_path: Path) -> None:
-    out = run(tuned(), by_latency)
+    out = run_session(tuned(), by_latency)
     defaults = out.defaults_trial
     assert defaults is not None and defaults.number == 0 and defaults.params == DEFAULTS
     assert out.best is not None and out.best.score.objective is not None
@@ -65,7 +57,7 @@ def test_every_output_says_how_much_better_the_best_is_than_the_defaults(tmp_pat
 
 def test_for_a_maximized_objective_more_is_better() -> None:
     # throughput of the factories' cells is 100 tokens x concurrency / latency: highest where latency is lowest
-    out = run(tuned(objective="maximize_throughput"), by_latency)
+    out = run_session(tuned(objective="maximize_throughput"), by_latency)
     assert out.best is not None
     gain = latency_model(DEFAULTS) / latency_model(out.best.params) - 1
     assert gain > 0.1 and out.gain_over_defaults == pytest.approx(gain, rel=1e-6)
@@ -78,7 +70,7 @@ def test_defaults_that_fail_are_named_with_their_failure() -> None:
             raise TrialFailure(FailureClass.OOM, "CUDA out of memory. Tried to allocate 2.00 GiB\nTraceback ...")
         return result(latency_model(params))
 
-    out = run(tuned(), oom_at_085)
+    out = run_session(tuned(), oom_at_085)
     assert out.gain_over_defaults is None
     first_line = "CUDA out of memory. Tried to allocate 2.00 GiB"
     assert defaults_line(out) == f"SGLang defaults (trial #0) failed: oom ({first_line})"
@@ -88,7 +80,7 @@ def test_defaults_that_win_are_called_the_best() -> None:
     def defaults_fastest(params: Params, deadline: Deadline) -> BenchResult:
         return result(0.5 if params == DEFAULTS else latency_model(params))
 
-    out = run(tuned(), defaults_fastest)
+    out = run_session(tuned(), defaults_fastest)
     assert out.best is not None and out.best.params == DEFAULTS
     assert defaults_line(out) == "SGLang defaults (trial #0) are the best configuration found"
 
@@ -101,7 +93,7 @@ def test_gains_under_ten_percent_keep_a_decimal(gain: float, text: str) -> None:
 
 @pytest.mark.parametrize("optimization", [{"strategy": "random"}, {"start_from_defaults": False}])
 def test_without_a_defaults_trial_nothing_is_claimed(optimization: dict[str, object], tmp_path: Path) -> None:
-    out = run(tuned(**optimization), by_latency)
+    out = run_session(tuned(**optimization), by_latency)
     assert out.defaults_trial is None and out.gain_over_defaults is None and defaults_line(out) is None
     assert not [line for line in summary_lines(out, None) if "SGLang defaults" in line]
     page = write_report(out, tmp_path, runtime="sim")
