@@ -15,6 +15,7 @@ the space (``sglang_defaults.py``; user attribute ``origin``). Grid and random s
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import logging
@@ -137,6 +138,7 @@ class Search:
         self.space = space
         self.seed = seed
         self.strategy = spec.optimization.strategy
+        self._grace_period = grace_period
         self._distributions = space.distributions()
         self.study = optuna.create_study(
             study_name=study_name,
@@ -237,7 +239,7 @@ class Search:
                 if unseen is None:
                     return None
                 self.study.enqueue_trial(unseen)
-            trial = self.study.ask(self._distributions)
+            trial = self._ask()
             duplicate, admitted = self._admit(Proposal(trial, dict(trial.params)), budget)
             if not duplicate:
                 return admitted
@@ -260,16 +262,39 @@ class Search:
             return False, None
         return False, proposal
 
+    def _ask(self) -> optuna.Trial:
+        """A new trial, with a first heartbeat at once on shared storages: a trial without any is never stale, so
+        a worker killed before its trial's heartbeat thread started would leave it running for good."""
+        from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+        trial = self.study.ask(self._distributions)
+        storage = self.study._storage
+        if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage):
+            storage.record_heartbeat(trial._trial_id)
+        return trial
+
     def _fail_stale_trials(self) -> None:
-        """Trials of workers that died (shared storages with heartbeats) become FAIL and are retried once."""
+        """Trials of workers that died (shared storages with heartbeats) become FAIL and are retried once.
+
+        A worker killed inside ``ask`` leaves a running trial with neither a heartbeat nor all its parameters;
+        one still like that after the grace period is failed too (a live ``ask`` fills them in milliseconds).
+        """
         import optuna
         from optuna.storages._heartbeat import fail_stale_trials, is_heartbeat_enabled
+        from optuna.trial import TrialState
 
         if not is_heartbeat_enabled(self.study._storage):
             return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_stale_trials(self.study)
+        cutoff = datetime.datetime.now() - datetime.timedelta(seconds=self._grace_period)
+        names = set(self.space.names)
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not set(trial.params) >= names and trial.datetime_start is not None and trial.datetime_start < cutoff:
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    self.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                    logger.info("trial %d was never fully asked (its worker died); marked failed", trial.number)
 
     def heartbeat(self, proposal: Proposal) -> contextlib.AbstractContextManager[object]:
         """While a trial runs, tell a shared storage that its worker is alive (no-op for local storages)."""
@@ -284,14 +309,14 @@ class Search:
 
     def _random_unseen(self, seen: dict[str, FrozenTrial]) -> Proposal | None:
         if self.space.grid_size is None:
-            trial = self.study.ask(self._distributions)
+            trial = self._ask()
             return Proposal(trial, dict(trial.params))
         rng = random.Random(self.seed + self.n_evaluated)
         unseen = [p for p in self.space.grid() if self.space.key(p) not in seen]
         if not unseen:
             return None
         self.study.enqueue_trial(rng.choice(unseen))
-        trial = self.study.ask(self._distributions)
+        trial = self._ask()
         return Proposal(trial, dict(trial.params))
 
     def record(self, proposal: Proposal, score: TrialScore, attrs: dict[str, Any]) -> None:

@@ -133,9 +133,10 @@ def test_a_worker_killed_mid_trial_leaves_no_trial_running_after_the_grace_perio
         if not seen:
             continue
         # freeze the worker, then look again: a trial still running now is one it will never finish (a trial
-        # seen running a moment ago may have completed before the signal landed)
+        # seen running a moment ago may have completed before the signal landed); one frozen inside ``ask`` has
+        # no configuration yet to retry, so wait for a trial that has one
         victims = signal_tree(doomed.pid, signal.SIGSTOP)
-        running = [t for t in study_trials(postgres_url, task) if t.state == TrialState.RUNNING]
+        running = [t for t in study_trials(postgres_url, task) if t.state == TrialState.RUNNING and t.params]
         if not running:
             signal_tree(doomed.pid, signal.SIGCONT, victims)
     assert running, "the worker never started a trial"
@@ -152,3 +153,31 @@ def test_a_worker_killed_mid_trial_leaves_no_trial_running_after_the_grace_perio
     assert killed.state == TrialState.FAIL
     retried = [t for t in trials if t.state == TrialState.COMPLETE and t.params == killed.params]
     assert retried, "the dead worker's configuration was retried"
+
+
+def test_trials_of_a_worker_killed_before_its_heartbeat_thread_are_failed_after_the_grace_period(
+    postgres_url: str,
+) -> None:
+    """Killed right after ``ask`` (the asked trial has only the heartbeat ``ask`` records) or inside it (the trial
+    has no parameters and no heartbeat yet): another worker fails both once the grace period has passed."""
+    import optuna
+    from factories import spec
+    from optuna.trial import TrialState
+
+    from pytest_autotuner.search import Search
+    from pytest_autotuner.space import SearchSpace
+
+    s = spec(task_name=f"early-{uuid.uuid4().hex[:8]}", optimization={"max_iterations": 6, "seed": 3})
+
+    def worker() -> Search:
+        return Search(spec=s, space=SearchSpace.from_spec(s), storage=postgres_url, study_name=s.task_name, seed=3,
+                      local_storage=False, grace_period=1)  # fmt: skip
+
+    dead = worker()
+    asked = dead._ask()  # then the worker dies: no heartbeat thread, no tell
+    bare = dead.study._storage.create_new_trial(dead.study._study_id)  # died inside ask: no parameters yet
+    time.sleep(2.5)
+    assert worker().propose() is not None
+    states = {t._trial_id: t.state for t in optuna.load_study(study_name=s.task_name, storage=postgres_url).trials}
+    assert states[asked._trial_id] == TrialState.FAIL
+    assert states[bare] == TrialState.FAIL
