@@ -267,7 +267,9 @@ class Search:
         a worker killed before its trial's heartbeat thread started would leave it running for good."""
         from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 
-        trial = self.study.ask(self._distributions)
+        with warnings.catch_warnings():  # we run the heartbeat thread ourselves (``heartbeat``), not Study.optimize
+            warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+            trial = self.study.ask(self._distributions)
         storage = self.study._storage
         if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage):
             storage.record_heartbeat(trial._trial_id)
