@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from pytest_autotuner.baseline import ALPHA, compare, fingerprint, make_baseline
-from pytest_autotuner.bench.metrics import BenchResult
+from pytest_autotuner.core.baseline import ALPHA, compare, fingerprint, make_baseline
+from pytest_autotuner.core.metrics import BenchResult
+from pytest_autotuner.core.scoring import score_result
+from pytest_autotuner.core.session import Confirmation
+from pytest_autotuner.core.spec import TaskSpec
 from pytest_autotuner.evaluate import plan_from_spec
-from pytest_autotuner.scoring import score_result
-from pytest_autotuner.session import Confirmation
 from pytest_autotuner.sim.inprocess import run_benchmark_in_process
-from pytest_autotuner.spec import TaskSpec
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 PARAMS = {"chunked-prefill-size": 2048, "max-running-requests": 64}

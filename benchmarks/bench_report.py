@@ -18,14 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pytest_autotuner.bench.metrics import BenchResult, CellMetrics, RequestRecord
+from pytest_autotuner.core.metrics import BenchResult, CellMetrics, RequestRecord
+from pytest_autotuner.core.search import Search, study_name_for
+from pytest_autotuner.core.session import SessionResult, TuningSession
+from pytest_autotuner.core.space import SearchSpace
+from pytest_autotuner.core.spec import TaskSpec
+from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
 from pytest_autotuner.report import write_report
 from pytest_autotuner.report.plots import render_plots
-from pytest_autotuner.search import Search, study_name_for
-from pytest_autotuner.session import SessionResult, TuningSession
-from pytest_autotuner.space import SearchSpace
-from pytest_autotuner.spec import TaskSpec
-from pytest_autotuner.trial import Deadline, FailureClass, Params, TrialFailure
 
 SPEC: dict[str, Any] = {
     "task_name": "bench-report-200",

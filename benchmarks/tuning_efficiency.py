@@ -31,15 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_autotuner.bench.metrics import BenchResult
+from pytest_autotuner.core.metrics import BenchResult
+from pytest_autotuner.core.scoring import TrialScore, score_failure, score_result
+from pytest_autotuner.core.search import Search, default_storage_url
+from pytest_autotuner.core.session import TuningSession
+from pytest_autotuner.core.space import FloatRange, SearchSpace
+from pytest_autotuner.core.spec import RangeParam, TaskSpec
+from pytest_autotuner.core.trial import Deadline, FailureClass, Params, ParamValue, TrialFailure
 from pytest_autotuner.evaluate import plan_from_spec
-from pytest_autotuner.scoring import TrialScore, score_failure, score_result
-from pytest_autotuner.search import Search, default_storage_url
-from pytest_autotuner.session import TuningSession
 from pytest_autotuner.sim import run_benchmark_in_process
-from pytest_autotuner.space import FloatRange, SearchSpace
-from pytest_autotuner.spec import RangeParam, TaskSpec
-from pytest_autotuner.trial import Deadline, FailureClass, Params, ParamValue, TrialFailure
 
 STRATEGIES = ("grid", "random", "bayesian")
 STARTUP_FAILURES = {"oom", "kv_cache_oom", "invalid_parallelism"}

@@ -6,15 +6,15 @@ import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.bench.plan import BenchmarkPlan
-from pytest_autotuner.bench.scenarios import parse_scenario
-from pytest_autotuner.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.plan import BenchmarkPlan
+from pytest_autotuner.core.scenarios import parse_scenario
+from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
 
 if TYPE_CHECKING:
-    from pytest_autotuner.bench.metrics import BenchResult
+    from pytest_autotuner.core.metrics import BenchResult
+    from pytest_autotuner.core.session import EvaluateFn
+    from pytest_autotuner.core.spec import TaskSpec
     from pytest_autotuner.runtimes.base import Runtime
-    from pytest_autotuner.session import EvaluateFn
-    from pytest_autotuner.spec import TaskSpec
 
 __all__ = ["make_evaluate", "plan_from_spec"]
 

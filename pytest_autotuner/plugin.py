@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_autotuner.baseline import BaselineComparison
+    from pytest_autotuner.core.baseline import BaselineComparison
+    from pytest_autotuner.core.session import SessionResult, TrialEvent, TuningSession
+    from pytest_autotuner.core.spec import TaskSpec
     from pytest_autotuner.runtimes import Runtime
-    from pytest_autotuner.session import SessionResult, TrialEvent, TuningSession
-    from pytest_autotuner.spec import TaskSpec
 
 RUNTIME_CHOICES = ("docker", "process", "sim")
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
@@ -171,7 +171,7 @@ class SpecFile(pytest.File):
     """A tuning spec file; collects one TuningItem."""
 
     def collect(self) -> Iterator[pytest.Item]:
-        from pytest_autotuner.spec import SpecError, load_spec
+        from pytest_autotuner.core.spec import SpecError, load_spec
 
         try:
             spec = load_spec(self.path)
@@ -209,14 +209,15 @@ class TuningItem(pytest.Item):
         return spec, runtime, seed
 
     def runtest(self) -> None:
-        from pytest_autotuner.baseline import baseline_path, load_baseline
+        from pytest_autotuner.core.baseline import baseline_path, load_baseline
+        from pytest_autotuner.core.gpu_pool import GpuPool
+        from pytest_autotuner.core.search import Search, default_storage_url, study_name_for
+        from pytest_autotuner.core.session import TuningSession
+        from pytest_autotuner.core.space import SearchSpace
         from pytest_autotuner.evaluate import make_evaluate, plan_from_spec
-        from pytest_autotuner.explain import explain_baseline, explain_failure
-        from pytest_autotuner.gpus import GpuPool, detect_gpus, gpu_memory_mib
+        from pytest_autotuner.report.text import explain_baseline, explain_failure
         from pytest_autotuner.runtimes import RuntimeUnavailable, create_runtime
-        from pytest_autotuner.search import Search, default_storage_url, study_name_for
-        from pytest_autotuner.session import TuningSession
-        from pytest_autotuner.space import SearchSpace
+        from pytest_autotuner.runtimes.gpus import detect_gpus, gpu_memory_mib
 
         spec, runtime_kind, seed = self._effective_spec()
         report_dir = report_dir_of(self.config)
@@ -286,7 +287,7 @@ class TuningItem(pytest.Item):
             raise AutotuneFailure("\n\n".join(problems))
 
     def _fingerprint(self, result: SessionResult, runtime_kind: str, runtime: Any) -> dict[str, Any]:
-        from pytest_autotuner.baseline import fingerprint
+        from pytest_autotuner.core.baseline import fingerprint
 
         digest = str(getattr(runtime, "image_digest", "") or "")
         return fingerprint(result.spec, runtime_kind, result.server_info, image_digest=digest)
@@ -294,7 +295,7 @@ class TuningItem(pytest.Item):
     def _compare_baseline(
         self, session: TuningSession, result: SessionResult, baseline: dict[str, Any], path: Path, runtime: Any
     ) -> BaselineComparison:
-        from pytest_autotuner.baseline import compare
+        from pytest_autotuner.core.baseline import compare
 
         assert result.best is not None
         spec = result.spec
@@ -336,7 +337,7 @@ class TuningItem(pytest.Item):
         if not result.passed or result.best is None:
             self._say(f"{result.spec.task_name}: baseline NOT updated: the session did not pass its SLOs")
             return
-        from pytest_autotuner.baseline import make_baseline, write_baseline
+        from pytest_autotuner.core.baseline import make_baseline, write_baseline
 
         wanted = result.spec.regression.baseline_runs
         if len(result.best.runs) < wanted:  # a baseline is a long-lived reference: measure it well
@@ -374,7 +375,7 @@ class TuningItem(pytest.Item):
             reporter.write_line(line)
 
     def _progress(self, event: TrialEvent, objective: str) -> None:
-        from pytest_autotuner.explain import progress_line
+        from pytest_autotuner.report.text import progress_line
 
         self._say(progress_line(event, objective))
 
@@ -423,7 +424,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     results = config.stash.get(_results_key, None)
     if not results:
         return
-    from pytest_autotuner.explain import summary_lines
+    from pytest_autotuner.report.text import summary_lines
 
     terminalreporter.section("autotune summary")
     for result, report_path in results:

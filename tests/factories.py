@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pytest_autotuner.bench.metrics import BenchResult, CellMetrics, RequestRecord
-from pytest_autotuner.search import Search
-from pytest_autotuner.session import SessionResult, TuningSession
-from pytest_autotuner.space import SearchSpace
-from pytest_autotuner.spec import TaskSpec
-from pytest_autotuner.trial import Deadline, Params
+from pytest_autotuner.core.metrics import BenchResult, CellMetrics, RequestRecord
+from pytest_autotuner.core.search import Search
+from pytest_autotuner.core.session import SessionResult, TuningSession
+from pytest_autotuner.core.space import SearchSpace
+from pytest_autotuner.core.spec import TaskSpec
+from pytest_autotuner.core.trial import Deadline, Params
 
 
 def cell(

@@ -64,13 +64,13 @@ try:  # 4x faster on the per-chunk path when available; the stdlib parser otherw
 except ImportError:  # pragma: no cover
     from json import loads as _json_loads  # type: ignore[assignment,unused-ignore]
 
-from pytest_autotuner.bench.metrics import BenchResult, CellMetrics, RequestRecord
 from pytest_autotuner.bench.prompts import PromptFactory
-from pytest_autotuner.trial import Deadline, FailureClass, TrialFailure
+from pytest_autotuner.core.metrics import BenchResult, CellMetrics, RequestRecord
+from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
 
 if TYPE_CHECKING:
-    from pytest_autotuner.bench.plan import BenchmarkPlan
-    from pytest_autotuner.bench.scenarios import Scenario
+    from pytest_autotuner.core.plan import BenchmarkPlan
+    from pytest_autotuner.core.scenarios import Scenario
     from pytest_autotuner.runtimes.base import Endpoint
 
 __all__ = ["StampingConnector", "StreamParser", "new_session", "paused_gc", "run_benchmark", "run_cell"]

@@ -11,14 +11,14 @@ from dataclasses import asdict, dataclass, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest_autotuner
-from pytest_autotuner.explain import defaults_line
-from pytest_autotuner.space import SearchSpace
+from pytest_autotuner.core.space import SearchSpace
+from pytest_autotuner.report.text import defaults_line
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from pytest_autotuner.scoring import SloCheck
-    from pytest_autotuner.session import SessionResult, TrialRecord
+    from pytest_autotuner.core.scoring import SloCheck
+    from pytest_autotuner.core.session import SessionResult, TrialRecord
 
 __all__ = [
     "CELL_COLUMNS",

@@ -11,7 +11,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_autotuner.explain import defaults_line, describe_params, format_gain, format_objective
 from pytest_autotuner.report.data import (
     baseline_view,
     environment,
@@ -19,11 +18,12 @@ from pytest_autotuner.report.data import (
     results_summary,
     trials_frame,
 )
+from pytest_autotuner.report.text import defaults_line, describe_params, format_gain, format_objective
 
 if TYPE_CHECKING:
     import jinja2
 
-    from pytest_autotuner.session import SessionResult
+    from pytest_autotuner.core.session import SessionResult
 
 __all__ = ["render_report", "write_index", "write_report"]
 

@@ -33,7 +33,7 @@ from pytest_autotuner.report.data import (
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from pytest_autotuner.session import SessionResult, TrialRecord
+    from pytest_autotuner.core.session import SessionResult, TrialRecord
 
 __all__ = ["PlotImage", "render_plots", "strategy_comparison_plot"]
 

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.explain import describe_params, format_gain, format_objective
 from pytest_autotuner.report.data import baseline_view
+from pytest_autotuner.report.text import describe_params, format_gain, format_objective
 
 if TYPE_CHECKING:
-    from pytest_autotuner.session import SessionResult
+    from pytest_autotuner.core.session import SessionResult
 
 __all__ = ["append_step_summary", "github_step_summary"]
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from pytest_autotuner.runtimes.base import Endpoint, Runtime, server_argv
 
 if TYPE_CHECKING:
-    from pytest_autotuner.spec import TaskSpec
+    from pytest_autotuner.core.spec import TaskSpec
 
 __all__ = ["RUNTIME_KINDS", "Endpoint", "Runtime", "RuntimeUnavailable", "create_runtime", "server_argv"]
 

@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pytest_autotuner.trial import Deadline, FailureClass, ParamValue, TrialFailure
+from pytest_autotuner.core.trial import Deadline, FailureClass, ParamValue, TrialFailure
 
 __all__ = [
     "SECRET_ENV_VARS",

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_autotuner.core.trial import Deadline, FailureClass, ParamValue, TrialFailure
 from pytest_autotuner.runtimes.base import (
     SECRET_ENV_VARS,
     Endpoint,
@@ -40,13 +41,12 @@ from pytest_autotuner.runtimes.base import (
     tail_lines,
     wait_until_ready,
 )
-from pytest_autotuner.trial import Deadline, FailureClass, ParamValue, TrialFailure
 
 if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.containers import Container
 
-    from pytest_autotuner.spec import TaskSpec
+    from pytest_autotuner.core.spec import TaskSpec
 
 __all__ = [
     "LABEL_HOST",

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from pytest_autotuner.core.trial import Deadline, ParamValue, TrialFailure
 from pytest_autotuner.runtimes.base import (
     Endpoint,
     classify_startup_failure,
@@ -21,7 +22,6 @@ from pytest_autotuner.runtimes.base import (
     tail_lines,
     wait_until_ready,
 )
-from pytest_autotuner.trial import Deadline, ParamValue, TrialFailure
 
 __all__ = ["ProcessRuntime", "free_port"]
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from pytest_autotuner.runtimes.process import ProcessRuntime
 
 if TYPE_CHECKING:
-    from pytest_autotuner.spec import SimulatorSettings
+    from pytest_autotuner.core.spec import SimulatorSettings
 
 __all__ = ["SimRuntime"]
 

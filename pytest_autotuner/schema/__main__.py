@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pytest_autotuner.spec import spec_json_schema
+from pytest_autotuner.core.spec import spec_json_schema
 
 if __name__ == "__main__":
     target = Path(__file__).with_name("tuning-spec.schema.json")

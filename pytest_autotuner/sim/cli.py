@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from pytest_autotuner.sim.perf_model import GPUS, EngineConfig, MemoryPlan, lookup_model
 
 if TYPE_CHECKING:
-    from pytest_autotuner.trial import ParamValue
+    from pytest_autotuner.core.trial import ParamValue
 
 __all__ = [
     "DEFAULT_SPEEDUP",
@@ -123,7 +123,7 @@ def build_parser(*, raising: bool = False) -> argparse.ArgumentParser:
 
 def default_mem_fraction(args: argparse.Namespace, chunked_prefill_size: int) -> float:
     """The mem-fraction-static SGLang picks for these flags on the simulated GPU (see sglang_defaults)."""
-    from pytest_autotuner.sglang_defaults import GPU_MEMORY_MIB, sglang_defaults
+    from pytest_autotuner.core.sglang_defaults import GPU_MEMORY_MIB, sglang_defaults
 
     defaults = sglang_defaults(GPU_MEMORY_MIB[args.sim_gpu], tp_size=args.tp_size,
                                chunked_prefill_size=chunked_prefill_size, cuda_graph_max_bs=args.cuda_graph_max_bs,

@@ -9,17 +9,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pytest_autotuner.bench.metrics import BenchResult, CellMetrics, RequestRecord
+from pytest_autotuner.core.metrics import BenchResult, CellMetrics, RequestRecord
+from pytest_autotuner.core.trial import FailureClass, TrialFailure
 from pytest_autotuner.sim.cli import engine_config, params_to_argv, parse_argv, server_info
 from pytest_autotuner.sim.perf_model import StartupFailure, plan_memory
 from pytest_autotuner.sim.scheduler import Scheduler, SimRequest, stream_chunk_sizes
-from pytest_autotuner.trial import FailureClass, TrialFailure
 
 if TYPE_CHECKING:
-    from pytest_autotuner.bench.plan import BenchmarkPlan
-    from pytest_autotuner.bench.scenarios import Scenario
+    from pytest_autotuner.core.plan import BenchmarkPlan
+    from pytest_autotuner.core.scenarios import Scenario
+    from pytest_autotuner.core.trial import ParamValue
     from pytest_autotuner.sim.perf_model import EngineConfig, MemoryPlan
-    from pytest_autotuner.trial import ParamValue
 
 __all__ = ["FAILURE_CLASSES", "run_benchmark_in_process", "simulate_requests"]
 

@@ -19,11 +19,11 @@ from aiohttp.client_proto import ResponseHandler
 
 from pytest_autotuner.bench import client
 from pytest_autotuner.bench.client import StreamParser, new_session, paused_gc, run_benchmark, run_cell
-from pytest_autotuner.bench.metrics import CellMetrics
-from pytest_autotuner.bench.plan import BenchmarkPlan
-from pytest_autotuner.bench.scenarios import parse_scenario
+from pytest_autotuner.core.metrics import CellMetrics
+from pytest_autotuner.core.plan import BenchmarkPlan
+from pytest_autotuner.core.scenarios import parse_scenario
+from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
 from pytest_autotuner.runtimes.base import Endpoint
-from pytest_autotuner.trial import Deadline, FailureClass, TrialFailure
 
 
 @dataclass

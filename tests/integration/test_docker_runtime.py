@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
 from pytest_autotuner.runtimes.docker import (
     LABEL_HOST,
     LABEL_PID,
@@ -32,7 +33,6 @@ from pytest_autotuner.runtimes.docker import (
     DockerOptions,
     DockerRuntime,
 )
-from pytest_autotuner.trial import Deadline, FailureClass, TrialFailure
 
 pytestmark = pytest.mark.slow
 
@@ -303,8 +303,8 @@ def test_a_missing_image_with_pull_never_names_the_image_and_the_fix(client: Any
 
 
 def test_a_crash_during_the_benchmark_is_classified_crashed(client: Any) -> None:
-    from pytest_autotuner.bench.plan import BenchmarkPlan
-    from pytest_autotuner.bench.scenarios import parse_scenario
+    from pytest_autotuner.core.plan import BenchmarkPlan
+    from pytest_autotuner.core.scenarios import parse_scenario
     from pytest_autotuner.evaluate import make_evaluate
 
     runtime = make_runtime("--sim-crash-after", "3")
@@ -381,7 +381,7 @@ _docker.DockerRuntime.from_spec = classmethod(_with_settings)
 
 def write_specs(pytester: pytest.Pytester, *specs: dict[str, Any]) -> None:
     """Spec files; the docker section goes to a conftest.py while spec.py does not know it yet."""
-    from pytest_autotuner.spec import TaskSpec
+    from pytest_autotuner.core.spec import TaskSpec
 
     folder = pytester.path / "tuning_specs"
     folder.mkdir(exist_ok=True)

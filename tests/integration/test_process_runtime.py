@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from processes import descendants
 
-from pytest_autotuner.bench.plan import BenchmarkPlan
-from pytest_autotuner.bench.scenarios import parse_scenario
+from pytest_autotuner.core.plan import BenchmarkPlan
+from pytest_autotuner.core.scenarios import parse_scenario
+from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
 from pytest_autotuner.evaluate import make_evaluate
 from pytest_autotuner.runtimes.process import ProcessRuntime
-from pytest_autotuner.trial import Deadline, FailureClass, TrialFailure
 
 pytestmark = pytest.mark.slow
 

@@ -16,12 +16,12 @@ import factories
 import pytest
 from integration.cdp import find_chromium, headless_chromium, load_page
 
-from pytest_autotuner.bench.metrics import BenchResult
+from pytest_autotuner.core.metrics import BenchResult
+from pytest_autotuner.core.search import Search
+from pytest_autotuner.core.session import SessionResult, TuningSession
+from pytest_autotuner.core.space import SearchSpace
+from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
 from pytest_autotuner.report import write_index, write_report
-from pytest_autotuner.search import Search
-from pytest_autotuner.session import SessionResult, TuningSession
-from pytest_autotuner.space import SearchSpace
-from pytest_autotuner.trial import Deadline, FailureClass, Params, TrialFailure
 
 SCRIPT_PAYLOAD = "<script>window.__pwned=1</script>"
 ATTR_PAYLOAD = '"><img src=x onerror="window.__pwned=2">'

@@ -164,8 +164,8 @@ def test_trials_of_a_worker_killed_before_its_heartbeat_thread_are_failed_after_
     from factories import spec
     from optuna.trial import TrialState
 
-    from pytest_autotuner.search import Search
-    from pytest_autotuner.space import SearchSpace
+    from pytest_autotuner.core.search import Search
+    from pytest_autotuner.core.space import SearchSpace
 
     s = spec(task_name=f"early-{uuid.uuid4().hex[:8]}", optimization={"max_iterations": 6, "seed": 3})
 

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+from processes import SimProcess
 
 from pytest_autotuner.bench.client import run_benchmark
-from pytest_autotuner.bench.plan import BenchmarkPlan
-from pytest_autotuner.bench.scenarios import parse_scenario
+from pytest_autotuner.core.plan import BenchmarkPlan
+from pytest_autotuner.core.scenarios import parse_scenario
 from pytest_autotuner.runtimes.base import Endpoint
 from pytest_autotuner.sim import DEFAULT_SPEEDUP
-from tests.integration.test_sim_server import SimProcess
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pytest_autotuner.bench.client import StreamParser
-from pytest_autotuner.bench.metrics import BenchResult, CellMetrics, RequestRecord, summarize
+from pytest_autotuner.core.metrics import BenchResult, CellMetrics, RequestRecord, summarize
 
 
 def sse(*objs: Any, done: bool = True) -> bytes:

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from factories import result, spec
 
-from pytest_autotuner.bench.metrics import BenchResult
-from pytest_autotuner.gpus import GpuPool, detect_gpus, gpu_memory_mib, gpus_needed
-from pytest_autotuner.search import Search, study_name_for
-from pytest_autotuner.session import TuningSession
-from pytest_autotuner.space import SearchSpace
-from pytest_autotuner.trial import Deadline, Params
+from pytest_autotuner.core.gpu_pool import GpuPool, gpus_needed
+from pytest_autotuner.core.metrics import BenchResult
+from pytest_autotuner.core.search import Search, study_name_for
+from pytest_autotuner.core.session import TuningSession
+from pytest_autotuner.core.space import SearchSpace
+from pytest_autotuner.core.trial import Deadline, Params
+from pytest_autotuner.runtimes.gpus import detect_gpus, gpu_memory_mib
 
 
 def test_gpus_needed_is_tp_times_dp() -> None:

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from factories import run_session
 
-from pytest_autotuner.bench.metrics import BenchResult
+from pytest_autotuner.core.metrics import BenchResult
+from pytest_autotuner.core.session import SessionResult
+from pytest_autotuner.core.space import SearchSpace
+from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
 from pytest_autotuner.report import write_report
-from pytest_autotuner.session import SessionResult
-from pytest_autotuner.space import SearchSpace
-from pytest_autotuner.trial import Deadline, FailureClass, Params, TrialFailure
 
 
 def oom_above_085(params: Params, deadline: Deadline) -> BenchResult:

@@ -8,14 +8,14 @@ from pathlib import Path
 import factories
 import pytest
 
-from pytest_autotuner.bench.metrics import BenchResult
+from pytest_autotuner.core.metrics import BenchResult
+from pytest_autotuner.core.search import Search
+from pytest_autotuner.core.session import SessionResult, TuningSession
+from pytest_autotuner.core.space import SearchSpace
+from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
 from pytest_autotuner.report import append_step_summary, github_step_summary, write_index, write_report
 from pytest_autotuner.report.data import param_importances, pareto_front
 from pytest_autotuner.report.plots import convergence_figure
-from pytest_autotuner.search import Search
-from pytest_autotuner.session import SessionResult, TuningSession
-from pytest_autotuner.space import SearchSpace
-from pytest_autotuner.trial import Deadline, FailureClass, Params, TrialFailure
 
 
 def oom_above_085(params: Params, deadline: Deadline) -> BenchResult:

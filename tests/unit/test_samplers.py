@@ -7,9 +7,9 @@ import optuna
 import pytest
 from factories import spec
 
-from pytest_autotuner.samplers import best_unseen, config_key, grid_candidates, make_sampler, startup_trials
-from pytest_autotuner.search import CONSTRAINT_KEY
-from pytest_autotuner.space import SearchSpace
+from pytest_autotuner.core.samplers import best_unseen, config_key, grid_candidates, make_sampler, startup_trials
+from pytest_autotuner.core.search import CONSTRAINT_KEY
+from pytest_autotuner.core.space import SearchSpace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

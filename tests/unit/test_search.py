@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from factories import spec, synthetic_evaluate
 
-from pytest_autotuner.search import Search, default_storage_url, study_name_for
-from pytest_autotuner.session import TuningSession
-from pytest_autotuner.space import SearchSpace
-from pytest_autotuner.trial import Params
+from pytest_autotuner.core.search import Search, default_storage_url, study_name_for
+from pytest_autotuner.core.session import TuningSession
+from pytest_autotuner.core.space import SearchSpace
+from pytest_autotuner.core.trial import Params
 
 
 def make_search(s, storage: str | None = None, seed: int = 1) -> Search:

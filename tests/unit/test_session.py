@@ -7,11 +7,11 @@ import time
 
 from factories import latency_model, result, spec, synthetic_evaluate
 
-from pytest_autotuner.bench.metrics import BenchResult
-from pytest_autotuner.search import Search, study_name_for
-from pytest_autotuner.session import TuningSession
-from pytest_autotuner.space import SearchSpace
-from pytest_autotuner.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.metrics import BenchResult
+from pytest_autotuner.core.search import Search, study_name_for
+from pytest_autotuner.core.session import TuningSession
+from pytest_autotuner.core.space import SearchSpace
+from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
 
 
 def session(s, evaluate, **kwargs):

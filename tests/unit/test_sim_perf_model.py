@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_autotuner.bench.plan import BenchmarkPlan
-from pytest_autotuner.bench.scenarios import parse_scenario
+from pytest_autotuner.core.plan import BenchmarkPlan
+from pytest_autotuner.core.scenarios import parse_scenario
+from pytest_autotuner.core.trial import FailureClass, TrialFailure
 from pytest_autotuner.sim import GPUS, EngineConfig, StartupFailure, lookup_model, plan_memory
 from pytest_autotuner.sim.inprocess import run_benchmark_in_process
-from pytest_autotuner.trial import FailureClass, TrialFailure
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from pytest_autotuner.bench.plan import BenchmarkPlan
-from pytest_autotuner.bench.scenarios import parse_scenario
+from pytest_autotuner.core.plan import BenchmarkPlan
+from pytest_autotuner.core.scenarios import parse_scenario
 from pytest_autotuner.sim.inprocess import run_benchmark_in_process
 from pytest_autotuner.sim.scheduler import stream_chunk_sizes
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_autotuner.spec import SpecError, TaskSpec, load_spec, spec_json_schema
+from pytest_autotuner.core.spec import SpecError, TaskSpec, load_spec, spec_json_schema
 
 SEED_SHORT = {
     "optimization": {"strategy": "bayesian", "objective": "minimize_latency", "max_iterations": 50},

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from factories import latency_model, result, run_session, spec
 
-from pytest_autotuner.bench.metrics import BenchResult
-from pytest_autotuner.explain import defaults_line, format_gain, summary_lines
+from pytest_autotuner.core.metrics import BenchResult
+from pytest_autotuner.core.spec import TaskSpec
+from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
 from pytest_autotuner.report import write_report
 from pytest_autotuner.report.plots import convergence_figure
 from pytest_autotuner.report.summary import github_step_summary
-from pytest_autotuner.spec import TaskSpec
-from pytest_autotuner.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.report.text import defaults_line, format_gain, summary_lines
 
 # SGLang's defaults moved into the factories' space (mem-fraction 0.85 is the nearest listed value, chunked
 # prefill 4096 the nearest to H100's 8192)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.baseline import ALPHA
-from pytest_autotuner.scoring import OBJECTIVE_METRICS
+from pytest_autotuner.core.baseline import ALPHA
+from pytest_autotuner.core.scoring import OBJECTIVE_METRICS
 
 if TYPE_CHECKING:
-    from pytest_autotuner.baseline import BaselineComparison
-    from pytest_autotuner.scoring import SloCheck
-    from pytest_autotuner.session import SessionResult, TrialEvent
-    from pytest_autotuner.trial import Params
+    from pytest_autotuner.core.baseline import BaselineComparison
+    from pytest_autotuner.core.scoring import SloCheck
+    from pytest_autotuner.core.session import SessionResult, TrialEvent
+    from pytest_autotuner.core.trial import Params
 
 __all__ = [
     "defaults_line",

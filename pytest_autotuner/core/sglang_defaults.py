@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pytest_autotuner.space import Dimension, SearchSpace
-    from pytest_autotuner.trial import Params, ParamValue
+    from pytest_autotuner.core.space import Dimension, SearchSpace
+    from pytest_autotuner.core.trial import Params, ParamValue
 
 __all__ = ["GPU_MEMORY_MIB", "defaults_in_space", "sglang_defaults"]
 
@@ -120,7 +120,11 @@ def _numeric(value: ParamValue) -> bool:
 
 
 def _nearest(dim: Dimension, default: ParamValue) -> ParamValue | None:
-    from pytest_autotuner.space import Categorical, FloatRange, IntRange  # here: the simulator needs only the table
+    from pytest_autotuner.core.space import (  # here: the simulator needs only the table
+        Categorical,
+        FloatRange,
+        IntRange,
+    )
 
     if isinstance(dim, Categorical) and any(c == default and type(c) is type(default) for c in dim.choices):
         return default  # listed as is (True == 1, but not here)

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from optuna.study import Study
     from optuna.trial import FrozenTrial
 
-    from pytest_autotuner.space import SearchSpace
-    from pytest_autotuner.spec import Optimization
+    from pytest_autotuner.core.space import SearchSpace
+    from pytest_autotuner.core.spec import Optimization
 
 __all__ = ["EXHAUSTIVE_LIMIT", "make_sampler", "startup_trials"]
 

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from pytest_autotuner.bench.scenarios import ScenarioError, parse_scenario
+from pytest_autotuner.core.scenarios import ScenarioError, parse_scenario
 
 __all__ = [
     "OBJECTIVES",

@@ -16,11 +16,11 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.trial import FailureClass
+from pytest_autotuner.core.trial import FailureClass
 
 if TYPE_CHECKING:
-    from pytest_autotuner.bench.metrics import BenchResult, CellMetrics
-    from pytest_autotuner.spec import Optimization, Slo
+    from pytest_autotuner.core.metrics import BenchResult, CellMetrics
+    from pytest_autotuner.core.spec import Optimization, Slo
 
 __all__ = [
     "OBJECTIVE_METRICS",

@@ -31,9 +31,9 @@ import numpy as np
 from pytest_autotuner import __version__
 
 if TYPE_CHECKING:
-    from pytest_autotuner.bench.metrics import BenchResult, CellMetrics
-    from pytest_autotuner.session import Confirmation
-    from pytest_autotuner.spec import TaskSpec
+    from pytest_autotuner.core.metrics import BenchResult, CellMetrics
+    from pytest_autotuner.core.session import Confirmation
+    from pytest_autotuner.core.spec import TaskSpec
 
 __all__ = [
     "ALPHA",

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pytest_autotuner.bench.scenarios import Scenario
+from pytest_autotuner.core.scenarios import Scenario
 
 __all__ = ["BenchmarkPlan"]
 

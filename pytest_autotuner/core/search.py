@@ -26,17 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_autotuner.samplers import make_sampler
-from pytest_autotuner.sglang_defaults import defaults_in_space
-from pytest_autotuner.trial import Params
+from pytest_autotuner.core.samplers import make_sampler
+from pytest_autotuner.core.sglang_defaults import defaults_in_space
+from pytest_autotuner.core.trial import Params
 
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-    from pytest_autotuner.scoring import TrialScore
-    from pytest_autotuner.space import SearchSpace
-    from pytest_autotuner.spec import TaskSpec
+    from pytest_autotuner.core.scoring import TrialScore
+    from pytest_autotuner.core.space import SearchSpace
+    from pytest_autotuner.core.spec import TaskSpec
 
 __all__ = ["CONSTRAINT_KEY", "Proposal", "Search", "default_storage_url", "study_name_for"]
 

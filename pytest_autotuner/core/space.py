@@ -10,8 +10,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.spec import RangeParam, TaskSpec
-from pytest_autotuner.trial import Params, ParamValue
+from pytest_autotuner.core.spec import RangeParam, TaskSpec
+from pytest_autotuner.core.trial import Params, ParamValue
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution

@@ -18,16 +18,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_autotuner.bench.metrics import BenchResult
-from pytest_autotuner.gpus import GpuPool, gpus_needed
-from pytest_autotuner.scoring import SloCheck, TrialScore, score_failure, score_result
-from pytest_autotuner.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.gpu_pool import GpuPool, gpus_needed
+from pytest_autotuner.core.metrics import BenchResult
+from pytest_autotuner.core.scoring import SloCheck, TrialScore, score_failure, score_result
+from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
-    from pytest_autotuner.search import Proposal, Search
-    from pytest_autotuner.spec import TaskSpec
+    from pytest_autotuner.core.search import Proposal, Search
+    from pytest_autotuner.core.spec import TaskSpec
 
 __all__ = ["Confirmation", "EvaluateFn", "SessionResult", "TrialEvent", "TrialRecord", "TuningSession"]
 

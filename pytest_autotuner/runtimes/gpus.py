@@ -1,33 +1,17 @@
-"""The runner's GPUs as a pool: trials take the device ids they need (tp x dp) and always give them back."""
+"""The runner's GPUs: device ids (spec, CUDA_VISIBLE_DEVICES or nvidia-smi) and their memory."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.trial import ParamValue
-
 if TYPE_CHECKING:
-    from pytest_autotuner.spec import TaskSpec
+    from pytest_autotuner.core.spec import TaskSpec
 
-__all__ = ["GpuPool", "detect_gpus", "gpu_memory_mib", "gpus_needed"]
-
-
-def gpus_needed(params: Mapping[str, ParamValue]) -> int:
-    """GPUs one server needs: tensor parallel x data parallel size (SGLang flags ``tp-size``/``dp-size``)."""
-
-    def size(*names: str) -> int:
-        for name in names:
-            if name in params:
-                return int(params[name])
-        return 1
-
-    return size("tp-size", "tp") * size("dp-size", "dp")
+__all__ = ["detect_gpus", "gpu_memory_mib"]
 
 
 def detect_gpus(spec: TaskSpec, runtime: str, env: Mapping[str, str] | None = None) -> list[int]:
@@ -70,7 +54,7 @@ def gpu_memory_mib(spec: TaskSpec, runtime: str, ids: list[int]) -> float | None
     """Total memory of the smallest of the GPUs ``ids``, in MiB, as SGLang sees it (it sizes some defaults by it);
     the simulated GPU's for the simulator; None when unknown (no GPU, or no nvidia-smi)."""
     if runtime == "sim":
-        from pytest_autotuner.sglang_defaults import GPU_MEMORY_MIB
+        from pytest_autotuner.core.sglang_defaults import GPU_MEMORY_MIB
 
         return GPU_MEMORY_MIB[spec.simulator.gpu]
     rows = _query_gpus("index", "memory.total") if ids else None
@@ -80,41 +64,3 @@ def gpu_memory_mib(spec: TaskSpec, runtime: str, ids: list[int]) -> float | None
         return None
     known = [sizes[i] for i in ids if i in sizes]
     return min(known) if known else None
-
-
-class GpuPool:
-    """Hands out disjoint sets of device ids; a trial blocks until enough are free."""
-
-    def __init__(self, ids: list[int]) -> None:
-        self.ids = list(ids)
-        self._free = list(ids)
-        self._changed = threading.Condition()
-
-    @property
-    def total(self) -> int:
-        return len(self.ids)
-
-    @property
-    def free(self) -> int:
-        with self._changed:
-            return len(self._free)
-
-    @contextlib.contextmanager
-    def acquire(self, count: int, *, cancelled: threading.Event | None = None) -> Iterator[tuple[int, ...]]:
-        """The lowest ``count`` free ids, held for the duration of the block (released on every exit path)."""
-        if count > self.total:
-            raise ValueError(f"{count} GPUs requested but the pool has {self.total}")
-        with self._changed:
-            while len(self._free) < count:
-                if cancelled is not None and cancelled.is_set():
-                    raise InterruptedError("cancelled while waiting for GPUs")
-                self._changed.wait(0.2)
-            taken = tuple(sorted(self._free)[:count])
-            for device in taken:
-                self._free.remove(device)
-        try:
-            yield taken
-        finally:
-            with self._changed:
-                self._free.extend(taken)
-                self._changed.notify_all()

@@ -1,0 +1,61 @@
+"""GPUs as a pool: trials take the device ids they need (tp x dp) and always give them back."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping
+
+from pytest_autotuner.core.trial import ParamValue
+
+__all__ = ["GpuPool", "gpus_needed"]
+
+
+def gpus_needed(params: Mapping[str, ParamValue]) -> int:
+    """GPUs one server needs: tensor parallel x data parallel size (SGLang flags ``tp-size``/``dp-size``)."""
+
+    def size(*names: str) -> int:
+        for name in names:
+            if name in params:
+                return int(params[name])
+        return 1
+
+    return size("tp-size", "tp") * size("dp-size", "dp")
+
+
+class GpuPool:
+    """Hands out disjoint sets of device ids; a trial blocks until enough are free."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = list(ids)
+        self._free = list(ids)
+        self._changed = threading.Condition()
+
+    @property
+    def total(self) -> int:
+        return len(self.ids)
+
+    @property
+    def free(self) -> int:
+        with self._changed:
+            return len(self._free)
+
+    @contextlib.contextmanager
+    def acquire(self, count: int, *, cancelled: threading.Event | None = None) -> Iterator[tuple[int, ...]]:
+        """The lowest ``count`` free ids, held for the duration of the block (released on every exit path)."""
+        if count > self.total:
+            raise ValueError(f"{count} GPUs requested but the pool has {self.total}")
+        with self._changed:
+            while len(self._free) < count:
+                if cancelled is not None and cancelled.is_set():
+                    raise InterruptedError("cancelled while waiting for GPUs")
+                self._changed.wait(0.2)
+            taken = tuple(sorted(self._free)[:count])
+            for device in taken:
+                self._free.remove(device)
+        try:
+            yield taken
+        finally:
+            with self._changed:
+                self._free.extend(taken)
+                self._changed.notify_all()
