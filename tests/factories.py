@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pytest_autotuner.core.metrics import BenchResult, CellMetrics, RequestRecord
-from pytest_autotuner.core.search import Search
-from pytest_autotuner.core.session import SessionResult, TuningSession
-from pytest_autotuner.core.space import SearchSpace
 from pytest_autotuner.core.spec import TaskSpec
+from pytest_autotuner.core.task import TaskOptions, TaskOutcome, run_task
 from pytest_autotuner.core.trial import Deadline, Params
 
 
@@ -89,7 +87,6 @@ def synthetic_evaluate(calls: list[Params] | None = None) -> Callable[[Params, D
     return evaluate
 
 
-def run_session(s: TaskSpec, evaluate: Callable[[Params, Deadline], BenchResult]) -> SessionResult:
-    """A whole session on an in-memory study (seed 1) with an injected evaluate."""
-    search = Search(spec=s, space=SearchSpace.from_spec(s), storage=None, study_name="unit", seed=1)
-    return TuningSession(spec=s, search=search, evaluate=evaluate).run()
+def run_session(s: TaskSpec, evaluate: Callable[[Params, Deadline], BenchResult], **options: object) -> TaskOutcome:
+    """A whole tuning item on an in-memory study (seed 1) with an injected evaluate."""
+    return run_task(s, TaskOptions(seed=1, study_name="unit", **options), evaluate, None)  # type: ignore[arg-type]

@@ -1,34 +1,38 @@
-"""Regression baselines: record the confirmed best next to its spec, compare later runs with it.
+"""Regression baselines: the recorded reference of a confirmed best, and the comparison of a later run with it.
 
 A metric regressed when it got worse by more than the tolerance (default 10%) AND the change is statistically
 significant: both conditions, as asv does. Magnitude alone flags noise; significance alone flags shifts too
 small to matter. A baseline is recorded from ``regression.baseline_runs`` (default 5) confirmation runs.
 
-Significance is a one-sided two-sample t-test on per-run values (each confirmation run is one server launch),
-Holm-adjusted over all (metric, cell) tests of the comparison, at ``ALPHA`` = 0.05. The run is the independent
-unit: requests within one run share that launch's conditions (the simulator's default run-to-run noise is ~3%,
-and real servers vary from launch to launch too), so a rank
-test over pooled requests would be overconfident: it called an unchanged rerun a regression with p = 5e-8.
-The magnitude is measured on the pooled samples. A first comparison in which any metric is worse beyond the
-tolerance, significant or not, is *ambiguous*: the caller adds one confirmation run and compares again, and
-that answer is final (a regression must show twice, so one unlucky run does not fail a build).
+Significance is ``stats.p_worse`` on per-run values (each confirmation run is one server launch), Holm-adjusted
+over all (metric, cell) tests of the comparison, at ``ALPHA`` = 0.05. The run is the independent unit: requests
+within one run share that launch's conditions, so a rank test over pooled requests would be overconfident (it
+called an unchanged rerun a regression with p = 5e-8). The magnitude is measured on the pooled samples. A first
+comparison in which any metric is worse beyond the tolerance, significant or not, is *ambiguous*: the caller adds
+one confirmation run and compares again, and that answer is final (a regression must show twice, so one unlucky
+run does not fail a build).
 
-Compared: the objective's metric and every SLO metric, in every (scenario, load) cell.
+Compared: the objective's metric and every SLO metric, in every cell (matched on its ``CellKey``).
+
+This module is pure: the document is parsed and built here; reading and writing the file is the plugin's
+(``pytest_autotuner.baseline_file``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import json
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pytest_autotuner import __version__
+from pytest_autotuner.core.plan import CellKey
+from pytest_autotuner.core.scoring import OBJECTIVE_METRICS
+from pytest_autotuner.core.stats import ALPHA, holm, p_worse
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.metrics import BenchResult, CellMetrics
@@ -38,105 +42,164 @@ if TYPE_CHECKING:
 __all__ = [
     "ALPHA",
     "FINGERPRINT_KEYS",
+    "Baseline",
     "BaselineComparison",
     "MetricChange",
-    "baseline_path",
     "compare",
     "fingerprint",
-    "load_baseline",
     "make_baseline",
-    "write_baseline",
+    "parse_baseline",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 adds cells' request_rate; format 1 files (closed loop only) read the same
+_READABLE_FORMATS = (1, FORMAT_VERSION)
 #: Fingerprint fields that must match for a comparison to mean something (tool version and date need not).
-FINGERPRINT_KEYS = ("runtime", "image", "image_digest", "model", "gpu", "gpu_count", "driver", "sglang_version")
+#: The simulator's speed-up, noise, GPU and performance-model version change what it measures, so they count.
+FINGERPRINT_KEYS = (
+    "runtime",
+    "image",
+    "image_digest",
+    "model",
+    "gpu",
+    "gpu_count",
+    "driver",
+    "sglang_version",
+    "sim_speedup",
+    "sim_noise",
+    "sim_model_version",
+)
 _SAMPLE_METRICS = ("ttft", "tpot", "e2e")
 
 
-def baseline_path(spec_path: Path) -> Path:
-    """``tuning_specs/<stem>.baseline.json`` next to the spec."""
-    stem = spec_path.name.split(".")[0]
-    return spec_path.with_name(f"{stem}.baseline.json")
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def fingerprint(spec: TaskSpec, runtime: str, server_info: dict[str, Any], *, image_digest: str = "") -> dict[str, Any]:
-    """What the numbers depend on besides the flags: where and on what they were measured."""
-    if runtime == "sim":
-        gpu, count, image = f"sim-{spec.simulator.gpu}", spec.simulator.num_gpus, ""
+class RunRecord(_Strict):
+    """One confirmation run of one cell: raw per-request samples (seconds) and the run's throughput."""
+
+    ttft: list[float]
+    tpot: list[float]
+    e2e: list[float]
+    output_throughput: float
+
+
+class BaselineCell(_Strict):
+    scenario: str
+    concurrency: int = Field(ge=0)
+    request_rate: float | None = Field(None, gt=0)
+    label: str = ""
+    runs: list[RunRecord]
+
+    @property
+    def key(self) -> CellKey:
+        return CellKey(self.scenario, self.concurrency, self.request_rate)
+
+
+class Baseline(_Strict):
+    """The committed record of a confirmed best: ``tuning_specs/<stem>.baseline.json``."""
+
+    format: int = FORMAT_VERSION
+    task_name: str
+    created: str
+    objective: str
+    objective_value: float | None
+    best_params: dict[str, bool | int | float | str]
+    runs: int = Field(ge=1)
+    fingerprint: dict[str, Any]
+    cells: list[BaselineCell]
+
+    def cell(self, key: CellKey) -> BaselineCell | None:
+        return next((c for c in self.cells if c.key == key), None)
+
+
+def parse_baseline(document: Any, where: str) -> Baseline:
+    """The baseline in ``document`` (parsed JSON); ValueError naming ``where``, the field and the value."""
+    if not isinstance(document, dict) or document.get("format") not in _READABLE_FORMATS:
+        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise ValueError(
+            f"{where}: not a baseline this version reads (format {found!r}; readable: "
+            f"{', '.join(map(str, _READABLE_FORMATS))}); re-record it with --autotune-update-baseline"
+        )
+    try:
+        return Baseline.model_validate(document)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(document)"
+        value = repr(first.get("input"))[:80]
+        raise ValueError(
+            f"{where}: `{field}` = {value}: {first['msg']} ({err.error_count()} problem(s)); "
+            "fix the file or re-record it with --autotune-update-baseline"
+        ) from None
+
+
+def fingerprint(spec: TaskSpec, runtime: Mapping[str, str], server_info: Mapping[str, Any]) -> dict[str, Any]:
+    """What the numbers depend on besides the flags: where and on what they were measured.
+
+    ``runtime``: the runtime's own facts (``runtime``, ``image``, ``image_digest``); ``server_info``: what the
+    server said about itself (``/server_info``) in the confirmation runs.
+    """
+    kind = runtime.get("runtime", spec.runtime)
+    sim = kind == "sim"
+    if sim:
+        gpu, count = f"sim-{server_info.get('sim_gpu') or spec.simulator.gpu}", spec.simulator.num_gpus
     else:
         gpu = str(server_info.get("gpu_name", "")) or "unknown"
         count = len(spec.gpus) if spec.gpus else int(server_info.get("gpu_count", 0) or 0)
-        image = spec.runtime_image_tag if runtime == "docker" else ""
     return {
-        "runtime": runtime,
-        "image": image,
-        "image_digest": image_digest,
+        "runtime": kind,
+        "image": runtime.get("image", ""),
+        "image_digest": runtime.get("image_digest", ""),
         "model": spec.model.id_or_path if spec.model else "",
         "gpu": gpu,
         "gpu_count": count,
         "driver": str(server_info.get("driver_version", "")),
         "sglang_version": str(server_info.get("version", "")),
+        "sim_speedup": _text(server_info.get("sim_speedup")) if sim else "",
+        "sim_noise": _text(server_info.get("sim_noise")) if sim else "",
+        "sim_model_version": _text(server_info.get("sim_model_version")) if sim else "",
         "tool_version": __version__,
     }
 
 
-def _run_record(cell: CellMetrics) -> dict[str, Any]:
-    record: dict[str, Any] = {m: [round(float(v), 6) for v in cell.samples(m)] for m in _SAMPLE_METRICS}
-    record["output_throughput"] = round(cell.output_throughput, 3)
-    return record
+def _text(value: Any) -> str:
+    return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _cells_by_key(runs: list[BenchResult]) -> dict[tuple[str, int], list[CellMetrics]]:
-    by_key: dict[tuple[str, int], list[CellMetrics]] = {}
+def _run_record(cell: CellMetrics) -> RunRecord:
+    samples = {m: [round(float(v), 6) for v in cell.samples(m)] for m in _SAMPLE_METRICS}
+    return RunRecord(**samples, output_throughput=round(cell.output_throughput, 3))
+
+
+def _cells_by_key(runs: Sequence[BenchResult]) -> dict[CellKey, list[CellMetrics]]:
+    by_key: dict[CellKey, list[CellMetrics]] = {}
     for run in runs:
         for cell in run.cells:
-            by_key.setdefault((cell.scenario, cell.concurrency), []).append(cell)
+            by_key.setdefault(cell.key, []).append(cell)
     return by_key
 
 
-def make_baseline(spec: TaskSpec, best: Confirmation, fp: dict[str, Any]) -> dict[str, Any]:
-    """The baseline document for a confirmed best configuration."""
-    return {
-        "format": FORMAT_VERSION,
-        "task_name": spec.task_name,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "objective": spec.optimization.objective,
-        "objective_value": best.score.objective,
-        "best_params": best.params,
-        "runs": len(best.runs),
-        "fingerprint": fp,
-        "cells": [
-            {
-                "scenario": scenario,
-                "concurrency": concurrency,
-                "label": cells[0].label,
-                "runs": [_run_record(cell) for cell in cells],
-            }
-            for (scenario, concurrency), cells in _cells_by_key(best.runs).items()
+def make_baseline(spec: TaskSpec, best: Confirmation, fp: dict[str, Any]) -> Baseline:
+    """The baseline of a confirmed best configuration."""
+    return Baseline(
+        task_name=spec.task_name,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        objective=spec.optimization.objective,
+        objective_value=best.score.objective,
+        best_params=dict(best.params),
+        runs=len(best.runs),
+        fingerprint=fp,
+        cells=[
+            BaselineCell(
+                scenario=key.scenario,
+                concurrency=key.concurrency,
+                request_rate=key.rate,
+                label=key.label,
+                runs=[_run_record(cell) for cell in cells],
+            )
+            for key, cells in _cells_by_key(best.runs).items()
         ],
-    }
-
-
-def write_baseline(path: Path, document: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(document, indent=1) + "\n")
-    tmp.replace(path)  # atomic: a crash never leaves half a baseline
-
-
-def load_baseline(path: Path) -> dict[str, Any] | None:
-    """The baseline document, None when there is none; ValueError naming the file when it is unreadable."""
-    if not path.exists():
-        return None
-    try:
-        document = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}); fix or delete it") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT_VERSION or "cells" not in document:
-        raise ValueError(
-            f"{path}: not a baseline of format {FORMAT_VERSION}; re-record it with --autotune-update-baseline"
-        )
-    return document
+    )
 
 
 @dataclass(frozen=True)
@@ -144,7 +207,7 @@ class MetricChange:
     """One metric in one cell, baseline against now."""
 
     metric: str  # e.g. "e2e p90", "output_throughput"
-    cell: str
+    cell: CellKey
     baseline: float
     now: float
     change: float  # relative, signed: +0.15 = 15% higher
@@ -166,18 +229,30 @@ class MetricChange:
         """Worse beyond the tolerance, significant or not: worth one more run before deciding."""
         return self.worse > self.tolerance
 
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "cell": self.cell.label,
+            "baseline": self.baseline,
+            "now": self.now,
+            "change": self.change,
+            "worse": self.worse,
+            "p_value": self.p_value,
+            "p_value_better": self.p_value_better,
+            "tolerance": self.tolerance,
+            "regressed": self.regressed,
+            "improved": self.improved,
+        }
 
-ALPHA = 0.05
 
-
-@dataclass
+@dataclass(frozen=True)
 class BaselineComparison:
-    """The verdict of comparing a confirmed best with the recorded baseline."""
+    """The confirmed best against the recorded baseline (or why they were not compared)."""
 
     path: str
-    changes: list[MetricChange] = field(default_factory=list)
-    skipped_reason: str = ""  # fingerprint mismatch or no baseline
-    fingerprint_mismatch: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    changes: tuple[MetricChange, ...] = ()
+    skipped_reason: str = ""  # fingerprint mismatch
+    fingerprint_mismatch: tuple[tuple[str, Any, Any], ...] = ()  # (field, recorded, now)
     extra_run: bool = False
 
     @property
@@ -217,22 +292,9 @@ class BaselineComparison:
             "regressed": self.regressed,
             "summary": self.summary,
             "extra_run": self.extra_run,
-            "fingerprint_mismatch": {k: list(v) for k, v in self.fingerprint_mismatch.items()},
-            "changes": [{**c.__dict__, "regressed": c.regressed, "improved": c.improved} for c in self.changes],
+            "fingerprint_mismatch": {k: [a, b] for k, a, b in self.fingerprint_mismatch},
+            "changes": [c.as_dict() for c in self.changes],
         }
-
-
-def _p_worse(base: list[float], now: list[float], higher_is_worse: bool) -> float:
-    """One-sided Welch t-test p-value for 'now is worse than base' over per-run values (NaN below 2 runs)."""
-    from scipy.stats import ttest_ind
-
-    if len(base) < 2 or len(now) < 2:
-        return math.nan
-    if np.std(base) == 0 and np.std(now) == 0:  # noise-free: the change is certain when there is one
-        return 0.0 if (np.mean(now) > np.mean(base)) == higher_is_worse and np.mean(now) != np.mean(base) else 1.0
-    alternative = "greater" if higher_is_worse else "less"
-    # pooled variance: both sides are launches of one configuration, and df = n1 + n2 - 2 matters at n ~ 3
-    return float(ttest_ind(now, base, equal_var=True, alternative=alternative).pvalue)
 
 
 def _stat(values: list[float], statistic: str) -> float:
@@ -243,77 +305,62 @@ def _stat(values: list[float], statistic: str) -> float:
     return float(np.percentile(values, float(statistic.removeprefix("p"))))
 
 
-def _values(runs: list[dict[str, Any]], metric: str, statistic: str) -> tuple[float, list[float]]:
+def _values(runs: list[RunRecord], metric: str, statistic: str) -> tuple[float, list[float]]:
     """(pooled value, per-run values) of a metric from run records."""
     if metric == "output_throughput":
-        per_run = [float(r["output_throughput"]) for r in runs]
+        per_run = [r.output_throughput for r in runs]
         return float(np.mean(per_run)), per_run
-    pooled = [v for r in runs for v in r[metric]]
-    return _stat(pooled, statistic), [_stat(r[metric], statistic) for r in runs]
+    pooled = [v for r in runs for v in getattr(r, metric)]
+    return _stat(pooled, statistic), [_stat(getattr(r, metric), statistic) for r in runs]
+
+
+def compared_metrics(spec: TaskSpec) -> list[tuple[str, str]]:
+    """(metric, statistic) pairs a comparison covers: the objective's, then every SLO's."""
+    metric = OBJECTIVE_METRICS[spec.optimization.objective][0]
+    metrics = [(metric, "run" if metric == "output_throughput" else "mean")]
+    if spec.slo:
+        metrics += [(m, s) for m, s, _limit in spec.slo.checks() if (m, s) not in metrics]
+    return metrics
 
 
 def compare(
-    baseline: dict[str, Any],
+    baseline: Baseline,
     spec: TaskSpec,
     best: Confirmation,
-    fp: dict[str, Any],
+    fp: Mapping[str, Any],
     *,
     path: str,
-    tolerance: float = 0.10,
-    tolerances: dict[str, float] | None = None,
+    extra_run: bool = False,
 ) -> BaselineComparison:
-    """Compare the confirmed best with the baseline document (pure: no I/O)."""
-    recorded = baseline.get("fingerprint", {})
-    mismatch = {k: (recorded.get(k), fp.get(k)) for k in FINGERPRINT_KEYS if recorded.get(k) != fp.get(k)}
+    """Compare the confirmed best with the baseline (pure: no I/O)."""
+    recorded = baseline.fingerprint
+    mismatch = tuple((k, recorded.get(k), fp.get(k)) for k in FINGERPRINT_KEYS if recorded.get(k) != fp.get(k))
     if mismatch:
-        fields = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in mismatch.items())
+        fields = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in mismatch)
         return BaselineComparison(
             path, skipped_reason=f"fingerprint differs from {path} ({fields})", fingerprint_mismatch=mismatch
         )
-    tolerances = tolerances or {}
-    base_cells = {(c["scenario"], c["concurrency"]): c for c in baseline["cells"]}
-    metrics: list[tuple[str, str]] = []  # (metric, statistic)
-    if spec.optimization.objective == "maximize_throughput":
-        metrics.append(("output_throughput", "run"))
-    else:
-        objective_metric = {"minimize_latency": "e2e", "minimize_ttft": "ttft", "minimize_tpot": "tpot"}
-        metrics.append((objective_metric[spec.optimization.objective], "mean"))
-    if spec.slo:
-        metrics += [(m, s) for m, s, _limit in spec.slo.checks() if (m, s) not in metrics]
-    verdict = BaselineComparison(path)
+    tolerance, tolerances = spec.regression.tolerance, spec.regression.metrics
+    changes: list[MetricChange] = []
     for key, cells in _cells_by_key(best.runs).items():
-        base = base_cells.get(key)
+        base = baseline.cell(key)
         if base is None:
             continue
         now_runs = [_run_record(cell) for cell in cells]
-        for metric, statistic in metrics:
+        for metric, statistic in compared_metrics(spec):
             name = metric if statistic == "run" else f"{metric} {statistic}"
             tol = tolerances.get(name, tolerances.get(metric, tolerance))
             higher_is_worse = metric != "output_throughput"
-            before, before_runs = _values(base["runs"], metric, statistic)
+            before, before_runs = _values(base.runs, metric, statistic)
             now, now_per_run = _values(now_runs, metric, statistic)
             change = (now - before) / before if before else 0.0
             worse = change if higher_is_worse else -change
-            p = _p_worse(before_runs, now_per_run, higher_is_worse)
-            verdict.changes.append(MetricChange(name, cells[0].label, before, now, change, worse, p, tol))
-    worse_p = _holm([c.p_value for c in verdict.changes])
-    better_p = _holm([1.0 - c.p_value for c in verdict.changes])  # the complementary one-sided tests
-    verdict.changes = [
-        dataclasses.replace(c, p_value=pw, p_value_better=pb)
-        for c, pw, pb in zip(verdict.changes, worse_p, better_p, strict=True)
-    ]
-    return verdict
-
-
-def _holm(p_values: list[float]) -> list[float]:
-    """Holm-adjusted p-values: every metric in every cell is a test, so the family-wise error stays at ALPHA."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: (math.isnan(p_values[i]), p_values[i]))
-    adjusted = [math.nan] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        if math.isnan(p_values[i]):
-            continue
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
+            p = p_worse(before_runs, now_per_run, higher_is_worse=higher_is_worse)
+            changes.append(MetricChange(name, key, before, now, change, worse, p, tol))
+    worse_p = holm([c.p_value for c in changes])
+    better_p = holm([1.0 - c.p_value for c in changes])  # the complementary one-sided tests
+    adjusted = tuple(
+        MetricChange(c.metric, c.cell, c.baseline, c.now, c.change, c.worse, pw, c.tolerance, pb)
+        for c, pw, pb in zip(changes, worse_p, better_p, strict=True)
+    )
+    return BaselineComparison(path, adjusted, extra_run=extra_run)

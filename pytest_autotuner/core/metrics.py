@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from pytest_autotuner.core.plan import CellKey
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -25,8 +27,10 @@ __all__ = [
     "LATENCY_METRICS",
     "BenchResult",
     "CellMetrics",
+    "CellSummary",
     "RequestRecord",
     "Summary",
+    "json_safe",
     "summarize",
 ]
 
@@ -143,9 +147,12 @@ class CellMetrics:
     _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
+    def key(self) -> CellKey:
+        return CellKey(self.scenario, self.concurrency, self.request_rate)
+
+    @property
     def label(self) -> str:
-        load = f"rate={self.request_rate:g}/s" if self.request_rate else f"c={self.concurrency}"
-        return f"{self.scenario} {load}"
+        return self.key.label
 
     @property
     def ok_records(self) -> list[RequestRecord]:
@@ -216,6 +223,7 @@ class CellMetrics:
     def as_dict(self) -> dict[str, Any]:
         """Plain aggregates (no raw samples) for reports and JSON."""
         return {
+            "label": self.label,
             "scenario": self.scenario,
             "concurrency": self.concurrency,
             "request_rate": self.request_rate,
@@ -231,6 +239,62 @@ class CellMetrics:
         }
 
 
+@dataclass(frozen=True)
+class CellSummary:
+    """A cell's aggregates as a trial stores them (``CellMetrics.as_dict()``, without raw samples), read back."""
+
+    key: CellKey
+    requests: int
+    completed: int
+    incomplete: int
+    duration: float
+    output_throughput: float
+    error_rate: float
+    latency: Mapping[str, Mapping[str, float]]  # metric -> statistic -> seconds (NaN when unknown)
+
+    @property
+    def label(self) -> str:
+        return self.key.label
+
+    def value(self, metric: str, statistic: str = "mean") -> float:
+        """``output_throughput``/``error_rate``, or a latency metric's statistic; NaN when unknown."""
+        if metric in ("output_throughput", "error_rate"):
+            return float(getattr(self, metric))
+        return float(self.latency.get(metric, {}).get(statistic, math.nan))
+
+    @classmethod
+    def from_dict(cls, cell: Mapping[str, Any]) -> CellSummary:
+        def number(value: Any) -> float:
+            return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+
+        latency: dict[str, dict[str, float]] = {
+            m: {str(k): number(v) for k, v in stats.items()}
+            for m in LATENCY_METRICS
+            if isinstance(stats := cell.get(m), dict)
+        }
+        return cls(
+            key=CellKey.from_dict(cell),
+            requests=int(cell.get("requests") or 0),
+            completed=int(cell.get("completed") or 0),
+            incomplete=int(cell.get("incomplete") or 0),
+            duration=number(cell.get("duration")),
+            output_throughput=number(cell.get("output_throughput")),
+            error_rate=number(cell.get("error_rate")),
+            latency=latency,
+        )
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities are not JSON: they become None, recursively (for storages, results.json, reports)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 @dataclass
 class BenchResult:
     """The cells of one benchmark run (one server configuration), plus what the server said about itself."""
@@ -238,11 +302,11 @@ class BenchResult:
     cells: list[CellMetrics]
     server_info: dict[str, Any] = field(default_factory=dict)
 
-    def cell(self, scenario: str, concurrency: int) -> CellMetrics:
+    def cell(self, key: CellKey) -> CellMetrics:
         for cell in self.cells:
-            if cell.scenario == scenario and cell.concurrency == concurrency:
+            if cell.key == key:
                 return cell
-        raise KeyError((scenario, concurrency))
+        raise KeyError(key)
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per request, with its cell's scenario and concurrency."""
@@ -255,6 +319,7 @@ class BenchResult:
                     {
                         "scenario": cell.scenario,
                         "concurrency": cell.concurrency,
+                        "request_rate": cell.request_rate,
                         "send_time": r.send_time,
                         "ttft": r.ttft,
                         "tpot": r.tpot,
@@ -270,10 +335,10 @@ class BenchResult:
     @staticmethod
     def merge(results: Sequence[BenchResult]) -> BenchResult:
         """Pool repeat runs of one configuration: records of the same cell are concatenated."""
-        by_key: dict[tuple[str, int], CellMetrics] = {}
+        by_key: dict[CellKey, CellMetrics] = {}
         for result in results:
             for cell in result.cells:
-                key = (cell.scenario, cell.concurrency)
+                key = cell.key
                 if key not in by_key:
                     by_key[key] = CellMetrics(cell.scenario, cell.concurrency, 0.0, [], cell.request_rate)
                 merged = by_key[key]

@@ -8,7 +8,29 @@ from typing import Any, Literal
 
 from pytest_autotuner.core.scenarios import Scenario
 
-__all__ = ["BenchmarkPlan"]
+__all__ = ["BenchmarkPlan", "CellKey"]
+
+
+@dataclass(frozen=True)
+class CellKey:
+    """Which cell of a plan: a scenario under one load. Closed loop has ``concurrency`` > 0 and no rate; open
+    loop (Poisson arrivals) has ``concurrency`` 0 and a ``rate``. Every cell carries its key; merging, baselines,
+    the report and results.json match cells on it, so two rates (both concurrency 0) never pool."""
+
+    scenario: str
+    concurrency: int
+    rate: float | None = None
+
+    @property
+    def label(self) -> str:
+        load = f"rate={self.rate:g}/s" if self.rate else f"c={self.concurrency}"
+        return f"{self.scenario} {load}"
+
+    @classmethod
+    def from_dict(cls, cell: Mapping[str, Any]) -> CellKey:
+        """The key of a stored cell (``CellMetrics.as_dict()``, a baseline cell)."""
+        rate = cell.get("request_rate")
+        return cls(str(cell.get("scenario")), int(cell.get("concurrency") or 0), float(rate) if rate else None)
 
 
 @dataclass(frozen=True)
@@ -29,7 +51,7 @@ class BenchmarkPlan:
     tokenizer: str | None = None  # local tokenizer directory for exact prompt lengths
 
     def cells(self) -> list[tuple[Scenario, int, float | None]]:
-        """(scenario, concurrency, request_rate) of every cell, closed loop first."""
+        """(scenario, concurrency, request_rate) of every cell, closed loop first (``CellKey`` order)."""
         out: list[tuple[Scenario, int, float | None]] = [
             (s, c, None) for s in self.scenarios for c in self.concurrencies
         ]

@@ -9,8 +9,8 @@ with two changes that matter for tuning spaces, which are mostly small and discr
   fallback is where most failures after the random start phase came from. Here TPE's own candidates (drawn
   from the model of good trials) are ranked by its acquisition ``l(x) / g(x)`` and the best unseen one wins;
   when every candidate was seen, the acquisition is maximised over all unseen grid points instead.
-- The random start phase is capped at a tenth of a finite space (at least 2 trials), so a small space is not
-  mostly explored at random.
+- Unless the spec sets ``n_initial_random``, the random start phase is 5 trials capped at a tenth of a finite
+  space (at least 2), so a small space is not mostly explored at random. An explicit value is used as given.
 """
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.space import SearchSpace
     from pytest_autotuner.core.spec import Optimization
 
-__all__ = ["EXHAUSTIVE_LIMIT", "make_sampler", "startup_trials"]
+__all__ = ["DEFAULT_STARTUP", "EXHAUSTIVE_LIMIT", "make_sampler", "startup_trials"]
 
 #: Finite spaces up to this many points are scanned exhaustively when TPE's candidates were all seen:
 #: evaluating the two Parzen estimators on 20k points takes a few ms.
 EXHAUSTIVE_LIMIT = 20_000
+DEFAULT_STARTUP = 5  # the seed's n_initial_random
 _STARTUP_FRACTION = 0.1
 _MIN_STARTUP = 2
 _N_EI_CANDIDATES = 48  # Optuna's 24 leaves too few unseen candidates once TPE concentrates
@@ -42,12 +43,14 @@ _N_EI_CANDIDATES = 48  # Optuna's 24 leaves too few unseen candidates once TPE c
 _FEASIBILITY_WEIGHT = 2.0
 
 
-def startup_trials(n_initial_random: int, grid_size: int | None) -> int:
-    """Random trials before TPE: the spec's value, capped at a tenth of a finite space (at least 2)."""
-    if grid_size is None:
+def startup_trials(n_initial_random: int | None, grid_size: int | None) -> int:
+    """Random trials before TPE: the spec's value when it sets one; else the default, capped at a tenth of a
+    finite space (at least 2)."""
+    if n_initial_random is not None:
         return n_initial_random
-    cap = max(_MIN_STARTUP, math.ceil(_STARTUP_FRACTION * grid_size))
-    return min(n_initial_random, cap)
+    if grid_size is None:
+        return DEFAULT_STARTUP
+    return min(DEFAULT_STARTUP, max(_MIN_STARTUP, math.ceil(_STARTUP_FRACTION * grid_size)))
 
 
 def make_sampler(optimization: Optimization, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:

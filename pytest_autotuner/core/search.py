@@ -48,10 +48,19 @@ _MAX_DUPLICATE_RETRIES = 4
 
 @dataclass
 class Proposal:
-    """A configuration to evaluate, tied to its (running) Optuna trial."""
+    """A configuration to evaluate, tied to its (running) Optuna trial.
+
+    ``params`` are the flags the server is launched with: the trial's parameters, less those the server is left
+    to choose (the SGLang-defaults trial).
+    """
 
     trial: optuna.trial.Trial
     params: Params
+
+    @classmethod
+    def of(cls, trial: optuna.trial.Trial) -> Proposal:
+        left_to_server = set(trial.user_attrs.get("server_chooses", ()))
+        return cls(trial, {k: v for k, v in trial.params.items() if k not in left_to_server})
 
     @property
     def number(self) -> int:
@@ -155,7 +164,11 @@ class Search:
         if self.strategy == "bayesian" and spec.optimization.start_from_defaults:
             defaults = defaults_in_space(space, gpu_memory_mib)
             if defaults:
-                self.study.enqueue_trial(defaults, user_attrs={"origin": "sglang_defaults"}, skip_if_exists=True)
+                # flags without a fixed default are SGLang's to resolve at startup: the sampler fills them in
+                # (Optuna needs a value per parameter) but the trial does not pass them to the server
+                server_chooses = [name for name in space.names if name not in defaults]
+                attrs = {"origin": "sglang_defaults", "server_chooses": server_chooses}
+                self.study.enqueue_trial(defaults, user_attrs=attrs, skip_if_exists=True)
 
     def _finite_order(self) -> list[Params] | None:
         """Seeded order of every grid point, for grid and random strategies on a finite space."""
@@ -240,7 +253,7 @@ class Search:
                     return None
                 self.study.enqueue_trial(unseen)
             trial = self._ask()
-            duplicate, admitted = self._admit(Proposal(trial, dict(trial.params)), budget)
+            duplicate, admitted = self._admit(Proposal.of(trial), budget)
             if not duplicate:
                 return admitted
         # the sampler keeps proposing known points: take an unseen one at random (finite spaces only)
@@ -250,7 +263,7 @@ class Search:
     def _admit(self, proposal: Proposal, budget: int | None) -> tuple[bool, Proposal | None]:
         """(was it a duplicate, the proposal if admitted): duplicates and proposals over budget are closed."""
         ahead = self.claimed(proposal.number)
-        original = ahead.get(self.space.key(proposal.params))
+        original = ahead.get(self.space.key(proposal.trial.params))
         if original is not None:
             proposal.trial.set_user_attr("duplicate_of", original.number)
             self.study.tell(proposal.trial, state=_fail_state())
@@ -311,15 +324,13 @@ class Search:
 
     def _random_unseen(self, seen: dict[str, FrozenTrial]) -> Proposal | None:
         if self.space.grid_size is None:
-            trial = self._ask()
-            return Proposal(trial, dict(trial.params))
+            return Proposal.of(self._ask())
         rng = random.Random(self.seed + self.n_evaluated)
         unseen = [p for p in self.space.grid() if self.space.key(p) not in seen]
         if not unseen:
             return None
         self.study.enqueue_trial(rng.choice(unseen))
-        trial = self._ask()
-        return Proposal(trial, dict(trial.params))
+        return Proposal.of(self._ask())
 
     def record(self, proposal: Proposal, score: TrialScore, attrs: dict[str, Any]) -> None:
         """Tell the study the trial's score, its feasibility and what the report needs."""

@@ -1,4 +1,6 @@
-"""A tuning session: ask -> evaluate -> score -> tell, then confirm the best and decide pass or fail.
+"""A tuning session's loop: ask -> evaluate -> score -> tell, then confirmation runs of chosen configurations.
+
+``run_task`` (task.py) drives it and decides the verdict; this module only measures.
 
 ``evaluate(params, deadline) -> BenchResult`` is injected: the session does no network or container I/O of
 its own. It runs ``evaluate`` in a worker thread so ``timeout_per_iteration`` holds even for an evaluate that
@@ -8,19 +10,19 @@ the trial is recorded as ``trial_timeout``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pytest_autotuner.core.gpu_pool import GpuPool, gpus_needed
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.scoring import SloCheck, TrialScore, score_failure, score_result
+from pytest_autotuner.core.metrics import BenchResult, CellSummary, json_safe
+from pytest_autotuner.core.scoring import TrialScore, score_failure, score_result
 from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
 
 if TYPE_CHECKING:
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.search import Proposal, Search
     from pytest_autotuner.core.spec import TaskSpec
 
-__all__ = ["Confirmation", "EvaluateFn", "SessionResult", "TrialEvent", "TrialRecord", "TuningSession"]
+__all__ = ["Confirmation", "EvaluateFn", "TrialEvent", "TrialRecord", "TuningSession", "rank_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +53,19 @@ class TrialRecord:
     failure_message: str
     log_tail: str
     duration: float
-    cells: list[dict[str, Any]]
+    cells: tuple[CellSummary, ...]
     origin: str = ""  # "sglang_defaults" for the trial that measured SGLang's defaults
+    server_chose: tuple[str, ...] = ()  # flags this trial left to the server (not passed at launch)
+
+    @property
+    def measured(self) -> bool:
+        """The trial produced a measurement (it may still miss an SLO or be infeasible)."""
+        return self.failure is None and self.objective is not None
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> TrialRecord:
         attrs = trial.user_attrs
-        return cls(
+        record = cls(
             number=trial.number,
             params=dict(trial.params),
             value=float(trial.value) if trial.value is not None else math.nan,
@@ -68,9 +76,12 @@ class TrialRecord:
             failure_message=attrs.get("failure_message", ""),
             log_tail=attrs.get("log_tail", ""),
             duration=float(attrs.get("duration", math.nan)),
-            cells=list(attrs.get("cells", [])),
+            cells=tuple(CellSummary.from_dict(c) for c in attrs.get("cells", []) if isinstance(c, dict)),
             origin=str(attrs.get("origin", "")),
+            server_chose=tuple(str(n) for n in attrs.get("server_chooses", ())),
         )
+        left = set(record.server_chose)
+        return dataclasses.replace(record, params={k: v for k, v in record.params.items() if k not in left})
 
 
 @dataclass(frozen=True)
@@ -85,69 +96,35 @@ class TrialEvent:
     duration: float
     number: int | None = None
     devices: tuple[int, ...] = ()
+    new_best: bool = False  # the best trial so far (search phase)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Confirmation:
-    """Repeat runs of one of the best configurations; the verdict comes from these samples."""
+    """Repeat runs of one configuration; the verdict comes from these samples, not the search's lucky run."""
 
     params: Params
     source_trial: int
-    runs: list[BenchResult]
+    runs: tuple[BenchResult, ...]
     score: TrialScore
-    failures: list[str] = field(default_factory=list)
+    failures: tuple[str, ...] = ()
 
     @property
     def merged(self) -> BenchResult:
         return BenchResult.merge(self.runs)
 
-
-@dataclass
-class SessionResult:
-    """Everything the plugin, the report and the baseline need from one session."""
-
-    spec: TaskSpec
-    study_name: str
-    trials: list[TrialRecord]
-    best: Confirmation | None
-    duration: float
-    stopped_early: str = ""
-    duplicates_skipped: int = 0
-    baseline: Any = None  # a baseline.BaselineComparison once compared
-
-    @property
-    def slo_checks(self) -> list[SloCheck]:
-        return list(self.best.score.slo_checks) if self.best else []
-
-    @property
-    def passed(self) -> bool:
-        return self.best is not None and self.best.score.meets_slos
-
-    @property
-    def failure_counts(self) -> Counter[str]:
-        return Counter(t.failure for t in self.trials if t.failure)
-
-    @property
-    def defaults_trial(self) -> TrialRecord | None:
-        """The trial that measured SGLang's defaults (bayesian's first trial), if this study has one."""
-        return next((t for t in sorted(self.trials, key=lambda t: t.number) if t.origin == "sglang_defaults"), None)
-
-    @property
-    def gain_over_defaults(self) -> float | None:
-        """How much better the confirmed best is than SGLang's defaults measured in the search, as a fraction
-        (negative: worse); None when there is nothing to compare (no defaults trial, or either side unmeasured)."""
-        defaults = self.defaults_trial
-        if defaults is None or self.best is None or defaults.failure is not None or defaults.objective is None:
-            return None
-        best, base = self.best.score.objective, defaults.objective
-        if best is None or not (math.isfinite(best) and math.isfinite(base)) or base == 0:
-            return None
-        change = (best - base) / abs(base)
-        return change if self.spec.optimization.direction == "maximize" else -change
-
     @property
     def server_info(self) -> dict[str, Any]:
-        return self.best.runs[0].server_info if self.best and self.best.runs else {}
+        return self.runs[0].server_info if self.runs else {}
+
+
+def rank_key(meets_slos: bool, feasible: bool, value: float, maximize: bool) -> tuple[bool, bool, float]:
+    """Sort key, best first: meeting every SLO first, then feasible, then by score in the objective's direction.
+
+    The one ordering of "better" used by the search's new-best marks, patience, the choice of candidates to
+    confirm, the choice among confirmations and the report's best-so-far line.
+    """
+    return (not meets_slos, not feasible, -value if maximize else value)
 
 
 class TuningSession:
@@ -167,18 +144,17 @@ class TuningSession:
         on_trial: Callable[[TrialEvent], None] | None = None,
         workers: int = 1,
         gpu_pool: GpuPool | None = None,
-        report_only: bool = False,
     ) -> None:
         self.spec = spec
-        self.search = search
+        self.search_state = search
         self.evaluate = evaluate
         self.max_iterations = max_iterations or spec.optimization.max_iterations
         self.on_trial = on_trial or (lambda event: None)
         self.workers = max(1, workers)
         self.gpu_pool = gpu_pool
-        self.report_only = report_only
         self._results: dict[int, BenchResult] = {}  # this run's measurements, by trial number
         self._stopping = threading.Event()  # set on Ctrl-C: running trials cancel their deadlines
+        self.confirmation_failures: list[str] = []  # of candidates none of whose confirmation runs worked
 
     # -- one evaluation -----------------------------------------------------------------------------------
 
@@ -245,16 +221,20 @@ class TuningSession:
         return score_result(result, self.spec.optimization, self.spec.slo), result, ""
 
     def _trial_in_worker(self, proposal: Proposal) -> tuple[TrialScore, BenchResult | None, str, tuple[int, ...]]:
-        with self.search.heartbeat(proposal):
+        with self.search_state.heartbeat(proposal):
             return self._measure(proposal.params)
 
     # -- search -------------------------------------------------------------------------------------------
 
-    def _search(self) -> str:
-        """Propose and run trials until the budget is spent; returns why it stopped early ('' if it did not)."""
+    def search(self) -> str:
+        """Propose and run trials until the budget is spent; returns why it stopped early ('' if it did not).
+
+        ``optimization.patience``: stop proposing after that many finished trials in a row that did not improve
+        on the best so far (``rank_key``); a failed trial never improves, the first measured one always does.
+        """
         stopped_early = ""
         proposing = True
-        best_value: float | None = None
+        best: tuple[bool, bool, float] | None = None
         since_improvement = 0
         patience = self.spec.optimization.patience
         maximize = self.spec.optimization.direction == "maximize"
@@ -264,13 +244,13 @@ class TuningSession:
         try:
             while True:
                 while proposing and len(running) < self.workers:
-                    if self.search.n_evaluated + len(running) >= self.max_iterations:
+                    if self.search_state.n_evaluated + len(running) >= self.max_iterations:
                         proposing = False
                         break
-                    proposal = self.search.propose(self.max_iterations)
+                    proposal = self.search_state.propose(self.max_iterations)
                     if proposal is None:
-                        size = self.search.space.grid_size
-                        if size is not None and len(self.search.claimed()) >= size:
+                        size = self.search_state.space.grid_size
+                        if size is not None and len(self.search_state.claimed()) >= size:
                             stopped_early = f"every configuration of the space was evaluated ({size})"
                         proposing = False
                         break
@@ -284,26 +264,28 @@ class TuningSession:
                     duration = time.monotonic() - started
                     if result is not None:
                         self._results[proposal.number] = result
-                    self.search.record(proposal, score, _trial_attrs(score, result, log_tail, duration, devices))
-                    completed = self.search.n_evaluated  # study-wide: a resumed or shared study counts on
-                    total = max(self.max_iterations, completed)
+                    attrs = _trial_attrs(score, result, log_tail, duration, devices)
+                    self.search_state.record(proposal, score, attrs)
+                    key = rank_key(score.meets_slos, score.feasible, score.value, maximize)
+                    improved = score.failure is None and (best is None or key < best)
+                    if improved:
+                        best, since_improvement = key, 0
+                    else:
+                        since_improvement += 1
+                    completed = self.search_state.n_evaluated  # study-wide: a resumed or shared study counts on
                     self.on_trial(
                         TrialEvent(
                             "search",
                             completed,
-                            total,
+                            max(self.max_iterations, completed),
                             proposal.params,
                             score,
                             duration,
                             proposal.number,
                             devices if self.workers > 1 else (),  # which GPUs only matters when trials overlap
+                            new_best=improved,
                         )
                     )
-                    better = best_value is None or (score.value > best_value if maximize else score.value < best_value)
-                    if score.feasible and better:
-                        best_value, since_improvement = score.value, 0
-                    else:
-                        since_improvement += 1
                     if proposing and patience and since_improvement >= patience:
                         stopped_early = f"no improvement in the last {patience} trials (optimization.patience)"
                         proposing = False
@@ -311,106 +293,64 @@ class TuningSession:
             self._stopping.set()  # every running trial cancels its deadline and tears its server down
             pool.shutdown(wait=True, cancel_futures=True)
             for proposal, _started in running.values():
-                self.search.abandon(proposal, "interrupted")
+                self.search_state.abandon(proposal, "interrupted")
             raise
         finally:
             pool.shutdown(wait=False)
 
-    def run(self) -> SessionResult:
-        started = time.monotonic()
-        stopped_early = "report only: no trials run (--autotune-report-only)" if self.report_only else self._search()
-        best = self.confirm_best()
-        from optuna.trial import TrialState
-
-        all_trials = self.search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        records = [TrialRecord.from_trial(t) for t in all_trials if "duplicate_of" not in t.user_attrs]
-        duplicates = sum(1 for t in self.search.study.get_trials(deepcopy=False) if "duplicate_of" in t.user_attrs)
-        return SessionResult(
-            spec=self.spec,
-            study_name=self.search.study.study_name,
-            trials=records,
-            best=best,
-            duration=time.monotonic() - started,
-            stopped_early=stopped_early,
-            duplicates_skipped=duplicates,
-        )
+    def records(self) -> tuple[list[TrialRecord], int]:
+        """(every evaluated trial of the study, how many repeated proposals were skipped without a run)."""
+        records = [TrialRecord.from_trial(t) for t in self.search_state.evaluated()]
+        trials = self.search_state.study.get_trials(deepcopy=False)
+        return records, sum(1 for t in trials if "duplicate_of" in t.user_attrs)
 
     # -- confirmation -------------------------------------------------------------------------------------
 
     def ranked_candidates(self) -> list[TrialRecord]:
-        """Evaluated trials, best first: meeting every SLO first, then feasible, then by score."""
-        records = [TrialRecord.from_trial(t) for t in self.search.evaluated()]
-        sign = -1.0 if self.spec.optimization.direction == "maximize" else 1.0
-        usable = [r for r in records if r.failure is None]
-        return sorted(usable, key=lambda r: (not r.meets_slos, not r.feasible, sign * r.value, r.number))
+        """Measured trials, best first (``rank_key``; the lower trial number on a tie)."""
+        maximize = self.spec.optimization.direction == "maximize"
+        usable = [r for r in self.records()[0] if r.failure is None]
+        return sorted(usable, key=lambda r: (*rank_key(r.meets_slos, r.feasible, r.value, maximize), r.number))
 
-    def confirm_best(self) -> Confirmation | None:
-        """Re-run the top configurations ``confirm_runs`` times; the best confirmed one wins."""
-        opt = self.spec.optimization
-        candidates = self.ranked_candidates()[: opt.confirm_top]
-        confirmations: list[Confirmation] = []
-        for rank, candidate in enumerate(candidates):
-            runs: list[BenchResult] = []
-            failures: list[str] = []
-            n_runs = opt.confirm_runs
-            if n_runs == 0:
-                cached = self._results.get(candidate.number)
-                if cached is not None:
-                    runs.append(cached)
-                else:
-                    n_runs = 1  # measured by an earlier, resumed run: its raw samples are gone
-            for i in range(n_runs):
-                started = time.monotonic()
-                score, result, _log, _devices = self._measure(candidate.params)
-                self.on_trial(
-                    TrialEvent(
-                        "confirm",
-                        rank * n_runs + i + 1,
-                        len(candidates) * n_runs,
-                        candidate.params,
-                        score,
-                        time.monotonic() - started,
-                        candidate.number,
-                    )
-                )
-                if result is None:
-                    failures.append(f"{score.failure.value if score.failure else 'failed'}: {score.failure_message}")
-                else:
-                    runs.append(result)
-            if not runs:
-                continue
-            merged = BenchResult.merge(runs)
-            confirmations.append(
-                Confirmation(
-                    candidate.params,
-                    candidate.number,
-                    runs,
-                    score_result(merged, opt, self.spec.slo),
-                    failures,
-                )
-            )
-        if not confirmations:
+    def confirm(self, candidate: TrialRecord, *, first: int = 1, total: int | None = None) -> Confirmation | None:
+        """Re-run ``candidate`` ``confirm_runs`` times (``confirm_runs`` 0: reuse its search run when this process
+        measured it). None with the failures logged when every run failed."""
+        runs: list[BenchResult] = []
+        failures: list[str] = []
+        n_runs = self.spec.optimization.confirm_runs
+        if n_runs == 0:
+            cached = self._results.get(candidate.number)
+            if cached is not None:
+                runs.append(cached)
+            else:
+                n_runs = 1  # measured by an earlier, resumed run: its raw samples are gone
+        for i in range(n_runs):
+            result, failure = self._confirmation_run(candidate.params, candidate.number, first + i, total or n_runs)
+            if result is not None:
+                runs.append(result)
+            else:
+                failures.append(failure)
+        if not runs:
+            self.confirmation_failures += failures
             return None
-        sign = -1.0 if opt.direction == "maximize" else 1.0
-        return min(confirmations, key=lambda c: (not c.score.meets_slos, sign * c.score.value))
+        score = score_result(BenchResult.merge(runs), self.spec.optimization, self.spec.slo)
+        return Confirmation(candidate.params, candidate.number, tuple(runs), score, tuple(failures))
 
     def confirm_again(self, confirmation: Confirmation) -> Confirmation:
-        """One more confirmation run of the chosen best (to settle an ambiguous baseline comparison)."""
-        started = time.monotonic()
-        score, result, _log, _devices = self._measure(confirmation.params)
-        self.on_trial(
-            TrialEvent(
-                "confirm", 1, 1, confirmation.params, score, time.monotonic() - started, confirmation.source_trial
-            )
-        )
+        """One more confirmation run of ``confirmation`` (to settle an ambiguous comparison, or for a baseline)."""
+        result, failure = self._confirmation_run(confirmation.params, confirmation.source_trial, 1, 1)
         if result is None:
-            confirmation.failures.append(
-                f"{score.failure.value if score.failure else 'failed'}: {score.failure_message}"
-            )
-            return confirmation
-        runs = [*confirmation.runs, result]
-        merged_score = score_result(BenchResult.merge(runs), self.spec.optimization, self.spec.slo)
-        return Confirmation(confirmation.params, confirmation.source_trial, runs, merged_score, confirmation.failures)
+            return dataclasses.replace(confirmation, failures=(*confirmation.failures, failure))
+        runs = (*confirmation.runs, result)
+        score = score_result(BenchResult.merge(runs), self.spec.optimization, self.spec.slo)
+        return dataclasses.replace(confirmation, runs=runs, score=score)
+
+    def _confirmation_run(self, params: Params, source: int, index: int, total: int) -> tuple[BenchResult | None, str]:
+        started = time.monotonic()
+        score, result, _log, _devices = self._measure(params)
+        self.on_trial(TrialEvent("confirm", index, total, params, score, time.monotonic() - started, source))
+        failure = "" if result is not None else f"{score.failure.value if score.failure else 'failed'}: "
+        return result, failure + (score.failure_message if result is None else "")
 
 
 def _trial_attrs(
@@ -427,17 +367,6 @@ def _trial_attrs(
         "devices": list(devices),
     }
     if result is not None:
-        attrs["cells"] = [_json_safe(cell.as_dict()) for cell in result.cells]
+        attrs["cells"] = [json_safe(cell.as_dict()) for cell in result.cells]
         attrs["server_version"] = str(result.server_info.get("version", ""))
     return attrs
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN is not JSON: storages and reports get None instead."""
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value

@@ -88,9 +88,11 @@ def defaults_in_space(space: SearchSpace, gpu_memory_mib: float | None = None) -
 
     A numeric default outside a list or range becomes the nearest listed value (the smaller on a tie) or the
     nearest step of the range; a non-numeric default that is not listed is left out, as are flags without a
-    known default. The result may set only some of the space's parameters. The memory-dependent defaults are
-    those of a GPU with ``gpu_memory_mib`` (None: an H100 80GB), and ``mem-fraction-static`` is the one SGLang
-    would compute for the tensor-parallel size, chunk size and graph batch size the result sets.
+    known default. A boolean flag (store-true) without a listed default is off, as SGLang leaves it. The result may
+    set only some of the space's parameters: the others SGLang resolves itself at startup (e.g.
+    ``max-running-requests`` from the KV pool), so the defaults trial does not pass them. The memory-dependent
+    defaults are those of a GPU with ``gpu_memory_mib`` (None: an H100 80GB), and ``mem-fraction-static`` is the
+    one SGLang would compute for the tensor-parallel size, chunk size and graph batch size the result sets.
     """
     dims = {dim.name: dim for dim in space.dimensions}
     out: Params = {}
@@ -112,7 +114,16 @@ def defaults_in_space(space: SearchSpace, gpu_memory_mib: float | None = None) -
     for name, default in passed.items():
         if name not in out:
             snap(name, default)
+    for dim in space.dimensions:  # store-true flags SGLang leaves off unless passed
+        if dim.name not in out and dim.name not in passed and _is_switch(dim):
+            out[dim.name] = False
     return {dim.name: out[dim.name] for dim in space.dimensions if dim.name in out}
+
+
+def _is_switch(dim: Dimension) -> bool:
+    """A boolean flag that may be off: ``[true, false]`` in the spec."""
+    choices = getattr(dim, "choices", ())
+    return any(c is False for c in choices) and all(isinstance(c, bool) for c in choices)
 
 
 def _numeric(value: ParamValue) -> bool:

@@ -90,7 +90,12 @@ class Optimization(_Model):
     strategy: str = "bayesian"
     objective: str = "minimize_latency"
     max_iterations: int = Field(100, ge=1)
-    n_initial_random: int = Field(5, ge=0)
+    n_initial_random: int | None = Field(
+        None,
+        ge=0,
+        description="bayesian: random trials before TPE. An explicit value is used as given; unset, it is 5, "
+        "capped at a tenth of a finite space (at least 2) so a small space is not mostly explored at random.",
+    )
     timeout_per_iteration: float = Field(600, gt=0, description="Seconds per trial, launch included.")
     seed: int | None = None
     confirm_runs: int = Field(2, ge=0, description="Repeat runs of the best configurations.")
@@ -117,7 +122,11 @@ class Optimization(_Model):
 
     @model_validator(mode="after")
     def _initial_below_max(self) -> Optimization:
-        if self.strategy == "bayesian" and self.n_initial_random >= self.max_iterations:
+        if (
+            self.strategy == "bayesian"
+            and self.n_initial_random is not None
+            and (self.n_initial_random >= self.max_iterations)
+        ):
             raise ValueError(
                 f"`n_initial_random` is {self.n_initial_random} but `max_iterations` is "
                 f"{self.max_iterations}; use a value below max_iterations"

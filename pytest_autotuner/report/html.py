@@ -11,19 +11,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_autotuner.report.data import (
-    baseline_view,
-    environment,
-    format_seconds,
-    results_summary,
-    trials_frame,
-)
-from pytest_autotuner.report.text import defaults_line, describe_params, format_gain, format_objective
+from pytest_autotuner.core.formatting import describe_params, format_gain, format_objective, format_p, format_seconds
+from pytest_autotuner.files import write_atomically
+from pytest_autotuner.report.data import environment, results_summary, trial_status, trials_frame
+from pytest_autotuner.report.text import baseline_text, defaults_line
 
 if TYPE_CHECKING:
     import jinja2
 
-    from pytest_autotuner.core.session import SessionResult
+    from pytest_autotuner.core.task import TaskOutcome
 
 __all__ = ["render_report", "write_index", "write_report"]
 
@@ -53,16 +49,18 @@ def _number(value: float | None, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _best_context(result: SessionResult) -> dict[str, Any] | None:
+def _best_context(result: TaskOutcome) -> dict[str, Any] | None:
     best = result.best
     if best is None:
         return None
-    gain = result.gain_over_defaults
+    versus = result.defaults
+    gain = versus.gain if versus is not None and not versus.defaults_chosen else None
     cells = [
         {
             "label": cell.label,
             "completed": cell.completed,
             "requests": len(cell.records),
+            "incomplete": int(cell.as_dict().get("incomplete", 0) or 0),
             "e2e_mean": format_seconds(cell.summary("e2e").mean),
             "e2e_p99": format_seconds(cell.summary("e2e").p99),
             "ttft_mean": format_seconds(cell.summary("ttft").mean),
@@ -81,10 +79,13 @@ def _best_context(result: SessionResult) -> dict[str, Any] | None:
         "cells": cells,
         "versus_defaults": defaults_line(result),
         "gain_over_defaults": None if gain is None else format_gain(gain),
+        "gain_p": ""
+        if versus is None
+        else f"p = {format_p(versus.p_value)}" + ("" if versus.significant else ", not significant"),
     }
 
 
-def _slo_rows(result: SessionResult) -> list[dict[str, Any]]:
+def _slo_rows(result: TaskOutcome) -> list[dict[str, Any]]:
     return [
         {
             "cell": c.cell,
@@ -100,16 +101,16 @@ def _slo_rows(result: SessionResult) -> list[dict[str, Any]]:
     ]
 
 
-def _trial_rows(result: SessionResult) -> list[dict[str, Any]]:
+def _trial_rows(result: TaskOutcome) -> list[dict[str, Any]]:
     objective = result.spec.optimization.objective
     source = result.best.source_trial if result.best else None
     return [
         {
             "number": t.number,
-            "params": [t.params.get(name, "") for name in result.spec.parameters],
+            "params": [t.params.get(n, "server" if n in t.server_chose else "") for n in result.spec.parameters],
             "objective": format_objective(t.objective, objective),
             "feasible": t.feasible,
-            "meets_slos": t.meets_slos,
+            "status": trial_status(t),
             "failure": t.failure or "",
             "duration": _number(t.duration),
             "best": t.number == source,
@@ -119,7 +120,7 @@ def _trial_rows(result: SessionResult) -> list[dict[str, Any]]:
     ]
 
 
-def _failure_groups(result: SessionResult) -> list[dict[str, Any]]:
+def _failure_groups(result: TaskOutcome) -> list[dict[str, Any]]:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for t in sorted(result.trials, key=lambda t: t.number):
         if t.failure:
@@ -134,23 +135,32 @@ def _failure_groups(result: SessionResult) -> list[dict[str, Any]]:
     return [{"name": name, "trials": trials} for name, trials in sorted(groups.items(), key=lambda g: -len(g[1]))]
 
 
-def render_report(result: SessionResult, *, runtime: str) -> str:
-    """The HTML page of one session (self-contained: inline CSS, plots as data: URIs)."""
+def _baseline_class(result: TaskOutcome) -> str:
+    baseline = result.baseline
+    if baseline is not None and baseline.regressed and result.new_baseline is None:
+        return "bad"
+    if result.new_baseline is not None or (baseline is not None and baseline.compared):
+        return "ok"
+    return "warn"
+
+
+def render_report(result: TaskOutcome) -> str:
+    """The HTML page of one tuning item (self-contained: inline CSS, plots as data: URIs)."""
     from pytest_autotuner.report.plots import render_plots
 
     spec = result.spec
-    baseline = baseline_view(result)
     trials = result.trials
     return (
         _jinja()
         .get_template("report.html.j2")
         .render(
             spec=spec,
-            passed=result.passed,
+            verdict=result.verdict,
             has_best=result.best is not None,
             slo_count=len(result.slo_checks),
             slo_passed=sum(c.passed for c in result.slo_checks),
-            baseline=baseline,
+            baseline_text=baseline_text(result),
+            baseline_class=_baseline_class(result),
             best=_best_context(result),
             slo_rows=_slo_rows(result),
             plots=render_plots(result),
@@ -164,39 +174,38 @@ def render_report(result: SessionResult, *, runtime: str) -> str:
                 "duplicates": result.duplicates_skipped,
             },
             failure_groups=_failure_groups(result),
-            environment=environment(result, runtime),
+            environment=environment(result),
             stopped_early=result.stopped_early,
             duration=result.duration,
         )
     )
 
 
-def write_report(result: SessionResult, report_dir: Path, *, runtime: str) -> Path:
-    """Write ``report_dir/<task>/index.html``, ``trials.csv`` and ``results.json``; return the page's path.
-
-    Other files in the folder (the study journal) are left alone.
+def write_report(result: TaskOutcome, report_dir: Path) -> Path:
+    """Write ``report_dir/<task>/results.json``, ``trials.csv`` and ``index.html`` (each atomically, the
+    verdict-bearing results.json first); return the page's path. Other files in the folder (the study journal)
+    are left alone.
     """
     folder = Path(report_dir) / result.spec.slug
-    folder.mkdir(parents=True, exist_ok=True)
-    trials_frame(result).to_csv(folder / "trials.csv", index=False)
-    summary = results_summary(result, runtime)
-    (folder / "results.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    summary = results_summary(result)
+    write_atomically(folder / "results.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    write_atomically(folder / "trials.csv", trials_frame(result).to_csv(index=False))
     page = folder / "index.html"
-    page.write_text(render_report(result, runtime=runtime), encoding="utf-8")
+    write_atomically(page, render_report(result))
     logger.info("report of %s written to %s", result.spec.task_name, page)
     return page
 
 
-def _comparison_groups(results: list[SessionResult]) -> list[list[SessionResult]]:
+def _comparison_groups(results: list[TaskOutcome]) -> list[list[TaskOutcome]]:
     """Sessions over the same parameters and objective, when they used more than one strategy."""
-    groups: dict[tuple[Any, ...], list[SessionResult]] = defaultdict(list)
+    groups: dict[tuple[Any, ...], list[TaskOutcome]] = defaultdict(list)
     for result in results:
         opt = result.spec.optimization
         groups[(tuple(sorted(result.spec.parameters)), opt.objective)].append(result)
     return [g for g in groups.values() if len({r.spec.optimization.strategy for r in g}) > 1]
 
 
-def write_index(entries: list[tuple[SessionResult, Path | None]], report_dir: Path) -> Path:
+def write_index(entries: list[tuple[TaskOutcome, Path | None]], report_dir: Path) -> Path:
     """Write ``report_dir/index.html``: every spec of the run with its verdict and a link to its page."""
     from pytest_autotuner.report.plots import strategy_comparison_plot
 
@@ -209,9 +218,10 @@ def write_index(entries: list[tuple[SessionResult, Path | None]], report_dir: Pa
         rows.append(
             {
                 "task": result.spec.task_name,
-                "passed": result.passed,
-                "ok": result.passed and not baseline_view(result).regressed,
-                "baseline": baseline_view(result),
+                "ok": result.verdict.passed,
+                "status": result.verdict.status,
+                "headline": result.verdict.headline,
+                "baseline": baseline_text(result),
                 "strategy": result.spec.optimization.strategy,
                 "objective": f"{objective}: {format_objective(result.best.score.objective, objective)}"
                 if result.best
@@ -232,5 +242,5 @@ def write_index(entries: list[tuple[SessionResult, Path | None]], report_dir: Pa
         .render(rows=rows, comparisons=comparisons, passed=all(r["ok"] for r in rows), count=len(rows))
     )
     path = report_dir / "index.html"
-    path.write_text(html, encoding="utf-8")
+    write_atomically(path, html)
     return path

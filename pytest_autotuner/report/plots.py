@@ -15,7 +15,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -23,17 +23,20 @@ matplotlib.use("Agg")
 
 from matplotlib.figure import Figure
 
-from pytest_autotuner.report.data import (
-    measured,
-    param_importances,
-    pareto_front,
-    trial_latency_throughput,
-)
+from pytest_autotuner.core.samplers import startup_trials
+from pytest_autotuner.core.session import rank_key
+from pytest_autotuner.core.space import SearchSpace
+from pytest_autotuner.report.data import param_importances, pareto_front, trial_latency_throughput
+from pytest_autotuner.report.text import safe
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from pytest_autotuner.core.session import SessionResult, TrialRecord
+    from pytest_autotuner.core.session import TrialRecord
+    from pytest_autotuner.core.task import TaskOutcome
+
+#: user text (task names, parameter values) is drawn as is, never parsed as mathtext ("$...$")
+_PLAIN_TEXT: dict[Any, Any] = {"text.parse_math": False, "text.usetex": False}
 
 __all__ = ["PlotImage", "render_plots", "strategy_comparison_plot"]
 
@@ -85,7 +88,7 @@ def _axis_cap(values: list[float]) -> float:
     return top
 
 
-def convergence_figure(result: SessionResult) -> Figure:
+def convergence_figure(result: TaskOutcome) -> Figure:
     """Objective score per trial, best so far, failures at the top edge, the random startup phase shaded, SGLang's
     defaults ringed."""
     spec = result.spec
@@ -94,9 +97,9 @@ def convergence_figure(result: SessionResult) -> Figure:
     ax = fig.add_subplot()
     _style(ax)
     trials = sorted(result.trials, key=lambda t: t.number)
-    ok = [t for t in trials if measured(t) and t.feasible and math.isfinite(t.value)]
-    slo_hard = [t for t in trials if measured(t) and not t.feasible and t.objective is not None]
-    failed = [t for t in trials if not measured(t)]
+    ok = [t for t in trials if t.measured and t.feasible and math.isfinite(t.value)]
+    slo_hard = [t for t in trials if t.measured and not t.feasible and t.objective is not None]
+    failed = [t for t in trials if not t.measured]
     plotted = [t.value for t in ok] + [float(t.objective) for t in slo_hard if t.objective is not None]
     if plotted:
         lo, hi = min(plotted), _axis_cap(plotted)
@@ -122,16 +125,23 @@ def convergence_figure(result: SessionResult) -> Figure:
     if defaults is not None and defaults in inside:
         ax.scatter([defaults.number], [defaults.value], s=110, facecolors="none", edgecolors=GREEN, linewidths=1.5,
                    label="SGLang defaults", zorder=4)  # fmt: skip
-    best_x, best_y, best = [], [], math.nan
+    # best so far in the session's own order (meets SLOs, then feasible, then score): the line the choice follows
+    best_x: list[int] = []
+    best_y: list[float] = []
+    leader: TrialRecord | None = None
     for t in trials:
-        if t in ok and (math.isnan(best) or (t.value > best if maximize else t.value < best)):
-            best = t.value
-        if not math.isnan(best):
+        if t.measured and (leader is None or _rank(t, maximize) < _rank(leader, maximize)):
+            leader = t
+        if leader is not None and math.isfinite(leader.value):
             best_x.append(t.number)
-            best_y.append(min(best, ymax))
+            best_y.append(min(leader.value, ymax))
     if best_x:
         ax.step(best_x, best_y, where="post", color=GREEN, linewidth=2, label="best so far", zorder=2)
-    n_random = spec.optimization.n_initial_random
+    chosen = next((t for t in trials if result.best and t.number == result.best.source_trial), None)
+    if chosen is not None and math.isfinite(chosen.value):
+        ax.scatter([chosen.number], [min(chosen.value, ymax)], marker="*", s=170, color=GREEN, zorder=5,
+                   label="chosen best (confirmed)")  # fmt: skip
+    n_random = startup_trials(spec.optimization.n_initial_random, SearchSpace.from_spec(spec).grid_size)
     if spec.optimization.strategy == "bayesian" and n_random and trials:
         edge = trials[min(n_random, len(trials)) - 1].number + 0.5
         ax.axvspan(trials[0].number - 0.5, edge, color=GREY, alpha=0.18, label="random startup", zorder=0)
@@ -140,6 +150,10 @@ def convergence_figure(result: SessionResult) -> Figure:
     ax.set_ylabel(f"score ({spec.optimization.objective})")
     ax.legend(loc="best", fontsize=7, frameon=False, ncol=2)
     return fig
+
+
+def _rank(trial: TrialRecord, maximize: bool) -> tuple[bool, bool, float]:
+    return rank_key(trial.meets_slos, trial.feasible, trial.value, maximize)
 
 
 def importance_figure(importances: dict[str, float]) -> Figure:
@@ -154,16 +168,16 @@ def importance_figure(importances: dict[str, float]) -> Figure:
 
 
 def _short(text: str, limit: int = 14) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return safe(text, limit)
 
 
 def _numeric(values: Sequence[object]) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
-def parameter_figure(result: SessionResult) -> Figure | None:
+def parameter_figure(result: TaskOutcome) -> Figure | None:
     """Objective against each parameter, one panel per parameter; categories at evenly spaced positions."""
-    trials = [t for t in result.trials if measured(t) and t.objective is not None]
+    trials = [t for t in result.trials if t.measured and t.objective is not None]
     names = list(result.spec.parameters)
     if not trials or not names:
         return None
@@ -195,12 +209,12 @@ def parameter_figure(result: SessionResult) -> Figure | None:
     return fig
 
 
-def pareto_figure(result: SessionResult) -> Figure | None:
+def pareto_figure(result: TaskOutcome) -> Figure | None:
     """Mean E2E latency against output throughput for every measured trial; the Pareto front highlighted."""
     pairs: list[tuple[TrialRecord, tuple[float, float]]] = []
     for t in result.trials:
         point = trial_latency_throughput(t)
-        if measured(t) and all(math.isfinite(v) for v in point):
+        if t.measured and all(math.isfinite(v) for v in point):
             pairs.append((t, point))
     if not pairs:
         return None
@@ -222,8 +236,12 @@ def pareto_figure(result: SessionResult) -> Figure | None:
     return fig
 
 
-def strategy_comparison_plot(results: list[SessionResult]) -> str:
+def strategy_comparison_plot(results: list[TaskOutcome]) -> str | None:
     """Best-so-far score against trial for sessions over the same space with different strategies."""
+    return _timed("strategies", "strategy comparison", lambda: _strategy_figure(results), "").uri
+
+
+def _strategy_figure(results: list[TaskOutcome]) -> Figure:
     fig = _figure(6.5, 3.2)
     ax = fig.add_subplot()
     _style(ax)
@@ -231,28 +249,35 @@ def strategy_comparison_plot(results: list[SessionResult]) -> str:
         maximize = result.spec.optimization.direction == "maximize"
         best, xs, ys = math.nan, [], []
         for position, t in enumerate(sorted(result.trials, key=lambda r: r.number), start=1):
-            if measured(t) and t.feasible and (math.isnan(best) or (t.value > best if maximize else t.value < best)):
+            if t.measured and t.feasible and (math.isnan(best) or (t.value > best if maximize else t.value < best)):
                 best = t.value
             if not math.isnan(best):
                 xs.append(position)
                 ys.append(best)
         strategy = result.spec.optimization.strategy
         ax.step(xs, ys, where="post", linewidth=2, color=_STRATEGY_COLORS.get(strategy),
-                label=f"{strategy} ({result.spec.task_name})")  # fmt: skip
+                label=f"{strategy} ({safe(result.spec.task_name, 60)})")  # fmt: skip
     ax.set_xlabel("trials evaluated")
     ax.set_ylabel(f"best score ({results[0].spec.optimization.objective})")
     ax.legend(fontsize=7, frameon=False)
-    return _to_uri(fig)
+    return fig
 
 
 def _timed(name: str, title: str, build: Callable[[], Figure | None], note: str, *, wide: bool = False) -> PlotImage:
+    """One plot, drawn with user text taken literally; a plot that cannot be drawn says why instead of failing
+    the report."""
     started = time.perf_counter()
-    fig = build()
-    uri = _to_uri(fig) if fig is not None else None
+    try:
+        with matplotlib.rc_context(_PLAIN_TEXT):
+            fig = build()
+            uri = _to_uri(fig) if fig is not None else None
+    except Exception as err:  # a report must survive one bad plot
+        logger.warning("plot %s failed: %s", name, err)
+        uri, note = None, f"could not be drawn: {type(err).__name__}: {err}"
     return PlotImage(name, title, uri, time.perf_counter() - started, "" if uri else note, wide)
 
 
-def render_plots(result: SessionResult) -> list[PlotImage]:
+def render_plots(result: TaskOutcome) -> list[PlotImage]:
     """Every plot of a session's page, each timed (the benchmark reads the breakdown)."""
     started = time.perf_counter()
     importances = param_importances(result)

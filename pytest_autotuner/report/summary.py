@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.report.data import baseline_view
-from pytest_autotuner.report.text import describe_params, format_gain, format_objective
+from pytest_autotuner.core.formatting import describe_params, format_gain, format_objective, format_p
+from pytest_autotuner.report.text import baseline_text
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.session import SessionResult
+    from pytest_autotuner.core.task import TaskOutcome
 
 __all__ = ["append_step_summary", "github_step_summary"]
 
@@ -23,9 +23,9 @@ def _cell(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|").replace("\n", " ")
 
 
-def github_step_summary(entries: list[tuple[SessionResult, Path | None]], report_dir: Path) -> str:
-    """Markdown for ``$GITHUB_STEP_SUMMARY``."""
-    ok = [r.passed and not baseline_view(r).regressed for r, _page in entries]
+def github_step_summary(entries: list[tuple[TaskOutcome, Path | None]], report_dir: Path) -> str:
+    """Markdown for ``$GITHUB_STEP_SUMMARY``: each item's verdict as the outcome has it."""
+    ok = [r.verdict.passed for r, _page in entries]
     lines = [
         f"## Autotune: {'PASS' if all(ok) else 'FAIL'} ({sum(ok)}/{len(entries)} specs)",
         "",
@@ -36,27 +36,32 @@ def github_step_summary(entries: list[tuple[SessionResult, Path | None]], report
         objective = result.spec.optimization.objective
         best = result.best
         value = format_objective(best.score.objective, objective) if best else "n/a"
-        gain = result.gain_over_defaults
-        if gain is not None:
-            value += f" ({format_gain(gain)} than SGLang defaults)"
+        versus = result.defaults
+        if versus is not None and versus.defaults_chosen:
+            value += " (SGLang defaults: tuning found nothing significantly better)"
+        elif versus is not None and versus.gain is not None:
+            value += f" ({format_gain(versus.gain)} than SGLang defaults, p = {format_p(versus.p_value)})"
         params = f"`{describe_params(best.params)}`" if best else "none measured"
         checks = result.slo_checks
         slo = f" ({sum(c.passed for c in checks)}/{len(checks)} SLO checks)" if checks else ""
         cells = [
-            ":white_check_mark:" if passed else ":x:",
+            (":white_check_mark: " if passed else ":x: ") + result.verdict.status,
             _cell(result.spec.task_name) + slo,
             _cell(f"{objective}: {value}"),
             _cell(params),
             f"{len(result.trials)} ({sum(t.failure is not None for t in result.trials)} failed)",
-            _cell(baseline_view(result).verdict),
+            _cell(baseline_text(result)),
             f"`{_cell(str(page))}`" if page else "none",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    for (result, _page), passed in zip(entries, ok, strict=True):
+        if not passed:
+            lines += ["", f"**{_cell(result.spec.task_name)}**: {_cell(result.verdict.headline)}"]
     lines += ["", f"Reports: `{_cell(str(Path(report_dir) / 'index.html'))}` (also in the job's artifacts)", ""]
     return "\n".join(lines)
 
 
-def append_step_summary(entries: list[tuple[SessionResult, Path | None]], report_dir: Path) -> None:
+def append_step_summary(entries: list[tuple[TaskOutcome, Path | None]], report_dir: Path) -> None:
     """Append the summary to the file named by ``GITHUB_STEP_SUMMARY``; nothing outside GitHub Actions."""
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if not target:

@@ -11,6 +11,7 @@ import pytest
 
 from pytest_autotuner.bench.client import StreamParser
 from pytest_autotuner.core.metrics import BenchResult, CellMetrics, RequestRecord, summarize
+from pytest_autotuner.core.plan import CellKey
 
 
 def sse(*objs: Any, done: bool = True) -> bytes:
@@ -163,6 +164,19 @@ def test_itl_samples_pool_gaps_of_successful_requests() -> None:
 def test_merge_concatenates_records_of_the_same_cell() -> None:
     a, b = make_cell(), make_cell()
     merged = BenchResult.merge([BenchResult([a], {"v": 1}), BenchResult([b])])
-    cell = merged.cell("D(10,3)", 4)
+    cell = merged.cell(CellKey("D(10,3)", 4))
     assert len(cell.records) == 8 and cell.duration == pytest.approx(4.0)
     assert merged.server_info == {"v": 1}
+
+
+def test_merge_keeps_open_loop_cells_of_different_rates_apart() -> None:
+    def open_loop(rate: float) -> CellMetrics:
+        cell = make_cell()
+        return CellMetrics(cell.scenario, 0, cell.duration, list(cell.records), request_rate=rate)
+
+    runs = [BenchResult([make_cell(), open_loop(1.0), open_loop(8.0)]) for _ in range(2)]
+    merged = BenchResult.merge(runs)
+    assert [c.key for c in merged.cells] == [CellKey("D(10,3)", 4), CellKey("D(10,3)", 0, 1.0),
+                                            CellKey("D(10,3)", 0, 8.0)]  # fmt: skip
+    assert [len(c.records) for c in merged.cells] == [8, 8, 8]
+    assert merged.cell(CellKey("D(10,3)", 0, 8.0)).label == "D(10,3) rate=8/s"

@@ -125,16 +125,17 @@ def concurrent_session(workers: int, pool_size: int, max_iterations: int = 8) ->
 def test_trials_run_concurrently_on_disjoint_gpus() -> None:
     session, state = concurrent_session(workers=4, pool_size=4)
     started = time.monotonic()
-    out = session.run()
-    assert len(out.trials) == 8
+    session.search()
+    trials, _ = session.records()
+    assert len(trials) == 8
     assert state["peak"] > 1
     assert time.monotonic() - started < 8 * 0.15  # faster than one at a time
 
 
 def test_a_trial_needing_more_gpus_than_the_runner_has_is_infeasible_without_launching() -> None:
     session, state = concurrent_session(workers=2, pool_size=2, max_iterations=12)
-    out = session.run()
-    infeasible = [t for t in out.trials if t.failure == "infeasible"]
+    session.search()
+    infeasible = [t for t in session.records()[0] if t.failure == "infeasible"]
     assert {t.params["tp-size"] for t in infeasible} == {4}
     assert len(infeasible) == 4
     assert state["calls"] == 12 - 4  # the tp=4 configurations never reached evaluate

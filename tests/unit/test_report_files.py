@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import factories
 import pandas as pd
 import pytest
 from factories import run_session
 
+from pytest_autotuner.core.baseline import BaselineComparison, MetricChange
 from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.session import SessionResult
+from pytest_autotuner.core.plan import CellKey
 from pytest_autotuner.core.space import SearchSpace
+from pytest_autotuner.core.task import TaskOutcome
 from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.verdict import decide
 from pytest_autotuner.report import write_report
 
 
@@ -30,35 +33,35 @@ def always_fails(params: Params, deadline: Deadline) -> BenchResult:
 
 
 @pytest.fixture(scope="module")
-def mixed() -> SessionResult:
+def mixed() -> TaskOutcome:
     spec = factories.spec(task_name="mixed", slo={"latency": {"p99": {"threshold": 1.4}}, "ttft": {"threshold": 0.2}},
                           optimization={"max_iterations": 16})  # fmt: skip
     return run_session(spec, oom_above_085)
 
 
 @pytest.fixture(scope="module")
-def all_failed() -> SessionResult:
+def all_failed() -> TaskOutcome:
     return run_session(
         factories.spec(task_name="all-failed", optimization={"max_iterations": 4, "n_initial_random": 2}), always_fails
     )
 
 
-def test_writes_page_csv_and_json_into_the_task_folder(mixed: SessionResult, tmp_path: Path) -> None:
-    page = write_report(mixed, tmp_path, runtime="sim")
+def test_writes_page_csv_and_json_into_the_task_folder(mixed: TaskOutcome, tmp_path: Path) -> None:
+    page = write_report(mixed, tmp_path)
     assert page == tmp_path / "mixed" / "index.html"
     assert {p.name for p in page.parent.iterdir()} == {"index.html", "trials.csv", "results.json"}
 
 
-def test_leaves_the_study_journal_in_place(mixed: SessionResult, tmp_path: Path) -> None:
+def test_leaves_the_study_journal_in_place(mixed: TaskOutcome, tmp_path: Path) -> None:
     journal = tmp_path / "mixed" / "study.journal"
     journal.parent.mkdir()
     journal.write_text("journal")
-    write_report(mixed, tmp_path, runtime="sim")
+    write_report(mixed, tmp_path)
     assert journal.read_text() == "journal"
 
 
-def test_csv_has_one_row_per_trial_with_params_verdicts_and_cell_metrics(mixed: SessionResult, tmp_path: Path) -> None:
-    frame = pd.read_csv(write_report(mixed, tmp_path, runtime="sim").parent / "trials.csv")
+def test_csv_has_one_row_per_trial_with_params_verdicts_and_cell_metrics(mixed: TaskOutcome, tmp_path: Path) -> None:
+    frame = pd.read_csv(write_report(mixed, tmp_path).parent / "trials.csv")
     assert len(frame) == len(mixed.trials)
     assert list(frame["number"]) == [t.number for t in mixed.trials]
     expected = {
@@ -80,15 +83,16 @@ def test_csv_has_one_row_per_trial_with_params_verdicts_and_cell_metrics(mixed: 
     assert failed["objective"].isna().all()
 
 
-def test_results_json_matches_the_session(mixed: SessionResult, tmp_path: Path) -> None:
-    data = json.loads((write_report(mixed, tmp_path, runtime="sim").parent / "results.json").read_text())
+def test_results_json_matches_the_session(mixed: TaskOutcome, tmp_path: Path) -> None:
+    data = json.loads((write_report(mixed, tmp_path).parent / "results.json").read_text())
     assert mixed.best is not None
     assert data["task"] == "mixed"
-    assert data["passed"] is mixed.passed
+    assert data["passed"] is mixed.verdict.passed
+    assert data["verdict"] == mixed.verdict.as_dict()
     assert data["best"]["params"] == mixed.best.params
     assert data["best"]["confirmation_runs"] == len(mixed.best.runs) == 2
     assert math.isclose(data["best"]["objective"], mixed.best.score.objective)
-    assert set(data["best"]["cells"]) == {"D(100,100) c=4"}
+    assert [c["label"] for c in data["best"]["cells"]] == ["D(100,100) c=4"]
     checks = {(c["cell"], c["slo"]): c for c in data["slo_checks"]}
     for check in mixed.slo_checks:
         row = checks[(check.cell, check.name)]
@@ -96,25 +100,29 @@ def test_results_json_matches_the_session(mixed: SessionResult, tmp_path: Path) 
         assert math.isclose(row["margin"], check.threshold - check.value)
     assert data["failure_counts"] == dict(mixed.failure_counts)
     assert data["trials"]["total"] == len(mixed.trials)
-    assert data["baseline"] == {"verdict": "not compared", "text": "no baseline recorded", "details": None}
+    assert data["baseline"] == {
+        "text": "none recorded (record one with --autotune-update-baseline)",
+        "comparison": None,
+        "recorded": False,
+    }
     env = data["environment"]
     assert (env["runtime"], env["study_name"], env["seed"], env["strategy"]) == ("sim", "unit", 1, "bayesian")
     assert env["space_fingerprint"] == SearchSpace.from_spec(mixed.spec).fingerprint()
 
 
-def test_page_shows_verdict_best_config_and_every_trial(mixed: SessionResult, tmp_path: Path) -> None:
-    html = write_report(mixed, tmp_path, runtime="sim").read_text()
-    assert ("PASS" if mixed.passed else "FAIL") in html
-    assert "no baseline recorded" in html
+def test_page_shows_verdict_best_config_and_every_trial(mixed: TaskOutcome, tmp_path: Path) -> None:
+    html = write_report(mixed, tmp_path).read_text()
+    assert f'<div class="verdict">{mixed.verdict.status}</div>' in html
+    assert "none recorded" in html
     assert html.count('<tr class="') == len(mixed.trials)
     assert html.count("data:image/png;base64,") == 4
     assert "torch.OutOfMemoryError" in html
     assert "http://" not in html and "https://" not in html and "<script" not in html
 
 
-def test_failed_only_session_still_renders(all_failed: SessionResult, tmp_path: Path) -> None:
+def test_failed_only_session_still_renders(all_failed: TaskOutcome, tmp_path: Path) -> None:
     assert all_failed.best is None
-    page = write_report(all_failed, tmp_path, runtime="docker")
+    page = write_report(all_failed, tmp_path)
     html = page.read_text()
     assert "FAIL" in html and "no configuration could be measured" in html
     assert "not enough trials" in html
@@ -123,17 +131,22 @@ def test_failed_only_session_still_renders(all_failed: SessionResult, tmp_path: 
     assert data["failure_counts"] == {"launch_failed": len(all_failed.trials)}
 
 
-def test_untrusted_text_is_escaped(all_failed: SessionResult, tmp_path: Path) -> None:
-    html = write_report(all_failed, tmp_path, runtime="sim").read_text()
+def test_untrusted_text_is_escaped(all_failed: TaskOutcome, tmp_path: Path) -> None:
+    html = write_report(all_failed, tmp_path).read_text()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
 
 
-def test_baseline_regression_turns_the_banner_red(mixed: SessionResult, tmp_path: Path) -> None:
-    regressed = SessionResult(**{**mixed.__dict__})
-    regressed.baseline = SimpleNamespace(regressed=True, summary="e2e p99 +12% over the baseline")  # type: ignore[attr-defined]
-    page = write_report(regressed, tmp_path, runtime="sim")
-    assert '<div class="verdict">FAIL</div>' in page.read_text()
+def test_baseline_regression_turns_the_banner_red(mixed: TaskOutcome, tmp_path: Path) -> None:
+    cell = CellKey("D(100,100)", 4)
+    change = MetricChange("e2e p99", cell, 1.0, 1.4, 0.4, 0.4, 0.001, 0.1, 0.999)
+    comparison = BaselineComparison("tuning_specs/mixed.baseline.json", (change,))
+    verdict = decide(task="mixed", trials=mixed.trials, best=mixed.best, baseline=comparison, strict_baseline=False,
+                     baseline_accepted=False)  # fmt: skip
+    regressed = dataclasses.replace(mixed, baseline=comparison, verdict=verdict)
+    page = write_report(regressed, tmp_path)
+    html = page.read_text()
+    assert '<div class="verdict">FAIL</div>' in html and "performance regressed against the baseline" in html
     data = json.loads((page.parent / "results.json").read_text())
-    assert data["baseline"]["verdict"] == "regression"
-    assert data["baseline"]["text"] == "e2e p99 +12% over the baseline"
+    assert data["passed"] is False and data["verdict"]["reasons"][0]["kind"] == "regression"
+    assert data["baseline"]["text"] == "1 metric(s) regressed against tuning_specs/mixed.baseline.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -9,9 +10,7 @@ import factories
 import pytest
 
 from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.search import Search
-from pytest_autotuner.core.session import SessionResult, TuningSession
-from pytest_autotuner.core.space import SearchSpace
+from pytest_autotuner.core.task import TaskOptions, TaskOutcome, run_task
 from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
 from pytest_autotuner.report import append_step_summary, github_step_summary, write_index, write_report
 from pytest_autotuner.report.data import param_importances, pareto_front
@@ -24,21 +23,20 @@ def oom_above_085(params: Params, deadline: Deadline) -> BenchResult:
     return factories.result(factories.latency_model(params))
 
 
-def session(strategy: str, task: str, max_iterations: int = 12) -> SessionResult:
+def session(strategy: str, task: str, max_iterations: int = 12) -> TaskOutcome:
     spec = factories.spec(task_name=task, optimization={"strategy": strategy, "max_iterations": max_iterations})
-    search = Search(spec=spec, space=SearchSpace.from_spec(spec), storage=None, study_name=task, seed=1)
-    return TuningSession(spec=spec, search=search, evaluate=oom_above_085).run()
+    return run_task(spec, TaskOptions(seed=1, study_name=task), oom_above_085, None)
 
 
 @pytest.fixture(scope="module")
-def by_strategy() -> dict[str, SessionResult]:
+def by_strategy() -> dict[str, TaskOutcome]:
     return {s: session(s, f"seed-{s}") for s in ("bayesian", "grid", "random")}
 
 
 def test_index_lists_every_spec_with_verdict_and_relative_link(
-    by_strategy: dict[str, SessionResult], tmp_path: Path
+    by_strategy: dict[str, TaskOutcome], tmp_path: Path
 ) -> None:
-    entries = [(r, write_report(r, tmp_path, runtime="sim")) for r in by_strategy.values()]
+    entries = [(r, write_report(r, tmp_path)) for r in by_strategy.values()]
     entries.append((session("random", "unreported", 6), None))
     html = write_index(entries, tmp_path).read_text()
     for strategy in by_strategy:
@@ -47,18 +45,18 @@ def test_index_lists_every_spec_with_verdict_and_relative_link(
     assert html.count("chip ok") + html.count("chip bad") == 4
 
 
-def test_index_compares_strategies_over_the_same_space(by_strategy: dict[str, SessionResult], tmp_path: Path) -> None:
+def test_index_compares_strategies_over_the_same_space(by_strategy: dict[str, TaskOutcome], tmp_path: Path) -> None:
     html = write_index([(r, None) for r in by_strategy.values()], tmp_path).read_text()
     assert "Strategy comparison" in html and "data:image/png;base64," in html
 
 
-def test_index_does_not_compare_a_single_strategy(by_strategy: dict[str, SessionResult], tmp_path: Path) -> None:
+def test_index_does_not_compare_a_single_strategy(by_strategy: dict[str, TaskOutcome], tmp_path: Path) -> None:
     html = write_index([(by_strategy["grid"], None)], tmp_path).read_text()
     assert "Strategy comparison" not in html
 
 
 def test_step_summary_names_verdicts_best_configs_and_the_report(
-    by_strategy: dict[str, SessionResult], tmp_path: Path
+    by_strategy: dict[str, TaskOutcome], tmp_path: Path
 ) -> None:
     result = by_strategy["grid"]
     text = github_step_summary([(result, tmp_path / "seed-grid" / "index.html")], tmp_path)
@@ -66,18 +64,18 @@ def test_step_summary_names_verdicts_best_configs_and_the_report(
     assert "seed-grid" in text and "minimize_latency" in text
     assert f"mem-fraction-static={result.best.params['mem-fraction-static']}" in text
     assert str(tmp_path / "index.html") in text
-    assert ("PASS" if result.passed else "FAIL") in text.splitlines()[0]
+    assert result.verdict.status in text.splitlines()[0]
 
 
-def test_step_summary_escapes_table_breaking_text(by_strategy: dict[str, SessionResult], tmp_path: Path) -> None:
+def test_step_summary_escapes_table_breaking_text(by_strategy: dict[str, TaskOutcome], tmp_path: Path) -> None:
     result = by_strategy["grid"]
-    hostile = SessionResult(**{**result.__dict__, "spec": result.spec.model_copy(update={"task_name": "a|b<i>"})})
+    hostile = dataclasses.replace(result, spec=result.spec.model_copy(update={"task_name": "a|b<i>"}))
     row = github_step_summary([(hostile, None)], tmp_path).splitlines()[4]
     assert "a\\|b&lt;i&gt;" in row and row.count(" | ") == 6
 
 
 def test_step_summary_is_appended_only_under_github_actions(
-    by_strategy: dict[str, SessionResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    by_strategy: dict[str, TaskOutcome], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "summary.md"
     target.write_text("earlier step\n")
@@ -94,16 +92,16 @@ def test_pareto_front_keeps_only_undominated_latency_throughput_points() -> None
     assert pareto_front(points) == [4, 0, 1]
 
 
-def test_importance_needs_enough_feasible_trials(by_strategy: dict[str, SessionResult]) -> None:
+def test_importance_needs_enough_feasible_trials(by_strategy: dict[str, TaskOutcome]) -> None:
     result = by_strategy["bayesian"]
     importances = param_importances(result)
     assert importances is not None
     assert math.isclose(sum(importances.values()), 1.0)
-    few = SessionResult(**{**result.__dict__, "trials": result.trials[:3]})
+    few = dataclasses.replace(result, trials=result.trials[:3])
     assert param_importances(few) is None
 
 
-def test_convergence_axis_ignores_failed_trials_placeholder_scores(by_strategy: dict[str, SessionResult]) -> None:
+def test_convergence_axis_ignores_failed_trials_placeholder_scores(by_strategy: dict[str, TaskOutcome]) -> None:
     result = by_strategy["random"]
     failed = [t for t in result.trials if t.failure]
     assert failed and min(t.value for t in failed) > 1e6

@@ -14,14 +14,14 @@ from pytest_autotuner.core.space import SearchSpace
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.mark.parametrize(
-    ("n_initial", "grid_size", "expected"),
-    [(5, None, 5), (5, 80, 5), (10, 40, 4), (5, 4, 2), (1, 4, 1), (20, 1000, 20)],
-)
-def test_startup_phase_is_capped_at_a_tenth_of_a_finite_space(
-    n_initial: int, grid_size: int | None, expected: int
-) -> None:
-    assert startup_trials(n_initial, grid_size) == expected
+@pytest.mark.parametrize(("grid_size", "expected"), [(None, 5), (80, 5), (40, 4), (24, 3), (4, 2), (1000, 5)])
+def test_the_default_startup_phase_is_capped_at_a_tenth_of_a_finite_space(grid_size: int | None, expected: int) -> None:
+    assert startup_trials(None, grid_size) == expected
+
+
+@pytest.mark.parametrize(("n_initial", "grid_size"), [(10, 24), (5, 4), (1, 4), (20, 1000), (7, None), (0, 80)])
+def test_an_explicit_n_initial_random_is_used_as_given(n_initial: int, grid_size: int | None) -> None:
+    assert startup_trials(n_initial, grid_size) == n_initial
 
 
 def test_best_unseen_skips_taken_points_in_score_order() -> None:
@@ -86,7 +86,7 @@ def test_failed_configurations_are_avoided_after_the_start() -> None:
     # tells the sampler where to go
     s = spec(
         parameters={"tp-size": [1, 2, 4], "mem-fraction-static": [0.7, 0.75, 0.8, 0.85, 0.9, 0.95]},
-        optimization={"n_initial_random": 3, "max_iterations": 30},
+        optimization={"n_initial_random": 2, "max_iterations": 30},
     )
     study, space = _study(s, seed=3)
     failures_after_start = 0

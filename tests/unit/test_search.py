@@ -25,7 +25,7 @@ def make_search(s, storage: str | None = None, seed: int = 1) -> Search:
 
 def run(s, storage: str | None = None, seed: int = 1) -> list[Params]:
     calls: list[Params] = []
-    TuningSession(spec=s, search=make_search(s, storage, seed), evaluate=synthetic_evaluate(calls)).run()
+    TuningSession(spec=s, search=make_search(s, storage, seed), evaluate=synthetic_evaluate(calls)).search()
     return calls
 
 
@@ -101,7 +101,7 @@ def test_bayesian_starts_from_sglangs_defaults_moved_into_the_space() -> None:
     s = spec(optimization={"max_iterations": 3, "n_initial_random": 1, "confirm_runs": 0})
     search = make_search(s)
     calls: list[Params] = []
-    TuningSession(spec=s, search=search, evaluate=synthetic_evaluate(calls)).run()
+    TuningSession(spec=s, search=search, evaluate=synthetic_evaluate(calls)).search()
     # tp 1, fcfs: SGLang's; chunked-prefill 8192 -> 4096, the nearest allowed; with 4096 passed SGLang would use
     # mem-fraction 0.874 on an H100, and 0.85 is the nearest allowed
     expected = {"tp-size": 1, "mem-fraction-static": 0.85, "schedule-policy": "fcfs", "chunked-prefill-size": 4096}

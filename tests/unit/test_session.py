@@ -5,30 +5,22 @@ from __future__ import annotations
 import threading
 import time
 
-from factories import latency_model, result, spec, synthetic_evaluate
+from factories import latency_model, result, run_session, spec, synthetic_evaluate
 
 from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.search import Search, study_name_for
-from pytest_autotuner.core.session import TuningSession
-from pytest_autotuner.core.space import SearchSpace
 from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
-
-
-def session(s, evaluate, **kwargs):
-    search = Search(spec=s, space=SearchSpace.from_spec(s), storage=None, study_name=study_name_for(s, "t"), seed=1)
-    return TuningSession(spec=s, search=search, evaluate=evaluate, **kwargs)
 
 
 def test_the_best_configuration_is_found_and_confirmed() -> None:
     s = spec(optimization={"strategy": "grid", "max_iterations": 80, "confirm_runs": 3})
     calls: list[Params] = []
-    out = session(s, synthetic_evaluate(calls)).run()
+    out = run_session(s, synthetic_evaluate(calls))
     best = {"tp-size": 1, "mem-fraction-static": 0.8, "schedule-policy": "fcfs", "chunked-prefill-size": 512}
     assert out.best is not None and out.best.params == best
     assert len(out.best.runs) == 3
     assert calls[-3:] == [best] * 3  # confirmation re-runs the winner
     assert len(out.trials) == 80
-    assert out.passed  # no SLOs: nothing to miss
+    assert out.verdict.passed  # no SLOs: nothing to miss
 
 
 def test_verdict_comes_from_confirmation_samples_not_the_lucky_search_run() -> None:
@@ -46,10 +38,10 @@ def test_verdict_comes_from_confirmation_samples_not_the_lucky_search_run() -> N
         seen.add(key)
         return result(value)
 
-    out = session(s, lucky_once).run()
+    out = run_session(s, lucky_once)
     assert out.best is not None
     assert any(t.meets_slos for t in out.trials)
-    assert not out.passed
+    assert not out.verdict.passed
 
 
 def test_a_hanging_evaluate_is_stopped_at_the_timeout() -> None:
@@ -70,11 +62,11 @@ def test_a_hanging_evaluate_is_stopped_at_the_timeout() -> None:
         raise TrialFailure(FailureClass.TRIAL_TIMEOUT, "cancelled")
 
     started = time.monotonic()
-    out = session(s, hangs).run()
+    out = run_session(s, hangs)
     assert time.monotonic() - started < 3
     assert torn_down.is_set()
     assert out.failure_counts == {"trial_timeout": 2}
-    assert out.best is None and not out.passed
+    assert out.best is None and not out.verdict.passed
 
 
 def test_failures_are_recorded_with_their_class_and_do_not_stop_the_session() -> None:
@@ -87,18 +79,18 @@ def test_failures_are_recorded_with_their_class_and_do_not_stop_the_session() ->
             raise RuntimeError("a bug in evaluate")
         return result(latency_model(params))
 
-    out = session(s, oom_above_085).run()
+    out = run_session(s, oom_above_085)
     assert out.failure_counts["oom"] == 16
     assert out.failure_counts["unknown"] == 16
     failed = next(t for t in out.trials if t.failure == "oom")
     assert "CUDA out of memory" in failed.failure_message and failed.log_tail == "tail"
     assert not failed.feasible
-    assert out.best is not None and out.passed
+    assert out.best is not None and out.verdict.passed
 
 
 def test_patience_stops_after_trials_without_improvement() -> None:
     s = spec(optimization={"strategy": "random", "max_iterations": 60, "patience": 3, "confirm_runs": 0})
-    out = session(s, lambda p, d: result(1.0)).run()  # flat landscape: nothing ever improves
+    out = run_session(s, lambda p, d: result(1.0))  # flat landscape: nothing ever improves
     assert len(out.trials) == 4
     assert "optimization.patience" in out.stopped_early
 
@@ -106,13 +98,15 @@ def test_patience_stops_after_trials_without_improvement() -> None:
 def test_progress_events_cover_search_and_confirmation() -> None:
     s = spec(optimization={"max_iterations": 4, "n_initial_random": 2, "confirm_runs": 2})
     events = []
-    session(s, synthetic_evaluate(), on_trial=events.append).run()
+    run_session(s, synthetic_evaluate(), on_trial=events.append)
     assert [(e.phase, e.index, e.total) for e in events] == [
         ("search", 1, 4),
         ("search", 2, 4),
         ("search", 3, 4),
         ("search", 4, 4),
-        ("confirm", 1, 2),
-        ("confirm", 2, 2),
+        ("confirm", 1, 4),  # the best tuned configuration, then SGLang's defaults, as many runs each
+        ("confirm", 2, 4),
+        ("confirm", 3, 4),
+        ("confirm", 4, 4),
     ]
     assert all(e.duration >= 0 for e in events)

@@ -29,7 +29,7 @@ def write(tmp_path: Path, data: object, name: str = "task.json") -> Path:
 def test_seed_short_example_loads_with_seed_defaults(tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, SEED_SHORT, "short-example.json"))
     assert spec.task_name == "short-example"
-    assert spec.optimization.n_initial_random == 5
+    assert spec.optimization.n_initial_random is None  # unset: 5, capped on small spaces (startup_trials)
     assert spec.optimization.timeout_per_iteration == 600
     assert spec.parameters["tp-size"] == [1, 2, 4]
 

@@ -1,0 +1,274 @@
+"""``run_task``: one spec's whole tuning item, from the first trial to the verdict, as a frozen ``TaskOutcome``.
+
+search (``TuningSession``) -> confirmation of the best, and of SGLang's defaults when they were measured, which
+compete in the choice -> comparison with the baseline (one more run when it is ambiguous) -> a new baseline when
+asked -> the one ``Verdict``. Pure like the rest of the core: the evaluate function is injected, progress goes to
+callbacks, and nothing is printed or written (the plugin writes the new baseline the outcome carries).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pytest_autotuner.core.baseline import compare, fingerprint, make_baseline
+from pytest_autotuner.core.gpu_pool import GpuPool
+from pytest_autotuner.core.scoring import objective_value
+from pytest_autotuner.core.search import Search, study_name_for
+from pytest_autotuner.core.session import Confirmation, EvaluateFn, TrialEvent, TrialRecord, TuningSession, rank_key
+from pytest_autotuner.core.space import SearchSpace
+from pytest_autotuner.core.stats import ALPHA, p_worse
+from pytest_autotuner.core.verdict import Verdict, decide
+
+if TYPE_CHECKING:
+    from pytest_autotuner.core.baseline import Baseline, BaselineComparison
+    from pytest_autotuner.core.scoring import SloCheck
+    from pytest_autotuner.core.spec import TaskSpec
+
+__all__ = ["DefaultsComparison", "TaskOptions", "TaskOutcome", "run_task"]
+
+
+def _ignore(_: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """How to run one spec: everything the plugin's options and the runtime host decide."""
+
+    runtime: str = "sim"
+    seed: int = 0
+    storage: str | None = None  # Optuna storage URL; None: in memory
+    local_storage: bool = True  # a storage only this process uses (trials left running were interrupted)
+    study_name: str | None = None  # default: ``study_name_for(spec, runtime)``
+    grace_period: int = 120
+    gpu_ids: tuple[int, ...] = ()
+    gpu_memory_mib: float | None = None
+    workers: int | None = None  # default: as many as the GPUs fit, else 1
+    report_only: bool = False
+    update_baseline: bool = False
+    strict_baseline: bool = False
+    baseline_path: str = ""  # how messages name the baseline file
+    runtime_facts: Mapping[str, str] = field(default_factory=dict)  # runtime, image, image_digest
+    on_trial: Callable[[TrialEvent], None] = _ignore
+    on_note: Callable[[str], None] = _ignore  # progress lines between trials
+
+
+@dataclass(frozen=True)
+class DefaultsComparison:
+    """SGLang's defaults, confirmed like the best, against the tuned best.
+
+    ``gain``: how much better the tuned best's objective is (relative, positive = better; None when either side
+    was not measured); ``p_value``: the same one-sided per-run test the baseline gate uses, "the tuned best is
+    better than the defaults". When the tuned best is not significantly better, the defaults are the best.
+    """
+
+    trial: TrialRecord
+    confirmation: Confirmation | None  # the defaults' confirmation runs
+    tuned: Confirmation | None  # the best tuned configuration's, which competed with them
+    gain: float | None
+    p_value: float
+    defaults_chosen: bool
+
+    @property
+    def significant(self) -> bool:
+        return not math.isnan(self.p_value) and self.p_value < ALPHA
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """Everything one tuning item found and decided; every output reads this and never recomputes it."""
+
+    spec: TaskSpec
+    runtime: str
+    study_name: str
+    trials: tuple[TrialRecord, ...]
+    best: Confirmation | None
+    defaults: DefaultsComparison | None
+    baseline: BaselineComparison | None
+    new_baseline: Baseline | None
+    baseline_note: str  # why no baseline was recorded although asked ('' otherwise)
+    fingerprint: Mapping[str, Any]
+    verdict: Verdict
+    duration: float
+    stopped_early: str = ""
+    duplicates_skipped: int = 0
+
+    @property
+    def slo_checks(self) -> tuple[SloCheck, ...]:
+        return self.best.score.slo_checks if self.best else ()
+
+    @property
+    def failure_counts(self) -> Counter[str]:
+        return Counter(t.failure for t in self.trials if t.failure)
+
+    @property
+    def server_info(self) -> dict[str, Any]:
+        return self.best.server_info if self.best else {}
+
+    @property
+    def defaults_trial(self) -> TrialRecord | None:
+        return self.defaults.trial if self.defaults else None
+
+
+def _defaults_trial(trials: list[TrialRecord]) -> TrialRecord | None:
+    return next((t for t in sorted(trials, key=lambda t: t.number) if t.origin == "sglang_defaults"), None)
+
+
+def _per_run_objective(confirmation: Confirmation, objective: str) -> list[float]:
+    return [objective_value(run, objective) for run in confirmation.runs]
+
+
+def _better(a: Confirmation, b: Confirmation, maximize: bool) -> bool:
+    """``a`` ranks above ``b`` (``rank_key`` on the confirmed scores)."""
+    key_a = rank_key(a.score.meets_slos, a.score.feasible, a.score.value, maximize)
+    key_b = rank_key(b.score.meets_slos, b.score.feasible, b.score.value, maximize)
+    return key_a < key_b
+
+
+def _versus_defaults(
+    spec: TaskSpec, tuned: Confirmation | None, trial: TrialRecord, defaults: Confirmation | None
+) -> DefaultsComparison:
+    """Compare the tuned best with the confirmed defaults: the defaults are chosen unless the tuned best ranks
+    above them and is significantly better (or meets SLOs the defaults miss)."""
+    opt = spec.optimization
+    maximize = opt.direction == "maximize"
+    if defaults is None or tuned is None:
+        return DefaultsComparison(trial, defaults, tuned, None, math.nan, defaults_chosen=defaults is not None)
+    tuned_runs, default_runs = _per_run_objective(tuned, opt.objective), _per_run_objective(defaults, opt.objective)
+    # one-sided: "the defaults are worse than the tuned best", per run
+    p_value = p_worse(tuned_runs, default_runs, higher_is_worse=not maximize)
+    base, now = defaults.score.objective, tuned.score.objective
+    gain = None
+    if base is not None and now is not None and math.isfinite(base) and math.isfinite(now) and base != 0:
+        gain = (now - base) / abs(base) * (1 if maximize else -1)
+    slo_edge = tuned.score.meets_slos and not defaults.score.meets_slos
+    # below two runs a side there is no test: the ranking decides, and the outputs say the p-value is unknown
+    untestable = math.isnan(p_value)
+    keep_tuned = _better(tuned, defaults, maximize) and (slo_edge or untestable or p_value < ALPHA)
+    return DefaultsComparison(trial, defaults, tuned, gain, p_value, defaults_chosen=not keep_tuned)
+
+
+def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baseline: Baseline | None) -> TaskOutcome:
+    """Tune ``spec`` with ``evaluate`` and decide the item's verdict (see the module docstring)."""
+    started = time.monotonic()
+    space = SearchSpace.from_spec(spec)
+    search = Search(
+        spec=spec,
+        space=space,
+        storage=options.storage,
+        study_name=options.study_name or study_name_for(spec, options.runtime),
+        seed=options.seed,
+        local_storage=options.local_storage,
+        grace_period=options.grace_period,
+        gpu_memory_mib=options.gpu_memory_mib,
+    )
+    if baseline is not None and space.contains(baseline.best_params):
+        search.enqueue(dict(baseline.best_params))  # warm start from the last known good
+    gpu_pool = GpuPool(list(options.gpu_ids)) if options.gpu_ids else None
+    workers = options.workers or (gpu_pool.total if gpu_pool else 1)
+    opt = spec.optimization
+    options.on_note(
+        f"{spec.task_name}: {opt.strategy} search on {options.runtime}, {opt.max_iterations} trials, "
+        f"space of {space.grid_size or 'continuous'} points, study {search.study.study_name}"
+    )
+    if workers > 1:
+        options.on_note(f"  GPUs {list(options.gpu_ids) or 'none'}, up to {workers} trial(s) at once")
+    session = TuningSession(
+        spec=spec, search=search, evaluate=evaluate, on_trial=options.on_trial, workers=workers, gpu_pool=gpu_pool
+    )
+    stopped_early = "report only: no trials run (--autotune-report-only)" if options.report_only else session.search()
+
+    best, defaults = _confirm(spec, session)
+    fp = fingerprint(spec, {"runtime": options.runtime, **options.runtime_facts}, best.server_info if best else {})
+    comparison = None
+    if baseline is not None and best is not None:
+        comparison = compare(baseline, spec, best, fp, path=options.baseline_path)
+        if comparison.compared and comparison.ambiguous:
+            options.on_note(f"{spec.task_name}: baseline comparison is ambiguous; one more confirmation run")
+            best = session.confirm_again(best)
+            comparison = compare(baseline, spec, best, fp, path=options.baseline_path, extra_run=True)
+        if not comparison.compared:
+            options.on_note(f"{spec.task_name}: WARNING baseline not compared: {comparison.skipped_reason}")
+    new_baseline, note = None, ""
+    if options.update_baseline:
+        best, note = _runs_for_baseline(spec, session, best, options.on_note)
+        if best is not None and not note:
+            new_baseline = make_baseline(spec, best, fp)
+    records, duplicates = session.records()
+    verdict = decide(
+        task=spec.task_name,
+        trials=records,
+        best=best,
+        best_failures=session.confirmation_failures,
+        baseline=comparison,
+        strict_baseline=options.strict_baseline,
+        baseline_accepted=new_baseline is not None,
+    )
+    return TaskOutcome(
+        spec=spec,
+        runtime=options.runtime,
+        study_name=search.study.study_name,
+        trials=tuple(records),
+        best=best,
+        defaults=defaults,
+        baseline=comparison,
+        new_baseline=new_baseline,
+        baseline_note=note,
+        fingerprint=fp,
+        verdict=verdict,
+        duration=time.monotonic() - started,
+        stopped_early=stopped_early,
+        duplicates_skipped=duplicates,
+    )
+
+
+def _confirm(spec: TaskSpec, session: TuningSession) -> tuple[Confirmation | None, DefaultsComparison | None]:
+    """Confirm the top ``confirm_top`` tuned candidates and, when the search measured them, SGLang's defaults with
+    as many runs; the best confirmed tuned candidate then competes with the defaults (``_versus_defaults``)."""
+    opt = spec.optimization
+    maximize = opt.direction == "maximize"
+    records = session.records()[0]
+    defaults_trial = _defaults_trial(records)
+    skip = defaults_trial.number if defaults_trial else None
+    ranked = [r for r in session.ranked_candidates() if r.number != skip]
+    candidates = ranked[: opt.confirm_top]
+    if defaults_trial is not None and defaults_trial.failure is None:
+        candidates.append(defaults_trial)
+    runs = max(opt.confirm_runs, 1)
+    tuned: Confirmation | None = None
+    defaults: Confirmation | None = None
+    for rank, candidate in enumerate(candidates):
+        confirmed = session.confirm(candidate, first=rank * runs + 1, total=len(candidates) * runs)
+        if confirmed is None:
+            continue
+        if candidate is defaults_trial:
+            defaults = confirmed
+        elif tuned is None or _better(confirmed, tuned, maximize):
+            tuned = confirmed
+    if defaults_trial is None:
+        return tuned, None
+    comparison = _versus_defaults(spec, tuned, defaults_trial, defaults)
+    return (defaults if comparison.defaults_chosen else tuned), comparison
+
+
+def _runs_for_baseline(
+    spec: TaskSpec, session: TuningSession, best: Confirmation | None, on_note: Callable[[str], None]
+) -> tuple[Confirmation | None, str]:
+    """The best with ``regression.baseline_runs`` runs (a baseline is a long-lived reference: measure it well),
+    or why no baseline can be recorded."""
+    if best is None or not best.score.meets_slos:
+        return best, "baseline NOT updated: the session did not pass its SLOs"
+    wanted = spec.regression.baseline_runs
+    if len(best.runs) < wanted:
+        on_note(f"{spec.task_name}: {wanted - len(best.runs)} more run(s) for the baseline")
+    while len(best.runs) < wanted:
+        before = len(best.runs)
+        best = session.confirm_again(best)
+        if len(best.runs) == before:
+            return best, "baseline NOT updated: a confirmation run failed"
+    return best, ""
