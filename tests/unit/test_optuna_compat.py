@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -254,3 +255,18 @@ def test_choosing_tpe_by_default_proposes_tpe_own_pick() -> None:
     ours = _tpe_study(ChoosingTPESampler(n_startup_trials=5, seed=5, constant_liar=True), 12)
     theirs = _tpe_study(optuna.samplers.TPESampler(n_startup_trials=5, seed=5, constant_liar=True), 12)
     assert [t.params for t in ours.trials] == [t.params for t in theirs.trials]
+
+
+# -- import side effects --------------------------------------------------------------------------------------
+
+
+def test_importing_the_plots_keeps_the_user_matplotlib_backend() -> None:
+    code = (
+        "import matplotlib, pytest_autotuner.report.plots as plots\n"
+        "fig = plots._figure(2.0, 2.0); fig.add_subplot().plot([0, 1])\n"
+        "assert plots._to_uri(fig).startswith('data:image/png;base64,')\n"
+        "print(matplotlib.get_backend())\n"
+    )
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip() == "svg"
