@@ -135,6 +135,9 @@ def _spec_paths(config: pytest.Config) -> list[Path]:
 def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("autotune"):
         return
+    from pytest_autotuner.core.optuna_compat import quiet_optuna_logging  # imports Optuna: only with --autotune
+
+    quiet_optuna_logging()
     config.addinivalue_line("markers", "autotune: a tuning session collected from a tuning spec")
     runtime = config.getini("autotune_runtime")
     if runtime and runtime not in RUNTIME_CHOICES:

@@ -133,7 +133,6 @@ class Search:
         """``gpu_memory_mib``: the GPUs' memory, which some of SGLang's defaults depend on (None: an H100 80GB)."""
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.spec = spec
         self.space = space
         self.seed = seed

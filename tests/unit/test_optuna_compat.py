@@ -257,7 +257,25 @@ def test_choosing_tpe_by_default_proposes_tpe_own_pick() -> None:
     assert [t.params for t in ours.trials] == [t.params for t in theirs.trials]
 
 
-# -- import side effects --------------------------------------------------------------------------------------
+# -- logging and import side effects --------------------------------------------------------------------------
+
+
+def test_quiet_optuna_logging_sets_optuna_to_warnings_only() -> None:
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    optuna_compat.quiet_optuna_logging()
+    assert optuna.logging.get_verbosity() == optuna.logging.WARNING
+
+
+def test_building_a_search_leaves_optuna_logging_alone() -> None:
+    from factories import spec
+
+    from pytest_autotuner.core.search import Search
+    from pytest_autotuner.core.space import SearchSpace
+
+    optuna.logging.set_verbosity(optuna.logging.DEBUG)
+    s = spec()
+    Search(spec=s, space=SearchSpace.from_spec(s), storage=None, study_name="quiet", seed=0)
+    assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
 
 
 def test_importing_the_plots_keeps_the_user_matplotlib_backend() -> None:
