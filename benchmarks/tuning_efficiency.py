@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_autotuner.core.metrics import BenchResult
+from pytest_autotuner.core.optuna_compat import quiet_optuna_logging
 from pytest_autotuner.core.scoring import TrialScore, score_failure, score_result
 from pytest_autotuner.core.search import Search, default_storage_url
 from pytest_autotuner.core.session import TuningSession
@@ -352,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=max(1, multiprocessing.cpu_count()))
     parser.add_argument("--no-timing", action="store_true")
     args = parser.parse_args(argv)
+    quiet_optuna_logging()  # Search no longer does it; forked workers inherit it
     started = time.perf_counter()
     ctx = multiprocessing.get_context("fork")  # workers inherit the memo filled while finding the optimum
     out: list[str] = [f"Command: `python benchmarks/tuning_efficiency.py {' '.join(sys.argv[1:])}`".rstrip()]

@@ -44,6 +44,9 @@ def pytest_configure(config: pytest.Config) -> None:
     options = read_options(config)
     if options is None:
         return
+    from pytest_autotuner.core.optuna_compat import quiet_optuna_logging  # imports Optuna: only with --autotune
+
+    quiet_optuna_logging()
     config.addinivalue_line("markers", "autotune: a tuning session collected from a tuning spec")
     config.stash[_options_key] = options
     config.stash[_outcomes_key] = []

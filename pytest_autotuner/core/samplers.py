@@ -120,65 +120,49 @@ def best_unseen(
 
 def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
     """Defined lazily: Optuna is imported only when a study is built."""
-    import optuna
-    from optuna.samplers._tpe.sampler import _split_trials, default_gamma
     from optuna.trial import TrialState
 
-    class UniqueTPESampler(optuna.samplers.TPESampler):
+    from pytest_autotuner.core.optuna_compat import ChoosingTPESampler, TPEModel
+
+    class UniqueTPESampler(ChoosingTPESampler):
         """TPE whose proposal is the best-scoring configuration that no other trial has (see module doc)."""
 
         def __init__(self, space: SearchSpace, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self._space = space
 
-        def _sample(
-            self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-        ) -> dict[str, Any]:
-            # Same split and estimators as TPESampler._sample (Optuna 5.0); only the choice differs.
-            states = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING]
-            trials = [
-                t for t in study._get_trials(deepcopy=False, states=states, use_cache=False) if t.number != trial.number
-            ]
-            n_finished = sum(t.state != TrialState.RUNNING for t in trials)
-            below, above = _split_trials(study, trials, default_gamma(n_finished))
-            mpe_below = self._build_parzen_estimator(study, search_space, below, handle_below=True)
-            mpe_above = self._build_parzen_estimator(study, search_space, above, handle_below=False)
-            samples = mpe_below.sample(self._rng.rng, self._n_ei_candidates)
-            feasibility = self._feasibility(study, search_space, trials)
-            scores = self._compute_acquisition_func(samples, mpe_below, mpe_above) + _FEASIBILITY_WEIGHT * feasibility(
-                samples
-            )
-            taken = _taken_keys(study, trial, search_space)
+        def choose(self, model: TPEModel) -> dict[str, float]:
+            feasibility = self._feasibility(model)
+            samples = model.candidates
+            scores = model.acquisition(samples) + _FEASIBILITY_WEIGHT * feasibility(samples)
+            taken = _taken_keys(model.study, model.trial, model.search_space)
             chosen = best_unseen(samples, scores, taken)
             grid_size = self._space.grid_size
             if chosen is None and grid_size is not None and grid_size <= EXHAUSTIVE_LIMIT:
-                everything = grid_candidates(self._space, search_space)
-                all_scores = self._compute_acquisition_func(everything, mpe_below, mpe_above)
-                all_scores += _FEASIBILITY_WEIGHT * feasibility(everything)
+                everything = grid_candidates(self._space, model.search_space)
+                all_scores = model.acquisition(everything) + _FEASIBILITY_WEIGHT * feasibility(everything)
                 chosen = best_unseen(everything, all_scores, taken)
             if chosen is None:  # a huge or exhausted space: TPE's own pick (search.py dedups it)
                 chosen = {name: float(values[int(np.argmax(scores))]) for name, values in samples.items()}
-            return {name: dist.to_external_repr(chosen[name]) for name, dist in search_space.items()}
+            return chosen
 
-        def _feasibility(
-            self, study: Study, search_space: dict[str, BaseDistribution], trials: list[FrozenTrial]
-        ) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+        def _feasibility(self, model: TPEModel) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
             """log P(feasible | x) from Parzen estimators of the feasible and the infeasible trials (c-TPE).
 
             TPE alone puts failed trials among the "bad" ones, next to merely slow ones, so it cannot tell
             "slow here" from "does not start here"; this term steers away from where servers failed.
             """
-            finished = [t for t in trials if t.state == TrialState.COMPLETE]
+            finished = [t for t in model.trials if t.state == TrialState.COMPLETE]
             failed = [t for t in finished if infeasible(t)]
             ok = [t for t in finished if not infeasible(t)]
             if not failed or not ok:
                 return lambda samples: np.zeros(len(next(iter(samples.values()))))
-            mpe_ok = self._build_parzen_estimator(study, search_space, ok, handle_below=False)
-            mpe_failed = self._build_parzen_estimator(study, search_space, failed, handle_below=False)
+            log_pdf_ok = model.fit(ok)
+            log_pdf_failed = model.fit(failed)
 
             def log_p_feasible(samples: dict[str, np.ndarray]) -> np.ndarray:
-                log_ok = math.log(len(ok)) + mpe_ok.log_pdf(samples)
-                log_failed = math.log(len(failed)) + mpe_failed.log_pdf(samples)
+                log_ok = math.log(len(ok)) + log_pdf_ok(samples)
+                log_failed = math.log(len(failed)) + log_pdf_failed(samples)
                 return np.asarray(log_ok - np.logaddexp(log_ok, log_failed))
 
             return log_p_feasible

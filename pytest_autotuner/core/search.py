@@ -142,7 +142,6 @@ class Search:
         """``gpu_memory_mib``: the GPUs' memory, which some of SGLang's defaults depend on (None: an H100 80GB)."""
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.spec = spec
         self.space = space
         self.seed = seed
@@ -184,10 +183,11 @@ class Search:
         """A trial left RUNNING by a killed run is closed as failed, so the resumed run does not wait for it."""
         from optuna.trial import TrialState
 
+        from pytest_autotuner.core import optuna_compat
+
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            self.study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-            self.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            logger.info("trial %d was left running by an interrupted run; marked failed", trial.number)
+            if optuna_compat.mark_failed(self.study, trial, {"interrupted": True}):
+                logger.info("trial %d was left running by an interrupted run; marked failed", trial.number)
 
     # -- bookkeeping -------------------------------------------------------------------------------------------
 
@@ -278,14 +278,12 @@ class Search:
     def _ask(self) -> optuna.Trial:
         """A new trial, with a first heartbeat at once on shared storages: a trial without any is never stale, so
         a worker killed before its trial's heartbeat thread started would leave it running for good."""
-        from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+        from pytest_autotuner.core import optuna_compat
 
         with warnings.catch_warnings():  # we run the heartbeat thread ourselves (``heartbeat``), not Study.optimize
             warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
             trial = self.study.ask(self._distributions)
-        storage = self.study._storage
-        if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage):
-            storage.record_heartbeat(trial._trial_id)
+        optuna_compat.record_heartbeat(self.study, trial)
         return trial
 
     def _fail_stale_trials(self) -> None:
@@ -294,28 +292,26 @@ class Search:
         A worker killed inside ``ask`` leaves a running trial with neither a heartbeat nor all its parameters;
         one still like that after the grace period is failed too (a live ``ask`` fills them in milliseconds).
         """
-        import optuna
-        from optuna.storages._heartbeat import fail_stale_trials, is_heartbeat_enabled
         from optuna.trial import TrialState
 
-        if not is_heartbeat_enabled(self.study._storage):
+        from pytest_autotuner.core import optuna_compat
+
+        if not optuna_compat.heartbeat_enabled(self.study):
             return
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            fail_stale_trials(self.study)
+        optuna_compat.fail_stale_trials(self.study)
         cutoff = datetime.datetime.now() - datetime.timedelta(seconds=self._grace_period)
         names = set(self.space.names)
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if not set(trial.params) >= names and trial.datetime_start is not None and trial.datetime_start < cutoff:
-                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                    self.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-                    logger.info("trial %d was never fully asked (its worker died); marked failed", trial.number)
+            if set(trial.params) >= names or trial.datetime_start is None or trial.datetime_start >= cutoff:
+                continue
+            if optuna_compat.mark_failed(self.study, trial, {}):
+                logger.info("trial %d was never fully asked (its worker died); marked failed", trial.number)
 
     def heartbeat(self, proposal: Proposal) -> contextlib.AbstractContextManager[object]:
         """While a trial runs, tell a shared storage that its worker is alive (no-op for local storages)."""
-        from optuna.storages._heartbeat import get_heartbeat_thread
+        from pytest_autotuner.core import optuna_compat
 
-        return get_heartbeat_thread(proposal.trial._trial_id, self.study._storage)  # type: ignore[return-value]
+        return optuna_compat.heartbeat_thread(self.study, proposal.trial)
 
     def _has_waiting_trial(self) -> bool:
         from optuna.trial import TrialState

@@ -139,6 +139,8 @@ class SearchSpace:
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 
     def contains(self, params: Mapping[str, ParamValue]) -> bool:
+        from pytest_autotuner.core import optuna_compat
+
         dists = self.distributions()
         if set(params) != set(dists):
             return False
@@ -147,6 +149,6 @@ class SearchSpace:
                 internal = dists[name].to_internal_repr(value)
             except ValueError:  # a categorical value that is not a choice
                 return False
-            if not dists[name]._contains(internal):
+            if not optuna_compat.contains(dists[name], internal):
                 return False
         return True

@@ -1,7 +1,8 @@
 """The report's PNG plots, rendered with matplotlib's Agg backend and embedded as data: URIs.
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot state), so nothing needs closing and plots of
-concurrent sessions cannot draw into each other.
+concurrent sessions cannot draw into each other. Each figure gets its own Agg canvas: the user's matplotlib
+backend is never switched.
 """
 
 from __future__ import annotations
@@ -17,10 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pytest_autotuner.core.samplers import startup_trials
@@ -68,6 +66,7 @@ def _to_uri(fig: Figure) -> str:
 def _figure(width: float, height: float, *, left: float = 0.7, bottom: float = 0.5) -> Figure:
     """A figure with fixed margins in inches (a layout engine costs more than all the drawing)."""
     fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)  # attaches itself to fig
     fig.subplots_adjust(left=left / width, right=1 - 0.15 / width, bottom=bottom / height, top=1 - 0.3 / height)
     return fig
 

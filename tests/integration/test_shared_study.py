@@ -164,6 +164,7 @@ def test_trials_of_a_worker_killed_before_its_heartbeat_thread_are_failed_after_
     from factories import spec
     from optuna.trial import TrialState
 
+    from pytest_autotuner.core import optuna_compat
     from pytest_autotuner.core.search import Search
     from pytest_autotuner.core.space import SearchSpace
 
@@ -175,9 +176,10 @@ def test_trials_of_a_worker_killed_before_its_heartbeat_thread_are_failed_after_
 
     dead = worker()
     asked = dead._ask()  # then the worker dies: no heartbeat thread, no tell
-    bare = dead.study._storage.create_new_trial(dead.study._study_id)  # died inside ask: no parameters yet
+    storage = optuna_compat.storage_of(dead.study)
+    bare = storage.create_new_trial(storage.get_study_id_from_name(s.task_name))  # died inside ask: no parameters
     time.sleep(2.5)
     assert worker().propose() is not None
-    states = {t._trial_id: t.state for t in optuna.load_study(study_name=s.task_name, storage=postgres_url).trials}
-    assert states[asked._trial_id] == TrialState.FAIL
-    assert states[bare] == TrialState.FAIL
+    states = {t.number: t.state for t in optuna.load_study(study_name=s.task_name, storage=postgres_url).trials}
+    assert states[asked.number] == TrialState.FAIL
+    assert states[storage.get_trial_number_from_id(bare)] == TrialState.FAIL
