@@ -54,6 +54,10 @@ def progress_line(event: TrialEvent, objective: str) -> str:
     return f"  {head} {_params(event.params)} -> {result} [{event.duration:.1f}s]{mark}"
 
 
+def _runs(n: int) -> str:
+    return f"{n} run{'s' * (n != 1)}"
+
+
 def defaults_line(outcome: TaskOutcome) -> str | None:
     """The chosen best against SGLang's defaults, with the significance; None when the study did not run them."""
     versus = outcome.defaults
@@ -68,7 +72,7 @@ def defaults_line(outcome: TaskOutcome) -> str | None:
     confirmed = versus.confirmation
     if confirmed is None:
         return f"{where}: every confirmation run failed"
-    measured = f"{format_objective(confirmed.score.objective, objective)} (confirmed, {len(confirmed.runs)} runs)"
+    measured = f"{format_objective(confirmed.score.objective, objective)} (confirmed, {_runs(len(confirmed.runs))})"
     slo = "" if confirmed.score.meets_slos else ", missing the SLOs"
     test = "" if versus.gain is None else f"{format_gain(versus.gain)}, p = {format_p(versus.p_value)}"
     if not versus.significant and versus.gain is not None:
@@ -92,7 +96,7 @@ def summary_lines(outcome: TaskOutcome, report_path: str | None) -> list[str]:
     if best is not None:
         lines.append(f"  best: {_params(best.params)} (found by trial #{best.source_trial})")
         lines.append(
-            f"  {objective}: {format_objective(best.score.objective, objective)} (confirmed, {len(best.runs)} runs)"
+            f"  {objective}: {format_objective(best.score.objective, objective)} (confirmed, {_runs(len(best.runs))})"
         )
         versus = defaults_line(outcome)
         if versus:

@@ -55,8 +55,8 @@ def test_each_spec_is_one_item_that_passes_when_slos_hold(pytester: pytest.Pytes
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([
         "*quick-task: grid search on sim, 2 trials*",
-        "*trial 1/2 chunked-prefill-size=* schedule-policy=* -> minimize_latency=* SLO ok [[]*s]",
-        "*confirm 1/1*",
+        "*trial #0 [[]1/2] chunked-prefill-size=* schedule-policy=* -> minimize_latency=* SLO ok [[]*s]  <- new best",
+        "*confirm #* [[]1/1]*",
         "*autotune summary*",
         "quick-task: PASS*",
         "*best: chunked-prefill-size=*",
@@ -172,7 +172,7 @@ def test_killing_a_run_midway_then_rerunning_resumes(tmp_path: Path) -> None:
     seen = []
     for line in proc.stdout:
         seen.append(line)
-        if "trial 2/4" in line:
+        if "[2/4]" in line:
             break
     time.sleep(0.5)  # the third trial's server is starting
     servers = _children_of(proc.pid)
@@ -186,4 +186,4 @@ def test_killing_a_run_midway_then_rerunning_resumes(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stdout
     trial_lines = [line for line in again.stdout.splitlines() if line.strip().startswith("trial ")]
     # two trials had finished before the kill: only the remaining two run now
-    assert [line.split()[1] for line in trial_lines] == ["3/4", "4/4"]
+    assert [line.split()[2] for line in trial_lines] == ["[3/4]", "[4/4]"]
