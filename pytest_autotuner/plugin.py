@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_autotuner.core.runtime_kinds import RUNTIME_KINDS
+
 if TYPE_CHECKING:
     from pytest_autotuner.core.baseline import BaselineComparison
     from pytest_autotuner.core.session import SessionResult, TrialEvent, TuningSession
     from pytest_autotuner.core.spec import TaskSpec
-    from pytest_autotuner.runtimes import Runtime
+    from pytest_autotuner.runtimes import RuntimeHost
 
-RUNTIME_CHOICES = ("docker", "process", "sim")
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
 _results_key = pytest.StashKey[list[tuple["SessionResult", str | None]]]()
 _spec_dirs_key = pytest.StashKey[list[Path]]()
@@ -51,7 +52,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--autotune", action="store_true", help="run every tuning spec as a tuning session")
     group.addoption(
         "--autotune-runtime",
-        choices=RUNTIME_CHOICES,
+        choices=RUNTIME_KINDS,
         default=None,
         help="run every spec on this runtime (overrides the spec's `runtime`)",
     )
@@ -137,8 +138,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     config.addinivalue_line("markers", "autotune: a tuning session collected from a tuning spec")
     runtime = config.getini("autotune_runtime")
-    if runtime and runtime not in RUNTIME_CHOICES:
-        raise pytest.UsageError(f"ini autotune_runtime = {runtime!r}; use one of {', '.join(RUNTIME_CHOICES)}")
+    if runtime and runtime not in RUNTIME_KINDS:
+        raise pytest.UsageError(f"ini autotune_runtime = {runtime!r}; use one of {', '.join(RUNTIME_KINDS)}")
     spec_paths = _spec_paths(config)
     config.stash[_spec_dirs_key] = spec_paths
     config.stash[_results_key] = []
@@ -216,7 +217,7 @@ class TuningItem(pytest.Item):
         from pytest_autotuner.core.space import SearchSpace
         from pytest_autotuner.evaluate import make_evaluate, plan_from_spec
         from pytest_autotuner.report.text import explain_baseline, explain_failure
-        from pytest_autotuner.runtimes import RuntimeUnavailable, create_runtime
+        from pytest_autotuner.runtimes import RuntimeUnavailable, create_host
         from pytest_autotuner.runtimes.gpus import detect_gpus, gpu_memory_mib
 
         spec, runtime_kind, seed = self._effective_spec()
@@ -242,7 +243,7 @@ class TuningItem(pytest.Item):
         if baseline and space.contains(baseline.get("best_params", {})):
             search.enqueue(dict(baseline["best_params"]))  # warm start from the last known good
         try:
-            runtime = create_runtime(runtime_kind, spec, seed=seed)
+            host = create_host(runtime_kind, spec, seed=seed)
         except RuntimeUnavailable as err:
             raise AutotuneFailure(f"cannot start the {runtime_kind} runtime for {spec.task_name!r}: {err}") from None
         self._say(
@@ -255,13 +256,10 @@ class TuningItem(pytest.Item):
         if workers > 1:
             self._say(f"  GPUs {gpu_ids or 'none'}, up to {workers} trial(s) at once")
 
-        def new_runtime(n: int) -> Runtime:
-            return create_runtime(runtime_kind, spec, seed=seed * 1000 + n)
-
         session = TuningSession(
             spec=spec,
             search=search,
-            evaluate=make_evaluate(new_runtime, plan_from_spec(spec, seed)),
+            evaluate=make_evaluate(host, plan_from_spec(spec, seed)),
             on_trial=lambda event: self._progress(event, spec.optimization.objective),
             workers=workers,
             gpu_pool=gpu_pool,
@@ -269,12 +267,18 @@ class TuningItem(pytest.Item):
         )
         try:
             with _sigterm_as_interrupt():
+                try:
+                    host.prepare()
+                except RuntimeUnavailable as err:
+                    raise AutotuneFailure(
+                        f"cannot start the {runtime_kind} runtime for {spec.task_name!r}: {err}"
+                    ) from None
                 result = session.run()
                 if baseline and result.best is not None:
-                    result.baseline = self._compare_baseline(session, result, baseline, baseline_file, runtime)
-                self._update_baseline(session, result, baseline_file, runtime_kind, runtime)
+                    result.baseline = self._compare_baseline(session, result, baseline, baseline_file, host)
+                self._update_baseline(session, result, baseline_file, runtime_kind, host)
         finally:
-            runtime.close()
+            host.close()
         report_path = self._write_report(result, report_dir, runtime_kind)
         self.config.stash[_results_key].append((result, report_path))
         self._record_properties(result)
@@ -286,20 +290,19 @@ class TuningItem(pytest.Item):
         if problems:
             raise AutotuneFailure("\n\n".join(problems))
 
-    def _fingerprint(self, result: SessionResult, runtime_kind: str, runtime: Any) -> dict[str, Any]:
+    def _fingerprint(self, result: SessionResult, runtime_kind: str, host: RuntimeHost) -> dict[str, Any]:
         from pytest_autotuner.core.baseline import fingerprint
 
-        digest = str(getattr(runtime, "image_digest", "") or "")
-        return fingerprint(result.spec, runtime_kind, result.server_info, image_digest=digest)
+        return fingerprint(result.spec, runtime_kind, result.server_info, image_digest=host.image_digest)
 
     def _compare_baseline(
-        self, session: TuningSession, result: SessionResult, baseline: dict[str, Any], path: Path, runtime: Any
+        self, session: TuningSession, result: SessionResult, baseline: dict[str, Any], path: Path, host: RuntimeHost
     ) -> BaselineComparison:
         from pytest_autotuner.core.baseline import compare
 
         assert result.best is not None
         spec = result.spec
-        fp = self._fingerprint(result, spec.runtime, runtime)
+        fp = self._fingerprint(result, spec.runtime, host)
         where = str(path.relative_to(self.config.rootpath)) if path.is_relative_to(self.config.rootpath) else str(path)
 
         def run_compare() -> BaselineComparison:
@@ -330,7 +333,7 @@ class TuningItem(pytest.Item):
         return bool(self._option("autotune_strict_baseline") and result.baseline and result.baseline.skipped_reason)
 
     def _update_baseline(
-        self, session: TuningSession, result: SessionResult, path: Path, runtime_kind: str, runtime: Any
+        self, session: TuningSession, result: SessionResult, path: Path, runtime_kind: str, host: RuntimeHost
     ) -> None:
         if not self._option("autotune_update_baseline"):
             return
@@ -348,7 +351,7 @@ class TuningItem(pytest.Item):
                 if len(result.best.runs) == before:
                     self._say(f"{result.spec.task_name}: baseline NOT updated: a confirmation run failed")
                     return
-        write_baseline(path, make_baseline(result.spec, result.best, self._fingerprint(result, runtime_kind, runtime)))
+        write_baseline(path, make_baseline(result.spec, result.best, self._fingerprint(result, runtime_kind, host)))
         self._say(f"{result.spec.task_name}: baseline written to {path}")
 
     def _write_report(self, result: SessionResult, report_dir: Path, runtime_kind: str) -> str | None:
