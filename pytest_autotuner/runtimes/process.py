@@ -138,6 +138,12 @@ class ProcessHost:
     def fingerprint_facts(self) -> dict[str, str]:
         return {"runtime": self.kind, "image": self.image, "image_digest": self.image_digest}
 
+    def next_launch(self) -> int:
+        """This host's launch count, 1 for its first launch (thread-safe: trials launch from worker threads)."""
+        with self._lock:
+            self._launches += 1
+            return self._launches
+
     def own_flags(self, devices: tuple[int, ...], launch: int) -> list[str]:
         """Flags this runtime adds after the tuned parameters (``launch``: 1 for this host's first launch)."""
         return self.extra_args
@@ -165,11 +171,8 @@ class ProcessHost:
 
     @contextlib.contextmanager
     def launch(self, params: Mapping[str, ParamValue], *, deadline: Deadline, label: str) -> Iterator[ProcessServer]:
-        with self._lock:
-            self._launches += 1
-            launch = self._launches
         port = free_port()
-        argv = self.command(params, port, deadline.devices, launch)
+        argv = self.command(params, port, deadline.devices, self.next_launch())
         fd, log_name = tempfile.mkstemp(prefix=f"autotune-{label}-", suffix=".log")
         logger.debug("launching %s", " ".join(argv))
         env = (
