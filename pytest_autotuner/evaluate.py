@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pytest_autotuner.core.plan import BenchmarkPlan
@@ -14,7 +13,7 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.metrics import BenchResult
     from pytest_autotuner.core.session import EvaluateFn
     from pytest_autotuner.core.spec import TaskSpec
-    from pytest_autotuner.runtimes.base import Runtime
+    from pytest_autotuner.runtimes.base import RuntimeHost
 
 __all__ = ["make_evaluate", "plan_from_spec"]
 
@@ -38,33 +37,27 @@ def plan_from_spec(spec: TaskSpec, seed: int) -> BenchmarkPlan:
     )
 
 
-def make_evaluate(new_runtime: Callable[[int], Runtime], plan: BenchmarkPlan) -> EvaluateFn:
-    """``evaluate(params, deadline)`` for a session: one server per call, torn down on every path.
+def make_evaluate(host: RuntimeHost, plan: BenchmarkPlan) -> EvaluateFn:
+    """``evaluate(params, deadline)`` for a session: one server per call from ``host``, torn down on every path.
 
-    ``new_runtime(n)`` makes the runtime of the n-th launch: each launch has its own, so concurrent trials
-    share no server state.
+    Calls may run concurrently (one per worker thread): each launch is its own server, sharing no state.
     """
     from pytest_autotuner.bench.client import run_benchmark
 
     launches = itertools.count(1)
 
     def evaluate(params: Params, deadline: Deadline) -> BenchResult:
-        n = next(launches)
-        runtime = new_runtime(n)
-        try:
-            with runtime.launch(params, deadline=deadline, label=f"trial{n}") as endpoint:
-                try:
-                    return run_benchmark(endpoint, plan, deadline=deadline)
-                except TrialFailure as failure:
-                    if failure.failure_class != FailureClass.TRIAL_TIMEOUT and not runtime.is_alive():
-                        raise TrialFailure(
-                            FailureClass.CRASHED,
-                            f"the server exited during the benchmark ({failure.message})",
-                            log_tail=runtime.log_tail(),
-                        ) from None
-                    failure.log_tail = failure.log_tail or runtime.log_tail()
-                    raise
-        finally:
-            runtime.close()
+        with host.launch(params, deadline=deadline, label=f"trial{next(launches)}") as server:
+            try:
+                return run_benchmark(server.endpoint, plan, deadline=deadline)
+            except TrialFailure as failure:
+                if failure.failure_class != FailureClass.TRIAL_TIMEOUT and not server.is_alive():
+                    raise TrialFailure(
+                        FailureClass.CRASHED,
+                        f"the server exited during the benchmark ({failure.message})",
+                        log_tail=server.log_tail(),
+                    ) from None
+                failure.log_tail = failure.log_tail or server.log_tail()
+                raise
 
     return evaluate

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.session import TrialEvent
     from pytest_autotuner.core.spec import TaskSpec
     from pytest_autotuner.core.task import TaskOutcome
+    from pytest_autotuner.runtimes import RuntimeHost
 
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
 _options_key = pytest.StashKey[Options]()
@@ -124,20 +125,32 @@ class TuningItem(pytest.Item):
             raise AutotuneFailure(str(err)) from None
 
     def runtest(self) -> None:
-        from pytest_autotuner.baseline_file import baseline_path
-        from pytest_autotuner.core.task import TaskOptions, run_task
-        from pytest_autotuner.evaluate import make_evaluate, plan_from_spec
-        from pytest_autotuner.runtimes import RuntimeUnavailable, create_runtime
-        from pytest_autotuner.runtimes.gpus import detect_gpus, gpu_memory_mib
+        from pytest_autotuner.runtimes import RuntimeUnavailable, create_host
 
-        options = self.options
         spec = self.effective_spec()
         seed = int(spec.optimization.seed or 0)
         baseline = self._load_baseline()
         try:
-            runtime = create_runtime(spec.runtime, spec, seed=seed)
+            host = create_host(spec.runtime, spec, seed=seed)
         except RuntimeUnavailable as err:
             raise AutotuneFailure(f"cannot start the {spec.runtime} runtime for {spec.task_name!r}: {err}") from None
+        try:
+            with _sigterm_as_interrupt():
+                host.prepare()  # client, leftover sweep, image and digest: once, before the first trial
+                outcome = self._run(spec, seed, host, baseline)
+        except RuntimeUnavailable as err:
+            raise AutotuneFailure(f"cannot start the {spec.runtime} runtime for {spec.task_name!r}: {err}") from None
+        finally:
+            host.close()
+        self._finish(outcome)
+
+    def _run(self, spec: TaskSpec, seed: int, host: RuntimeHost, baseline: Baseline | None) -> TaskOutcome:
+        from pytest_autotuner.baseline_file import baseline_path
+        from pytest_autotuner.core.task import TaskOptions, run_task
+        from pytest_autotuner.evaluate import make_evaluate, plan_from_spec
+        from pytest_autotuner.runtimes.gpus import detect_gpus, gpu_memory_mib
+
+        options = self.options
         gpu_ids = detect_gpus(spec, spec.runtime)
         storage = options.storage
         if storage is None:
@@ -157,23 +170,11 @@ class TuningItem(pytest.Item):
             update_baseline=options.update_baseline,
             strict_baseline=options.strict_baseline,
             baseline_path=self._where(baseline_path(self.path)),
-            runtime_facts={
-                "image_digest": str(getattr(runtime, "image_digest", "") or ""),
-                "image": spec.runtime_image_tag if spec.runtime == "docker" else "",
-            },
+            runtime_facts=host.fingerprint_facts(),
             on_trial=lambda event: self._progress(event, spec.optimization.objective),
             on_note=self._say,
         )
-
-        def new_runtime(n: int) -> Any:
-            return create_runtime(spec.runtime, spec, seed=seed * 1000 + n)
-
-        try:
-            with _sigterm_as_interrupt():
-                outcome = run_task(spec, task_options, make_evaluate(new_runtime, plan_from_spec(spec, seed)), baseline)
-        finally:
-            runtime.close()
-        self._finish(outcome)
+        return run_task(spec, task_options, make_evaluate(host, plan_from_spec(spec, seed)), baseline)
 
     def _finish(self, outcome: TaskOutcome) -> None:
         """Write the new baseline and the report, keep the outcome for the summary, and map the verdict to pytest.

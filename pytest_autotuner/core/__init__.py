@@ -4,6 +4,3 @@ Synchronous and free of network, container and file I/O: a session is driven by 
 ``evaluate(params, deadline)`` and returns a frozen outcome. The edges (``runtimes``, ``bench``, ``report``,
 ``sim`` and the ``plugin``) import from here; nothing here imports from them.
 """
-
-#: where a server can run: the built-in simulator, a local process, an SGLang container
-RUNTIME_KINDS = ("docker", "process", "sim")

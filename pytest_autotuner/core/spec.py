@@ -22,15 +22,19 @@ from pydantic import (
     model_validator,
 )
 
+from pytest_autotuner.core.runtime_kinds import RUNTIME_KINDS, RuntimeKind
 from pytest_autotuner.core.scenarios import ScenarioError, parse_scenario
 
 __all__ = [
     "OBJECTIVES",
+    "RUNTIME_KINDS",
     "STRATEGIES",
     "Benchmark",
+    "DockerSettings",
     "ModelRef",
     "Optimization",
     "RangeParam",
+    "RuntimeKind",
     "Slo",
     "SloMetric",
     "SpecError",
@@ -255,6 +259,17 @@ class DockerSettings(_Model):
     stop_timeout: float = Field(10.0, ge=0)
     hf_cache: str | None = Field(None, description="Host HF cache; default $HF_HOME or ~/.cache/huggingface.")
 
+    @field_validator("volumes")
+    @classmethod
+    def _volume_modes(cls, value: dict[str, str]) -> dict[str, str]:
+        for host, target in value.items():
+            _, _, mode = target.partition(":")
+            if mode and mode not in ("ro", "rw"):
+                raise ValueError(
+                    f"`docker.volumes[{host!r}]` is {target!r}; write the mode as `:ro` or `:rw` (or leave it out)"
+                )
+        return value
+
 
 class RegressionSettings(_Model):
     """How a run is compared with its committed baseline."""
@@ -274,7 +289,7 @@ class TaskSpec(_Model):
     model: ModelRef | None = None
     base_runtime: Literal["sglang", "vllm"] = "sglang"
     runtime_image_tag: str = "latest"
-    runtime: Literal["docker", "process", "sim"] = "docker"
+    runtime: RuntimeKind = "docker"
     parameters: dict[str, list[ParamChoice] | RangeParam] = Field(min_length=1)
     optimization: Optimization = Field(default_factory=Optimization)  # type: ignore[arg-type]
     benchmark: Benchmark = Field(default_factory=Benchmark)  # type: ignore[arg-type]

@@ -1,25 +1,23 @@
-"""Runtimes launch one server per configuration: the built-in simulator, a local process, or Docker."""
+"""Runtimes launch one server per configuration: the built-in simulator, a local process, or Docker.
+
+A session builds one host (``create_host``), prepares it once, launches a server per trial and closes it.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.runtimes.base import Endpoint, Runtime, server_argv
+from pytest_autotuner.core.runtime_kinds import RUNTIME_KINDS
+from pytest_autotuner.runtimes.base import Endpoint, RuntimeHost, RuntimeUnavailable, Server, server_argv
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.spec import TaskSpec
 
-__all__ = ["RUNTIME_KINDS", "Endpoint", "Runtime", "RuntimeUnavailable", "create_runtime", "server_argv"]
-
-RUNTIME_KINDS = ("docker", "process", "sim")
+__all__ = ["RUNTIME_KINDS", "Endpoint", "RuntimeHost", "RuntimeUnavailable", "Server", "create_host", "server_argv"]
 
 
-class RuntimeUnavailable(RuntimeError):
-    """The runtime cannot be used on this machine (no Docker engine, no SGLang, ...)."""
-
-
-def create_runtime(kind: str, spec: TaskSpec, *, seed: int) -> Runtime:
-    """The runtime ``kind`` configured from the spec."""
+def create_host(kind: str, spec: TaskSpec, *, seed: int) -> RuntimeHost:
+    """The runtime ``kind`` configured from the spec, not prepared yet (``prepare()`` does the I/O)."""
     if spec.model is None:
         raise RuntimeUnavailable(
             "`model.id_or_path` is not set in the spec; a server needs a model to launch "
@@ -28,17 +26,17 @@ def create_runtime(kind: str, spec: TaskSpec, *, seed: int) -> Runtime:
     model = spec.model.id_or_path
     readiness = spec.optimization.timeout_per_iteration
     if kind == "sim":
-        from pytest_autotuner.runtimes.sim import SimRuntime
+        from pytest_autotuner.runtimes.sim import SimHost
 
-        return SimRuntime(model=model, settings=spec.simulator, seed=seed, readiness_timeout=readiness)
+        return SimHost(model=model, settings=spec.simulator, seed=seed, readiness_timeout=readiness)
     if kind == "process":
-        from pytest_autotuner.runtimes.process import ProcessRuntime
+        from pytest_autotuner.runtimes.process import ProcessHost
 
-        return ProcessRuntime(model=model, readiness_timeout=readiness)
+        return ProcessHost(model=model, readiness_timeout=readiness)
     if kind == "docker":
         try:
-            from pytest_autotuner.runtimes.docker import DockerRuntime
+            from pytest_autotuner.runtimes.docker import DockerHost
         except ImportError as err:
             raise RuntimeUnavailable(f"the docker runtime is not available: {err}") from None
-        return DockerRuntime.from_spec(spec, readiness_timeout=readiness)
+        return DockerHost.from_spec(spec, readiness_timeout=readiness)
     raise RuntimeUnavailable(f"unknown runtime {kind!r}; use one of: {', '.join(RUNTIME_KINDS)}")

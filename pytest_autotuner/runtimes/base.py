@@ -1,5 +1,5 @@
-"""The Runtime protocol and what every runtime shares: argv from parameters, readiness wait, log handling,
-failure classification."""
+"""The RuntimeHost and Server protocols and what every runtime shares: argv from parameters, readiness wait,
+log handling, failure classification."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from pytest_autotuner.core.trial import Deadline, FailureClass, ParamValue, Tria
 __all__ = [
     "SECRET_ENV_VARS",
     "Endpoint",
-    "Runtime",
+    "RuntimeHost",
+    "RuntimeUnavailable",
+    "Server",
     "classify_startup_failure",
     "mask_secrets",
     "server_argv",
@@ -43,30 +45,56 @@ class Endpoint:
     server_info: dict[str, Any] = field(default_factory=dict)
 
 
-class Runtime(Protocol):
-    """Launches one server per configuration and always tears it down."""
+class RuntimeUnavailable(RuntimeError):
+    """The runtime cannot be used on this machine (no Docker engine, no image, no model, ...)."""
+
+
+class Server(Protocol):
+    """One launched server, ready: where it answers, whether it still runs, what it logged."""
+
+    endpoint: Endpoint
+
+    def is_alive(self) -> bool:
+        """Whether the server still runs (to tell a crash from a slow server)."""
+        ...
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the server's log, secrets masked; still readable after teardown."""
+        ...
+
+
+class RuntimeHost(Protocol):
+    """A runtime for one tuning session: set up once, then one server per trial, then cleaned up.
+
+    ``prepare()`` does the session's one-off work (Docker: the client and its ping, the leftover sweep, the
+    image check or pull, the image digest) and raises RuntimeUnavailable with what to do about it.
+    ``launch()`` is called per trial, from several worker threads at once when trials run concurrently.
+    ``close()`` removes whatever is left; it is idempotent.
+    """
 
     kind: str
+    image: str  # the image servers run from ("" where there is none)
+    image_digest: str  # its RepoDigest (else its image ID), known after prepare(); "" where there is none
+
+    def prepare(self) -> None:
+        """Session start: everything a launch needs that is the same for every trial."""
+        ...
 
     def launch(
         self, params: Mapping[str, ParamValue], *, deadline: Deadline, label: str
-    ) -> AbstractContextManager[Endpoint]:
-        """Start a server for ``params``; the context yields its ready endpoint and tears it down on exit.
+    ) -> AbstractContextManager[Server]:
+        """Start a server for ``params``; the context yields it once ready and tears it down on every exit path.
 
         Raises TrialFailure (classified) when the server does not come up before the deadline.
         """
         ...
 
-    def is_alive(self) -> bool:
-        """Whether the server launched last is still running (to tell a crash from a slow server)."""
-        ...
-
-    def log_tail(self) -> str:
-        """The last lines of the current server's log, secrets masked."""
+    def fingerprint_facts(self) -> dict[str, str]:
+        """What a baseline's fingerprint takes from the runtime: ``runtime``, ``image``, ``image_digest``."""
         ...
 
     def close(self) -> None:
-        """Remove anything this runtime left behind (called once at the end of a session)."""
+        """Remove anything this host left behind (called once at the end of a session; idempotent)."""
         ...
 
 

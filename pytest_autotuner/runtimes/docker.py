@@ -4,19 +4,23 @@ Each trial runs ``python3 -m sglang.launch_server --model-path ... --host 0.0.0.
 the runtime image (``lmsysorg/sglang:<runtime_image_tag>`` unless the spec's ``docker.image`` names another),
 with the container port published on 127.0.0.1 only, on a host port chosen by the engine.
 
+A ``DockerHost`` lives for one tuning session: ``prepare()`` makes the client (and pings the engine), sweeps
+leftovers, checks or pulls the image per ``docker.pull`` and reads its digest, once; ``launch()`` then starts one
+container per trial (from several worker threads at once when trials run concurrently).
+
 Leftovers: every container carries ``pytest-autotuner.session`` (plus ``.trial``, ``.task``, ``.host``,
-``.pid``, ``.runtime``) labels. When a runtime first launches, it removes the labelled containers of earlier
-sessions on this host whose pytest process is gone (a crashed or killed session); containers of sessions that
-are still running (another pytest on the same machine) and of other hosts sharing the engine are left alone,
-and containers without a ``.pid`` or ``.host`` label are treated as leftovers. Inside a session, teardown is
-``stop`` (grace period) then ``remove(force)`` on every path (startup failure, readiness timeout, cancelled
-deadline, benchmark error, Ctrl-C); ``close()`` removes whatever is still there, and an ``atexit`` hook does
-the same at interpreter exit.
+``.pid``, ``.runtime``) labels, ``.host`` and ``.pid`` naming the machine and the pytest process that own it.
+``prepare()`` removes the labelled containers of earlier sessions on this host whose owning pid is gone (a
+crashed or killed session); containers of sessions that are still running (another pytest on the same machine)
+and of other hosts sharing the engine are left alone, and containers without a ``.pid`` or ``.host`` label are
+treated as leftovers. Inside a session, teardown is ``stop`` (grace period) then ``remove(force)`` on every path
+(startup failure, readiness timeout, cancelled deadline, benchmark error, Ctrl-C); the host tracks its
+containers, and ``close()`` (which the plugin calls in a ``finally``) removes whatever is still there. A process
+killed outright leaves its containers to the next session's sweep.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import os
@@ -25,9 +29,7 @@ import socket
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +37,7 @@ from pytest_autotuner.core.trial import Deadline, FailureClass, ParamValue, Tria
 from pytest_autotuner.runtimes.base import (
     SECRET_ENV_VARS,
     Endpoint,
+    RuntimeUnavailable,
     classify_startup_failure,
     mask_secrets,
     server_argv,
@@ -46,7 +49,7 @@ if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.containers import Container
 
-    from pytest_autotuner.core.spec import TaskSpec
+    from pytest_autotuner.core.spec import DockerSettings, TaskSpec
 
 __all__ = [
     "LABEL_HOST",
@@ -56,8 +59,8 @@ __all__ = [
     "LABEL_TASK",
     "LABEL_TRIAL",
     "SESSION_ID",
-    "DockerOptions",
-    "DockerRuntime",
+    "DockerHost",
+    "DockerServer",
     "default_image",
 ]
 
@@ -78,63 +81,6 @@ _CONTAINER_HF_CACHE = "/root/.cache/huggingface"
 _LOG_KEEP_LINES = 400
 _PULL_LOG_INTERVAL_S = 5.0
 _PORT_WAIT_S = 10.0
-
-
-@dataclass(frozen=True)
-class DockerOptions:
-    """The ``docker`` section of a spec (see ``DockerRuntime.from_spec``); every field has a default."""
-
-    image: str | None = None  # default: lmsysorg/sglang:<runtime_image_tag> (vllm/vllm-openai:<tag> for vllm)
-    pull: str = "missing"  # missing | always | never
-    gpus: str | int | list[int] = "auto"  # auto (tp x dp from params) | all | none / 0 | N | [ids]
-    shm_size: str | None = "16g"
-    ipc_mode: str | None = "host"
-    init: bool = True  # docker --init: signals reach the server, zombies are reaped
-    volumes: dict[str, str] = field(default_factory=dict)  # host path -> "container path[:ro|:rw]"
-    env: dict[str, str] = field(default_factory=dict)
-    extra_args: list[str] = field(default_factory=list)  # appended to the server command line
-    container_port: int | None = None  # default: 30000 (SGLang), 8000 (vLLM)
-    stop_timeout: float = 10.0  # seconds between SIGTERM and SIGKILL at teardown
-    hf_cache: str | None = None  # host HF cache; default $HF_HOME or ~/.cache/huggingface
-
-    def __post_init__(self) -> None:
-        if self.pull not in ("missing", "always", "never"):
-            raise ValueError(f"docker.pull must be one of missing, always, never; got {self.pull!r}")
-        if isinstance(self.gpus, str) and self.gpus not in ("auto", "all", "none"):
-            raise ValueError(f"docker.gpus must be auto, all, none, a count or a list of ids; got {self.gpus!r}")
-        if self.stop_timeout < 0:
-            raise ValueError(f"docker.stop_timeout must be >= 0, got {self.stop_timeout!r}")
-
-    @classmethod
-    def coerce(cls, value: object) -> DockerOptions:
-        """Options from None, a mapping, a pydantic model (``spec.docker``) or DockerOptions itself."""
-        if value is None:
-            return cls()
-        if isinstance(value, DockerOptions):
-            return value
-        if isinstance(value, Mapping):
-            raw = dict(value)
-        elif hasattr(value, "model_dump"):
-            raw = dict(value.model_dump())
-        else:
-            raw = {f.name: getattr(value, f.name) for f in fields(cls) if hasattr(value, f.name)}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            logger.warning("ignoring unknown docker settings: %s", ", ".join(unknown))
-        kwargs = {k: v for k, v in raw.items() if k in known}
-        for name in ("volumes", "env"):
-            if kwargs.get(name) is None:
-                kwargs.pop(name, None)
-            else:
-                kwargs[name] = {str(k): str(v) for k, v in kwargs[name].items()}
-        if kwargs.get("extra_args") is not None:
-            kwargs["extra_args"] = [str(a) for a in kwargs["extra_args"]]
-        elif "extra_args" in kwargs:
-            kwargs.pop("extra_args")
-        if isinstance(kwargs.get("gpus"), (list, tuple)):
-            kwargs["gpus"] = [int(i) for i in kwargs["gpus"]]
-        return cls(**kwargs)
 
 
 def default_image(base_runtime: str, tag: str) -> str:
@@ -168,18 +114,57 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-_RUNTIMES: weakref.WeakSet[DockerRuntime] = weakref.WeakSet()
+class DockerServer:
+    """One container: its endpoint once ready, its state, and its log (kept after the container is removed)."""
+
+    def __init__(self, container: Container, secrets: Mapping[str, str]) -> None:
+        self.container = container
+        self.endpoint = Endpoint("", "")  # set once the server is ready
+        self._secrets = secrets
+        self._logs = ""
+
+    def is_alive(self) -> bool:
+        """Whether the container is running."""
+        import docker
+
+        try:
+            self.container.reload()
+        except docker.errors.NotFound:
+            return False
+        return self.container.status not in ("exited", "dead")
+
+    def fetch_logs(self) -> str:
+        """The container's log, secrets masked; the last one read once the container is gone."""
+        import docker
+
+        try:
+            raw = self.container.logs(stdout=True, stderr=True, tail=_LOG_KEEP_LINES)
+        except docker.errors.DockerException:
+            return self._logs
+        self._logs = mask_secrets(raw.decode("utf-8", "replace"), self._secrets)
+        return self._logs
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the container's log, secrets masked (kept after teardown)."""
+        return tail_lines(self.fetch_logs(), lines)
+
+    def startup_failure(self) -> TrialFailure:
+        log = self.fetch_logs()
+        state = self.container.attrs.get("State", {})
+        code = state.get("ExitCode")
+        failure_class = classify_startup_failure(log, code)
+        if state.get("OOMKilled") and failure_class in (FailureClass.LAUNCH_FAILED, FailureClass.UNKNOWN):
+            failure_class = FailureClass.OOM
+        last = next((line for line in reversed(log.splitlines()) if line.strip()), "no output")
+        return TrialFailure(
+            failure_class,
+            f"container exited with code {code} during startup: {last}",
+            log_tail=tail_lines(log),
+        )
 
 
-@atexit.register
-def _close_all() -> None:  # pragma: no cover - runs at interpreter exit
-    for runtime in list(_RUNTIMES):
-        with contextlib.suppress(Exception):
-            runtime.close()
-
-
-class DockerRuntime:
-    """One container per trial through the Docker SDK; see the module docstring for labels and cleanup."""
+class DockerHost:
+    """Containers for one session through the Docker SDK; see the module docstring for labels and cleanup."""
 
     kind = "docker"
 
@@ -187,8 +172,8 @@ class DockerRuntime:
         self,
         *,
         model: str,
+        settings: DockerSettings,
         image: str,
-        options: DockerOptions | None = None,
         base_runtime: str = "sglang",
         task: str = "",
         gpu_ids: Sequence[int] | None = None,
@@ -198,8 +183,9 @@ class DockerRuntime:
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.model = model
+        self.settings = settings
         self.image = image
-        self.options = options or DockerOptions()
+        self.image_digest = ""
         self.base_runtime = base_runtime
         self.task = task
         self.gpu_ids = None if gpu_ids is None else list(gpu_ids)
@@ -207,51 +193,31 @@ class DockerRuntime:
         self.session_id = session_id
         self.host_env = dict(os.environ if env is None else env)
         self._client = client
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards preparation and the set of live containers
         self._prepared = False
         self._live: dict[str, Container] = {}
-        self._current: Container | None = None
-        self._current_logs = ""  # logs of the last container, kept after its removal
-        self.runtime_id = uuid.uuid4().hex[:12]
-        _RUNTIMES.add(self)
+        self.host_id = uuid.uuid4().hex[:12]
 
-    # ----------------------------------------------------------------------------------------- construction
     @classmethod
-    def from_spec(cls, spec: TaskSpec, *, readiness_timeout: float, connect: bool = True) -> DockerRuntime:
-        """The runtime configured by a spec: its model, image tag, ``gpus`` and ``docker`` section.
-
-        With ``connect`` (the default) it also checks the engine, removes leftovers of dead sessions and
-        pulls the image per the pull policy, so that a missing engine or image fails the session once, up
-        front, with RuntimeUnavailable (and a long pull does not eat the first trial's time budget).
-        """
-        from pytest_autotuner.runtimes import RuntimeUnavailable
+    def from_spec(cls, spec: TaskSpec, *, readiness_timeout: float) -> DockerHost:
+        """The host configured by a spec: its model, image tag, ``gpus`` and ``docker`` section (no I/O yet)."""
+        from pytest_autotuner.runtimes.base import RuntimeUnavailable
 
         if spec.model is None:
             raise RuntimeUnavailable("`model.id_or_path` is not set in the spec; a container needs a model to serve")
-        try:
-            options = DockerOptions.coerce(getattr(spec, "docker", None))
-        except (TypeError, ValueError) as err:
-            raise RuntimeUnavailable(f"invalid docker settings: {err}") from None
-        image = options.image or default_image(spec.base_runtime, spec.runtime_image_tag)
-        runtime = cls(
+        return cls(
             model=spec.model.id_or_path,
-            image=image,
-            options=options,
+            settings=spec.docker,
+            image=spec.docker.image or default_image(spec.base_runtime, spec.runtime_image_tag),
             base_runtime=spec.base_runtime,
             task=spec.task_name,
             gpu_ids=spec.gpus,
             readiness_timeout=readiness_timeout,
         )
-        if connect:
-            try:
-                runtime.prepare()
-            except TrialFailure as failure:
-                raise RuntimeUnavailable(failure.message) from None
-        return runtime
 
     @property
     def client(self) -> DockerClient:
-        """The Docker client (from the environment: DOCKER_HOST or the local socket), created on first use."""
+        """The Docker client (from the environment: DOCKER_HOST or the local socket), made by ``prepare()``."""
         if self._client is None:
             import docker
 
@@ -260,18 +226,20 @@ class DockerRuntime:
                 self._client.ping()
             except docker.errors.DockerException as err:
                 self._client = None
-                raise TrialFailure(
-                    FailureClass.LAUNCH_FAILED,
+                raise RuntimeUnavailable(
                     f"no Docker engine answers ({err}); start dockerd (or set DOCKER_HOST), "
-                    "or use --autotune-runtime=process|sim",
+                    "or use --autotune-runtime=process|sim"
                 ) from None
         return self._client
 
     @property
     def container_port(self) -> int:
-        if self.options.container_port is not None:
-            return self.options.container_port
+        if self.settings.container_port is not None:
+            return self.settings.container_port
         return 8000 if self.base_runtime == "vllm" else 30000
+
+    def fingerprint_facts(self) -> dict[str, str]:
+        return {"runtime": self.kind, "image": self.image, "image_digest": self.image_digest}
 
     # ---------------------------------------------------------------------------------------- configuration
     def model_path_in_container(self) -> str:
@@ -287,11 +255,11 @@ class DockerRuntime:
         else:
             head = ["python3", "-m", "sglang.launch_server", "--model-path", model, "--host", "0.0.0.0",
                     "--port", port]  # fmt: skip
-        return [*head, *server_argv(params), *self.options.extra_args]
+        return [*head, *server_argv(params), *self.settings.extra_args]
 
     def device_ids(self, params: Mapping[str, ParamValue], assigned: tuple[int, ...] = ()) -> list[str] | None:
         """GPU ids for the container ([] = no GPUs, None = all GPUs); ``assigned`` ids come from the GPU pool."""
-        gpus = self.options.gpus
+        gpus = self.settings.gpus
         if assigned and gpus == "auto":
             return [str(i) for i in assigned]
         if gpus == "none" or gpus == 0:
@@ -314,15 +282,15 @@ class DockerRuntime:
 
     def environment(self) -> dict[str, str]:
         """The container's environment: ``docker.env`` plus the host's HF tokens, passed through."""
-        env = dict(self.options.env)
+        env = dict(self.settings.env)
         for name in SECRET_ENV_VARS:
             if self.host_env.get(name) and name not in env:
                 env[name] = self.host_env[name]
         return env
 
     def hf_cache_dir(self) -> Path:
-        if self.options.hf_cache:
-            return Path(self.options.hf_cache).expanduser()
+        if self.settings.hf_cache:
+            return Path(self.settings.hf_cache).expanduser()
         if self.host_env.get("HF_HOME"):
             return Path(self.host_env["HF_HOME"]).expanduser()
         return Path.home() / ".cache" / "huggingface"
@@ -338,10 +306,8 @@ class DockerRuntime:
             with contextlib.suppress(OSError):
                 cache.mkdir(parents=True, exist_ok=True)  # downloads persist across trials
             binds[str(cache)] = {"bind": _CONTAINER_HF_CACHE, "mode": "rw"}
-        for host, target in self.options.volumes.items():
-            path, _, mode = target.partition(":")
-            if mode and mode not in ("ro", "rw"):
-                raise ValueError(f"docker.volumes[{host!r}]: mode must be ro or rw, got {mode!r}")
+        for host, target in self.settings.volumes.items():
+            path, _, mode = target.partition(":")  # the mode was validated with the spec
             binds[str(Path(host).expanduser())] = {"bind": path, "mode": mode or "rw"}
         return binds
 
@@ -352,7 +318,7 @@ class DockerRuntime:
             LABEL_TASK: self.task,
             LABEL_HOST: socket.gethostname(),
             LABEL_PID: str(os.getpid()),
-            LABEL_RUNTIME: self.runtime_id,
+            LABEL_RUNTIME: self.host_id,
         }
 
     def create_kwargs(
@@ -370,13 +336,13 @@ class DockerRuntime:
             "volumes": self.volumes(),
             "ports": {f"{self.container_port}/tcp": ("127.0.0.1", None)},
             "detach": True,
-            "init": self.options.init,
+            "init": self.settings.init,
             "stop_signal": "SIGTERM",
         }
-        if self.options.shm_size:
-            kwargs["shm_size"] = self.options.shm_size
-        if self.options.ipc_mode:
-            kwargs["ipc_mode"] = self.options.ipc_mode
+        if self.settings.shm_size:
+            kwargs["shm_size"] = self.settings.shm_size
+        if self.settings.ipc_mode:
+            kwargs["ipc_mode"] = self.settings.ipc_mode
         ids = self.device_ids(params, devices)
         if ids is None:
             kwargs["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
@@ -386,15 +352,14 @@ class DockerRuntime:
 
     # ---------------------------------------------------------------------------------- session preparation
     def prepare(self) -> None:
-        """Once per runtime: check the engine, remove leftovers of dead sessions, make sure the image is there.
-
-        Raises TrialFailure (LAUNCH_FAILED without an engine, IMAGE_MISSING without the image).
-        """
+        """Once per session: connect, remove leftovers of dead sessions, make sure the image is there, read
+        its digest. Raises RuntimeUnavailable (no engine, no image) with what to do about it."""
         with self._lock:
             if self._prepared:
                 return
             self.remove_leftovers()
             self._ensure_image()
+            self.image_digest = self._digest()
             self._prepared = True
 
     def remove_leftovers(self) -> list[str]:
@@ -426,12 +391,11 @@ class DockerRuntime:
             present = True
         except docker.errors.ImageNotFound:
             present = False
-        pull = self.options.pull
+        pull = self.settings.pull
         if not present and pull == "never":
-            raise TrialFailure(
-                FailureClass.IMAGE_MISSING,
+            raise RuntimeUnavailable(
                 f"the image {self.image} is not on this machine and docker.pull is 'never'; "
-                f"run `docker pull {self.image}` (or build it) first, or set docker.pull to 'missing'",
+                f"run `docker pull {self.image}` (or build it) first, or set docker.pull to 'missing'"
             )
         if pull == "always" or not present:
             self._pull()
@@ -453,47 +417,62 @@ class DockerRuntime:
                     logger.info("pull %s: %s", self.image, status)
                     last_log = now
         except docker.errors.DockerException as err:
-            raise TrialFailure(
-                FailureClass.IMAGE_MISSING,
+            raise RuntimeUnavailable(
                 f"cannot pull {self.image}: {err}; check the image name and runtime_image_tag, the registry "
-                "login (docker login) and the network, or pull it yourself and set docker.pull 'never'",
+                "login (docker login) and the network, or pull it yourself and set docker.pull 'never'"
             ) from None
         logger.info("pulled %s", self.image)
 
+    def _digest(self) -> str:
+        """The image's RepoDigest (``repo@sha256:...``) when it came from a registry, else its image ID."""
+        import docker
+
+        try:
+            image = self.client.images.get(self.image)
+        except docker.errors.DockerException as err:
+            raise RuntimeUnavailable(f"cannot inspect the image {self.image}: {err}") from None
+        digests = image.attrs.get("RepoDigests") or []
+        return str(digests[0]) if digests else str(image.id or "")
+
     # ------------------------------------------------------------------------------------------------ trials
     @contextlib.contextmanager
-    def launch(self, params: Mapping[str, ParamValue], *, deadline: Deadline, label: str) -> Iterator[Endpoint]:
-        """Start a container for ``params``, yield its ready endpoint, and stop and remove it on exit."""
+    def launch(self, params: Mapping[str, ParamValue], *, deadline: Deadline, label: str) -> Iterator[DockerServer]:
+        """Start a container for ``params``, yield it once ready, and stop and remove it on exit.
+
+        Prepares the host first if ``prepare()`` was not called (RuntimeUnavailable then comes from here).
+        """
         import docker
 
         self.prepare()
         kwargs = self.create_kwargs(params, label, deadline.devices)
         logger.debug("launching %s: %s", kwargs["name"], " ".join(kwargs["command"]))
-        self._current_logs = ""
-        container: Container | None = None
+        server: DockerServer | None = None
         try:
             try:
                 container = self.client.containers.create(**kwargs)
-                self._live[container.id] = container
-                self._current = container
+                with self._lock:
+                    self._live[container.id] = container
+                server = DockerServer(container, self.environment() | self.host_env)
                 container.start()
             except docker.errors.ImageNotFound as err:
                 raise TrialFailure(FailureClass.IMAGE_MISSING, f"image {self.image} not found: {err}") from None
             except docker.errors.APIError as err:
                 raise TrialFailure(FailureClass.LAUNCH_FAILED, self._explain_api_error(err)) from None
-            host_port = self._host_port(container, deadline)
+            host_port = self._host_port(server, deadline)
             base_url = f"http://127.0.0.1:{host_port}"
+            ready = server
             model_name, info = wait_until_ready(
                 base_url,
                 deadline=deadline,
                 timeout=self.readiness_timeout,
-                exited=lambda: self._exited(container),
-                on_exit=lambda: self._startup_failure(container),
+                exited=lambda: not ready.is_alive(),
+                on_exit=ready.startup_failure,
             )
-            yield Endpoint(base_url, model_name, 1.0, info)
+            server.endpoint = Endpoint(base_url, model_name, 1.0, info)
+            yield server
         finally:
-            if container is not None:
-                self._teardown(container)
+            if server is not None:
+                self._teardown(server)
 
     def _explain_api_error(self, err: Exception) -> str:
         text = str(err)
@@ -504,8 +483,9 @@ class DockerRuntime:
             )
         return f"the container did not start: {text}"
 
-    def _host_port(self, container: Container, deadline: Deadline) -> int:
+    def _host_port(self, server: DockerServer, deadline: Deadline) -> int:
         """The host port the engine published the server port on (read back from the container)."""
+        container = server.container
         key = f"{self.container_port}/tcp"
         give_up = time.monotonic() + _PORT_WAIT_S
         while True:
@@ -515,56 +495,22 @@ class DockerRuntime:
                 if binding.get("HostIp") in ("127.0.0.1", "") and binding.get("HostPort"):
                     return int(binding["HostPort"])
             if container.status in ("exited", "dead"):
-                raise self._startup_failure(container)
+                raise server.startup_failure()
             if time.monotonic() >= give_up or deadline.wait(0.2):
                 raise TrialFailure(FailureClass.LAUNCH_FAILED, f"the engine published no host port for {key}")
 
-    def _exited(self, container: Container) -> bool:
-        import docker
-
-        try:
-            container.reload()
-        except docker.errors.NotFound:
-            return True
-        return container.status in ("exited", "dead")
-
-    def _startup_failure(self, container: Container) -> TrialFailure:
-        log = self._fetch_logs(container)
-        state = container.attrs.get("State", {})
-        code = state.get("ExitCode")
-        failure_class = classify_startup_failure(log, code)
-        if state.get("OOMKilled") and failure_class in (FailureClass.LAUNCH_FAILED, FailureClass.UNKNOWN):
-            failure_class = FailureClass.OOM
-        last = next((line for line in reversed(log.splitlines()) if line.strip()), "no output")
-        return TrialFailure(
-            failure_class,
-            f"container exited with code {code} during startup: {last}",
-            log_tail=tail_lines(log),
-        )
-
-    def _fetch_logs(self, container: Container) -> str:
-        import docker
-
-        try:
-            raw = container.logs(stdout=True, stderr=True, tail=_LOG_KEEP_LINES)
-        except docker.errors.DockerException:
-            return self._current_logs
-        text = mask_secrets(raw.decode("utf-8", "replace"), self.environment() | self.host_env)
-        if container is self._current:
-            self._current_logs = text
-        return text
-
-    def _teardown(self, container: Container) -> None:
+    def _teardown(self, server: DockerServer) -> None:
         """Stop (SIGTERM, SIGKILL after the grace period), keep the log, remove (force)."""
         import docker
 
+        container = server.container
         try:
-            container.stop(timeout=round(self.options.stop_timeout))
+            container.stop(timeout=round(self.settings.stop_timeout))
         except docker.errors.NotFound:
             pass
         except docker.errors.DockerException as err:
             logger.warning("stopping container %s failed: %s", container.name, err)
-        self._fetch_logs(container)
+        server.fetch_logs()
         self._remove(container, "close() retries")
 
     def _remove(self, container: Container, on_error: str) -> None:
@@ -578,30 +524,24 @@ class DockerRuntime:
         except docker.errors.DockerException as err:
             logger.warning("removing container %s failed (%s): %s", container.name, on_error, err)
             return
-        self._live.pop(container.id, None)
-
-    def is_alive(self) -> bool:
-        """Whether the last launched container is running."""
-        container = self._current
-        return container is not None and not self._exited(container)
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines of the current (or last removed) container's log, secrets masked."""
-        container = self._current
-        if container is not None and container.id in self._live:
-            self._fetch_logs(container)
-        return tail_lines(self._current_logs, lines)
+        with self._lock:
+            self._live.pop(container.id, None)
 
     def close(self) -> None:
-        """Remove every container this runtime started that is still there."""
+        """Remove every container this host started that is still there, and let go of the client."""
         if self._client is None:
             return
         import docker
 
         with contextlib.suppress(docker.errors.DockerException):  # also one created but never handed back
-            for found in self._client.containers.list(
-                all=True, filters={"label": f"{LABEL_RUNTIME}={self.runtime_id}"}
-            ):
-                self._live.setdefault(found.id, found)
-        for container in list(self._live.values()):
+            for found in self._client.containers.list(all=True, filters={"label": f"{LABEL_RUNTIME}={self.host_id}"}):
+                with self._lock:
+                    self._live.setdefault(found.id, found)
+        with self._lock:
+            left = list(self._live.values())
+        for container in left:
             self._remove(container, "left behind")
+        with contextlib.suppress(docker.errors.DockerException):
+            self._client.close()
+        self._client = None
+        self._prepared = False

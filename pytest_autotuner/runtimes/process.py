@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from pytest_autotuner.runtimes.base import (
     wait_until_ready,
 )
 
-__all__ = ["ProcessRuntime", "free_port"]
+__all__ = ["ProcessHost", "ProcessServer", "free_port"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +51,68 @@ def free_port(room: int = _DERIVED_PORT_ROOM) -> int:
     raise RuntimeError("no free port with room for SGLang's derived ports between 20000 and 60000")
 
 
-class ProcessRuntime:
-    """One server process per trial; the process group is killed on every exit path."""
+class ProcessServer:
+    """One server process in its own process group; its log is a temporary file until teardown, then memory."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path, env: Mapping[str, str]) -> None:
+        self.proc = proc
+        self.endpoint = Endpoint("", "")  # set once the server is ready
+        self._log_path = log_path
+        self._env = env
+        self._kept_log = ""  # the log's end, read at teardown
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def is_alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self._read_log() if self._log_path.exists() else self._kept_log
+        return mask_secrets(tail_lines(text, lines), self._env)
+
+    def _read_log(self) -> str:
+        return self._log_path.read_bytes()[-200_000:].decode("utf-8", "replace")
+
+    def startup_failure(self) -> TrialFailure:
+        log = self.log_tail(200)
+        code = self.proc.poll()
+        failure_class = classify_startup_failure(log, code)
+        last = next((line for line in reversed(log.splitlines()) if line.strip()), "no output")
+        return TrialFailure(
+            failure_class, f"server exited with code {code} during startup: {last}", log_tail=tail_lines(log)
+        )
+
+    def stop(self) -> None:
+        """SIGTERM to the whole process group, SIGKILL after a grace period; the log's end is kept."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(_STOP_GRACE_S)
+        # children that left the group's leader behind are still in the group
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self._log_path.exists():
+            self._kept_log = self._read_log()
+            self._log_path.unlink(missing_ok=True)
+
+
+class ProcessHost:
+    """Servers as local processes, one per trial; each process group is killed on every exit path.
+
+    Nothing is shared between launches but the configuration, so concurrent trials need no lock beyond the
+    set of live servers that ``close()`` stops.
+    """
 
     kind = "process"
+    image = ""
+    image_digest = ""
+    server_module = "sglang.launch_server"
 
     def __init__(
         self,
@@ -69,17 +128,29 @@ class ProcessRuntime:
         self.python = python
         self.extra_args = list(extra_args)
         self.env = dict(os.environ if env is None else env)
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_path: Path | None = None
-        self._live: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
+        self._launches = 0
+        self._live: set[ProcessServer] = set()
 
-    server_module = "sglang.launch_server"
+    def prepare(self) -> None:
+        """Nothing to set up once: each launch starts its own process."""
 
-    def own_flags(self, devices: tuple[int, ...]) -> list[str]:
-        """Flags this runtime adds after the tuned parameters."""
+    def fingerprint_facts(self) -> dict[str, str]:
+        return {"runtime": self.kind, "image": self.image, "image_digest": self.image_digest}
+
+    def next_launch(self) -> int:
+        """This host's launch count, 1 for its first launch (thread-safe: trials launch from worker threads)."""
+        with self._lock:
+            self._launches += 1
+            return self._launches
+
+    def own_flags(self, devices: tuple[int, ...], launch: int) -> list[str]:
+        """Flags this runtime adds after the tuned parameters (``launch``: 1 for this host's first launch)."""
         return self.extra_args
 
-    def command(self, params: Mapping[str, ParamValue], port: int, devices: tuple[int, ...] = ()) -> list[str]:
+    def command(
+        self, params: Mapping[str, ParamValue], port: int, devices: tuple[int, ...] = (), launch: int = 1
+    ) -> list[str]:
         """The argv of the server for one configuration."""
         return [
             self.python,
@@ -92,20 +163,17 @@ class ProcessRuntime:
             "--port",
             str(port),
             *server_argv(params),
-            *self.own_flags(devices),
+            *self.own_flags(devices, launch),
         ]
 
     def time_scale(self, server_info: Mapping[str, object]) -> float:
         return 1.0
 
     @contextlib.contextmanager
-    def launch(self, params: Mapping[str, ParamValue], *, deadline: Deadline, label: str) -> Iterator[Endpoint]:
+    def launch(self, params: Mapping[str, ParamValue], *, deadline: Deadline, label: str) -> Iterator[ProcessServer]:
         port = free_port()
-        argv = self.command(params, port, deadline.devices)
+        argv = self.command(params, port, deadline.devices, self.next_launch())
         fd, log_name = tempfile.mkstemp(prefix=f"autotune-{label}-", suffix=".log")
-        if self._log_path is not None:
-            self._log_path.unlink(missing_ok=True)  # the previous trial's log: its tail is in the study
-        self._log_path = Path(log_name)
         logger.debug("launching %s", " ".join(argv))
         env = (
             {**self.env, "CUDA_VISIBLE_DEVICES": ",".join(map(str, deadline.devices))} if deadline.devices else self.env
@@ -119,8 +187,9 @@ class ProcessRuntime:
                 env=env,
                 start_new_session=True,
             )
-        self._proc = proc
-        self._live.add(proc)
+        server = ProcessServer(proc, Path(log_name), self.env)
+        with self._lock:
+            self._live.add(server)
         try:
             base_url = f"http://127.0.0.1:{port}"
             model_name, info = wait_until_ready(
@@ -128,47 +197,19 @@ class ProcessRuntime:
                 deadline=deadline,
                 timeout=self.readiness_timeout,
                 exited=lambda: proc.poll() is not None,
-                on_exit=self._startup_failure,
+                on_exit=server.startup_failure,
             )
-            yield Endpoint(base_url, model_name, self.time_scale(info), info)
+            server.endpoint = Endpoint(base_url, model_name, self.time_scale(info), info)
+            yield server
         finally:
-            self._stop(proc)
-
-    def _startup_failure(self) -> TrialFailure:
-        log = self.log_tail(200)
-        code = self._proc.poll() if self._proc else None
-        failure_class = classify_startup_failure(log, code)
-        last = next((line for line in reversed(log.splitlines()) if line.strip()), "no output")
-        return TrialFailure(
-            failure_class, f"server exited with code {code} during startup: {last}", log_tail=tail_lines(log)
-        )
-
-    def is_alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def log_tail(self, lines: int = 40) -> str:
-        if self._log_path is None or not self._log_path.exists():
-            return ""
-        text = self._log_path.read_bytes()[-200_000:].decode("utf-8", "replace")
-        return mask_secrets(tail_lines(text, lines), self.env)
-
-    def _stop(self, proc: subprocess.Popen[bytes]) -> None:
-        """SIGTERM to the whole process group, SIGKILL after a grace period."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(_STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(_STOP_GRACE_S)
-        # children that left the group's leader behind are still in the group
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        self._live.discard(proc)
+            server.stop()
+            with self._lock:
+                self._live.discard(server)
 
     def close(self) -> None:
-        for proc in list(self._live):
-            self._stop(proc)
-        if self._log_path is not None:
-            self._log_path.unlink(missing_ok=True)
+        """Stop any server still running (a launch whose teardown was cut short)."""
+        with self._lock:
+            left = list(self._live)
+            self._live.clear()
+        for server in left:
+            server.stop()

@@ -7,30 +7,35 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.runtimes.process import ProcessRuntime
+from pytest_autotuner.runtimes.process import ProcessHost
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.spec import SimulatorSettings
 
-__all__ = ["SimRuntime"]
+__all__ = ["SimHost", "sim_seed"]
 
 
-class SimRuntime(ProcessRuntime):
+def sim_seed(session_seed: int, launch: int) -> int:
+    """The simulator's noise seed for a session's n-th launch (1-based): its own draw, as a real rerun would.
+
+    Deterministic in (seed, n), so a session that launches in the same order measures the same numbers.
+    """
+    return (session_seed * 1000 + launch) * 100_003 + 1
+
+
+class SimHost(ProcessHost):
     """Same process handling as the process runtime, with the simulator as the server."""
 
     kind = "sim"
+    server_module = "pytest_autotuner.sim"
 
     def __init__(self, *, model: str, settings: SimulatorSettings, seed: int, readiness_timeout: float = 900.0) -> None:
         super().__init__(model=model, readiness_timeout=readiness_timeout, python=sys.executable)
         self.settings = settings
         self.seed = seed
-        self._launches = 0
 
-    server_module = "pytest_autotuner.sim"
-
-    def own_flags(self, devices: tuple[int, ...]) -> list[str]:
+    def own_flags(self, devices: tuple[int, ...], launch: int) -> list[str]:
         s = self.settings
-        self._launches += 1  # each launch gets its own noise draw, as a real rerun would
         visible = len(devices) if devices else s.num_gpus  # like CUDA_VISIBLE_DEVICES: only its own GPUs
         sim_flags = [
             "--sim-gpu",
@@ -42,7 +47,7 @@ class SimRuntime(ProcessRuntime):
             "--sim-startup-scale",
             str(s.startup_scale),
             "--sim-seed",
-            str(self.seed * 100_003 + self._launches),
+            str(sim_seed(self.seed, launch)),
             "--sim-launched-at",  # the startup the simulator models counts from now, not from its imports
             f"{time.monotonic():.6f}",
         ]

@@ -16,22 +16,26 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from factories import spec as make_spec
+from pydantic import ValidationError
 
+from pytest_autotuner.core.spec import DockerSettings
 from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
+from pytest_autotuner.runtimes import RuntimeUnavailable
 from pytest_autotuner.runtimes.docker import (
     LABEL_HOST,
     LABEL_PID,
     LABEL_SESSION,
     LABEL_TASK,
     LABEL_TRIAL,
-    DockerOptions,
-    DockerRuntime,
+    DockerHost,
 )
 
 pytestmark = pytest.mark.slow
@@ -74,13 +78,27 @@ def sim_settings(*extra: str, **overrides: Any) -> dict[str, Any]:
     return settings
 
 
-def make_runtime(*extra: str, model: str = MODEL, readiness: float = 60.0, **overrides: Any) -> DockerRuntime:
-    options = DockerOptions.coerce(sim_settings(*extra, **overrides))
-    assert options.image is not None
-    return DockerRuntime(
-        model=model, image=options.image, options=options, task="docker-it", readiness_timeout=readiness,
+def make_host(*extra: str, model: str = MODEL, readiness: float = 60.0, **overrides: Any) -> DockerHost:
+    settings = DockerSettings.model_validate(sim_settings(*extra, **overrides))
+    assert settings.image is not None
+    return DockerHost(
+        model=model, settings=settings, image=settings.image, task="docker-it", readiness_timeout=readiness,
         env={**os.environ, "HF_TOKEN": FAKE_TOKEN},
     )  # fmt: skip
+
+
+@pytest.fixture
+def host_of() -> Iterator[Any]:
+    """``make_host``, with every host made closed after the test (as the plugin does in a finally)."""
+    made: list[DockerHost] = []
+
+    def make(*extra: str, **kwargs: Any) -> DockerHost:
+        made.append(make_host(*extra, **kwargs))
+        return made[-1]
+
+    yield make
+    for host in made:
+        host.close()
 
 
 # -- container settings (no engine needed) ----------------------------------------------------------------
@@ -89,7 +107,10 @@ def make_runtime(*extra: str, model: str = MODEL, readiness: float = 60.0, **ove
 def test_gpus_follow_tp_times_dp_and_the_spec_gpu_list() -> None:
     from docker.types import DeviceRequest
 
-    runtime = DockerRuntime(model=MODEL, image="img:1", gpu_ids=[2, 3, 5], env={})
+    def host(settings: DockerSettings | None = None, gpu_ids: list[int] | None = None) -> DockerHost:
+        return DockerHost(model=MODEL, settings=settings or DockerSettings(), image="img:1", gpu_ids=gpu_ids, env={})
+
+    runtime = host(gpu_ids=[2, 3, 5])
     kwargs = runtime.create_kwargs({"tp-size": 2, "dp-size": 1, "enable-mixed-chunk": True}, "trial7")
     (request,) = kwargs["device_requests"]
     assert isinstance(request, DeviceRequest)
@@ -98,55 +119,51 @@ def test_gpus_follow_tp_times_dp_and_the_spec_gpu_list() -> None:
     assert kwargs["command"][-1] == "--enable-mixed-chunk" and "--dp-size" in kwargs["command"]
     assert kwargs["shm_size"] == "16g" and kwargs["ipc_mode"] == "host"
     assert "HF_TOKEN" not in kwargs["environment"]
-    assert DockerRuntime(model=MODEL, image="i", env={}).create_kwargs({"tp": 2}, "t")["device_requests"][
-        0
-    ].device_ids == ["0", "1"]
-    all_gpus = DockerRuntime(model=MODEL, image="i", options=DockerOptions(gpus="all"), env={})
-    assert all_gpus.create_kwargs({}, "t")["device_requests"][0].count == -1
-    assert "device_requests" not in DockerRuntime(
-        model=MODEL, image="i", options=DockerOptions(gpus=0), env={}
-    ).create_kwargs({"tp-size": 4}, "t")
+    assert host().create_kwargs({"tp": 2}, "t")["device_requests"][0].device_ids == ["0", "1"]
+    assert host(DockerSettings(gpus="all")).create_kwargs({}, "t")["device_requests"][0].count == -1
+    assert "device_requests" not in host(DockerSettings(gpus=0)).create_kwargs({"tp-size": 4}, "t")
     with pytest.raises(TrialFailure) as info:
         runtime.create_kwargs({"tp-size": 2, "dp-size": 2}, "t")
     assert info.value.failure_class == FailureClass.INFEASIBLE
 
 
 def test_from_spec_reads_the_image_tag_and_the_docker_section() -> None:
-    def fake_spec(**kw: Any) -> Any:
-        base = {"model": SimpleNamespace(id_or_path=MODEL), "base_runtime": "sglang", "runtime_image_tag": "v0.5.2",
-                "task_name": "t", "gpus": None}  # fmt: skip
-        return SimpleNamespace(**{**base, **kw})
+    def host(**overrides: Any) -> DockerHost:
+        spec = make_spec(model={"id_or_path": MODEL}, runtime_image_tag="v0.5.2", **overrides)
+        return DockerHost.from_spec(spec, readiness_timeout=5)
 
-    runtime = DockerRuntime.from_spec(fake_spec(), readiness_timeout=5, connect=False)
-    assert runtime.image == "lmsysorg/sglang:v0.5.2" and runtime.options == DockerOptions()
-    vllm = DockerRuntime.from_spec(fake_spec(base_runtime="vllm"), readiness_timeout=5, connect=False)
+    default = host()
+    assert default.image == "lmsysorg/sglang:v0.5.2" and default.settings == DockerSettings()
+    vllm = host(base_runtime="vllm")
     assert vllm.image == "vllm/vllm-openai:v0.5.2" and vllm.container_port == 8000
     assert vllm.command({})[:2] == ["--model", MODEL]
-    custom = DockerRuntime.from_spec(
-        fake_spec(docker={"image": "me/sglang:dev", "pull": "always", "shm_size": "32g", "ipc_mode": None}),
-        readiness_timeout=5,
-        connect=False,
-    )
-    assert custom.image == "me/sglang:dev" and custom.options.pull == "always"
+    custom = host(docker={"image": "me/sglang:dev", "pull": "always", "shm_size": "32g", "ipc_mode": None})
+    assert custom.image == "me/sglang:dev" and custom.settings.pull == "always"
     kwargs = custom.create_kwargs({}, "t")
     assert kwargs["shm_size"] == "32g" and "ipc_mode" not in kwargs
-    with pytest.raises(ValueError, match=r"docker\.pull"):
-        DockerOptions.coerce({"pull": "sometimes"})
-    from pytest_autotuner.runtimes import RuntimeUnavailable
-
-    with pytest.raises(RuntimeUnavailable, match="invalid docker settings"):
-        DockerRuntime.from_spec(fake_spec(docker={"gpus": "some"}), readiness_timeout=5)
+    assert custom.image_digest == ""  # known once prepared
 
 
-def test_from_spec_fails_up_front_when_the_image_is_missing(client: Any) -> None:
-    from pytest_autotuner.runtimes import RuntimeUnavailable
+@pytest.mark.parametrize(
+    ("docker", "named"),
+    [
+        ({"pull": "sometimes"}, "pull"),
+        ({"gpus": "some"}, "gpus"),
+        ({"stop_timeout": -1}, "stop_timeout"),
+        ({"volumes": {"/data": "/data:rx"}}, "volumes"),
+    ],
+)
+def test_invalid_docker_settings_fail_with_the_spec(docker: dict[str, Any], named: str) -> None:
+    with pytest.raises(ValidationError, match=named):
+        make_spec(docker=docker)
 
-    spec = SimpleNamespace(
-        model=SimpleNamespace(id_or_path=MODEL), base_runtime="sglang", runtime_image_tag="x", task_name="t",
-        gpus=None, docker=sim_settings(image="pytest-autotuner-missing:nope"),
-    )  # fmt: skip
+
+def test_prepare_fails_up_front_when_the_image_is_missing(client: Any, host_of: Any) -> None:
+    host = host_of(image="pytest-autotuner-missing:nope")
     with pytest.raises(RuntimeUnavailable, match=r"pytest-autotuner-missing:nope.*docker pull"):
-        DockerRuntime.from_spec(spec, readiness_timeout=5)
+        host.prepare()
+    with pytest.raises(RuntimeUnavailable), host.launch({}, deadline=Deadline(30), label="noimage"):
+        pytest.fail("unreachable")  # a launch prepares first: no container without the image
 
 
 # -- engine and cleanliness ------------------------------------------------------------------------------
@@ -200,16 +217,17 @@ def client(engine: Any) -> Iterator[Any]:
 # -- one trial -------------------------------------------------------------------------------------------
 
 
-def test_launch_serves_and_the_engine_sees_the_configured_container(client: Any, tmp_path: Path) -> None:
+def test_launch_serves_and_the_engine_sees_the_configured_container(client: Any, host_of: Any, tmp_path: Path) -> None:
     hf_cache = tmp_path / "hf"
-    runtime = make_runtime("--served-model-name", FAKE_TOKEN, hf_cache=str(hf_cache))
-    with runtime.launch({"chunked-prefill-size": 512}, deadline=Deadline(60), label="trial1") as endpoint:
+    host = host_of("--served-model-name", FAKE_TOKEN, hf_cache=str(hf_cache))
+    with host.launch({"chunked-prefill-size": 512}, deadline=Deadline(60), label="trial1") as server:
+        endpoint = server.endpoint
         (container,) = labelled(client, **{LABEL_TRIAL: "trial1", LABEL_TASK: "docker-it"})
         attrs = client.api.inspect_container(container.id)  # the engine's own view
         with urllib.request.urlopen(f"{endpoint.base_url}/v1/models", timeout=5) as response:
             models = json.loads(response.read())
-        assert runtime.is_alive()
-        live_tail = runtime.log_tail(200)
+        assert server.is_alive()
+        live_tail = server.log_tail(200)
 
     assert models["data"][0]["id"] == FAKE_TOKEN == endpoint.model_name
     assert endpoint.base_url.startswith("http://127.0.0.1:")
@@ -229,98 +247,146 @@ def test_launch_serves_and_the_engine_sees_the_configured_container(client: Any,
     assert attrs["Config"]["Cmd"][5:9] == ["--host", "0.0.0.0", "--port", "30000"]
     assert "--chunked-prefill-size" in attrs["Config"]["Cmd"]
     labels = attrs["Config"]["Labels"]
-    assert labels[LABEL_SESSION] == runtime.session_id and labels[LABEL_PID] == str(os.getpid())
+    assert labels[LABEL_SESSION] == host.session_id and labels[LABEL_PID] == str(os.getpid())
     assert labels[LABEL_HOST]
     # the token is in the server's log (it echoes its args); the runtime never shows it
     assert "The server is fired up" in live_tail and "***" in live_tail and FAKE_TOKEN not in live_tail
-    assert not runtime.is_alive()
-    kept = runtime.log_tail(200)  # read before removal, kept afterwards
+    assert not server.is_alive()
+    kept = server.log_tail(200)  # read before removal, kept afterwards
     assert "The server is fired up" in kept and FAKE_TOKEN not in kept
-    runtime.close()
+    # prepare() read the image's digest: a locally built image has no RepoDigest, so its ID
+    assert host.image_digest == client.images.get(TEST_IMAGE).id
+    assert host.fingerprint_facts() == {"runtime": "docker", "image": TEST_IMAGE, "image_digest": host.image_digest}
 
 
-def test_a_local_model_directory_is_mounted_read_only_at_model(client: Any, tmp_path: Path) -> None:
+def test_a_local_model_directory_is_mounted_read_only_at_model(client: Any, host_of: Any, tmp_path: Path) -> None:
     model_dir = tmp_path / "Tiny-Llama"
     model_dir.mkdir()
     (model_dir / "config.json").write_text(json.dumps(LLAMA_1B_CONFIG))
-    runtime = make_runtime(model=str(model_dir))
-    with runtime.launch({}, deadline=Deadline(60), label="local") as endpoint:
+    host = host_of(model=str(model_dir))
+    with host.launch({}, deadline=Deadline(60), label="local") as server:
         (container,) = labelled(client, **{LABEL_TRIAL: "local"})
         attrs = client.api.inspect_container(container.id)
-    assert endpoint.model_name == "/model"  # the simulator read /model/config.json through the mount
+    assert server.endpoint.model_name == "/model"  # the simulator read /model/config.json through the mount
     mount = next(m for m in attrs["Mounts"] if m["Destination"] == "/model")
     assert mount["Source"] == str(model_dir) and mount["RW"] is False
     assert "/root/.cache/huggingface" not in {m["Destination"] for m in attrs["Mounts"]}
     assert attrs["Config"]["Cmd"][3:5] == ["--model-path", "/model"]
 
 
-def test_a_cuda_graph_oom_at_startup_is_classified_with_the_log(client: Any) -> None:
-    runtime = make_runtime()
+def test_a_cuda_graph_oom_at_startup_is_classified_with_the_log(client: Any, host_of: Any) -> None:
+    host = host_of()
     with (
         pytest.raises(TrialFailure) as info,
-        runtime.launch({"mem-fraction-static": 0.97}, deadline=Deadline(60), label="oom"),
+        host.launch({"mem-fraction-static": 0.97}, deadline=Deadline(60), label="oom"),
     ):
         pytest.fail("the server must not become ready")
     assert info.value.failure_class == FailureClass.OOM
     assert "exited with code 1" in info.value.message
     assert "Capture cuda graph failed" in info.value.log_tail
-    assert "Capture cuda graph failed" in runtime.log_tail()
 
 
-def test_a_readiness_timeout_is_classified_and_torn_down(client: Any) -> None:
-    runtime = make_runtime("--sim-startup-delay", "60", readiness=3.0)
-    started = time.monotonic()
-    with pytest.raises(TrialFailure) as info, runtime.launch({}, deadline=Deadline(60), label="slow"):
+def test_a_readiness_timeout_is_classified_and_torn_down(client: Any, host_of: Any) -> None:
+    host = host_of("--sim-startup-delay", "60", readiness=3.0)
+    with pytest.raises(TrialFailure) as info, host.launch({}, deadline=Deadline(60), label="slow"):
         pytest.fail("the server must not become ready")
     assert info.value.failure_class == FailureClass.READINESS_TIMEOUT
-    assert time.monotonic() - started < 20
+    assert labelled(client) == []
 
 
-def test_a_cancelled_deadline_stops_the_wait_and_removes_the_container(client: Any) -> None:
-    runtime = make_runtime("--sim-startup-delay", "60")
+def test_a_cancelled_deadline_stops_the_wait_and_removes_the_container(client: Any, host_of: Any) -> None:
+    host = host_of("--sim-startup-delay", "60")
     deadline = Deadline(60)
     threading.Timer(2.0, deadline.cancel).start()
-    started = time.monotonic()
-    with pytest.raises(TrialFailure), runtime.launch({}, deadline=deadline, label="cancelled"):
+    with pytest.raises(TrialFailure), host.launch({}, deadline=deadline, label="cancelled"):
         pytest.fail("the server must not become ready")
-    assert time.monotonic() - started < 20
+    assert labelled(client) == []
 
 
-def test_an_error_in_the_benchmark_still_removes_the_container(client: Any) -> None:
-    runtime = make_runtime()
-    with pytest.raises(KeyboardInterrupt), runtime.launch({}, deadline=Deadline(60), label="interrupted"):
+def test_an_error_in_the_benchmark_still_removes_the_container(client: Any, host_of: Any) -> None:
+    host = host_of()
+    with pytest.raises(KeyboardInterrupt), host.launch({}, deadline=Deadline(60), label="interrupted"):
         assert labelled(client, **{LABEL_TRIAL: "interrupted"})
         raise KeyboardInterrupt
     assert labelled(client) == []
 
 
-def test_a_missing_image_with_pull_never_names_the_image_and_the_fix(client: Any) -> None:
-    runtime = make_runtime(image="pytest-autotuner-missing:nope")
-    with pytest.raises(TrialFailure) as info, runtime.launch({}, deadline=Deadline(30), label="noimage"):
-        pytest.fail("unreachable")
-    assert info.value.failure_class == FailureClass.IMAGE_MISSING
-    assert "pytest-autotuner-missing:nope" in info.value.message and "docker pull" in info.value.message
-
-
-def test_a_crash_during_the_benchmark_is_classified_crashed(client: Any) -> None:
+def test_a_crash_during_the_benchmark_is_classified_crashed(client: Any, host_of: Any) -> None:
     from pytest_autotuner.core.plan import BenchmarkPlan
     from pytest_autotuner.core.scenarios import parse_scenario
     from pytest_autotuner.evaluate import make_evaluate
 
-    runtime = make_runtime("--sim-crash-after", "3")
     plan = BenchmarkPlan(
         scenarios=(parse_scenario("D(64,32)"),), concurrencies=(2,), max_requests=20, max_time=20,
         warmup_requests=0, request_timeout=10,
     )  # fmt: skip
-    evaluate = make_evaluate(lambda n: runtime, plan)
+    evaluate = make_evaluate(host_of("--sim-crash-after", "3"), plan)
     with pytest.raises(TrialFailure) as info:
         evaluate({"chunked-prefill-size": 512}, Deadline(60))
     assert info.value.failure_class == FailureClass.CRASHED
     assert "simulated crash" in info.value.log_tail
-    runtime.close()
 
 
-def test_leftovers_of_dead_sessions_are_removed_and_live_ones_kept(client: Any) -> None:
+def test_one_host_connects_sweeps_checks_and_pulls_once_for_all_its_launches(
+    client: Any, host_of: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pull: always`` pulls once per session, not per trial; launches (two of them at once) add no client,
+    ping, leftover sweep or image check."""
+    import docker
+    from docker.api.client import APIClient
+    from docker.models.containers import ContainerCollection
+    from docker.models.images import ImageCollection
+
+    calls: Counter[str] = Counter()
+
+    def counted(name: str, method: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return method(*args, **kwargs)
+
+        return wrapper
+
+    def fake_pull(self: Any, repository: str, tag: str | None = None, **kwargs: Any) -> Iterator[dict[str, str]]:
+        calls["pull"] += 1  # the test image is local: no registry to pull it from
+        return iter([{"status": f"Downloaded newer image for {repository}:{tag}"}])
+
+    monkeypatch.setattr(docker, "from_env", counted("client", docker.from_env))
+    monkeypatch.setattr(docker.DockerClient, "ping", counted("ping", docker.DockerClient.ping))
+    monkeypatch.setattr(ContainerCollection, "list", counted("container list", ContainerCollection.list))
+    monkeypatch.setattr(ImageCollection, "get", counted("image get", ImageCollection.get))
+    monkeypatch.setattr(APIClient, "pull", fake_pull)
+
+    host = host_of(pull="always")
+    host.prepare()
+    prepared = dict(calls)
+    assert prepared["client"] == prepared["ping"] == prepared["container list"] == prepared["pull"] == 1
+
+    def trial(label: str) -> str:
+        with host.launch({}, deadline=Deadline(60), label=label) as server:
+            assert server.is_alive()
+            return server.endpoint.base_url
+
+    with ThreadPoolExecutor(2) as pool:
+        urls = list(pool.map(trial, ["trial1", "trial2"]))
+    urls.append(trial("trial3"))
+    assert len(set(urls)) == 3  # three servers
+    assert dict(calls) == prepared
+    host.prepare()  # again: nothing to do
+    assert dict(calls) == prepared
+
+
+def test_close_removes_what_a_launch_left_and_is_idempotent(client: Any, host_of: Any) -> None:
+    host = host_of()
+    launch = host.launch({}, deadline=Deadline(60), label="abandoned")
+    launch.__enter__()  # a trial whose teardown never ran
+    assert labelled(client, **{LABEL_TRIAL: "abandoned"})
+    host.close()
+    assert labelled(client) == []
+    host.close()
+    launch.__exit__(None, None, None)  # its teardown finds nothing left to remove
+
+
+def test_leftovers_of_dead_sessions_are_removed_and_live_ones_kept(client: Any, host_of: Any) -> None:
     import socket
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -332,7 +398,7 @@ def test_leftovers_of_dead_sessions_are_removed_and_live_ones_kept(client: Any) 
         client.containers.create(TEST_IMAGE, labels={**common, LABEL_SESSION: "alive", LABEL_PID: str(os.getppid())}),
     ]
     try:
-        removed = make_runtime().remove_leftovers()
+        removed = host_of().remove_leftovers()
         assert sorted(removed) == sorted(c.name for c in created[:2])
         assert [c.labels[LABEL_SESSION] for c in labelled(client)] == ["alive"]
     finally:
@@ -358,36 +424,9 @@ def tuning_spec(name: str, *extra: str, **optimization: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
-_CONFTEST_WITHOUT_DOCKER_SECTION = '''
-"""spec.py has no `docker` section yet: hand the test's docker settings to the runtime directly."""
-import json
-from pytest_autotuner.runtimes import docker as _docker
-
-_SETTINGS = json.loads({settings!r})
-_from_spec = _docker.DockerRuntime.from_spec.__func__
-
-
-def _with_settings(cls, spec, *, readiness_timeout):
-    runtime = _from_spec(cls, spec, readiness_timeout=readiness_timeout, connect=False)
-    runtime.options = _docker.DockerOptions.coerce(_SETTINGS[spec.task_name])
-    runtime.image = runtime.options.image
-    runtime.prepare()
-    return runtime
-
-
-_docker.DockerRuntime.from_spec = classmethod(_with_settings)
-'''
-
-
 def write_specs(pytester: pytest.Pytester, *specs: dict[str, Any]) -> None:
-    """Spec files; the docker section goes to a conftest.py while spec.py does not know it yet."""
-    from pytest_autotuner.core.spec import TaskSpec
-
     folder = pytester.path / "tuning_specs"
     folder.mkdir(exist_ok=True)
-    if "docker" not in TaskSpec.model_fields:
-        settings = {spec["task_name"]: spec.pop("docker") for spec in specs}
-        pytester.makeconftest(_CONFTEST_WITHOUT_DOCKER_SECTION.format(settings=json.dumps(settings)))
     for spec in specs:
         (folder / f"{spec['task_name']}.json").write_text(json.dumps(spec))
 
