@@ -16,8 +16,12 @@ def gpus_needed(params: Mapping[str, ParamValue]) -> int:
 
     def size(*names: str) -> int:
         for name in names:
-            if name in params:
-                return int(params[name])
+            value = params.get(name)
+            if value is not None and not isinstance(value, bool):
+                try:
+                    return max(1, int(float(value)))
+                except ValueError:
+                    return 1
         return 1
 
     return size("tp-size", "tp") * size("dp-size", "dp")

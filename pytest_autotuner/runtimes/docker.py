@@ -33,6 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_autotuner.core.gpu_pool import gpus_needed
 from pytest_autotuner.core.trial import Deadline, FailureClass, ParamValue, TrialFailure
 from pytest_autotuner.runtimes.base import (
     SECRET_ENV_VARS,
@@ -87,17 +88,6 @@ def default_image(base_runtime: str, tag: str) -> str:
     """The public image of a serving engine at ``tag``."""
     repo = "vllm/vllm-openai" if base_runtime == "vllm" else "lmsysorg/sglang"
     return f"{repo}:{tag}"
-
-
-def _int_param(params: Mapping[str, ParamValue], *names: str) -> int:
-    for name in names:
-        value = params.get(name)
-        if value is not None and not isinstance(value, bool):
-            try:
-                return max(1, int(float(value)))
-            except ValueError:
-                return 1
-    return 1
 
 
 def _safe_name(text: str) -> str:
@@ -268,9 +258,7 @@ class DockerHost:
             return None
         if isinstance(gpus, list):
             return [str(i) for i in gpus]
-        needed = (
-            gpus if isinstance(gpus, int) else _int_param(params, "tp-size", "tp") * _int_param(params, "dp-size", "dp")
-        )
+        needed = gpus if isinstance(gpus, int) else gpus_needed(params)
         pool = self.gpu_ids if self.gpu_ids else list(range(needed))
         if needed > len(pool):
             raise TrialFailure(

@@ -110,3 +110,36 @@ def test_progress_events_cover_search_and_confirmation() -> None:
         ("confirm", 4, 4),
     ]
     assert all(e.duration >= 0 for e in events)
+
+
+def test_patience_counts_trials_since_the_best_improved_even_when_every_trial_misses_a_hard_slo() -> None:
+    # a 4-point grid whose every trial breaks a hard SLO, each one a little less: every trial improves on the
+    # best so far, so patience 2 never stops it (it stopped after 2 when SLO-breaking trials never counted as best)
+    s = spec(
+        parameters={"chunked-prefill-size": [512, 1024, 2048, 4096]},
+        optimization={"strategy": "grid", "max_iterations": 4, "patience": 2, "confirm_runs": 0},
+        slo={"latency": {"p50": {"threshold": 0.1, "hard_fail": True, "fail_ratio": 0.1}}},
+        initial_configs=[{"chunked-prefill-size": size} for size in (512, 1024, 2048, 4096)],  # in this order
+    )
+    latency = {512: 4.0, 1024: 3.0, 2048: 2.0, 4096: 1.0}
+    events = []
+    out = run_session(s, lambda p, d: result(latency[int(p["chunked-prefill-size"])]), on_trial=events.append)
+    searched = [e for e in events if e.phase == "search"]
+    assert "patience" not in out.stopped_early
+    assert len(out.trials) == 4 and all(not t.feasible for t in out.trials)
+    assert [e.new_best for e in searched] == [True, True, True, True]
+
+
+def test_failed_trials_never_improve_so_patience_stops_after_them() -> None:
+    s = spec(optimization={"strategy": "grid", "max_iterations": 20, "patience": 3, "confirm_runs": 0})
+    calls: list[Params] = []
+
+    def first_works_then_fails(params: Params, deadline: Deadline) -> BenchResult:
+        calls.append(params)
+        if len(calls) > 1:
+            raise TrialFailure(FailureClass.LAUNCH_FAILED, "exit 1")
+        return result(1.0)
+
+    out = run_session(s, first_works_then_fails)
+    assert len(out.trials) == 4  # the measured one, then 3 failures without improvement
+    assert "optimization.patience" in out.stopped_early
