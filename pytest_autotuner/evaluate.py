@@ -34,6 +34,7 @@ def plan_from_spec(spec: TaskSpec, seed: int) -> BenchmarkPlan:
         seed=seed,
         request_timeout=min(spec.optimization.timeout_per_iteration, 600.0),
         max_error_rate=bench.max_error_rate,
+        min_completed=bench.min_completed,
         tokenizer=bench.model_tokenizer,
     )
 
