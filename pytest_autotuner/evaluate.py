@@ -39,13 +39,20 @@ def plan_from_spec(spec: TaskSpec, seed: int) -> BenchmarkPlan:
     )
 
 
-def make_evaluate(new_runtime: Callable[[int], Runtime], plan: BenchmarkPlan) -> EvaluateFn:
+def make_evaluate(
+    new_runtime: Callable[[int], Runtime], plan: BenchmarkPlan, *, client_process: bool = False
+) -> EvaluateFn:
     """``evaluate(params, deadline)`` for a session: one server per call, torn down on every path.
 
     ``new_runtime(n)`` makes the runtime of the n-th launch: each launch has its own, so concurrent trials
-    share no server state.
+    share no server state. With ``client_process`` (for sessions that run trials concurrently) each
+    benchmark runs in a child process of its own, so concurrent trials' clients do not share one interpreter
+    lock and one core; alone, a trial's client runs in this process, which costs nothing to start.
     """
-    from pytest_autotuner.bench.client import run_benchmark
+    if client_process:
+        from pytest_autotuner.bench.child import run_benchmark_in_child as run_benchmark
+    else:
+        from pytest_autotuner.bench.client import run_benchmark
 
     launches = itertools.count(1)
 

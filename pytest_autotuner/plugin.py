@@ -261,7 +261,7 @@ class TuningItem(pytest.Item):
         session = TuningSession(
             spec=spec,
             search=search,
-            evaluate=make_evaluate(new_runtime, plan_from_spec(spec, seed)),
+            evaluate=make_evaluate(new_runtime, plan_from_spec(spec, seed), client_process=workers > 1),
             on_trial=lambda event: self._progress(event, spec.optimization.objective),
             workers=workers,
             gpu_pool=gpu_pool,
