@@ -4,6 +4,7 @@ no child outlives its trial."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -162,3 +163,22 @@ def test_evaluate_runs_the_client_in_a_child_process_only_when_asked(
     assert result.cells[0].completed == 8
     assert any(seen) is client_process
     assert clients() == []
+
+
+@pytest.mark.slow
+def test_concurrent_trials_through_the_plugin_measure_with_child_clients(pytester: pytest.Pytester) -> None:
+    spec = {
+        "task_name": "workers-task",
+        "model": {"id_or_path": "meta-llama/Llama-3.2-1B-Instruct"},
+        "runtime": "sim",
+        "parameters": {"chunked-prefill-size": [512, 2048]},
+        "optimization": {"strategy": "grid", "max_iterations": 2, "timeout_per_iteration": 60, "confirm_runs": 1},
+        "benchmark": {"traffic_scenarios": ["D(64,32)"], "num_concurrency": [4], "max_requests_per_iteration": 12},
+        "slo": {"ttft": {"p90": {"threshold": 5.0}}},
+        "simulator": {"speedup": 8, "startup_scale": 0.01},
+    }
+    (pytester.path / "tuning_specs").mkdir()
+    (pytester.path / "tuning_specs" / "workers.json").write_text(json.dumps(spec))
+    result = pytester.runpytest_subprocess("--autotune", "--autotune-workers", "2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*up to 2 trial(s) at once*", "*trial ?/2 * SLO ok*", "*trial ?/2 * SLO ok*"])
