@@ -33,16 +33,23 @@ def plan_from_spec(spec: TaskSpec, seed: int) -> BenchmarkPlan:
         seed=seed,
         request_timeout=min(spec.optimization.timeout_per_iteration, 600.0),
         max_error_rate=bench.max_error_rate,
+        min_completed=bench.min_completed,
         tokenizer=bench.model_tokenizer,
     )
 
 
-def make_evaluate(host: RuntimeHost, plan: BenchmarkPlan) -> EvaluateFn:
+def make_evaluate(host: RuntimeHost, plan: BenchmarkPlan, *, client_process: bool = False) -> EvaluateFn:
     """``evaluate(params, deadline)`` for a session: one server per call from ``host``, torn down on every path.
 
-    Calls may run concurrently (one per worker thread): each launch is its own server, sharing no state.
+    Calls may run concurrently (one per worker thread): each launch is its own server, sharing no state. With
+    ``client_process`` (for sessions that run trials concurrently) each benchmark runs in a child process of
+    its own, so concurrent trials' clients do not share one interpreter lock and one core; alone, a trial's
+    client runs in this process, which costs nothing to start.
     """
-    from pytest_autotuner.bench.client import run_benchmark
+    if client_process:
+        from pytest_autotuner.bench.child import run_benchmark_in_child as run_benchmark
+    else:
+        from pytest_autotuner.bench.client import run_benchmark
 
     launches = itertools.count(1)
 

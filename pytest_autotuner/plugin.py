@@ -152,6 +152,7 @@ class TuningItem(pytest.Item):
 
         options = self.options
         gpu_ids = detect_gpus(spec, spec.runtime)
+        workers = options.workers or max(1, len(gpu_ids))  # default: as many trials as the GPUs fit
         storage = options.storage
         if storage is None:
             from pytest_autotuner.core.search import default_storage_url
@@ -165,7 +166,7 @@ class TuningItem(pytest.Item):
             grace_period=options.grace_period,
             gpu_ids=tuple(gpu_ids),
             gpu_memory_mib=gpu_memory_mib(spec, spec.runtime, gpu_ids),
-            workers=options.workers,
+            workers=workers,
             report_only=options.report_only,
             update_baseline=options.update_baseline,
             strict_baseline=options.strict_baseline,
@@ -174,7 +175,9 @@ class TuningItem(pytest.Item):
             on_trial=lambda event: self._progress(event, spec.optimization.objective),
             on_note=self._say,
         )
-        return run_task(spec, task_options, make_evaluate(host, plan_from_spec(spec, seed)), baseline)
+        # concurrent trials each get a client process of their own: one interpreter lock would be their bottleneck
+        evaluate = make_evaluate(host, plan_from_spec(spec, seed), client_process=workers > 1)
+        return run_task(spec, task_options, evaluate, baseline)
 
     def _finish(self, outcome: TaskOutcome) -> None:
         """Write the new baseline and the report, keep the outcome for the summary, and map the verdict to pytest.

@@ -25,6 +25,12 @@ iteration: with hundreds of streams that is milliseconds of error in ITL (p99 la
 ``benchmarks/RESULTS.md``). If aiohttp's internals ever stop matching
 (``BaseConnector._factory``, ``ResponseHandler._payload``), the client logs it once and stamps in the task.
 
+Cell limits: a cell ends when its requests are done or at ``plan.max_time``. A measured request still running
+at that moment is recorded as incomplete (``metrics.INCOMPLETE``: its send time and the tokens received so far,
+no latencies) and the cell's duration runs to that moment, so throughput covers the whole window. A cell in
+which fewer than ``plan.min_completed`` requests finished (default: half of those sent) fails the trial as
+``stalled``: a server that stops answering is not a fast server with few samples.
+
 Garbage collection: a full collection of a big heap (the pytest process holds pandas, Optuna, matplotlib)
 stops the event loop for tens of milliseconds, and every chunk that arrives meanwhile is stamped late: that
 is measurement error in TTFT and ITL, in bursts. Automatic collection is therefore off while any cell runs
@@ -43,6 +49,7 @@ import gc
 import itertools
 import json
 import logging
+import math
 import sys
 import threading
 import time
@@ -65,7 +72,7 @@ except ImportError:  # pragma: no cover
     from json import loads as _json_loads  # type: ignore[assignment,unused-ignore]
 
 from pytest_autotuner.bench.prompts import PromptFactory
-from pytest_autotuner.core.metrics import BenchResult, CellMetrics, RequestRecord
+from pytest_autotuner.core.metrics import INCOMPLETE, BenchResult, CellMetrics, RequestRecord
 from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
 
 if TYPE_CHECKING:
@@ -339,6 +346,7 @@ class _Cell:
         self.timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         self.t0 = self.last_end = 0.0
         self.records: list[RequestRecord] = []
+        self.cut_at: float | None = None  # when the measured phase was cut at its time limit
 
     def prepare(self, scenario: Scenario, seed: int) -> None:
         """Draw the lengths of all requests (measured first, then warm-ups) and encode their bodies."""
@@ -382,6 +390,7 @@ class _Cell:
                 else:
                     await self._read_body(resp.content, parser, self._left(start))
         except asyncio.CancelledError:
+            self._record_incomplete(index, start, parser, scheduled)
             raise
         except _StreamStopped:
             pass  # parser.error says why
@@ -414,6 +423,28 @@ class _Cell:
             chunk_tokens=tuple(parser.chunk_tokens()),
             scheduled_time=scheduled,
         )
+
+    def _record_incomplete(self, index: int, start: float, parser: StreamParser, scheduled: float | None) -> None:
+        """A measured request cut off by the end of its cell: kept, with what it received so far."""
+        if index >= self.plan.max_requests or self.cut_at is None:
+            return  # a warm-up, or a trial deadline (the trial fails anyway)
+        k = self.k
+        req_in, req_out = self.lengths[index]
+        self.records.append(
+            RequestRecord(
+                send_time=(start - self.t0) * k,
+                requested_input_tokens=req_in,
+                requested_output_tokens=req_out,
+                output_tokens=sum(parser.chunk_tokens()),
+                scheduled_time=scheduled,
+                error=INCOMPLETE,
+                error_detail=f"still running {(self.cut_at - start) * k:.3g} s after it was sent when the cell ended",
+            )
+        )
+
+    def cut(self, now: float) -> None:
+        """The measured phase ends at ``now`` with requests still running."""
+        self.cut_at = now
 
     def _left(self, start: float) -> float:
         """Wall seconds left of the request timeout for a request sent at ``start``."""
@@ -479,8 +510,17 @@ class _Cell:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _supervise(coros: Sequence[Coroutine[Any, Any, None]], wall_limit: float, deadline: Deadline | None) -> None:
-    """Run ``coros`` until done or ``wall_limit``; then cancel what is left. Raises on the trial deadline."""
+async def _supervise(
+    coros: Sequence[Coroutine[Any, Any, None]],
+    wall_limit: float,
+    deadline: Deadline | None,
+    on_cut: Callable[[float], None] | None = None,
+) -> None:
+    """Run ``coros`` until done or ``wall_limit``; then cancel what is left. Raises on the trial deadline.
+
+    ``on_cut(now)`` is called when ``wall_limit`` ends with coroutines still running, before they are
+    cancelled (so their requests can be recorded as incomplete at that moment).
+    """
     tasks = [asyncio.ensure_future(c) for c in coros]
     end = time.perf_counter() + wall_limit
     pending: set[asyncio.Future[None]] = set(tasks)
@@ -495,7 +535,9 @@ async def _supervise(coros: Sequence[Coroutine[Any, Any, None]], wall_limit: flo
             if deadline is not None and deadline.expired:
                 why = "cancelled" if deadline.cancelled else "expired"
                 raise TrialFailure(FailureClass.TRIAL_TIMEOUT, f"trial deadline {why} during the benchmark")
-            if time.perf_counter() >= end:
+            if (now := time.perf_counter()) >= end:
+                if pending and on_cut is not None:
+                    on_cut(now)
                 break
     finally:
         for task in tasks:
@@ -527,12 +569,27 @@ async def run_cell(
             measured = cell.closed_loop(0, plan.max_requests, concurrency, keep=True)
         else:
             measured = cell.open_loop(request_rate)
-        await _supervise([measured], plan.max_time / cell.k, deadline)
+        await _supervise([measured], plan.max_time / cell.k, deadline, on_cut=cell.cut)
     records = sorted(cell.records, key=lambda r: r.send_time)
-    duration = (cell.last_end - cell.t0) * cell.k
+    # cut at the time limit, the window runs to the cut: requests still running were part of it
+    duration = ((cell.cut_at or cell.last_end) - cell.t0) * cell.k
     metrics = CellMetrics(scenario.text, concurrency, duration, records, request_rate)
     logger.debug("cell %s: %d requests, errors %s", metrics.label, len(records), dict(metrics.errors))
     return metrics
+
+
+def _check_stalled(cell: CellMetrics, min_completed: int | None, max_time: float) -> None:
+    """Too few requests finished within the cell's time limit: nothing trustworthy was measured."""
+    sent = len(cell.records)
+    need = min(sent, min_completed if min_completed is not None else max(1, math.ceil(sent / 2)))
+    if cell.finished >= need:
+        return
+    raise TrialFailure(
+        FailureClass.STALLED,
+        f"cell {cell.label}: only {cell.finished} of {sent} requests finished within max_time_per_iteration "
+        f"({max_time:g} s); {cell.incomplete} still running: the server stopped answering or is far too slow "
+        f"for this load",
+    )
 
 
 def _check_errors(cell: CellMetrics, max_error_rate: float) -> None:
@@ -546,7 +603,7 @@ def _check_errors(cell: CellMetrics, max_error_rate: float) -> None:
         )
     counts = ", ".join(f"{kind}={n}" for kind, n in errors.most_common())
     message = (
-        f"cell {cell.label}: {sum(errors.values())} of {len(cell.records)} requests failed ({counts}), "
+        f"cell {cell.label}: {sum(errors.values())} of {cell.finished} finished requests failed ({counts}), "
         f"error rate {cell.error_rate:.2f} above `max_error_rate` {max_error_rate:g}"
     )
     examples = sorted({r.error_detail for r in cell.records if r.error_detail})[:3]
@@ -585,6 +642,7 @@ async def _run(
             result.cells.append(cell)
             if on_cell is not None:
                 on_cell(cell)
+            _check_stalled(cell, plan.min_completed, plan.max_time)
             _check_errors(cell, plan.max_error_rate)
         return result
 
@@ -600,6 +658,6 @@ def run_benchmark(
 
     Runs its own event loop (``asyncio.run``, which installs no signal handler outside the main thread), so
     call it from a worker thread or plain synchronous code, not from inside a running loop. ``on_cell`` sees
-    each finished cell before its error rate is checked.
+    each finished cell before it is checked for stalling (too few requests finished) and its error rate.
     """
     return asyncio.run(_run(endpoint, plan, deadline, on_cell))

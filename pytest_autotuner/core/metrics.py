@@ -4,6 +4,12 @@ Definitions follow SGLang's ``bench_serving``: TTFT is send -> first chunk with 
 content chunks, TPOT ``(E2E - TTFT) / (output_tokens - 1)``, throughput = tokens / cell duration. Percentiles
 use numpy's default (linear) method, as ``bench_serving`` does. All times are in seconds (simulated seconds
 when the server is the simulator: the client scales wall time by the server's speed-up).
+
+Incomplete requests: a request still running when its cell's time limit ends is kept as a record with
+``error="incomplete"`` (``INCOMPLETE``): it has no E2E, TTFT or TPOT and never enters a latency sample, it is
+not an error (``errors`` and ``error_rate`` count only requests that finished badly), and the cell's duration
+runs to the moment the limit ended, so throughput covers the whole window. The tokens it received by then
+count toward output throughput: they were delivered within the window.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ERROR_KINDS",
+    "INCOMPLETE",
     "LATENCY_METRICS",
     "BenchResult",
     "CellMetrics",
@@ -47,6 +54,9 @@ ERROR_KINDS = (
     "other",
 )
 
+#: The outcome of a request still running when its cell ended: not an error, and not a latency sample.
+INCOMPLETE = "incomplete"
+
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
@@ -62,12 +72,22 @@ class RequestRecord:
     chunk_times: tuple[float, ...] = ()  # seconds since send of each content chunk
     chunk_tokens: tuple[int, ...] = ()  # tokens carried by each content chunk
     scheduled_time: float | None = None  # open loop: when the schedule wanted it sent
-    error: str | None = None  # one of ERROR_KINDS, None on success
+    error: str | None = None  # one of ERROR_KINDS, INCOMPLETE, None on success
     error_detail: str = ""
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def incomplete(self) -> bool:
+        """Still running when the cell ended (its output_tokens are those received by then)."""
+        return self.error == INCOMPLETE
+
+    @property
+    def failed(self) -> bool:
+        """Finished badly: an HTTP, connection, timeout or stream error (not an incomplete request)."""
+        return self.error is not None and self.error != INCOMPLETE
 
     @property
     def tpot(self) -> float | None:
@@ -141,7 +161,7 @@ class CellMetrics:
 
     scenario: str
     concurrency: int
-    duration: float  # seconds from the first send to the last completion of the measured requests
+    duration: float  # seconds from the first send to the last completion, or to the cut when requests still ran
     records: list[RequestRecord]
     request_rate: float | None = None  # open loop only
     _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -181,8 +201,19 @@ class CellMetrics:
         return len(self.ok_records)
 
     @property
+    def incomplete(self) -> int:
+        """Requests still running when the cell ended."""
+        return sum(r.incomplete for r in self.records)
+
+    @property
+    def finished(self) -> int:
+        """Requests that ended within the cell, successfully or with an error."""
+        return len(self.records) - self.incomplete
+
+    @property
     def output_tokens(self) -> int:
-        return sum(r.output_tokens for r in self.ok_records)
+        """Tokens delivered within the cell: all of a completed request's, and what incomplete ones received."""
+        return sum(r.output_tokens for r in self.records if r.ok or r.incomplete)
 
     @property
     def input_tokens(self) -> int:
@@ -203,11 +234,15 @@ class CellMetrics:
 
     @property
     def errors(self) -> Counter[str]:
-        return Counter(r.error for r in self.records if r.error is not None)
+        """Failed requests by kind; incomplete requests are not errors."""
+        return Counter(r.error for r in self.records if r.error is not None and r.failed)
 
     @property
     def error_rate(self) -> float:
-        return sum(self.errors.values()) / len(self.records) if self.records else 1.0
+        """Failed share of the requests that finished (1 when nothing was sent, 0 when none finished yet)."""
+        if not self.records:
+            return 1.0
+        return sum(self.errors.values()) / self.finished if self.finished else 0.0
 
     def goodput(self, limits: Mapping[str, float]) -> float:
         """Requests per second meeting every per-request limit (``ttft``, ``tpot``, ``e2e`` in seconds)."""
@@ -230,6 +265,7 @@ class CellMetrics:
             "duration": self.duration,
             "requests": len(self.records),
             "completed": self.completed,
+            "incomplete": self.incomplete,
             "output_throughput": self.output_throughput,
             "total_throughput": self.total_throughput,
             "request_throughput": self.request_throughput,

@@ -48,6 +48,7 @@ class BenchmarkPlan:
     seed: int = 0
     request_timeout: float = 120.0
     max_error_rate: float = 0.1  # a cell with more failed requests fails the trial
+    min_completed: int | None = None  # a cell with fewer finished requests stalls the trial; None: half of those sent
     tokenizer: str | None = None  # local tokenizer directory for exact prompt lengths
 
     def cells(self) -> list[tuple[Scenario, int, float | None]]:

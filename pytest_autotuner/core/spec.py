@@ -154,6 +154,15 @@ class Benchmark(_Model):
     warmup_requests: int = Field(2, ge=0)
     api: Literal["chat", "completions"] = "chat"
     max_error_rate: float = Field(0.1, ge=0, le=1)
+    min_completed: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Fewest requests of a cell that must finish (complete or fail) before its time limit ends; a cell "
+            "with fewer fails the trial as `stalled` (the server stopped answering or is far too slow for the "
+            "load). Default: half of the requests sent in the cell, at least 1."
+        ),
+    )
     additional_params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("traffic_scenarios")
@@ -173,6 +182,15 @@ class Benchmark(_Model):
         if bad:
             raise ValueError(f"concurrency must be at least 1, got {bad[0]}")
         return values
+
+    @model_validator(mode="after")
+    def _min_completed_reachable(self) -> Benchmark:
+        if self.min_completed is not None and self.min_completed > self.max_requests_per_iteration:
+            raise ValueError(
+                f"`min_completed` is {self.min_completed} but `max_requests_per_iteration` is "
+                f"{self.max_requests_per_iteration}; use a value at most max_requests_per_iteration"
+            )
+        return self
 
 
 class SloMetric(_Model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from enum import Enum
+from typing import Any
 
 __all__ = ["Deadline", "FailureClass", "ParamValue", "Params", "TrialFailure"]
 
@@ -28,6 +29,7 @@ class FailureClass(str, Enum):
     READINESS_TIMEOUT = "readiness_timeout"
     TRIAL_TIMEOUT = "trial_timeout"
     CRASHED = "crashed"  # died during the benchmark
+    STALLED = "stalled"  # alive, but too few requests finished within a cell's time limit
     BENCHMARK_ERRORS = "benchmark_errors"  # too many failed requests
     UNKNOWN = "unknown"
 
@@ -47,6 +49,7 @@ _PROGRESS = {
     FailureClass.UNKNOWN: 2,
     FailureClass.READINESS_TIMEOUT: 3,
     FailureClass.TRIAL_TIMEOUT: 4,
+    FailureClass.STALLED: 5,
     FailureClass.CRASHED: 5,
     FailureClass.BENCHMARK_ERRORS: 5,
 }
@@ -60,6 +63,15 @@ class TrialFailure(Exception):
         self.failure_class = failure_class
         self.message = message
         self.log_tail = log_tail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the default rebuilds from ``args`` (the joined text): keep the parts, so a failure raised in a
+        # benchmark child process comes back as the same TrialFailure
+        return (_rebuild_failure, (self.failure_class, self.message, self.log_tail))
+
+
+def _rebuild_failure(failure_class: FailureClass, message: str, log_tail: str) -> TrialFailure:
+    return TrialFailure(failure_class, message, log_tail=log_tail)
 
 
 class Deadline:

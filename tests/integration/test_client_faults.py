@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import socket
@@ -238,19 +239,78 @@ def test_recorded_times_are_scaled_to_server_seconds(server: ServerThread, fake:
     assert 2.5 <= cell.duration <= 6.0
 
 
+def measure_cell(server: ServerThread, plan: BenchmarkPlan, time_scale: float = 1.0) -> CellMetrics:
+    """The first cell of ``plan`` as measured, without the checks that fail a trial."""
+
+    async def one() -> CellMetrics:
+        async with new_session() as session:
+            ep = endpoint(server, time_scale)
+            return await run_cell(session, ep, plan, plan.scenarios[0], plan.concurrencies[0])
+
+    return asyncio.run(one())
+
+
 def test_max_time_is_in_server_seconds(server: ServerThread, fake: FakeSglang) -> None:
     fake.token_delay = 0.05  # each request takes ~0.25 wall s
     started = time.perf_counter()
-    cell = only_cell(server, make_plan("D(4,5)", max_requests=1000, max_time=4.0), time_scale=10.0)
+    cell = measure_cell(server, make_plan("D(4,5)", max_requests=1000, max_time=4.0), time_scale=10.0)
     assert time.perf_counter() - started < 2
-    assert cell.duration <= 4.0 + 1e-6
+    assert cell.duration >= 4.0 and cell.incomplete > 0  # cut at the limit, in server seconds
+    assert len(cell.records) < 1000
 
 
-def test_requests_in_flight_at_max_time_are_not_counted(server: ServerThread, fake: FakeSglang) -> None:
+def test_requests_in_flight_at_max_time_are_recorded_as_incomplete(server: ServerThread, fake: FakeSglang) -> None:
     fake.token_delay = 0.05  # 10 chunks: each request takes ~0.5 s; the second round is cut at 0.8 s
-    cell = only_cell(server, make_plan("D(4,10)", concurrencies=(2,), max_requests=100, max_time=0.8))
-    assert len(cell.records) == 2 and cell.errors == {}
-    assert fake.requests == 4
+    cell = measure_cell(server, make_plan("D(4,10)", concurrencies=(2,), max_requests=100, max_time=0.8))
+    assert fake.requests == 4 and len(cell.records) == 4
+    assert cell.completed == 2 and cell.incomplete == 2 and cell.errors == {} and cell.error_rate == 0
+    assert cell.duration >= 0.8  # runs to the cut, not to the last completion (~0.5 s)
+    for record in cell.records[2:]:
+        assert record.incomplete and record.e2e is None and record.ttft is None
+        assert 0 < record.output_tokens < 10  # what it received by the cut
+        assert record.send_time > 0.3  # sent as the first round ended
+    assert cell.output_tokens == 20 + sum(r.output_tokens for r in cell.records[2:])
+    assert cell.samples("e2e").size == 2 and cell.as_dict()["incomplete"] == 2
+
+
+def test_open_loop_requests_running_at_max_time_are_incomplete(server: ServerThread, fake: FakeSglang) -> None:
+    fake.fault, fake.fault_every = "stall", 2
+    plan = make_plan(concurrencies=(), request_rates=(40.0,), max_requests=6, max_time=0.5, request_timeout=60)
+    cell = measure_cell_open(server, plan)
+    assert len(cell.records) == 6 and cell.completed == 3 and cell.incomplete == 3
+    assert all(r.scheduled_time is not None for r in cell.records)
+    assert cell.duration >= 0.5
+
+
+def measure_cell_open(server: ServerThread, plan: BenchmarkPlan) -> CellMetrics:
+    async def one() -> CellMetrics:
+        async with new_session() as session:
+            return await run_cell(session, endpoint(server), plan, plan.scenarios[0], 0, plan.request_rates[0])
+
+    return asyncio.run(one())
+
+
+def test_a_server_that_stops_answering_stalls_the_trial(server: ServerThread, fake: FakeSglang) -> None:
+    fake.fault, fake.fault_every = "stall", 1  # every request stops halfway
+    seen: list[CellMetrics] = []
+    with pytest.raises(TrialFailure) as info:
+        run_benchmark(endpoint(server), make_plan(max_time=0.5, request_timeout=60), on_cell=seen.append)
+    assert info.value.failure_class is FailureClass.STALLED
+    assert info.value.message == (
+        "cell D(8,6) c=4: only 0 of 4 requests finished within max_time_per_iteration (0.5 s); 4 still running: "
+        "the server stopped answering or is far too slow for this load"
+    )
+    assert seen[0].incomplete == 4 and seen[0].error_rate == 0
+
+
+def test_min_completed_sets_how_many_requests_must_finish(server: ServerThread, fake: FakeSglang) -> None:
+    fake.fault, fake.fault_every = "stall", 2  # half the requests stop halfway
+    plan = make_plan(concurrencies=(2,), max_requests=4, max_time=0.5, request_timeout=60)
+    cell = run_benchmark(endpoint(server), plan).cells[0]  # default: half of those sent
+    assert cell.finished == 2 and cell.incomplete == 2  # one worker stalls at once, the other at its second
+    with pytest.raises(TrialFailure) as info:
+        run_benchmark(endpoint(server), dataclasses.replace(plan, min_completed=3))
+    assert info.value.failure_class is FailureClass.STALLED
 
 
 def test_warmup_requests_are_sent_but_not_recorded(server: ServerThread, fake: FakeSglang) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pytest_autotuner.bench.client import StreamParser
-from pytest_autotuner.core.metrics import BenchResult, CellMetrics, RequestRecord, summarize
+from pytest_autotuner.core.metrics import INCOMPLETE, BenchResult, CellMetrics, RequestRecord, summarize
 from pytest_autotuner.core.plan import CellKey
 
 
@@ -180,3 +180,44 @@ def test_merge_keeps_open_loop_cells_of_different_rates_apart() -> None:
                                             CellKey("D(10,3)", 0, 8.0)]  # fmt: skip
     assert [len(c.records) for c in merged.cells] == [8, 8, 8]
     assert merged.cell(CellKey("D(10,3)", 0, 8.0)).label == "D(10,3) rate=8/s"
+
+
+def cut_cell() -> CellMetrics:
+    """Two completed requests, one HTTP error and two requests still running when the 4 s cell was cut."""
+    records = [
+        record([0.1, 0.2, 0.3]),
+        record([0.5, 0.6, 0.7]),
+        RequestRecord(0.0, 10, 3, error="http_status", error_detail="HTTP 500"),
+        RequestRecord(0.2, 10, 3, output_tokens=1, error=INCOMPLETE),
+        RequestRecord(0.4, 10, 3, error=INCOMPLETE),
+    ]
+    return CellMetrics("D(10,3)", 4, 4.0, records)
+
+
+def test_incomplete_requests_are_counted_but_are_not_latency_samples() -> None:
+    cell = cut_cell()
+    assert cell.completed == 2 and cell.incomplete == 2 and cell.finished == 3
+    for metric in ("ttft", "itl", "tpot", "e2e"):
+        assert cell.summary(metric).n == (4 if metric == "itl" else 2)
+    assert cell.goodput({"e2e": 10.0}) == pytest.approx(2 / 4.0)
+    as_dict = cell.as_dict()
+    assert (as_dict["requests"], as_dict["completed"], as_dict["incomplete"]) == (5, 2, 2)
+
+
+def test_incomplete_requests_are_not_errors() -> None:
+    cell = cut_cell()
+    assert cell.errors == {"http_status": 1}
+    assert cell.error_rate == pytest.approx(1 / 3)  # of the requests that finished
+
+
+def test_tokens_received_by_incomplete_requests_count_over_the_whole_window() -> None:
+    cell = cut_cell()
+    assert cell.output_tokens == 3 + 3 + 1
+    assert cell.output_throughput == pytest.approx(7 / 4.0)
+    assert cell.request_throughput == pytest.approx(2 / 4.0)
+
+
+def test_a_cell_of_only_incomplete_requests_has_no_samples_and_no_error_rate() -> None:
+    cell = CellMetrics("D(10,3)", 4, 8.0, [RequestRecord(0.0, 10, 3, error=INCOMPLETE)] * 3)
+    assert cell.finished == 0 and cell.error_rate == 0.0 and cell.errors == {}
+    assert math.isnan(cell.summary("e2e").p50) and cell.output_throughput == 0.0

@@ -95,6 +95,12 @@ def test_slo_accepts_mean_or_percentile_blocks() -> None:
         ({"slo": {"latency": {"p90": {"threshold": -2}}}}, "`slo.latency.p90.threshold`", "got -2"),
         ({"optimisation": {}}, "`optimisation`", "unknown field"),
         ({"task_name": "  "}, "`task_name`", "task_name is blank"),
+        ({"benchmark": {"min_completed": 0}}, "`benchmark.min_completed`", "greater than or equal to 1"),
+        (
+            {"benchmark": {"min_completed": 500, "max_requests_per_iteration": 40}},
+            "`benchmark`",
+            "`min_completed` is 500 but `max_requests_per_iteration` is 40",
+        ),
     ],
 )
 def test_bad_specs_name_file_field_and_value(tmp_path: Path, change: dict, field: str, value_text: str) -> None:
