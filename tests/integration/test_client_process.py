@@ -117,25 +117,22 @@ def test_a_client_that_dies_without_a_result_fails_the_trial_with_its_exit_code(
 
 
 class FakeRuntime:
-    """A runtime whose 'server' is the in-test FakeSglang."""
+    """A runtime host whose every launch is the in-test FakeSglang (it is its own Server)."""
 
     kind = "fake"
 
     def __init__(self, base: Endpoint) -> None:
-        self.base = base
+        self.endpoint = base
 
     @contextlib.contextmanager
-    def launch(self, params: Mapping[str, ParamValue], *, deadline: Deadline, label: str) -> Iterator[Endpoint]:
-        yield self.base
+    def launch(self, params: Mapping[str, ParamValue], *, deadline: Deadline, label: str) -> Iterator[FakeRuntime]:
+        yield self
 
     def is_alive(self) -> bool:
         return True
 
-    def log_tail(self) -> str:
+    def log_tail(self, lines: int = 40) -> str:
         return ""
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.mark.parametrize("client_process", [True, False])
@@ -144,8 +141,8 @@ def test_evaluate_runs_the_client_in_a_child_process_only_when_asked(
 ) -> None:
     fake.token_delay = 0.05  # each request ~0.3 s: long enough to see the child
     seen: list[list[int]] = []
-    evaluate = make_evaluate(lambda _n: FakeRuntime(endpoint(server)), make_plan(max_requests=8),
-                             client_process=client_process)  # fmt: skip
+    host = FakeRuntime(endpoint(server))
+    evaluate = make_evaluate(host, make_plan(max_requests=8), client_process=client_process)  # type: ignore[arg-type]
     watching = threading.Event()
 
     def watch() -> None:
@@ -181,4 +178,6 @@ def test_concurrent_trials_through_the_plugin_measure_with_child_clients(pyteste
     (pytester.path / "tuning_specs" / "workers.json").write_text(json.dumps(spec))
     result = pytester.runpytest_subprocess("--autotune", "--autotune-workers", "2", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*up to 2 trial(s) at once*", "*trial ?/2 * SLO ok*", "*trial ?/2 * SLO ok*"])
+    result.stdout.fnmatch_lines(
+        ["*up to 2 trial(s) at once*", "*trial #* [[]?/2] * SLO ok*", "*trial #* [[]?/2] * SLO ok*"]
+    )
