@@ -78,21 +78,26 @@ class VirtualClock:
         """Whether another replica still has to emit a step ending at or before ``t``."""
         return any(i != replica and (end <= t if inclusive else end < t) for i, end in enumerate(self._steps))
 
+    def _owed_before(self, t: float, replica: int, *, inclusive: bool) -> bool:
+        return self.held_before(t, inclusive=inclusive) or self.step_pending_before(t, replica, inclusive=inclusive)
+
     def may_step(self, start: float, replica: int) -> bool:
         """A step beginning at ``start`` can be computed: every request arriving by then is known."""
-        return (
-            self.wall_delay(start) <= TIMER_EARLY
-            and not self.held_before(start, inclusive=True)
-            and not self.step_pending_before(start, replica, inclusive=True)
-        )
+        return self.wall_delay(start) <= TIMER_EARLY and not self._owed_before(start, replica, inclusive=True)
 
     def may_emit(self, end: float, replica: int) -> bool:
         """A step ending at ``end`` can be emitted: its time has come and nothing earlier is owed."""
-        return (
-            self.wall_delay(end) <= TIMER_EARLY
-            and not self.held_before(end, inclusive=False)
-            and not self.step_pending_before(end, replica, inclusive=False)
-        )
+        return self.wall_delay(end) <= TIMER_EARLY and not self._owed_before(end, replica, inclusive=False)
+
+    async def wait_for_step(self, start: float, replica: int) -> None:
+        """Wait until ``may_step`` may have become true (the wall clock got there, or something changed)."""
+        owed = self._owed_before(start, replica, inclusive=True)
+        await self.changed(None if owed else self.wall_delay(start))
+
+    async def wait_for_emit(self, end: float, replica: int) -> None:
+        """Wait until ``may_emit`` may have become true."""
+        owed = self._owed_before(end, replica, inclusive=False)
+        await self.changed(None if owed else self.wall_delay(end))
 
     # -- changing the bounds -------------------------------------------------------------------------
 

@@ -177,11 +177,8 @@ class SimServer:
                 await clock.changed()
                 continue
             if not clock.may_step(start, index):
-                blocked = clock.held_before(start, inclusive=True) or clock.step_pending_before(
-                    start, index, inclusive=True
-                )
-                await clock.changed(None if blocked else clock.wall_delay(start))
-                continue
+                await clock.wait_for_step(start, index)
+                continue  # what changed may also change the start
             self._assign(start)
             self._enter(index, start)
             if not sched.busy:
@@ -189,10 +186,7 @@ class SimServer:
             outcome = sched.step(start)
             clock.begin_step(index, outcome.end)
             while not clock.may_emit(outcome.end, index):
-                blocked = clock.held_before(outcome.end, inclusive=False) or clock.step_pending_before(
-                    outcome.end, index, inclusive=False
-                )
-                await clock.changed(None if blocked else clock.wall_delay(outcome.end))
+                await clock.wait_for_emit(outcome.end, index)
             self._lag.append(-clock.wall_delay(outcome.end))
             clock.emitted(index)
             at = outcome.end
@@ -207,13 +201,15 @@ class SimServer:
 
     def _assign(self, upto: float) -> None:
         """Requests arrived by ``upto`` get their rid, length and replica, in (arrival, token) order."""
+        assigned = False
         while self._incoming and self._incoming[0].at <= upto:
             arrival = heapq.heappop(self._incoming)
             replica = next(self._robin) % len(self.schedulers)
             self._admit(arrival)
             heapq.heappush(self._queued[replica], arrival)
-            if replica:
-                self.clock.notify()
+            assigned = True
+        if assigned and len(self.schedulers) > 1:
+            self.clock.notify()  # wake the other replicas' drivers for what they got
 
     def _enter(self, index: int, upto: float) -> None:
         queued = self._queued[index]

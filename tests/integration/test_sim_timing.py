@@ -91,12 +91,17 @@ def _figures(cells: list[CellMetrics]) -> list[tuple[float, ...]]:
     return out
 
 
-def test_a_plan_measures_the_same_at_speedups_1_and_10(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "flags",
+    [(), ("--dp-size", "2", "--sim-num-gpus", "2", "--stream-interval", "4")],
+    ids=["one-replica", "two-replicas"],
+)
+def test_a_plan_measures_the_same_at_speedups_1_and_10(tmp_path: Path, flags: tuple[str, ...]) -> None:
     # Noise stays on (3%, seeded): the whole run is reproducible, not only its noise-free part.
     plan = BenchmarkPlan((parse_scenario(SCENARIO),), (16,), request_rates=(20.0,), max_requests=48, warmup_requests=4)
     measured = []
     for speedup in ("1", "10"):
-        sim = _launch(tmp_path, "--sim-speedup", speedup)
+        sim = _launch(tmp_path, "--sim-speedup", speedup, *flags)
         try:
             measured.append(_figures(_measure(sim, plan)))
         finally:
