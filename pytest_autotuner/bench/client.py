@@ -4,9 +4,19 @@ Metric definitions match SGLang's ``bench_serving`` (see ``metrics.py``). One ai
 unlimited connector is shared by all cells; the SSE stream is read in large blocks and split into lines here,
 with one ``json.loads`` per data line and no tokenizing on the event loop.
 
-Times: ``endpoint.time_scale`` k is server seconds per wall second. Every recorded time is wall seconds
-times k; ``plan.max_time`` and ``plan.request_timeout`` are server seconds, so wall limits are
-those divided by k.
+Times are server seconds. The built-in simulator says when each request arrived and each chunk was produced
+on its own clock (response header ``X-Sim-Arrival``, an SSE comment ``: sim-time <s>`` before each write); then
+TTFT, ITL, E2E, send times and the cell's duration are differences of those stamps, exactly what the simulated
+server did, whatever its speed-up and however busy this machine is. A server without stamps (real SGLang) is
+timed by this client's clock: wall seconds times ``endpoint.time_scale`` k (1 for real servers).
+``plan.max_time`` and ``plan.request_timeout`` are server seconds, so wall limits are those divided by k.
+
+Arrivals the simulator can count on: each request names itself (``X-Sim-Token``) and announces the request
+that will follow it (``X-Sim-Then``: at its end in a closed loop, ``+gap`` after its arrival in an open loop
+and in a closed loop's first burst); the follower says which promise it keeps (``X-Sim-After``). The
+simulator then holds its clock until the follower is there, so this client's reaction time (tens of wall ms
+on a loaded machine, times the speed-up) does not thin the simulated batch (see ``sim/server.py``). Real
+servers ignore these headers.
 
 Tokens per chunk: OpenAI chunks do not say how many tokens they carry. When the server sends ``usage`` on
 content chunks the deltas of ``completion_tokens`` are used; otherwise each chunk counts one token and, when
@@ -44,6 +54,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import gc
 import itertools
@@ -53,6 +64,7 @@ import math
 import sys
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -90,6 +102,8 @@ _CONNECTION_BACKOFF = 0.01  # wall seconds a closed-loop worker waits after a co
 _ERROR_HEAD = 300  # bytes of an HTTP error's body kept for its message
 _DEADLINE_POLL = 0.05  # wall seconds between checks of the trial deadline
 _SERVER_INFO_TIMEOUT = 10.0  # wall seconds, at most
+_SIM_TIME = b": sim-time "  # SSE comment with the server's time of the write that follows (the simulator)
+_SIM_TIME_AT = len(_SIM_TIME)
 
 
 class _GcPause:
@@ -124,14 +138,17 @@ class StreamParser:
     """Incremental parser of one OpenAI SSE stream: feed it bytes with their arrival time."""
 
     __slots__ = ("_chat", "_last_completion", "_tail", "_usage_tokens", "attached", "chunk_times", "done", "done_at",
-                 "error", "error_detail", "finished", "head", "last_at", "usage")  # fmt: skip
+                 "error", "error_detail", "finished", "head", "last_at", "server_at", "usage")  # fmt: skip
 
     def __init__(self, api: str = "chat") -> None:
         self._chat, self._tail = api == "chat", b""
         self.attached = False  # fed by the connection's protocol (StampingConnector), not by the reading task
         self.head = b""  # the first bytes of the body, for the message of an HTTP error
         self.done_at = self.last_at = 0.0  # arrival of data: [DONE] / of the latest bytes
-        self.chunk_times: list[float] = []  # arrival times of content chunks
+        # The server's time of its latest write (``: sim-time`` lines), None while the stream has none. Once it
+        # has, ``chunk_times`` and ``done_at`` are server times, not arrival times.
+        self.server_at: float | None = None
+        self.chunk_times: list[float] = []  # arrival (or server) times of content chunks
         self._usage_tokens: list[int] | None = None  # per-chunk tokens when the server sends usage per chunk
         self._last_completion = 0
         self.usage: dict[str, Any] | None = None
@@ -148,12 +165,19 @@ class StreamParser:
             self.head += data[: _ERROR_HEAD - len(self.head)]
         lines = (self._tail + data).split(b"\n") if self._tail else data.split(b"\n")
         self._tail = lines.pop()
+        at = now if self.server_at is None else self.server_at
         for line in lines:
             if not line.startswith(b"data:"):
-                continue  # blank separators, comments, event: lines
+                if line.startswith(_SIM_TIME):  # the server's time of what follows
+                    try:
+                        at = self.server_at = float(line[_SIM_TIME_AT:])
+                    except ValueError:
+                        self.error, self.error_detail = "malformed_sse", line[:200].decode(errors="replace")
+                        return True
+                continue  # blank separators, other comments, event: lines
             payload = line[5:].strip()
             if payload == b"[DONE]":
-                self.done, self.done_at = True, now
+                self.done, self.done_at = True, at
                 return True
             try:
                 obj = _json_loads(payload)
@@ -170,7 +194,7 @@ class StreamParser:
                 else:
                     text = choice.get("text")
                 if text:
-                    self.chunk_times.append(now)
+                    self.chunk_times.append(at)
                     if usage:
                         self._count_usage(usage)
                 if choice.get("finish_reason") is not None:
@@ -347,6 +371,37 @@ class _Cell:
         self.t0 = self.last_end = 0.0
         self.records: list[RequestRecord] = []
         self.cut_at: float | None = None  # when the measured phase was cut at its time limit
+        self.tag = uuid.uuid4().hex[:8]  # names this cell's requests to the simulator (X-Sim-Token)
+        self.base_url = endpoint.base_url.rstrip("/")
+        # Server time (requests the server stamped): absolute arrival of each record, and the latest end.
+        self.arrivals: dict[int, float] = {}  # id(record) -> the server's arrival stamp
+        self.server_end = -math.inf
+        self.server_stamps = False  # the server stamps its responses (the simulator): it keeps promises
+
+    def token(self, index: int) -> str:
+        return f"{self.tag}.{index}"
+
+    def reset_clock(self) -> None:
+        """The measured part of the cell starts now."""
+        self.t0 = self.last_end = time.perf_counter()
+        self.arrivals.clear()
+        self.server_end = -math.inf
+
+    def server_duration(self) -> float | None:
+        """Server seconds from the first arrival to the last end of the measured requests, if the server stamps."""
+        if not self.arrivals or self.server_end == -math.inf:
+            return None
+        return self.server_end - min(self.arrivals.values())
+
+    def in_server_time(self, records: list[RequestRecord]) -> list[RequestRecord]:
+        """Records with send times counted from the first server arrival (stamped ones; the others as measured)."""
+        if not self.arrivals:
+            return records
+        origin = min(self.arrivals.values())
+        return [
+            dataclasses.replace(r, send_time=self.arrivals[id(r)] - origin) if id(r) in self.arrivals else r
+            for r in records
+        ]
 
     def prepare(self, scenario: Scenario, seed: int) -> None:
         """Draw the lengths of all requests (measured first, then warm-ups) and encode their bodies."""
@@ -367,21 +422,37 @@ class _Cell:
         body.update(self.plan.additional_params)
         return body
 
-    async def send(self, index: int, scheduled: float | None = None) -> RequestRecord:
-        """Send request ``index`` (warm-ups come after the measured ones) and return its record."""
+    async def send(
+        self, index: int, scheduled: float | None = None, *, then: str | None = None, after: str | None = None
+    ) -> RequestRecord:
+        """Send request ``index`` (warm-ups come after the measured ones) and return its record.
+
+        ``then`` and ``after`` announce arrivals to the simulator (``X-Sim-Then`` / ``X-Sim-After``, see the
+        module docstring); the record is in server time when the response is stamped.
+        """
         parser = StreamParser(self.plan.api)
         error: str | None = None
         detail = ""
+        arrival: float | None = None
+        headers = {**_HEADERS, "X-Sim-Token": self.token(index)}
+        if then:
+            headers["X-Sim-Then"] = then
+        if after:
+            headers["X-Sim-After"] = after
         token = _SINK.set(parser)
         start = time.perf_counter()
         try:
             async with self.session.post(
                 self.url,
                 data=self.bodies[index],
-                headers=_HEADERS,
+                headers=headers,
                 timeout=self.timeout,
                 read_bufsize=_READ_BUFSIZE,
             ) as resp:
+                stamp = resp.headers.get("X-Sim-Arrival")
+                if stamp is not None:
+                    with contextlib.suppress(ValueError):
+                        arrival = float(stamp)
                 if resp.status // 100 != 2:
                     error = "http_status"
                     with contextlib.suppress(asyncio.TimeoutError, TimeoutError, aiohttp.ClientError, _StreamStopped):
@@ -399,18 +470,43 @@ class _Cell:
                 error, detail = _classify(exc)
         finally:
             _SINK.reset(token)
-        # [DONE] is the last byte that counts; the chunked terminator after it only lets the connection be reused.
-        end = parser.done_at or (parser.last_at if error is None else 0.0) or time.perf_counter()
         if error is None and parser.error is not None:
             error, detail = parser.error, parser.error_detail
         elif error is None and not (parser.done or parser.finished):
             error, detail = "truncated_stream", "stream ended without finish_reason or [DONE]"
+        if arrival is not None and (parser.server_at is not None or error is not None):  # server time
+            end = parser.done_at if parser.done else (parser.server_at or arrival)
+            record = self._record(index, parser, error, detail, scheduled, send_time=arrival, start=arrival, end=end)
+            self.arrivals[id(record)] = arrival  # made relative to the cell's first arrival in run_cell
+            self.server_stamps = True
+            if error is None:
+                self.server_end = max(self.server_end, end)
+            return record
+        # [DONE] is the last byte that counts; the chunked terminator after it only lets the connection be reused.
+        end = parser.done_at or (parser.last_at if error is None else 0.0) or time.perf_counter()
         k = self.k
+        return self._record(
+            index, parser, error, detail, scheduled, send_time=(start - self.t0) * k, start=start, end=end, scale=k
+        )
+
+    def _record(
+        self,
+        index: int,
+        parser: StreamParser,
+        error: str | None,
+        detail: str,
+        scheduled: float | None,
+        *,
+        send_time: float,
+        start: float,
+        end: float,
+        scale: float = 1.0,
+    ) -> RequestRecord:
+        """The record of request ``index``: chunk times and E2E counted from ``start``, times ``scale``."""
         req_in, req_out = self.lengths[index]
-        send_time = (start - self.t0) * k
         if error is not None:
             return RequestRecord(send_time, req_in, req_out, scheduled_time=scheduled, error=error, error_detail=detail)
-        times = tuple((t - start) * k for t in parser.chunk_times)
+        times = tuple((t - start) * scale for t in parser.chunk_times)
         return RequestRecord(
             send_time=send_time,
             requested_input_tokens=req_in,
@@ -418,7 +514,7 @@ class _Cell:
             input_tokens=parser.prompt_tokens,
             output_tokens=parser.completion_tokens,
             ttft=times[0] if times else None,
-            e2e=(end - start) * k,
+            e2e=(end - start) * scale,
             chunk_times=times,
             chunk_tokens=tuple(parser.chunk_tokens()),
             scheduled_time=scheduled,
@@ -472,33 +568,63 @@ class _Cell:
             parser.feed(rest, time.perf_counter())
 
     async def closed_loop(self, first: int, count: int, workers: int, keep: bool) -> None:
-        """``workers`` loops over requests ``first .. first + count - 1``, each sending when its last ends."""
+        """``workers`` loops over requests ``first .. first + count - 1``, each sending when its last ends.
+
+        To the simulator: the first burst is one instant (each first request promises the next at ``+0``), and
+        every request promises a follower at its end; a worker that runs out of requests withdraws its promise.
+        """
         claim = itertools.count(first)
         stop = first + count
+        n = max(1, min(workers, count))
+        burst = [next(claim) for _ in range(n)]
 
-        async def worker() -> None:
-            while (i := next(claim)) < stop:
-                record = await self.send(i)
+        async def worker(k: int) -> None:
+            i = burst[k]
+            after = f"{self.token(burst[k - 1])}@start" if k else None
+            then = "end, +0" if k + 1 < n else "end"
+            while True:
+                record = await self.send(i, then=then, after=after)
                 if keep:
                     self.records.append(record)
                     self.last_end = time.perf_counter()
                 if record.error == "connection":
                     await asyncio.sleep(_CONNECTION_BACKOFF)
+                j = next(claim)
+                promised = record.ok and self.server_stamps
+                if j >= stop:
+                    if promised:
+                        await self._withdraw(f"{self.token(i)}@end")
+                    return
+                i, after, then = j, (f"{self.token(i)}@end" if promised else None), "end"
 
-        await _supervise([worker() for _ in range(max(1, min(workers, count)))], float("inf"), None)
+        await _supervise([worker(k) for k in range(n)], float("inf"), None)
+
+    async def _withdraw(self, promise: str) -> None:
+        """Tell the simulator that the request promised as ``promise`` will not come."""
+        url = self.base_url + "/sim/release"
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, TimeoutError):
+            async with self.session.post(url, headers={"X-Sim-After": promise}, timeout=self.timeout):
+                pass
 
     async def open_loop(self, rate: float) -> None:
-        """Poisson arrivals at ``rate`` requests per server second, from a schedule fixed in advance."""
+        """Poisson arrivals at ``rate`` requests per server second, from a schedule fixed in advance.
+
+        Each request tells the simulator when the next one arrives (``X-Sim-Then: +gap``), so the schedule holds
+        in server time even when this client sends late.
+        """
         gaps = self.rng.exponential(1.0 / rate, self.plan.max_requests)
         schedule = np.cumsum(gaps) - gaps[0]  # server seconds after the cell start; first at 0
+        times = schedule.tolist()
         tasks: list[asyncio.Task[None]] = []
 
         async def one(i: int, at: float) -> None:
-            self.records.append(await self.send(i, scheduled=at))
+            then = f"+{times[i + 1] - at!r}" if i + 1 < len(times) else None
+            after = f"{self.token(i - 1)}@start" if i else None
+            self.records.append(await self.send(i, scheduled=at, then=then, after=after))
             self.last_end = time.perf_counter()
 
         try:
-            for i, at in enumerate(schedule.tolist()):
+            for i, at in enumerate(times):
                 delay = self.t0 + at / self.k - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -564,15 +690,19 @@ async def run_cell(
         if plan.warmup_requests:
             warmup = cell.closed_loop(plan.max_requests, plan.warmup_requests, warm_workers, keep=False)
             await _supervise([warmup], float("inf"), deadline)
-        cell.t0 = cell.last_end = time.perf_counter()
+        cell.reset_clock()
         if request_rate is None:
             measured = cell.closed_loop(0, plan.max_requests, concurrency, keep=True)
         else:
             measured = cell.open_loop(request_rate)
         await _supervise([measured], plan.max_time / cell.k, deadline, on_cut=cell.cut)
-    records = sorted(cell.records, key=lambda r: r.send_time)
-    # cut at the time limit, the window runs to the cut: requests still running were part of it
-    duration = ((cell.cut_at or cell.last_end) - cell.t0) * cell.k
+    records = sorted(cell.in_server_time(cell.records), key=lambda r: r.send_time)
+    duration = cell.server_duration()
+    if duration is None:
+        duration = (cell.last_end - cell.t0) * cell.k
+    if cell.cut_at is not None:
+        # cut at the time limit: the window runs to the cut (requests still running were part of it)
+        duration = max(duration, (cell.cut_at - cell.t0) * cell.k)
     metrics = CellMetrics(scenario.text, concurrency, duration, records, request_rate)
     logger.debug("cell %s: %d requests, errors %s", metrics.label, len(records), dict(metrics.errors))
     return metrics

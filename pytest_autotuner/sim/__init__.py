@@ -7,11 +7,15 @@ flags plus ``--sim-*`` flags, see ``cli.py``), or evaluate configurations withou
 
 Modelling choices worth knowing when reading results:
 
-- Time: the scheduler works in simulated seconds; the server emits a step's tokens at wall time
-  ``origin + t / speedup`` (default speed-up 1). ``GET /sim/timeline`` returns each request's arrival, first
-  token and finish in simulated seconds, plus how late steps were emitted (``emission_lag``, wall seconds).
-  HTTP handling and OS scheduling add a few wall milliseconds per request that the timeline does not scale,
-  so client-measured TTFT agrees with the timeline within ~5% once TTFT is tens of simulated ms or more.
+- Time: the scheduler works in simulated seconds, which run at ``speedup`` times the wall clock but never past
+  a step not yet emitted or an arrival a client promised (``clock.py``). Responses carry the simulated
+  arrival (``X-Sim-Arrival``) and every streamed write its simulated time (``: sim-time`` SSE comment), and the
+  project's client measures with those stamps and promises its next arrivals (``X-Sim-Then``/``X-Sim-After``):
+  its figures are the timeline's exactly, the same at every speed-up and under any host load
+  (``benchmarks/RESULTS.md``). ``GET /sim/timeline`` returns each request's arrival, first token and finish in
+  simulated seconds, how late steps left (``emission_lag``, wall seconds) and how many promised requests came
+  too late to wait for (``late_promises``). A client that times the server with its own clock (times the
+  speed-up) gets close figures at speed-up 1 only.
 - Tokens: one per whitespace-separated word (plus one per 10 characters of a long word).
 - Prefix cache: the server counts the words a prompt shares with the previous prompt; under ``lpm`` /
   ``dfs-weight`` those tokens are taken from the cache once prefilled. The benchmark client starts every
@@ -30,6 +34,7 @@ from pytest_autotuner.sim.cli import DEFAULT_SPEEDUP, SIM_VERSION, ParamError, b
 from pytest_autotuner.sim.perf_model import (
     GPUS,
     MODELS,
+    SIM_MODEL_VERSION,
     EngineConfig,
     ModelProfile,
     StartupFailure,
@@ -46,6 +51,7 @@ __all__ = [
     "DEFAULT_SPEEDUP",
     "GPUS",
     "MODELS",
+    "SIM_MODEL_VERSION",
     "SIM_VERSION",
     "EngineConfig",
     "ModelProfile",

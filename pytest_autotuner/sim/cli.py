@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pytest_autotuner.sim.perf_model import GPUS, EngineConfig, MemoryPlan, lookup_model
+from pytest_autotuner.sim.perf_model import GPUS, SIM_MODEL_VERSION, EngineConfig, MemoryPlan, lookup_model
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.trial import ParamValue
@@ -172,7 +172,12 @@ def params_to_argv(params: Mapping[str, ParamValue]) -> list[str]:
 
 
 def server_info(args: argparse.Namespace, cfg: EngineConfig, memory: MemoryPlan) -> dict[str, Any]:
-    """What ``/server_info`` answers: resolved server args plus the memory plan and the speed-up."""
+    """What ``/server_info`` answers: resolved server args plus the memory plan and the simulator's settings.
+
+    Every ``sim_*`` entry changes what the simulator measures or how fast it runs; the measuring ones
+    (``sim_gpu``, ``sim_num_gpus``, ``sim_model``, ``sim_noise``, ``sim_model_version``) belong in a baseline's
+    fingerprint. ``sim_speedup`` no longer changes the figures (server time) but is reported too.
+    """
     info: dict[str, Any] = {k: v for k, v in vars(args).items() if not k.startswith("sim_")}
     info.update(
         model_path=args.model_path,
@@ -188,6 +193,8 @@ def server_info(args: argparse.Namespace, cfg: EngineConfig, memory: MemoryPlan)
         sim_gpu=cfg.gpu.name,
         sim_num_gpus=cfg.num_gpus,
         sim_model=cfg.model.name,
+        sim_noise=args.sim_noise,
+        sim_model_version=SIM_MODEL_VERSION,
     )
     return info
 

@@ -45,7 +45,8 @@ def run_benchmark_in_process(
     Raises ParamError (a ValueError) for flags the CLI would reject, and TrialFailure when the server
     would fail at startup.
     """
-    argv = ["--model-path", model, "--sim-gpu", gpu, "--sim-num-gpus", str(num_gpus), *params_to_argv(params)]
+    argv = ["--model-path", model, "--sim-gpu", gpu, "--sim-num-gpus", str(num_gpus), "--sim-noise", str(noise)]
+    argv += params_to_argv(params)
     args = parse_argv(argv, raising=True)
     cfg = engine_config(args)
     try:

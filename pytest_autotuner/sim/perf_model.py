@@ -17,6 +17,7 @@ from typing import Any
 __all__ = [
     "GPUS",
     "MODELS",
+    "SIM_MODEL_VERSION",
     "EngineConfig",
     "GpuProfile",
     "MemoryPlan",
@@ -29,6 +30,11 @@ __all__ = [
 ]
 
 GIB = 1024**3
+
+#: What a configuration measures on the simulator: bump it whenever this step-time model, the scheduler or the
+#: simulator's clock change the figures, so baselines recorded before no longer compare (baseline fingerprint).
+#: 2: measurements in server time (``clock.py``): speed-up and host load no longer move them.
+SIM_MODEL_VERSION = 2
 
 
 @dataclass(frozen=True)

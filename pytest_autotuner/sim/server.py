@@ -1,22 +1,49 @@
 """The simulated SGLang HTTP server (aiohttp), driven by the same Scheduler as the in-process API.
 
-Time: simulated time 0 is the moment the server becomes ready; a step ending at simulated time ``t`` is
-emitted at wall time ``origin + t / speedup``. One asyncio task per dp replica runs the scheduler steps
-back to back and sleeps until each step's end, so CPU cost is per step, not per token timer.
+Time: simulated time 0 is the moment the server becomes ready; it then runs at ``speedup`` simulated seconds
+per wall second, bounded by the steps not yet emitted and the arrivals clients promised (``clock.py``). One
+asyncio task per dp replica computes a step, waits until its end comes on that clock, and writes its tokens,
+so CPU cost is per step, not per token timer.
+
+Server time for the client: every response carries the request's simulated arrival (header
+``X-Sim-Arrival``) and every streamed write its simulated time (``: sim-time`` comment line), so a client can
+measure TTFT, ITL and E2E in simulated seconds, exactly as the scheduler produced them.
+
+Arrivals a client announces (request headers; real SGLang ignores them, the simulator's timeline needs them to
+be independent of how fast the client reacts):
+
+- ``X-Sim-Token: <tag>.<n>`` names a request; ``n`` orders requests that arrive at the same simulated time.
+- ``X-Sim-Then: end`` promises that a request will arrive exactly when this one finishes (closed loop);
+  ``X-Sim-Then: +<s>`` that one arrives ``s`` simulated seconds after this one arrived (open loop, or the first
+  burst of a closed loop with ``+0``). Both may be given, comma-separated.
+- ``X-Sim-After: <token>@end`` / ``<token>@start`` marks the request that keeps such a promise: its arrival is
+  the promised time, whenever its bytes come in. ``POST /sim/release`` with the same header withdraws a
+  promise that will not be kept (the closed loop ran out of requests).
+
+A promise holds simulated time at the promised instant until it is kept, so the request joins exactly the step
+it would join with a client that reacts in zero time; a promise not kept within ``PROMISE_GRACE`` wall seconds
+after its time came is dropped (counted in ``/sim/timeline`` as ``late_promises``). Requests that arrive at
+the same simulated time enter the queue in token order, so a run is reproducible whatever the wall-clock order
+of their bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
+import math
 import os
 import random
 import sys
 import uuid
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from pytest_autotuner.sim.clock import VirtualClock
 from pytest_autotuner.sim.protocol import (
     RequestError,
     ResponseShape,
@@ -33,14 +60,52 @@ if TYPE_CHECKING:
     from pytest_autotuner.sim.perf_model import EngineConfig, MemoryPlan
     from pytest_autotuner.sim.protocol import Api, GenerationRequest
 
-__all__ = ["SimServer"]
+__all__ = ["PROMISE_GRACE", "SimServer", "parse_then"]
 
 logger = logging.getLogger(__name__)
 
 _MEAN_NATURAL_LENGTH = 256  # without ignore_eos, a request stops after ~Exp(256) tokens (seeded)
 _PREFIX_COMPARE_WORDS = 8192
-# epoll waits in whole milliseconds (rounded up): aiming half a millisecond early centres the emission error.
-_TIMER_EARLY = 0.0005
+#: Wall seconds a promised arrival may be late (after its simulated time came) before it is given up.
+PROMISE_GRACE = 2.0
+_UNORDERED = 1 << 62  # the order of requests without a token: after every token, then by receipt
+
+
+def parse_then(value: str) -> tuple[bool, float | None]:
+    """``X-Sim-Then``: (a request follows at this one's end, seconds after this one's arrival or None)."""
+    at_end, after = False, None
+    for part in value.split(","):
+        part = part.strip()
+        if part == "end":
+            at_end = True
+        elif part.startswith("+"):
+            after = float(part[1:])
+            if not after >= 0.0:  # also NaN
+                raise ValueError(f"`X-Sim-Then` offset must be >= 0, got {part!r}")
+        elif part:
+            raise ValueError(f"`X-Sim-Then` takes `end` and/or `+<seconds>`, got {part!r}")
+    return at_end, after
+
+
+def _order(token: str | None, receipt: int) -> int:
+    """Queue order among requests of one simulated instant: the token's number, else the receipt order."""
+    if token:
+        number = token.rpartition(".")[2]
+        if number.isdigit():
+            return int(number)
+    return _UNORDERED + receipt
+
+
+@dataclass(order=True)
+class _Arrival:
+    """A received request waiting for its simulated arrival time to enter a scheduler."""
+
+    at: float
+    order: int
+    seq: int
+    sim: SimRequest = field(compare=False)
+    gen: GenerationRequest | None = field(compare=False, default=None)  # None: a health check
+    live: LiveRequest | None = field(compare=False, default=None)
 
 
 class SimServer:
@@ -59,14 +124,20 @@ class SimServer:
             Scheduler(config=config, memory=memory, seed=seed, noise=args.sim_noise, replica=i)
             for i in range(config.dp)
         ]
+        self.clock = VirtualClock(speedup=self.speedup, replicas=config.dp)
         self._rng = random.Random(f"lengths:{seed}")
-        self._wakeups = [asyncio.Event() for _ in self.schedulers]
-        self._latest_submit = [0.0] * config.dp
+        self._incoming: list[_Arrival] = []  # received, replica not chosen yet (a heap by arrival, order)
+        self._queued: list[list[_Arrival]] = [[] for _ in self.schedulers]  # chosen replica, not yet arrived
+        self._robin = itertools.count()
+        self._seq = itertools.count()
+        self._promises: dict[str, float] = {}  # "<token>@end|start" -> promised simulated arrival
+        self._early: dict[str, asyncio.Future[float]] = {}  # requests that came before their promise
+        self._late_promises = 0
+        self._given_up: set[str] = set()  # promises dropped as late: their request is stamped on arrival
         self._live: dict[int, LiveRequest] = {}
         self.timeline: list[SimRequest] = []
         self.ready = False
         self.hung = False
-        self._origin = 0.0
         self._generation_requests = 0
         self._streams = 0
         self._prev_words: list[str] = []
@@ -76,11 +147,11 @@ class SimServer:
     # -- clock and drivers ---------------------------------------------------------------------------
 
     def sim_now(self) -> float:
-        return (asyncio.get_running_loop().time() - self._origin) * self.speedup
+        return self.clock.now()
 
     def start(self) -> None:
         """Mark the server ready: simulated time starts now and the replica drivers run."""
-        self._origin = asyncio.get_running_loop().time()
+        self.clock.start()
         self.ready = True
         self._tasks = [asyncio.create_task(self._drive(i)) for i in range(len(self.schedulers))]
 
@@ -89,51 +160,90 @@ class SimServer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def _next_start(self, index: int, clock: float) -> float | None:
+        """When replica ``index`` would begin its next step, or None when it has nothing to do."""
+        if self.schedulers[index].busy:
+            return clock
+        first = [q[0].at for q in (self._queued[index], self._incoming) if q]
+        return max(clock, min(first)) if first else None
+
     async def _drive(self, index: int) -> None:
-        sched, wake = self.schedulers[index], self._wakeups[index]
-        loop = asyncio.get_running_loop()
-        clock = 0.0
+        sched, clock = self.schedulers[index], self.clock
+        interval = self.config.stream_interval
+        at = 0.0  # this replica's time: the end of its last step
         while True:
-            if not sched.busy or self.hung:
-                wake.clear()
-                await wake.wait()
-                # The GPU was idle: the step starts when the first new request was queued, not when we woke.
-                clock = max(clock, self._latest_submit[index])
+            start = self._next_start(index, at)
+            if start is None or self.hung:
+                await clock.changed()
                 continue
-            # When the loop lagged behind, a step must not start before the requests it admits arrived.
-            outcome = sched.step(max(clock, self._latest_submit[index]))
-            delay = self._origin + outcome.end / self.speedup - loop.time()
-            await asyncio.sleep(max(0.0, delay - _TIMER_EARLY))
-            self._lag.append(loop.time() - (self._origin + outcome.end / self.speedup))
-            clock = outcome.end
-            interval = self.config.stream_interval
+            if not clock.may_step(start, index):
+                await clock.wait_for_step(start, index)
+                continue  # what changed may also change the start
+            self._assign(start)
+            self._enter(index, start)
+            if not sched.busy:
+                continue  # what arrived went to other replicas
+            outcome = sched.step(start)
+            clock.begin_step(index, outcome.end)
+            while not clock.may_emit(outcome.end, index):
+                await clock.wait_for_emit(outcome.end, index)
+            self._lag.append(-clock.wall_delay(outcome.end))
+            clock.emitted(index)
+            at = outcome.end
             for req in outcome.produced:
                 live = self._live.get(req.rid)
                 if live is not None and chunk_due(req.generated, req.output_tokens, interval):
-                    live.advance(req.generated)
+                    live.advance(req.generated, outcome.end)
+            for req in outcome.finished:
+                live = self._live.get(req.rid)
+                if live is not None and live.follow_up is not None and not live.broken:
+                    self._promise(live.follow_up, outcome.end)
 
-    def _submit(self, gen: GenerationRequest, now: float) -> LiveRequest:
+    def _assign(self, upto: float) -> None:
+        """Requests arrived by ``upto`` get their rid, length and replica, in (arrival, token) order."""
+        assigned = False
+        while self._incoming and self._incoming[0].at <= upto:
+            arrival = heapq.heappop(self._incoming)
+            replica = next(self._robin) % len(self.schedulers)
+            self._admit(arrival)
+            heapq.heappush(self._queued[replica], arrival)
+            assigned = True
+        if assigned and len(self.schedulers) > 1:
+            self.clock.notify()  # wake the other replicas' drivers for what they got
+
+    def _enter(self, index: int, upto: float) -> None:
+        queued = self._queued[index]
+        while queued and queued[0].at <= upto:
+            self.schedulers[index].submit(heapq.heappop(queued).sim)
+
+    def _admit(self, arrival: _Arrival) -> None:
+        """Give an arrived request its place in the timeline (done in arrival order, so reproducible)."""
+        gen, sim, live = arrival.gen, arrival.sim, arrival.live
+        assert gen is not None and live is not None
         cached = 0
         for a, b in zip(self._prev_words[:_PREFIX_COMPARE_WORDS], gen.prompt_words, strict=False):
             if a != b:
                 break
             cached += 1
         self._prev_words = gen.prompt_words
-        rid = len(self.timeline)
-        if gen.ignore_eos:
-            n_out = gen.max_tokens
-        else:
-            n_out = min(gen.max_tokens, 1 + int(self._rng.expovariate(1.0 / _MEAN_NATURAL_LENGTH)))
-        index = rid % len(self.schedulers)
+        sim.rid = len(self.timeline)
+        sim.arrival = arrival.at
+        sim.cached_prefix = cached
+        if not gen.ignore_eos:
+            sim.output_tokens = min(gen.max_tokens, 1 + int(self._rng.expovariate(1.0 / _MEAN_NATURAL_LENGTH)))
+        self._live[sim.rid] = live
+        self.timeline.append(sim)
+
+    def _receive(self, gen: GenerationRequest) -> LiveRequest:
+        """Check a parsed request against the engine's limits (HTTP 400 now, like SGLang) and wrap it."""
         sim = SimRequest(
-            rid=rid,
-            arrival=now,
+            rid=-1,
+            arrival=math.nan,
             input_tokens=gen.input_tokens,
-            output_tokens=n_out,
+            output_tokens=gen.max_tokens,
             max_new_tokens=gen.max_tokens,
-            cached_prefix=cached,
         )
-        reason = self.schedulers[index].reject_reason(sim)
+        reason = self.schedulers[0].reject_reason(sim)  # every replica has the same limits
         if reason is not None:
             raise RequestError(reason)
         shape = ResponseShape(gen, f"{'chatcmpl' if gen.api == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}")
@@ -142,13 +252,61 @@ class SimServer:
             self._streams += 1
             every = self.args.sim_malformed_sse_every
             malformed = every is not None and self._streams % every == 0
-        live = LiveRequest(sim, shape, malformed=malformed)
-        self._live[rid] = live
-        self.timeline.append(sim)
-        self._latest_submit[index] = self.sim_now()
-        self.schedulers[index].submit(sim)
-        self._wakeups[index].set()
-        return live
+        return LiveRequest(sim, shape, malformed=malformed)
+
+    def _enqueue(self, gen: GenerationRequest, live: LiveRequest, at: float, order: int) -> None:
+        heapq.heappush(self._incoming, _Arrival(at, order, next(self._seq), live.sim, gen, live))
+        self.clock.notify()
+
+    # -- promised arrivals ---------------------------------------------------------------------------
+
+    def _promise(self, key: str, at: float) -> None:
+        """A request keeping promise ``key`` arrives at simulated ``at``: hold the clock there until it does."""
+        early = self._early.pop(key, None)
+        if early is not None:
+            if not early.done():
+                early.set_result(at)
+            return
+        self._promises[key] = at
+        self.clock.hold(key, at)
+        self._expire_later(key, at)
+
+    def _expire_later(self, key: str, at: float) -> None:
+        delay = max(0.0, self.clock.wall_delay(at)) + PROMISE_GRACE
+        asyncio.get_running_loop().call_later(delay, self._expire, key, at)
+
+    def _expire(self, key: str, at: float) -> None:
+        if self._promises.get(key) != at:
+            return  # kept or withdrawn
+        if self.clock.wall_delay(at) > 0:  # its time has not come yet (the clock was held): wait again
+            self._expire_later(key, at)
+            return
+        logger.warning("promised request %s did not arrive within %.1f s: simulated time goes on", key, PROMISE_GRACE)
+        self._late_promises += 1
+        self._given_up.add(key)
+        self._withdraw(key)
+
+    def _withdraw(self, key: str) -> float | None:
+        at = self._promises.pop(key, None)
+        self.clock.release(key)
+        return at
+
+    async def _arrival_of(self, key: str) -> float | None:
+        """The promised arrival of the request keeping ``key``; waits a while if the promise is not made yet."""
+        if key in self._promises:
+            return self._withdraw(key)
+        if key in self._given_up:
+            self._given_up.discard(key)
+            return None
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._early[key] = future
+        try:
+            return await asyncio.wait_for(future, PROMISE_GRACE)
+        except (asyncio.TimeoutError, TimeoutError):
+            logger.warning("request %s came without its promise: stamped on arrival", key)
+            return None
+        finally:
+            self._early.pop(key, None)
 
     # -- HTTP ----------------------------------------------------------------------------------------
 
@@ -166,6 +324,7 @@ class SimServer:
         r.add_post("/generate", self.generate)
         r.add_route("*", "/flush_cache", self.flush_cache)
         r.add_get("/sim/timeline", self.sim_timeline)
+        r.add_post("/sim/release", self.sim_release)
         return app
 
     async def _hang_if_needed(self) -> None:
@@ -180,10 +339,9 @@ class SimServer:
         await self._hang_if_needed()
         if not self.ready:
             return web.Response(status=503)
-        sched = self.schedulers[0]
         sim = SimRequest(rid=-1, arrival=self.sim_now(), input_tokens=1, output_tokens=1)
-        sched.submit(sim)
-        self._wakeups[0].set()
+        heapq.heappush(self._queued[0], _Arrival(sim.arrival, _UNORDERED, next(self._seq), sim))
+        self.clock.notify()
         while sim.finish_time is None:
             await asyncio.sleep(0.01)
         return web.Response(status=200)
@@ -220,7 +378,15 @@ class SimServer:
         ]
         lag = sorted(self._lag) or [0.0]
         emission = {"steps": len(self._lag), "p50": lag[len(lag) // 2], "max": lag[-1]}
-        return web.json_response({"speedup": self.speedup, "emission_lag": emission, "requests": rows})
+        body = {"speedup": self.speedup, "emission_lag": emission, "late_promises": self._late_promises}
+        return web.json_response({**body, "requests": rows})
+
+    async def sim_release(self, request: web.Request) -> web.Response:
+        """Withdraw the promise named by ``X-Sim-After``: that request will not come."""
+        key = request.headers.get("X-Sim-After", "")
+        if self._withdraw(key) is None:
+            self._early.pop(key, None)
+        return web.Response(status=204)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         return await self._generation("chat", request)
@@ -247,10 +413,9 @@ class SimServer:
         return None
 
     async def _generation(self, api: Api, request: web.Request) -> web.StreamResponse:
-        # Stamp the arrival, then let the other requests of a burst stamp theirs before anyone parses: the
-        # parsing delay then shows in the timeline (the request reaches the scheduler later) as it does
-        # for the client, instead of shifting the arrival stamps.
-        arrival = self.sim_now()
+        # Stamp the arrival, then let the other requests of a burst stamp theirs before anyone parses.
+        received = self.sim_now()
+        receipt = next(self._seq)
         await asyncio.sleep(0)
         if not self.ready:
             return web.json_response(error_body("The server is not ready yet.", 503), status=503)
@@ -258,22 +423,37 @@ class SimServer:
         if fault is not None:
             return fault
         await self._hang_if_needed()
+        headers = request.headers
+        token = headers.get("X-Sim-Token")
         try:
+            at_end, after = parse_then(headers.get("X-Sim-Then", ""))
             gen = parse_generation(api, await request.read(), self.served_model)
-            live = self._submit(gen, arrival)
-        except RequestError as exc:
+            live = self._receive(gen)
+        except (RequestError, ValueError) as exc:
             return web.json_response(error_body(str(exc)), status=400)
+        promised = headers.get("X-Sim-After")
+        arrival = await self._arrival_of(promised) if promised else None
+        if arrival is None:
+            arrival = received
+        if token:
+            if at_end:
+                live.follow_up = f"{token}@end"
+            if after is not None:
+                self._promise(f"{token}@start", arrival + after)
+        self._enqueue(gen, live, arrival, _order(token, receipt))
+        stamp = {"X-Sim-Arrival": repr(arrival)}  # exact: the client subtracts it from the write stamps
         try:
             if gen.stream:
-                return await self._stream(request, live)
+                return await self._stream(request, live, stamp)
             await live.done.wait()
             body = live.shape.full_body(live.text(0, live.sent), live.sent, live.finish_reason)
-            return web.json_response(body)
+            return web.json_response(body, headers=stamp)
         finally:
             self._live.pop(live.sim.rid, None)
 
-    async def _stream(self, request: web.Request, live: LiveRequest) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    async def _stream(self, request: web.Request, live: LiveRequest, stamp: dict[str, str]) -> web.StreamResponse:
+        headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **stamp}
+        resp = web.StreamResponse(headers=headers)
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         if live.shape.req.api == "chat":

@@ -1,5 +1,10 @@
 """One request in flight: the replica driver writes its chunks straight to the socket when they are due.
 
+Every write starts with an SSE comment line ``: sim-time <seconds>`` carrying the simulated time at which its
+tokens were produced (SSE clients, OpenAI's included, skip comment lines). With the request's simulated
+arrival (the ``X-Sim-Arrival`` response header) the benchmark client measures in server time, so neither the
+speed-up nor the host's load reaches the measurement (see ``clock.py`` and ``bench/client.py``).
+
 Writing from the driver (no queue, no task switch per chunk) and coalescing the tail (last content chunk,
 finish chunk, usage chunk, ``[DONE]``) into one write keeps the server's CPU per token low, so emission stays
 on time at default speed-up with tens of concurrent streams on a small machine.
@@ -16,10 +21,16 @@ if TYPE_CHECKING:
     from pytest_autotuner.sim.protocol import ResponseShape
     from pytest_autotuner.sim.scheduler import SimRequest
 
-__all__ = ["LiveRequest"]
+__all__ = ["SIM_TIME_PREFIX", "LiveRequest", "sim_time_line"]
 
 _MARK = "\x00"
 _MALFORMED_LINE = b'data: {"id": "broken", "choices": [{"delta": \n\n'
+SIM_TIME_PREFIX = b": sim-time "  # the comment line that opens every write, then the simulated seconds
+
+
+def sim_time_line(at: float) -> bytes:
+    """The SSE comment that stamps a write with its simulated time."""
+    return b"%b%a\n" % (SIM_TIME_PREFIX, at)  # repr: the exact float
 
 
 class LiveRequest:
@@ -31,6 +42,8 @@ class LiveRequest:
         self.sent = 0  # tokens written to the client (streaming) or produced (non-streaming)
         self.done = asyncio.Event()
         self._due = 0
+        self._due_at = 0.0
+        self.follow_up: str | None = None  # promise key of the request the client sends at this one's end
         self._transport: asyncio.BaseTransport | None = None
         self._broken = False
         self._malformed = malformed
@@ -50,11 +63,16 @@ class LiveRequest:
         """Start streaming (response headers already sent); writes whatever came due before."""
         self._transport = transport
         if self._due > self.sent:
-            self.advance(self._due)
+            self.advance(self._due, self._due_at)
 
-    def advance(self, upto: int) -> None:
-        """Tokens ``sent .. upto`` are due now (called by the driver at the step's wall time)."""
-        self._due = upto
+    @property
+    def broken(self) -> bool:
+        """The client went away before the last token was written."""
+        return self._broken
+
+    def advance(self, upto: int, at: float) -> None:
+        """Tokens ``sent .. upto`` are due now, produced at simulated time ``at`` (called by the driver)."""
+        self._due, self._due_at = upto, at
         finished = upto >= self.sim.output_tokens
         if self._transport is None:
             if finished:
@@ -62,7 +80,7 @@ class LiveRequest:
                 self.done.set()
             return
         if not self._broken:
-            payload = self._content(upto)
+            payload = sim_time_line(at) + self._content(upto)
             if self._malformed and 2 * upto >= self.sim.output_tokens:
                 payload += _MALFORMED_LINE
                 self._malformed = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -12,6 +13,8 @@ from typing import Any
 
 import pytest
 from processes import SimProcess
+
+from pytest_autotuner.sim.perf_model import SIM_MODEL_VERSION
 
 # Fast sessions: tiny startups and a high speed-up, except where the test is about timing.
 FAST = ["--sim-speedup", "20", "--sim-startup-scale", "0.02"]
@@ -43,9 +46,29 @@ def launch(tmp_path: Path) -> Iterator[Any]:
 
 
 def _events(raw: bytes) -> list[Any]:
+    """The data lines of a stream; every other line must be a write's ``: sim-time`` stamp."""
     lines = [line for line in raw.decode().split("\n") if line]
-    assert all(line.startswith("data: ") for line in lines), lines
-    return [line[6:] if line[6:] == "[DONE]" else json.loads(line[6:]) for line in lines]
+    data = [line for line in lines if not line.startswith(": sim-time ")]
+    assert all(line.startswith("data: ") for line in data), lines
+    return [line[6:] if line[6:] == "[DONE]" else json.loads(line[6:]) for line in data]
+
+
+def _stamps(raw: bytes) -> list[float]:
+    return [float(line[11:]) for line in raw.decode().split("\n") if line.startswith(": sim-time ")]
+
+
+def _post(sim: SimProcess, body: dict[str, Any], **headers: str) -> tuple[float, bytes]:
+    """POST a chat request with ``X-Sim-*`` headers (``Then="end"`` -> ``X-Sim-Then: end``); (arrival, body)."""
+    sent = {"Content-Type": "application/json", **{f"X-Sim-{k}": v for k, v in headers.items()}}
+    req = urllib.request.Request(sim.base + "/v1/chat/completions", data=json.dumps(body).encode(), headers=sent)
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return float(resp.headers["X-Sim-Arrival"]), resp.read()
+
+
+def _row(sim: SimProcess, arrival: float) -> dict[str, Any]:
+    rows = [r for r in sim.get_json("/sim/timeline")["requests"] if r["arrival"] == arrival]
+    assert len(rows) == 1, rows
+    return rows[0]
 
 
 CHAT = {
@@ -87,6 +110,7 @@ def test_models_and_server_info(shared: SimProcess) -> None:
     for path in ("/server_info", "/get_server_info"):
         info = sim.get_json(path)
         assert info["version"] == "0.5.2-sim" and info["sim_speedup"] == 20.0
+        assert info["sim_noise"] == 0.03 and info["sim_model_version"] == SIM_MODEL_VERSION
         assert info["served_model_name"] == "tiny" and info["max_total_num_tokens"] > 1_000_000
     assert sim.status("/health_generate") == 200
     assert sim.post("/flush_cache", b"")[0] == 200
@@ -223,3 +247,68 @@ def test_startup_counts_from_the_launchers_clock_not_from_the_simulators_imports
     listening = time.monotonic()
     late.wait_ready()
     assert time.monotonic() - listening < 0.5  # ...and time spent before it listens counts toward it
+
+
+# -- server time: stamps, and arrivals that clients promise ------------------------------------------------------
+
+
+def test_every_write_carries_its_simulated_time_and_the_response_its_arrival(shared: SimProcess) -> None:
+    arrival, raw = _post(shared, CHAT)
+    stamps = _stamps(raw)
+    row = _row(shared, arrival)
+    assert len(stamps) == 4  # one write per token at stream interval 1; the tail goes with the last
+    assert stamps == sorted(stamps) and stamps[0] == pytest.approx(row["first_token"], abs=1e-9)
+    assert stamps[-1] == pytest.approx(row["finish"], abs=1e-9)
+
+
+def test_a_follow_up_arrives_exactly_at_its_predecessors_end_however_late_it_is_sent(launch: Any) -> None:
+    sim = launch(*FAST)
+    sim.wait_ready()
+    _, raw = _post(sim, CHAT, Token="t.0", Then="end")
+    end = _stamps(raw)[-1]
+    time.sleep(0.3)  # 6 simulated seconds at speed-up 20 if the client's delay counted
+    follow, _ = _post(sim, CHAT, Token="t.1", After="t.0@end")
+    assert follow == end
+    assert sim.get_json("/sim/timeline")["late_promises"] == 0
+
+
+def test_an_open_loop_arrival_is_its_predecessors_plus_the_gap_early_or_late(launch: Any) -> None:
+    sim = launch(*FAST)
+    sim.wait_ready()
+    first, _ = _post(sim, CHAT, Token="o.0", Then="+0.25")
+    second, _ = _post(sim, CHAT, Token="o.1", After="o.0@start", Then="+3")  # sent before its time
+    time.sleep(0.4)  # 8 simulated seconds: sent after its time
+    third, _ = _post(sim, CHAT, Token="o.2", After="o.1@start")
+    assert second == first + 0.25
+    assert third == second + 3.0
+
+
+def test_a_request_that_comes_before_its_promise_waits_for_it(launch: Any) -> None:
+    sim = launch(*FAST)
+    sim.wait_ready()
+    early: list[float] = []
+    thread = threading.Thread(target=lambda: early.append(_post(sim, CHAT, Token="b.1", After="b.0@start")[0]))
+    thread.start()
+    time.sleep(0.2)
+    first, _ = _post(sim, CHAT, Token="b.0", Then="+0.5")
+    thread.join(timeout=10)
+    assert early == [first + 0.5]
+
+
+def test_a_withdrawn_promise_lets_time_go_on_and_an_unkept_one_is_dropped_after_the_grace(launch: Any) -> None:
+    sim = launch(*FAST)
+    sim.wait_ready()
+    _, raw = _post(sim, CHAT, Token="w.0", Then="end")
+    end = _stamps(raw)[-1]
+    release = urllib.request.Request(sim.base + "/sim/release", data=b"", headers={"X-Sim-After": "w.0@end"})
+    with urllib.request.urlopen(release, timeout=5) as resp:
+        assert resp.status == 204
+    time.sleep(0.1)
+    later, raw = _post(sim, CHAT, Token="w.1", Then="end")  # no follow-up will come for this one
+    assert later > end  # without the release, time would still stand at `end`
+    held_at = _stamps(raw)[-1]
+    # Arrives while the clock waits for w.1's follower (stamped at that instant); runs once the promise is dropped
+    # after PROMISE_GRACE wall seconds.
+    stranger, _ = _post(sim, CHAT)
+    assert stranger == held_at
+    assert sim.get_json("/sim/timeline")["late_promises"] == 1

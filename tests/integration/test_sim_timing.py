@@ -1,11 +1,16 @@
-"""What the project's HTTP client measures agrees with the simulator's own timeline at default speed-up."""
+"""What the project's HTTP client measures on the simulator is the simulator's own timeline, in server time.
+
+The simulator stamps arrivals and writes with simulated time and the client promises its next arrivals, so the
+figures are exact and do not depend on the speed-up or on how busy this machine is: the tests compare them
+exactly (to float rounding), which a wall-clock measurement could not pass on a loaded 2-core machine.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pytest
 from processes import SimProcess
 
@@ -13,48 +18,120 @@ from pytest_autotuner.bench.client import run_benchmark
 from pytest_autotuner.core.plan import BenchmarkPlan
 from pytest_autotuner.core.scenarios import parse_scenario
 from pytest_autotuner.runtimes.base import Endpoint
-from pytest_autotuner.sim import DEFAULT_SPEEDUP
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from pytest_autotuner.core.metrics import CellMetrics
+
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
-# Prompts of ~2k tokens: TTFT is tens to hundreds of simulated ms, well above the few wall ms that HTTP and
-# scheduling on a busy 2-core machine add (at speed-up 1 those count one to one).
 SCENARIO = "N(2048,256)/(32,8)"
+# Float rounding only: stamps are exact floats (repr), a time is the difference of two of them.
+EXACT = 1e-9
+
+
+def _launch(tmp_path: Path, *flags: str) -> SimProcess:
+    sim = SimProcess(tmp_path, "--sim-startup-scale", "0.02", "--sim-seed", "5", *flags, model=MODEL)
+    sim.wait_ready()
+    return sim
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[SimProcess]:
-    sim = SimProcess(tmp_path, "--sim-startup-scale", "0.02", model=MODEL)  # no --sim-speedup: the default
+    sim = _launch(tmp_path)  # default speed-up (1) and noise
     try:
-        sim.wait_ready()
         yield sim
     finally:
         sim.kill()
 
 
-def _timeline(sim: SimProcess, skip: int) -> tuple[float, float]:
-    """TTFT p50 and TPOT mean of the simulator's own timeline, without the first ``skip`` (warm-up) arrivals."""
-    rows: list[dict[str, Any]] = sorted(sim.get_json("/sim/timeline")["requests"], key=lambda r: r["arrival"])
-    rows = rows[skip:]
-    ttft = [r["first_token"] - r["arrival"] for r in rows]
-    tpot = [(r["finish"] - r["first_token"]) / (r["output_tokens"] - 1) for r in rows]
-    return float(np.median(ttft)), float(np.mean(tpot))
+def _measure(sim: SimProcess, plan: BenchmarkPlan) -> list[CellMetrics]:
+    info = sim.get_json("/server_info")
+    endpoint = Endpoint(sim.base, "m", time_scale=info["sim_speedup"], server_info=info)
+    return run_benchmark(endpoint, plan).cells
+
+
+def _timeline(sim: SimProcess, skip: int) -> list[dict[str, Any]]:
+    """The simulator's requests in arrival order, without the first ``skip`` (warm-up) arrivals."""
+    data = sim.get_json("/sim/timeline")
+    assert data["late_promises"] == 0
+    rows: list[dict[str, Any]] = sorted(data["requests"], key=lambda r: (r["arrival"], r["rid"]))
+    return rows[skip:]
 
 
 @pytest.mark.parametrize(("concurrency", "requests"), [(8, 24), (64, 128)])
-def test_client_ttft_and_tpot_match_the_timeline_within_5_percent(
-    server: SimProcess, concurrency: int, requests: int
-) -> None:
-    info = server.get_json("/server_info")
-    assert info["sim_speedup"] == DEFAULT_SPEEDUP
-    endpoint = Endpoint(server.base, "m", time_scale=info["sim_speedup"])
+def test_client_ttft_and_e2e_are_the_timelines_exactly(server: SimProcess, concurrency: int, requests: int) -> None:
     plan = BenchmarkPlan(
         (parse_scenario(SCENARIO),), (concurrency,), max_requests=requests, warmup_requests=concurrency
     )
-    cell = run_benchmark(endpoint, plan).cells[0]
+    (cell,) = _measure(server, plan)
     assert cell.completed == requests
-    sim_ttft, sim_tpot = _timeline(server, skip=concurrency)
-    assert cell.summary("ttft").p50 == pytest.approx(sim_ttft, rel=0.05)
-    assert cell.summary("tpot").mean == pytest.approx(sim_tpot, rel=0.05)
+    rows = _timeline(server, skip=concurrency)
+    assert len(rows) == requests
+    origin = rows[0]["arrival"]
+    records = sorted(cell.records, key=lambda r: r.send_time)
+    assert [r.send_time for r in records] == pytest.approx([row["arrival"] - origin for row in rows], abs=EXACT)
+    ours = sorted((r.send_time, r.ttft, r.e2e) for r in records)
+    theirs = sorted(
+        (row["arrival"] - origin, row["first_token"] - row["arrival"], row["finish"] - row["arrival"]) for row in rows
+    )
+    assert [x[1:] for x in ours] == pytest.approx([x[1:] for x in theirs], abs=EXACT)
+    assert cell.duration == pytest.approx(max(row["finish"] for row in rows) - origin, abs=EXACT)
+
+
+def _figures(cells: list[CellMetrics]) -> list[tuple[float, ...]]:
+    """Every request's send time, TTFT, E2E and chunk times, cell by cell (requests sent at one instant, such
+    as a closed loop's first burst, in order of these figures: the wall order of their completions varies)."""
+    out: list[tuple[float, ...]] = []
+    for cell in cells:
+        assert cell.completed == len(cell.records)
+        assert all(r.ttft is not None and r.e2e is not None for r in cell.records)
+        out += sorted((r.send_time, r.ttft or 0.0, r.e2e or 0.0, *r.chunk_times) for r in cell.records)
+        out.append((cell.duration,))
+    return out
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [(), ("--dp-size", "2", "--sim-num-gpus", "2", "--stream-interval", "4")],
+    ids=["one-replica", "two-replicas"],
+)
+def test_a_plan_measures_the_same_at_speedups_1_and_10(tmp_path: Path, flags: tuple[str, ...]) -> None:
+    # Noise stays on (3%, seeded): the whole run is reproducible, not only its noise-free part.
+    plan = BenchmarkPlan((parse_scenario(SCENARIO),), (16,), request_rates=(20.0,), max_requests=48, warmup_requests=4)
+    measured = []
+    for speedup in ("1", "10"):
+        sim = _launch(tmp_path, "--sim-speedup", speedup, *flags)
+        try:
+            measured.append(_figures(_measure(sim, plan)))
+        finally:
+            sim.kill()
+    slow, fast = measured
+    assert len(slow) == len(fast) == 2 * 48 + 2
+    for a, b in zip(slow, fast, strict=True):
+        assert a == pytest.approx(b, abs=EXACT)
+
+
+@pytest.mark.slow
+def test_a_one_point_spec_confirms_the_same_objective_at_speedups_1_and_10(pytester: pytest.Pytester) -> None:
+    objectives = []
+    for speedup in (1, 10):
+        spec = {
+            "task_name": "one-point",
+            "model": {"id_or_path": MODEL},
+            "runtime": "sim",
+            "parameters": {"chunked-prefill-size": [2048]},
+            "optimization": {"strategy": "grid", "objective": "minimize_latency", "max_iterations": 1,
+                             "timeout_per_iteration": 300, "confirm_runs": 2},
+            "benchmark": {"traffic_scenarios": [SCENARIO], "num_concurrency": [8], "max_requests_per_iteration": 24,
+                          "warmup_requests": 2, "max_time_per_iteration": 600},
+            "simulator": {"speedup": speedup, "startup_scale": 0.01},
+        }  # fmt: skip
+        (pytester.path / "tuning_specs").mkdir(exist_ok=True)
+        (pytester.path / "tuning_specs" / "one-point.json").write_text(json.dumps(spec))
+        result = pytester.runpytest_subprocess("--autotune", "-p", "no:cacheprovider")
+        result.assert_outcomes(passed=1)
+        outcome = json.loads((pytester.path / "reports" / "one-point" / "results.json").read_text())
+        assert outcome["best"]["confirmation_runs"] == 2
+        objectives.append(outcome["best"]["objective"])
+    assert objectives[0] == pytest.approx(objectives[1], rel=1e-9)
