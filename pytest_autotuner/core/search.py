@@ -138,8 +138,10 @@ class Search:
         local_storage: bool = True,
         grace_period: int = 120,
         gpu_memory_mib: float | None = None,
+        max_gpus: int | None = None,
     ) -> None:
-        """``gpu_memory_mib``: the GPUs' memory, which some of SGLang's defaults depend on (None: an H100 80GB)."""
+        """``gpu_memory_mib``: the GPUs' memory, which some of SGLang's defaults depend on (None: an H100 80GB);
+        ``max_gpus``: the runner's GPUs, so bayesian never proposes a tp x dp that needs more (None: no limit)."""
         import optuna
 
         self.spec = spec
@@ -151,7 +153,7 @@ class Search:
         self.study = optuna.create_study(
             study_name=study_name,
             storage=_open_storage(storage, grace_period) if storage else None,
-            sampler=make_sampler(spec.optimization, space, seed),
+            sampler=make_sampler(spec.optimization, space, seed, max_gpus=max_gpus),
             direction=spec.optimization.direction,
             load_if_exists=True,
         )

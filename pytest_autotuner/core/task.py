@@ -166,6 +166,7 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         local_storage=options.local_storage,
         grace_period=options.grace_period,
         gpu_memory_mib=options.gpu_memory_mib,
+        max_gpus=len(options.gpu_ids) or None,
     )
     if baseline is not None and space.contains(baseline.best_params):
         search.enqueue(dict(baseline.best_params))  # warm start from the last known good

@@ -7,7 +7,14 @@ import optuna
 import pytest
 from factories import spec
 
-from pytest_autotuner.core.samplers import best_unseen, config_key, grid_candidates, make_sampler, startup_trials
+from pytest_autotuner.core.samplers import (
+    best_unseen,
+    config_key,
+    grid_candidates,
+    make_sampler,
+    over_gpus,
+    startup_trials,
+)
 from pytest_autotuner.core.search import CONSTRAINT_KEY
 from pytest_autotuner.core.space import SearchSpace
 
@@ -81,14 +88,9 @@ def test_bayesian_never_proposes_an_evaluated_configuration_on_a_small_space() -
     assert len(seen) == 8
 
 
-def test_failed_configurations_are_avoided_after_the_start() -> None:
+def _failures_after_start(study: optuna.Study, space: SearchSpace) -> int:
     # tp-size 4 never starts (constraint > 0); among the rest the values are flat, so only feasibility
     # tells the sampler where to go
-    s = spec(
-        parameters={"tp-size": [1, 2, 4], "mem-fraction-static": [0.7, 0.75, 0.8, 0.85, 0.9, 0.95]},
-        optimization={"n_initial_random": 2, "max_iterations": 30},
-    )
-    study, space = _study(s, seed=3)
     failures_after_start = 0
     for i in range(14):
         trial = study.ask(space.distributions())
@@ -97,8 +99,70 @@ def test_failed_configurations_are_avoided_after_the_start() -> None:
         study.tell(trial, 10.0 if failed else 1.0 + 0.01 * trial.params["mem-fraction-static"])
         if i >= 3 and failed:
             failures_after_start += 1
-    # a third of the space fails; uniform sampling would fail about 4 of these 11
-    assert failures_after_start <= 1
+    return failures_after_start
+
+
+_FAILING_SPACE = {"tp-size": [1, 2, 4], "mem-fraction-static": [0.7, 0.75, 0.8, 0.85, 0.9, 0.95]}
+
+
+def test_failed_configurations_are_avoided_after_the_start() -> None:
+    s = spec(parameters=_FAILING_SPACE, optimization={"n_initial_random": 2, "max_iterations": 30})
+    failures = 0
+    for seed in range(6):
+        study, space = _study(s, seed=seed)
+        failures += _failures_after_start(study, space)
+    # a third of the space fails: uniform sampling would fail about 4 of each 11, 24 in all (TPE counts
+    # infeasible trials among the bad ones)
+    assert failures <= 12
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bayesian_never_proposes_more_gpus_than_the_runner_has(seed: int) -> None:
+    # half the (tp, dp) pairs need more than 4 GPUs; the best values are at the largest tp x dp allowed
+    s = spec(
+        parameters={"tp-size": [1, 2, 4, 8], "dp-size": [1, 2, 4, 8], "schedule-policy": ["lpm", "fcfs"]},
+        optimization={"n_initial_random": 3, "max_iterations": 30},
+    )
+    space = SearchSpace.from_spec(s)
+    study = optuna.create_study(sampler=make_sampler(s.optimization, space, seed, max_gpus=4), direction="maximize")
+    seen = set()
+    for _ in range(12):
+        trial = study.ask(space.distributions())
+        gpus = trial.params["tp-size"] * trial.params["dp-size"]
+        assert gpus <= 4, trial.params
+        seen.add(space.key(trial.params))
+        trial.set_constraint(CONSTRAINT_KEY, 0.0)
+        study.tell(trial, float(gpus) + 0.1 * (trial.params["schedule-policy"] == "fcfs"))
+    assert len(seen) == 12  # the start phase does not repeat either
+
+
+def test_without_a_gpu_limit_every_tp_and_dp_can_be_proposed() -> None:
+    s = spec(
+        parameters={"tp-size": [1, 2, 4, 8], "dp-size": [1, 2, 4, 8]},
+        optimization={"n_initial_random": 16, "max_iterations": 30},
+    )
+    study, space = _study(s)
+    sizes = set()
+    for _ in range(16):
+        trial = study.ask(space.distributions())
+        sizes.add(trial.params["tp-size"] * trial.params["dp-size"])
+        trial.set_constraint(CONSTRAINT_KEY, 0.0)
+        study.tell(trial, 1.0)
+    assert max(sizes) > 8
+
+
+def test_over_gpus_marks_samples_by_tp_times_dp() -> None:
+    s = spec(parameters={"tp-size": [1, 2, 4], "dp-size": [1, 2], "schedule-policy": ["lpm", "fcfs"]})
+    space = SearchSpace.from_spec(s)
+    dists = space.distributions()
+    cands = grid_candidates(space, dists)
+    mask = over_gpus(cands, dists, 4)
+    external = [
+        (dists["tp-size"].to_external_repr(t), dists["dp-size"].to_external_repr(d))
+        for t, d in zip(cands["tp-size"], cands["dp-size"], strict=True)
+    ]
+    assert [tp * dp > 4 for tp, dp in external] == list(mask)
+    assert mask.any() and not over_gpus(cands, dists, None).any()
 
 
 def test_config_key_is_none_for_a_partial_trial() -> None:
