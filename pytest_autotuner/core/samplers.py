@@ -17,8 +17,9 @@ with two changes that matter for tuning spaces, which are mostly small and discr
 
 An extra feasibility term (log P(feasible | x) from Parzen estimators of feasible and infeasible trials) is
 available (``feasibility_weight``) but off by default: on the hard spaces of ``benchmarks/tuning_efficiency.py``
-(most points infeasible, the optimum on the SLO's edge) weighting it 2 (the former default) or 1 made the search
-reach the optimum later than 0; Optuna's TPE already counts infeasible trials among the bad ones.
+(most points infeasible, the optimum on the SLO's edge) weight 2 (the former default) reached the optimum later
+than 0 over 10 seeds (28.5 against 23.9 trials on H1); over 20 seeds the two are within noise of each other, and
+Optuna's TPE already counts infeasible trials among the bad ones (see RESULTS.md).
 """
 
 from __future__ import annotations
