@@ -119,15 +119,25 @@ def grid_candidates(space: SearchSpace, search_space: dict[str, BaseDistribution
 def over_gpus(
     samples: dict[str, np.ndarray], search_space: dict[str, BaseDistribution], max_gpus: int | None
 ) -> np.ndarray:
-    """Which samples (internal representation) need more than ``max_gpus`` GPUs (tp x dp); none without a limit."""
+    """Which samples (internal representation) need more than ``max_gpus`` GPUs (tp x dp); none without a limit.
+
+    Vectorised over the samples (each distinct value is converted once): it runs on every grid point per proposal.
+    """
     from pytest_autotuner.core.gpu_pool import gpus_needed
 
     n = len(next(iter(samples.values()))) if samples else 0
-    names = [name for name in ("tp-size", "tp", "dp-size", "dp") if name in samples]
-    if max_gpus is None or not names:
+    need = np.ones(n)
+    if max_gpus is None:
         return np.zeros(n, dtype=bool)
-    columns = {name: [search_space[name].to_external_repr(float(v)) for v in samples[name]] for name in names}
-    return np.array([gpus_needed({name: columns[name][i] for name in names}) > max_gpus for i in range(n)])
+    for aliases in (("tp-size", "tp"), ("dp-size", "dp")):
+        name = next((a for a in aliases if a in samples), None)
+        if name is None:
+            continue
+        values = np.asarray(samples[name], dtype=float)
+        distinct = np.unique(values)
+        sizes = np.array([gpus_needed({name: search_space[name].to_external_repr(float(v))}) for v in distinct])
+        need = need * sizes[np.searchsorted(distinct, values)]
+    return need > max_gpus
 
 
 def best_unseen(
