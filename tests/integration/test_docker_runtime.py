@@ -273,7 +273,7 @@ def test_a_readiness_timeout_is_classified_and_torn_down(client: Any) -> None:
     with pytest.raises(TrialFailure) as info, runtime.launch({}, deadline=Deadline(60), label="slow"):
         pytest.fail("the server must not become ready")
     assert info.value.failure_class == FailureClass.READINESS_TIMEOUT
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 45  # the 3 s readiness timeout, not the 60 s startup or deadline
 
 
 def test_a_cancelled_deadline_stops_the_wait_and_removes_the_container(client: Any) -> None:
@@ -283,7 +283,7 @@ def test_a_cancelled_deadline_stops_the_wait_and_removes_the_container(client: A
     started = time.monotonic()
     with pytest.raises(TrialFailure), runtime.launch({}, deadline=deadline, label="cancelled"):
         pytest.fail("the server must not become ready")
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 45  # the cancel after 2 s, not the 60 s startup or deadline
 
 
 def test_an_error_in_the_benchmark_still_removes_the_container(client: Any) -> None:
@@ -410,10 +410,10 @@ def test_sigint_mid_trial_leaves_no_container(client: Any, pytester: pytest.Pyte
         cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        give_up = time.monotonic() + 60
+        give_up = time.monotonic() + 120  # pytest's start and imports, on a busy machine
         while not labelled(client, **{LABEL_TASK: "docker-sigint"}):
             assert proc.poll() is None, proc.communicate()[0]
-            assert time.monotonic() < give_up, "no labelled container appeared within 60 s"
+            assert time.monotonic() < give_up, "no labelled container appeared within 120 s"
             time.sleep(0.3)
         time.sleep(1.0)  # the trial waits for readiness now
         proc.send_signal(signal.SIGINT)

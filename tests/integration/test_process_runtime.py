@@ -77,7 +77,7 @@ def test_a_readiness_timeout_is_classified_and_the_server_killed() -> None:
     with pytest.raises(TrialFailure) as failure, rt.launch({}, deadline=Deadline(60), label="slow"):
         pass
     assert failure.value.failure_class == FailureClass.READINESS_TIMEOUT
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 45  # the 2 s readiness timeout, not the 60 s startup or deadline
     assert not alive(rt._proc.pid)  # type: ignore[union-attr]
 
 
@@ -124,7 +124,7 @@ def test_sigint_to_pytest_mid_trial_leaves_no_server_process(tmp_path: Path) -> 
         text=True,
     )
     servers: list[int] = []
-    give_up = time.monotonic() + 30
+    give_up = time.monotonic() + 120  # pytest's start and imports, on a busy machine
     while time.monotonic() < give_up and not servers:
         time.sleep(0.3)
         servers = [p for p in descendants(proc.pid) if "pytest_autotuner.sim" in _cmdline(p)]
@@ -132,7 +132,9 @@ def test_sigint_to_pytest_mid_trial_leaves_no_server_process(tmp_path: Path) -> 
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert "KeyboardInterrupt" in out
-    time.sleep(0.5)
+    give_up = time.monotonic() + 10  # killed as a group; the kernel may take a moment to reap
+    while [p for p in servers if alive(p)] and time.monotonic() < give_up:
+        time.sleep(0.1)
     assert not [p for p in servers if alive(p)]
 
 
