@@ -22,6 +22,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from processes import interruptible
 
 from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
 from pytest_autotuner.runtimes.docker import (
@@ -407,7 +408,7 @@ def test_sigint_mid_trial_leaves_no_container(client: Any, pytester: pytest.Pyte
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "--autotune", "--autotune-runtime=docker", "-p", "no:cacheprovider",
          "--autotune-report-dir", str(pytester.path / "reports")],
-        cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=interruptible,
     )  # fmt: skip
     try:
         give_up = time.monotonic() + 120  # pytest's start and imports, on a busy machine

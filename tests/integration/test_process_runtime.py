@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from processes import descendants
+from processes import descendants, interruptible
 
 from pytest_autotuner.core.plan import BenchmarkPlan
 from pytest_autotuner.core.scenarios import parse_scenario
@@ -122,6 +122,7 @@ def test_sigint_to_pytest_mid_trial_leaves_no_server_process(tmp_path: Path) -> 
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=interruptible,
     )
     servers: list[int] = []
     give_up = time.monotonic() + 120  # pytest's start and imports, on a busy machine
