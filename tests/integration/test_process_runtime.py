@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from pytest_autotuner.core.plan import BenchmarkPlan
 from pytest_autotuner.core.scenarios import parse_scenario
 from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
 from pytest_autotuner.evaluate import make_evaluate
+from pytest_autotuner.runtimes.base import _get_json
 from pytest_autotuner.runtimes.process import ProcessRuntime
 
 pytestmark = pytest.mark.slow
@@ -144,3 +147,19 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except FileNotFoundError:
         return ""
+
+
+def test_a_health_poll_that_reads_back_its_own_request_is_no_answer_yet() -> None:
+    """Before the server listens, a poll whose ephemeral port equals the server's port connects TCP to itself and
+    reads back "GET /health HTTP/1.1" (seen with three workers on one machine); that is not a failed trial."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def echo() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(conn.recv(4096))
+
+        threading.Thread(target=echo, daemon=True).start()
+        assert _get_json(f"http://127.0.0.1:{listener.getsockname()[1]}/health", timeout=10.0) == (0, None)
