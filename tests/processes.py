@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +12,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a child that a test Ctrl-Cs: SIGINT back to its default, so Python installs its
+    KeyboardInterrupt handler. A shell that starts a command in the background without job control (``cmd &`` in
+    a script, as CI runners and nohup may) makes it ignore SIGINT, and every process below inherits that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def descendants(pid: int) -> list[int]:

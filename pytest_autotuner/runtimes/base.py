@@ -3,6 +3,7 @@ log handling, failure classification."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -163,7 +164,9 @@ def _get_json(url: str, timeout: float) -> tuple[int, Any]:
             return response.status, json.loads(body) if body else None
     except urllib.error.HTTPError as err:
         return err.code, None
-    except (urllib.error.URLError, OSError, ValueError):
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
+        # HTTPException: e.g. BadStatusLine "GET /health HTTP/1.1" when, before the server listens, the poll's own
+        # ephemeral port equals the server's and TCP connects the socket to itself; no answer yet, poll again
         return 0, None
 
 

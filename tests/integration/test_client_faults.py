@@ -33,6 +33,7 @@ class FakeSglang:
 
     fault: str = "none"  # http_500, reset, malformed, stall, truncated
     fault_every: int = 1
+    fault_from: int = 1  # no fault before this request (1-based)
     token_delay: float = 0.0  # wall seconds before each content chunk
     stream_interval: int = 1
     server_info: bool = True
@@ -45,7 +46,7 @@ class FakeSglang:
         self.gc_enabled.append(gc.isenabled())  # same process as the client
         body = await request.json()
         self.bodies.append(body)
-        faulty = self.fault != "none" and self.requests % self.fault_every == 0
+        faulty = self.fault != "none" and self.requests >= self.fault_from and self.requests % self.fault_every == 0
         if faulty and self.fault == "http_500":
             return web.Response(status=500, text="internal error")
         chat = request.path.endswith("/chat/completions")
@@ -223,20 +224,21 @@ def test_http_status_error_keeps_the_status(server: ServerThread, fake: FakeSgla
 
 
 def test_stalled_stream_times_out_per_request(server: ServerThread, fake: FakeSglang, reader: str) -> None:
-    fake.fault, fake.fault_every = "stall", 10
-    started = time.perf_counter()
+    fake.fault, fake.fault_every = "stall", 10  # a stalled stream would hang for an hour
     cell = only_cell(server, make_plan(request_timeout=0.3))
     assert cell.errors == {"timeout": 2} and len(cell.records) == 20
-    assert time.perf_counter() - started < 3
 
 
 def test_recorded_times_are_scaled_to_server_seconds(server: ServerThread, fake: FakeSglang, reader: str) -> None:
-    fake.token_delay = 0.02
+    """Lower bounds from the server's sleeps (a busy machine only adds); upper bounds catch a double scaling."""
+    fake.token_delay = 0.02  # wall seconds before each of 5 chunks: 0.1 wall s a request, 1.0 server s
     cell = only_cell(server, make_plan("D(4,5)", concurrencies=(1,), max_requests=3), time_scale=10.0)
-    e2e = cell.summary("e2e").p50  # 5 chunks x 0.02 wall s x 10
-    assert 0.9 <= e2e <= 2.0
-    assert 0.15 <= cell.summary("itl").p50 <= 0.4
-    assert 2.5 <= cell.duration <= 6.0
+    assert cell.completed == 3
+    for record in cell.records:
+        assert record.ttft is not None and record.e2e is not None
+        assert record.ttft >= 0.19  # one sleep: 0.2 server s, less 5% for timer granularity
+        assert 0.95 <= record.e2e < 10.0  # five sleeps: 1.0 server s; scaled twice would be 10 or more
+    assert 2.85 <= cell.duration < 30.0  # three requests one after the other
 
 
 def measure_cell(server: ServerThread, plan: BenchmarkPlan, time_scale: float = 1.0) -> CellMetrics:
@@ -251,24 +253,24 @@ def measure_cell(server: ServerThread, plan: BenchmarkPlan, time_scale: float = 
 
 
 def test_max_time_is_in_server_seconds(server: ServerThread, fake: FakeSglang) -> None:
-    fake.token_delay = 0.05  # each request takes ~0.25 wall s
-    started = time.perf_counter()
+    fake.token_delay = 0.05  # a request takes at least 0.25 wall s, 2.5 server s: one round fits in 4 server s
     cell = measure_cell(server, make_plan("D(4,5)", max_requests=1000, max_time=4.0), time_scale=10.0)
-    assert time.perf_counter() - started < 2
     assert cell.duration >= 4.0 and cell.incomplete > 0  # cut at the limit, in server seconds
-    assert len(cell.records) < 1000
+    # 4 s of wall time would let each of the 4 workers finish ~16 requests; 4 server s, at most one each (plus
+    # the one each still had running at the cut)
+    assert len(cell.records) <= 8 and fake.requests <= 8
 
 
 def test_requests_in_flight_at_max_time_are_recorded_as_incomplete(server: ServerThread, fake: FakeSglang) -> None:
-    fake.token_delay = 0.05  # 10 chunks: each request takes ~0.5 s; the second round is cut at 0.8 s
-    cell = measure_cell(server, make_plan("D(4,10)", concurrencies=(2,), max_requests=100, max_time=0.8))
+    fake.fault, fake.fault_from = "stall", 3  # the first round finishes at once; the second stalls mid-stream
+    plan = make_plan("D(4,10)", concurrencies=(2,), max_requests=100, max_time=2.0, request_timeout=60)
+    cell = measure_cell(server, plan)
     assert fake.requests == 4 and len(cell.records) == 4
     assert cell.completed == 2 and cell.incomplete == 2 and cell.errors == {} and cell.error_rate == 0
-    assert cell.duration >= 0.8  # runs to the cut, not to the last completion (~0.5 s)
+    assert cell.duration >= 2.0  # runs to the cut, not to the last completion
     for record in cell.records[2:]:
         assert record.incomplete and record.e2e is None and record.ttft is None
         assert 0 < record.output_tokens < 10  # what it received by the cut
-        assert record.send_time > 0.3  # sent as the first round ended
     assert cell.output_tokens == 20 + sum(r.output_tokens for r in cell.records[2:])
     assert cell.samples("e2e").size == 2 and cell.as_dict()["incomplete"] == 2
 
@@ -482,12 +484,12 @@ def test_bytes_left_in_the_body_at_its_end_are_parsed() -> None:
 
 
 def test_deadline_expiry_mid_cell_raises_trial_timeout(server: ServerThread, fake: FakeSglang) -> None:
-    fake.fault = "stall"
-    started = time.perf_counter()
+    fake.fault = "stall"  # only the deadline can end the cell before the 60 s request timeout
+    started = time.monotonic()
     with pytest.raises(TrialFailure) as info:
         run_benchmark(endpoint(server), make_plan(request_timeout=60), deadline=Deadline(0.3))
     assert info.value.failure_class is FailureClass.TRIAL_TIMEOUT
-    assert time.perf_counter() - started < 2
+    assert time.monotonic() - started < 30
 
 
 def test_deadline_cancelled_from_another_thread_stops(server: ServerThread, fake: FakeSglang) -> None:
@@ -515,20 +517,21 @@ def test_error_rate_at_threshold_passes(server: ServerThread, fake: FakeSglang) 
 
 def test_dead_server_fails_as_crashed_without_spinning() -> None:
     seen: list[CellMetrics] = []
-    started = time.perf_counter()
+    started = time.monotonic()
+    plan = make_plan(max_error_rate=0.1, max_requests=50, max_time=600.0)
     with pytest.raises(TrialFailure) as info:
-        run_benchmark(endpoint(None), make_plan(max_error_rate=0.1, max_requests=50), on_cell=seen.append)
+        run_benchmark(endpoint(None), plan, on_cell=seen.append)
     assert info.value.failure_class is FailureClass.CRASHED
     assert "connection=50" in info.value.message
     assert len(seen[0].records) == 50
-    assert time.perf_counter() - started < 5
+    assert time.monotonic() - started < 60  # ended by its 50 refused requests, not by the 600 s max_time
 
 
 def test_run_benchmark_works_from_a_worker_thread(server: ServerThread) -> None:
     results: list[int] = []
     worker = threading.Thread(target=lambda: results.append(len(only_cell(server, make_plan()).records)))
     worker.start()
-    worker.join(10)
+    worker.join(120)
     assert results == [20]
 
 

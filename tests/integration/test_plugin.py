@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import interruptible
 
 pytestmark = pytest.mark.slow
 
@@ -167,7 +168,10 @@ def test_killing_a_run_midway_then_rerunning_resumes(tmp_path: Path) -> None:
         str(tmp_path),
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        preexec_fn=interruptible,
+    )  # fmt: skip
     assert proc.stdout is not None
     seen = []
     for line in proc.stdout:

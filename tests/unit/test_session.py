@@ -63,7 +63,7 @@ def test_a_hanging_evaluate_is_stopped_at_the_timeout() -> None:
 
     started = time.monotonic()
     out = run_session(s, hangs)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 60  # without the 0.3 s timeout, nothing would end it
     assert torn_down.is_set()
     assert out.failure_counts == {"trial_timeout": 2}
     assert out.best is None and not out.verdict.passed
