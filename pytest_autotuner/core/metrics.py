@@ -304,6 +304,24 @@ class CellSummary:
             return float(getattr(self, metric))
         return float(self.latency.get(metric, {}).get(statistic, math.nan))
 
+    def as_dict(self) -> dict[str, Any]:
+        """The stored form again (``from_dict``'s input, the fields it reads)."""
+        return {
+            "label": self.label,
+            "scenario": self.key.scenario,
+            "concurrency": self.key.concurrency,
+            "request_rate": self.key.rate,
+            "duration": self.duration,
+            "requests": self.requests,
+            "completed": self.completed,
+            "incomplete": self.incomplete,
+            "output_throughput": self.output_throughput,
+            "error_rate": self.error_rate,
+            "precision_stop": self.precision_stop,
+            "half_width": self.half_width,
+            **{m: dict(stats) for m, stats in self.latency.items()},
+        }
+
     @classmethod
     def from_dict(cls, cell: Mapping[str, Any]) -> CellSummary:
         def number(value: Any) -> float:

@@ -340,7 +340,8 @@ class TuningSession:
             max_requests=bench.max_requests_per_iteration,
             max_time=bench.max_time_per_iteration,
         )
-        return _Measured(score, result, log_tail, devices, cost)
+        partial = tuple(deadline.cells) if score.failure is FailureClass.PRUNED else ()
+        return _Measured(score, result, log_tail, devices, cost, partial)
 
     def _pruning_rule(self) -> CellRule | None:
         """The early-stopping rule for the next search trial, with the best complete trial so far."""
@@ -408,7 +409,9 @@ class TuningSession:
                     duration = time.monotonic() - started
                     if result is not None:
                         self._results[proposal.number] = result
-                    attrs = _trial_attrs(score, result, measured.log_tail, duration, devices, measured.cost)
+                    attrs = _trial_attrs(
+                        score, result, measured.log_tail, duration, devices, measured.cost, measured.partial_cells
+                    )
                     self.search_state.record(proposal, score, attrs)
                     self._note_complete(proposal.number, score, result)
                     key = rank_key(score.meets_slos, score.feasible, score.value, maximize)
@@ -509,6 +512,7 @@ class _Measured:
     log_tail: str
     devices: tuple[int, ...]
     cost: TrialCost
+    partial_cells: tuple[CellSummary, ...] = ()  # a pruned trial's cells, up to the one that stopped it
 
 
 def _trial_attrs(
@@ -518,6 +522,7 @@ def _trial_attrs(
     duration: float,
     devices: tuple[int, ...] = (),
     cost: TrialCost | None = None,
+    partial_cells: tuple[CellSummary, ...] = (),
 ) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "objective": score.objective,
@@ -533,4 +538,6 @@ def _trial_attrs(
     if result is not None:
         attrs["cells"] = [json_safe(cell.as_dict()) for cell in result.cells]
         attrs["server_version"] = str(result.server_info.get("version", ""))
+    elif partial_cells:  # what a pruned trial measured before it was stopped (the report's trials table)
+        attrs["cells"] = [json_safe(cell.as_dict()) for cell in partial_cells]
     return attrs

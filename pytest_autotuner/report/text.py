@@ -127,11 +127,12 @@ def summary_lines(outcome: TaskOutcome, report_path: str | None) -> list[str]:
 
 
 def _gpu_time(seconds: float, hours: bool) -> str:
-    return f"{seconds / 3600:.1f}" if hours else f"{seconds:.0f}"
+    value = seconds / 3600 if hours else seconds
+    return f"{value:.1f}" if value >= 10 or (hours and value >= 0.1) or value == 0 else f"{value:.2g}"
 
 
 def cost_line(outcome: TaskOutcome) -> str:
-    """'cost: 1.3 GPU-hours (early stopping saved 0.4; 5 trials pruned)': GPU-hours from 0.1 on, else GPU-seconds."""
+    """'cost: 1.3 GPU-hours; early stopping saved 0.4 (5 trials pruned)': GPU-hours from 0.1 on, else GPU-seconds."""
     cost = outcome.cost
     hours = cost.gpu_seconds >= 360
     unit = "GPU-hours" if hours else "GPU-seconds"

@@ -58,6 +58,8 @@ def test_a_hopeless_trial_is_pruned_after_its_first_cell_and_a_good_one_is_not()
     assert by_size[1024].failure == "pruned" and "prune_margin" in by_size[1024].failure_message
     assert by_size[4096].failure == "pruned" and "hard SLO" in by_size[4096].failure_message
     assert by_size[512].failure is None and by_size[2048].failure is None  # 20% worse: within the margin
+    assert [c.key.concurrency for c in by_size[1024].cells] == [1]  # what it measured before it was stopped
+    assert not by_size[1024].measured  # ... is no measurement: never a candidate, never on the plots
     search_runs = evaluate.ran[:4]
     assert search_runs == [(512, [1, 8]), (1024, [1]), (2048, [1, 8]), (4096, [1])]
     assert evaluate.ran[4:] == [(512, [1, 8])]  # the confirmation run is never pruned
