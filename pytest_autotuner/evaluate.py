@@ -39,6 +39,7 @@ def plan_from_spec(spec: TaskSpec, seed: int) -> BenchmarkPlan:
         precision=bench.precision,
         min_requests_for_precision=bench.min_requests_for_precision,
         precision_metric=PRECISION_METRICS[spec.optimization.objective],
+        cell_order=bench.cell_order,
     )
 
 
@@ -64,6 +65,8 @@ def make_evaluate(host: RuntimeHost, plan: BenchmarkPlan, *, client_process: boo
                 # the client reports each cell to the deadline, whose rule may prune the trial (TrialFailure)
                 return run_benchmark(server.endpoint, plan, deadline=deadline)
             except TrialFailure as failure:
+                if failure.failure_class is FailureClass.PRUNED:
+                    raise  # early stopping: the server was fine, its log says nothing about why
                 if failure.failure_class != FailureClass.TRIAL_TIMEOUT and not server.is_alive():
                     raise TrialFailure(
                         FailureClass.CRASHED,

@@ -54,6 +54,7 @@ class BenchmarkPlan:
     precision: float | None = None
     min_requests_for_precision: int = 20
     precision_metric: str = "e2e"  # e2e | ttft | tpot | throughput (``precision.PRECISION_METRICS``)
+    cell_order: Literal["lightest_first", "heaviest_first"] = "lightest_first"
 
     def cells(self) -> list[tuple[Scenario, int, float | None]]:
         """(scenario, concurrency, request_rate) of every cell, lightest load first.
@@ -66,9 +67,13 @@ class BenchmarkPlan:
         interval narrows soonest); when only ``max_requests`` bounds it, a light closed-loop cell sends its
         requests a few at a time and can take longer than a heavy one, yet it still decides a hopeless trial
         before those.
+
+        ``cell_order`` "heaviest_first" reverses the order: a hard latency SLO broken at any load makes the trial
+        infeasible, and SLOs broken only by queueing (too few running requests, small batches) show only under
+        load (``benchmarks/early_stopping.py`` measures both orders).
         """
         out: list[tuple[Scenario, int, float | None]] = [
             (s, c, None) for c in sorted(self.concurrencies) for s in self.scenarios
         ]
         out += [(s, 0, r) for r in sorted(self.request_rates) for s in self.scenarios]
-        return out
+        return out[::-1] if self.cell_order == "heaviest_first" else out

@@ -189,6 +189,12 @@ class Benchmark(_Model):
     min_requests_for_precision: int = Field(
         20, ge=2, description="Completed requests a cell needs before `precision` may stop it."
     )
+    cell_order: Literal["lightest_first", "heaviest_first"] = Field(
+        "lightest_first",
+        description="Order of a trial's cells (closed loop by concurrency, then open loop by rate). Early stopping "
+        "decides after each cell: lightest first stops configurations too slow even when idle after the cheapest "
+        "cell; heaviest first also stops, after one cell, those that break a hard SLO only under load.",
+    )
     additional_params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("traffic_scenarios")

@@ -104,3 +104,5 @@ def test_a_child_process_client_sends_its_cells_and_the_rule_prunes_the_trial(si
 def test_plan_cells_run_lightest_load_first(tmp_path: Path) -> None:
     plan = _plan(concurrencies=(16, 1, 4), request_rates=(8.0, 2.0))
     assert [(c, r) for _s, c, r in plan.cells()] == [(1, None), (4, None), (16, None), (0, 2.0), (0, 8.0)]
+    heavy = dataclasses.replace(plan, cell_order="heaviest_first")
+    assert [(c, r) for _s, c, r in heavy.cells()] == [(0, 8.0), (0, 2.0), (16, None), (4, None), (1, None)]
