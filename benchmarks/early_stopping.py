@@ -8,7 +8,9 @@ The space is Llama-3.1-8B on one simulated H100, chunked-prefill-size x max-runn
 two cells (concurrency 1 and 8) and a hard TTFT p90 SLO of 0.25 s (fail_ratio 0.5): small chunks and few
 running requests break it, but only under load, where requests queue.
 
-Printed per mode: trials, pruned trials, cells and requests measured, GPU-seconds of the search (wall seconds
+Printed per mode: trials, pruned trials, cells and requests measured, the simulated seconds those cells ran
+(``cell s``: what the benchmarks would cost on real GPUs, launches excluded, independent of this machine's load),
+GPU-seconds of the search (wall seconds
 of each trial times its GPUs: on the simulator, wall seconds of a sped-up run; compare the modes, not the
 absolute figure), the estimate of what early stopping saved, and the best configuration with its confirmed
 objective. Then the check that matters: how many pruned trials would have become a new best in ``full``
@@ -84,21 +86,22 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=24)
     args = parser.parse_args()
     outcomes: dict[str, TaskOutcome] = {}
-    print(f"{'mode':<18} {'trials':>6} {'pruned':>6} {'cells':>5} {'requests':>8} {'GPU-s':>7} {'saved':>6} "
-          f"{'wall s':>6}  best (confirmed)")  # fmt: skip
+    print(f"{'mode':<34} {'trials':>6} {'pruned':>6} {'cells':>5} {'requests':>8} {'cell s':>6} {'GPU-s':>6} "
+          f"{'saved':>5} {'wall s':>6}  best (confirmed)")  # fmt: skip
     for mode in MODES:
         outcome, wall = run(mode, args.speedup, args.requests)
         outcomes[mode] = outcome
-        cells = sum(len(t.cells) for t in outcome.trials)
-        sent = sum(c.requests for t in outcome.trials for c in t.cells)
+        cells = [c for t in outcome.trials for c in t.cells]
         best = outcome.best
         best_text = "none"
         if best is not None:
             params = " ".join(f"{k}={v}" for k, v in best.params.items())
             best_text = f"{params}: {best.score.objective:.4f} s"
         print(
-            f"{mode:<18} {len(outcome.trials):>6} {outcome.cost.pruned_trials:>6} {cells:>5} {sent:>8} "
-            f"{outcome.cost.search_gpu_seconds:>7.1f} {outcome.cost.saved_gpu_seconds:>6.1f} {wall:>6.0f}  {best_text}"
+            f"{mode:<34} {len(outcome.trials):>6} {outcome.cost.pruned_trials:>6} {len(cells):>5} "
+            f"{sum(c.requests for c in cells):>8} {sum(c.duration for c in cells):>6.0f} "
+            f"{outcome.cost.search_gpu_seconds:>6.1f} {outcome.cost.saved_gpu_seconds:>5.1f} {wall:>6.0f}  {best_text}",
+            flush=True,
         )
     # a pruned trial that would have become the best: a new best (rank order) in the full run
     full = sorted(outcomes["full"].trials, key=lambda t: t.number)
@@ -118,7 +121,7 @@ def main() -> None:
     for mode in MODES[1:]:
         for t in sorted(outcomes[mode].trials, key=lambda t: t.number):
             if t.pruned:
-                print(f"  {mode} #{t.number} {dict(t.params)}: {t.failure_message}")
+                print(f"  {mode} #{t.number} {dict(t.params)}: {t.failure_message[:90]}")
 
 
 if __name__ == "__main__":

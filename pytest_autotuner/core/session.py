@@ -62,7 +62,7 @@ class TrialCost:
 
     gpus: int = 0  # GPUs held (0: never launched)
     launch_s: float = 0.0  # wall seconds from the trial's start to its benchmark's
-    benchmark_s: float = 0.0  # wall seconds of the benchmark (to its last reported cell, or its end)
+    benchmark_s: float = 0.0  # wall seconds from the benchmark's start to the end of the evaluate (teardown too)
     cells_run: int = 0
     cells_skipped: int = 0  # cells a pruned trial did not run
     saved_pruning: float = 0.0  # GPU-seconds: skipped cells at this trial's own seconds per cell
@@ -114,8 +114,7 @@ def trial_cost(
     if bench_start is None:
         return TrialCost(gpus=gpus, launch_s=max(0.0, ended - deadline.started), cells_run=len(cells))
     launch = max(0.0, bench_start - deadline.started)
-    bench_end = deadline.cell_times[-1] if pruned and deadline.cell_times else ended
-    benchmark = max(0.0, bench_end - bench_start)
+    benchmark = max(0.0, ended - bench_start)  # to the end of the evaluate: the teardown holds the GPUs too
     walls = [b - a for a, b in zip([bench_start, *deadline.cell_times], deadline.cell_times, strict=False)]
     skipped = max(0, total_cells - len(cells)) if pruned else 0
     per_cell = sum(walls) / len(walls) if walls else 0.0

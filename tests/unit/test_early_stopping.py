@@ -92,13 +92,13 @@ def test_trial_cost_counts_launch_and_benchmark_times_gpus_and_what_pruning_save
     deadline = Deadline(None)
     deadline.started = 100.0
     deadline.benchmark_started = 160.0  # a 60 s launch
-    deadline.cells = [cell(1.0, concurrency=1)]  # type: ignore[list-item]
+    deadline.report_cell(cell(1.0, concurrency=1))
     deadline.cell_times = [190.0]  # one 30 s cell, then pruned
     cost = trial_cost(deadline, 195.0, gpus=4, total_cells=4, pruned=True, max_requests=100, max_time=60)
-    assert cost.launch_s == 60 and cost.benchmark_s == 30 and cost.gpu_seconds == 4 * 90
+    assert cost.launch_s == 60 and cost.benchmark_s == 35 and cost.gpu_seconds == 4 * 95  # teardown included
     assert cost.cells_skipped == 3 and cost.saved_pruning == pytest.approx(3 * 30 * 4)
     complete = trial_cost(deadline, 195.0, gpus=1, total_cells=1, pruned=False, max_requests=100, max_time=60)
-    assert complete.benchmark_s == 35 and complete.saved == 0  # to the end of the evaluate
+    assert complete.benchmark_s == 35 and complete.saved == 0
     never = trial_cost(Deadline(None), 0.0, gpus=2, total_cells=4, pruned=False, max_requests=100, max_time=60)
     assert never.benchmark_s == 0 and never.cells_run == 0
 
