@@ -22,7 +22,7 @@ def early_spec(**optimization: object) -> object:
     return spec(
         parameters={"chunked-prefill-size": [512, 1024, 2048, 4096]},
         optimization={"strategy": "grid", "max_iterations": 4, "confirm_runs": 1, **optimization},
-        benchmark={"num_concurrency": [8, 1]},  # run lightest first whatever the spec's order
+        benchmark={"num_concurrency": [8, 1]},  # Reporting runs c=1 then c=8, as BenchmarkPlan.cells orders them
         slo={"ttft": {"p90": {"threshold": 0.5, "hard_fail": True, "fail_ratio": 0.5}}},
         initial_configs=[{"chunked-prefill-size": size} for size in (512, 1024, 2048, 4096)],  # in this order
     )
