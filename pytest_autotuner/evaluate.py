@@ -6,6 +6,7 @@ import itertools
 from typing import TYPE_CHECKING
 
 from pytest_autotuner.core.plan import BenchmarkPlan
+from pytest_autotuner.core.precision import PRECISION_METRICS
 from pytest_autotuner.core.scenarios import parse_scenario
 from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
 
@@ -35,6 +36,10 @@ def plan_from_spec(spec: TaskSpec, seed: int) -> BenchmarkPlan:
         max_error_rate=bench.max_error_rate,
         min_completed=bench.min_completed,
         tokenizer=bench.model_tokenizer,
+        precision=bench.precision,
+        min_requests_for_precision=bench.min_requests_for_precision,
+        precision_metric=PRECISION_METRICS[spec.optimization.objective],
+        cell_order=bench.cell_order,
     )
 
 
@@ -55,9 +60,13 @@ def make_evaluate(host: RuntimeHost, plan: BenchmarkPlan, *, client_process: boo
 
     def evaluate(params: Params, deadline: Deadline) -> BenchResult:
         with host.launch(params, deadline=deadline, label=f"trial{next(launches)}") as server:
+            deadline.start_benchmark()  # launch time ends here (cost accounting)
             try:
+                # the client reports each cell to the deadline, whose rule may prune the trial (TrialFailure)
                 return run_benchmark(server.endpoint, plan, deadline=deadline)
             except TrialFailure as failure:
+                if failure.failure_class is FailureClass.PRUNED:
+                    raise  # early stopping: the server was fine, its log says nothing about why
                 if failure.failure_class != FailureClass.TRIAL_TIMEOUT and not server.is_alive():
                     raise TrialFailure(
                         FailureClass.CRASHED,

@@ -8,9 +8,11 @@ others' load. ``run_benchmark_in_child`` runs ``run_benchmark`` in a fresh inter
 
 The plan and endpoint go in, and the BenchResult or TrialFailure comes back, as pickles in a private temporary
 folder (parent and child are the same code). The trial's Deadline stays with the parent: the child gets its
-remaining time and checks it itself, and the parent kills the child when the deadline is cancelled or passes,
-and on any way out of the call (an exception, Ctrl-C), so no client outlives its trial. A child whose parent
-died exits on its own.
+remaining time and checks it itself, sends each finished cell's aggregates back as it goes (``cell-NNNN.pickle``,
+a ``CellSummary``), and the parent reports them to the Deadline in order, so the early-stopping rule runs in
+the parent as for an in-process client; when it prunes the trial the parent ends the child. The parent kills
+the child when the deadline is cancelled or passes, and on any way out of the call (an exception, Ctrl-C), so
+no client outlives its trial. A child whose parent died exits on its own.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from typing import TYPE_CHECKING
 from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.metrics import BenchResult
+    from collections.abc import Sequence
+
+    from pytest_autotuner.core.metrics import BenchResult, CellSummary
     from pytest_autotuner.core.plan import BenchmarkPlan
     from pytest_autotuner.runtimes.base import Endpoint
 
@@ -51,12 +55,15 @@ def run_benchmark_in_child(endpoint: Endpoint, plan: BenchmarkPlan, *, deadline:
             child = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
             )
+        reported = 0
         try:
             while child.poll() is None:
+                reported = _report_cells(Path(tmp), reported, deadline)  # may prune the trial (TrialFailure)
                 if deadline.expired:
                     why = "cancelled" if deadline.cancelled else "expired"
                     raise TrialFailure(FailureClass.TRIAL_TIMEOUT, f"trial deadline {why} during the benchmark")
                 deadline.wait(_POLL)
+            _report_cells(Path(tmp), reported, deadline)  # the cells it sent before it ended, in order
         finally:
             if child.poll() is None:
                 child.kill()
@@ -72,6 +79,33 @@ def run_benchmark_in_child(endpoint: Endpoint, plan: BenchmarkPlan, *, deadline:
             f"the benchmark client process exited with code {child.returncode} without a result",
             log_tail=tail,
         )
+
+
+def _cell_path(folder: Path, index: int) -> Path:
+    return folder / f"cell-{index:04d}.pickle"
+
+
+def _report_cells(folder: Path, reported: int, deadline: Deadline) -> int:
+    """Report the cells the child sent since the first ``reported`` to ``deadline``; how many are reported now."""
+    while (path := _cell_path(folder, reported)).exists():
+        reported += 1
+        deadline.report_cell(pickle.loads(path.read_bytes()))
+    return reported
+
+
+class _SendCells:
+    """The child's Deadline rule: it decides nothing, it sends each cell's aggregates to the parent."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.sent = folder, 0
+
+    def __call__(self, cells: Sequence[CellSummary]) -> str | None:
+        path = _cell_path(self.folder, self.sent)
+        part = path.with_suffix(".part")
+        part.write_bytes(pickle.dumps(cells[-1], protocol=pickle.HIGHEST_PROTOCOL))
+        os.replace(part, path)
+        self.sent += 1
+        return None
 
 
 def _exit_with_parent() -> None:
@@ -92,7 +126,7 @@ def main(job_path: str, out_path: str) -> None:
 
     _exit_with_parent()
     endpoint, plan, remaining = pickle.loads(Path(job_path).read_bytes())
-    deadline = Deadline(None if math.isinf(remaining) else remaining)
+    deadline = Deadline(None if math.isinf(remaining) else remaining, rule=_SendCells(Path(out_path).parent))
     outcome: BenchResult | TrialFailure
     try:
         outcome = run_benchmark(endpoint, plan, deadline=deadline)

@@ -85,6 +85,7 @@ except ImportError:  # pragma: no cover
 
 from pytest_autotuner.bench.prompts import PromptFactory
 from pytest_autotuner.core.metrics import INCOMPLETE, BenchResult, CellMetrics, RequestRecord
+from pytest_autotuner.core.precision import PrecisionTracker
 from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
 
 if TYPE_CHECKING:
@@ -377,6 +378,40 @@ class _Cell:
         self.arrivals: dict[int, float] = {}  # id(record) -> the server's arrival stamp
         self.server_end = -math.inf
         self.server_stamps = False  # the server stamps its responses (the simulator): it keeps promises
+        # ``plan.precision``: the running estimate of the objective's metric, and the signal that it is enough
+        self.tracker: PrecisionTracker | None = None
+        self.enough: asyncio.Event | None = None
+        self.in_flight = 0  # measured requests sent and not yet answered
+
+    def track_precision(self, concurrency: int) -> None:
+        """Stop the measured phase once the objective's metric is precise enough (``core/precision.py``); at
+        least one completed request per concurrent stream, so a closed loop's first wave is not the sample."""
+        plan = self.plan
+        if plan.precision is None:
+            return
+        need = max(plan.min_requests_for_precision, concurrency)
+        self.tracker = PrecisionTracker(plan.precision_metric, plan.precision, need)
+        self.enough = asyncio.Event()
+
+    @property
+    def stopped_for_precision(self) -> bool:
+        return self.enough is not None and self.enough.is_set()
+
+    def keep(self, record: RequestRecord) -> None:
+        """A measured request's record; tells the precision rule about it."""
+        self.records.append(record)
+        self.last_end = time.perf_counter()
+        tracker = self.tracker
+        if tracker is None or not record.ok or self.enough is None or self.enough.is_set():
+            return
+        value = None if tracker.metric == "throughput" else getattr(record, tracker.metric)
+        if tracker.add(value, record.output_tokens, record.e2e):
+            self.enough.set()
+
+    def precision_cut(self, now: float) -> None:
+        """The precision rule ended the measured phase: requests still running are incomplete, as at a cut."""
+        if self.in_flight:
+            self.cut(now)
 
     def token(self, index: int) -> str:
         return f"{self.tag}.{index}"
@@ -441,6 +476,8 @@ class _Cell:
             headers["X-Sim-After"] = after
         token = _SINK.set(parser)
         start = time.perf_counter()
+        measured = index < self.plan.max_requests
+        self.in_flight += measured
         try:
             async with self.session.post(
                 self.url,
@@ -470,6 +507,7 @@ class _Cell:
                 error, detail = _classify(exc)
         finally:
             _SINK.reset(token)
+            self.in_flight -= measured
         if error is None and parser.error is not None:
             error, detail = parser.error, parser.error_detail
         elif error is None and not (parser.done or parser.finished):
@@ -585,15 +623,14 @@ class _Cell:
             while True:
                 record = await self.send(i, then=then, after=after)
                 if keep:
-                    self.records.append(record)
-                    self.last_end = time.perf_counter()
-                if record.error == "connection":
+                    self.keep(record)
+                if record.error == "connection" and not self.stopped_for_precision:
                     await asyncio.sleep(_CONNECTION_BACKOFF)
                 j = next(claim)
                 promised = record.ok and self.server_stamps
-                if j >= stop:
-                    if promised:
-                        await self._withdraw(f"{self.token(i)}@end")
+                if j >= stop or (keep and self.stopped_for_precision):
+                    if promised:  # shielded: the cell may be cut (cancelled) while it is said
+                        await asyncio.shield(self._withdraw(f"{self.token(i)}@end"))
                     return
                 i, after, then = j, (f"{self.token(i)}@end" if promised else None), "end"
 
@@ -620,14 +657,17 @@ class _Cell:
         async def one(i: int, at: float) -> None:
             then = f"+{times[i + 1] - at!r}" if i + 1 < len(times) else None
             after = f"{self.token(i - 1)}@start" if i else None
-            self.records.append(await self.send(i, scheduled=at, then=then, after=after))
-            self.last_end = time.perf_counter()
+            self.keep(await self.send(i, scheduled=at, then=then, after=after))
 
         try:
             for i, at in enumerate(times):
                 delay = self.t0 + at / self.k - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                if self.stopped_for_precision:
+                    if i and self.server_stamps:  # request i-1 promised this one
+                        await asyncio.shield(self._withdraw(f"{self.token(i - 1)}@start"))
+                    break
                 tasks.append(asyncio.create_task(one(i, at)))
             await asyncio.gather(*tasks)
         finally:
@@ -641,34 +681,50 @@ async def _supervise(
     wall_limit: float,
     deadline: Deadline | None,
     on_cut: Callable[[float], None] | None = None,
+    *,
+    stop: asyncio.Event | None = None,
+    on_stop: Callable[[float], None] | None = None,
 ) -> None:
     """Run ``coros`` until done or ``wall_limit``; then cancel what is left. Raises on the trial deadline.
 
     ``on_cut(now)`` is called when ``wall_limit`` ends with coroutines still running, before they are
-    cancelled (so their requests can be recorded as incomplete at that moment).
+    cancelled (so their requests can be recorded as incomplete at that moment). ``stop`` ends the run early
+    the same way once set (the precision rule), calling ``on_stop(now)`` instead.
     """
     tasks = [asyncio.ensure_future(c) for c in coros]
     end = time.perf_counter() + wall_limit
-    pending: set[asyncio.Future[None]] = set(tasks)
+    pending: set[asyncio.Future[Any]] = set(tasks)
+    waiter: asyncio.Future[Any] | None = asyncio.ensure_future(stop.wait()) if stop is not None else None
     try:
         while pending:
             wait = end - time.perf_counter()
             if deadline is not None:
                 wait = min(wait, _DEADLINE_POLL, deadline.remaining())
-            done, pending = await asyncio.wait(pending, timeout=max(0.0, wait))
+            watched = pending | {waiter} if waiter is not None else pending
+            done, pending = await asyncio.wait(watched, timeout=max(0.0, wait), return_when=asyncio.FIRST_COMPLETED)
+            if waiter is not None:
+                pending.discard(waiter)
             for task in done:
-                task.result()  # bugs in the client surface instead of hanging
+                if task is not waiter:
+                    task.result()  # bugs in the client surface instead of hanging
             if deadline is not None and deadline.expired:
                 why = "cancelled" if deadline.cancelled else "expired"
                 raise TrialFailure(FailureClass.TRIAL_TIMEOUT, f"trial deadline {why} during the benchmark")
-            if (now := time.perf_counter()) >= end:
+            now = time.perf_counter()
+            if stop is not None and stop.is_set():
+                if pending and on_stop is not None:
+                    on_stop(now)
+                break
+            if now >= end:
                 if pending and on_cut is not None:
                     on_cut(now)
                 break
     finally:
+        if waiter is not None:
+            waiter.cancel()
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *([waiter] if waiter is not None else []), return_exceptions=True)
 
 
 async def run_cell(
@@ -691,11 +747,14 @@ async def run_cell(
             warmup = cell.closed_loop(plan.max_requests, plan.warmup_requests, warm_workers, keep=False)
             await _supervise([warmup], float("inf"), deadline)
         cell.reset_clock()
+        cell.track_precision(concurrency)
         if request_rate is None:
             measured = cell.closed_loop(0, plan.max_requests, concurrency, keep=True)
         else:
             measured = cell.open_loop(request_rate)
-        await _supervise([measured], plan.max_time / cell.k, deadline, on_cut=cell.cut)
+        await _supervise(
+            [measured], plan.max_time / cell.k, deadline, on_cut=cell.cut, stop=cell.enough, on_stop=cell.precision_cut
+        )
     records = sorted(cell.in_server_time(cell.records), key=lambda r: r.send_time)
     duration = cell.server_duration()
     if duration is None:
@@ -703,13 +762,26 @@ async def run_cell(
     if cell.cut_at is not None:
         # cut at the time limit: the window runs to the cut (requests still running were part of it)
         duration = max(duration, (cell.cut_at - cell.t0) * cell.k)
-    metrics = CellMetrics(scenario.text, concurrency, duration, records, request_rate)
+    tracker = cell.tracker
+    metrics = CellMetrics(
+        scenario.text,
+        concurrency,
+        duration,
+        records,
+        request_rate,
+        precision_stop=cell.stopped_for_precision,
+        half_width=None if tracker is None else tracker.half_width,
+    )
     logger.debug("cell %s: %d requests, errors %s", metrics.label, len(records), dict(metrics.errors))
     return metrics
 
 
 def _check_stalled(cell: CellMetrics, min_completed: int | None, max_time: float) -> None:
-    """Too few requests finished within the cell's time limit: nothing trustworthy was measured."""
+    """Too few requests finished within the cell's time limit: nothing trustworthy was measured.
+
+    A cell the precision rule stopped has enough samples by definition, however many were still running."""
+    if cell.precision_stop:
+        return
     sent = len(cell.records)
     need = min(sent, min_completed if min_completed is not None else max(1, math.ceil(sent / 2)))
     if cell.finished >= need:
@@ -774,6 +846,8 @@ async def _run(
                 on_cell(cell)
             _check_stalled(cell, plan.min_completed, plan.max_time)
             _check_errors(cell, plan.max_error_rate)
+            if deadline is not None:
+                deadline.report_cell(cell)  # early stopping: may end the trial here (TrialFailure PRUNED)
         return result
 
 
@@ -788,6 +862,7 @@ def run_benchmark(
 
     Runs its own event loop (``asyncio.run``, which installs no signal handler outside the main thread), so
     call it from a worker thread or plain synchronous code, not from inside a running loop. ``on_cell`` sees
-    each finished cell before it is checked for stalling (too few requests finished) and its error rate.
+    each finished cell before it is checked for stalling (too few requests finished) and its error rate;
+    ``deadline.report_cell`` sees each cell that passed those checks, and its rule may prune the trial there.
     """
     return asyncio.run(_run(endpoint, plan, deadline, on_cell))

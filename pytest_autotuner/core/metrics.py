@@ -164,6 +164,8 @@ class CellMetrics:
     duration: float  # seconds from the first send to the last completion, or to the cut when requests still ran
     records: list[RequestRecord]
     request_rate: float | None = None  # open loop only
+    precision_stop: bool = False  # ended early: its metric's interval reached ``benchmark.precision``
+    half_width: float | None = None  # achieved relative 95% half-width of that metric (None: precision unset)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -271,6 +273,8 @@ class CellMetrics:
             "request_throughput": self.request_throughput,
             "error_rate": self.error_rate,
             "errors": dict(self.errors),
+            "precision_stop": self.precision_stop,
+            "half_width": self.half_width,
             **{m: self.summary(m).as_dict() for m in LATENCY_METRICS},
         }
 
@@ -287,6 +291,8 @@ class CellSummary:
     output_throughput: float
     error_rate: float
     latency: Mapping[str, Mapping[str, float]]  # metric -> statistic -> seconds (NaN when unknown)
+    precision_stop: bool = False
+    half_width: float = math.nan  # NaN: precision unset (or not stored)
 
     @property
     def label(self) -> str:
@@ -297,6 +303,24 @@ class CellSummary:
         if metric in ("output_throughput", "error_rate"):
             return float(getattr(self, metric))
         return float(self.latency.get(metric, {}).get(statistic, math.nan))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stored form again (``from_dict``'s input, the fields it reads)."""
+        return {
+            "label": self.label,
+            "scenario": self.key.scenario,
+            "concurrency": self.key.concurrency,
+            "request_rate": self.key.rate,
+            "duration": self.duration,
+            "requests": self.requests,
+            "completed": self.completed,
+            "incomplete": self.incomplete,
+            "output_throughput": self.output_throughput,
+            "error_rate": self.error_rate,
+            "precision_stop": self.precision_stop,
+            "half_width": self.half_width,
+            **{m: dict(stats) for m, stats in self.latency.items()},
+        }
 
     @classmethod
     def from_dict(cls, cell: Mapping[str, Any]) -> CellSummary:
@@ -317,6 +341,8 @@ class CellSummary:
             output_throughput=number(cell.get("output_throughput")),
             error_rate=number(cell.get("error_rate")),
             latency=latency,
+            precision_stop=bool(cell.get("precision_stop", False)),
+            half_width=number(cell.get("half_width")),
         )
 
 
@@ -370,15 +396,22 @@ class BenchResult:
 
     @staticmethod
     def merge(results: Sequence[BenchResult]) -> BenchResult:
-        """Pool repeat runs of one configuration: records of the same cell are concatenated."""
+        """Pool repeat runs of one configuration: records of the same cell are concatenated.
+
+        A pooled cell stopped for precision when every run of it did; its half-width is the widest run's."""
         by_key: dict[CellKey, CellMetrics] = {}
         for result in results:
             for cell in result.cells:
                 key = cell.key
                 if key not in by_key:
-                    by_key[key] = CellMetrics(cell.scenario, cell.concurrency, 0.0, [], cell.request_rate)
+                    by_key[key] = CellMetrics(
+                        cell.scenario, cell.concurrency, 0.0, [], cell.request_rate, precision_stop=True
+                    )
                 merged = by_key[key]
                 merged.duration += cell.duration
                 merged.records.extend(cell.records)
+                merged.precision_stop = merged.precision_stop and cell.precision_stop
+                if cell.half_width is not None:
+                    merged.half_width = max(merged.half_width or 0.0, cell.half_width)
         info = results[0].server_info if results else {}
         return BenchResult(list(by_key.values()), dict(info))

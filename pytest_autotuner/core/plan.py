@@ -50,11 +50,30 @@ class BenchmarkPlan:
     max_error_rate: float = 0.1  # a cell with more failed requests fails the trial
     min_completed: int | None = None  # a cell with fewer finished requests stalls the trial; None: half of those sent
     tokenizer: str | None = None  # local tokenizer directory for exact prompt lengths
+    # A cell stops once its metric's 95% interval is within this relative half-width (core/precision.py)
+    precision: float | None = None
+    min_requests_for_precision: int = 20
+    precision_metric: str = "e2e"  # e2e | ttft | tpot | throughput (``precision.PRECISION_METRICS``)
+    cell_order: Literal["lightest_first", "heaviest_first"] = "lightest_first"
 
     def cells(self) -> list[tuple[Scenario, int, float | None]]:
-        """(scenario, concurrency, request_rate) of every cell, closed loop first (``CellKey`` order)."""
+        """(scenario, concurrency, request_rate) of every cell, lightest load first.
+
+        Closed loop by rising concurrency, then open loop by rising rate; scenarios in the spec's order at each
+        load. Lightest first because it is the most telling cell for early stopping (``core/pruning.py``): a
+        configuration that breaks a hard latency SLO with the server nearly idle breaks it at every heavier
+        load, so the trial ends before the heavier cells, whose queueing only adds latency. It is also the cheapest
+        cell when time bounds the cells or ``precision`` stops them (requests at light load vary least, so the
+        interval narrows soonest); when only ``max_requests`` bounds it, a light closed-loop cell sends its
+        requests a few at a time and can take longer than a heavy one, yet it still decides a hopeless trial
+        before those.
+
+        ``cell_order`` "heaviest_first" reverses the order: a hard latency SLO broken at any load makes the trial
+        infeasible, and SLOs broken only by queueing (too few running requests, small batches) show only under
+        load (``benchmarks/early_stopping.py`` measures both orders).
+        """
         out: list[tuple[Scenario, int, float | None]] = [
-            (s, c, None) for s in self.scenarios for c in self.concurrencies
+            (s, c, None) for c in sorted(self.concurrencies) for s in self.scenarios
         ]
-        out += [(s, 0, r) for s in self.scenarios for r in self.request_rates]
-        return out
+        out += [(s, 0, r) for r in sorted(self.request_rates) for s in self.scenarios]
+        return out[::-1] if self.cell_order == "heaviest_first" else out

@@ -6,6 +6,13 @@
 its own. It runs ``evaluate`` in a worker thread so ``timeout_per_iteration`` holds even for an evaluate that
 does not return: on timeout the deadline is cancelled (runtimes tear their server down when they see it) and
 the trial is recorded as ``trial_timeout``.
+
+Early stopping: each search trial's Deadline carries a ``PruningRule`` (core/pruning.py) with the best complete
+trial so far; ``Deadline.report_cell`` applies it after each cell and a trial that cannot win ends as
+``pruned`` (scored like a failure that got far). Confirmation runs carry no rule.
+
+Cost: every trial records the GPU-seconds it held (``TrialCost``: wall seconds from launch to the end of its
+benchmark, times ``gpus_needed``) and what early stopping saved (``trial_cost``), in its user attrs.
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_autotuner.core.gpu_pool import GpuPool, gpus_needed
 from pytest_autotuner.core.metrics import BenchResult, CellSummary, json_safe
+from pytest_autotuner.core.pruning import BestSoFar, PruningRule, plan_cells
 from pytest_autotuner.core.scoring import TrialScore, score_failure, score_result
-from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.trial import CellRule, Deadline, FailureClass, Params, TrialFailure
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -31,12 +39,100 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.search import Proposal, Search
     from pytest_autotuner.core.spec import TaskSpec
 
-__all__ = ["Confirmation", "EvaluateFn", "TrialEvent", "TrialRecord", "TuningSession", "rank_key"]
+__all__ = [
+    "Confirmation",
+    "EvaluateFn",
+    "TrialCost",
+    "TrialEvent",
+    "TrialRecord",
+    "TuningSession",
+    "rank_key",
+    "trial_cost",
+]
 
 logger = logging.getLogger(__name__)
 
 EvaluateFn = Callable[[Params, Deadline], BenchResult]
 _TEARDOWN_GRACE_S = 60.0  # how long a timed-out evaluate gets to tear its server down
+
+
+@dataclass(frozen=True)
+class TrialCost:
+    """What one trial cost on the GPUs it held, and what early stopping saved it (GPU-seconds)."""
+
+    gpus: int = 0  # GPUs held (0: never launched)
+    launch_s: float = 0.0  # wall seconds from the trial's start to its benchmark's
+    benchmark_s: float = 0.0  # wall seconds from the benchmark's start to the end of the evaluate (teardown too)
+    cells_run: int = 0
+    cells_skipped: int = 0  # cells a pruned trial did not run
+    saved_pruning: float = 0.0  # GPU-seconds: skipped cells at this trial's own seconds per cell
+    saved_precision: float = 0.0  # GPU-seconds: cells the precision rule ended before their limits
+
+    @property
+    def gpu_seconds(self) -> float:
+        return (self.launch_s + self.benchmark_s) * self.gpus
+
+    @property
+    def saved(self) -> float:
+        return self.saved_pruning + self.saved_precision
+
+    def as_attrs(self) -> dict[str, Any]:
+        return {
+            "gpus": self.gpus,
+            "gpu_seconds": round(self.gpu_seconds, 3),
+            "gpu_seconds_saved": round(self.saved, 3),
+            "launch_s": round(self.launch_s, 3),
+            "benchmark_s": round(self.benchmark_s, 3),
+            "cells_run": self.cells_run,
+            "cells_skipped": self.cells_skipped,
+            "saved_pruning": round(self.saved_pruning, 3),
+            "saved_precision": round(self.saved_precision, 3),
+        }
+
+
+def trial_cost(
+    deadline: Deadline,
+    ended: float,
+    *,
+    gpus: int,
+    total_cells: int,
+    pruned: bool,
+    max_requests: int,
+    max_time: float,
+) -> TrialCost:
+    """The cost of the trial ``deadline`` belonged to, ended at ``ended`` (``time.monotonic()``).
+
+    Launch: from the deadline's start to ``Deadline.start_benchmark`` (the whole trial when the evaluate never
+    marked it, e.g. a launch failure). Saved by pruning: the cells it skipped, each at the trial's own wall
+    seconds per measured cell (the cells run at full length, or as long as precision let them, as the skipped
+    ones would have). Saved by precision: for a cell that stopped early, its wall seconds times the share of its
+    full length it did not run (full length: ``max_requests`` at the cell's own request rate, capped at
+    ``max_time``; both in the cell's server seconds).
+    """
+    bench_start = deadline.benchmark_started
+    cells = deadline.cells
+    if bench_start is None:
+        return TrialCost(gpus=gpus, launch_s=max(0.0, ended - deadline.started), cells_run=len(cells))
+    launch = max(0.0, bench_start - deadline.started)
+    benchmark = max(0.0, ended - bench_start)  # to the end of the evaluate: the teardown holds the GPUs too
+    walls = [b - a for a, b in zip([bench_start, *deadline.cell_times], deadline.cell_times, strict=False)]
+    skipped = max(0, total_cells - len(cells)) if pruned else 0
+    per_cell = sum(walls) / len(walls) if walls else 0.0
+    saved_precision = 0.0
+    for cell, wall in zip(cells, walls, strict=True):
+        if not cell.precision_stop or not (cell.duration > 0) or cell.requests <= 0:
+            continue
+        full = min(max_time, cell.duration * max_requests / cell.requests)
+        saved_precision += wall * max(0.0, full / cell.duration - 1.0)
+    return TrialCost(
+        gpus=gpus,
+        launch_s=launch,
+        benchmark_s=benchmark,
+        cells_run=len(cells),
+        cells_skipped=skipped,
+        saved_pruning=skipped * per_cell * gpus,
+        saved_precision=saved_precision * gpus,
+    )
 
 
 @dataclass(frozen=True)
@@ -56,6 +152,13 @@ class TrialRecord:
     cells: tuple[CellSummary, ...]
     origin: str = ""  # "sglang_defaults" for the trial that measured SGLang's defaults
     server_chose: tuple[str, ...] = ()  # flags this trial left to the server (not passed at launch)
+    gpu_seconds: float = 0.0  # GPUs held x wall seconds (``TrialCost``; 0 when the study did not record it)
+    gpu_seconds_saved: float = 0.0  # by early stopping (pruning and precision)
+
+    @property
+    def pruned(self) -> bool:
+        """Stopped by early stopping after part of its cells (``core/pruning.py``)."""
+        return self.failure == FailureClass.PRUNED.value
 
     @property
     def measured(self) -> bool:
@@ -79,6 +182,8 @@ class TrialRecord:
             cells=tuple(CellSummary.from_dict(c) for c in attrs.get("cells", []) if isinstance(c, dict)),
             origin=str(attrs.get("origin", "")),
             server_chose=tuple(str(n) for n in attrs.get("server_chooses", ())),
+            gpu_seconds=float(attrs.get("gpu_seconds") or 0.0),
+            gpu_seconds_saved=float(attrs.get("gpu_seconds_saved") or 0.0),
         )
         left = set(record.server_chose)
         return dataclasses.replace(record, params={k: v for k, v in record.params.items() if k not in left})
@@ -155,12 +260,14 @@ class TuningSession:
         self._results: dict[int, BenchResult] = {}  # this run's measurements, by trial number
         self._stopping = threading.Event()  # set on Ctrl-C: running trials cancel their deadlines
         self.confirmation_failures: list[str] = []  # of candidates none of whose confirmation runs worked
+        self.confirmation_gpu_seconds = 0.0  # what this run's confirmation runs cost
+        self._total_cells = plan_cells(spec)
+        self._prune_best: tuple[tuple[bool, bool, float], BestSoFar] | None = None  # (rank key, best complete)
 
     # -- one evaluation -----------------------------------------------------------------------------------
 
-    def _evaluate_with_timeout(self, params: Params, devices: tuple[int, ...]) -> BenchResult:
+    def _evaluate_with_timeout(self, params: Params, deadline: Deadline) -> BenchResult:
         timeout = self.spec.optimization.timeout_per_iteration
-        deadline = Deadline(timeout, devices)
         outcome: dict[str, Any] = {}
 
         def target() -> None:
@@ -190,39 +297,71 @@ class TuningSession:
             raise outcome["error"]
         return outcome["result"]
 
-    def _measure(self, params: Params) -> tuple[TrialScore, BenchResult | None, str, tuple[int, ...]]:
+    def _measure(self, params: Params, rule: CellRule | None = None) -> _Measured:
         """Evaluate and score one configuration on the GPUs it needs; failures become graded scores."""
         opt = self.spec.optimization
         needed = gpus_needed(params)
         try:
             if self.gpu_pool is None:
-                return (*self._scored(params, ()), ())
+                return self._scored(params, (), rule)
             if needed > self.gpu_pool.total:
                 message = (
                     f"needs {needed} GPUs (tp-size x dp-size) but the runner has {self.gpu_pool.total}; "
                     "recorded as infeasible without launching"
                 )
-                return score_failure(FailureClass.INFEASIBLE, opt, message), None, "", ()
+                return _Measured(score_failure(FailureClass.INFEASIBLE, opt, message), None, "", (), TrialCost())
             with self.gpu_pool.acquire(needed, cancelled=self._stopping) as devices:
-                return (*self._scored(params, devices), devices)
+                return self._scored(params, devices, rule)
         except InterruptedError:
             raise KeyboardInterrupt("tuning session interrupted") from None
 
-    def _scored(self, params: Params, devices: tuple[int, ...]) -> tuple[TrialScore, BenchResult | None, str]:
+    def _scored(self, params: Params, devices: tuple[int, ...], rule: CellRule | None) -> _Measured:
+        deadline = Deadline(self.spec.optimization.timeout_per_iteration, devices, rule)
+        result: BenchResult | None = None
+        log_tail = ""
         try:
-            result = self._evaluate_with_timeout(params, devices)
+            result = self._evaluate_with_timeout(params, deadline)
         except TrialFailure as failure:
             score = score_failure(failure.failure_class, self.spec.optimization, failure.message)
-            return score, None, failure.log_tail
+            log_tail = failure.log_tail
         except Exception as err:  # an evaluate bug must not end the whole session
             logger.exception("evaluate raised for %s", params)
             score = score_failure(FailureClass.UNKNOWN, self.spec.optimization, f"{type(err).__name__}: {err}")
-            return score, None, ""
-        return score_result(result, self.spec.optimization, self.spec.slo), result, ""
+        else:
+            score = score_result(result, self.spec.optimization, self.spec.slo)
+        bench = self.spec.benchmark
+        cost = trial_cost(
+            deadline,
+            time.monotonic(),
+            gpus=max(1, gpus_needed(params)),
+            total_cells=self._total_cells,
+            pruned=score.failure == FailureClass.PRUNED,
+            max_requests=bench.max_requests_per_iteration,
+            max_time=bench.max_time_per_iteration,
+        )
+        partial = tuple(deadline.cells) if score.failure is FailureClass.PRUNED else ()
+        return _Measured(score, result, log_tail, devices, cost, partial)
 
-    def _trial_in_worker(self, proposal: Proposal) -> tuple[TrialScore, BenchResult | None, str, tuple[int, ...]]:
+    def _pruning_rule(self) -> CellRule | None:
+        """The early-stopping rule for the next search trial, with the best complete trial so far."""
+        opt = self.spec.optimization
+        if not opt.early_stopping:
+            return None
+        best = self._prune_best[1] if self._prune_best is not None else None
+        return PruningRule(opt, self.spec.slo, self._total_cells, best)
+
+    def _note_complete(self, number: int, score: TrialScore, result: BenchResult | None) -> None:
+        """Keep the best complete trial for the pruning rule (``rank_key`` order)."""
+        if score.failure is not None or result is None:
+            return
+        key = rank_key(score.meets_slos, score.feasible, score.value, self.spec.optimization.direction == "maximize")
+        if self._prune_best is None or key < self._prune_best[0]:
+            cells = tuple(CellSummary.from_dict(json_safe(c.as_dict())) for c in result.cells)
+            self._prune_best = (key, BestSoFar(number, score.value, score.feasible, cells))
+
+    def _trial_in_worker(self, proposal: Proposal, rule: CellRule | None) -> _Measured:
         with self.search_state.heartbeat(proposal):
-            return self._measure(proposal.params)
+            return self._measure(proposal.params, rule)
 
     # -- search -------------------------------------------------------------------------------------------
 
@@ -238,8 +377,11 @@ class TuningSession:
         since_improvement = 0
         patience = self.spec.optimization.patience
         maximize = self.spec.optimization.direction == "maximize"
-        running: dict[Future[tuple[TrialScore, BenchResult | None, str, tuple[int, ...]]], tuple[Proposal, float]]
-        running = {}
+        running: dict[Future[_Measured], tuple[Proposal, float]] = {}
+        if self._prune_best is None:
+            for record in self.ranked_candidates()[:1]:  # a resumed study's best complete trial
+                key = rank_key(record.meets_slos, record.feasible, record.value, maximize)
+                self._prune_best = (key, BestSoFar(record.number, record.value, record.feasible, record.cells))
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="autotune-worker")
         try:
             while True:
@@ -254,18 +396,23 @@ class TuningSession:
                             stopped_early = f"every configuration of the space was evaluated ({size})"
                         proposing = False
                         break
-                    running[pool.submit(self._trial_in_worker, proposal)] = (proposal, time.monotonic())
+                    future = pool.submit(self._trial_in_worker, proposal, self._pruning_rule())
+                    running[future] = (proposal, time.monotonic())
                 if not running:
                     return stopped_early
                 done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in done:
                     proposal, started = running.pop(future)
-                    score, result, log_tail, devices = future.result()
+                    measured = future.result()
+                    score, result, devices = measured.score, measured.result, measured.devices
                     duration = time.monotonic() - started
                     if result is not None:
                         self._results[proposal.number] = result
-                    attrs = _trial_attrs(score, result, log_tail, duration, devices)
+                    attrs = _trial_attrs(
+                        score, result, measured.log_tail, duration, devices, measured.cost, measured.partial_cells
+                    )
                     self.search_state.record(proposal, score, attrs)
+                    self._note_complete(proposal.number, score, result)
                     key = rank_key(score.meets_slos, score.feasible, score.value, maximize)
                     improved = score.failure is None and (best is None or key < best)
                     if improved:
@@ -347,14 +494,34 @@ class TuningSession:
 
     def _confirmation_run(self, params: Params, source: int, index: int, total: int) -> tuple[BenchResult | None, str]:
         started = time.monotonic()
-        score, result, _log, _devices = self._measure(params)
+        measured = self._measure(params)
+        score, result = measured.score, measured.result
+        self.confirmation_gpu_seconds += measured.cost.gpu_seconds
         self.on_trial(TrialEvent("confirm", index, total, params, score, time.monotonic() - started, source))
         failure = "" if result is not None else f"{score.failure.value if score.failure else 'failed'}: "
         return result, failure + (score.failure_message if result is None else "")
 
 
+@dataclass(frozen=True)
+class _Measured:
+    """One evaluation as the session sees it."""
+
+    score: TrialScore
+    result: BenchResult | None
+    log_tail: str
+    devices: tuple[int, ...]
+    cost: TrialCost
+    partial_cells: tuple[CellSummary, ...] = ()  # a pruned trial's cells, up to the one that stopped it
+
+
 def _trial_attrs(
-    score: TrialScore, result: BenchResult | None, log_tail: str, duration: float, devices: tuple[int, ...] = ()
+    score: TrialScore,
+    result: BenchResult | None,
+    log_tail: str,
+    duration: float,
+    devices: tuple[int, ...] = (),
+    cost: TrialCost | None = None,
+    partial_cells: tuple[CellSummary, ...] = (),
 ) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "objective": score.objective,
@@ -365,8 +532,11 @@ def _trial_attrs(
         "log_tail": log_tail[-4000:],
         "duration": round(duration, 3),
         "devices": list(devices),
+        **(cost or TrialCost()).as_attrs(),
     }
     if result is not None:
         attrs["cells"] = [json_safe(cell.as_dict()) for cell in result.cells]
         attrs["server_version"] = str(result.server_info.get("version", ""))
+    elif partial_cells:  # what a pruned trial measured before it was stopped (the report's trials table)
+        attrs["cells"] = [json_safe(cell.as_dict()) for cell in partial_cells]
     return attrs

@@ -109,6 +109,19 @@ class Optimization(_Model):
         True,
         description="bayesian: evaluate SGLang's default flags (moved to the nearest values in the space) first.",
     )
+    early_stopping: bool = Field(
+        True,
+        description="Stop a search trial after any cell once it cannot become the best (recorded `pruned`): a cell "
+        "breaks a hard SLO beyond its fail_ratio while a trial meeting every hard SLO is known, or its partial "
+        "score is worse than the best's on the same cells by more than `prune_margin`. Confirmation runs always "
+        "run to the end.",
+    )
+    prune_margin: float | None = Field(
+        0.5,
+        gt=0,
+        description="Early stopping: how much worse (relative; 0.5 = 50%) a trial's partial score may be than the "
+        "best feasible trial's score over the same cells before it is pruned; null: prune only on hard SLOs.",
+    )
 
     @field_validator("strategy")
     @classmethod
@@ -162,6 +175,25 @@ class Benchmark(_Model):
             "with fewer fails the trial as `stalled` (the server stopped answering or is far too slow for the "
             "load). Default: half of the requests sent in the cell, at least 1."
         ),
+    )
+    precision: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Stop a cell once the 95% confidence interval of the objective's metric (mean E2E, TTFT or "
+        "TPOT per request; for throughput the ratio of output tokens to E2E) is within this relative half-width "
+        "(e.g. 0.02), after `min_requests_for_precision` completed requests and at least one per concurrent "
+        "stream; the cell's request and time limits still hold. Requests still running then are incomplete. "
+        "Unset: every cell runs to its limits.",
+    )
+    min_requests_for_precision: int = Field(
+        20, ge=2, description="Completed requests a cell needs before `precision` may stop it."
+    )
+    cell_order: Literal["lightest_first", "heaviest_first"] = Field(
+        "lightest_first",
+        description="Order of a trial's cells (closed loop by concurrency, then open loop by rate). Early stopping "
+        "decides after each cell: lightest first stops configurations too slow even when idle after the cheapest "
+        "cell; heaviest first also stops, after one cell, those that break a hard SLO only under load.",
     )
     additional_params: dict[str, Any] = Field(default_factory=dict)
 

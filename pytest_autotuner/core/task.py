@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.scoring import SloCheck
     from pytest_autotuner.core.spec import TaskSpec
 
-__all__ = ["DefaultsComparison", "TaskOptions", "TaskOutcome", "run_task"]
+__all__ = ["DefaultsComparison", "StudyCost", "TaskOptions", "TaskOutcome", "run_task"]
 
 
 def _ignore(_: Any) -> None:
@@ -80,6 +80,41 @@ class DefaultsComparison:
 
 
 @dataclass(frozen=True)
+class StudyCost:
+    """GPU time the item used: every search trial of the study (also an earlier, resumed run's), this run's
+    confirmation runs, and what early stopping saved (pruned trials' skipped cells, cells precision ended)."""
+
+    search_gpu_seconds: float = 0.0
+    confirm_gpu_seconds: float = 0.0
+    saved_gpu_seconds: float = 0.0
+    pruned_trials: int = 0
+
+    @property
+    def gpu_seconds(self) -> float:
+        return self.search_gpu_seconds + self.confirm_gpu_seconds
+
+    @classmethod
+    def of(cls, trials: tuple[TrialRecord, ...] | list[TrialRecord], confirm_gpu_seconds: float) -> StudyCost:
+        return cls(
+            search_gpu_seconds=sum(t.gpu_seconds for t in trials),
+            confirm_gpu_seconds=confirm_gpu_seconds,
+            saved_gpu_seconds=sum(t.gpu_seconds_saved for t in trials),
+            pruned_trials=sum(t.pruned for t in trials),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "gpu_seconds": round(self.gpu_seconds, 3),
+            "gpu_hours": round(self.gpu_seconds / 3600, 6),
+            "search_gpu_seconds": round(self.search_gpu_seconds, 3),
+            "confirm_gpu_seconds": round(self.confirm_gpu_seconds, 3),
+            "saved_gpu_seconds": round(self.saved_gpu_seconds, 3),
+            "saved_gpu_hours": round(self.saved_gpu_seconds / 3600, 6),
+            "pruned_trials": self.pruned_trials,
+        }
+
+
+@dataclass(frozen=True)
 class TaskOutcome:
     """Everything one tuning item found and decided; every output reads this and never recomputes it."""
 
@@ -97,6 +132,7 @@ class TaskOutcome:
     duration: float
     stopped_early: str = ""
     duplicates_skipped: int = 0
+    cost: StudyCost = field(default_factory=StudyCost)
 
     @property
     def slo_checks(self) -> tuple[SloCheck, ...]:
@@ -225,6 +261,7 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         duration=time.monotonic() - started,
         stopped_early=stopped_early,
         duplicates_skipped=duplicates,
+        cost=StudyCost.of(records, session.confirmation_gpu_seconds),
     )
 
 

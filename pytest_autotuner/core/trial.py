@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Deadline", "FailureClass", "ParamValue", "Params", "TrialFailure"]
+if TYPE_CHECKING:
+    from pytest_autotuner.core.metrics import CellMetrics, CellSummary
+
+__all__ = ["CellRule", "Deadline", "FailureClass", "ParamValue", "Params", "TrialFailure"]
 
 ParamValue = bool | int | float | str
 Params = dict[str, ParamValue]
@@ -31,6 +35,7 @@ class FailureClass(str, Enum):
     CRASHED = "crashed"  # died during the benchmark
     STALLED = "stalled"  # alive, but too few requests finished within a cell's time limit
     BENCHMARK_ERRORS = "benchmark_errors"  # too many failed requests
+    PRUNED = "pruned"  # stopped after a cell because it could not win (core/pruning.py): measured partly
     UNKNOWN = "unknown"
 
     @property
@@ -52,6 +57,7 @@ _PROGRESS = {
     FailureClass.STALLED: 5,
     FailureClass.CRASHED: 5,
     FailureClass.BENCHMARK_ERRORS: 5,
+    FailureClass.PRUNED: 5,
 }
 
 
@@ -74,14 +80,47 @@ def _rebuild_failure(failure_class: FailureClass, message: str, log_tail: str) -
     return TrialFailure(failure_class, message, log_tail=log_tail)
 
 
+#: Decides after each reported cell whether a trial goes on: the reason to stop it, or None.
+CellRule = Callable[["Sequence[CellSummary]"], "str | None"]
+
+
 class Deadline:
     """A trial's allotment: its time budget, a cancel flag checked cooperatively by runtimes and the client,
-    and the GPU device ids the trial was given (empty when no GPU pool is in use)."""
+    the GPU device ids the trial was given (empty when no GPU pool is in use), and the early-stopping rule.
 
-    def __init__(self, seconds: float | None, devices: tuple[int, ...] = ()) -> None:
+    ``report_cell`` is called by the evaluate function (the benchmark client does it) after each finished cell;
+    the cells' aggregates are kept (``cells``, with the wall time of each report in ``cell_times``) and ``rule``
+    may stop the trial there by raising ``TrialFailure(PRUNED)``. A benchmark in a child process sends each
+    cell's aggregates back (``CellSummary``, small), so both kinds are accepted.
+    """
+
+    def __init__(self, seconds: float | None, devices: tuple[int, ...] = (), rule: CellRule | None = None) -> None:
         self.devices = devices
+        self.rule = rule
+        self.started = time.monotonic()
+        self.benchmark_started: float | None = None  # set by ``start_benchmark`` (after the launch)
+        self.cells: list[CellSummary] = []
+        self.cell_times: list[float] = []  # time.monotonic() of each report_cell
         self._end = None if seconds is None else time.monotonic() + seconds
         self._cancelled = threading.Event()
+
+    def start_benchmark(self) -> None:
+        """The server is up and the benchmark begins now (separates launch from benchmark time for costs)."""
+        self.benchmark_started = time.monotonic()
+
+    def report_cell(self, cell: CellMetrics | CellSummary) -> None:
+        """One more finished cell; raises ``TrialFailure(PRUNED, reason)`` when the rule stops the trial."""
+        from pytest_autotuner.core.metrics import CellSummary, json_safe
+
+        if not isinstance(cell, CellSummary):
+            cell = CellSummary.from_dict(json_safe(cell.as_dict()))
+        self.cells.append(cell)
+        self.cell_times.append(time.monotonic())
+        if self.rule is None:
+            return
+        reason = self.rule(tuple(self.cells))
+        if reason:
+            raise TrialFailure(FailureClass.PRUNED, reason)
 
     def remaining(self) -> float:
         """Seconds left (inf without a limit, 0 once cancelled or expired)."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest_autotuner
 from pytest_autotuner.core.metrics import json_safe
 from pytest_autotuner.core.space import SearchSpace
-from pytest_autotuner.report.text import baseline_text, defaults_line
+from pytest_autotuner.report.text import baseline_text, cost_line, defaults_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,7 +47,10 @@ CELL_COLUMNS: tuple[tuple[str, str, str], ...] = (
 
 
 def trial_status(trial: TrialRecord) -> str:
-    """'failed: <class>', 'SLOs met', 'SLOs missed' or 'measured' (no SLOs): the trials table's SLO column."""
+    """'pruned', 'failed: <class>', 'SLOs met', 'SLOs missed' or 'measured' (no SLOs): the trials table's SLO
+    column. A pruned trial is not a failed server: early stopping ended it after part of its cells."""
+    if trial.pruned:
+        return "pruned"
     if trial.failure:
         return f"failed: {trial.failure}"
     if not trial.cells:
@@ -84,7 +87,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 def _param_columns(outcome: TaskOutcome) -> dict[str, str]:
     reserved = {"number", "objective", "value", "feasible", "meets_slos", "failure", "failure_message", "duration",
-                "slo_status", "origin"}  # fmt: skip
+                "slo_status", "origin", "gpu_seconds", "gpu_seconds_saved"}  # fmt: skip
     names = list(outcome.spec.parameters)
     for trial in outcome.trials:
         names += [n for n in trial.params if n not in names]
@@ -111,14 +114,18 @@ def trials_frame(outcome: TaskOutcome) -> pd.DataFrame:
             failure_message=trial.failure_message,
             duration=trial.duration,
             origin=trial.origin,
+            gpu_seconds=trial.gpu_seconds,
+            gpu_seconds_saved=trial.gpu_seconds_saved,
         )
         for cell in trial.cells:
             for suffix, metric, statistic in CELL_COLUMNS:
                 row[f"{cell.label} {suffix}"] = cell.value(metric, statistic or "mean")
             row[f"{cell.label} incomplete"] = cell.incomplete
+            row[f"{cell.label} precision_stop"] = cell.precision_stop
+            row[f"{cell.label} half_width"] = cell.half_width
         rows.append(row)
     base = ["number", *columns.values(), "objective", "value", "feasible", "meets_slos", "slo_status", "failure",
-            "failure_message", "duration", "origin"]  # fmt: skip
+            "failure_message", "duration", "origin", "gpu_seconds", "gpu_seconds_saved"]  # fmt: skip
     ordered = list(dict.fromkeys(base + [c for r in rows for c in r]))
     return pd.DataFrame(rows, columns=ordered)
 
@@ -204,9 +211,11 @@ def results_summary(outcome: TaskOutcome) -> dict[str, Any]:
                 "measured": sum(t.measured for t in trials),
                 "feasible": sum(t.feasible for t in trials),
                 "meets_slos": sum(t.meets_slos for t in trials),
-                "failed": sum(t.failure is not None for t in trials),
+                "failed": sum(t.failure is not None and not t.pruned for t in trials),
+                "pruned": sum(t.pruned for t in trials),
                 "duplicates_skipped": outcome.duplicates_skipped,
             },
+            "cost": {**outcome.cost.as_dict(), "text": cost_line(outcome)},
             "failure_counts": dict(outcome.failure_counts),
             "baseline": {
                 "text": baseline_text(outcome),

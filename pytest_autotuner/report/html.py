@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_autotuner.core.formatting import describe_params, format_gain, format_objective, format_p, format_seconds
 from pytest_autotuner.files import write_atomically
 from pytest_autotuner.report.data import environment, results_summary, trial_status, trials_frame
-from pytest_autotuner.report.text import baseline_text, defaults_line, server_choices
+from pytest_autotuner.report.text import baseline_text, cost_line, defaults_line, server_choices
 
 if TYPE_CHECKING:
     import jinja2
@@ -170,9 +170,11 @@ def render_report(result: TaskOutcome) -> str:
                 "total": len(trials),
                 "feasible": sum(t.feasible and t.failure is None for t in trials),
                 "meets_slos": sum(t.meets_slos for t in trials),
-                "failed": sum(t.failure is not None for t in trials),
+                "failed": sum(t.failure is not None and not t.pruned for t in trials),
+                "pruned": sum(t.pruned for t in trials),
                 "duplicates": result.duplicates_skipped,
             },
+            cost_text=cost_line(result),
             failure_groups=_failure_groups(result),
             environment=environment(result),
             stopped_early=result.stopped_early,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_autotuner.core.formatting import describe_params, format_gain, format_objective, format_p
-from pytest_autotuner.report.text import baseline_text
+from pytest_autotuner.report.text import baseline_text, cost_line
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.task import TaskOutcome
@@ -21,6 +21,12 @@ logger = logging.getLogger(__name__)
 def _cell(text: str) -> str:
     """Markdown table cell: pipes would split the cell, angle brackets would become HTML."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|").replace("\n", " ")
+
+
+def _trials_cell(result: TaskOutcome) -> str:
+    failed = sum(t.failure is not None and not t.pruned for t in result.trials)
+    pruned = sum(t.pruned for t in result.trials)
+    return f"{len(result.trials)} ({failed} failed{f', {pruned} pruned' if pruned else ''}); {cost_line(result)}"
 
 
 def github_step_summary(entries: list[tuple[TaskOutcome, Path | None]], report_dir: Path) -> str:
@@ -49,7 +55,7 @@ def github_step_summary(entries: list[tuple[TaskOutcome, Path | None]], report_d
             _cell(result.spec.task_name) + slo,
             _cell(f"{objective}: {value}"),
             _cell(params),
-            f"{len(result.trials)} ({sum(t.failure is not None for t in result.trials)} failed)",
+            _trials_cell(result),
             _cell(baseline_text(result)),
             f"`{_cell(str(page))}`" if page else "none",
         ]

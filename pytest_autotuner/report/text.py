@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pytest_autotuner.core.formatting import describe_params, format_gain, format_objective, format_p
+from pytest_autotuner.core.trial import FailureClass
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.session import TrialEvent
     from pytest_autotuner.core.task import TaskOutcome
     from pytest_autotuner.core.trial import Params
 
-__all__ = ["baseline_text", "defaults_line", "progress_line", "safe", "server_choices", "summary_lines"]
+__all__ = ["baseline_text", "cost_line", "defaults_line", "progress_line", "safe", "server_choices", "summary_lines"]
 
 _MAX_LINE = 400
 _CONTROL = {i: f"\\x{i:02x}" for i in [*range(32), 127]} | {10: "\\n", 13: "\\r", 9: "\\t"}
@@ -34,7 +35,9 @@ def _params(params: Params) -> str:
 def progress_line(event: TrialEvent, objective: str) -> str:
     """One line per trial: trial number, position, params, result, time; a new best is marked."""
     score = event.score
-    if score.failure is not None:
+    if score.failure is FailureClass.PRUNED:
+        result = f"PRUNED ({safe(score.failure_message.splitlines()[0], 160)})" if score.failure_message else "PRUNED"
+    elif score.failure is not None:
         result = f"FAILED {score.failure.value}"
         if score.failure_message:
             result += f" ({safe(score.failure_message.splitlines()[0], 100)})"
@@ -122,8 +125,10 @@ def summary_lines(outcome: TaskOutcome, report_path: str | None) -> list[str]:
         checks = best.score.slo_checks
         if checks:
             lines.append(f"  SLO checks: {sum(c.passed for c in checks)}/{len(checks)} met")
-    if outcome.failure_counts:
-        lines.append("  failed trials: " + ", ".join(f"{k} x{v}" for k, v in outcome.failure_counts.most_common()))
+    failed = [(k, v) for k, v in outcome.failure_counts.most_common() if k != FailureClass.PRUNED.value]
+    if failed:
+        lines.append("  failed trials: " + ", ".join(f"{k} x{v}" for k, v in failed))
+    lines.append(f"  {cost_line(outcome)}")
     lines.append(f"  baseline: {baseline_text(outcome)}")
     if outcome.baseline is not None:
         for change in outcome.baseline.improvements:
@@ -137,6 +142,26 @@ def summary_lines(outcome: TaskOutcome, report_path: str | None) -> list[str]:
     if report_path:
         lines.append(f"  report: {report_path}")
     return lines
+
+
+def _gpu_time(seconds: float, hours: bool) -> str:
+    value = seconds / 3600 if hours else seconds
+    return f"{value:.1f}" if value >= 10 or (hours and value >= 0.1) or value == 0 else f"{value:.2g}"
+
+
+def cost_line(outcome: TaskOutcome) -> str:
+    """'cost: 1.3 GPU-hours; early stopping saved 0.4 (5 trials pruned)': GPU-hours from 0.1 on, else GPU-seconds."""
+    cost = outcome.cost
+    hours = cost.gpu_seconds >= 360
+    unit = "GPU-hours" if hours else "GPU-seconds"
+    text = f"cost: {_gpu_time(cost.gpu_seconds, hours)} {unit}"
+    if cost.confirm_gpu_seconds > 0:
+        text += f" ({_gpu_time(cost.confirm_gpu_seconds, hours)} of them confirming)"
+    if cost.saved_gpu_seconds > 0 or cost.pruned_trials:
+        text += f"; early stopping saved {_gpu_time(cost.saved_gpu_seconds, hours)}"
+        if cost.pruned_trials:
+            text += f" ({cost.pruned_trials} trial{'s' * (cost.pruned_trials != 1)} pruned)"
+    return text
 
 
 def baseline_text(outcome: TaskOutcome) -> str:

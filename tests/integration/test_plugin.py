@@ -191,3 +191,38 @@ def test_killing_a_run_midway_then_rerunning_resumes(tmp_path: Path) -> None:
     trial_lines = [line for line in again.stdout.splitlines() if line.strip().startswith("trial ")]
     # two trials had finished before the kill: only the remaining two run now
     assert [line.split()[2] for line in trial_lines] == ["[3/4]", "[4/4]"]
+
+
+def test_early_stopping_prunes_configurations_a_hard_slo_makes_hopeless(pytester: pytest.Pytester) -> None:
+    # chunked-prefill-size 64 prefills a 4096-token prompt in 64 chunks: its TTFT breaks the hard SLO already
+    # at concurrency 1 (about 0.09 s against 0.05 s, fail_ratio 0.3), once 4096 (0.02 s) has met it
+    spec = sim_spec(
+        "prune-task",
+        parameters={"chunked-prefill-size": [64, 4096]},
+        initial_configs=[{"chunked-prefill-size": 4096}, {"chunked-prefill-size": 64}],
+        slo={"ttft": {"p90": {"threshold": 0.05, "hard_fail": True, "fail_ratio": 0.3}}},
+    )
+    spec["optimization"] = {**spec["optimization"], "prune_margin": None}  # type: ignore[dict-item]
+    spec["benchmark"] = {**spec["benchmark"], "traffic_scenarios": ["D(4096,16)"], "num_concurrency": [2, 1],  # type: ignore[dict-item]
+                         "max_requests_per_iteration": 10}  # fmt: skip
+    write_specs(pytester, prune=spec)
+    result = pytester.runpytest_subprocess("--autotune", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "*trial #0 [[]1/2] chunked-prefill-size=4096 -> minimize_latency=* SLO ok*<- new best",
+        "*trial #1 [[]2/2] chunked-prefill-size=64 -> PRUNED (cell D(4096,16) c=1: ttft p90 +*% of 0.05 s, beyond "
+        "the hard SLO's fail_ratio 0.3; trial #0 met every hard SLO)*",
+        "*cost: * GPU-seconds (* of them confirming); early stopping saved * (1 trial pruned)",
+    ])  # fmt: skip
+    folder = pytester.path / "reports" / "prune-task"
+    results = json.loads((folder / "results.json").read_text())
+    assert results["failure_counts"] == {"pruned": 1}
+    assert results["trials"]["pruned"] == 1 and results["trials"]["failed"] == 0
+    cost = results["cost"]
+    assert cost["pruned_trials"] == 1
+    assert cost["gpu_seconds"] == pytest.approx(cost["search_gpu_seconds"] + cost["confirm_gpu_seconds"], abs=0.01)
+    assert cost["search_gpu_seconds"] > 0 and cost["saved_gpu_seconds"] > 0
+    trials_csv = (folder / "trials.csv").read_text()
+    assert "pruned" in trials_csv and "gpu_seconds" in trials_csv and "precision_stop" in trials_csv
+    page = (folder / "index.html").read_text()
+    assert "1 pruned by early stopping" in page and 'id="cost"' in page
