@@ -49,7 +49,9 @@ def github_step_summary(entries: list[tuple[TaskOutcome, Path | None]], report_d
             _cell(result.spec.task_name) + slo,
             _cell(f"{objective}: {value}"),
             _cell(params),
-            f"{len(result.trials)} ({sum(t.failure is not None for t in result.trials)} failed)",
+            "check (no search)"
+            if result.is_check
+            else f"{len(result.trials)} ({sum(t.failure is not None for t in result.trials)} failed)",
             _cell(baseline_text(result)),
             f"`{_cell(str(page))}`" if page else "none",
         ]

@@ -91,10 +91,18 @@ def summary_lines(outcome: TaskOutcome, report_path: str | None) -> list[str]:
     spec = outcome.spec
     objective = spec.optimization.objective
     verdict = outcome.verdict
-    lines = [f"{safe(spec.task_name, 120)}: {verdict.status}  ({len(outcome.trials)} trials, {outcome.duration:.0f}s)"]
     best = outcome.best
-    if best is not None:
+    if outcome.is_check:
+        runs = _runs(len(best.runs)) if best else "no run"
+        what = f"check: {runs} of the baseline's configuration, no search"
+    else:
+        what = f"{len(outcome.trials)} trials"
+    lines = [f"{safe(spec.task_name, 120)}: {verdict.status}  ({what}, {outcome.duration:.0f}s)"]
+    if best is not None and outcome.is_check:
+        lines.append(f"  checked: {_params(best.params)} (the baseline's best configuration; not a tuning result)")
+    elif best is not None:
         lines.append(f"  best: {_params(best.params)} (found by trial #{best.source_trial})")
+    if best is not None:
         lines.append(
             f"  {objective}: {format_objective(best.score.objective, objective)} (confirmed, {_runs(len(best.runs))})"
         )
