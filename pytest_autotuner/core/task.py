@@ -287,7 +287,10 @@ def _check(
         f"{describe_params(params)}"
     )
     if not space.contains(params):
-        on_note(f"{spec.task_name}: note: the baseline's configuration is outside the spec's current space")
+        on_note(
+            f"{spec.task_name}: note: the baseline's configuration is not a point of the spec's current space (flags "
+            "left to the server's defaults, or a space changed since); it is checked as recorded"
+        )
     candidate = TrialRecord(
         number=-1,  # no trial of a study: the baseline's configuration
         params=params,

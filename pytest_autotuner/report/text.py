@@ -45,7 +45,8 @@ def progress_line(event: TrialEvent, objective: str) -> str:
     if event.devices:
         result += f" on gpu {safe(','.join(map(str, event.devices)), 40)}"
     width = len(str(event.total))
-    number = f" #{event.number}" if event.number is not None else ""
+    # a negative number is no trial of the study: check mode's runs of the baseline's configuration
+    number = f" #{event.number}" if event.number is not None and event.number >= 0 else ""
     if event.phase == "search":
         head = f"trial{number} [{event.index:>{width}}/{event.total}]"
     else:

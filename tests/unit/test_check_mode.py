@@ -9,11 +9,12 @@ import factories
 
 from pytest_autotuner.core.baseline import Baseline
 from pytest_autotuner.core.metrics import BenchResult
+from pytest_autotuner.core.session import TrialEvent
 from pytest_autotuner.core.task import TaskOptions, TaskOutcome, run_task
 from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
 from pytest_autotuner.core.verdict import ReasonKind
 from pytest_autotuner.report.data import results_summary
-from pytest_autotuner.report.text import summary_lines
+from pytest_autotuner.report.text import progress_line, summary_lines
 
 SPEC = factories.spec(
     task_name="checked",
@@ -116,3 +117,10 @@ def test_the_launch_count_does_not_depend_on_the_budget() -> None:
     server = Server()
     run_task(big, TaskOptions(seed=1, check=True), server, baseline)
     assert server.launched == [baseline.best_params] * 3
+
+
+def test_check_runs_print_as_confirmation_runs_without_a_trial_number() -> None:
+    events: list[TrialEvent] = []
+    run_task(SPEC, TaskOptions(seed=1, check=True, on_trial=events.append), Server(), recorded_baseline())
+    lines = [progress_line(e, SPEC.optimization.objective) for e in events]
+    assert [line.split(" chunked")[0] for line in lines] == ["  confirm [1/3]", "  confirm [2/3]", "  confirm [3/3]"]
