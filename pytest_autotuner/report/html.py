@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_autotuner.core.formatting import describe_params, format_gain, format_objective, format_p, format_seconds
 from pytest_autotuner.files import write_atomically
 from pytest_autotuner.report.data import environment, results_summary, trial_status, trials_frame
-from pytest_autotuner.report.text import baseline_text, defaults_line
+from pytest_autotuner.report.text import baseline_text, defaults_line, server_choices
 
 if TYPE_CHECKING:
     import jinja2
@@ -73,7 +73,7 @@ def _best_context(result: TaskOutcome) -> dict[str, Any] | None:
         for cell in best.merged.cells
     ]
     return {
-        "params": best.params,
+        "params": {**best.params, **(server_choices(result) if versus and versus.defaults_chosen else {})},
         "objective": format_objective(best.score.objective, result.spec.optimization.objective),
         "source_trial": best.source_trial,
         "runs": len(best.runs),

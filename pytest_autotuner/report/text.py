@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.task import TaskOutcome
     from pytest_autotuner.core.trial import Params
 
-__all__ = ["defaults_line", "progress_line", "safe", "summary_lines"]
+__all__ = ["baseline_text", "defaults_line", "progress_line", "safe", "server_choices", "summary_lines"]
 
 _MAX_LINE = 400
 _CONTROL = {i: f"\\x{i:02x}" for i in [*range(32), 127]} | {10: "\\n", 13: "\\r", 9: "\\t"}
@@ -88,6 +88,19 @@ def defaults_line(outcome: TaskOutcome) -> str | None:
     return f"{where}: {measured}{slo}; the best is {test}"
 
 
+def server_choices(outcome: TaskOutcome) -> dict[str, str]:
+    """Flags the defaults trial left to SGLang, with the value the server reported choosing (``/server_info``)."""
+    versus = outcome.defaults
+    if versus is None:
+        return {}
+    info = versus.confirmation.server_info if versus.confirmation else {}
+    chosen = {}
+    for name in versus.trial.server_chose:
+        value = info.get(name.replace("-", "_"))
+        chosen[name] = f"{value} (chosen by the server)" if value is not None else "chosen by the server"
+    return chosen
+
+
 def summary_lines(outcome: TaskOutcome, report_path: str | None) -> list[str]:
     spec = outcome.spec
     objective = spec.optimization.objective
@@ -102,7 +115,12 @@ def summary_lines(outcome: TaskOutcome, report_path: str | None) -> list[str]:
     if best is not None and outcome.is_check:
         lines.append(f"  checked: {_params(best.params)} (the baseline's best configuration; not a tuning result)")
     elif best is not None:
-        lines.append(f"  best: {_params(best.params)} (found by trial #{best.source_trial})")
+        found = f"found by trial #{best.source_trial}"
+        if outcome.defaults is not None and outcome.defaults.defaults_chosen:
+            left = server_choices(outcome)
+            if left:
+                found += "; left to SGLang: " + ", ".join(f"{k}={v}" for k, v in left.items())
+        lines.append(f"  best: {_params(best.params)} ({safe(found, 300)})")
     if best is not None:
         lines.append(
             f"  {objective}: {format_objective(best.score.objective, objective)} (confirmed, {_runs(len(best.runs))})"

@@ -17,9 +17,7 @@ import pytest
 from integration.cdp import find_chromium, headless_chromium, load_page
 
 from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.search import Search
-from pytest_autotuner.core.session import SessionResult, TuningSession
-from pytest_autotuner.core.space import SearchSpace
+from pytest_autotuner.core.task import TaskOptions, TaskOutcome, run_task
 from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
 from pytest_autotuner.report import write_index, write_report
 
@@ -37,7 +35,7 @@ def chromium() -> str:
     return binary
 
 
-def hostile_session() -> SessionResult:
+def hostile_session() -> TaskOutcome:
     """A real session whose task name, a parameter value and a failure's log tail carry HTML payloads."""
     spec = factories.spec(
         task_name=f"report-xss {SCRIPT_PAYLOAD}",
@@ -55,9 +53,7 @@ def hostile_session() -> SessionResult:
         latency = 1.0 + abs(float(params["mem-fraction-static"]) - 0.8) + int(params["chunked-prefill-size"]) / 10000
         return factories.result(latency, spread=0.2)
 
-    space = SearchSpace.from_spec(spec)
-    search = Search(spec=spec, space=space, storage=None, study_name="browser", seed=3)
-    return TuningSession(spec=spec, search=search, evaluate=evaluate).run()
+    return run_task(spec, TaskOptions(runtime="sim", seed=3, study_name="browser"), evaluate, None)
 
 
 async def inspect_page(chromium: str, page_url: str, tmp_path: Path, screenshot: Path) -> dict[str, Any]:
@@ -77,7 +73,7 @@ def test_report_page_loads_offline_without_errors_or_injected_script(
     chromium: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     result = hostile_session()
-    page = write_report(result, tmp_path / "reports", runtime="sim")
+    page = write_report(result, tmp_path / "reports")
     artifacts = request.config.rootpath / "reports" / "test-artifacts"
     seen = asyncio.run(asyncio.wait_for(
         inspect_page(chromium, page.as_uri(), tmp_path, artifacts / "report.png"), timeout=45))  # fmt: skip
@@ -99,7 +95,7 @@ def test_report_page_loads_offline_without_errors_or_injected_script(
 def test_index_page_links_resolve_in_the_browser(chromium: str, tmp_path: Path) -> None:
     result = hostile_session()
     reports = tmp_path / "reports"
-    index = write_index([(result, write_report(result, reports, runtime="sim"))], reports)
+    index = write_index([(result, write_report(result, reports))], reports)
 
     async def hrefs() -> tuple[list[str], Any]:
         async with headless_chromium(chromium, tmp_path / "profile") as port, load_page(port, index.as_uri()) as loaded:

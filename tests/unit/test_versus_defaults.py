@@ -139,3 +139,6 @@ def test_the_defaults_trial_leaves_flags_without_a_fixed_default_to_the_server()
     out = run_session(s, record)
     assert calls[0] == {"mem-fraction-static": 0.85, "enable-mixed-chunk": False}  # no sampled max-running-requests
     assert out.defaults is not None and out.defaults.trial.server_chose == ("max-running-requests",)
+    assert out.defaults.defaults_chosen  # every configuration measures the same: nothing beats the defaults
+    best_line = next(line for line in summary_lines(out, None) if line.startswith("  best: "))
+    assert best_line.endswith("(found by trial #0; left to SGLang: max-running-requests=chosen by the server)")
