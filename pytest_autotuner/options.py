@@ -63,12 +63,18 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="SECONDS",
         help="shared storages: a running trial without a heartbeat for this long is failed and retried (120)",
     )
+    add("--autotune-check", action="store_true",
+        help="no search: run the baseline's best configuration with the spec's confirm_runs, assert its SLOs and "
+             "compare it with the baseline (a minutes-long regression check for pull requests)")  # fmt: skip
+    add("--autotune-history", default=None, metavar="DIR",
+        help="append each outcome to DIR/<spec>/ (a JSON file per run) and plot the trends over runs")  # fmt: skip
     add("--autotune-update-baseline", action="store_true",
         help="write or refresh tuning_specs/<spec>.baseline.json after a passing session")  # fmt: skip
     add("--autotune-strict-baseline", action="store_true",
         help="fail (instead of warning) when the baseline was recorded on a different fingerprint")  # fmt: skip
     parser.addini("autotune_specs", "spec files or folders", type="paths", default=[])
     parser.addini("autotune_report_dir", "report folder", default="reports")
+    parser.addini("autotune_history", "history folder (as --autotune-history; empty: no history)", default="")
     parser.addini("autotune_runtime", f"runtime for every spec ({', '.join(RUNTIME_KINDS)})", default="")
 
 
@@ -84,6 +90,8 @@ class Options:
     spec_paths: tuple[Path, ...]
     workers: int | None
     report_only: bool
+    check: bool
+    history_dir: Path | None
     grace_period: int
     update_baseline: bool
     strict_baseline: bool
@@ -98,6 +106,8 @@ _DEPENDENT = (
     "autotune_specs",
     "autotune_workers",
     "autotune_report_only",
+    "autotune_check",
+    "autotune_history",
     "autotune_grace_period",
     "autotune_update_baseline",
     "autotune_strict_baseline",
@@ -122,16 +132,25 @@ def _spec_paths(config: pytest.Config) -> tuple[Path, ...]:
     return tuple(Path(p).resolve() for p in ini) or (config.rootpath / "tuning_specs",)
 
 
-def _writable_folder(path: Path) -> None:
-    """Fail now, not after the last trial, when reports cannot be written there."""
+def _folder(config: pytest.Config, text: str) -> Path | None:
+    """A folder option, relative to where pytest was invoked; None when empty."""
+    if not text:
+        return None
+    path = Path(os.path.expanduser(text))
+    return path if path.is_absolute() else config.invocation_params.dir / path
+
+
+def _writable_folder(path: Path, option: str = "--autotune-report-dir") -> None:
+    """Fail now, not after the last trial, when reports (or the history) cannot be written there; a missing
+    folder is created."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".autotune-write-check-"):
             pass
     except OSError as err:
+        what = "history folder" if option == "--autotune-history" else "report folder"
         raise pytest.UsageError(
-            f"the report folder {str(path)!r} cannot be written ({err.strerror or err}); "
-            "choose another with --autotune-report-dir"
+            f"the {what} {str(path)!r} cannot be written ({err.strerror or err}); choose another with {option}"
         ) from None
 
 
@@ -151,6 +170,13 @@ def read_options(config: pytest.Config) -> Options | None:
             "--autotune-report-only runs no search trials, so --autotune-max-iterations has nothing to cap; "
             "drop one of them"
         )
+    if get("autotune_check"):
+        for dest, why in (
+            ("autotune_report_only", "reports a study's search, and a check runs no search"),
+            ("autotune_max_iterations", "caps the search, and a check runs no search"),
+        ):
+            if get(dest) not in (None, False):
+                raise pytest.UsageError(f"--autotune-check and {_flag(dest)} conflict: {_flag(dest)} {why}; drop one")
     storage = get("autotune_storage")
     if get("autotune_grace_period") is not None and not storage:
         raise pytest.UsageError(
@@ -162,6 +188,9 @@ def read_options(config: pytest.Config) -> Options | None:
     if not report_dir.is_absolute():
         report_dir = config.invocation_params.dir / report_dir
     _writable_folder(report_dir)
+    history_dir = _folder(config, get("autotune_history") or config.getini("autotune_history"))
+    if history_dir is not None:
+        _writable_folder(history_dir, option="--autotune-history")
     return Options(
         runtime=runtime,
         max_iterations=get("autotune_max_iterations"),
@@ -171,6 +200,8 @@ def read_options(config: pytest.Config) -> Options | None:
         spec_paths=_spec_paths(config),
         workers=get("autotune_workers"),
         report_only=bool(get("autotune_report_only")),
+        check=bool(get("autotune_check")),
+        history_dir=history_dir,
         grace_period=get("autotune_grace_period") or 120,
         update_baseline=bool(get("autotune_update_baseline")),
         strict_baseline=bool(get("autotune_strict_baseline")),

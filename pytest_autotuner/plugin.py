@@ -10,11 +10,12 @@ printing the outcome's one ``Verdict``. Heavy libraries are imported only when a
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import signal
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,11 +28,13 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.session import TrialEvent
     from pytest_autotuner.core.spec import TaskSpec
     from pytest_autotuner.core.task import TaskOutcome
+    from pytest_autotuner.core.trends import HistoryEntry
     from pytest_autotuner.runtimes import RuntimeHost
 
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
 _options_key = pytest.StashKey[Options]()
 _outcomes_key = pytest.StashKey[list[tuple["TaskOutcome", str | None]]]()
+_histories_key = pytest.StashKey[dict[str, list["HistoryEntry"]]]()  # by spec slug (--autotune-history)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "autotune: a tuning session collected from a tuning spec")
     config.stash[_options_key] = options
     config.stash[_outcomes_key] = []
+    config.stash[_histories_key] = {}
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         # `pytest --autotune` with no paths runs the specs, not the test suite
         config.args = [str(p) for p in options.spec_paths]
@@ -168,6 +172,7 @@ class TuningItem(pytest.Item):
             gpu_memory_mib=gpu_memory_mib(spec, spec.runtime, gpu_ids),
             workers=workers,
             report_only=options.report_only,
+            check=options.check,
             update_baseline=options.update_baseline,
             strict_baseline=options.strict_baseline,
             baseline_path=self._where(baseline_path(self.path)),
@@ -195,17 +200,48 @@ class TuningItem(pytest.Item):
         if outcome.baseline is not None and not outcome.baseline.compared and outcome.verdict.passed:
             warnings.warn(pytest.PytestWarning(f"{outcome.spec.task_name}: {outcome.baseline.skipped_reason}"),
                           stacklevel=1)  # fmt: skip
-        report_path = self._write_report(outcome)
+        history, skipped = self._record_history(outcome)
+        report_path = self._write_report(outcome, history, skipped)
         self.config.stash[_outcomes_key].append((outcome, report_path))
         self._record_properties(outcome)
         if not outcome.verdict.passed:
             raise AutotuneFailure(outcome.verdict.explanation())
 
-    def _write_report(self, outcome: TaskOutcome) -> str | None:
+    def _record_history(self, outcome: TaskOutcome) -> tuple[list[HistoryEntry] | None, list[str]]:
+        """Append this run to ``--autotune-history`` and read the spec's history back (None without the option).
+
+        A history that cannot be written or read is a warning: the verdict stands, and this run's entry is still
+        in what the report draws.
+        """
+        folder = self.options.history_dir
+        if folder is None:
+            return None, []
+        from pytest_autotuner.core.trends import history_entry
+        from pytest_autotuner.history import append_history, load_history, run_info
+
+        entry = history_entry(outcome, run_info(self.config.rootpath))
+        name = outcome.spec.task_name
+        try:
+            path = append_history(folder, entry)
+            self._say(f"{name}: history: run recorded in {path}")
+        except OSError as err:
+            self._say(f"{name}: WARNING the history could not be written to {folder}: {err}")
+        entries, skipped = load_history(folder, outcome.spec.slug)
+        for warning in skipped:
+            self._say(f"{name}: WARNING {warning}")
+            warnings.warn(pytest.PytestWarning(warning), stacklevel=1)
+        if not any(e == entry for e in entries):
+            entries.append(entry)  # not written (or not readable): this run still counts in its own report
+        self.config.stash[_histories_key][outcome.spec.slug] = entries
+        return entries, skipped
+
+    def _write_report(
+        self, outcome: TaskOutcome, history: list[HistoryEntry] | None = None, skipped: list[str] | None = None
+    ) -> str | None:
         from pytest_autotuner.report import write_report
 
         try:
-            return str(write_report(outcome, self.options.report_dir))
+            return str(write_report(outcome, self.options.report_dir, history, skipped or ()))
         except Exception as err:  # the verdict and the summary stand without the page
             logger.exception("writing the report of %s failed", outcome.spec.task_name)
             self._say(f"{outcome.spec.task_name}: WARNING the report could not be written: {err}")
@@ -275,11 +311,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     report_dir = config.stash[_options_key].report_dir
     entries = [(outcome, Path(path) if path else None) for outcome, path in outcomes]
-    for write in (write_index, append_step_summary):
+    histories = config.stash.get(_histories_key, {})
+    writers: list[tuple[str, Callable[[list[tuple[TaskOutcome, Path | None]], Path], object]]] = [
+        ("write_index", functools.partial(write_index, histories=histories)),
+        ("append_step_summary", append_step_summary),
+    ]
+    for name, write in writers:
         try:
             write(entries, report_dir)
         except Exception:  # the items' verdicts stand; the terminal summary still prints
-            logger.exception("%s failed", write.__name__)
+            logger.exception("%s failed", name)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -2,8 +2,14 @@
 
 search (``TuningSession``) -> confirmation of the best, and of SGLang's defaults when they were measured, which
 compete in the choice -> comparison with the baseline (one more run when it is ambiguous) -> a new baseline when
-asked -> the one ``Verdict``. Pure like the rest of the core: the evaluate function is injected, progress goes to
-callbacks, and nothing is printed or written (the plugin writes the new baseline the outcome carries).
+asked -> the one ``Verdict``.
+
+Check mode (``TaskOptions.check``, ``--autotune-check``) skips the search: the baseline's ``best_params`` are
+confirmed with the spec's ``confirm_runs`` and go through the same gate; the study is kept in memory, so a check
+never adds trials to a tuning study. Without a baseline a check fails (``ReasonKind.NO_BASELINE``) with no launch.
+
+Pure like the rest of the core: the evaluate function is injected, progress goes to callbacks, and nothing
+is printed or written (the plugin writes the new baseline the outcome carries).
 """
 
 from __future__ import annotations
@@ -16,13 +22,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_autotuner.core.baseline import compare, fingerprint, make_baseline
+from pytest_autotuner.core.formatting import describe_params
 from pytest_autotuner.core.gpu_pool import GpuPool
 from pytest_autotuner.core.scoring import objective_value
 from pytest_autotuner.core.search import Search, study_name_for
 from pytest_autotuner.core.session import Confirmation, EvaluateFn, TrialEvent, TrialRecord, TuningSession, rank_key
 from pytest_autotuner.core.space import SearchSpace
 from pytest_autotuner.core.stats import ALPHA, p_worse
-from pytest_autotuner.core.verdict import Verdict, decide
+from pytest_autotuner.core.verdict import Verdict, decide, no_baseline
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.baseline import Baseline, BaselineComparison
@@ -50,6 +57,7 @@ class TaskOptions:
     gpu_memory_mib: float | None = None
     workers: int | None = None  # default: as many as the GPUs fit, else 1
     report_only: bool = False
+    check: bool = False  # no search: confirm the baseline's best configuration and gate it (--autotune-check)
     update_baseline: bool = False
     strict_baseline: bool = False
     baseline_path: str = ""  # how messages name the baseline file
@@ -133,6 +141,12 @@ class TaskOutcome:
     stopped_early: str = ""
     duplicates_skipped: int = 0
     cost: StudyCost = field(default_factory=StudyCost)
+    mode: str = "tune"  # "check": no search, the baseline's configuration was measured (--autotune-check)
+    baseline_objective: float | None = None  # the compared baseline's objective value (None: no baseline)
+
+    @property
+    def is_check(self) -> bool:
+        return self.mode == "check"
 
     @property
     def slo_checks(self) -> tuple[SloCheck, ...]:
@@ -190,37 +204,48 @@ def _versus_defaults(
 
 
 def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baseline: Baseline | None) -> TaskOutcome:
-    """Tune ``spec`` with ``evaluate`` and decide the item's verdict (see the module docstring)."""
+    """Tune ``spec`` with ``evaluate`` (or check the baseline's configuration, ``options.check``) and decide the
+    item's verdict (see the module docstring)."""
     started = time.monotonic()
+    if options.check and baseline is None:
+        return _check_without_baseline(spec, options, started)
     space = SearchSpace.from_spec(spec)
     search = Search(
         spec=spec,
         space=space,
-        storage=options.storage,
+        storage=None if options.check else options.storage,
         study_name=options.study_name or study_name_for(spec, options.runtime),
         seed=options.seed,
-        local_storage=options.local_storage,
+        local_storage=True if options.check else options.local_storage,
         grace_period=options.grace_period,
         gpu_memory_mib=options.gpu_memory_mib,
         max_gpus=len(options.gpu_ids) or None,
     )
-    if baseline is not None and space.contains(baseline.best_params):
-        search.enqueue(dict(baseline.best_params))  # warm start from the last known good
     gpu_pool = GpuPool(list(options.gpu_ids)) if options.gpu_ids else None
     workers = options.workers or (gpu_pool.total if gpu_pool else 1)
-    opt = spec.optimization
-    options.on_note(
-        f"{spec.task_name}: {opt.strategy} search on {options.runtime}, {opt.max_iterations} trials, "
-        f"space of {space.grid_size or 'continuous'} points, study {search.study.study_name}"
-    )
-    if workers > 1:
-        options.on_note(f"  GPUs {list(options.gpu_ids) or 'none'}, up to {workers} trial(s) at once")
     session = TuningSession(
         spec=spec, search=search, evaluate=evaluate, on_trial=options.on_trial, workers=workers, gpu_pool=gpu_pool
     )
-    stopped_early = "report only: no trials run (--autotune-report-only)" if options.report_only else session.search()
+    defaults: DefaultsComparison | None = None
+    if options.check:
+        assert baseline is not None
+        stopped_early = ""  # the mode says it: a check runs no search
+        best = _check(spec, session, space, baseline, options.on_note)
+    else:
+        if baseline is not None and space.contains(baseline.best_params):
+            search.enqueue(dict(baseline.best_params))  # warm start from the last known good
+        opt = spec.optimization
+        options.on_note(
+            f"{spec.task_name}: {opt.strategy} search on {options.runtime}, {opt.max_iterations} trials, "
+            f"space of {space.grid_size or 'continuous'} points, study {search.study.study_name}"
+        )
+        if workers > 1:
+            options.on_note(f"  GPUs {list(options.gpu_ids) or 'none'}, up to {workers} trial(s) at once")
+        stopped_early = (
+            "report only: no trials run (--autotune-report-only)" if options.report_only else session.search()
+        )
+        best, defaults = _confirm(spec, session)
 
-    best, defaults = _confirm(spec, session)
     fp = fingerprint(spec, {"runtime": options.runtime, **options.runtime_facts}, best.server_info if best else {})
     comparison = None
     if baseline is not None and best is not None:
@@ -236,7 +261,7 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         best, note = _runs_for_baseline(spec, session, best, options.on_note)
         if best is not None and not note:
             new_baseline = make_baseline(spec, best, fp)
-    records, duplicates = session.records()
+    records, duplicates = ([], 0) if options.check else session.records()
     verdict = decide(
         task=spec.task_name,
         trials=records,
@@ -245,11 +270,12 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         baseline=comparison,
         strict_baseline=options.strict_baseline,
         baseline_accepted=new_baseline is not None,
+        check=options.check,
     )
     return TaskOutcome(
         spec=spec,
         runtime=options.runtime,
-        study_name=search.study.study_name,
+        study_name="" if options.check else search.study.study_name,
         trials=tuple(records),
         best=best,
         defaults=defaults,
@@ -262,7 +288,62 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         stopped_early=stopped_early,
         duplicates_skipped=duplicates,
         cost=StudyCost.of(records, session.confirmation_gpu_seconds),
+        mode="check" if options.check else "tune",
+        baseline_objective=baseline.objective_value if baseline is not None else None,
     )
+
+
+def _check_without_baseline(spec: TaskSpec, options: TaskOptions, started: float) -> TaskOutcome:
+    """A check with nothing to check against: FAIL before any launch, saying how to record a baseline."""
+    reason = no_baseline(spec.task_name, options.baseline_path)
+    options.on_note(f"{spec.task_name}: {reason.summary}")
+    return TaskOutcome(
+        spec=spec,
+        runtime=options.runtime,
+        study_name="",
+        trials=(),
+        best=None,
+        defaults=None,
+        baseline=None,
+        new_baseline=None,
+        baseline_note="",
+        fingerprint=fingerprint(spec, {"runtime": options.runtime, **options.runtime_facts}, {}),
+        verdict=Verdict((reason,)),
+        duration=time.monotonic() - started,
+        mode="check",
+    )
+
+
+def _check(
+    spec: TaskSpec, session: TuningSession, space: SearchSpace, baseline: Baseline, on_note: Callable[[str], None]
+) -> Confirmation | None:
+    """Confirm the baseline's ``best_params`` with the spec's ``confirm_runs`` (at least one), no search."""
+    params = dict(baseline.best_params)
+    runs = max(spec.optimization.confirm_runs, 1)
+    on_note(
+        f"{spec.task_name}: check mode on {spec.runtime}: no search; {runs} run(s) of the baseline's configuration "
+        f"{describe_params(params)}"
+    )
+    if not space.contains(params):
+        on_note(
+            f"{spec.task_name}: note: the baseline's configuration is not a point of the spec's current space (flags "
+            "left to the server's defaults, or a space changed since); it is checked as recorded"
+        )
+    candidate = TrialRecord(
+        number=-1,  # no trial of a study: the baseline's configuration
+        params=params,
+        value=math.nan,
+        objective=baseline.objective_value,
+        feasible=True,
+        meets_slos=True,
+        failure=None,
+        failure_message="",
+        log_tail="",
+        duration=0.0,
+        cells=(),
+        origin="baseline",
+    )
+    return session.confirm(candidate, first=1, total=runs)
 
 
 def _confirm(spec: TaskSpec, session: TuningSession) -> tuple[Confirmation | None, DefaultsComparison | None]:

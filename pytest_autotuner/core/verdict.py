@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.scoring import SloCheck
     from pytest_autotuner.core.session import Confirmation, TrialRecord
 
-__all__ = ["Reason", "ReasonKind", "Verdict", "decide", "slo_table"]
+__all__ = ["Reason", "ReasonKind", "Verdict", "decide", "no_baseline", "slo_table"]
 
 
 class ReasonKind(str, Enum):
@@ -32,6 +32,7 @@ class ReasonKind(str, Enum):
     FINGERPRINT_MISMATCH = (
         "fingerprint_mismatch"  # baseline from other hardware/image, under --autotune-strict-baseline
     )
+    NO_BASELINE = "no_baseline"  # check mode (--autotune-check) without a recorded baseline to check against
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,15 @@ def slo_table(checks: Sequence[SloCheck]) -> list[str]:
     return text_table(rows)
 
 
-def _no_measurement(task: str, trials: Sequence[TrialRecord], best_failures: Sequence[str]) -> Reason:
+def _no_measurement(
+    task: str, trials: Sequence[TrialRecord], best_failures: Sequence[str], check: bool = False
+) -> Reason:
+    if check:
+        return Reason(
+            ReasonKind.NO_MEASUREMENT,
+            f"check mode: the baseline's configuration of {task!r} could not be measured: every run failed",
+            (*[f"  {f}" for f in best_failures[:5]], "See the check runs' failures above and in the report."),
+        )
     failed = [t for t in trials if t.failure]
     if trials and len(failed) < len(trials):
         details = [f"  {f}" for f in best_failures[:5]]
@@ -118,11 +127,16 @@ def _no_measurement(task: str, trials: Sequence[TrialRecord], best_failures: Seq
     )
 
 
-def _slo_miss(task: str, best: Confirmation, trials: Sequence[TrialRecord]) -> Reason:
+def _slo_miss(task: str, best: Confirmation, trials: Sequence[TrialRecord], check: bool = False) -> Reason:
     checks = best.score.slo_checks
     failed = [c for c in checks if not c.passed]
     runs = len(best.runs)
-    if not any(t.meets_slos for t in trials):
+    if check:
+        hint = (
+            "Check mode measured the baseline's configuration only; a full tuning run (pytest --autotune) may "
+            "find one that meets the SLOs again."
+        )
+    elif not any(t.meets_slos for t in trials):
         hint = (
             f"No trial out of {len(trials)} met every SLO; the SLOs may be out of reach for this model and "
             "hardware, or the space lacks a configuration that meets them."
@@ -169,6 +183,20 @@ def _mismatch(comparison: BaselineComparison) -> Reason:
     )
 
 
+def no_baseline(task: str, baseline_path: str) -> Reason:
+    """Check mode has nothing to check without a baseline: say how to record one."""
+    where = baseline_path or "tuning_specs/<spec>.baseline.json"
+    return Reason(
+        ReasonKind.NO_BASELINE,
+        f"check mode: {task!r} has no baseline to check ({where} does not exist)",
+        (
+            "Check mode (--autotune-check) launches the baseline's best configuration instead of searching;",
+            "record a baseline first with a full tuning run, and commit the file it writes:",
+            f"  pytest --autotune --autotune-update-baseline  (writes {where})",
+        ),
+    )
+
+
 def decide(
     *,
     task: str,
@@ -178,18 +206,20 @@ def decide(
     baseline: BaselineComparison | None,
     strict_baseline: bool,
     baseline_accepted: bool,
+    check: bool = False,
 ) -> Verdict:
     """The verdict from the confirmed best and the baseline comparison.
 
     ``baseline_accepted``: a new baseline was recorded in this run (--autotune-update-baseline), so a regression
-    or a fingerprint change against the old one is the accepted new state, reported as a note.
+    or a fingerprint change against the old one is the accepted new state, reported as a note. ``check``: the
+    best is the baseline's configuration, measured without a search (--autotune-check).
     """
     reasons: list[Reason] = []
     notes: list[str] = []
     if best is None:
-        reasons.append(_no_measurement(task, trials, best_failures))
+        reasons.append(_no_measurement(task, trials, best_failures, check))
     elif not best.score.meets_slos:
-        reasons.append(_slo_miss(task, best, trials))
+        reasons.append(_slo_miss(task, best, trials, check))
     if baseline is not None:
         if baseline.regressed:
             if baseline_accepted:

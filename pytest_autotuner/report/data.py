@@ -199,6 +199,7 @@ def results_summary(outcome: TaskOutcome) -> dict[str, Any]:
     return json_safe(
         {
             "task": spec.task_name,
+            "mode": outcome.mode,  # "check": the baseline's configuration measured without a search
             "description": spec.description,
             "verdict": outcome.verdict.as_dict(),
             "passed": outcome.verdict.passed,

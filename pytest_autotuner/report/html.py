@@ -7,6 +7,7 @@ import logging
 import math
 import os
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     import jinja2
 
     from pytest_autotuner.core.task import TaskOutcome
+    from pytest_autotuner.core.trends import HistoryEntry
 
 __all__ = ["render_report", "write_index", "write_report"]
 
@@ -144,8 +146,48 @@ def _baseline_class(result: TaskOutcome) -> str:
     return "warn"
 
 
-def render_report(result: TaskOutcome) -> str:
-    """The HTML page of one tuning item (self-contained: inline CSS, plots as data: URIs)."""
+LAST_RUNS = 10  # rows of the history's table of last runs
+
+
+def history_context(entries: Sequence[HistoryEntry], skipped: Sequence[str] = ()) -> dict[str, Any]:
+    """The history section of a page: the trend plot and the last runs, newest first (``entries`` oldest first)."""
+    from pytest_autotuner.core.trends import fingerprint_changes, trends
+    from pytest_autotuner.report.plots import trend_plot
+
+    ordered = sorted(entries, key=lambda e: e.date)
+    changed = set(fingerprint_changes(ordered))
+    rows = [
+        {
+            "run": position,
+            "date": entry.date.replace("T", " ")[:19],
+            "commit": entry.commit[:10],
+            "branch": entry.branch,
+            "mode": entry.mode,
+            "status": entry.status,
+            "ok": entry.status == "PASS",
+            "regressed": entry.regressed,
+            "headline": entry.headline,
+            "objective": format_objective(entry.objective, entry.objective_name),
+            "fingerprint": entry.fingerprint_id,
+            "fingerprint_changed": position in changed,
+            "sglang_version": entry.sglang_version,
+            "gpu": entry.gpu,
+        }
+        for position, entry in enumerate(ordered, start=1)
+    ]
+    return {
+        "count": len(ordered),
+        "plot": trend_plot(trends(ordered), sorted(changed)),
+        "rows": rows[::-1][:LAST_RUNS],
+        "skipped": list(skipped),
+    }
+
+
+def render_report(
+    result: TaskOutcome, history: Sequence[HistoryEntry] | None = None, history_skipped: Sequence[str] = ()
+) -> str:
+    """The HTML page of one tuning item (self-contained: inline CSS, plots as data: URIs); with ``history``, its
+    trends over runs."""
     from pytest_autotuner.report.plots import render_plots
 
     spec = result.spec
@@ -155,7 +197,9 @@ def render_report(result: TaskOutcome) -> str:
         .get_template("report.html.j2")
         .render(
             spec=spec,
+            mode=result.mode,
             verdict=result.verdict,
+            history=None if history is None else history_context(history, history_skipped),
             has_best=result.best is not None,
             slo_count=len(result.slo_checks),
             slo_passed=sum(c.passed for c in result.slo_checks),
@@ -183,17 +227,22 @@ def render_report(result: TaskOutcome) -> str:
     )
 
 
-def write_report(result: TaskOutcome, report_dir: Path) -> Path:
+def write_report(
+    result: TaskOutcome,
+    report_dir: Path,
+    history: Sequence[HistoryEntry] | None = None,
+    history_skipped: Sequence[str] = (),
+) -> Path:
     """Write ``report_dir/<task>/results.json``, ``trials.csv`` and ``index.html`` (each atomically, the
     verdict-bearing results.json first); return the page's path. Other files in the folder (the study journal)
-    are left alone.
+    are left alone. ``history``: the spec's runs (``--autotune-history``), drawn as trends.
     """
     folder = Path(report_dir) / result.spec.slug
     summary = results_summary(result)
     write_atomically(folder / "results.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     write_atomically(folder / "trials.csv", trials_frame(result).to_csv(index=False))
     page = folder / "index.html"
-    write_atomically(page, render_report(result))
+    write_atomically(page, render_report(result, history, history_skipped))
     logger.info("report of %s written to %s", result.spec.task_name, page)
     return page
 
@@ -207,8 +256,13 @@ def _comparison_groups(results: list[TaskOutcome]) -> list[list[TaskOutcome]]:
     return [g for g in groups.values() if len({r.spec.optimization.strategy for r in g}) > 1]
 
 
-def write_index(entries: list[tuple[TaskOutcome, Path | None]], report_dir: Path) -> Path:
-    """Write ``report_dir/index.html``: every spec of the run with its verdict and a link to its page."""
+def write_index(
+    entries: list[tuple[TaskOutcome, Path | None]],
+    report_dir: Path,
+    histories: Mapping[str, Sequence[HistoryEntry]] | None = None,
+) -> Path:
+    """Write ``report_dir/index.html``: every spec of the run with its verdict and a link to its page; with
+    ``histories`` (by spec slug), each spec's trends over runs."""
     from pytest_autotuner.report.plots import strategy_comparison_plot
 
     report_dir = Path(report_dir)
@@ -224,7 +278,7 @@ def write_index(entries: list[tuple[TaskOutcome, Path | None]], report_dir: Path
                 "status": result.verdict.status,
                 "headline": result.verdict.headline,
                 "baseline": baseline_text(result),
-                "strategy": result.spec.optimization.strategy,
+                "strategy": "check" if result.is_check else result.spec.optimization.strategy,
                 "objective": f"{objective}: {format_objective(result.best.score.objective, objective)}"
                 if result.best
                 else "no configuration measured",
@@ -236,12 +290,23 @@ def write_index(entries: list[tuple[TaskOutcome, Path | None]], report_dir: Path
         )
     comparisons = [
         {"tasks": ", ".join(r.spec.task_name for r in group), "uri": strategy_comparison_plot(group)}
-        for group in _comparison_groups([result for result, _page in entries])
+        for group in _comparison_groups([result for result, _page in entries if not result.is_check])
+    ]
+    trend_sections = [
+        {"task": result.spec.task_name, **history_context(histories[result.spec.slug])}
+        for result, _page in entries
+        if histories and histories.get(result.spec.slug)
     ]
     html = (
         _jinja()
         .get_template("index.html.j2")
-        .render(rows=rows, comparisons=comparisons, passed=all(r["ok"] for r in rows), count=len(rows))
+        .render(
+            rows=rows,
+            comparisons=comparisons,
+            trends=trend_sections,
+            passed=all(r["ok"] for r in rows),
+            count=len(rows),
+        )
     )
     path = report_dir / "index.html"
     write_atomically(path, html)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from pytest_autotuner.core.samplers import startup_trials
 from pytest_autotuner.core.session import rank_key
@@ -33,11 +34,12 @@ if TYPE_CHECKING:
 
     from pytest_autotuner.core.session import TrialRecord
     from pytest_autotuner.core.task import TaskOutcome
+    from pytest_autotuner.core.trends import Trend
 
 #: user text (task names, parameter values) is drawn as is, never parsed as mathtext ("$...$")
 _PLAIN_TEXT: dict[Any, Any] = {"text.parse_math": False, "text.usetex": False}
 
-__all__ = ["PlotImage", "render_plots", "strategy_comparison_plot"]
+__all__ = ["PlotImage", "render_plots", "strategy_comparison_plot", "trend_figure", "trend_plot"]
 
 logger = logging.getLogger(__name__)
 
@@ -296,3 +298,57 @@ def render_plots(result: TaskOutcome) -> list[PlotImage]:
     ]  # fmt: skip
     logger.debug("plots: %s", {p.name: round(p.seconds, 3) for p in plots})
     return plots
+
+
+def trend_figure(series: Sequence[Trend], changed_at: Sequence[int]) -> Figure | None:
+    """One small panel per metric over runs: the value (regressions as red crosses), the baseline's value
+    (dashed), the SLO's threshold (dotted) and a vertical line before each run on another fingerprint."""
+    if not series or not series[0].runs:
+        return None
+    ncols = min(3, len(series))
+    nrows = math.ceil(len(series) / ncols)
+    fig = _figure(10.0, 2.4 * nrows, left=0.8)
+    fig.subplots_adjust(hspace=0.6, wspace=0.35)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for index, trend in enumerate(series):
+        ax = axes[index // ncols][index % ncols]
+        _style(ax)
+        xs = [r for r, v in zip(trend.runs, trend.values, strict=True) if v is not None]
+        ys = [v for v in trend.values if v is not None]
+        ax.plot(xs, ys, "-o", color=BLUE, markersize=4, linewidth=1.5, label="confirmed value", gid="values")
+        marked = zip(trend.runs, trend.values, trend.regressed, strict=True)
+        bad = [(r, v) for r, v, reg in marked if reg and v is not None]
+        if bad:
+            ax.scatter([r for r, _v in bad], [v for _r, v in bad], marker="X", s=70, color=RED, zorder=5,
+                       label="regression", gid="regressions")  # fmt: skip
+        base = [(r, b) for r, b in zip(trend.runs, trend.baselines, strict=True) if b is not None]
+        if base:
+            ax.step([r for r, _b in base], [b for _r, b in base], where="mid", color=GREEN, linestyle="--",
+                    linewidth=1.2, label="baseline", gid="baseline")  # fmt: skip
+        limits = [(r, t) for r, t in zip(trend.runs, trend.thresholds, strict=True) if t is not None]
+        if limits:
+            ax.step([r for r, _t in limits], [t for _r, t in limits], where="mid", color=ORANGE, linestyle=":",
+                    linewidth=1.2, label="SLO threshold", gid="threshold")  # fmt: skip
+        for run in changed_at:
+            ax.axvline(run - 0.5, color=GREY, linestyle="-.", linewidth=1, gid="fingerprint-change")
+        ax.set_title(safe(trend.title, 60), fontsize=8)
+        if len(trend.runs) <= 12:
+            ax.set_xticks(list(trend.runs))
+        ax.set_xlim(0.5, len(trend.runs) + 0.5)
+        ax.tick_params(labelsize=7)
+    for index in range(len(series), nrows * ncols):
+        axes[index // ncols][index % ncols].set_visible(False)
+    legend: dict[str, Any] = {}
+    for ax in fig.axes:
+        handles, labels = ax.get_legend_handles_labels()
+        legend.update({label: handle for handle, label in zip(handles, labels, strict=True) if label not in legend})
+    if changed_at:
+        legend["fingerprint changed"] = Line2D([], [], color=GREY, linestyle="-.", linewidth=1)
+    fig.legend(list(legend.values()), list(legend), loc="lower right", ncol=len(legend), fontsize=7, frameon=False)
+    fig.supxlabel("run (oldest first)", fontsize=8, x=0.1, ha="left")
+    return fig
+
+
+def trend_plot(series: Sequence[Trend], changed_at: Sequence[int]) -> PlotImage:
+    """The trend plot of a history, or why it could not be drawn."""
+    return _timed("trends", "Trends over runs", lambda: trend_figure(series, changed_at), "no runs recorded", wide=True)

@@ -55,7 +55,7 @@ def github_step_summary(entries: list[tuple[TaskOutcome, Path | None]], report_d
             _cell(result.spec.task_name) + slo,
             _cell(f"{objective}: {value}"),
             _cell(params),
-            _trials_cell(result),
+            "check (no search)" if result.is_check else _trials_cell(result),
             _cell(baseline_text(result)),
             f"`{_cell(str(page))}`" if page else "none",
         ]

@@ -48,7 +48,8 @@ def progress_line(event: TrialEvent, objective: str) -> str:
     if event.devices:
         result += f" on gpu {safe(','.join(map(str, event.devices)), 40)}"
     width = len(str(event.total))
-    number = f" #{event.number}" if event.number is not None else ""
+    # a negative number is no trial of the study: check mode's runs of the baseline's configuration
+    number = f" #{event.number}" if event.number is not None and event.number >= 0 else ""
     if event.phase == "search":
         head = f"trial{number} [{event.index:>{width}}/{event.total}]"
     else:
@@ -107,15 +108,23 @@ def summary_lines(outcome: TaskOutcome, report_path: str | None) -> list[str]:
     spec = outcome.spec
     objective = spec.optimization.objective
     verdict = outcome.verdict
-    lines = [f"{safe(spec.task_name, 120)}: {verdict.status}  ({len(outcome.trials)} trials, {outcome.duration:.0f}s)"]
     best = outcome.best
-    if best is not None:
+    if outcome.is_check:
+        runs = _runs(len(best.runs)) if best else "no run"
+        what = f"check: {runs} of the baseline's configuration, no search"
+    else:
+        what = f"{len(outcome.trials)} trials"
+    lines = [f"{safe(spec.task_name, 120)}: {verdict.status}  ({what}, {outcome.duration:.0f}s)"]
+    if best is not None and outcome.is_check:
+        lines.append(f"  checked: {_params(best.params)} (the baseline's best configuration; not a tuning result)")
+    elif best is not None:
         found = f"found by trial #{best.source_trial}"
         if outcome.defaults is not None and outcome.defaults.defaults_chosen:
             left = server_choices(outcome)
             if left:
                 found += "; left to SGLang: " + ", ".join(f"{k}={v}" for k, v in left.items())
         lines.append(f"  best: {_params(best.params)} ({safe(found, 300)})")
+    if best is not None:
         lines.append(
             f"  {objective}: {format_objective(best.score.objective, objective)} (confirmed, {_runs(len(best.runs))})"
         )
