@@ -221,6 +221,13 @@ class StreamParser:
     def prompt_tokens(self) -> int:
         return int(self.usage.get("prompt_tokens") or 0) if self.usage else 0
 
+    @property
+    def cached_tokens(self) -> int | None:
+        """``usage.prompt_tokens_details.cached_tokens``; None when the server does not report it."""
+        details = self.usage.get("prompt_tokens_details") if self.usage else None
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        return int(cached) if isinstance(cached, int) and not isinstance(cached, bool) else None
+
     def chunk_tokens(self) -> list[int]:
         """Tokens carried by each content chunk (see the module docstring)."""
         n = len(self.chunk_times)
@@ -406,18 +413,30 @@ class _Cell:
     def prepare(self, scenario: Scenario, seed: int) -> None:
         """Draw the lengths of all requests (measured first, then warm-ups) and encode their bodies."""
         self.rng = np.random.default_rng(seed)
-        self.lengths = scenario.sample(self.rng, self.plan.max_requests + self.plan.warmup_requests)
-        prompts = PromptFactory(seed=seed, tokenizer=self.plan.tokenizer).build([i for i, _ in self.lengths])
+        n = self.plan.max_requests + self.plan.warmup_requests
+        self.lengths = scenario.sample(self.rng, n)
+        factory = PromptFactory(seed=seed, tokenizer=self.plan.tokenizer)
+        shared = scenario.shared
+        if shared is not None:
+            prompts = factory.build_shared(shared.system, shared.question, shared.assign(self.rng, n))
+            self.bodies = [
+                json.dumps(self._body(p.question, out, system=p.system)).encode()
+                for p, (_, out) in zip(prompts, self.lengths, strict=True)
+            ]
+            return
+        texts = factory.build([i for i, _ in self.lengths])
         self.bodies = [
-            json.dumps(self._body(prompt, out)).encode() for prompt, (_, out) in zip(prompts, self.lengths, strict=True)
+            json.dumps(self._body(prompt, out)).encode() for prompt, (_, out) in zip(texts, self.lengths, strict=True)
         ]
 
-    def _body(self, prompt: str, out: int) -> dict[str, Any]:
+    def _body(self, prompt: str, out: int, *, system: str | None = None) -> dict[str, Any]:
+        """A request body; ``system`` goes first (a system message, or the head of a completions prompt)."""
         body: dict[str, Any] = {"model": self.model}
         if self.plan.api == "chat":
-            body["messages"] = [{"role": "user", "content": prompt}]
+            system_messages = [{"role": "system", "content": system}] if system is not None else []
+            body["messages"] = [*system_messages, {"role": "user", "content": prompt}]
         else:
-            body["prompt"] = prompt
+            body["prompt"] = prompt if system is None else f"{system} {prompt}"
         body.update(stream=True, stream_options={"include_usage": True}, max_tokens=out, ignore_eos=True)
         body.update(self.plan.additional_params)
         return body
@@ -518,6 +537,7 @@ class _Cell:
             chunk_times=times,
             chunk_tokens=tuple(parser.chunk_tokens()),
             scheduled_time=scheduled,
+            cached_tokens=parser.cached_tokens,
         )
 
     def _record_incomplete(self, index: int, start: float, parser: StreamParser, scheduled: float | None) -> None:

@@ -1,4 +1,11 @@
-"""Traffic scenarios in the genai-bench grammar: ``D(in,out)``, ``N(mi,si)/(mo,so)``, ``U(...)``."""
+"""Traffic scenarios: the genai-bench grammar ``D(in,out)``, ``N(mi,si)/(mo,so)``, ``U(...)``, and shared prefixes.
+
+``P(groups,prompts,system,question,output)`` is the shape of SGLang ``bench_serving``'s
+``generated-shared-prefix`` dataset: ``groups`` system prompts of ``system`` tokens, each followed by
+``prompts`` different questions of ``question`` tokens, every request asking for ``output`` tokens. Requests
+draw their prompt in a seeded shuffled order over all groups (the order bench_serving sends them in), so a
+cache-aware scheduler has prefixes to regroup; a cell of more requests than ``groups x prompts`` starts over.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +16,14 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["ACCEPTED_FORMS", "Scenario", "ScenarioError", "parse_scenario"]
+__all__ = ["ACCEPTED_FORMS", "Scenario", "ScenarioError", "SharedPrefix", "parse_scenario"]
 
 ACCEPTED_FORMS = (
     "D(in,out) e.g. D(100,100); N(mean_in,std_in)/(mean_out,std_out) e.g. N(480,240)/(300,150); "
-    "U(min_in,max_in)/(min_out,max_out) e.g. U(50,100)/(50,200); U(max_in,max_out) e.g. U(100,200)"
+    "U(min_in,max_in)/(min_out,max_out) e.g. U(50,100)/(50,200); U(max_in,max_out) e.g. U(100,200); "
+    "P(groups,prompts,system,question,output) e.g. P(8,32,2000,100,100) (groups of prompts sharing a system prompt)"
 )
+_SHARED_FIELDS = ("groups", "prompts", "system", "question", "output")
 
 _NUM = r"(\d+)"
 _PAIR = rf"\({_NUM},{_NUM}\)"
@@ -23,6 +32,7 @@ _PATTERNS: dict[str, re.Pattern[str]] = {
     "N": re.compile(rf"^N{_PAIR}/{_PAIR}$"),
     "U4": re.compile(rf"^U{_PAIR}/{_PAIR}$"),
     "U2": re.compile(rf"^U{_PAIR}$"),
+    "P": re.compile(rf"^P\({_NUM},{_NUM},{_NUM},{_NUM},{_NUM}\)$"),
 }
 
 
@@ -31,17 +41,36 @@ class ScenarioError(ValueError):
 
 
 @dataclass(frozen=True)
+class SharedPrefix:
+    """Groups of prompts sharing a system prompt (``P(...)``); token counts before any chat template."""
+
+    groups: int
+    prompts: int  # per group
+    system: int
+    question: int
+
+    def assign(self, rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
+        """(group, question) of ``n`` requests: every prompt once in a seeded shuffled order, then again."""
+        total = self.groups * self.prompts
+        order: list[int] = []
+        while len(order) < n:
+            order += [int(i) for i in rng.permutation(total)]
+        return [divmod(i, self.prompts) for i in order[:n]]
+
+
+@dataclass(frozen=True)
 class Scenario:
     """One traffic scenario: how input and output token counts of requests are drawn."""
 
     text: str
-    kind: Literal["D", "N", "U"]
+    kind: Literal["D", "N", "U", "P"]
     input: tuple[int, int]
     output: tuple[int, int]
+    shared: SharedPrefix | None = None  # kind "P": the prompt structure
 
     def sample(self, rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
         """Draw ``n`` (input_tokens, output_tokens) pairs."""
-        if self.kind == "D":
+        if self.kind in ("D", "P"):
             return [(self.input[0], self.output[0])] * n
         if self.kind == "N":
             ins = rng.normal(self.input[0], self.input[1], n)
@@ -58,6 +87,8 @@ class Scenario:
             return self.input[0] + 3 * self.input[1] + self.output[0] + 3 * self.output[1]
         if self.kind == "D":
             return self.input[0] + self.output[0]
+        if self.kind == "P":
+            return self.input[0] + self.output[0]
         return self.input[1] + self.output[1]
 
 
@@ -71,6 +102,8 @@ def parse_scenario(text: str) -> Scenario:
         if not match:
             continue
         nums = [int(g) for g in match.groups()]
+        if key == "P":
+            return _shared_prefix(compact, nums)
         if key == "D":
             scenario = Scenario(compact, "D", (nums[0], 0), (nums[1], 0))
         elif key == "N":
@@ -93,3 +126,15 @@ def _check_bounds(scenario: Scenario) -> None:
         for lo, hi in (scenario.input, scenario.output):
             if lo < 1 or hi < lo:
                 raise ScenarioError(f"{scenario.text!r}: each range needs 1 <= min <= max, got ({lo},{hi})")
+
+
+def _shared_prefix(text: str, nums: list[int]) -> Scenario:
+    for name, value in zip(_SHARED_FIELDS, nums, strict=True):
+        if value < 1:
+            raise ScenarioError(
+                f"{text!r}: `{name}` (field {_SHARED_FIELDS.index(name) + 1} of "
+                f"P({','.join(_SHARED_FIELDS)})) must be at least 1, got {value}"
+            )
+    groups, prompts, system, question, output = nums
+    shared = SharedPrefix(groups, prompts, system, question)
+    return Scenario(text, "P", (system + question, 0), (output, 0), shared)

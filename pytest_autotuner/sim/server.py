@@ -65,7 +65,6 @@ __all__ = ["PROMISE_GRACE", "SimServer", "parse_then"]
 logger = logging.getLogger(__name__)
 
 _MEAN_NATURAL_LENGTH = 256  # without ignore_eos, a request stops after ~Exp(256) tokens (seeded)
-_PREFIX_COMPARE_WORDS = 8192
 #: Wall seconds a promised arrival may be late (after its simulated time came) before it is given up.
 PROMISE_GRACE = 2.0
 _UNORDERED = 1 << 62  # the order of requests without a token: after every token, then by receipt
@@ -140,7 +139,6 @@ class SimServer:
         self.hung = False
         self._generation_requests = 0
         self._streams = 0
-        self._prev_words: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._lag: list[float] = []  # wall seconds each step was emitted after its due time
 
@@ -220,15 +218,8 @@ class SimServer:
         """Give an arrived request its place in the timeline (done in arrival order, so reproducible)."""
         gen, sim, live = arrival.gen, arrival.sim, arrival.live
         assert gen is not None and live is not None
-        cached = 0
-        for a, b in zip(self._prev_words[:_PREFIX_COMPARE_WORDS], gen.prompt_words, strict=False):
-            if a != b:
-                break
-            cached += 1
-        self._prev_words = gen.prompt_words
         sim.rid = len(self.timeline)
         sim.arrival = arrival.at
-        sim.cached_prefix = cached
         if not gen.ignore_eos:
             sim.output_tokens = min(gen.max_tokens, 1 + int(self._rng.expovariate(1.0 / _MEAN_NATURAL_LENGTH)))
         self._live[sim.rid] = live
@@ -242,6 +233,7 @@ class SimServer:
             input_tokens=gen.input_tokens,
             output_tokens=gen.max_tokens,
             max_new_tokens=gen.max_tokens,
+            tokens=gen.tokens,
         )
         reason = self.schedulers[0].reject_reason(sim)  # every replica has the same limits
         if reason is not None:
@@ -357,9 +349,9 @@ class SimServer:
         return web.json_response({"model_path": self.args.model_path, "is_generation": True})
 
     async def flush_cache(self, request: web.Request) -> web.Response:
-        for sched in self.schedulers:
-            sched.flush_cache()
-        self._prev_words = []
+        if not all([sched.flush_cache() for sched in self.schedulers]):
+            # SGLang refuses while requests run (HTTP 400, "Cache not flushed. Please check server logs.")
+            return web.Response(status=400, text="Cache not flushed. Please check server logs.\n")
         return web.Response(text="Cache flushed.\n")
 
     async def sim_timeline(self, request: web.Request) -> web.Response:
@@ -372,7 +364,7 @@ class SimServer:
                 "finish": r.finish_time,
                 "input_tokens": r.input_tokens,
                 "output_tokens": r.generated,
-                "cached_prefix": r.cached_prefix,
+                "cached_tokens": r.cached_tokens,
             }
             for r in self.timeline
         ]
@@ -446,6 +438,7 @@ class SimServer:
             if gen.stream:
                 return await self._stream(request, live, stamp)
             await live.done.wait()
+            live.shape.cached_tokens = live.sim.cached_tokens
             body = live.shape.full_body(live.text(0, live.sent), live.sent, live.finish_reason)
             return web.json_response(body, headers=stamp)
         finally:

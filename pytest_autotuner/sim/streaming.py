@@ -93,12 +93,14 @@ class LiveRequest:
 
     def _content(self, upto: int) -> bytes:
         if self._template is None:  # native /generate streams the cumulative text
+            self.shape.cached_tokens = self.sim.cached_tokens
             reason = self.finish_reason if upto >= self.sim.output_tokens else None
             return sse(self.shape.content_chunk(self.text(0, upto), upto, reason))
         prefix, suffix = self._template
         return b"".join((prefix, b'"', self.text(self.sent, upto).encode(), b'"', suffix))
 
     def _tail(self, upto: int) -> bytes:
+        self.shape.cached_tokens = self.sim.cached_tokens
         parts = []
         if self.shape.req.api != "generate":
             parts.append(sse(self.shape.finish_chunk(self.finish_reason)))
