@@ -9,9 +9,9 @@ Simulated Llama-3.1-8B-Instruct (bf16) on one H100.
    and 64), default flags against ``--disable-radix-cache``; then unique prompts of the same length,
    ``D(2100,100)``, both ways.
 2. In process (the same scheduler, no HTTP): lpm against fcfs on ``P(32,16,2000,100,100)`` at concurrency 64
-   (512 requests), under cache pressure (``mem-fraction-static`` 0.26 and 0.30: a KV pool of about 31k and 58k
-   tokens, room for 15-29 of the 32 system prompts beside the running requests) and without it (default
-   0.835, ~440k tokens); and ``P(8,32,...)`` without pressure. Three seeds each with the default 3% noise;
+   (512 requests), under cache pressure (``mem-fraction-static`` 0.26 and 0.30: a KV pool of 36k and 61k
+   tokens, room for 17-29 of the 32 system prompts, less the running requests) and without it (default
+   0.835, 387k tokens); and ``P(8,32,...)`` without pressure. Three seeds each with the default 3% noise;
    mean and the spread (max - min) over the seeds.
 
 Run: ``python benchmarks/radix_cache.py`` (about a minute and a half on 2 cores); ``--skip-http`` runs part 2 only.

@@ -89,7 +89,7 @@ from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.plan import BenchmarkPlan
-    from pytest_autotuner.core.scenarios import Scenario
+    from pytest_autotuner.core.scenarios import Conversations, Scenario
     from pytest_autotuner.runtimes.base import Endpoint
 
 __all__ = ["StampingConnector", "StreamParser", "new_session", "paused_gc", "run_benchmark", "run_cell"]
@@ -138,10 +138,11 @@ class StreamParser:
     """Incremental parser of one OpenAI SSE stream: feed it bytes with their arrival time."""
 
     __slots__ = ("_chat", "_last_completion", "_tail", "_usage_tokens", "attached", "chunk_times", "done", "done_at",
-                 "error", "error_detail", "finished", "head", "last_at", "server_at", "usage")  # fmt: skip
+                 "error", "error_detail", "finished", "head", "last_at", "server_at", "texts", "usage")  # fmt: skip
 
-    def __init__(self, api: str = "chat") -> None:
+    def __init__(self, api: str = "chat", *, keep_text: bool = False) -> None:
         self._chat, self._tail = api == "chat", b""
+        self.texts: list[str] | None = [] if keep_text else None  # the reply's text pieces (multi-turn chats)
         self.attached = False  # fed by the connection's protocol (StampingConnector), not by the reading task
         self.head = b""  # the first bytes of the body, for the message of an HTTP error
         self.done_at = self.last_at = 0.0  # arrival of data: [DONE] / of the latest bytes
@@ -195,6 +196,8 @@ class StreamParser:
                     text = choice.get("text")
                 if text:
                     self.chunk_times.append(at)
+                    if self.texts is not None:
+                        self.texts.append(text)
                     if usage:
                         self._count_usage(usage)
                 if choice.get("finish_reason") is not None:
@@ -384,6 +387,8 @@ class _Cell:
         self.arrivals: dict[int, float] = {}  # id(record) -> the server's arrival stamp
         self.server_end = -math.inf
         self.server_stamps = False  # the server stamps its responses (the simulator): it keeps promises
+        self.chat: Conversations | None = None  # multi-turn sessions (``C(...)``)
+        self.replies: dict[int, str] = {}  # the reply text of each turn, resent in the session's later turns
 
     def token(self, index: int) -> str:
         return f"{self.tag}.{index}"
@@ -417,6 +422,9 @@ class _Cell:
         self.lengths = scenario.sample(self.rng, n)
         factory = PromptFactory(seed=seed, tokenizer=self.plan.tokenizer)
         shared = scenario.shared
+        if scenario.chat is not None:
+            self._prepare_sessions(scenario.chat, factory)
+            return
         if shared is not None:
             prompts = factory.build_shared(shared.system, shared.question, shared.assign(self.rng, n))
             self.bodies = [
@@ -428,6 +436,76 @@ class _Cell:
         self.bodies = [
             json.dumps(self._body(prompt, out)).encode() for prompt, (_, out) in zip(texts, self.lengths, strict=True)
         ]
+
+    def _prepare_sessions(self, chat: Conversations, factory: PromptFactory) -> None:
+        """Multi-turn chats: one system prompt, a user message per turn; bodies are built when a turn is sent
+        (they carry the replies received). Warm-ups are first turns of sessions of their own."""
+        self.chat = chat
+        self.system_text = factory.build([chat.system])[0] if chat.system else None
+        measured, warm = self.plan.max_requests, self.plan.warmup_requests
+        self.user_texts = factory.build([chat.input] * (chat.requests(measured) + warm))
+        self.bodies = [b""] * (measured + warm)
+        for k in range(warm):
+            body = self._body(self.user_texts[-warm + k], chat.output, system=self.system_text)
+            self.bodies[measured + k] = json.dumps(body).encode()
+
+    def _turn_body(self, index: int) -> bytes:
+        """Turn ``index % turns`` of its session: the system prompt, the earlier turns and their replies."""
+        assert self.chat is not None
+        first = index - index % self.chat.turns
+        messages = [{"role": "system", "content": self.system_text}] if self.system_text is not None else []
+        for j in range(first, index):
+            messages.append({"role": "user", "content": self.user_texts[j]})
+            messages.append({"role": "assistant", "content": self.replies.get(j, "")})
+        messages.append({"role": "user", "content": self.user_texts[index]})
+        body: dict[str, Any] = {"model": self.model}
+        if self.plan.api == "chat":
+            body["messages"] = messages
+        else:  # a plain transcript: the same tokens in the same order
+            body["prompt"] = " ".join(str(m["content"]).strip() for m in messages if m["content"])
+        body.update(stream=True, stream_options={"include_usage": True}, max_tokens=self.chat.output, ignore_eos=True)
+        body.update(self.plan.additional_params)
+        return json.dumps(body).encode()
+
+    async def sessions(self, count: int, workers: int, keep: bool) -> None:
+        """``workers`` users, each running one session's turns in order (thinking between them), then the next.
+
+        To the simulator: like ``closed_loop``, with the next turn promised ``think`` seconds after a reply ends
+        (``X-Sim-Think``) and the next session's first turn at the end of the last.
+        """
+        chat = self.chat
+        assert chat is not None
+        count = chat.requests(count)
+        turns = chat.turns
+        sessions = math.ceil(count / turns)
+        claim = itertools.count()
+        n = max(1, min(workers, sessions))
+        starters = [next(claim) for _ in range(n)]
+
+        async def worker(k: int) -> None:
+            session = starters[k]
+            after = f"{self.token(starters[k - 1] * turns)}@start" if k else None
+            then = "end, +0" if k + 1 < n else "end"
+            while True:
+                last = min(count, (session + 1) * turns) - 1
+                for i in range(session * turns, last + 1):
+                    think = chat.think if i < last else 0.0
+                    self.bodies[i] = self._turn_body(i)
+                    record = await self.send(i, then=then, after=after, think=think)
+                    if keep:
+                        self.records.append(record)
+                        self.last_end = time.perf_counter()
+                    promised = record.ok and self.server_stamps
+                    after, then = (f"{self.token(i)}@end" if promised else None), "end"
+                    if i < last and think > 0:
+                        await asyncio.sleep(think / self.k)  # the user reads the reply (server seconds / k)
+                session = next(claim)
+                if session >= sessions:
+                    if after is not None:
+                        await self._withdraw(after)
+                    return
+
+        await _supervise([worker(k) for k in range(n)], float("inf"), None)
 
     def _body(self, prompt: str, out: int, *, system: str | None = None) -> dict[str, Any]:
         """A request body; ``system`` goes first (a system message, or the head of a completions prompt)."""
@@ -442,14 +520,20 @@ class _Cell:
         return body
 
     async def send(
-        self, index: int, scheduled: float | None = None, *, then: str | None = None, after: str | None = None
+        self,
+        index: int,
+        scheduled: float | None = None,
+        *,
+        then: str | None = None,
+        after: str | None = None,
+        think: float = 0.0,
     ) -> RequestRecord:
         """Send request ``index`` (warm-ups come after the measured ones) and return its record.
 
         ``then`` and ``after`` announce arrivals to the simulator (``X-Sim-Then`` / ``X-Sim-After``, see the
         module docstring); the record is in server time when the response is stamped.
         """
-        parser = StreamParser(self.plan.api)
+        parser = StreamParser(self.plan.api, keep_text=self.chat is not None)
         error: str | None = None
         detail = ""
         arrival: float | None = None
@@ -458,6 +542,8 @@ class _Cell:
             headers["X-Sim-Then"] = then
         if after:
             headers["X-Sim-After"] = after
+        if think:
+            headers["X-Sim-Think"] = repr(think)
         token = _SINK.set(parser)
         start = time.perf_counter()
         try:
@@ -489,6 +575,8 @@ class _Cell:
                 error, detail = _classify(exc)
         finally:
             _SINK.reset(token)
+        if parser.texts is not None:
+            self.replies[index] = "".join(parser.texts).strip()
         if error is None and parser.error is not None:
             error, detail = parser.error, parser.error_detail
         elif error is None and not (parser.done or parser.finished):
@@ -594,6 +682,9 @@ class _Cell:
         every request promises a follower at its end; a worker that runs out of requests withdraws its promise.
         """
         claim = itertools.count(first)
+        if self.chat is not None and first < self.plan.max_requests:
+            await self.sessions(count, workers, keep)
+            return
         stop = first + count
         n = max(1, min(workers, count))
         burst = [next(claim) for _ in range(n)]

@@ -184,6 +184,17 @@ class Benchmark(_Model):
         return values
 
     @model_validator(mode="after")
+    def _sessions_run_closed_loop(self) -> Benchmark:
+        chats = [s for s in self.traffic_scenarios if parse_scenario(s).chat is not None]
+        if chats and self.request_rates:
+            raise ValueError(
+                f"`traffic_scenarios` has the multi-turn scenario {chats[0]!r} and `request_rates` is "
+                f"{self.request_rates}; a session's turns follow its replies, so multi-turn chats run closed loop "
+                "only: drop `request_rates` or move the chats to a spec of their own"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _min_completed_reachable(self) -> Benchmark:
         if self.min_completed is not None and self.min_completed > self.max_requests_per_iteration:
             raise ValueError(

@@ -16,6 +16,8 @@ be independent of how fast the client reacts):
 - ``X-Sim-Then: end`` promises that a request will arrive exactly when this one finishes (closed loop);
   ``X-Sim-Then: +<s>`` that one arrives ``s`` simulated seconds after this one arrived (open loop, or the first
   burst of a closed loop with ``+0``). Both may be given, comma-separated.
+- ``X-Sim-Think: <s>`` with ``X-Sim-Then: end``: the follower arrives ``s`` simulated seconds after this one's
+  end (a chat user's think time between a reply and the next turn).
 - ``X-Sim-After: <token>@end`` / ``<token>@start`` marks the request that keeps such a promise: its arrival is
   the promised time, whenever its bytes come in. ``POST /sim/release`` with the same header withdraws a
   promise that will not be kept (the closed loop ran out of requests).
@@ -60,7 +62,7 @@ if TYPE_CHECKING:
     from pytest_autotuner.sim.perf_model import EngineConfig, MemoryPlan
     from pytest_autotuner.sim.protocol import Api, GenerationRequest
 
-__all__ = ["PROMISE_GRACE", "SimServer", "parse_then"]
+__all__ = ["PROMISE_GRACE", "SimServer", "parse_then", "parse_think"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,14 @@ def parse_then(value: str) -> tuple[bool, float | None]:
         elif part:
             raise ValueError(f"`X-Sim-Then` takes `end` and/or `+<seconds>`, got {part!r}")
     return at_end, after
+
+
+def parse_think(value: str) -> float:
+    """``X-Sim-Think``: simulated seconds between this request's end and its follower's arrival."""
+    think = float(value)
+    if not think >= 0.0:  # also NaN
+        raise ValueError(f"`X-Sim-Think` must be >= 0 seconds, got {value!r}")
+    return think
 
 
 def _order(token: str | None, receipt: int) -> int:
@@ -195,7 +205,7 @@ class SimServer:
             for req in outcome.finished:
                 live = self._live.get(req.rid)
                 if live is not None and live.follow_up is not None and not live.broken:
-                    self._promise(live.follow_up, outcome.end)
+                    self._promise(live.follow_up, outcome.end + live.think)
 
     def _assign(self, upto: float) -> None:
         """Requests arrived by ``upto`` get their rid, length and replica, in (arrival, token) order."""
@@ -419,6 +429,7 @@ class SimServer:
         token = headers.get("X-Sim-Token")
         try:
             at_end, after = parse_then(headers.get("X-Sim-Then", ""))
+            think = parse_think(headers.get("X-Sim-Think", "0"))
             gen = parse_generation(api, await request.read(), self.served_model)
             live = self._receive(gen)
         except (RequestError, ValueError) as exc:
@@ -429,7 +440,7 @@ class SimServer:
             arrival = received
         if token:
             if at_end:
-                live.follow_up = f"{token}@end"
+                live.follow_up, live.think = f"{token}@end", think
             if after is not None:
                 self._promise(f"{token}@start", arrival + after)
         self._enqueue(gen, live, arrival, _order(token, receipt))

@@ -44,6 +44,7 @@ class LiveRequest:
         self._due = 0
         self._due_at = 0.0
         self.follow_up: str | None = None  # promise key of the request the client sends at this one's end
+        self.think = 0.0  # simulated seconds after this one's end that the follower arrives
         self._transport: asyncio.BaseTransport | None = None
         self._broken = False
         self._malformed = malformed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,3 +60,34 @@ def test_disable_radix_cache_reports_nothing_cached(launch: Any) -> None:
 def test_unique_prompts_share_nothing(launch: Any) -> None:
     cell = run_benchmark(launch(), _plan("D(300,8)")).cells[0]
     assert cell.completed == 24 and cell.cached_tokens == 0
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_each_turn_of_a_chat_resends_the_history_and_finds_more_of_it_cached(launch: Any, api: str) -> None:
+    plan = BenchmarkPlan(
+        scenarios=(parse_scenario("C(3,4,50,8,100,200)"),), concurrencies=(2,), max_requests=100,
+        warmup_requests=1, max_time=120.0, api=api,  # type: ignore[arg-type]
+    )  # fmt: skip
+    cell = run_benchmark(launch(), plan).cells[0]
+    assert cell.completed == 12  # 3 sessions x 4 turns, however many requests the plan allows
+    by_turn: dict[int, list[int]] = {}
+    for record in cell.records:
+        turn = (record.requested_input_tokens - 150) // 58
+        assert record.input_tokens == record.requested_input_tokens  # history = system + turns x (in + out) + in
+        by_turn.setdefault(turn, []).append(record.cached_tokens or 0)
+    assert sorted(by_turn) == [0, 1, 2, 3]
+    means = [sum(v) / len(v) for _, v in sorted(by_turn.items())]
+    assert means == sorted(means) and means[3] > means[1] > means[0]
+    # from turn 1 on, all of the previous turn's prompt and all but the last token of its reply are cached
+    assert all(c >= 100 + (t - 1) * 58 + 50 + 7 for t, v in by_turn.items() if t for c in v)
+
+
+def test_think_time_separates_a_reply_from_the_next_turn_in_server_time(launch: Any) -> None:
+    plan = BenchmarkPlan(
+        scenarios=(parse_scenario("C(1,3,20,4,0,2000)"),), concurrencies=(1,), max_requests=3, warmup_requests=0,
+        max_time=120.0,
+    )  # fmt: skip
+    records = sorted(run_benchmark(launch(), plan).cells[0].records, key=lambda r: r.send_time)
+    for before, after in itertools.pairwise(records):
+        assert before.e2e is not None
+        assert after.send_time - (before.send_time + before.e2e) == pytest.approx(2.0, abs=1e-6)

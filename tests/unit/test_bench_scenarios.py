@@ -97,3 +97,25 @@ def test_shared_prefix_errors_name_the_field_and_value(text: str, field: str, va
 def test_a_shared_prefix_with_missing_fields_names_the_accepted_forms() -> None:
     with pytest.raises(ScenarioError, match=r"P\(groups,prompts,system,question,output\)"):
         parse_scenario("P(8,32,2000)")
+
+
+def test_a_chat_turn_resends_the_history_so_prompts_grow_by_in_plus_out_per_turn() -> None:
+    scenario = parse_scenario("C(16,4,200,100,1000,500)")
+    chat = scenario.chat
+    assert chat is not None and (chat.sessions, chat.turns, chat.system, chat.think) == (16, 4, 1000, 0.5)
+    assert scenario.sample(np.random.default_rng(0), 5) == [(1200, 100), (1500, 100), (1800, 100), (2100, 100),
+                                                            (1200, 100)]  # fmt: skip
+    assert scenario.max_total_tokens == 2200
+    assert chat.requests(1000) == 64 and chat.requests(10) == 10
+
+
+def test_a_short_chat_form_has_no_system_prompt_and_no_think_time() -> None:
+    chat = parse_scenario("C(2,3,10,5)").chat
+    assert chat is not None and (chat.system, chat.think) == (0, 0.0)
+
+
+@pytest.mark.parametrize(("text", "field"), [("C(0,4,1,1)", "sessions"), ("C(1,0,1,1)", "turns"),
+                                             ("C(1,1,0,1)", "in"), ("C(1,1,1,0)", "out")])  # fmt: skip
+def test_chat_errors_name_the_field_and_value(text: str, field: str) -> None:
+    with pytest.raises(ScenarioError, match=rf"`{field}` .* must be at least 1, got 0"):
+        parse_scenario(text)
