@@ -35,6 +35,7 @@ def plan_from_spec(spec: TaskSpec, seed: int) -> BenchmarkPlan:
         max_error_rate=bench.max_error_rate,
         min_completed=bench.min_completed,
         tokenizer=bench.model_tokenizer,
+        dataset_root=bench.dataset_root,
     )
 
 

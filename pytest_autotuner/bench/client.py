@@ -67,6 +67,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Coroutine, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
@@ -84,6 +85,7 @@ except ImportError:  # pragma: no cover
     from json import loads as _json_loads  # type: ignore[assignment,unused-ignore]
 
 from pytest_autotuner.bench.prompts import PromptFactory
+from pytest_autotuner.core.dataset import load_exchanges, sample_exchanges
 from pytest_autotuner.core.metrics import INCOMPLETE, BenchResult, CellMetrics, RequestRecord
 from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
 
@@ -388,6 +390,7 @@ class _Cell:
         self.server_end = -math.inf
         self.server_stamps = False  # the server stamps its responses (the simulator): it keeps promises
         self.chat: Conversations | None = None  # multi-turn sessions (``C(...)``)
+        self.context_length = int(endpoint.server_info.get("context_length") or 0)  # 0: unknown
         self.replies: dict[int, str] = {}  # the reply text of each turn, resent in the session's later turns
 
     def token(self, index: int) -> str:
@@ -419,6 +422,9 @@ class _Cell:
         """Draw the lengths of all requests (measured first, then warm-ups) and encode their bodies."""
         self.rng = np.random.default_rng(seed)
         n = self.plan.max_requests + self.plan.warmup_requests
+        if scenario.dataset is not None:
+            self._prepare_replay(scenario.dataset, n)
+            return
         self.lengths = scenario.sample(self.rng, n)
         factory = PromptFactory(seed=seed, tokenizer=self.plan.tokenizer)
         shared = scenario.shared
@@ -436,6 +442,18 @@ class _Cell:
         self.bodies = [
             json.dumps(self._body(prompt, out)).encode() for prompt, (_, out) in zip(texts, self.lengths, strict=True)
         ]
+
+    def _prepare_replay(self, dataset: str, n: int) -> None:
+        """Dataset replay: first exchanges drawn by seed, each capped to the server's context length."""
+        exchanges = load_exchanges(str(Path(self.plan.dataset_root, dataset).resolve()))
+        self.lengths, self.bodies = [], []
+        for exchange in sample_exchanges(exchanges, self.rng, n):
+            words, out = exchange.prompt.split(), exchange.output_tokens
+            if self.context_length:  # as bench_serving filters, but keep the request: cut it to fit
+                out = max(1, min(out, self.context_length // 2))
+                words = words[: self.context_length - out - 1]
+            self.lengths.append((len(words), out))
+            self.bodies.append(json.dumps(self._body(" ".join(words), out)).encode())
 
     def _prepare_sessions(self, chat: Conversations, factory: PromptFactory) -> None:
         """Multi-turn chats: one system prompt, a user message per turn; bodies are built when a turn is sent

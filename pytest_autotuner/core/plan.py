@@ -50,6 +50,7 @@ class BenchmarkPlan:
     max_error_rate: float = 0.1  # a cell with more failed requests fails the trial
     min_completed: int | None = None  # a cell with fewer finished requests stalls the trial; None: half of those sent
     tokenizer: str | None = None  # local tokenizer directory for exact prompt lengths
+    dataset_root: str = "."  # the folder ``dataset(...)`` scenario paths are relative to (the spec file's)
 
     def cells(self) -> list[tuple[Scenario, int, float | None]]:
         """(scenario, concurrency, request_rate) of every cell, closed loop first (``CellKey`` order)."""

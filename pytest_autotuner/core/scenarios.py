@@ -13,6 +13,9 @@ do. All sessions share one system prompt of ``system`` tokens (default 0: none);
 milliseconds (server time) between a reply and the next turn. A session's turns go in order; the cell's
 concurrency is how many sessions run at once. Request ``i`` is turn ``i % turns`` of session ``i // turns``, so
 a cell sends ``min(max_requests, sessions x turns)`` requests.
+
+``dataset(path)`` replays a JSONL file of ShareGPT-shaped conversations (``dataset.py``), the path relative to
+the spec file; its lengths come from the file, so ``sample`` does not apply (the client draws the requests).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ ACCEPTED_FORMS = (
     "U(min_in,max_in)/(min_out,max_out) e.g. U(50,100)/(50,200); U(max_in,max_out) e.g. U(100,200); "
     "P(groups,prompts,system,question,output) e.g. P(8,32,2000,100,100) (groups of prompts sharing a system prompt); "
     "C(sessions,turns,in,out) or C(sessions,turns,in,out,system,think_ms) e.g. C(16,4,200,100,1000,500) "
-    "(multi-turn chats)"
+    "(multi-turn chats); dataset(path) e.g. dataset(datasets/chat.jsonl) (ShareGPT-shaped JSONL, relative to the spec)"
 )
 _CHAT_FIELDS = ("sessions", "turns", "in", "out", "system", "think_ms")
 _SHARED_FIELDS = ("groups", "prompts", "system", "question", "output")
@@ -46,6 +49,7 @@ _PATTERNS: dict[str, re.Pattern[str]] = {
     "P": re.compile(rf"^P\({_NUM},{_NUM},{_NUM},{_NUM},{_NUM}\)$"),
     "C": re.compile(rf"^C\({_NUM},{_NUM},{_NUM},{_NUM}(?:,{_NUM},{_NUM})?\)$"),
 }
+_DATASET = re.compile(r"^dataset\(\s*([^()]*?)\s*\)$")
 
 
 class ScenarioError(ValueError):
@@ -95,16 +99,19 @@ class Scenario:
     """One traffic scenario: how input and output token counts of requests are drawn."""
 
     text: str
-    kind: Literal["D", "N", "U", "P", "C"]
+    kind: Literal["D", "N", "U", "P", "C", "R"]
     input: tuple[int, int]
     output: tuple[int, int]
     shared: SharedPrefix | None = None  # kind "P": the prompt structure
     chat: Conversations | None = None  # kind "C": the sessions
+    dataset: str | None = None  # kind "R": the JSONL file, as written (relative to the spec file)
 
     def sample(self, rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
         """Draw ``n`` (input_tokens, output_tokens) pairs (``C``: request ``i`` is turn ``i % turns``)."""
         if self.chat is not None:
             return [(self.chat.prompt_tokens(i % self.chat.turns), self.chat.output) for i in range(n)]
+        if self.dataset is not None:
+            raise ValueError(f"{self.text!r}: a dataset's lengths come from its file (core.dataset), not sample()")
         if self.kind in ("D", "P"):
             return [(self.input[0], self.output[0])] * n
         if self.kind == "N":
@@ -134,6 +141,11 @@ def parse_scenario(text: str) -> Scenario:
     if not isinstance(text, str):
         raise ScenarioError(f"scenario must be a string, got {text!r}; accepted forms: {ACCEPTED_FORMS}")
     compact = text.strip()
+    replay = _DATASET.match(compact)
+    if replay:
+        if not replay.group(1):
+            raise ScenarioError(f"{text!r}: `dataset` needs a JSONL file path, e.g. dataset(datasets/chat.jsonl)")
+        return Scenario(compact, "R", (0, 0), (0, 0), dataset=replay.group(1))
     for key, pattern in _PATTERNS.items():
         match = pattern.match(compact)
         if not match:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ def launch(tmp_path: Path) -> Iterator[Any]:
         sim = SimProcess(tmp_path, *FAST, *flags)
         started.append(sim)
         sim.wait_ready()
-        return Endpoint(sim.base, "meta-llama/Llama-3.2-1B-Instruct", time_scale=20.0)
+        info = sim.get_json("/server_info")  # as the runtimes do: the client reads the context length there
+        return Endpoint(sim.base, "meta-llama/Llama-3.2-1B-Instruct", time_scale=20.0, server_info=info)
 
     yield start
     for sim in started:
@@ -91,3 +93,20 @@ def test_think_time_separates_a_reply_from_the_next_turn_in_server_time(launch: 
     for before, after in itertools.pairwise(records):
         assert before.e2e is not None
         assert after.send_time - (before.send_time + before.e2e) == pytest.approx(2.0, abs=1e-6)
+
+
+def test_dataset_replay_sends_the_first_exchanges_capped_to_the_servers_context(launch: Any, tmp_path: Path) -> None:
+    rows = [
+        {"conversations": [{"from": "human", "value": "word " * 400}, {"from": "gpt", "value": "reply " * 300}]},
+        {"conversations": [{"from": "human", "value": "short question"}, {"from": "gpt", "value": "an answer"}]},
+    ]
+    (tmp_path / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plan = BenchmarkPlan(
+        scenarios=(parse_scenario("dataset(chat.jsonl)"),), concurrencies=(2,), max_requests=4, warmup_requests=0,
+        max_time=120.0, dataset_root=str(tmp_path),
+    )  # fmt: skip
+    cell = run_benchmark(launch("--context-length", "256"), plan).cells[0]
+    assert cell.completed == 4
+    lengths = sorted((r.input_tokens, r.output_tokens) for r in cell.records)
+    assert lengths == [(2, 2), (2, 2), (127, 128), (127, 128)]  # 400 + 300 cut to fit 256
+    assert all(r.input_tokens == r.requested_input_tokens for r in cell.records)

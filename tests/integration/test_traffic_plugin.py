@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from test_plugin import sim_spec, write_specs
@@ -40,3 +41,26 @@ def test_bad_traffic_is_a_collection_error(pytester: pytest.Pytester, scenario: 
     result = pytester.runpytest_subprocess("--autotune", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["*ERROR collecting tuning_specs/broken.json*", expected])
+
+
+def test_a_dataset_next_to_the_spec_replays_through_the_plugin(pytester: pytest.Pytester) -> None:
+    shipped = Path(__file__).parents[2] / "tuning_specs" / "datasets" / "synthetic-chat.jsonl"
+    bench = {"traffic_scenarios": ["dataset(datasets/chat.jsonl)"], "num_concurrency": [4],
+             "max_requests_per_iteration": 12, "warmup_requests": 1}  # fmt: skip
+    write_specs(pytester, replay=sim_spec("replay-task", benchmark=bench))
+    (pytester.path / "tuning_specs" / "datasets").mkdir()
+    (pytester.path / "tuning_specs" / "datasets" / "chat.jsonl").write_text(shipped.read_text())
+    result = pytester.runpytest_subprocess("--autotune", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    cell = json.loads((pytester.path / "reports" / "replay-task" / "results.json").read_text())["best"]["cells"][0]
+    assert cell["label"] == "dataset(datasets/chat.jsonl) c=4" and cell["completed"] == 12
+
+
+def test_an_empty_dataset_is_a_collection_error(pytester: pytest.Pytester) -> None:
+    write_specs(pytester, broken=sim_spec("broken", benchmark={"traffic_scenarios": ["dataset(empty.jsonl)"]}))
+    (pytester.path / "tuning_specs" / "empty.jsonl").write_text("")
+    result = pytester.runpytest_subprocess("--autotune", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        ["*ERROR collecting tuning_specs/broken.json*", "*'dataset(empty.jsonl)'*has no conversation to replay*"]
+    )
