@@ -18,6 +18,12 @@ simulator then holds its clock until the follower is there, so this client's rea
 on a loaded machine, times the speed-up) does not thin the simulated batch (see ``sim/server.py``). Real
 servers ignore these headers.
 
+Traffic with structure (``core/scenarios.py``): ``P(...)`` requests share their group's system prompt (a system
+message, or the head of a completions prompt); ``C(...)`` sessions resend their history with the replies this
+client received (``_Cell.sessions``: one user per worker, turns in order, ``X-Sim-Think`` announces the think
+time); ``dataset(...)`` replays a file's first exchanges (``core/dataset.py``). Each record keeps the server's
+``usage.prompt_tokens_details.cached_tokens``.
+
 Tokens per chunk: OpenAI chunks do not say how many tokens they carry. When the server sends ``usage`` on
 content chunks the deltas of ``completion_tokens`` are used; otherwise each chunk counts one token and, when
 ``usage.completion_tokens`` exceeds the number of chunks (``--stream-interval`` > 1 puts several tokens in one

@@ -55,6 +55,11 @@ def run_benchmark_in_process(
         raise TrialFailure(FAILURE_CLASSES[exc.kind], exc.message) from None
     cells = []
     for index, (scenario, concurrency, rate) in enumerate(plan.cells()):
+        if scenario.chat is not None or scenario.dataset is not None:
+            raise ValueError(
+                f"{scenario.text!r}: multi-turn and dataset traffic need the benchmark client (their prompts carry "
+                "the replies or the file's text); run it against the simulator process (`runtime: sim`)"
+            )
         rng = np.random.default_rng([seed, index])
         cells.append(_simulate_cell(cfg, memory, plan, scenario, concurrency, rate, rng=rng, seed=seed, noise=noise))
     return BenchResult(cells, server_info(args, cfg, memory))
