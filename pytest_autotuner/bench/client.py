@@ -557,7 +557,7 @@ class _Cell:
         ``then`` and ``after`` announce arrivals to the simulator (``X-Sim-Then`` / ``X-Sim-After``, see the
         module docstring); the record is in server time when the response is stamped.
         """
-        parser = StreamParser(self.plan.api, keep_text=self.chat is not None)
+        parser = StreamParser(self.plan.api, keep_text=True) if self.chat is not None else StreamParser(self.plan.api)
         error: str | None = None
         detail = ""
         arrival: float | None = None
