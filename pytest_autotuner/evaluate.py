@@ -40,6 +40,7 @@ def plan_from_spec(spec: TaskSpec, seed: int) -> BenchmarkPlan:
         min_requests_for_precision=bench.min_requests_for_precision,
         precision_metric=PRECISION_METRICS[spec.optimization.objective],
         cell_order=bench.cell_order,
+        dataset_root=bench.dataset_root,
     )
 
 

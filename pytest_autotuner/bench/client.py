@@ -18,6 +18,12 @@ simulator then holds its clock until the follower is there, so this client's rea
 on a loaded machine, times the speed-up) does not thin the simulated batch (see ``sim/server.py``). Real
 servers ignore these headers.
 
+Traffic with structure (``core/scenarios.py``): ``P(...)`` requests share their group's system prompt (a system
+message, or the head of a completions prompt); ``C(...)`` sessions resend their history with the replies this
+client received (``_Cell.sessions``: one user per worker, turns in order, ``X-Sim-Think`` announces the think
+time); ``dataset(...)`` replays a file's first exchanges (``core/dataset.py``). Each record keeps the server's
+``usage.prompt_tokens_details.cached_tokens``.
+
 Tokens per chunk: OpenAI chunks do not say how many tokens they carry. When the server sends ``usage`` on
 content chunks the deltas of ``completion_tokens`` are used; otherwise each chunk counts one token and, when
 ``usage.completion_tokens`` exceeds the number of chunks (``--stream-interval`` > 1 puts several tokens in one
@@ -67,6 +73,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Coroutine, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
@@ -84,13 +91,14 @@ except ImportError:  # pragma: no cover
     from json import loads as _json_loads  # type: ignore[assignment,unused-ignore]
 
 from pytest_autotuner.bench.prompts import PromptFactory
+from pytest_autotuner.core.dataset import load_exchanges, sample_exchanges
 from pytest_autotuner.core.metrics import INCOMPLETE, BenchResult, CellMetrics, RequestRecord
 from pytest_autotuner.core.precision import PrecisionTracker
 from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.plan import BenchmarkPlan
-    from pytest_autotuner.core.scenarios import Scenario
+    from pytest_autotuner.core.scenarios import Conversations, Scenario
     from pytest_autotuner.runtimes.base import Endpoint
 
 __all__ = ["StampingConnector", "StreamParser", "new_session", "paused_gc", "run_benchmark", "run_cell"]
@@ -139,10 +147,11 @@ class StreamParser:
     """Incremental parser of one OpenAI SSE stream: feed it bytes with their arrival time."""
 
     __slots__ = ("_chat", "_last_completion", "_tail", "_usage_tokens", "attached", "chunk_times", "done", "done_at",
-                 "error", "error_detail", "finished", "head", "last_at", "server_at", "usage")  # fmt: skip
+                 "error", "error_detail", "finished", "head", "last_at", "server_at", "texts", "usage")  # fmt: skip
 
-    def __init__(self, api: str = "chat") -> None:
+    def __init__(self, api: str = "chat", *, keep_text: bool = False) -> None:
         self._chat, self._tail = api == "chat", b""
+        self.texts: list[str] | None = [] if keep_text else None  # the reply's text pieces (multi-turn chats)
         self.attached = False  # fed by the connection's protocol (StampingConnector), not by the reading task
         self.head = b""  # the first bytes of the body, for the message of an HTTP error
         self.done_at = self.last_at = 0.0  # arrival of data: [DONE] / of the latest bytes
@@ -196,6 +205,8 @@ class StreamParser:
                     text = choice.get("text")
                 if text:
                     self.chunk_times.append(at)
+                    if self.texts is not None:
+                        self.texts.append(text)
                     if usage:
                         self._count_usage(usage)
                 if choice.get("finish_reason") is not None:
@@ -221,6 +232,13 @@ class StreamParser:
     @property
     def prompt_tokens(self) -> int:
         return int(self.usage.get("prompt_tokens") or 0) if self.usage else 0
+
+    @property
+    def cached_tokens(self) -> int | None:
+        """``usage.prompt_tokens_details.cached_tokens``; None when the server does not report it."""
+        details = self.usage.get("prompt_tokens_details") if self.usage else None
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        return int(cached) if isinstance(cached, int) and not isinstance(cached, bool) else None
 
     def chunk_tokens(self) -> list[int]:
         """Tokens carried by each content chunk (see the module docstring)."""
@@ -382,6 +400,9 @@ class _Cell:
         self.tracker: PrecisionTracker | None = None
         self.enough: asyncio.Event | None = None
         self.in_flight = 0  # measured requests sent and not yet answered
+        self.chat: Conversations | None = None  # multi-turn sessions (``C(...)``)
+        self.context_length = int(endpoint.server_info.get("context_length") or 0)  # 0: unknown
+        self.replies: dict[int, str] = {}  # the reply text of each turn, resent in the session's later turns
 
     def track_precision(self, concurrency: int) -> None:
         """Stop the measured phase once the objective's metric is precise enough (``core/precision.py``); at
@@ -441,31 +462,136 @@ class _Cell:
     def prepare(self, scenario: Scenario, seed: int) -> None:
         """Draw the lengths of all requests (measured first, then warm-ups) and encode their bodies."""
         self.rng = np.random.default_rng(seed)
-        self.lengths = scenario.sample(self.rng, self.plan.max_requests + self.plan.warmup_requests)
-        prompts = PromptFactory(seed=seed, tokenizer=self.plan.tokenizer).build([i for i, _ in self.lengths])
+        n = self.plan.max_requests + self.plan.warmup_requests
+        if scenario.dataset is not None:
+            self._prepare_replay(scenario.dataset, n)
+            return
+        self.lengths = scenario.sample(self.rng, n)
+        factory = PromptFactory(seed=seed, tokenizer=self.plan.tokenizer)
+        shared = scenario.shared
+        if scenario.chat is not None:
+            self._prepare_sessions(scenario.chat, factory)
+            return
+        if shared is not None:
+            prompts = factory.build_shared(shared.system, shared.question, shared.assign(self.rng, n))
+            self.bodies = [
+                json.dumps(self._body(p.question, out, system=p.system)).encode()
+                for p, (_, out) in zip(prompts, self.lengths, strict=True)
+            ]
+            return
+        texts = factory.build([i for i, _ in self.lengths])
         self.bodies = [
-            json.dumps(self._body(prompt, out)).encode() for prompt, (_, out) in zip(prompts, self.lengths, strict=True)
+            json.dumps(self._body(prompt, out)).encode() for prompt, (_, out) in zip(texts, self.lengths, strict=True)
         ]
 
-    def _body(self, prompt: str, out: int) -> dict[str, Any]:
+    def _prepare_replay(self, dataset: str, n: int) -> None:
+        """Dataset replay: first exchanges drawn by seed, each capped to the server's context length."""
+        exchanges = load_exchanges(str(Path(self.plan.dataset_root, dataset).resolve()))
+        self.lengths, self.bodies = [], []
+        for exchange in sample_exchanges(exchanges, self.rng, n):
+            words, out = exchange.prompt.split(), exchange.output_tokens
+            if self.context_length:  # as bench_serving filters, but keep the request: cut it to fit
+                out = max(1, min(out, self.context_length // 2))
+                words = words[: self.context_length - out - 1]
+            self.lengths.append((len(words), out))
+            self.bodies.append(json.dumps(self._body(" ".join(words), out)).encode())
+
+    def _prepare_sessions(self, chat: Conversations, factory: PromptFactory) -> None:
+        """Multi-turn chats: one system prompt, a user message per turn; bodies are built when a turn is sent
+        (they carry the replies received). Warm-ups are first turns of sessions of their own."""
+        self.chat = chat
+        self.system_text = factory.build([chat.system])[0] if chat.system else None
+        measured, warm = self.plan.max_requests, self.plan.warmup_requests
+        self.user_texts = factory.build([chat.input] * (chat.requests(measured) + warm))
+        self.bodies = [b""] * (measured + warm)
+        for k in range(warm):
+            body = self._body(self.user_texts[-warm + k], chat.output, system=self.system_text)
+            self.bodies[measured + k] = json.dumps(body).encode()
+
+    def _turn_body(self, index: int) -> bytes:
+        """Turn ``index % turns`` of its session: the system prompt, the earlier turns and their replies."""
+        assert self.chat is not None
+        first = index - index % self.chat.turns
+        messages = [{"role": "system", "content": self.system_text}] if self.system_text is not None else []
+        for j in range(first, index):
+            messages.append({"role": "user", "content": self.user_texts[j]})
+            messages.append({"role": "assistant", "content": self.replies.get(j, "")})
+        messages.append({"role": "user", "content": self.user_texts[index]})
         body: dict[str, Any] = {"model": self.model}
         if self.plan.api == "chat":
-            body["messages"] = [{"role": "user", "content": prompt}]
+            body["messages"] = messages
+        else:  # a plain transcript: the same tokens in the same order
+            body["prompt"] = " ".join(str(m["content"]).strip() for m in messages if m["content"])
+        body.update(stream=True, stream_options={"include_usage": True}, max_tokens=self.chat.output, ignore_eos=True)
+        body.update(self.plan.additional_params)
+        return json.dumps(body).encode()
+
+    async def sessions(self, count: int, workers: int, keep: bool) -> None:
+        """``workers`` users, each running one session's turns in order (thinking between them), then the next.
+
+        To the simulator: like ``closed_loop``, with the next turn promised ``think`` seconds after a reply ends
+        (``X-Sim-Think``) and the next session's first turn at the end of the last.
+        """
+        chat = self.chat
+        assert chat is not None
+        count = chat.requests(count)
+        turns = chat.turns
+        sessions = math.ceil(count / turns)
+        claim = itertools.count()
+        n = max(1, min(workers, sessions))
+        starters = [next(claim) for _ in range(n)]
+
+        async def worker(k: int) -> None:
+            session = starters[k]
+            after = f"{self.token(starters[k - 1] * turns)}@start" if k else None
+            then = "end, +0" if k + 1 < n else "end"
+            while True:
+                last = min(count, (session + 1) * turns) - 1
+                for i in range(session * turns, last + 1):
+                    think = chat.think if i < last else 0.0
+                    self.bodies[i] = self._turn_body(i)
+                    record = await self.send(i, then=then, after=after, think=think)
+                    if keep:
+                        self.keep(record)
+                    promised = record.ok and self.server_stamps
+                    after, then = (f"{self.token(i)}@end" if promised else None), "end"
+                    if i < last and think > 0:
+                        await asyncio.sleep(think / self.k)  # the user reads the reply (server seconds / k)
+                session = next(claim)
+                if session >= sessions:
+                    if after is not None:
+                        await self._withdraw(after)
+                    return
+
+        await _supervise([worker(k) for k in range(n)], float("inf"), None)
+
+    def _body(self, prompt: str, out: int, *, system: str | None = None) -> dict[str, Any]:
+        """A request body; ``system`` goes first (a system message, or the head of a completions prompt)."""
+        body: dict[str, Any] = {"model": self.model}
+        if self.plan.api == "chat":
+            system_messages = [{"role": "system", "content": system}] if system is not None else []
+            body["messages"] = [*system_messages, {"role": "user", "content": prompt}]
         else:
-            body["prompt"] = prompt
+            body["prompt"] = prompt if system is None else f"{system} {prompt}"
         body.update(stream=True, stream_options={"include_usage": True}, max_tokens=out, ignore_eos=True)
         body.update(self.plan.additional_params)
         return body
 
     async def send(
-        self, index: int, scheduled: float | None = None, *, then: str | None = None, after: str | None = None
+        self,
+        index: int,
+        scheduled: float | None = None,
+        *,
+        then: str | None = None,
+        after: str | None = None,
+        think: float = 0.0,
     ) -> RequestRecord:
         """Send request ``index`` (warm-ups come after the measured ones) and return its record.
 
         ``then`` and ``after`` announce arrivals to the simulator (``X-Sim-Then`` / ``X-Sim-After``, see the
         module docstring); the record is in server time when the response is stamped.
         """
-        parser = StreamParser(self.plan.api)
+        parser = StreamParser(self.plan.api, keep_text=True) if self.chat is not None else StreamParser(self.plan.api)
         error: str | None = None
         detail = ""
         arrival: float | None = None
@@ -474,6 +600,8 @@ class _Cell:
             headers["X-Sim-Then"] = then
         if after:
             headers["X-Sim-After"] = after
+        if think:
+            headers["X-Sim-Think"] = repr(think)
         token = _SINK.set(parser)
         start = time.perf_counter()
         measured = index < self.plan.max_requests
@@ -508,6 +636,8 @@ class _Cell:
         finally:
             _SINK.reset(token)
             self.in_flight -= measured
+        if parser.texts is not None:
+            self.replies[index] = "".join(parser.texts).strip()
         if error is None and parser.error is not None:
             error, detail = parser.error, parser.error_detail
         elif error is None and not (parser.done or parser.finished):
@@ -556,6 +686,7 @@ class _Cell:
             chunk_times=times,
             chunk_tokens=tuple(parser.chunk_tokens()),
             scheduled_time=scheduled,
+            cached_tokens=parser.cached_tokens,
         )
 
     def _record_incomplete(self, index: int, start: float, parser: StreamParser, scheduled: float | None) -> None:
@@ -612,6 +743,9 @@ class _Cell:
         every request promises a follower at its end; a worker that runs out of requests withdraws its promise.
         """
         claim = itertools.count(first)
+        if self.chat is not None and first < self.plan.max_requests:
+            await self.sessions(count, workers, keep)
+            return
         stop = first + count
         n = max(1, min(workers, count))
         burst = [next(claim) for _ in range(n)]

@@ -7,6 +7,10 @@ The requested and the actual counts are both recorded; actual counts always come
 
 With ``tokenizer`` naming a local directory and ``transformers`` importable, prompts are built from token ids
 and come out at the exact length (before the chat template). Nothing is ever downloaded from the hub.
+
+Shared prefixes (``P(...)`` scenarios, ``build_shared``): each group's system prompt starts with a word unique
+to the group and each question with a word unique to it, so requests of one group share exactly the system
+prompt's tokens and nothing more, and requests of different groups share nothing.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["PromptFactory"]
+__all__ = ["PromptFactory", "SharedPrompt"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +35,15 @@ _WORDS = (
 )  # fmt: skip
 _WIDTH = 4
 _LETTERS = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class SharedPrompt:
+    """A request of a shared-prefix scenario: its group's system prompt and its own question."""
+
+    group: int
+    system: str
+    question: str
 
 
 class PromptFactory:
@@ -63,6 +77,17 @@ class PromptFactory:
             else:
                 prompts.append(f"{prefix} {self._text[: _WIDTH * (n - 1) - 1]}")
         return prompts
+
+    def build_shared(self, system: int, question: int, assignment: Sequence[tuple[int, int]]) -> list[SharedPrompt]:
+        """One prompt per (group, question) of ``assignment``: ``system`` tokens shared by the group's requests,
+        then ``question`` tokens shared with no other request of the group (the same pair, the same prompt)."""
+        if not assignment:
+            return []
+        groups = sorted({g for g, _ in assignment})
+        questions = sorted(set(assignment))
+        systems = dict(zip(groups, self.build([system] * len(groups)), strict=True))
+        asked = dict(zip(questions, self.build([question] * len(questions)), strict=True))
+        return [SharedPrompt(g, systems[g], asked[(g, q)]) for g, q in assignment]
 
     def _grow(self, n_words: int) -> None:
         if len(self._text) >= _WIDTH * n_words:

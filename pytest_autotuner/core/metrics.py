@@ -10,6 +10,10 @@ Incomplete requests: a request still running when its cell's time limit ends is 
 not an error (``errors`` and ``error_rate`` count only requests that finished badly), and the cell's duration
 runs to the moment the limit ended, so throughput covers the whole window. The tokens it received by then
 count toward output throughput: they were delivered within the window.
+
+Prefix cache: ``cached_tokens`` is the server's ``usage.prompt_tokens_details.cached_tokens`` (SGLang with
+``--enable-cache-report``; the simulator always), None when the server did not say. A cell's
+``cache_hit_rate`` is cached / prompt tokens over the completed requests that reported it (NaN when none did).
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class RequestRecord:
     scheduled_time: float | None = None  # open loop: when the schedule wanted it sent
     error: str | None = None  # one of ERROR_KINDS, INCOMPLETE, None on success
     error_detail: str = ""
+    cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens (None when not reported)
 
     @property
     def ok(self) -> bool:
@@ -222,6 +227,18 @@ class CellMetrics:
         return sum(r.input_tokens for r in self.ok_records)
 
     @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens the server took from its prefix cache, over completed requests that reported them."""
+        return sum(r.cached_tokens for r in self.ok_records if r.cached_tokens is not None)
+
+    @property
+    def cache_hit_rate(self) -> float:
+        """Cached share of the prompt tokens of completed requests that reported cached tokens; NaN if none did."""
+        reported = [r for r in self.ok_records if r.cached_tokens is not None]
+        prompt = sum(r.input_tokens for r in reported)
+        return sum(r.cached_tokens or 0 for r in reported) / prompt if prompt else math.nan
+
+    @property
     def output_throughput(self) -> float:
         """Output tokens per second over the cell."""
         return self.output_tokens / self.duration if self.duration > 0 else 0.0
@@ -275,6 +292,8 @@ class CellMetrics:
             "errors": dict(self.errors),
             "precision_stop": self.precision_stop,
             "half_width": self.half_width,
+            "cached_tokens": self.cached_tokens,
+            "cache_hit_rate": self.cache_hit_rate,
             **{m: self.summary(m).as_dict() for m in LATENCY_METRICS},
         }
 
@@ -293,14 +312,15 @@ class CellSummary:
     latency: Mapping[str, Mapping[str, float]]  # metric -> statistic -> seconds (NaN when unknown)
     precision_stop: bool = False
     half_width: float = math.nan  # NaN: precision unset (or not stored)
+    cache_hit_rate: float = math.nan
 
     @property
     def label(self) -> str:
         return self.key.label
 
     def value(self, metric: str, statistic: str = "mean") -> float:
-        """``output_throughput``/``error_rate``, or a latency metric's statistic; NaN when unknown."""
-        if metric in ("output_throughput", "error_rate"):
+        """``output_throughput``, ``error_rate``, ``cache_hit_rate`` or a latency statistic; NaN when unknown."""
+        if metric in ("output_throughput", "error_rate", "cache_hit_rate"):
             return float(getattr(self, metric))
         return float(self.latency.get(metric, {}).get(statistic, math.nan))
 
@@ -343,6 +363,7 @@ class CellSummary:
             latency=latency,
             precision_stop=bool(cell.get("precision_stop", False)),
             half_width=number(cell.get("half_width")),
+            cache_hit_rate=number(cell.get("cache_hit_rate")),
         )
 
 
@@ -388,6 +409,7 @@ class BenchResult:
                         "e2e": r.e2e,
                         "input_tokens": r.input_tokens,
                         "output_tokens": r.output_tokens,
+                        "cached_tokens": r.cached_tokens,
                         "chunks": len(r.chunk_times),
                         "error": r.error,
                     }

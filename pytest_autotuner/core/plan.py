@@ -55,6 +55,7 @@ class BenchmarkPlan:
     min_requests_for_precision: int = 20
     precision_metric: str = "e2e"  # e2e | ttft | tpot | throughput (``precision.PRECISION_METRICS``)
     cell_order: Literal["lightest_first", "heaviest_first"] = "lightest_first"
+    dataset_root: str = "."  # the folder ``dataset(...)`` scenario paths are relative to (the spec file's)
 
     def cells(self) -> list[tuple[Scenario, int, float | None]]:
         """(scenario, concurrency, request_rate) of every cell, lightest load first.

@@ -1,4 +1,22 @@
-"""Traffic scenarios in the genai-bench grammar: ``D(in,out)``, ``N(mi,si)/(mo,so)``, ``U(...)``."""
+"""Traffic scenarios: the genai-bench grammar ``D(in,out)``, ``N(mi,si)/(mo,so)``, ``U(...)``, and shared prefixes.
+
+``P(groups,prompts,system,question,output)`` is the shape of SGLang ``bench_serving``'s
+``generated-shared-prefix`` dataset: ``groups`` system prompts of ``system`` tokens, each followed by
+``prompts`` different questions of ``question`` tokens, every request asking for ``output`` tokens. Requests
+draw their prompt in a seeded shuffled order over all groups (the order bench_serving sends them in), so a
+cache-aware scheduler has prefixes to regroup; a cell of more requests than ``groups x prompts`` starts over.
+
+``C(sessions,turns,in,out)`` or ``C(sessions,turns,in,out,system,think_ms)`` are multi-turn chats: ``sessions``
+conversations of ``turns`` turns; each turn adds a user message of ``in`` tokens and asks for ``out`` tokens,
+and resends the whole history (system prompt, earlier messages and the replies received), as chat clients
+do. All sessions share one system prompt of ``system`` tokens (default 0: none); the user thinks ``think_ms``
+milliseconds (server time) between a reply and the next turn. A session's turns go in order; the cell's
+concurrency is how many sessions run at once. Request ``i`` is turn ``i % turns`` of session ``i // turns``, so
+a cell sends ``min(max_requests, sessions x turns)`` requests.
+
+``dataset(path)`` replays a JSONL file of ShareGPT-shaped conversations (``dataset.py``), the path relative to
+the spec file; its lengths come from the file, so ``sample`` does not apply (the client draws the requests).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +27,17 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["ACCEPTED_FORMS", "Scenario", "ScenarioError", "parse_scenario"]
+__all__ = ["ACCEPTED_FORMS", "Conversations", "Scenario", "ScenarioError", "SharedPrefix", "parse_scenario"]
 
 ACCEPTED_FORMS = (
     "D(in,out) e.g. D(100,100); N(mean_in,std_in)/(mean_out,std_out) e.g. N(480,240)/(300,150); "
-    "U(min_in,max_in)/(min_out,max_out) e.g. U(50,100)/(50,200); U(max_in,max_out) e.g. U(100,200)"
+    "U(min_in,max_in)/(min_out,max_out) e.g. U(50,100)/(50,200); U(max_in,max_out) e.g. U(100,200); "
+    "P(groups,prompts,system,question,output) e.g. P(8,32,2000,100,100) (groups of prompts sharing a system prompt); "
+    "C(sessions,turns,in,out) or C(sessions,turns,in,out,system,think_ms) e.g. C(16,4,200,100,1000,500) "
+    "(multi-turn chats); dataset(path) e.g. dataset(datasets/chat.jsonl) (ShareGPT-shaped JSONL, relative to the spec)"
 )
+_CHAT_FIELDS = ("sessions", "turns", "in", "out", "system", "think_ms")
+_SHARED_FIELDS = ("groups", "prompts", "system", "question", "output")
 
 _NUM = r"(\d+)"
 _PAIR = rf"\({_NUM},{_NUM}\)"
@@ -23,7 +46,10 @@ _PATTERNS: dict[str, re.Pattern[str]] = {
     "N": re.compile(rf"^N{_PAIR}/{_PAIR}$"),
     "U4": re.compile(rf"^U{_PAIR}/{_PAIR}$"),
     "U2": re.compile(rf"^U{_PAIR}$"),
+    "P": re.compile(rf"^P\({_NUM},{_NUM},{_NUM},{_NUM},{_NUM}\)$"),
+    "C": re.compile(rf"^C\({_NUM},{_NUM},{_NUM},{_NUM}(?:,{_NUM},{_NUM})?\)$"),
 }
+_DATASET = re.compile(r"^dataset\(\s*([^()]*?)\s*\)$")
 
 
 class ScenarioError(ValueError):
@@ -31,17 +57,62 @@ class ScenarioError(ValueError):
 
 
 @dataclass(frozen=True)
+class SharedPrefix:
+    """Groups of prompts sharing a system prompt (``P(...)``); token counts before any chat template."""
+
+    groups: int
+    prompts: int  # per group
+    system: int
+    question: int
+
+    def assign(self, rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
+        """(group, question) of ``n`` requests: every prompt once in a seeded shuffled order, then again."""
+        total = self.groups * self.prompts
+        order: list[int] = []
+        while len(order) < n:
+            order += [int(i) for i in rng.permutation(total)]
+        return [divmod(i, self.prompts) for i in order[:n]]
+
+
+@dataclass(frozen=True)
+class Conversations:
+    """Multi-turn chats (``C(...)``): each turn resends the history and adds ``input`` new tokens."""
+
+    sessions: int
+    turns: int
+    input: int  # tokens of each user message
+    output: int  # tokens asked for in each reply
+    system: int = 0  # tokens of the system prompt all sessions share
+    think: float = 0.0  # server seconds between a reply and the next turn
+
+    def requests(self, limit: int) -> int:
+        """Requests a cell sends when at most ``limit`` are allowed."""
+        return min(limit, self.sessions * self.turns)
+
+    def prompt_tokens(self, turn: int) -> int:
+        """Prompt tokens of turn ``turn`` (0-based) by the requested lengths: history plus the new message."""
+        return self.system + turn * (self.input + self.output) + self.input
+
+
+@dataclass(frozen=True)
 class Scenario:
     """One traffic scenario: how input and output token counts of requests are drawn."""
 
     text: str
-    kind: Literal["D", "N", "U"]
+    kind: Literal["D", "N", "U", "P", "C", "R"]
     input: tuple[int, int]
     output: tuple[int, int]
+    shared: SharedPrefix | None = None  # kind "P": the prompt structure
+    chat: Conversations | None = None  # kind "C": the sessions
+    dataset: str | None = None  # kind "R": the JSONL file, as written (relative to the spec file)
 
     def sample(self, rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
-        """Draw ``n`` (input_tokens, output_tokens) pairs."""
-        if self.kind == "D":
+        """Draw ``n`` (input_tokens, output_tokens) pairs (``C``: request ``i`` is turn ``i % turns``)."""
+        if self.chat is not None:
+            return [(self.chat.prompt_tokens(i % self.chat.turns), self.chat.output) for i in range(n)]
+        if self.dataset is not None:
+            raise ValueError(f"{self.text!r}: a dataset's lengths come from its file (core.dataset), not sample()")
+        if self.kind in ("D", "P"):
             return [(self.input[0], self.output[0])] * n
         if self.kind == "N":
             ins = rng.normal(self.input[0], self.input[1], n)
@@ -58,6 +129,10 @@ class Scenario:
             return self.input[0] + 3 * self.input[1] + self.output[0] + 3 * self.output[1]
         if self.kind == "D":
             return self.input[0] + self.output[0]
+        if self.kind == "P":
+            return self.input[0] + self.output[0]
+        if self.chat is not None:
+            return self.chat.prompt_tokens(self.chat.turns - 1) + self.chat.output
         return self.input[1] + self.output[1]
 
 
@@ -66,11 +141,20 @@ def parse_scenario(text: str) -> Scenario:
     if not isinstance(text, str):
         raise ScenarioError(f"scenario must be a string, got {text!r}; accepted forms: {ACCEPTED_FORMS}")
     compact = text.strip()
+    replay = _DATASET.match(compact)
+    if replay:
+        if not replay.group(1):
+            raise ScenarioError(f"{text!r}: `dataset` needs a JSONL file path, e.g. dataset(datasets/chat.jsonl)")
+        return Scenario(compact, "R", (0, 0), (0, 0), dataset=replay.group(1))
     for key, pattern in _PATTERNS.items():
         match = pattern.match(compact)
         if not match:
             continue
-        nums = [int(g) for g in match.groups()]
+        nums = [int(g) for g in match.groups() if g is not None]
+        if key == "P":
+            return _shared_prefix(compact, nums)
+        if key == "C":
+            return _conversations(compact, nums)
         if key == "D":
             scenario = Scenario(compact, "D", (nums[0], 0), (nums[1], 0))
         elif key == "N":
@@ -93,3 +177,27 @@ def _check_bounds(scenario: Scenario) -> None:
         for lo, hi in (scenario.input, scenario.output):
             if lo < 1 or hi < lo:
                 raise ScenarioError(f"{scenario.text!r}: each range needs 1 <= min <= max, got ({lo},{hi})")
+
+
+def _shared_prefix(text: str, nums: list[int]) -> Scenario:
+    for name, value in zip(_SHARED_FIELDS, nums, strict=True):
+        if value < 1:
+            raise ScenarioError(
+                f"{text!r}: `{name}` (field {_SHARED_FIELDS.index(name) + 1} of "
+                f"P({','.join(_SHARED_FIELDS)})) must be at least 1, got {value}"
+            )
+    groups, prompts, system, question, output = nums
+    shared = SharedPrefix(groups, prompts, system, question)
+    return Scenario(text, "P", (system + question, 0), (output, 0), shared)
+
+
+def _conversations(text: str, nums: list[int]) -> Scenario:
+    for index, (name, value) in enumerate(zip(_CHAT_FIELDS, nums, strict=False)):
+        if value < 1 and index < 4:
+            raise ScenarioError(
+                f"{text!r}: `{name}` (field {index + 1} of C({','.join(_CHAT_FIELDS)})) must be at least 1, got {value}"
+            )
+    sessions, turns, n_in, n_out, *rest = nums
+    system, think_ms = rest if rest else (0, 0)
+    chat = Conversations(sessions, turns, n_in, n_out, system, think_ms / 1000.0)
+    return Scenario(text, "C", (chat.prompt_tokens(turns - 1), 0), (n_out, 0), chat=chat)

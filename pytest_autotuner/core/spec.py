@@ -16,12 +16,15 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from pytest_autotuner.core.dataset import DatasetError, load_exchanges
 from pytest_autotuner.core.runtime_kinds import RUNTIME_KINDS, RuntimeKind
 from pytest_autotuner.core.scenarios import ScenarioError, parse_scenario
 
@@ -214,6 +217,38 @@ class Benchmark(_Model):
         if bad:
             raise ValueError(f"concurrency must be at least 1, got {bad[0]}")
         return values
+
+    _spec_dir: str = PrivateAttr(default=".")
+
+    @property
+    def dataset_root(self) -> str:
+        """The folder ``dataset(...)`` paths are relative to: the spec file's."""
+        return self._spec_dir
+
+    @model_validator(mode="after")
+    def _datasets_readable(self, info: ValidationInfo) -> Benchmark:
+        context = info.context if isinstance(info.context, dict) else {}
+        self._spec_dir = str(context.get("spec_dir", "."))
+        for text in self.traffic_scenarios:
+            scenario = parse_scenario(text)
+            if scenario.dataset is None:
+                continue
+            try:
+                load_exchanges(str(Path(self._spec_dir, scenario.dataset).resolve()))
+            except DatasetError as err:
+                raise ValueError(f"`traffic_scenarios` has {text!r}: {err}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _sessions_run_closed_loop(self) -> Benchmark:
+        chats = [s for s in self.traffic_scenarios if parse_scenario(s).chat is not None]
+        if chats and self.request_rates:
+            raise ValueError(
+                f"`traffic_scenarios` has the multi-turn scenario {chats[0]!r} and `request_rates` is "
+                f"{self.request_rates}; a session's turns follow its replies, so multi-turn chats run closed loop "
+                "only: drop `request_rates` or move the chats to a spec of their own"
+            )
+        return self
 
     @model_validator(mode="after")
     def _min_completed_reachable(self) -> Benchmark:
@@ -454,7 +489,7 @@ def load_spec(path: str | Path) -> TaskSpec:
         raise SpecError(f"{path}: a tuning spec must be a JSON/YAML object, got {type(raw).__name__}")
     raw.setdefault("task_name", path.name.split(".")[0])
     try:
-        return TaskSpec.model_validate(raw)
+        return TaskSpec.model_validate(raw, context={"spec_dir": str(path.parent)})
     except ValidationError as err:
         raise SpecError(_format_errors(path, err)) from None
 

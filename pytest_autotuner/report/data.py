@@ -43,6 +43,7 @@ CELL_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("tpot_mean", "tpot", "mean"),
     ("output_throughput", "output_throughput", ""),
     ("error_rate", "error_rate", ""),
+    ("cache_hit_rate", "cache_hit_rate", ""),
 )
 
 

@@ -69,6 +69,7 @@ def _best_context(result: TaskOutcome) -> dict[str, Any] | None:
             "tpot_mean": format_seconds(cell.summary("tpot").mean),
             "throughput": _number(cell.output_throughput),
             "error_rate": f"{cell.error_rate:.1%}",
+            "cache_hit_rate": "n/a" if math.isnan(hit := cell.cache_hit_rate) else f"{hit:.1%}",
         }
         for cell in best.merged.cells
     ]

@@ -17,9 +17,10 @@ Modelling choices worth knowing when reading results:
   too late to wait for (``late_promises``). A client that times the server with its own clock (times the
   speed-up) gets close figures at speed-up 1 only.
 - Tokens: one per whitespace-separated word (plus one per 10 characters of a long word).
-- Prefix cache: the server counts the words a prompt shares with the previous prompt; under ``lpm`` /
-  ``dfs-weight`` those tokens are taken from the cache once prefilled. The benchmark client starts every
-  prompt with a unique word, so it gets no reuse, as it would from SGLang's radix cache.
+- Prefix cache: a radix tree of token sequences in the KV pool, with LRU eviction (``radix_cache.py``; rules in
+  ``scheduler.py``): a request's longest cached prefix skips prefill compute, ``--disable-radix-cache`` turns
+  it off, ``lpm`` orders the queue by it (fcfs beyond 128 waiting requests), and usage reports
+  ``prompt_tokens_details.cached_tokens`` (always; SGLang only with ``--enable-cache-report``).
 - Prefill and decode steps alternate while both have work (unless ``--enable-mixed-chunk``), so the chunk size
   bounds decode stalls; unchunked prefill batches lose GEMM efficiency beyond 4k tokens.
 - Noise: a per-run step-time factor ``exp(N(0, noise))`` shared by all replicas, times per-step jitter

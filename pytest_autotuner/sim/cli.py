@@ -96,6 +96,8 @@ def build_parser(*, raising: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--cuda-graph-max-bs", type=_positive_int, default=None)
     p.add_argument("--disable-cuda-graph", action="store_true")
     p.add_argument("--enable-mixed-chunk", action="store_true")
+    p.add_argument("--disable-radix-cache", action="store_true")
+    p.add_argument("--enable-cache-report", action="store_true", help="accepted; the simulator always reports")
     p.add_argument("--kv-cache-dtype", choices=KV_CACHE_DTYPES, default="auto")
     p.add_argument("--stream-interval", type=_positive_int, default=1)
     sim = p.add_argument_group("simulator")
@@ -151,6 +153,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         cuda_graph_max_bs=args.cuda_graph_max_bs,
         disable_cuda_graph=args.disable_cuda_graph,
         enable_mixed_chunk=args.enable_mixed_chunk,
+        disable_radix_cache=args.disable_radix_cache,
         kv_cache_dtype=args.kv_cache_dtype,
         stream_interval=args.stream_interval,
         context_length=args.context_length,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -55,6 +55,11 @@ def run_benchmark_in_process(
         raise TrialFailure(FAILURE_CLASSES[exc.kind], exc.message) from None
     cells = []
     for index, (scenario, concurrency, rate) in enumerate(plan.cells()):
+        if scenario.chat is not None or scenario.dataset is not None:
+            raise ValueError(
+                f"{scenario.text!r}: multi-turn and dataset traffic need the benchmark client (their prompts carry "
+                "the replies or the file's text); run it against the simulator process (`runtime: sim`)"
+            )
         rng = np.random.default_rng([seed, index])
         cells.append(_simulate_cell(cfg, memory, plan, scenario, concurrency, rate, rng=rng, seed=seed, noise=noise))
     return BenchResult(cells, server_info(args, cfg, memory))
@@ -128,13 +133,15 @@ def _simulate_cell(
 ) -> CellMetrics:
     total = plan.warmup_requests + plan.max_requests
     lengths = scenario.sample(rng, total)
+    prompts = _shared_prompts(scenario, rng, total)
     sent = 0
 
     def make(at: float) -> SimRequest:
         nonlocal sent
         n_in, n_out = lengths[sent]
         sent += 1
-        return SimRequest(rid=sent - 1, arrival=at, input_tokens=n_in, output_tokens=n_out)
+        tokens = prompts[sent - 1] if prompts else None
+        return SimRequest(rid=sent - 1, arrival=at, input_tokens=n_in, output_tokens=n_out, tokens=tokens)
 
     if rate is not None:
         gaps = rng.exponential(1.0 / rate, total)
@@ -162,6 +169,20 @@ def _simulate_cell(
     return CellMetrics(scenario.text, concurrency, duration, records, request_rate=rate)
 
 
+def _shared_prompts(scenario: Scenario, rng: np.random.Generator, n: int) -> list[tuple[Hashable, ...]]:
+    """Prompt tokens of a shared-prefix scenario (as the client's prompts share them); empty for other kinds."""
+    shared = scenario.shared
+    if shared is None:
+        return []
+    systems: dict[int, tuple[Hashable, ...]] = {}
+    prompts = []
+    for group, question in shared.assign(rng, n):
+        if group not in systems:
+            systems[group] = tuple(("system", group, j) for j in range(shared.system))
+        prompts.append(systems[group] + tuple(("question", group, question, j) for j in range(shared.question)))
+    return prompts
+
+
 def _record(req: SimRequest, requested: tuple[int, int], interval: int, *, open_loop: bool) -> RequestRecord:
     if req.finish_time is None:
         return RequestRecord(
@@ -186,4 +207,5 @@ def _record(req: SimRequest, requested: tuple[int, int], interval: int, *, open_
         chunk_times=times,
         chunk_tokens=tuple(sizes),
         scheduled_time=req.arrival if open_loop else None,
+        cached_tokens=req.cached_tokens,
     )

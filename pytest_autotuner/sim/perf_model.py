@@ -34,7 +34,8 @@ GIB = 1024**3
 #: What a configuration measures on the simulator: bump it whenever this step-time model, the scheduler or the
 #: simulator's clock change the figures, so baselines recorded before no longer compare (baseline fingerprint).
 #: 2: measurements in server time (``clock.py``): speed-up and host load no longer move them.
-SIM_MODEL_VERSION = 2
+#: 3: a radix cache in the KV pool (every policy; lpm orders by it), decode reads only the decoders' context.
+SIM_MODEL_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ class EngineConfig:
     cuda_graph_max_bs: int | None = None
     disable_cuda_graph: bool = False
     enable_mixed_chunk: bool = False
+    disable_radix_cache: bool = False
     kv_cache_dtype: str = "auto"
     stream_interval: int = 1
     context_length: int | None = None

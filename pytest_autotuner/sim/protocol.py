@@ -1,7 +1,10 @@
 """Request parsing and response bodies in SGLang's OpenAI-compatible and native formats.
 
 Token counting without a tokenizer: each whitespace-separated word is one token, plus one more per 10
-characters of a long word. A synthetic prompt of N short words therefore counts as N prompt tokens.
+characters of a long word. A synthetic prompt of N short words therefore counts as N prompt tokens. The
+prompt's tokens (``prompt_tokens``: each word, a long word cut into its 10-character pieces) are the keys of
+the radix cache. Usage carries ``prompt_tokens_details.cached_tokens`` as SGLang 0.5.23 does with
+``--enable-cache-report`` (``/generate``: ``meta_info.cached_tokens``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ __all__ = [
     "count_tokens",
     "error_body",
     "parse_generation",
+    "prompt_tokens",
     "sse",
     "token_text",
 ]
@@ -34,7 +38,7 @@ class RequestError(ValueError):
 @dataclass
 class GenerationRequest:
     api: Api
-    prompt_words: list[str]
+    tokens: tuple[str, ...]  # the prompt's tokens (radix cache keys)
     input_tokens: int
     max_tokens: int
     stream: bool
@@ -45,6 +49,11 @@ class GenerationRequest:
 
 def count_tokens(words: list[str]) -> int:
     return sum(1 + len(w) // 10 for w in words)
+
+
+def prompt_tokens(words: list[str]) -> tuple[str, ...]:
+    """The prompt's tokens by the word rule: a word, or a long word's 10-character pieces (``count_tokens``)."""
+    return tuple(w if len(w) < 10 else w[i : i + 10] for w in words for i in range(0, len(w) // 10 * 10 + 1, 10))
 
 
 def token_text(index: int) -> str:
@@ -108,8 +117,8 @@ def parse_generation(api: Api, raw: bytes, served_model: str) -> GenerationReque
     options = body.get("stream_options") or {}
     return GenerationRequest(
         api=api,
-        prompt_words=words,
-        input_tokens=max(1, count_tokens(words)),
+        tokens=(tokens := prompt_tokens(words)),
+        input_tokens=max(1, len(tokens)),
         max_tokens=max_tokens,
         stream=stream,
         ignore_eos=bool(params.get("ignore_eos", False)),
@@ -134,6 +143,7 @@ class ResponseShape:
 
     req: GenerationRequest
     rid: str
+    cached_tokens: int = 0  # prompt tokens found in the radix cache, known once the request is admitted
 
     def __post_init__(self) -> None:
         self.created = int(time.time())
@@ -163,9 +173,14 @@ class ResponseShape:
             return self._chunk({"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason})
         return self._chunk({"index": 0, "text": "", "logprobs": None, "finish_reason": reason})
 
-    def usage(self, generated: int) -> dict[str, int]:
+    def usage(self, generated: int) -> dict[str, Any]:
         n_in = self.req.input_tokens
-        return {"prompt_tokens": n_in, "completion_tokens": generated, "total_tokens": n_in + generated}
+        return {
+            "prompt_tokens": n_in,
+            "completion_tokens": generated,
+            "total_tokens": n_in + generated,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }
 
     def usage_chunk(self, generated: int) -> dict[str, Any]:
         chunk = self._chunk({})
@@ -179,6 +194,7 @@ class ResponseShape:
             "id": self.rid,
             "prompt_tokens": self.req.input_tokens,
             "completion_tokens": generated,
+            "cached_tokens": self.cached_tokens,
             "finish_reason": finish,
         }
 

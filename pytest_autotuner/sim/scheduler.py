@@ -12,9 +12,21 @@ SGLang's scheduler, documented so results can be read):
   chunk is the longest decode stall; with it, every prefill step also advances all decoding requests.
 - When a decode step would overflow the KV pool, the most recently admitted request is retracted: its KV is
   freed and it re-queues at the front, to re-prefill prompt + generated tokens.
-- Prefix cache: under ``lpm``/``dfs-weight`` a request's shared prefix (``cached_prefix``) is taken from the
-  cache once an earlier request has prefilled it, so only the rest is computed. Other policies get no reuse.
-  Ordering by prefix falls back to FCFS when more than 128 requests wait, as SGLang's lpm does.
+- Radix cache (``radix_cache.py``, SGLang's RadixAttention), under every policy unless
+  ``--disable-radix-cache``: a request admitted to a prefill batch takes the longest cached prefix of its tokens
+  (at most all but the last prompt token, as SGLang's ``max_prefix_len``), locks it, and computes only the rest;
+  what it prefilled is inserted into the tree when its prefill (or a chunk of it) ends, so requests admitted
+  later share it while it still runs (SGLang's ``cache_unfinished_req``); prompt + output go in when it
+  finishes (``cache_finished_req``). Cached tokens occupy the KV pool: the pool holds the requests' own tokens
+  plus the tree, admission counts unlocked tree tokens as free, and allocation evicts unlocked leaves, least
+  recently used first. ``cached_tokens`` is the prefix hit of the request's first admission (what SGLang
+  reports as ``prompt_tokens_details.cached_tokens``).
+- ``lpm`` orders the waiting queue by the longest cached prefix (``match_length``), and deprioritises a request
+  whose own match is at most 32 tokens when an earlier waiting request shares its first 32 tokens (SGLang's
+  in-batch prefix caching: one request of a new group computes the shared prefix, the others then hit it). It
+  falls back to fcfs when more than 128 requests wait, and becomes fcfs when the radix cache is disabled, as
+  SGLang's ``SchedulePolicy`` does (``_determine_active_policy``, ``_validate_and_adjust_policy``).
+  ``dfs-weight`` is simulated as ``lpm``.
 """
 
 from __future__ import annotations
@@ -22,18 +34,23 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pytest_autotuner.sim.perf_model import StepCost
+from pytest_autotuner.sim.radix_cache import RadixCache, RadixNode
 
 if TYPE_CHECKING:
     from pytest_autotuner.sim.perf_model import EngineConfig, MemoryPlan
 
-__all__ = ["Scheduler", "SimRequest", "StepOutcome", "chunk_due", "stream_chunk_sizes"]
+__all__ = ["OUTPUT_WORDS", "Scheduler", "SimRequest", "StepOutcome", "chunk_due", "stream_chunk_sizes"]
 
 _PREFIX_POLICIES = ("lpm", "dfs-weight")
-_LPM_MAX_QUEUE = 128
+_LPM_MAX_QUEUE = 128  # SGLang: lpm falls back to fcfs above this many waiting requests
+_IN_BATCH_CHECK = 32  # SGLang's IN_BATCH_PREFIX_CACHING_CHECK_THRESHOLD (and DEPRIORITIZE_THRESHOLD)
+#: The words the simulator generates, in order (``protocol.token_text``); an output's tokens for the cache.
+OUTPUT_WORDS = ("the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "on")
 
 
 def stream_chunk_sizes(output_tokens: int, interval: int) -> list[int]:
@@ -58,7 +75,8 @@ class SimRequest:
     input_tokens: int
     output_tokens: int  # tokens it will generate (max_new_tokens, or an earlier stop without ignore_eos)
     max_new_tokens: int = 0  # what the KV reservation assumes; defaults to output_tokens
-    cached_prefix: int = 0  # prompt tokens shared with other requests' prompts
+    tokens: tuple[Hashable, ...] | None = None  # the prompt's tokens (radix cache keys); None: unique to it
+    cached_tokens: int = 0  # prompt tokens its first admission found in the radix cache
     priority: int = 0
     replica: int = 0
     token_times: list[float] = field(default_factory=list)
@@ -68,10 +86,22 @@ class SimRequest:
     prefill_target: int = 0
     prefilled: int = 0
     context: int = 0  # KV tokens held
+    cache_len: int = 0  # of which in the radix tree (locked at ``node``)
+    node: RadixNode | None = None
+    admitted: bool = False
 
     def __post_init__(self) -> None:
         if self.max_new_tokens <= 0:
             self.max_new_tokens = self.output_tokens
+
+    def key(self, n: int) -> tuple[Hashable, ...]:
+        """The first ``n`` tokens of prompt + output, as cache keys."""
+        if self.tokens is None:  # unique: only its first token must differ from every other sequence's
+            self.tokens = (("unique", id(self)), *range(1, self.input_tokens))
+        if n <= len(self.tokens):
+            return self.tokens[:n]
+        out = n - len(self.tokens)
+        return self.tokens + tuple(OUTPUT_WORDS[i % len(OUTPUT_WORDS)] for i in range(out))
 
     @property
     def generated(self) -> int:
@@ -112,14 +142,14 @@ class Scheduler:
         self.waiting: deque[SimRequest] = deque()
         self.prefilling: SimRequest | None = None  # a partially prefilled (chunked) request
         self.running: list[SimRequest] = []
-        self.kv_used = 0
+        self.cache = None if config.disable_radix_cache else RadixCache()
+        self._private = 0  # KV tokens of admitted requests outside the radix tree
         self._reserved = 0  # sum of remaining_reserve over admitted requests
         cons = config.schedule_conservativeness
         self._init_ratio = min(1.0, 0.7 * cons)
         self._min_ratio = min(self._init_ratio, 0.14 * cons)
         self._ratio = self._init_ratio
         self._decay = (self._init_ratio - self._min_ratio) / 600
-        self._prefix_cached = 0
         self._last_was_prefill = False
         self.steps = 0
 
@@ -147,8 +177,28 @@ class Scheduler:
     def busy(self) -> bool:
         return bool(self.waiting or self.prefilling or self.running)
 
-    def flush_cache(self) -> None:
-        self._prefix_cached = 0
+    @property
+    def kv_used(self) -> int:
+        """KV pool tokens in use: the requests' own plus the radix tree's (evictable or not)."""
+        return self._private + (self.cache.total if self.cache is not None else 0)
+
+    @property
+    def _evictable(self) -> int:
+        return self.cache.evictable if self.cache is not None else 0
+
+    def flush_cache(self) -> bool:
+        """Empty the radix cache, as SGLang's /flush_cache does only when no request is in flight."""
+        if self.busy:
+            return False
+        if self.cache is not None:
+            self.cache.reset()
+        return True
+
+    def _make_room(self, tokens: int) -> None:
+        """Evict unlocked cache entries until ``tokens`` more fit in the pool (when they can)."""
+        short = self.kv_used + tokens - self.capacity
+        if short > 0 and self.cache is not None:
+            self.cache.evict(short)
 
     # -- one iteration -------------------------------------------------------------------------------
 
@@ -172,9 +222,9 @@ class Scheduler:
         if policy == "fcfs" or len(self.waiting) < 2:
             return self.waiting
         if policy in _PREFIX_POLICIES:
-            if len(self.waiting) > _LPM_MAX_QUEUE:
+            if self.cache is None or len(self.waiting) > _LPM_MAX_QUEUE:
                 return self.waiting
-            return sorted(self.waiting, key=lambda r: -min(r.cached_prefix, self._prefix_cached))
+            return self._longest_prefix_first(self.cache)
         if policy == "lof":
             return sorted(self.waiting, key=lambda r: -r.max_new_tokens)
         if policy == "priority":
@@ -182,6 +232,19 @@ class Scheduler:
         shuffled = list(self.waiting)
         self._rng.shuffle(shuffled)
         return shuffled
+
+    def _longest_prefix_first(self, cache: RadixCache) -> list[SimRequest]:
+        seen: set[tuple[Hashable, ...]] = set()
+        keys: dict[int, float] = {}
+        for req in self.waiting:
+            match = cache.match_length(req.key(req.prefill_target - 1))
+            keys[id(req)] = -match
+            if match <= _IN_BATCH_CHECK and req.prefill_target > _IN_BATCH_CHECK:
+                head = req.key(_IN_BATCH_CHECK)
+                if head in seen:
+                    keys[id(req)] = math.inf
+                seen.add(head)
+        return sorted(self.waiting, key=lambda r: keys[id(r)])
 
     def _prefill_batch(self) -> list[tuple[SimRequest, int]]:
         """(request, tokens to prefill this step) of the next prefill batch."""
@@ -197,25 +260,33 @@ class Scheduler:
         if budget <= 0 or not self.waiting:
             return batch
         admitted = len(self.running) + len(batch)
-        free = self.capacity - self.kv_used - int(self._reserved * self._ratio)
+        # Unlocked cache entries count as free: allocation evicts them (SGLang's PrefillAdder does the same).
+        free = self.capacity - self.kv_used + self._evictable - int(self._reserved * self._ratio)
         taken: list[SimRequest] = []
         for req in self._ordered_waiting():
             if admitted >= self.max_running or budget <= 0:
                 break
-            hit = 0
-            if cfg.schedule_policy in _PREFIX_POLICIES and req.retractions == 0:
-                hit = min(req.cached_prefix, self._prefix_cached, req.prefill_target - 1)
+            hit, node = 0, None
+            if self.cache is not None:
+                hit, node = self.cache.match(req.key(req.prefill_target - 1))
+                before = self.cache.evictable
+                self.cache.lock(node)
+                free -= before - self.cache.evictable  # the matched path is no longer evictable
             todo = req.prefill_target - hit
             need = todo + int(req.remaining_reserve * self._ratio)
-            idle = admitted == 0 and self.kv_used == 0
-            if need > free and not (idle and req.prefill_target < self.capacity):
-                break
-            if not chunking and todo > budget and batch:
+            idle = admitted == 0 and self._private == 0
+            if (need > free and not (idle and req.prefill_target < self.capacity)) or (
+                not chunking and todo > budget and batch
+            ):
+                if self.cache is not None and node is not None:
+                    self.cache.unlock(node)
                 break
             take = min(todo, budget) if chunking else todo
+            if not req.admitted:
+                req.admitted, req.cached_tokens = True, hit
             req.prefilled = hit
-            req.context = hit
-            self.kv_used += hit
+            req.context = req.cache_len = hit
+            req.node = node
             self._reserved += req.remaining_reserve
             free -= need
             budget -= take
@@ -253,15 +324,15 @@ class Scheduler:
         if mixed:
             self._advance_decoders(end, produced, finished)
         self.prefilling = None
+        self._make_room(tokens)
         for req, take in batch:
             req.prefilled += take
             req.context += take
-            self.kv_used += take
+            self._private += take
+            self._cache_prefilled(req)
             if req.prefilled < req.prefill_target:
                 self.prefilling = req
                 continue
-            if req.cached_prefix:
-                self._prefix_cached = max(self._prefix_cached, min(req.cached_prefix, req.input_tokens))
             if req.generated == 0:  # a retracted request already had its first token
                 req.token_times.append(end)
                 self._reserved -= 1
@@ -273,9 +344,11 @@ class Scheduler:
         return StepOutcome(start, end, produced, finished)
 
     def _run_decode(self, start: float) -> StepOutcome:
+        self._make_room(len(self.running))
         while self.running and self.kv_used + len(self.running) > self.capacity:
             self._retract(self.running[-1])
-        seconds = self._cost(decode_batch=len(self.running), decode_context=self.kv_used - self._prefill_context())
+        context = sum(r.context for r in self.running)
+        seconds = self._cost(decode_batch=len(self.running), decode_context=context)
         end = start + self._noisy(seconds)
         produced: list[SimRequest] = []
         finished: list[SimRequest] = []
@@ -283,8 +356,26 @@ class Scheduler:
         self._ratio = max(self._min_ratio, self._ratio - self._decay)
         return StepOutcome(start, end, produced, finished)
 
-    def _prefill_context(self) -> int:
-        return self.prefilling.context if self.prefilling is not None else 0
+    def _cache_prefilled(self, req: SimRequest) -> None:
+        """Insert what ``req`` has prefilled into the tree; its own copy of tokens already there is freed."""
+        if self.cache is None or req.prefilled <= req.cache_len:
+            return
+        _, node = self.cache.insert(req.key(req.prefilled))
+        self.cache.lock(node)
+        if req.node is not None:
+            self.cache.unlock(req.node)
+        self._private -= req.prefilled - req.cache_len
+        req.node, req.cache_len = node, req.prefilled
+
+    def _release(self, req: SimRequest, *, keep: bool) -> None:
+        """Give back ``req``'s KV: its whole sequence goes into the tree when ``keep`` (a finished request)."""
+        self._private -= req.context - req.cache_len  # its tokens outside the tree: into it, or freed
+        if self.cache is not None:
+            if keep:
+                self.cache.insert(req.key(req.context))
+            if req.node is not None:
+                self.cache.unlock(req.node)
+        req.node, req.context, req.cache_len = None, 0, 0
 
     def _advance_decoders(self, end: float, produced: list[SimRequest], finished: list[SimRequest]) -> None:
         still: list[SimRequest] = []
@@ -297,22 +388,21 @@ class Scheduler:
             else:
                 still.append(req)
         n = len(self.running)
-        self.kv_used += n
+        self._private += n
         self._reserved -= n
         self.running = still
 
     def _finish(self, req: SimRequest, end: float, finished: list[SimRequest]) -> None:
         req.finish_time = end
-        self.kv_used -= req.context
         self._reserved -= req.remaining_reserve
-        req.context = 0
+        self._release(req, keep=True)
         finished.append(req)
 
     def _retract(self, req: SimRequest) -> None:
         self.running.remove(req)
-        self.kv_used -= req.context
         self._reserved -= req.remaining_reserve
-        req.context = req.prefilled = 0
+        self._release(req, keep=False)
+        req.prefilled = 0
         req.prefill_target = req.input_tokens + req.generated
         req.retractions += 1
         self.waiting.appendleft(req)

@@ -16,6 +16,8 @@ be independent of how fast the client reacts):
 - ``X-Sim-Then: end`` promises that a request will arrive exactly when this one finishes (closed loop);
   ``X-Sim-Then: +<s>`` that one arrives ``s`` simulated seconds after this one arrived (open loop, or the first
   burst of a closed loop with ``+0``). Both may be given, comma-separated.
+- ``X-Sim-Think: <s>`` with ``X-Sim-Then: end``: the follower arrives ``s`` simulated seconds after this one's
+  end (a chat user's think time between a reply and the next turn).
 - ``X-Sim-After: <token>@end`` / ``<token>@start`` marks the request that keeps such a promise: its arrival is
   the promised time, whenever its bytes come in. ``POST /sim/release`` with the same header withdraws a
   promise that will not be kept (the closed loop ran out of requests).
@@ -60,12 +62,11 @@ if TYPE_CHECKING:
     from pytest_autotuner.sim.perf_model import EngineConfig, MemoryPlan
     from pytest_autotuner.sim.protocol import Api, GenerationRequest
 
-__all__ = ["PROMISE_GRACE", "SimServer", "parse_then"]
+__all__ = ["PROMISE_GRACE", "SimServer", "parse_then", "parse_think"]
 
 logger = logging.getLogger(__name__)
 
 _MEAN_NATURAL_LENGTH = 256  # without ignore_eos, a request stops after ~Exp(256) tokens (seeded)
-_PREFIX_COMPARE_WORDS = 8192
 #: Wall seconds a promised arrival may be late (after its simulated time came) before it is given up.
 PROMISE_GRACE = 2.0
 _UNORDERED = 1 << 62  # the order of requests without a token: after every token, then by receipt
@@ -85,6 +86,14 @@ def parse_then(value: str) -> tuple[bool, float | None]:
         elif part:
             raise ValueError(f"`X-Sim-Then` takes `end` and/or `+<seconds>`, got {part!r}")
     return at_end, after
+
+
+def parse_think(value: str) -> float:
+    """``X-Sim-Think``: simulated seconds between this request's end and its follower's arrival."""
+    think = float(value)
+    if not think >= 0.0:  # also NaN
+        raise ValueError(f"`X-Sim-Think` must be >= 0 seconds, got {value!r}")
+    return think
 
 
 def _order(token: str | None, receipt: int) -> int:
@@ -140,7 +149,6 @@ class SimServer:
         self.hung = False
         self._generation_requests = 0
         self._streams = 0
-        self._prev_words: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._lag: list[float] = []  # wall seconds each step was emitted after its due time
 
@@ -197,7 +205,7 @@ class SimServer:
             for req in outcome.finished:
                 live = self._live.get(req.rid)
                 if live is not None and live.follow_up is not None and not live.broken:
-                    self._promise(live.follow_up, outcome.end)
+                    self._promise(live.follow_up, outcome.end + live.think)
 
     def _assign(self, upto: float) -> None:
         """Requests arrived by ``upto`` get their rid, length and replica, in (arrival, token) order."""
@@ -220,15 +228,8 @@ class SimServer:
         """Give an arrived request its place in the timeline (done in arrival order, so reproducible)."""
         gen, sim, live = arrival.gen, arrival.sim, arrival.live
         assert gen is not None and live is not None
-        cached = 0
-        for a, b in zip(self._prev_words[:_PREFIX_COMPARE_WORDS], gen.prompt_words, strict=False):
-            if a != b:
-                break
-            cached += 1
-        self._prev_words = gen.prompt_words
         sim.rid = len(self.timeline)
         sim.arrival = arrival.at
-        sim.cached_prefix = cached
         if not gen.ignore_eos:
             sim.output_tokens = min(gen.max_tokens, 1 + int(self._rng.expovariate(1.0 / _MEAN_NATURAL_LENGTH)))
         self._live[sim.rid] = live
@@ -242,6 +243,7 @@ class SimServer:
             input_tokens=gen.input_tokens,
             output_tokens=gen.max_tokens,
             max_new_tokens=gen.max_tokens,
+            tokens=gen.tokens,
         )
         reason = self.schedulers[0].reject_reason(sim)  # every replica has the same limits
         if reason is not None:
@@ -357,9 +359,9 @@ class SimServer:
         return web.json_response({"model_path": self.args.model_path, "is_generation": True})
 
     async def flush_cache(self, request: web.Request) -> web.Response:
-        for sched in self.schedulers:
-            sched.flush_cache()
-        self._prev_words = []
+        if not all([sched.flush_cache() for sched in self.schedulers]):
+            # SGLang refuses while requests run (HTTP 400, "Cache not flushed. Please check server logs.")
+            return web.Response(status=400, text="Cache not flushed. Please check server logs.\n")
         return web.Response(text="Cache flushed.\n")
 
     async def sim_timeline(self, request: web.Request) -> web.Response:
@@ -372,7 +374,7 @@ class SimServer:
                 "finish": r.finish_time,
                 "input_tokens": r.input_tokens,
                 "output_tokens": r.generated,
-                "cached_prefix": r.cached_prefix,
+                "cached_tokens": r.cached_tokens,
             }
             for r in self.timeline
         ]
@@ -427,6 +429,7 @@ class SimServer:
         token = headers.get("X-Sim-Token")
         try:
             at_end, after = parse_then(headers.get("X-Sim-Then", ""))
+            think = parse_think(headers.get("X-Sim-Think", "0"))
             gen = parse_generation(api, await request.read(), self.served_model)
             live = self._receive(gen)
         except (RequestError, ValueError) as exc:
@@ -437,7 +440,7 @@ class SimServer:
             arrival = received
         if token:
             if at_end:
-                live.follow_up = f"{token}@end"
+                live.follow_up, live.think = f"{token}@end", think
             if after is not None:
                 self._promise(f"{token}@start", arrival + after)
         self._enqueue(gen, live, arrival, _order(token, receipt))
@@ -446,6 +449,7 @@ class SimServer:
             if gen.stream:
                 return await self._stream(request, live, stamp)
             await live.done.wait()
+            live.shape.cached_tokens = live.sim.cached_tokens
             body = live.shape.full_body(live.text(0, live.sent), live.sent, live.finish_reason)
             return web.json_response(body, headers=stamp)
         finally:

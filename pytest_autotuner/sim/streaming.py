@@ -44,6 +44,7 @@ class LiveRequest:
         self._due = 0
         self._due_at = 0.0
         self.follow_up: str | None = None  # promise key of the request the client sends at this one's end
+        self.think = 0.0  # simulated seconds after this one's end that the follower arrives
         self._transport: asyncio.BaseTransport | None = None
         self._broken = False
         self._malformed = malformed
@@ -93,12 +94,14 @@ class LiveRequest:
 
     def _content(self, upto: int) -> bytes:
         if self._template is None:  # native /generate streams the cumulative text
+            self.shape.cached_tokens = self.sim.cached_tokens
             reason = self.finish_reason if upto >= self.sim.output_tokens else None
             return sse(self.shape.content_chunk(self.text(0, upto), upto, reason))
         prefix, suffix = self._template
         return b"".join((prefix, b'"', self.text(self.sent, upto).encode(), b'"', suffix))
 
     def _tail(self, upto: int) -> bytes:
+        self.shape.cached_tokens = self.sim.cached_tokens
         parts = []
         if self.shape.req.api != "generate":
             parts.append(sse(self.shape.finish_chunk(self.finish_reason)))

@@ -129,7 +129,12 @@ def test_chat_stream_format(shared: SimProcess) -> None:
     assert all(c["choices"][0]["finish_reason"] is None for c in content)
     assert finish["choices"][0]["finish_reason"] == "length"
     assert usage["choices"] == []
-    assert usage["usage"] == {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+    assert usage["usage"] == {
+        "prompt_tokens": 5,
+        "completion_tokens": 4,
+        "total_tokens": 9,
+        "prompt_tokens_details": {"cached_tokens": 0},  # SGLang 0.5.23 UsageInfo (with --enable-cache-report)
+    }
 
 
 def test_completions_stream_interval_and_non_streaming(launch: Any) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pytest_autotuner.bench.client import StreamParser
-from pytest_autotuner.core.metrics import INCOMPLETE, BenchResult, CellMetrics, RequestRecord, summarize
+from pytest_autotuner.core.metrics import INCOMPLETE, BenchResult, CellMetrics, CellSummary, RequestRecord, summarize
 from pytest_autotuner.core.plan import CellKey
 
 
@@ -221,3 +221,23 @@ def test_a_cell_of_only_incomplete_requests_has_no_samples_and_no_error_rate() -
     cell = CellMetrics("D(10,3)", 4, 8.0, [RequestRecord(0.0, 10, 3, error=INCOMPLETE)] * 3)
     assert cell.finished == 0 and cell.error_rate == 0.0 and cell.errors == {}
     assert math.isnan(cell.summary("e2e").p50) and cell.output_throughput == 0.0
+
+
+def test_the_parser_reads_cached_tokens_from_the_usage_details() -> None:
+    parser = StreamParser("chat")
+    usage = {"prompt_tokens": 10, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 7}}
+    parser.feed(sse(chat("a", finish="stop"), {"choices": [], "usage": usage}), 0.0)
+    assert parser.cached_tokens == 7
+    bare = StreamParser("chat")
+    bare.feed(sse(chat("a", finish="stop"), {"choices": [], "usage": {"prompt_tokens": 10}}), 0.0)
+    assert bare.cached_tokens is None
+
+
+def test_cache_hit_rate_is_cached_over_prompt_tokens_of_requests_that_reported() -> None:
+    records = [record([0.1, 0.2], cached_tokens=8), record([0.1, 0.2], cached_tokens=2), record([0.1, 0.2])]
+    cell = CellMetrics("P(1,2,8,2,2)", 2, 1.0, records)
+    assert cell.cached_tokens == 10
+    assert cell.cache_hit_rate == pytest.approx(0.5)
+    assert cell.as_dict()["cache_hit_rate"] == pytest.approx(0.5)
+    assert CellSummary.from_dict(cell.as_dict()).value("cache_hit_rate") == pytest.approx(0.5)
+    assert math.isnan(CellMetrics("D(10,2)", 1, 1.0, [record([0.1, 0.2])]).cache_hit_rate)

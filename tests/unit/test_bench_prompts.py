@@ -43,3 +43,13 @@ def test_a_tokenizer_gives_exact_token_counts() -> None:
     prompts = factory.build([1, 7, 50])
     assert factory.exact
     assert [len(tokenizer.encode(p)) for p in prompts] == [1, 7, 50]
+
+
+def test_shared_prompts_share_exactly_the_system_prompt_within_a_group() -> None:
+    prompts = PromptFactory(seed=4).build_shared(50, 10, [(0, 0), (1, 0), (0, 1), (0, 0)])
+    assert [len(p.system.split()) for p in prompts] == [50] * 4
+    assert [len(p.question.split()) for p in prompts] == [10] * 4
+    assert prompts[0].system == prompts[2].system != prompts[1].system
+    assert prompts[0].system.split()[0] != prompts[1].system.split()[0]  # groups part at the first token
+    assert prompts[0].question.split()[0] != prompts[2].question.split()[0]  # questions part at theirs
+    assert prompts[3] == prompts[0]  # the same (group, question) is the same prompt

@@ -94,24 +94,33 @@ def test_dp_replicas_scale_throughput_not_latency() -> None:
     assert two.summary("itl").mean == pytest.approx(one.summary("itl").mean, rel=0.4)
 
 
-def test_lpm_reuses_a_shared_prefix_that_fcfs_does_not() -> None:
+def test_the_radix_cache_reuses_a_shared_prefix_that_disable_radix_cache_recomputes() -> None:
     from pytest_autotuner.sim.cli import engine_config, parse_argv
     from pytest_autotuner.sim.inprocess import simulate_requests
     from pytest_autotuner.sim.perf_model import plan_memory
     from pytest_autotuner.sim.scheduler import SimRequest
 
-    def mean_ttft(policy: str) -> float:
-        cfg = engine_config(parse_argv(["--model-path", MODEL, "--schedule-policy", policy]))
+    shared = tuple(f"s{i}" for i in range(3584))
+
+    def mean_ttft(*flags: str) -> float:
+        cfg = engine_config(parse_argv(["--model-path", MODEL, *flags]))
         arrivals = [
-            SimRequest(rid=i, arrival=0.5 * i, input_tokens=4096, output_tokens=16, cached_prefix=3584)
+            SimRequest(
+                rid=i,
+                arrival=0.5 * i,
+                input_tokens=4096,
+                output_tokens=16,
+                tokens=shared + tuple(f"q{i}.{j}" for j in range(512)),
+            )
             for i in range(20)
         ]
         done = simulate_requests(
             cfg, plan_memory(cfg), seed=0, noise=0.0, next_arrivals=lambda r, now: [] if r else arrivals
         )
+        assert [r.cached_tokens for r in done[1:]] == [0 if flags else 3584] * 19
         return sum(r.token_times[0] - r.arrival for r in done) / len(done)
 
-    assert mean_ttft("lpm") < 0.5 * mean_ttft("fcfs")
+    assert mean_ttft() < 0.5 * mean_ttft("--disable-radix-cache")
 
 
 def test_disabling_cuda_graphs_slows_small_model_decode() -> None:

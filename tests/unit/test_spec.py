@@ -91,6 +91,21 @@ def test_slo_accepts_mean_or_percentile_blocks() -> None:
         ({"parameters": {"tp-size": [1, "2"]}}, "`parameters.tp-size`", "mixes value types"),
         ({"parameters": {"--tp-size": [1]}}, "`parameters.--tp-size`", "write 'tp-size'"),
         ({"benchmark": {"traffic_scenarios": ["D(100)"]}}, "`benchmark.traffic_scenarios`", "accepted forms"),
+        (
+            {"benchmark": {"traffic_scenarios": ["P(0,32,2000,100,100)"]}},
+            "`benchmark.traffic_scenarios`",
+            "`groups` (field 1 of P(groups,prompts,system,question,output)) must be at least 1, got 0",
+        ),
+        (
+            {"benchmark": {"traffic_scenarios": ["C(4,0,100,10)"]}},
+            "`benchmark.traffic_scenarios`",
+            "`turns` (field 2 of C(sessions,turns,in,out,system,think_ms)) must be at least 1, got 0",
+        ),
+        (
+            {"benchmark": {"traffic_scenarios": ["C(4,2,100,10)"], "request_rates": [2.0]}},
+            "`benchmark`",
+            "multi-turn scenario 'C(4,2,100,10)' and `request_rates` is [2.0]",
+        ),
         ({"slo": {"ttft": {"threshold": 0}}}, "`slo.ttft.threshold`", "got 0"),
         ({"slo": {"latency": {"p90": {"threshold": -2}}}}, "`slo.latency.p90.threshold`", "got -2"),
         ({"optimisation": {}}, "`optimisation`", "unknown field"),
