@@ -166,6 +166,7 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         local_storage=options.local_storage,
         grace_period=options.grace_period,
         gpu_memory_mib=options.gpu_memory_mib,
+        max_gpus=len(options.gpu_ids) or None,
     )
     if baseline is not None and space.contains(baseline.best_params):
         search.enqueue(dict(baseline.best_params))  # warm start from the last known good
@@ -176,6 +177,9 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         f"{spec.task_name}: {opt.strategy} search on {options.runtime}, {opt.max_iterations} trials, "
         f"space of {space.grid_size or 'continuous'} points, study {search.study.study_name}"
     )
+    unhostable = search.unhostable_note()
+    if unhostable:
+        options.on_note("\n".join(f"  {line}" for line in unhostable.splitlines()))
     if workers > 1:
         options.on_note(f"  GPUs {list(options.gpu_ids) or 'none'}, up to {workers} trial(s) at once")
     session = TuningSession(
