@@ -68,7 +68,5 @@ def flag_problems(spec: TaskSpec, kind: str, table: ArgumentTable) -> str:
     problems = list(dict.fromkeys(check_spec_flags(table, parameters, extra)))
     if not problems:
         return ""
-    head = (
-        f"{spec.task_name}: {len(problems)} flag problem(s) against {table.described()} ({table.source}); no trial run"
-    )
+    head = f"{spec.task_name}: {len(problems)} flag problem(s) against {table.described()} ({table.source})"
     return "\n".join([f"{head}; no trial was run", *(f"  - {p}" for p in problems)])
