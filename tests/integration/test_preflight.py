@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from test_plugin import FAST_SIM, sim_spec, write_specs
 
@@ -49,3 +51,17 @@ def test_configurations_needing_more_gpus_than_simulated_are_not_trials(pytester
     assert out.count("tp-size=2 needs") == 1  # reported once
     trial_lines = [line for line in out.splitlines() if line.strip().startswith("trial #")]
     assert len(trial_lines) == 2 and all("tp-size=1" in line for line in trial_lines)
+
+
+def test_flags_the_simulator_does_not_model_run_and_the_report_says_they_had_no_effect(
+    pytester: pytest.Pytester,
+) -> None:
+    params = {"kv-cache-dtype": ["auto", "fp8_e5m2"], "speculative-algorithm": ["EAGLE"]}
+    write_specs(pytester, spec=sim_spec("unmodelled", parameters=params))
+    result = pytester.runpytest_subprocess("--autotune", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    (results,) = (pytester.path / "reports").glob("*/results.json")
+    environment = json.loads(results.read_text())["environment"]
+    assert environment["sglang_version"] == "0.5.23-sim"
+    assert environment["no_effect_in_simulation"] == "speculative-algorithm (accepted by the simulator, not modelled)"
+    assert environment["fingerprint"]["sglang_version"] == "0.5.23-sim"

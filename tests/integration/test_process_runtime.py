@@ -162,3 +162,20 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except FileNotFoundError:
         return ""
+
+
+def test_the_preflight_reads_the_hosts_help_once() -> None:
+    host = runtime()
+    table = host.argument_table()
+    assert len(table.options) == 529 and "cuda-graph-max-bs-decode" in table  # the shim prints 0.5.23's help
+    assert table.source == f"`{sys.executable} -m sglang.launch_server --help` on this host"
+    assert host.argument_table() is table  # once per host
+    assert host.fingerprint_facts()["sglang_version"] == table.version
+
+
+def test_a_server_that_cannot_print_its_help_makes_the_runtime_unavailable() -> None:
+    from pytest_autotuner.runtimes import RuntimeUnavailable
+
+    host = ProcessHost(model=MODEL, python=sys.executable, env={**os.environ, "PYTHONPATH": str(REPO)})
+    with pytest.raises(RuntimeUnavailable, match="No module named 'sglang'"):
+        host.argument_table()
