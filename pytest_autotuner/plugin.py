@@ -84,9 +84,22 @@ class SpecFile(pytest.File):
             spec = load_spec(self.path)
         except SpecError as err:
             raise self.CollectError(str(err)) from None
+        self._check_sim_flags(spec)
         item = TuningItem.from_parent(self, name=spec.task_name, spec=spec)
         item.add_marker("autotune")
         yield item
+
+    def _check_sim_flags(self, spec: TaskSpec) -> None:
+        """On the simulator the preflight is a table lookup: a bad flag fails collection, before any item runs."""
+        options = self.config.stash[_options_key]
+        if (options.runtime or spec.runtime) != "sim" or spec.model is None:
+            return
+        from pytest_autotuner.runtimes import create_host, flag_problems
+
+        table = create_host("sim", spec, seed=0).argument_table()
+        problems = flag_problems(spec, "sim", table) if table is not None else ""
+        if problems:
+            raise self.CollectError(problems)
 
 
 class AutotuneFailure(Exception):
@@ -141,12 +154,25 @@ class TuningItem(pytest.Item):
         try:
             with _sigterm_as_interrupt():
                 host.prepare()  # client, leftover sweep, image and digest: once, before the first trial
+                self._preflight(spec, host)
                 outcome = self._run(spec, seed, host, baseline)
         except RuntimeUnavailable as err:
             raise AutotuneFailure(f"cannot start the {spec.runtime} runtime for {spec.task_name!r}: {err}") from None
         finally:
             host.close()
         self._finish(outcome)
+
+    def _preflight(self, spec: TaskSpec, host: RuntimeHost) -> None:
+        """Read the server's argument table once and check every flag against it before the first launch."""
+        from pytest_autotuner.runtimes import flag_problems
+
+        table = host.argument_table()
+        if table is None:
+            return
+        self._say(f"{spec.task_name}: flags checked against {table.described()} ({table.source})")
+        problems = flag_problems(spec, spec.runtime, table)
+        if problems:
+            raise AutotuneFailure(problems)
 
     def _run(self, spec: TaskSpec, seed: int, host: RuntimeHost, baseline: Baseline | None) -> TaskOutcome:
         from pytest_autotuner.baseline_file import baseline_path

@@ -154,7 +154,7 @@ def fingerprint(spec: TaskSpec, runtime: Mapping[str, str], server_info: Mapping
         "gpu": gpu,
         "gpu_count": count,
         "driver": str(server_info.get("driver_version", "")),
-        "sglang_version": str(server_info.get("version", "")),
+        "sglang_version": str(server_info.get("version", "")) or runtime.get("sglang_version", ""),
         "sim_speedup": _text(server_info.get("sim_speedup")) if sim else "",
         "sim_noise": _text(server_info.get("sim_noise")) if sim else "",
         "sim_model_version": _text(server_info.get("sim_model_version")) if sim else "",

@@ -12,7 +12,8 @@ __all__ = ["GpuPool", "gpus_needed"]
 
 
 def gpus_needed(params: Mapping[str, ParamValue]) -> int:
-    """GPUs one server needs: tensor parallel x data parallel size (SGLang flags ``tp-size``/``dp-size``)."""
+    """GPUs one server needs: tensor x data x pipeline parallel size (SGLang flags ``tp-size``, ``dp-size``,
+    ``pp-size``, or their long names)."""
 
     def size(*names: str) -> int:
         for name in names:
@@ -24,7 +25,11 @@ def gpus_needed(params: Mapping[str, ParamValue]) -> int:
                     return 1
         return 1
 
-    return size("tp-size", "tp") * size("dp-size", "dp")
+    return (
+        size("tp-size", "tp", "tensor-parallel-size")
+        * size("dp-size", "dp", "data-parallel-size")
+        * size("pp-size", "pipeline-parallel-size")
+    )
 
 
 class GpuPool:

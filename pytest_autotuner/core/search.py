@@ -8,6 +8,10 @@ A configuration is evaluated at most once: a proposal equal to a finished trial 
 user attribute ``duplicate_of`` (samplers ignore FAIL trials, so it neither counts nor biases the model),
 and another proposal is drawn. The lookup reads the study's storage, so it survives a resume.
 
+Configurations the runner cannot host (needing more GPUs, ``gpu_pool.gpus_needed``, than ``max_gpus``) are not
+trials: grid and random orders leave them out, and a sampler's proposal of one is closed as a FAIL with the user
+attribute ``unhostable`` (not counted, not launched) and another drawn; ``unhostable_note`` says so once.
+
 Warm start: the spec's ``initial_configs`` come first; then ``bayesian`` evaluates SGLang's defaults moved into
 the space (``sglang_defaults.py``; user attribute ``origin``). Grid and random stay uninformed baselines.
 """
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_autotuner.core.gpu_pool import gpus_needed
 from pytest_autotuner.core.samplers import make_sampler
 from pytest_autotuner.core.sglang_defaults import defaults_in_space
 from pytest_autotuner.core.trial import Params
@@ -44,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 CONSTRAINT_KEY = "infeasible"
 _MAX_DUPLICATE_RETRIES = 4
+_MAX_UNHOSTABLE_DRAWS = 200  # proposals of unhostable configurations closed before giving up on one propose()
 
 
 @dataclass
@@ -140,11 +146,12 @@ class Search:
         gpu_memory_mib: float | None = None,
         max_gpus: int | None = None,
     ) -> None:
-        """``gpu_memory_mib``: the GPUs' memory, which some of SGLang's defaults depend on (None: an H100 80GB);
-        ``max_gpus``: the runner's GPUs, so bayesian never proposes a tp x dp that needs more (None: no limit)."""
+        """``gpu_memory_mib``: the GPUs' memory, which some of SGLang's defaults depend on (None: an H100 80GB).
+        ``max_gpus``: the runner's GPUs; configurations needing more are never proposed (None: no limit)."""
         import optuna
 
         self.spec = spec
+        self.max_gpus = max_gpus
         self.space = space
         self.seed = seed
         self.strategy = spec.optimization.strategy
@@ -177,9 +184,35 @@ class Search:
             if self.strategy == "grid":
                 list(self.space.grid())  # raises the "no grid" error with its fix
             return None
-        order = list(self.space.grid())
+        order = [p for p in self.space.grid() if self.hostable(p)]
         random.Random(f"{self.strategy}-{self.seed}").shuffle(order)  # grid and random: different orders
         return order
+
+    # -- what the runner can host ----------------------------------------------------------------------------
+
+    def hostable(self, params: Params) -> bool:
+        return self.max_gpus is None or gpus_needed(params) <= self.max_gpus
+
+    def unhostable_note(self) -> str:
+        """One line per parameter value that alone needs more GPUs than the runner has ("" when none does):
+        ``tp-size=4 needs 4 GPUs; this runner has 2: skipped``."""
+        if self.max_gpus is None:
+            return ""
+        lines = []
+        for dimension in self.space.dimensions:
+            for value in dimension.grid_values() or (getattr(dimension, "low", None), getattr(dimension, "high", None)):
+                if value is None:
+                    continue
+                needed = gpus_needed({dimension.name: value})
+                if needed > self.max_gpus:
+                    lines.append(
+                        f"{dimension.name}={value} needs {needed} GPUs; this runner has {self.max_gpus}: skipped"
+                    )
+        return "\n".join(lines)
+
+    def _close_unhostable(self, trial: optuna.trial.Trial) -> None:
+        trial.set_user_attr("unhostable", gpus_needed(trial.params))
+        self.study.tell(trial, state=_fail_state())
 
     def _fail_interrupted_trials(self) -> None:
         """A trial left RUNNING by a killed run is closed as failed, so the resumed run does not wait for it."""
@@ -247,7 +280,8 @@ class Search:
         finished or running ahead of it (lower numbers) withdraws, so the study never overshoots its budget.
         """
         self._fail_stale_trials()
-        for _attempt in range(_MAX_DUPLICATE_RETRIES + 1):
+        duplicates = 0
+        for _draw in range(_MAX_UNHOSTABLE_DRAWS):
             if self._order is not None and not self._has_waiting_trial():
                 seen = self.claimed()
                 unseen = next((p for p in self._order if self.space.key(p) not in seen), None)
@@ -255,11 +289,20 @@ class Search:
                     return None
                 self.study.enqueue_trial(unseen)
             trial = self._ask()
+            if not self.hostable(trial.params):  # an enqueued or sampled point the runner cannot host: no trial
+                self._close_unhostable(trial)
+                continue
             duplicate, admitted = self._admit(Proposal.of(trial), budget)
             if not duplicate:
                 return admitted
+            duplicates += 1
+            if duplicates > _MAX_DUPLICATE_RETRIES:
+                break
         # the sampler keeps proposing known points: take an unseen one at random (finite spaces only)
         fallback = self._random_unseen(self.claimed())
+        if fallback is not None and not self.hostable(fallback.trial.params):
+            self._close_unhostable(fallback.trial)
+            return None
         return None if fallback is None else self._admit(fallback, budget)[1]
 
     def _admit(self, proposal: Proposal, budget: int | None) -> tuple[bool, Proposal | None]:
@@ -324,7 +367,7 @@ class Search:
         if self.space.grid_size is None:
             return Proposal.of(self._ask())
         rng = random.Random(self.seed + self.n_evaluated)
-        unseen = [p for p in self.space.grid() if self.space.key(p) not in seen]
+        unseen = [p for p in self.space.grid() if self.space.key(p) not in seen and self.hostable(p)]
         if not unseen:
             return None
         self.study.enqueue_trial(rng.choice(unseen))

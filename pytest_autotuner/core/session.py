@@ -299,17 +299,15 @@ class TuningSession:
 
     def _measure(self, params: Params, rule: CellRule | None = None) -> _Measured:
         """Evaluate and score one configuration on the GPUs it needs; failures become graded scores."""
-        opt = self.spec.optimization
         needed = gpus_needed(params)
         try:
             if self.gpu_pool is None:
                 return self._scored(params, (), rule)
-            if needed > self.gpu_pool.total:
-                message = (
-                    f"needs {needed} GPUs (tp-size x dp-size) but the runner has {self.gpu_pool.total}; "
-                    "recorded as infeasible without launching"
+            if needed > self.gpu_pool.total:  # Search never proposes these (max_gpus): a caller's bug, not a trial
+                raise ValueError(
+                    f"{params} needs {needed} GPUs but the runner has {self.gpu_pool.total}; "
+                    "give Search max_gpus so such configurations are never proposed"
                 )
-                return _Measured(score_failure(FailureClass.INFEASIBLE, opt, message), None, "", (), TrialCost())
             with self.gpu_pool.acquire(needed, cancelled=self._stopping) as devices:
                 return self._scored(params, devices, rule)
         except InterruptedError:

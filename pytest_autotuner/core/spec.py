@@ -27,6 +27,7 @@ from pydantic import (
 from pytest_autotuner.core.dataset import DatasetError, load_exchanges
 from pytest_autotuner.core.runtime_kinds import RUNTIME_KINDS, RuntimeKind
 from pytest_autotuner.core.scenarios import ScenarioError, parse_scenario
+from pytest_autotuner.core.sglang_args import SHIPPED_VERSIONS
 
 __all__ = [
     "OBJECTIVES",
@@ -324,6 +325,20 @@ class SimulatorSettings(_Model):
     startup_scale: float = Field(1.0, gt=0, description="Multiplies the simulated startup time.")
     noise: float | None = Field(None, ge=0)
     extra_args: list[str] = Field(default_factory=list, description="More --sim-* flags, verbatim.")
+    sglang_version: str | None = Field(
+        None,
+        description="The SGLang release whose flags the simulator accepts (a shipped table: "
+        f"{', '.join(SHIPPED_VERSIONS)}); default: the version the spec's image tag names, else the newest.",
+    )
+
+    @field_validator("sglang_version")
+    @classmethod
+    def _shipped_version(cls, value: str | None) -> str | None:
+        if value is not None and value not in SHIPPED_VERSIONS:
+            raise ValueError(
+                f"`simulator.sglang_version` is {value!r}; the simulator imitates one of: {', '.join(SHIPPED_VERSIONS)}"
+            )
+        return value
 
 
 class DockerSettings(_Model):

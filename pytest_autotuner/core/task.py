@@ -239,6 +239,9 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
             f"{spec.task_name}: {opt.strategy} search on {options.runtime}, {opt.max_iterations} trials, "
             f"space of {space.grid_size or 'continuous'} points, study {search.study.study_name}"
         )
+        unhostable = search.unhostable_note()
+        if unhostable:
+            options.on_note("\n".join(f"  {line}" for line in unhostable.splitlines()))
         if workers > 1:
             options.on_note(f"  GPUs {list(options.gpu_ids) or 'none'}, up to {workers} trial(s) at once")
         stopped_early = (

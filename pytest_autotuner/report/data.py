@@ -165,7 +165,10 @@ def environment(outcome: TaskOutcome) -> dict[str, Any]:
         "image_digest": outcome.fingerprint.get("image_digest") or "",
         "model": spec.model.id_or_path if spec.model else "n/a",
         "gpus": gpus,
-        "sglang_version": str(outcome.server_info.get("version") or "unknown"),
+        "sglang_version": str(
+            outcome.server_info.get("version") or outcome.fingerprint.get("sglang_version") or "unknown"
+        ),
+        **_unmodelled(outcome),
         "tool_version": pytest_autotuner.__version__,
         "optuna_version": optuna.__version__,
         "python": platform.python_version(),
@@ -177,6 +180,14 @@ def environment(outcome: TaskOutcome) -> dict[str, Any]:
         "fingerprint": dict(outcome.fingerprint),
         "duration_s": round(outcome.duration, 3),
     }
+
+
+def _unmodelled(outcome: TaskOutcome) -> dict[str, str]:
+    """On the simulator: the flags it accepted without modelling them (they had no effect on its figures)."""
+    flags = outcome.server_info.get("sim_unmodelled_flags") if outcome.runtime == "sim" else None
+    if not flags:
+        return {}
+    return {"no_effect_in_simulation": ", ".join(str(f) for f in flags) + " (accepted by the simulator, not modelled)"}
 
 
 def results_summary(outcome: TaskOutcome) -> dict[str, Any]:

@@ -15,6 +15,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pytest_autotuner.core.sglang_args import (
+    DEFAULT_VERSION,
+    SHIPPED_VERSIONS,
+    ArgumentTable,
+    parse_help,
+    shipped_table,
+)
 from pytest_autotuner.core.trial import Deadline, FailureClass, ParamValue, TrialFailure
 
 __all__ = [
@@ -26,6 +33,7 @@ __all__ = [
     "classify_startup_failure",
     "mask_secrets",
     "server_argv",
+    "table_from_help",
     "tail_lines",
     "wait_until_ready",
 ]
@@ -91,7 +99,16 @@ class RuntimeHost(Protocol):
         ...
 
     def fingerprint_facts(self) -> dict[str, str]:
-        """What a baseline's fingerprint takes from the runtime: ``runtime``, ``image``, ``image_digest``."""
+        """What a baseline's fingerprint takes from the runtime: ``runtime``, ``image``, ``image_digest`` and
+        ``sglang_version`` (from the preflight; "" before it or where unknown)."""
+        ...
+
+    def argument_table(self) -> ArgumentTable | None:
+        """The preflight: the launch options of the server this host runs, read once per session (the image's or
+        the host's ``--help``, or the simulator's imitated version); None where flags cannot be checked (vllm).
+
+        Raises RuntimeUnavailable when the server cannot even print its help.
+        """
         ...
 
     def close(self) -> None:
@@ -207,6 +224,15 @@ def wait_until_ready(
         if exited():
             raise on_exit()
         deadline.wait(min(_POLL_INTERVAL_S, max(_FIRST_POLL_INTERVAL_S, 0.1 * (time.monotonic() - started))))
+
+
+def table_from_help(text: str, version: str, source: str) -> ArgumentTable:
+    """The table of a ``--help`` text, with value types (which help does not show) from the shipped table of
+    ``version`` (else the newest shipped one): a non-number for an int flag is then caught too."""
+    table = parse_help(text, version, source)
+    if not table.options:
+        raise RuntimeUnavailable(f"{source} printed no options; its output starts: {text[:300]!r}")
+    return table.with_types_from(shipped_table(version if version in SHIPPED_VERSIONS else DEFAULT_VERSION))
 
 
 def tail_lines(text: str, lines: int = 40) -> str:

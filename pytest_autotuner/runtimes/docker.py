@@ -22,6 +22,8 @@ killed outright leaves its containers to the next session's sweep.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import re
@@ -34,7 +36,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_autotuner.core.gpu_pool import gpus_needed
+from pytest_autotuner.core.sglang_args import ArgumentTable, version_from_tag
 from pytest_autotuner.core.trial import Deadline, FailureClass, ParamValue, TrialFailure
+from pytest_autotuner.files import write_atomically
 from pytest_autotuner.runtimes.base import (
     SECRET_ENV_VARS,
     Endpoint,
@@ -42,6 +46,7 @@ from pytest_autotuner.runtimes.base import (
     classify_startup_failure,
     mask_secrets,
     server_argv,
+    table_from_help,
     tail_lines,
     wait_until_ready,
 )
@@ -82,6 +87,8 @@ _CONTAINER_HF_CACHE = "/root/.cache/huggingface"
 _LOG_KEEP_LINES = 400
 _PULL_LOG_INTERVAL_S = 5.0
 _PORT_WAIT_S = 10.0
+_PREFLIGHT_TIMEOUT_S = 300.0  # SGLang imports torch before it prints its help
+_VERSION_SCRIPT = "import importlib.metadata as m; print(m.version('sglang'))"
 
 
 def default_image(base_runtime: str, tag: str) -> str:
@@ -186,6 +193,7 @@ class DockerHost:
         self._lock = threading.Lock()  # guards preparation and the set of live containers
         self._prepared = False
         self._live: dict[str, Container] = {}
+        self._table: ArgumentTable | None = None
         self.host_id = uuid.uuid4().hex[:12]
 
     @classmethod
@@ -229,7 +237,71 @@ class DockerHost:
         return 8000 if self.base_runtime == "vllm" else 30000
 
     def fingerprint_facts(self) -> dict[str, str]:
-        return {"runtime": self.kind, "image": self.image, "image_digest": self.image_digest}
+        version = self._table.version if self._table is not None else ""
+        return {"runtime": self.kind, "image": self.image, "image_digest": self.image_digest, "sglang_version": version}
+
+    # -------------------------------------------------------------------------------------------- preflight
+    def argument_table(self) -> ArgumentTable | None:
+        """The preflight: the image's ``python3 -m sglang.launch_server --help``, once per image digest.
+
+        The help (and the SGLang version the image's package metadata states, else its tag's) is cached under
+        ``$PYTEST_AUTOTUNER_CACHE`` (default ``~/.cache/pytest-autotuner``) by digest, so a new image costs one
+        short container and a known one none. None for vllm images (their flags are not checked).
+        """
+        if self.base_runtime != "sglang":
+            return None
+        if self._table is None:
+            self.prepare()
+            help_text, version = self._help_and_version()
+            self._table = table_from_help(help_text, version, f"`sglang.launch_server --help` of {self.image}")
+        return self._table
+
+    def help_cache_path(self) -> Path:
+        root = Path(self.host_env.get("PYTEST_AUTOTUNER_CACHE") or Path.home() / ".cache" / "pytest-autotuner")
+        key = hashlib.sha256((self.image_digest or self.image).encode()).hexdigest()[:24]
+        return root / "sglang-help" / f"{key}.json"
+
+    def _help_and_version(self) -> tuple[str, str]:
+        path = self.help_cache_path()
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            cached = json.loads(path.read_text("utf-8"))
+            if cached["image_digest"] == self.image_digest:
+                return str(cached["help"]), str(cached["version"])
+        help_text = self._run_once(["python3", "-m", "sglang.launch_server", "--help"], "help", check=True)
+        version = self._run_once(["python3", "-c", _VERSION_SCRIPT], "version", check=False).strip()
+        version = version if re.fullmatch(r"\d+(\.\d+)+\S*", version) else version_from_tag(self.image) or ""
+        record = {"image": self.image, "image_digest": self.image_digest, "version": version, "help": help_text}
+        with contextlib.suppress(OSError):
+            write_atomically(path, json.dumps(record))
+        return help_text, version
+
+    def _run_once(self, command: list[str], label: str, *, check: bool) -> str:
+        """Run ``command`` in a fresh container of the image (no GPUs, no port), return its output."""
+        import docker
+
+        kwargs = self.create_kwargs({}, f"preflight-{label}")
+        kwargs.update(command=command, ports={}, device_requests=None)
+        container = None
+        try:
+            container = self.client.containers.create(**kwargs)
+            container.start()
+            status = container.wait(timeout=_PREFLIGHT_TIMEOUT_S)
+            output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+        except Exception as err:  # API errors and the wait's timeout alike
+            if not check:
+                return ""
+            raise RuntimeUnavailable(f"the preflight `{' '.join(command)}` in {self.image} failed: {err}") from None
+        finally:
+            if container is not None:
+                with contextlib.suppress(docker.errors.DockerException):
+                    container.remove(force=True, v=True)
+        code = int(status.get("StatusCode", 1)) if isinstance(status, dict) else 1
+        if code != 0:
+            if not check:
+                return ""
+            tail = tail_lines(mask_secrets(output, self.host_env), 5)
+            raise RuntimeUnavailable(f"`{' '.join(command)}` in {self.image} exited {code}: {tail}")
+        return output
 
     # ---------------------------------------------------------------------------------------- configuration
     def model_path_in_container(self) -> str:

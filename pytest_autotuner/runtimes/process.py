@@ -14,12 +14,15 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from pytest_autotuner.core.sglang_args import ArgumentTable
 from pytest_autotuner.core.trial import Deadline, ParamValue, TrialFailure
 from pytest_autotuner.runtimes.base import (
     Endpoint,
+    RuntimeUnavailable,
     classify_startup_failure,
     mask_secrets,
     server_argv,
+    table_from_help,
     tail_lines,
     wait_until_ready,
 )
@@ -30,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 _DERIVED_PORT_ROOM = 300  # SGLang opens internal ports from port + 233 upwards
 _STOP_GRACE_S = 10.0
+_PREFLIGHT_TIMEOUT_S = 300.0  # SGLang imports torch before it prints its help
+_VERSION_SCRIPT = "import importlib.metadata as m; print(m.version('sglang'))"
 
 
 def _bindable(port: int) -> bool:
@@ -131,12 +136,37 @@ class ProcessHost:
         self._lock = threading.Lock()
         self._launches = 0
         self._live: set[ProcessServer] = set()
+        self._table: ArgumentTable | None = None
 
     def prepare(self) -> None:
         """Nothing to set up once: each launch starts its own process."""
 
     def fingerprint_facts(self) -> dict[str, str]:
-        return {"runtime": self.kind, "image": self.image, "image_digest": self.image_digest}
+        version = self._table.version if self._table is not None else ""
+        return {"runtime": self.kind, "image": self.image, "image_digest": self.image_digest, "sglang_version": version}
+
+    def argument_table(self) -> ArgumentTable:
+        """The preflight: ``python3 -m sglang.launch_server --help`` on this host, once per host."""
+        if self._table is None:
+            help_text = self._run([self.python, "-m", self.server_module, "--help"], "--help")
+            try:
+                version = self._run([self.python, "-c", _VERSION_SCRIPT], "version").strip()
+            except RuntimeUnavailable:
+                version = ""
+            source = f"`{self.python} -m {self.server_module} --help` on this host"
+            self._table = table_from_help(help_text, version, source)
+        return self._table
+
+    def _run(self, argv: list[str], what: str) -> str:
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=_PREFLIGHT_TIMEOUT_S,
+                                  stdin=subprocess.DEVNULL, check=False)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise RuntimeUnavailable(f"the preflight `{' '.join(argv)}` failed: {err}") from None
+        if proc.returncode != 0:
+            tail = tail_lines(mask_secrets(proc.stdout + proc.stderr, self.env), 5)
+            raise RuntimeUnavailable(f"the preflight ({what}) `{' '.join(argv)}` exited {proc.returncode}: {tail}")
+        return proc.stdout
 
     def next_launch(self) -> int:
         """This host's launch count, 1 for its first launch (thread-safe: trials launch from worker threads)."""

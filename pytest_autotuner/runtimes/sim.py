@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from pytest_autotuner.core.sglang_args import ArgumentTable, imitated_version
 from pytest_autotuner.runtimes.process import ProcessHost
 
 if TYPE_CHECKING:
@@ -29,15 +30,39 @@ class SimHost(ProcessHost):
     kind = "sim"
     server_module = "pytest_autotuner.sim"
 
-    def __init__(self, *, model: str, settings: SimulatorSettings, seed: int, readiness_timeout: float = 900.0) -> None:
+    def __init__(
+        self,
+        *,
+        model: str,
+        settings: SimulatorSettings,
+        seed: int,
+        readiness_timeout: float = 900.0,
+        image_references: tuple[str, ...] = (),
+    ) -> None:
+        """``image_references``: the images the spec names; a shipped version in their tag is the one imitated
+        when ``simulator.sglang_version`` is not set (the seed's v0.5.2-cu126 -> 0.5.2)."""
         super().__init__(model=model, readiness_timeout=readiness_timeout, python=sys.executable)
         self.settings = settings
         self.seed = seed
+        self.sglang_version = imitated_version(settings.sglang_version, image_references)
+
+    def argument_table(self) -> ArgumentTable:
+        """The preflight answers from the shipped table of the imitated version (plus ``--sim-*``): no process."""
+        from pytest_autotuner.sim.cli import sim_table
+
+        if self._table is None:
+            self._table = sim_table(self.sglang_version)
+        return self._table
+
+    def fingerprint_facts(self) -> dict[str, str]:
+        return {**super().fingerprint_facts(), "sglang_version": f"{self.sglang_version}-sim"}
 
     def own_flags(self, devices: tuple[int, ...], launch: int) -> list[str]:
         s = self.settings
         visible = len(devices) if devices else s.num_gpus  # like CUDA_VISIBLE_DEVICES: only its own GPUs
         sim_flags = [
+            "--sim-sglang-version",
+            self.sglang_version,
             "--sim-gpu",
             s.gpu,
             "--sim-num-gpus",

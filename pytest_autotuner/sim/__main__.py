@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from pytest_autotuner.sim.cli import engine_config, parse_argv, server_info
+from pytest_autotuner.sim.cli import engine_config, parse_argv, server_info, unmodelled_flags
 from pytest_autotuner.sim.perf_model import StartupFailure, plan_memory
 from pytest_autotuner.sim.server import SimServer
 
@@ -39,6 +39,11 @@ async def _serve(args: argparse.Namespace) -> int:
         logger.error("%s", exc)
         return 1
     logger.info("server_args=ServerArgs(%s)", ", ".join(f"{k}={v!r}" for k, v in vars(args).items()))
+    logger.info("simulating SGLang %s", args.sim_sglang_version)
+    unmodelled = unmodelled_flags(args)
+    if unmodelled:
+        logger.info("flags accepted but not modelled by the simulator (no effect on its figures): %s",
+                    ", ".join(unmodelled))  # fmt: skip
     failure: StartupFailure | None = None
     memory: MemoryPlan | None = None
     try:

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from pytest_autotuner.core.sglang_args import (
+    DEFAULT_VERSION,
+    SHIPPED_VERSIONS,
+    ArgumentTable,
+    Option,
+    shipped_table,
+    table_from_actions,
+)
 from pytest_autotuner.sim.perf_model import GPUS, SIM_MODEL_VERSION, EngineConfig, MemoryPlan, lookup_model
 
 if TYPE_CHECKING:
@@ -20,15 +28,18 @@ __all__ = [
     "params_to_argv",
     "parse_argv",
     "server_info",
+    "sim_table",
+    "unmodelled_flags",
 ]
 
-SIM_VERSION = "0.5.2-sim"
+SIM_VERSION = f"{DEFAULT_VERSION}-sim"  # the default; a server reports the version it imitates
 
 #: Simulated seconds per wall second by default; 1 keeps wall-clock jitter small against real latencies.
 DEFAULT_SPEEDUP = 1.0
 
+#: The policies and KV dtypes the performance model tells apart; a version's other choices run as fcfs / 16-bit.
 SCHEDULE_POLICIES = ("fcfs", "lpm", "dfs-weight", "lof", "random", "priority")
-KV_CACHE_DTYPES = ("auto", "fp8_e5m2", "fp8_e4m3", "bf16")
+KV_CACHE_DTYPES = ("auto", "fp8_e5m2", "fp8_e4m3", "bf16", "bfloat16")
 
 
 class ParamError(ValueError):
@@ -75,32 +86,101 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def build_parser(*, raising: bool = False) -> argparse.ArgumentParser:
-    """The argparse definition; ``raising=True`` raises ParamError instead of exiting with status 2."""
+#: The simulator's own definition of each SGLang flag it models, by any of the flag's names in a version's table.
+_MODELLED: dict[str, dict[str, Any]] = {
+    "model-path": {"dest": "model_path", "required": True},
+    "host": {"default": "127.0.0.1"},
+    "port": {"type": int, "default": 30000},
+    "served-model-name": {"default": None},
+    "context-length": {"type": _positive_int, "default": None},
+    "random-seed": {"type": int, "default": None},
+    "tp-size": {"dest": "tp_size", "type": _positive_int, "default": 1},
+    "dp-size": {"dest": "dp_size", "type": _positive_int, "default": 1},
+    "mem-fraction-static": {"type": _fraction, "default": None},
+    "chunked-prefill-size": {"type": _chunk_size, "default": None},
+    "max-prefill-tokens": {"type": _positive_int, "default": 16384},
+    "max-running-requests": {"type": _positive_int, "default": None},
+    "schedule-policy": {"default": "fcfs"},
+    "schedule-conservativeness": {"type": _positive_float, "default": 1.0},
+    "cuda-graph-max-bs": {"dest": "cuda_graph_max_bs", "type": _positive_int, "default": None},
+    "cuda-graph-max-bs-decode": {"dest": "cuda_graph_max_bs", "type": _positive_int, "default": None},  # 0.5.23
+    "disable-cuda-graph": {"action": "store_true"},
+    "enable-mixed-chunk": {"action": "store_true"},
+    "disable-radix-cache": {"action": "store_true"},  # the radix cache (sim/radix_cache.py) is on otherwise
+    "enable-cache-report": {"action": "store_true"},  # accepted: the simulator always reports cached tokens
+    "kv-cache-dtype": {"default": "auto"},
+    "stream-interval": {"type": _positive_int, "default": 1},
+}
+#: Values of modelled flags the performance model knows; others are accepted and reported as not modelled.
+MODELLED_VALUES = {"schedule-policy": SCHEDULE_POLICIES, "kv-cache-dtype": KV_CACHE_DTYPES}
+_UNMODELLED_PREFIX = "unmodelled:"
+_NUMERIC_TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float}
+
+
+def _dest(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def _add_modelled(p: argparse.ArgumentParser, option: Option, how: dict[str, Any]) -> None:
+    kwargs = {"dest": _dest(option.name), **how}
+    if option.choices is not None:
+        kwargs["choices"] = option.choices
+    p.add_argument(*option.flags, **kwargs)
+
+
+def _add_unmodelled(p: argparse.ArgumentParser, option: Option) -> None:
+    kwargs: dict[str, Any] = {"dest": _UNMODELLED_PREFIX + option.name, "default": argparse.SUPPRESS,
+                              "help": "accepted, not modelled by the simulator"}  # fmt: skip
+    if option.kind == "flag":
+        kwargs["action"] = argparse.BooleanOptionalAction if option.negatable else "store_true"
+        flags = [f for f in option.flags if not f.startswith("--no-")] if option.negatable else list(option.flags)
+        p.add_argument(*flags, **kwargs)
+        return
+    if option.kind == "optional":
+        kwargs["nargs"] = "?"
+    elif option.kind == "list":
+        kwargs["nargs"] = "*"
+    if option.choices is not None:
+        kwargs["choices"] = option.choices
+    else:
+        kwargs["metavar"] = _dest(option.name).upper()
+    if option.type in _NUMERIC_TYPES:
+        kwargs["type"] = _NUMERIC_TYPES[option.type]
+    p.add_argument(*option.flags, **kwargs)
+
+
+def _version_of(argv: Sequence[str]) -> str:
+    """``--sim-sglang-version`` from argv (it decides which flags the parser accepts), else the newest shipped."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--sim-sglang-version", choices=SHIPPED_VERSIONS, default=DEFAULT_VERSION)
+    known, _ = pre.parse_known_args(list(argv))
+    return str(known.sim_sglang_version)
+
+
+def build_parser(*, raising: bool = False, version: str = DEFAULT_VERSION) -> argparse.ArgumentParser:
+    """The argparse definition imitating SGLang ``version``: exactly its options (those it does not model are
+    accepted and reported), plus ``--sim-*``; ``raising=True`` raises ParamError instead of exiting with status 2."""
     cls = _RaisingParser if raising else argparse.ArgumentParser
-    p = cls(prog="python -m pytest_autotuner.sim", description="A simulated SGLang server.", allow_abbrev=False)
-    p.add_argument("--model-path", "--model", dest="model_path", required=True)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=30000)
-    p.add_argument("--served-model-name", default=None)
-    p.add_argument("--context-length", type=_positive_int, default=None)
-    p.add_argument("--random-seed", type=int, default=None)
-    p.add_argument("--tp-size", "--tp", dest="tp_size", type=_positive_int, default=1)
-    p.add_argument("--dp-size", "--dp", dest="dp_size", type=_positive_int, default=1)
-    p.add_argument("--mem-fraction-static", type=_fraction, default=None)
-    p.add_argument("--chunked-prefill-size", type=_chunk_size, default=None)
-    p.add_argument("--max-prefill-tokens", type=_positive_int, default=16384)
-    p.add_argument("--max-running-requests", type=_positive_int, default=None)
-    p.add_argument("--schedule-policy", choices=SCHEDULE_POLICIES, default="fcfs")
-    p.add_argument("--schedule-conservativeness", type=_positive_float, default=1.0)
-    p.add_argument("--cuda-graph-max-bs", type=_positive_int, default=None)
-    p.add_argument("--disable-cuda-graph", action="store_true")
-    p.add_argument("--enable-mixed-chunk", action="store_true")
-    p.add_argument("--disable-radix-cache", action="store_true")
-    p.add_argument("--enable-cache-report", action="store_true", help="accepted; the simulator always reports")
-    p.add_argument("--kv-cache-dtype", choices=KV_CACHE_DTYPES, default="auto")
-    p.add_argument("--stream-interval", type=_positive_int, default=1)
+    p = cls(prog="python -m pytest_autotuner.sim", description=f"A simulated SGLang {version} server.",
+            allow_abbrev=False)  # fmt: skip
+    defaults: dict[str, Any] = {}
+    for name, how in _MODELLED.items():
+        if "dest" not in how and how.get("action") != "store_true":
+            defaults[_dest(name)] = how.get("default")
+        elif how.get("action") == "store_true":
+            defaults[_dest(name)] = False
+        else:
+            defaults[how["dest"]] = how.get("default")
+    for option in shipped_table(version).options:
+        modelled = next((_MODELLED[n] for n in option.names if n in _MODELLED), None)
+        if modelled is not None:
+            _add_modelled(p, option, modelled)
+        else:
+            _add_unmodelled(p, option)
+    p.set_defaults(**{k: v for k, v in defaults.items() if k not in {a.dest for a in p._actions}})
     sim = p.add_argument_group("simulator")
+    sim.add_argument("--sim-sglang-version", choices=SHIPPED_VERSIONS, default=version,
+                     help="the SGLang release whose flags the simulator accepts")  # fmt: skip
     sim.add_argument("--sim-gpu", choices=sorted(GPUS), default="h100")
     sim.add_argument("--sim-num-gpus", type=_positive_int, default=1, help="GPUs visible to the server")
     sim.add_argument("--sim-speedup", type=_positive_float, default=DEFAULT_SPEEDUP, help="simulated s per wall s")
@@ -121,6 +201,26 @@ def build_parser(*, raising: bool = False) -> argparse.ArgumentParser:
         "simulator's own Python start-up is part of it instead of added to it (default: from this process's start)",
     )
     return p
+
+
+def sim_table(version: str = DEFAULT_VERSION) -> ArgumentTable:
+    """What the simulator imitating ``version`` accepts: that version's table plus the ``--sim-*`` flags."""
+    own = [a for a in build_parser(version=version)._actions if any(f.startswith("--sim-") for f in a.option_strings)]
+    return shipped_table(version).extended(table_from_actions(own, version).options)
+
+
+def unmodelled_flags(args: argparse.Namespace) -> list[str]:
+    """The SGLang flags (and values) given that the simulator accepts but does not model, sorted."""
+    out = sorted(k.removeprefix(_UNMODELLED_PREFIX) for k in vars(args) if k.startswith(_UNMODELLED_PREFIX))
+    for name, known in MODELLED_VALUES.items():
+        value = getattr(args, _dest(name), None)
+        if value is not None and value not in known:
+            out.append(f"{name}={value}")
+    return out
+
+
+def _sglang_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if not k.startswith(("sim_", _UNMODELLED_PREFIX))}
 
 
 def default_mem_fraction(args: argparse.Namespace, chunked_prefill_size: int) -> float:
@@ -148,13 +248,13 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         chunked_prefill_size=chunk,
         max_prefill_tokens=args.max_prefill_tokens,
         max_running_requests=args.max_running_requests,
-        schedule_policy=args.schedule_policy,
+        schedule_policy=args.schedule_policy if args.schedule_policy in SCHEDULE_POLICIES else "fcfs",
         schedule_conservativeness=args.schedule_conservativeness,
         cuda_graph_max_bs=args.cuda_graph_max_bs,
         disable_cuda_graph=args.disable_cuda_graph,
         enable_mixed_chunk=args.enable_mixed_chunk,
         disable_radix_cache=args.disable_radix_cache,
-        kv_cache_dtype=args.kv_cache_dtype,
+        kv_cache_dtype=args.kv_cache_dtype if args.kv_cache_dtype in KV_CACHE_DTYPES else "auto",
         stream_interval=args.stream_interval,
         context_length=args.context_length,
         slowdown=args.sim_slowdown,
@@ -181,7 +281,7 @@ def server_info(args: argparse.Namespace, cfg: EngineConfig, memory: MemoryPlan)
     (``sim_gpu``, ``sim_num_gpus``, ``sim_model``, ``sim_noise``, ``sim_model_version``) belong in a baseline's
     fingerprint. ``sim_speedup`` no longer changes the figures (server time) but is reported too.
     """
-    info: dict[str, Any] = {k: v for k, v in vars(args).items() if not k.startswith("sim_")}
+    info: dict[str, Any] = _sglang_args(args)
     info.update(
         model_path=args.model_path,
         served_model_name=args.served_model_name or args.model_path,
@@ -191,7 +291,9 @@ def server_info(args: argparse.Namespace, cfg: EngineConfig, memory: MemoryPlan)
         cuda_graph_max_bs=cfg.graph_max_bs,
         context_length=cfg.context_len,
         max_total_num_tokens=memory.max_total_num_tokens,
-        version=SIM_VERSION,
+        version=f"{args.sim_sglang_version}-sim",
+        sim_sglang_version=args.sim_sglang_version,
+        sim_unmodelled_flags=unmodelled_flags(args),
         sim_speedup=args.sim_speedup,
         sim_gpu=cfg.gpu.name,
         sim_num_gpus=cfg.num_gpus,
@@ -203,4 +305,5 @@ def server_info(args: argparse.Namespace, cfg: EngineConfig, memory: MemoryPlan)
 
 
 def parse_argv(argv: Sequence[str], *, raising: bool = False) -> argparse.Namespace:
-    return build_parser(raising=raising).parse_args(list(argv))
+    """Parse with the parser of the version ``--sim-sglang-version`` names (default: the newest shipped)."""
+    return build_parser(raising=raising, version=_version_of(argv)).parse_args(list(argv))

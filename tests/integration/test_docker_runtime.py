@@ -257,7 +257,48 @@ def test_launch_serves_and_the_engine_sees_the_configured_container(client: Any,
     assert "The server is fired up" in kept and FAKE_TOKEN not in kept
     # prepare() read the image's digest: a locally built image has no RepoDigest, so its ID
     assert host.image_digest == client.images.get(TEST_IMAGE).id
-    assert host.fingerprint_facts() == {"runtime": "docker", "image": TEST_IMAGE, "image_digest": host.image_digest}
+    assert host.fingerprint_facts() == {"runtime": "docker", "image": TEST_IMAGE, "image_digest": host.image_digest,
+                                        "sglang_version": ""}  # fmt: skip  # no preflight yet
+
+
+def test_the_preflight_reads_the_images_help_once_per_digest(
+    client: Any, host_of: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTEST_AUTOTUNER_CACHE", str(tmp_path / "cache"))
+    host = host_of()
+    host.host_env["PYTEST_AUTOTUNER_CACHE"] = str(tmp_path / "cache")
+    table = host.argument_table()
+    assert table is not None and len(table.options) == 529  # 0.5.23's help: its 531 options less two hidden
+    assert "cuda-graph-max-bs-decode" in table and "cuda-graph-max-bs" not in table
+    assert table.lookup("tp-size").type == "int"  # type: ignore[union-attr]  # from the shipped table
+    assert f"`sglang.launch_server --help` of {TEST_IMAGE}" == table.source
+    assert labelled(client) == []  # the preflight's containers are gone
+    cached = json.loads(host.help_cache_path().read_text())
+    assert cached["image_digest"] == host.image_digest == client.images.get(TEST_IMAGE).id
+    assert host.fingerprint_facts()["image_digest"] == host.image_digest
+
+    again = host_of()
+    again.host_env["PYTEST_AUTOTUNER_CACHE"] = str(tmp_path / "cache")
+    again._run_once = lambda *a, **k: pytest.fail("the cached help of this digest was not used")
+    assert again.argument_table().options == table.options
+
+
+def test_a_docker_session_with_a_flag_the_image_lacks_fails_before_any_container(
+    client: Any, pytester: pytest.Pytester
+) -> None:
+    spec = tuning_spec("docker-bad-flag")
+    spec["parameters"] = {"cuda-graph-max-bs": [8, 16]}
+    write_specs(pytester, spec)
+    result = pytester.runpytest_subprocess(
+        "--autotune", "--autotune-runtime=docker", "-p", "no:cacheprovider", "--autotune-report-dir",
+        str(pytester.path / "reports"), timeout=150,
+    )  # fmt: skip
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*docker-bad-flag: 1 flag problem(s) against SGLang (version unknown) (`sglang.launch_server --help` of*",
+        "*--cuda-graph-max-bs is not an option of SGLang*closest: --cuda-graph-max-bs-decode*",
+    ])  # fmt: skip
+    assert "trial #" not in result.stdout.str()
 
 
 def test_a_local_model_directory_is_mounted_read_only_at_model(client: Any, host_of: Any, tmp_path: Path) -> None:
@@ -412,6 +453,11 @@ def test_leftovers_of_dead_sessions_are_removed_and_live_ones_kept(client: Any, 
 
 
 def tuning_spec(name: str, *extra: str, **optimization: Any) -> dict[str, Any]:
+    """A session spec; the simulator's flags travel in the shim's SIM_EXTRA_ARGS, since the preflight rightly
+    rejects ``--sim-*`` in ``docker.extra_args`` (the image's help is SGLang's)."""
+    docker = sim_settings()
+    docker["extra_args"] = []
+    docker["env"]["SIM_EXTRA_ARGS"] = " ".join([*FAST, *extra])
     return {
         "task_name": name,
         "model": {"id_or_path": MODEL},
@@ -421,7 +467,7 @@ def tuning_spec(name: str, *extra: str, **optimization: Any) -> dict[str, Any]:
                          **optimization},
         "benchmark": {"traffic_scenarios": ["D(64,32)"], "num_concurrency": [2], "max_requests_per_iteration": 8,
                       "warmup_requests": 1},
-        "docker": sim_settings(*extra),
+        "docker": docker,
     }  # fmt: skip
 
 

@@ -184,3 +184,20 @@ def test_a_health_poll_that_reads_back_its_own_request_is_no_answer_yet() -> Non
 
         threading.Thread(target=echo, daemon=True).start()
         assert _get_json(f"http://127.0.0.1:{listener.getsockname()[1]}/health", timeout=10.0) == (0, None)
+
+
+def test_the_preflight_reads_the_hosts_help_once() -> None:
+    host = runtime()
+    table = host.argument_table()
+    assert len(table.options) == 529 and "cuda-graph-max-bs-decode" in table  # the shim prints 0.5.23's help
+    assert table.source == f"`{sys.executable} -m sglang.launch_server --help` on this host"
+    assert host.argument_table() is table  # once per host
+    assert host.fingerprint_facts()["sglang_version"] == table.version
+
+
+def test_a_server_that_cannot_print_its_help_makes_the_runtime_unavailable() -> None:
+    from pytest_autotuner.runtimes import RuntimeUnavailable
+
+    host = ProcessHost(model=MODEL, python=sys.executable, env={**os.environ, "PYTHONPATH": str(REPO)})
+    with pytest.raises(RuntimeUnavailable, match="No module named 'sglang'"):
+        host.argument_table()

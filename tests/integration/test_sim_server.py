@@ -109,7 +109,7 @@ def test_models_and_server_info(shared: SimProcess) -> None:
     }
     for path in ("/server_info", "/get_server_info"):
         info = sim.get_json(path)
-        assert info["version"] == "0.5.2-sim" and info["sim_speedup"] == 20.0
+        assert info["version"] == "0.5.23-sim" and info["sim_speedup"] == 20.0
         assert info["sim_noise"] == 0.03 and info["sim_model_version"] == SIM_MODEL_VERSION
         assert info["served_model_name"] == "tiny" and info["max_total_num_tokens"] > 1_000_000
     assert sim.status("/health_generate") == 200

@@ -102,7 +102,8 @@ def concurrent_session(
         parameters={"tp-size": [1, 2, 4], "chunked-prefill-size": [512, 1024, 2048, 4096]},
         optimization={"strategy": "grid", "max_iterations": max_iterations, "confirm_runs": 0},
     )
-    search = Search(spec=s, space=SearchSpace.from_spec(s), storage=None, study_name=study_name_for(s, "t"), seed=2)
+    search = Search(spec=s, space=SearchSpace.from_spec(s), storage=None, study_name=study_name_for(s, "t"), seed=2,
+                    max_gpus=pool_size)  # fmt: skip
     lock = threading.Lock()
     state = {"running": 0, "peak": 0, "held": set(), "calls": 0}
     overlap = threading.Event()
@@ -138,11 +139,33 @@ def test_trials_run_concurrently_on_disjoint_gpus() -> None:
     assert state["peak"] > 1  # one trial at a time never gets there, however long each waits
 
 
-def test_a_trial_needing_more_gpus_than_the_runner_has_is_infeasible_without_launching() -> None:
+def test_configurations_needing_more_gpus_than_the_runner_has_are_not_trials() -> None:
     session, state = concurrent_session(workers=2, pool_size=2, max_iterations=12)
+    assert session.search_state.unhostable_note() == "tp-size=4 needs 4 GPUs; this runner has 2: skipped"
     session.search()
-    infeasible = [t for t in session.records()[0] if t.failure == "infeasible"]
-    assert {t.params["tp-size"] for t in infeasible} == {4}
-    assert len(infeasible) == 4
-    assert state["calls"] == 12 - 4  # the tp=4 configurations never reached evaluate
-    assert "needs 4 GPUs" in infeasible[0].failure_message
+    trials = session.records()[0]
+    assert {t.params["tp-size"] for t in trials} == {1, 2}  # tp=4 never ran, never counted
+    assert len(trials) == state["calls"] == 8  # the 8 hostable grid points: the space ends before the budget
+
+
+def test_a_sampler_proposing_unhostable_points_gets_others_without_spending_the_budget() -> None:
+    s = spec(
+        parameters={"tp-size": [1, 2], "dp-size": [1, 2], "chunked-prefill-size": [512, 1024, 2048, 4096]},
+        optimization={"strategy": "bayesian", "max_iterations": 6, "confirm_runs": 0, "start_from_defaults": False},
+        initial_configs=[{"tp-size": 2, "dp-size": 1, "chunked-prefill-size": 512}],  # enqueued, unhostable
+    )
+    search = Search(spec=s, space=SearchSpace.from_spec(s), storage=None, study_name=study_name_for(s, "t"), seed=3,
+                    max_gpus=1)  # fmt: skip
+    calls: list[Params] = []
+
+    def evaluate(params: Params, deadline: Deadline) -> BenchResult:
+        calls.append(params)
+        return result(1.0)
+
+    session = TuningSession(spec=s, search=search, evaluate=evaluate, gpu_pool=GpuPool([0]))
+    session.search()
+    assert len(calls) == 4  # only tp=1, dp=1 fits: its 4 points, then the space is spent
+    assert all(gpus_needed(p) == 1 for p in calls)
+    unhostable = [t for t in search.study.get_trials() if "unhostable" in t.user_attrs]
+    assert unhostable and all(t.user_attrs["unhostable"] > 1 for t in unhostable)
+    assert len(session.records()[0]) == 4

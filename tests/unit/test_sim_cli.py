@@ -17,7 +17,7 @@ SMALL_PLAN = BenchmarkPlan((parse_scenario("D(64,8)"),), (1,), max_requests=2, w
 
 
 def test_aliases_and_defaults() -> None:
-    args = parse_argv(["--model-path", "Llama-3.2-1B", "--tp", "2", "--dp", "2"])
+    args = parse_argv(["--model-path", "Llama-3.2-1B", "--tensor-parallel-size", "2", "--dp-size", "2"])
     assert (args.tp_size, args.dp_size) == (2, 2)
     assert args.schedule_policy == "fcfs" and args.stream_interval == 1
     assert args.sim_speedup == DEFAULT_SPEEDUP == 1.0

@@ -119,7 +119,7 @@ def test_startup_failure_kinds_are_exceptions_with_sglang_messages() -> None:
 
 def test_server_info_reports_the_memory_plan_and_version() -> None:
     info = run_benchmark_in_process("Llama-3.1-8B", {"max-running-requests": 48}, SMALL_PLAN).server_info
-    assert info["version"] == "0.5.2-sim"
+    assert info["version"] == "0.5.23-sim" and info["sim_sglang_version"] == "0.5.23"  # the newest by default
     assert info["max_running_requests"] == 48
     assert info["tp_size"] == 1 and info["mem_fraction_static"] == pytest.approx(0.835)
     assert info["max_total_num_tokens"] > 300_000

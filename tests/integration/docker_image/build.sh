@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the test image pytest-autotuner-sim:test (no registry needed): a tiny root filesystem holding only an
-# `sglang.launch_server` shim that execs `python3 -m pytest_autotuner.sim`. Python, its libraries and the work
+# `sglang.launch_server` shim that execs `python3 -m pytest_autotuner.sim` (and answers `--help` with SGLang 0.5.23's
+# real help text, copied from tests/data). Python, its libraries and the work
 # tree are not copied: the tests bind-mount the host's /usr, Python prefix and work tree read-only (see
-# tests/integration/test_docker_runtime.py), so the image stays a few KiB and builds in about a second.
+# tests/integration/test_docker_runtime.py), so the image stays a few hundred KiB and builds in about a second.
 #
 #   usage: build.sh [TAG] [PYTHON]     (defaults: pytest-autotuner-sim:test, python3; .ci/start-docker runs it)
 set -euo pipefail
@@ -20,6 +21,7 @@ chmod 1777 "$root/tmp" "$root/var/tmp"
 for d in bin lib lib64; do ln -s "usr/$d" "$root/$d"; done
 mkdir -p "$root$prefix" "$root$base_prefix"
 cp -r "$here/sglang" "$root/opt/shim/"
+cp "$here/../../data/sglang-0.5.23/launch_server-help.txt" "$root/opt/shim/sglang/"
 find "$root/opt/shim" -name __pycache__ -prune -exec rm -rf {} +
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
 printf 'root:x:0:\n' >"$root/etc/group"
