@@ -19,9 +19,11 @@ import datetime
 import hashlib
 import json
 import logging
+import math
 import random
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 CONSTRAINT_KEY = "infeasible"
 _MAX_DUPLICATE_RETRIES = 4
+#: Finite spaces up to this many points get a full seeded shuffle of their point indices (a list of ints).
+SHUFFLE_LIMIT = 100_000
 
 
 @dataclass
@@ -157,7 +161,7 @@ class Search:
         )
         if local_storage:
             self._fail_interrupted_trials()
-        self._order: list[Params] | None = self._finite_order()
+        self._order: _GridOrder | None = self._finite_order()
         for config in spec.initial_configs:
             self.enqueue(dict(config))
         if self.strategy == "bayesian" and spec.optimization.start_from_defaults:
@@ -169,15 +173,26 @@ class Search:
                 attrs = {"origin": "sglang_defaults", "server_chooses": server_chooses}
                 self.study.enqueue_trial(defaults, user_attrs=attrs, skip_if_exists=True)
 
-    def _finite_order(self) -> list[Params] | None:
-        """Seeded order of every grid point, for grid and random strategies on a finite space."""
-        if self.strategy == "bayesian" or self.space.grid_size is None:
+    def _finite_order(self) -> _GridOrder | None:
+        """Seeded order of the grid points, for grid and random strategies on a finite space (never listed).
+
+        Up to ``SHUFFLE_LIMIT`` points, a full shuffle of the point indices; a larger grid (the spec caps it at
+        ``MAX_GRID_POINTS``) walks a seeded affine permutation of them. A random search on a larger space draws
+        from the sampler, and the dedup in ``propose`` catches the (rare) repeats.
+        """
+        size = self.space.grid_size
+        if self.strategy == "bayesian" or size is None:
             if self.strategy == "grid":
-                list(self.space.grid())  # raises the "no grid" error with its fix
+                self.space.point(0)  # raises the "no grid" error with its fix
             return None
-        order = list(self.space.grid())
-        random.Random(f"{self.strategy}-{self.seed}").shuffle(order)  # grid and random: different orders
-        return order
+        rng = random.Random(f"{self.strategy}-{self.seed}")  # grid and random: different orders
+        if size <= SHUFFLE_LIMIT:
+            indices = list(range(size))
+            rng.shuffle(indices)
+            return _GridOrder(self.space, indices)
+        if self.strategy == "random":
+            return None
+        return _GridOrder(self.space, _AffinePermutation(size, rng))
 
     def _fail_interrupted_trials(self) -> None:
         """A trial left RUNNING by a killed run is closed as failed, so the resumed run does not wait for it."""
@@ -319,13 +334,19 @@ class Search:
         return bool(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
     def _random_unseen(self, seen: dict[str, FrozenTrial]) -> Proposal | None:
-        if self.space.grid_size is None:
+        size = self.space.grid_size
+        if size is None:
             return Proposal.of(self._ask())
         rng = random.Random(self.seed + self.n_evaluated)
-        unseen = [p for p in self.space.grid() if self.space.key(p) not in seen]
-        if not unseen:
+        if size > SHUFFLE_LIMIT:  # too many to list: draw points until one is unseen (almost all are)
+            draws = (self.space.point(rng.randrange(size)) for _ in range(1000))
+            choice = next((p for p in draws if self.space.key(p) not in seen), None)
+        else:
+            unseen = [p for p in self.space.grid() if self.space.key(p) not in seen]
+            choice = rng.choice(unseen) if unseen else None
+        if choice is None:
             return None
-        self.study.enqueue_trial(rng.choice(unseen))
+        self.study.enqueue_trial(choice)
         return Proposal.of(self._ask())
 
     def record(self, proposal: Proposal, score: TrialScore, attrs: dict[str, Any]) -> None:
@@ -340,6 +361,37 @@ class Search:
         """Close a trial that was interrupted (Ctrl-C), so a resumed run proposes it again."""
         proposal.trial.set_user_attr("interrupted", reason)
         self.study.tell(proposal.trial, state=_fail_state())
+
+
+class _AffinePermutation(Sequence[int]):
+    """``(a * i + b) mod n`` with ``a`` coprime to ``n``: a seeded permutation of 0..n-1 that lists nothing."""
+
+    def __init__(self, n: int, rng: random.Random) -> None:
+        self._n = n
+        self._b = rng.randrange(n)
+        a = rng.randrange(1, n) | 1
+        while math.gcd(a, n) != 1:
+            a += 1
+        self._a = a
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int) -> int:  # type: ignore[override]  # no slices needed
+        if not 0 <= index < self._n:
+            raise IndexError(index)
+        return (self._a * index + self._b) % self._n
+
+
+class _GridOrder:
+    """The grid points in a given order of their indices, decoded one at a time."""
+
+    def __init__(self, space: SearchSpace, indices: Sequence[int]) -> None:
+        self._space = space
+        self._indices = indices
+
+    def __iter__(self) -> Iterator[Params]:
+        return (self._space.point(i) for i in self._indices)
 
 
 def _fail_state() -> Any:
