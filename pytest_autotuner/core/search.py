@@ -8,19 +8,30 @@ A configuration is evaluated at most once: a proposal equal to a finished trial 
 user attribute ``duplicate_of`` (samplers ignore FAIL trials, so it neither counts nor biases the model),
 and another proposal is drawn. The lookup reads the study's storage, so it survives a resume.
 
+Local journals (``journal:<file>``, by default ``reports/<task>/study.journal``) survive torn writes and
+concurrent runs: a run takes an exclusive lock on ``<file>.owner`` (``flock``, so a killed run's lock is free at
+once; the file names the owner's pid, host and start time for the message that refuses a second run); then a
+trailing partial record (a kill mid-write, a full disk) is cut off, or completed when only its newline is
+missing, and the repair reported in ``Search.notes``; any other unreadable line is a ``StudyStorageError`` that
+names the file, the line and what to do.
+
 Warm start: the spec's ``initial_configs`` come first; then ``bayesian`` evaluates SGLang's defaults moved into
 the space (``sglang_defaults.py``; user attribute ``origin``). Grid and random stay uninformed baselines.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
+import fcntl
 import hashlib
 import json
 import logging
 import math
+import os
 import random
+import socket
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -40,7 +51,16 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.space import SearchSpace
     from pytest_autotuner.core.spec import TaskSpec
 
-__all__ = ["CONSTRAINT_KEY", "Proposal", "Search", "default_storage_url", "study_name_for"]
+__all__ = [
+    "CONSTRAINT_KEY",
+    "Proposal",
+    "Search",
+    "StudyStorageError",
+    "default_storage_url",
+    "lock_journal",
+    "repair_journal",
+    "study_name_for",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -93,12 +113,133 @@ def default_storage_url(report_dir: Path, folder: str) -> str:
     return f"journal:{path}"
 
 
-def _open_storage(url: str, grace_period: int) -> Any:
+class StudyStorageError(RuntimeError):
+    """The study's storage cannot be used (in use, corrupt, unwritable); the message is meant for the user."""
+
+
+_HELD_LOCKS: dict[str, int] = {}  # journal path -> descriptor of its locked .owner file, for this process's life
+
+
+def _owner_text(fd: int) -> str:
+    try:
+        owner = json.loads(os.pread(fd, 4096, 0) or b"null")
+    except ValueError:
+        return ""
+    if not isinstance(owner, dict):
+        return ""
+    return f"pid {owner.get('pid')} on {owner.get('host')}, started {owner.get('started')}"
+
+
+def lock_journal(path: Path) -> str | None:
+    """Hold ``<path>.owner`` exclusively for the rest of this process (see the module docstring).
+
+    Returns a note when the lock of a run that died was taken over; raises StudyStorageError when another live
+    run holds it. A process that already holds the lock (an earlier item of the same run) keeps it.
+    """
+    key = str(path.resolve())
+    if key in _HELD_LOCKS:
+        return None
+    owner_path = path.with_name(path.name + ".owner")
+    try:
+        fd = os.open(owner_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise StudyStorageError(f"{owner_path}: cannot create the study's lock file ({err.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        other = _owner_text(fd) or "another process"
+        os.close(fd)
+        raise StudyStorageError(
+            f"{path} is in use by another run ({other}); two runs on one study journal would corrupt it. Wait "
+            "for that run to finish, or give this one another --autotune-report-dir (or a shared --autotune-storage)"
+        ) from None
+    stale = _owner_text(fd)
+    os.ftruncate(fd, 0)
+    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}).encode(), 0)
+    _HELD_LOCKS[key] = fd
+    return f"{path}: took over the lock of a run that is gone ({stale})" if stale else None
+
+
+@atexit.register
+def _release_locks() -> None:
+    """A run that ends normally leaves an empty owner file (a non-empty one tells the next run it died)."""
+    for fd in _HELD_LOCKS.values():
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+def repair_journal(path: Path) -> str | None:
+    """Check every record of a journal file; cut off (or complete) a torn last record. Returns the repair's note.
+
+    Raises StudyStorageError for a journal that is corrupt before its last record.
+    """
+    if not path.exists():
+        return None
+    try:
+        with path.open("rb+") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            good_end, count, torn = 0, 0, b""
+            for number, line in enumerate(handle, start=1):
+                record = _record(line)
+                if not line.endswith(b"\n"):
+                    torn = line
+                    break
+                if record is None:
+                    raise StudyStorageError(
+                        f"{path}:{number}: the study journal is corrupt (line {number} is not a journal record). "
+                        f"Move it away (`mv {path} {path}.bad`) to start a fresh study, or restore it from a backup"
+                    )
+                good_end += len(line)
+                count += 1
+            if not torn:
+                return None
+            if _record(torn) is not None:  # a whole record whose newline was not written
+                handle.seek(good_end + len(torn))
+                handle.write(b"\n")
+                return f"{path}: completed the last record (its newline was missing); {count + 1} records kept"
+            handle.truncate(good_end)
+            return (
+                f"{path}: removed a partial last record ({size - good_end} bytes, a write cut short); "
+                f"the {count} complete records before it are kept"
+            )
+    except OSError as err:
+        raise StudyStorageError(f"{path}: cannot read or repair the study journal ({err.strerror})") from None
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "op_code" in record else None
+
+
+def _open_journal(path: Path, notes: list[str]) -> Any:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for note in (lock_journal(path), repair_journal(path)):
+        if note:
+            logger.warning("%s", note)
+            notes.append(note)
+    try:
+        with path.open("ab"):
+            pass
+    except OSError as err:
+        raise StudyStorageError(
+            f"{path}: cannot write the study journal ({err.strerror}); fix its permissions or choose another "
+            "--autotune-report-dir"
+        ) from None
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _open_storage(url: str, grace_period: int, notes: list[str] | None = None) -> Any:
     if url.startswith("journal:"):
-        return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+        return _open_journal(Path(url.removeprefix("journal:")), [] if notes is None else notes)
     if url.startswith(("postgresql", "mysql", "sqlite")):
         return _rdb_storage(url, grace_period)
     return url  # let Optuna interpret anything else
@@ -152,13 +293,25 @@ class Search:
         self.strategy = spec.optimization.strategy
         self._grace_period = grace_period
         self._distributions = space.distributions()
-        self.study = optuna.create_study(
-            study_name=study_name,
-            storage=_open_storage(storage, grace_period) if storage else None,
-            sampler=make_sampler(spec.optimization, space, seed),
-            direction=spec.optimization.direction,
-            load_if_exists=True,
-        )
+        #: what opening the storage repaired or took over, for the user
+        self.notes: list[str] = []
+        opened = _open_storage(storage, grace_period, self.notes) if storage else None
+        try:
+            self.study = optuna.create_study(
+                study_name=study_name,
+                storage=opened,
+                sampler=make_sampler(spec.optimization, space, seed),
+                direction=spec.optimization.direction,
+                load_if_exists=True,
+            )
+        except Exception as err:
+            if not (storage or "").startswith("journal:"):
+                raise
+            path = storage.removeprefix("journal:")  # type: ignore[union-attr]
+            raise StudyStorageError(
+                f"{path}: the study journal cannot be replayed ({type(err).__name__}: {str(err)[:200]}). Move it "
+                f"away (`mv {path} {path}.bad`) to start a fresh study, or restore it from a backup"
+            ) from None
         if local_storage:
             self._fail_interrupted_trials()
         self._order: _GridOrder | None = self._finite_order()

@@ -167,6 +167,8 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         grace_period=options.grace_period,
         gpu_memory_mib=options.gpu_memory_mib,
     )
+    for note in search.notes:  # a repaired journal, a lock taken over from a run that died
+        options.on_note(f"{spec.task_name}: {note}")
     if baseline is not None and space.contains(baseline.best_params):
         search.enqueue(dict(baseline.best_params))  # warm start from the last known good
     gpu_pool = GpuPool(list(options.gpu_ids)) if options.gpu_ids else None
