@@ -234,7 +234,17 @@ def _open_journal(path: Path, notes: list[str]) -> Any:
             f"{path}: cannot write the study journal ({err.strerror}); fix its permissions or choose another "
             "--autotune-report-dir"
         ) from None
-    return JournalStorage(JournalFileBackend(str(path)))
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))  # replays the journal
+    except Exception as err:  # Optuna asserts or raises on records it cannot apply
+        raise _unreplayable(path, err) from None
+
+
+def _unreplayable(path: Path | str, err: Exception) -> StudyStorageError:
+    return StudyStorageError(
+        f"{path}: the study journal cannot be replayed ({type(err).__name__}: {str(err)[:200]}). Move it "
+        f"away (`mv {path} {path}.bad`) to start a fresh study, or restore it from a backup"
+    )
 
 
 def _open_storage(url: str, grace_period: int, notes: list[str] | None = None) -> Any:
@@ -307,11 +317,7 @@ class Search:
         except Exception as err:
             if not (storage or "").startswith("journal:"):
                 raise
-            path = storage.removeprefix("journal:")  # type: ignore[union-attr]
-            raise StudyStorageError(
-                f"{path}: the study journal cannot be replayed ({type(err).__name__}: {str(err)[:200]}). Move it "
-                f"away (`mv {path} {path}.bad`) to start a fresh study, or restore it from a backup"
-            ) from None
+            raise _unreplayable(storage.removeprefix("journal:"), err) from None  # type: ignore[union-attr]
         if local_storage:
             self._fail_interrupted_trials()
         self._order: _GridOrder | None = self._finite_order()
