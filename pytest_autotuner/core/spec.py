@@ -702,7 +702,8 @@ def _format_errors(path: Path, err: ValidationError) -> str:
     ]
     for item, loc in zip(errors, locs, strict=True):
         if item["type"] in _UNION_MISMATCH and any(
-            len(other) > len(loc) and other[: len(loc)] == loc for other in locs
+            other_item["type"] not in _UNION_MISMATCH and other[: len(loc)] == loc
+            for other_item, other in zip(errors, locs, strict=True)
         ):
             continue  # "not a list" next to the range's own errors: the value was meant as the other member
         msg = item["msg"].removeprefix("Value error, ")
