@@ -76,7 +76,12 @@ CASES: list[Case] = [
         "parameters:\n  x: {low: 1, high: 4, low: 2}\n",
         ["duplicate key", '"low"'],
     ),
-    ("yaml-merge-key-allowed", "s.yaml", "base: &b {low: 1, high: 4}\n", ["unknown field", "`base`"]),
+    (
+        "yaml-merge-key-allowed",
+        "s.yaml",
+        "parameters:\n  x: &r {low: 1, high: 4}\n  y: {<<: *r, high: 8}\n",
+        None,
+    ),
     (
         "json-duplicate-top-key",
         "s.json",
