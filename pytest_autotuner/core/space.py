@@ -55,7 +55,14 @@ class FloatRange:
     def grid_values(self) -> Sequence[ParamValue] | None:
         if self.step is None:
             return None  # continuous: no grid
-        return _SteppedFloats(self.low, self.step, math.floor((self.high - self.low) / self.step + 1e-9) + 1)
+        return _SteppedFloats(self.low, self.step, stepped_count(self.low, self.high, self.step))
+
+
+def stepped_count(low: float, high: float, step: float) -> int:
+    """Points of ``low, low + step, ...`` up to ``high``; a quotient a rounding error short of whole counts whole
+    (0..1 in steps of 1e-9 is 10^9 + 1 points, though 1 / 1e-9 is 999999999.9999999 in floats)."""
+    steps = (high - low) / step
+    return math.floor(steps + max(1e-9, abs(steps) * 1e-12)) + 1
 
 
 class _SteppedFloats(Sequence[float]):

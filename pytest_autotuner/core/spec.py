@@ -166,7 +166,8 @@ class RangeParam(_Model):
             return int(self.high - self.low) // int(self.step or 1) + 1
         if self.step is None:
             return None
-        return math.floor((self.high - self.low) / self.step + 1e-9) + 1
+        steps = (self.high - self.low) / self.step
+        return math.floor(steps + max(1e-9, abs(steps) * 1e-12)) + 1  # as space.stepped_count
 
 
 ParamChoice = bool | int | float | str
@@ -674,7 +675,7 @@ def _preview(value: Any, limit: int = 120) -> str:
         if isinstance(item, bool) or item is None:
             return emit(json.dumps(item))
         if isinstance(item, int) and abs(item) >= 10**30:
-            return emit(f"{item:.3e}")
+            return emit(f"<an integer of about {int(item.bit_length() * 0.30103) + 1} digits>")
         if isinstance(item, (int, float)):
             return emit(repr(item))
         return emit(_cut(repr(item)[: budget[0] + 1], budget[0] + 1))
