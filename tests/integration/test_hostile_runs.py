@@ -71,7 +71,8 @@ def test_names_that_share_a_safe_spelling_get_distinct_report_folders(pytester: 
 HOLDER = textwrap.dedent(
     """
     import sys
-        from pytest_autotuner.core.search import lock_journal
+    from pathlib import Path
+    from pytest_autotuner.core.search import lock_journal
     lock_journal(Path(sys.argv[1]))
     print("locked", flush=True)
     sys.stdin.read()
@@ -85,10 +86,16 @@ def test_a_second_run_on_a_journal_in_use_is_refused_naming_the_other(pytester: 
     journal.parent.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(journal)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", HOLDER, str(journal)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        assert holder.stdout is not None and holder.stderr is not None
+        assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
         result = pytester.runpytest_subprocess("--autotune", "-p", "no:cacheprovider")
     finally:
         holder.send_signal(signal.SIGKILL)

@@ -115,10 +115,16 @@ def test_a_second_run_on_a_journal_in_use_is_refused_and_a_dead_runs_lock_taken_
     journal = tmp_path / "study.journal"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(journal)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", HOLDER, str(journal)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        assert holder.stdout is not None and holder.stderr is not None
+        assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
         with pytest.raises(StudyStorageError) as err:
             lock_journal(journal)
         message = str(err.value)
