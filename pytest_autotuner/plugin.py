@@ -35,6 +35,7 @@ SPEC_SUFFIXES = (".json", ".yaml", ".yml")
 _options_key = pytest.StashKey[Options]()
 _outcomes_key = pytest.StashKey[list[tuple["TaskOutcome", str | None]]]()
 _histories_key = pytest.StashKey[dict[str, list["HistoryEntry"]]]()  # by spec slug (--autotune-history)
+_task_names_key = pytest.StashKey[dict[str, Path]]()
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,14 @@ class SpecFile(pytest.File):
         except SpecError as err:
             raise self.CollectError(str(err)) from None
         self._check_sim_flags(spec)
+        # one task name, one report folder and one study: a second spec with the name would overwrite the first's
+        seen = self.config.stash.setdefault(_task_names_key, {})
+        first = seen.setdefault(spec.task_name, self.path)
+        if first != self.path:
+            raise self.CollectError(
+                f"{self.path}: task_name {spec.task_name!r} is also the task name of {first}; "
+                "give each spec its own task_name"
+            )
         item = TuningItem.from_parent(self, name=spec.task_name, spec=spec)
         item.add_marker("autotune")
         yield item
@@ -301,7 +310,9 @@ class TuningItem(pytest.Item):
         self._say(progress_line(event, objective))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, AutotuneFailure):
+        from pytest_autotuner.core.search import StudyStorageError
+
+        if isinstance(excinfo.value, (AutotuneFailure, StudyStorageError)):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
 

@@ -27,7 +27,19 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["ACCEPTED_FORMS", "Conversations", "Scenario", "ScenarioError", "SharedPrefix", "parse_scenario"]
+__all__ = [
+    "ACCEPTED_FORMS",
+    "MAX_TOKENS_PER_REQUEST",
+    "Conversations",
+    "Scenario",
+    "ScenarioError",
+    "SharedPrefix",
+    "parse_scenario",
+]
+
+#: Input + output tokens one request of a scenario may need (for N: mean + 3 std each), 2^20: above the context
+#: of the models SGLang serves, and a bound on the prompt the client builds (a 300M-token prompt is GiBs).
+MAX_TOKENS_PER_REQUEST = 1 << 20
 
 ACCEPTED_FORMS = (
     "D(in,out) e.g. D(100,100); N(mean_in,std_in)/(mean_out,std_out) e.g. N(480,240)/(300,150); "
@@ -39,7 +51,7 @@ ACCEPTED_FORMS = (
 _CHAT_FIELDS = ("sessions", "turns", "in", "out", "system", "think_ms")
 _SHARED_FIELDS = ("groups", "prompts", "system", "question", "output")
 
-_NUM = r"(\d+)"
+_NUM = r"(\d{1,12})"  # digits bounded: int() of a huge literal is slow
 _PAIR = rf"\({_NUM},{_NUM}\)"
 _PATTERNS: dict[str, re.Pattern[str]] = {
     "D": re.compile(rf"^D{_PAIR}$"),
@@ -169,6 +181,11 @@ def parse_scenario(text: str) -> Scenario:
 
 
 def _check_bounds(scenario: Scenario) -> None:
+    if scenario.max_total_tokens > MAX_TOKENS_PER_REQUEST:
+        raise ScenarioError(
+            f"{scenario.text!r}: a request may need {scenario.max_total_tokens:,} tokens (input + output), over the "
+            f"cap of {MAX_TOKENS_PER_REQUEST:,}; use counts within the model's context"
+        )
     if scenario.kind == "D" and (scenario.input[0] < 1 or scenario.output[0] < 1):
         raise ScenarioError(f"{scenario.text!r}: token counts must be at least 1")
     if scenario.kind == "N" and (scenario.input[0] < 1 or scenario.output[0] < 1):

@@ -12,20 +12,33 @@ Configurations the runner cannot host (needing more GPUs, ``gpu_pool.gpus_needed
 trials: grid and random orders leave them out, and a sampler's proposal of one is closed as a FAIL with the user
 attribute ``unhostable`` (not counted, not launched) and another drawn; ``unhostable_note`` says so once.
 
+Local journals (``journal:<file>``, by default ``reports/<task>/study.journal``) survive torn writes and
+concurrent runs: a run takes an exclusive lock on ``<file>.owner`` (``flock``, so a killed run's lock is free at
+once; the file names the owner's pid, host and start time for the message that refuses a second run); then a
+trailing partial record (a kill mid-write, a full disk) is cut off, or completed when only its newline is
+missing, and the repair reported in ``Search.notes``; any other unreadable line is a ``StudyStorageError`` that
+names the file, the line and what to do.
+
 Warm start: the spec's ``initial_configs`` come first; then ``bayesian`` evaluates SGLang's defaults moved into
 the space (``sglang_defaults.py``; user attribute ``origin``). Grid and random stay uninformed baselines.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
+import fcntl
 import hashlib
 import json
 import logging
+import math
+import os
 import random
+import socket
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,13 +56,24 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.space import SearchSpace
     from pytest_autotuner.core.spec import TaskSpec
 
-__all__ = ["CONSTRAINT_KEY", "Proposal", "Search", "default_storage_url", "study_name_for"]
+__all__ = [
+    "CONSTRAINT_KEY",
+    "Proposal",
+    "Search",
+    "StudyStorageError",
+    "default_storage_url",
+    "lock_journal",
+    "repair_journal",
+    "study_name_for",
+]
 
 logger = logging.getLogger(__name__)
 
 CONSTRAINT_KEY = "infeasible"
 _MAX_DUPLICATE_RETRIES = 4
 _MAX_UNHOSTABLE_DRAWS = 200  # proposals of unhostable configurations closed before giving up on one propose()
+#: Finite spaces up to this many points get a full seeded shuffle of their point indices (a list of ints).
+SHUFFLE_LIMIT = 100_000
 
 
 @dataclass
@@ -95,12 +119,143 @@ def default_storage_url(report_dir: Path, folder: str) -> str:
     return f"journal:{path}"
 
 
-def _open_storage(url: str, grace_period: int) -> Any:
+class StudyStorageError(RuntimeError):
+    """The study's storage cannot be used (in use, corrupt, unwritable); the message is meant for the user."""
+
+
+_HELD_LOCKS: dict[str, int] = {}  # journal path -> descriptor of its locked .owner file, for this process's life
+
+
+def _owner_text(fd: int) -> str:
+    try:
+        owner = json.loads(os.pread(fd, 4096, 0) or b"null")
+    except ValueError:
+        return ""
+    if not isinstance(owner, dict):
+        return ""
+    return f"pid {owner.get('pid')} on {owner.get('host')}, started {owner.get('started')}"
+
+
+def lock_journal(path: Path) -> str | None:
+    """Hold ``<path>.owner`` exclusively for the rest of this process (see the module docstring).
+
+    Returns a note when the lock of a run that died was taken over; raises StudyStorageError when another live
+    run holds it. A process that already holds the lock (an earlier item of the same run) keeps it.
+    """
+    key = str(path.resolve())
+    if key in _HELD_LOCKS:
+        return None
+    owner_path = path.with_name(path.name + ".owner")
+    try:
+        fd = os.open(owner_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise StudyStorageError(f"{owner_path}: cannot create the study's lock file ({err.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        other = _owner_text(fd) or "another process"
+        os.close(fd)
+        raise StudyStorageError(
+            f"{path} is in use by another run ({other}); two runs on one study journal would corrupt it. Wait "
+            "for that run to finish, or give this one another --autotune-report-dir (or a shared --autotune-storage)"
+        ) from None
+    stale = _owner_text(fd)
+    os.ftruncate(fd, 0)
+    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}).encode(), 0)
+    _HELD_LOCKS[key] = fd
+    return f"{path}: took over the lock of a run that is gone ({stale})" if stale else None
+
+
+@atexit.register
+def _release_locks() -> None:
+    """A run that ends normally leaves an empty owner file (a non-empty one tells the next run it died)."""
+    for fd in _HELD_LOCKS.values():
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+def repair_journal(path: Path) -> str | None:
+    """Check every record of a journal file; cut off (or complete) a torn last record. Returns the repair's note.
+
+    Raises StudyStorageError for a journal that is corrupt before its last record.
+    """
+    if not path.exists():
+        return None
+    try:
+        with path.open("rb+") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            good_end, count, torn = 0, 0, b""
+            for number, line in enumerate(handle, start=1):
+                record = _record(line)
+                if not line.endswith(b"\n"):
+                    torn = line
+                    break
+                if record is None:
+                    raise StudyStorageError(
+                        f"{path}:{number}: the study journal is corrupt (line {number} is not a journal record). "
+                        f"Move it away (`mv {path} {path}.bad`) to start a fresh study, or restore it from a backup"
+                    )
+                good_end += len(line)
+                count += 1
+            if not torn:
+                return None
+            if _record(torn) is not None:  # a whole record whose newline was not written
+                handle.seek(good_end + len(torn))
+                handle.write(b"\n")
+                return f"{path}: completed the last record (its newline was missing); {count + 1} records kept"
+            handle.truncate(good_end)
+            return (
+                f"{path}: removed a partial last record ({size - good_end} bytes, a write cut short); "
+                f"the {count} complete records before it are kept"
+            )
+    except OSError as err:
+        raise StudyStorageError(f"{path}: cannot read or repair the study journal ({err.strerror})") from None
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "op_code" in record else None
+
+
+def _open_journal(path: Path, notes: list[str]) -> Any:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for note in (lock_journal(path), repair_journal(path)):
+        if note:
+            logger.warning("%s", note)
+            notes.append(note)
+    try:
+        with path.open("ab"):
+            pass
+    except OSError as err:
+        raise StudyStorageError(
+            f"{path}: cannot write the study journal ({err.strerror}); fix its permissions or choose another "
+            "--autotune-report-dir"
+        ) from None
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))  # replays the journal
+    except Exception as err:  # Optuna asserts or raises on records it cannot apply
+        raise _unreplayable(path, err) from None
+
+
+def _unreplayable(path: Path | str, err: Exception) -> StudyStorageError:
+    return StudyStorageError(
+        f"{path}: the study journal cannot be replayed ({type(err).__name__}: {str(err)[:200]}). Move it "
+        f"away (`mv {path} {path}.bad`) to start a fresh study, or restore it from a backup"
+    )
+
+
+def _open_storage(url: str, grace_period: int, notes: list[str] | None = None) -> Any:
     if url.startswith("journal:"):
-        return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+        return _open_journal(Path(url.removeprefix("journal:")), [] if notes is None else notes)
     if url.startswith(("postgresql", "mysql", "sqlite")):
         return _rdb_storage(url, grace_period)
     return url  # let Optuna interpret anything else
@@ -157,16 +312,24 @@ class Search:
         self.strategy = spec.optimization.strategy
         self._grace_period = grace_period
         self._distributions = space.distributions()
-        self.study = optuna.create_study(
-            study_name=study_name,
-            storage=_open_storage(storage, grace_period) if storage else None,
-            sampler=make_sampler(spec.optimization, space, seed, max_gpus=max_gpus),
-            direction=spec.optimization.direction,
-            load_if_exists=True,
-        )
+        #: what opening the storage repaired or took over, for the user
+        self.notes: list[str] = []
+        opened = _open_storage(storage, grace_period, self.notes) if storage else None
+        try:
+            self.study = optuna.create_study(
+                study_name=study_name,
+                storage=opened,
+                sampler=make_sampler(spec.optimization, space, seed, max_gpus=max_gpus),
+                direction=spec.optimization.direction,
+                load_if_exists=True,
+            )
+        except Exception as err:
+            if not (storage or "").startswith("journal:"):
+                raise
+            raise _unreplayable(storage.removeprefix("journal:"), err) from None  # type: ignore[union-attr]
         if local_storage:
             self._fail_interrupted_trials()
-        self._order: list[Params] | None = self._finite_order()
+        self._order: _GridOrder | None = self._finite_order()
         for config in spec.initial_configs:
             self.enqueue(dict(config))
         if self.strategy == "bayesian" and spec.optimization.start_from_defaults:
@@ -178,15 +341,26 @@ class Search:
                 attrs = {"origin": "sglang_defaults", "server_chooses": server_chooses}
                 self.study.enqueue_trial(defaults, user_attrs=attrs, skip_if_exists=True)
 
-    def _finite_order(self) -> list[Params] | None:
-        """Seeded order of every grid point, for grid and random strategies on a finite space."""
-        if self.strategy == "bayesian" or self.space.grid_size is None:
+    def _finite_order(self) -> _GridOrder | None:
+        """Seeded order of the grid points, for grid and random strategies on a finite space (never listed).
+
+        Up to ``SHUFFLE_LIMIT`` points, a full shuffle of the point indices; a larger grid (the spec caps it at
+        ``MAX_GRID_POINTS``) walks a seeded affine permutation of them. A random search on a larger space draws
+        from the sampler, and the dedup in ``propose`` catches the (rare) repeats.
+        """
+        size = self.space.grid_size
+        if self.strategy == "bayesian" or size is None:
             if self.strategy == "grid":
-                list(self.space.grid())  # raises the "no grid" error with its fix
+                self.space.point(0)  # raises the "no grid" error with its fix
             return None
-        order = [p for p in self.space.grid() if self.hostable(p)]
-        random.Random(f"{self.strategy}-{self.seed}").shuffle(order)  # grid and random: different orders
-        return order
+        rng = random.Random(f"{self.strategy}-{self.seed}")  # grid and random: different orders
+        if size <= SHUFFLE_LIMIT:
+            indices = list(range(size))
+            rng.shuffle(indices)
+            return _GridOrder(self.space, indices)
+        if self.strategy == "random":
+            return None
+        return _GridOrder(self.space, _AffinePermutation(size, rng))
 
     # -- what the runner can host ----------------------------------------------------------------------------
 
@@ -284,7 +458,7 @@ class Search:
         for _draw in range(_MAX_UNHOSTABLE_DRAWS):
             if self._order is not None and not self._has_waiting_trial():
                 seen = self.claimed()
-                unseen = next((p for p in self._order if self.space.key(p) not in seen), None)
+                unseen = next((p for p in self._order if self.space.key(p) not in seen and self.hostable(p)), None)
                 if unseen is None:
                     return None
                 self.study.enqueue_trial(unseen)
@@ -364,13 +538,19 @@ class Search:
         return bool(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
     def _random_unseen(self, seen: dict[str, FrozenTrial]) -> Proposal | None:
-        if self.space.grid_size is None:
+        size = self.space.grid_size
+        if size is None:
             return Proposal.of(self._ask())
         rng = random.Random(self.seed + self.n_evaluated)
-        unseen = [p for p in self.space.grid() if self.space.key(p) not in seen and self.hostable(p)]
-        if not unseen:
+        if size > SHUFFLE_LIMIT:  # too many to list: draw points until one is unseen (almost all are)
+            draws = (self.space.point(rng.randrange(size)) for _ in range(1000))
+            choice = next((p for p in draws if self.space.key(p) not in seen and self.hostable(p)), None)
+        else:
+            unseen = [p for p in self.space.grid() if self.space.key(p) not in seen and self.hostable(p)]
+            choice = rng.choice(unseen) if unseen else None
+        if choice is None:
             return None
-        self.study.enqueue_trial(rng.choice(unseen))
+        self.study.enqueue_trial(choice)
         return Proposal.of(self._ask())
 
     def record(self, proposal: Proposal, score: TrialScore, attrs: dict[str, Any]) -> None:
@@ -385,6 +565,37 @@ class Search:
         """Close a trial that was interrupted (Ctrl-C), so a resumed run proposes it again."""
         proposal.trial.set_user_attr("interrupted", reason)
         self.study.tell(proposal.trial, state=_fail_state())
+
+
+class _AffinePermutation(Sequence[int]):
+    """``(a * i + b) mod n`` with ``a`` coprime to ``n``: a seeded permutation of 0..n-1 that lists nothing."""
+
+    def __init__(self, n: int, rng: random.Random) -> None:
+        self._n = n
+        self._b = rng.randrange(n)
+        a = rng.randrange(1, n) | 1
+        while math.gcd(a, n) != 1:
+            a += 1
+        self._a = a
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int) -> int:  # type: ignore[override]  # no slices needed
+        if not 0 <= index < self._n:
+            raise IndexError(index)
+        return (self._a * index + self._b) % self._n
+
+
+class _GridOrder:
+    """The grid points in a given order of their indices, decoded one at a time."""
+
+    def __init__(self, space: SearchSpace, indices: Sequence[int]) -> None:
+        self._space = space
+        self._indices = indices
+
+    def __iter__(self) -> Iterator[Params]:
+        return (self._space.point(i) for i in self._indices)
 
 
 def _fail_state() -> Any:

@@ -13,6 +13,7 @@ without a fixed default (``max-running-requests`` comes from the KV-cache size) 
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -147,6 +148,10 @@ def _nearest(dim: Dimension, default: ParamValue) -> ParamValue | None:
         return dim.low + min(round((clipped - dim.low) / dim.step), (dim.high - dim.low) // dim.step) * dim.step
     if isinstance(dim, FloatRange) and dim.step is None:
         return min(max(float(default), dim.low), dim.high)
+    values = dim.grid_values() or ()
+    if isinstance(dim, FloatRange) and dim.step is not None and len(values) > 10_000:  # too many to list
+        steps = math.ceil((min(max(float(default), dim.low), dim.high) - dim.low) / dim.step - 0.5)
+        return values[min(max(steps, 0), len(values) - 1)]
     # a list, or a float range with a step: the nearest of its numeric values, the smaller on a tie
-    numbers = [v for v in dim.grid_values() or () if _numeric(v)]
+    numbers = [v for v in values if _numeric(v)]
     return min(numbers, key=lambda v: (abs(float(v) - default), float(v))) if numbers else None

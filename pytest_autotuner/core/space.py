@@ -1,12 +1,16 @@
-"""The search space of a spec: categorical lists, int/float ranges and booleans, with grid enumeration."""
+"""The search space of a spec: categorical lists, int/float ranges and booleans, with grid enumeration.
+
+Nothing here materialises a space: a dimension's grid values are a lazy sequence (``range`` for ints, computed
+points for stepped floats), ``grid_size`` is arithmetic, ``point(i)`` decodes the i-th grid point and ``grid()``
+iterates without building the product, so an int range of 1..10^9 costs nothing until a point is asked for.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,7 +28,7 @@ class Categorical:
     name: str
     choices: tuple[ParamValue, ...]
 
-    def grid_values(self) -> tuple[ParamValue, ...] | None:
+    def grid_values(self) -> Sequence[ParamValue] | None:
         return self.choices
 
 
@@ -36,8 +40,8 @@ class IntRange:
     step: int = 1
     log: bool = False
 
-    def grid_values(self) -> tuple[ParamValue, ...] | None:
-        return tuple(range(self.low, self.high + 1, self.step))
+    def grid_values(self) -> Sequence[ParamValue] | None:
+        return range(self.low, self.high + 1, self.step)  # lazy: len and indexing without a list
 
 
 @dataclass(frozen=True)
@@ -48,11 +52,35 @@ class FloatRange:
     step: float | None = None
     log: bool = False
 
-    def grid_values(self) -> tuple[ParamValue, ...] | None:
+    def grid_values(self) -> Sequence[ParamValue] | None:
         if self.step is None:
             return None  # continuous: no grid
-        n = math.floor((self.high - self.low) / self.step + 1e-9) + 1
-        return tuple(round(self.low + i * self.step, 12) for i in range(n))
+        return _SteppedFloats(self.low, self.step, stepped_count(self.low, self.high, self.step))
+
+
+def stepped_count(low: float, high: float, step: float) -> int:
+    """Points of ``low, low + step, ...`` up to ``high``; a quotient a rounding error short of whole counts whole
+    (0..1 in steps of 1e-9 is 10^9 + 1 points, though 1 / 1e-9 is 999999999.9999999 in floats)."""
+    steps = (high - low) / step
+    return math.floor(steps + max(1e-9, abs(steps) * 1e-12)) + 1
+
+
+class _SteppedFloats(Sequence[float]):
+    """``low + i * step`` for i in 0..n-1, computed on access (a step of 1e-9 must not build 10^9 floats)."""
+
+    def __init__(self, low: float, step: float, n: int) -> None:
+        self._low, self._step, self._n = low, step, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int) -> float:  # type: ignore[override]  # no slices needed
+        if not -self._n <= index < self._n:
+            raise IndexError(index)
+        return round(self._low + (index % self._n) * self._step, 12)
+
+    def __iter__(self) -> Iterator[float]:
+        return (self[i] for i in range(self._n))
 
 
 Dimension = Categorical | IntRange | FloatRange
@@ -82,7 +110,7 @@ class SearchSpace:
 
     @property
     def grid_size(self) -> int | None:
-        """Number of grid points, or None when a float range has no step (continuous)."""
+        """Number of grid points (arithmetic, nothing listed), or None when a float range has no step."""
         size = 1
         for dim in self.dimensions:
             values = dim.grid_values()
@@ -91,8 +119,7 @@ class SearchSpace:
             size *= len(values)
         return size
 
-    def grid(self) -> Iterator[Params]:
-        """Every grid point, in spec order (raises ValueError for a continuous space)."""
+    def _axes(self) -> list[Sequence[ParamValue]]:
         axes = []
         for dim in self.dimensions:
             values = dim.grid_values()
@@ -102,8 +129,23 @@ class SearchSpace:
                     "add a step or use the bayesian or random strategy"
                 )
             axes.append(values)
-        for combo in itertools.product(*axes):
-            yield dict(zip(self.names, combo, strict=True))
+        return axes
+
+    def point(self, index: int, axes: list[Sequence[ParamValue]] | None = None) -> Params:
+        """The ``index``-th grid point in ``grid()`` order (the last dimension varies fastest)."""
+        axes = self._axes() if axes is None else axes
+        values: list[ParamValue] = []
+        for axis in reversed(axes):
+            index, digit = divmod(index, len(axis))
+            values.append(axis[digit])
+        return dict(zip(self.names, reversed(values), strict=True))
+
+    def grid(self) -> Iterator[Params]:
+        """Every grid point, in spec order, one at a time (raises ValueError for a continuous space)."""
+        axes = self._axes()
+        size = math.prod(len(axis) for axis in axes)
+        for index in range(size):
+            yield self.point(index, axes)
 
     def distributions(self) -> dict[str, BaseDistribution]:
         """Optuna distributions for ``study.ask``."""

@@ -1,13 +1,28 @@
 """Tuning specs: the seed system's JSON task format as pydantic v2 models, loaded from JSON or YAML.
 
 Every validation error names the file, the field path, the bad value and how to fix it.
+
+Specs are edited by anyone and run unattended, so loading is bounded before anything is validated or printed:
+a file is at most ``MAX_SPEC_BYTES``; a YAML document's expanded size (aliases counted at every use) at most
+``MAX_EXPANDED_SIZE`` and its nesting at most ``MAX_DEPTH``, checked on the node graph before any object is
+built; duplicate keys are errors in JSON and YAML; strings are at most ``MAX_STRING`` characters and every list
+and mapping has a documented maximum length; numbers are finite; ``additional_params`` is at most
+``MAX_ADDITIONAL_PARAMS_BYTES`` of JSON; a grid search covers at most ``MAX_GRID_POINTS`` configurations; token
+counts of a traffic scenario are capped (``scenarios.MAX_TOKENS_PER_REQUEST``). Error messages show a value
+only through ``_preview``, which never serialises more than it prints.
+
+Flags the runtime sets itself (``RUNTIME_OWNED_FLAGS``: address, port, model) cannot be tuned or passed in
+``extra_args``: see ``owned_flags_in``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
+import unicodedata
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,8 +45,10 @@ from pytest_autotuner.core.scenarios import ScenarioError, parse_scenario
 from pytest_autotuner.core.sglang_args import SHIPPED_VERSIONS
 
 __all__ = [
+    "MAX_GRID_POINTS",
     "OBJECTIVES",
     "RUNTIME_KINDS",
+    "RUNTIME_OWNED_FLAGS",
     "STRATEGIES",
     "Benchmark",
     "DockerSettings",
@@ -44,6 +61,7 @@ __all__ = [
     "SpecError",
     "TaskSpec",
     "load_spec",
+    "owned_flags_in",
     "spec_json_schema",
 ]
 
@@ -52,13 +70,58 @@ OBJECTIVES = ("minimize_latency", "maximize_throughput", "minimize_ttft", "minim
 _PARAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _AT = "\x00"  # brackets a parameter name inside a validator message, so the error names its path
 
+MAX_SPEC_BYTES = 256 * 1024  #: a spec file's size
+MAX_EXPANDED_SIZE = 200_000  #: a YAML document expanded: one per node plus one per character of a scalar
+MAX_DEPTH = 32  #: nesting of lists and mappings
+MAX_STRING = 4096  #: characters of any string value
+MAX_TASK_NAME = 200  #: characters of a task name
+MAX_PARAMETERS = 64  #: tuned parameters
+MAX_CHOICES = 10_000  #: values of one listed parameter
+MAX_LIST = 64  #: scenarios, concurrencies, request rates
+MAX_GPUS = 1024  #: GPU ids in a list (each below MAX_GPU_ID)
+MAX_GPU_ID = 4096
+MAX_ARGS = 256  #: extra_args items
+MAX_INITIAL_CONFIGS = 1000
+MAX_ADDITIONAL_PARAMS_BYTES = 16 * 1024  #: ``benchmark.additional_params`` as JSON (sent with every request)
+MAX_GRID_POINTS = 1_000_000  #: configurations a grid search may cover; larger: bayesian or random, or coarser steps
+MAX_RANGE_POINTS = 10**15  #: steps of one stepped range
+MAX_INT = 2**53  #: magnitude of an int range bound (exact as a float, as Optuna handles it)
+MAX_FLOAT = 1e15  #: magnitude of a float range bound
+
+#: Flags every runtime sets itself on the server's command line (address, port, model): a parameter or an
+#: ``extra_args`` item naming one (or an argparse abbreviation of one) would move the server off the address the
+#: tuner talks to, or serve another model. Runtimes add their own (``owned_flags_in(..., extra=...)``).
+RUNTIME_OWNED_FLAGS: tuple[str, ...] = ("host", "port", "model-path", "model")
+#: The simulator's flags that the sim runtime sets per launch.
+SIM_OWNED_FLAGS: tuple[str, ...] = ("sim-seed", "sim-launched-at")
+
+
+def owned_flags_in(args: Iterable[str], extra: Sequence[str] = ()) -> list[str]:
+    """The items of ``args`` (``--flag``, ``--flag=value`` or bare parameter names) that set a runtime-owned flag.
+
+    An unambiguous prefix counts too: SGLang's argparse accepts ``--ho`` for ``--host``.
+    """
+    owned = (*RUNTIME_OWNED_FLAGS, *extra)
+    found = []
+    for arg in args:
+        if not isinstance(arg, str):
+            continue
+        name = arg.split("=", 1)[0].lstrip("-").replace("_", "-").lower()
+        if name and any(flag == name or flag.startswith(name) for flag in owned):
+            found.append(arg)
+    return found
+
 
 class SpecError(ValueError):
     """A spec file that cannot be used; the message is meant for the user as is."""
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, str_max_length=MAX_STRING)
+
+
+Count = Annotated[int, Field(ge=0, le=1_000_000)]
+GpuId = Annotated[int, Field(ge=0, lt=MAX_GPU_ID)]
 
 
 class ModelRef(_Model):
@@ -76,6 +139,11 @@ class RangeParam(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> RangeParam:
+        for name in ("low", "high", "step"):
+            value = getattr(self, name)
+            limit = MAX_INT if isinstance(value, int) else MAX_FLOAT
+            if value is not None and abs(value) > limit:
+                raise ValueError(f"`{name}` is {_preview(value, 40)}; keep bounds within +-{limit:.0e}")
         if self.high < self.low:
             raise ValueError(f"`high` ({self.high:g}) is below `low` ({self.low:g}); swap them")
         if self.step is not None and self.step <= 0:
@@ -84,11 +152,26 @@ class RangeParam(_Model):
             raise ValueError(f"`log` needs `low` > 0, got {self.low:g}")
         if self.log and self.step is not None:
             raise ValueError("`log` and `step` cannot be combined (Optuna does not support it); drop one")
+        if self.step is not None and (self.high - self.low) / self.step > MAX_RANGE_POINTS:
+            raise ValueError(
+                f"`step` {self.step:g} splits {self.low:g}..{self.high:g} into more than {MAX_RANGE_POINTS:.0e} "
+                "points; use a larger step or leave it out"
+            )
         return self
 
     @property
     def is_int(self) -> bool:
         return all(isinstance(v, int) for v in (self.low, self.high, self.step) if v is not None)
+
+    @property
+    def count(self) -> int | None:
+        """Grid points of the range (arithmetic), or None for a float range without a step (continuous)."""
+        if self.is_int:
+            return int(self.high - self.low) // int(self.step or 1) + 1
+        if self.step is None:
+            return None
+        steps = (self.high - self.low) / self.step
+        return math.floor(steps + max(1e-9, abs(steps) * 1e-12)) + 1  # as space.stepped_count
 
 
 ParamChoice = bool | int | float | str
@@ -97,18 +180,19 @@ ParamChoice = bool | int | float | str
 class Optimization(_Model):
     strategy: str = "bayesian"
     objective: str = "minimize_latency"
-    max_iterations: int = Field(100, ge=1)
+    max_iterations: int = Field(100, ge=1, le=100_000)
     n_initial_random: int | None = Field(
         None,
         ge=0,
+        le=100_000,
         description="bayesian: random trials before TPE. An explicit value is used as given; unset, it is 5, "
         "capped at a tenth of a finite space (at least 2) so a small space is not mostly explored at random.",
     )
-    timeout_per_iteration: float = Field(600, gt=0, description="Seconds per trial, launch included.")
-    seed: int | None = None
-    confirm_runs: int = Field(2, ge=0, description="Repeat runs of the best configurations.")
-    confirm_top: int = Field(1, ge=1, description="How many of the best configurations are confirmed.")
-    patience: int | None = Field(None, ge=1, description="Stop after this many trials without improvement.")
+    timeout_per_iteration: float = Field(600, gt=0, le=7 * 86400, description="Seconds per trial, launch included.")
+    seed: int | None = Field(None, ge=0, lt=2**32)
+    confirm_runs: int = Field(2, ge=0, le=100, description="Repeat runs of the best configurations.")
+    confirm_top: int = Field(1, ge=1, le=100, description="How many of the best configurations are confirmed.")
+    patience: int | None = Field(None, ge=1, le=100_000, description="Stop after this many trials without improvement.")
     start_from_defaults: bool = Field(
         True,
         description="bayesian: evaluate SGLang's default flags (moved to the nearest values in the space) first.",
@@ -163,17 +247,20 @@ class Benchmark(_Model):
     task: str = "text-to-text"
     model_name: str | None = None
     model_tokenizer: str | None = None
-    traffic_scenarios: list[str] = Field(default_factory=lambda: ["D(100,100)"], min_length=1)
-    num_concurrency: list[int] = Field(default_factory=lambda: [1], min_length=1)
-    request_rates: list[float] = Field(default_factory=list)
-    max_time_per_iteration: float = Field(30, gt=0, description="Seconds per (scenario, load) cell.")
-    max_requests_per_iteration: int = Field(100, ge=1, description="Requests per (scenario, load) cell.")
-    warmup_requests: int = Field(2, ge=0)
+    traffic_scenarios: list[str] = Field(default_factory=lambda: ["D(100,100)"], min_length=1, max_length=MAX_LIST)
+    num_concurrency: list[int] = Field(default_factory=lambda: [1], min_length=1, max_length=MAX_LIST)
+    request_rates: list[Annotated[float, Field(gt=0, le=1e6)]] = Field(
+        default_factory=list, max_length=MAX_LIST, description="Requests per second (each > 0)."
+    )
+    max_time_per_iteration: float = Field(30, gt=0, le=86400, description="Seconds per (scenario, load) cell.")
+    max_requests_per_iteration: int = Field(100, ge=1, le=1_000_000, description="Requests per (scenario, load) cell.")
+    warmup_requests: int = Field(2, ge=0, le=10_000)
     api: Literal["chat", "completions"] = "chat"
     max_error_rate: float = Field(0.1, ge=0, le=1)
     min_completed: int | None = Field(
         None,
         ge=1,
+        le=1_000_000,
         description=(
             "Fewest requests of a cell that must finish (complete or fail) before its time limit ends; a cell "
             "with fewer fails the trial as `stalled` (the server stopped answering or is far too slow for the "
@@ -199,7 +286,26 @@ class Benchmark(_Model):
         "decides after each cell: lightest first stops configurations too slow even when idle after the cheapest "
         "cell; heaviest first also stops, after one cell, those that break a hard SLO only under load.",
     )
-    additional_params: dict[str, Any] = Field(default_factory=dict)
+    additional_params: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"Sent with every request; JSON of at most {MAX_ADDITIONAL_PARAMS_BYTES} bytes, finite numbers.",
+    )
+
+    @field_validator("additional_params")
+    @classmethod
+    def _additional_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            size = len(json.dumps(value, allow_nan=False))
+        except ValueError:
+            raise ValueError("holds NaN or infinity; JSON numbers must be finite") from None
+        except (TypeError, RecursionError):
+            raise ValueError("is not plain JSON (strings, numbers, booleans, null, lists, objects)") from None
+        if size > MAX_ADDITIONAL_PARAMS_BYTES:
+            raise ValueError(
+                f"is {size} bytes of JSON, over the limit of {MAX_ADDITIONAL_PARAMS_BYTES} (it is sent with every "
+                "request); keep it small"
+            )
+        return value
 
     @field_validator("traffic_scenarios")
     @classmethod
@@ -214,9 +320,9 @@ class Benchmark(_Model):
     @field_validator("num_concurrency")
     @classmethod
     def _concurrency(cls, values: list[int]) -> list[int]:
-        bad = [v for v in values if v < 1]
+        bad = [v for v in values if not 1 <= v <= 100_000]
         if bad:
-            raise ValueError(f"concurrency must be at least 1, got {bad[0]}")
+            raise ValueError(f"concurrency must be between 1 and 100000, got {bad[0]}")
         return values
 
     _spec_dir: str = PrivateAttr(default=".")
@@ -263,9 +369,9 @@ class Benchmark(_Model):
 
 class SloMetric(_Model):
     threshold: float = Field(description="Seconds.")
-    weight: float = Field(1.0, ge=0)
+    weight: float = Field(1.0, ge=0, le=1e6)
     hard_fail: bool = False
-    fail_ratio: float = Field(0.5, gt=0)
+    fail_ratio: float = Field(0.5, gt=0, le=1e6)
 
     @field_validator("threshold")
     @classmethod
@@ -302,7 +408,7 @@ class Slo(_Model):
     latency: PercentileSlo | None = None
     ttft: MeanOrPercentiles | None = None
     tpot: MeanOrPercentiles | None = None
-    steepness: float = Field(0.1, gt=0)
+    steepness: float = Field(0.1, gt=0, le=1e6)
 
     def checks(self) -> list[tuple[str, str, SloMetric]]:
         """(metric, statistic, limit) for every SLO: metric in e2e|ttft|tpot, statistic mean|p50|..."""
@@ -320,11 +426,21 @@ class SimulatorSettings(_Model):
     """Options of the built-in simulator runtime (``--sim-*`` flags)."""
 
     gpu: Literal["h100", "h200", "a100-80g"] = "h100"
-    num_gpus: int = Field(1, ge=1)
-    speedup: float = Field(1.0, gt=0, description="Simulated seconds per wall second.")
-    startup_scale: float = Field(1.0, gt=0, description="Multiplies the simulated startup time.")
-    noise: float | None = Field(None, ge=0)
-    extra_args: list[str] = Field(default_factory=list, description="More --sim-* flags, verbatim.")
+    num_gpus: int = Field(1, ge=1, le=MAX_GPUS)
+    speedup: float = Field(1.0, gt=0, le=1e6, description="Simulated seconds per wall second.")
+    startup_scale: float = Field(1.0, gt=0, le=1e6, description="Multiplies the simulated startup time.")
+    noise: float | None = Field(None, ge=0, le=10)
+    extra_args: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_ARGS,
+        description="More --sim-* flags, verbatim (not the address, port, model, seed or launch time).",
+    )
+
+    @field_validator("extra_args")
+    @classmethod
+    def _not_owned(cls, value: list[str]) -> list[str]:
+        return _refuse_owned(value, SIM_OWNED_FLAGS)
+
     sglang_version: str | None = Field(
         None,
         description="The SGLang release whose flags the simulator accepts (a shipped table: "
@@ -346,17 +462,24 @@ class DockerSettings(_Model):
 
     image: str | None = Field(None, description="Full image reference; default lmsysorg/sglang:<runtime_image_tag>.")
     pull: Literal["missing", "always", "never"] = "missing"
-    gpus: Literal["auto", "all", "none"] | int | list[int] = Field(
-        "auto", description="auto: tp-size x dp-size GPUs from `gpus` (or 0..n-1); all; none; a count; ids."
+    gpus: Literal["auto", "all", "none"] | Annotated[int, Field(ge=0, le=MAX_GPUS)] | list[GpuId] = Field(
+        "auto",
+        description="auto: tp-size x dp-size GPUs from `gpus` (or 0..n-1); all; none; a count; ids.",
     )
     shm_size: str | None = "16g"
     ipc_mode: str | None = "host"
     init: bool = Field(True, description="Run an init process so signals reach the server.")
-    volumes: dict[str, str] = Field(default_factory=dict, description="host path -> container_path[:ro|:rw]")
-    env: dict[str, str] = Field(default_factory=dict)
-    extra_args: list[str] = Field(default_factory=list, description="Appended to the server command line.")
-    container_port: int | None = None
-    stop_timeout: float = Field(10.0, ge=0)
+    volumes: dict[str, str] = Field(
+        default_factory=dict, max_length=MAX_ARGS, description="host path -> container_path[:ro|:rw]"
+    )
+    env: dict[str, str] = Field(default_factory=dict, max_length=MAX_ARGS)
+    extra_args: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_ARGS,
+        description="Appended to the server command line (not the address, port or model: the runtime sets them).",
+    )
+    container_port: int | None = Field(None, ge=1, le=65535)
+    stop_timeout: float = Field(10.0, ge=0, le=3600)
     hf_cache: str | None = Field(None, description="Host HF cache; default $HF_HOME or ~/.cache/huggingface.")
 
     @field_validator("volumes")
@@ -366,36 +489,53 @@ class DockerSettings(_Model):
             _, _, mode = target.partition(":")
             if mode and mode not in ("ro", "rw"):
                 raise ValueError(
-                    f"`docker.volumes[{host!r}]` is {target!r}; write the mode as `:ro` or `:rw` (or leave it out)"
+                    f"`docker.volumes[{_preview(host, 80)}]` is {_preview(target, 80)}; write the mode as `:ro` or "
+                    "`:rw` (or leave it out)"
                 )
         return value
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_ids(cls, value: Any) -> Any:
+        return _unique_gpus(value) if isinstance(value, list) else value
+
+    @field_validator("extra_args")
+    @classmethod
+    def _not_owned(cls, value: list[str]) -> list[str]:
+        return _refuse_owned(value)
 
 
 class RegressionSettings(_Model):
     """How a run is compared with its committed baseline."""
 
-    tolerance: float = Field(0.10, gt=0, description="Relative change for the worse that counts as a regression.")
-    baseline_runs: int = Field(5, ge=2, description="Confirmation runs recorded in a baseline.")
+    tolerance: float = Field(
+        0.10, gt=0, le=100, description="Relative change for the worse that counts as a regression."
+    )
+    baseline_runs: int = Field(5, ge=2, le=100, description="Confirmation runs recorded in a baseline.")
     metrics: dict[str, float] = Field(
-        default_factory=dict, description='Per-metric tolerances, e.g. {"e2e p90": 0.2, "output_throughput": 0.05}.'
+        default_factory=dict,
+        max_length=MAX_LIST,
+        description='Per-metric tolerances, e.g. {"e2e p90": 0.2, "output_throughput": 0.05}.',
     )
 
 
 class TaskSpec(_Model):
     """One tuning task: what to tune, how to search, what traffic to measure and which SLOs to meet."""
 
-    task_name: str = Field("", description="Defaults to the spec file's stem.")
+    task_name: str = Field("", max_length=MAX_TASK_NAME, description="Defaults to the spec file's stem.")
     description: str = ""
     model: ModelRef | None = None
     base_runtime: Literal["sglang", "vllm"] = "sglang"
     runtime_image_tag: str = "latest"
     runtime: RuntimeKind = "docker"
-    parameters: dict[str, list[ParamChoice] | RangeParam] = Field(min_length=1)
+    parameters: dict[str, Annotated[list[ParamChoice], Field(max_length=MAX_CHOICES)] | RangeParam] = Field(
+        min_length=1, max_length=MAX_PARAMETERS
+    )
     optimization: Optimization = Field(default_factory=Optimization)  # type: ignore[arg-type]
     benchmark: Benchmark = Field(default_factory=Benchmark)  # type: ignore[arg-type]
     slo: Slo | None = None
-    initial_configs: list[dict[str, ParamChoice]] = Field(default_factory=list)
-    gpus: list[int] | None = None
+    initial_configs: list[dict[str, ParamChoice]] = Field(default_factory=list, max_length=MAX_INITIAL_CONFIGS)
+    gpus: list[GpuId] | None = Field(None, max_length=MAX_GPUS)
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)  # type: ignore[arg-type]
     docker: DockerSettings = Field(default_factory=DockerSettings)  # type: ignore[arg-type]
     regression: RegressionSettings = Field(default_factory=RegressionSettings)  # type: ignore[arg-type]
@@ -405,13 +545,29 @@ class TaskSpec(_Model):
     def _task_name(cls, value: str) -> str:
         if value and not value.strip():
             raise ValueError("task_name is blank; name the task or leave the field out (the file name is used)")
+        control = next((c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+        if control is not None:
+            raise ValueError(
+                f"task_name {_preview(value, 80)} holds the control character {control!r}; use printable text"
+            )
         return value
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, value: list[int] | None) -> list[int] | None:
+        return None if value is None else _unique_gpus(value)
 
     @property
     def slug(self) -> str:
-        """The task name as one safe path segment: it names the report folder and the study file."""
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.task_name).strip("._") or "task"
-        return slug[:100]
+        """The task name as one safe path segment: it names the report folder and the study file.
+
+        A name that is not already a safe segment gets a short hash of the full name, so distinct names
+        (``team/a``, ``team_a``, ``team a``) never share a folder.
+        """
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", self.task_name).strip("._")[:80] or "task"
+        if safe == self.task_name:
+            return safe
+        return f"{safe}-{hashlib.sha256(self.task_name.encode()).hexdigest()[:8]}"
 
     @field_validator("parameters", mode="before")
     @classmethod
@@ -419,10 +575,12 @@ class TaskSpec(_Model):
         if not isinstance(value, dict):
             return value
         for name, values in value.items():
-            if not isinstance(name, str) or not _PARAM_NAME.match(name):
-                hint = f"; write {name.lstrip('-')!r}" if isinstance(name, str) and name.startswith("-") else ""
+            if not isinstance(name, str) or len(name) > 100 or not _PARAM_NAME.match(name):
+                shown = repr(_cut(name, 60)) if isinstance(name, str) else _preview(name, 60)
+                hint = f"; write {_cut(name.lstrip('-'), 60)!r}" if isinstance(name, str) and name[:1] == "-" else ""
                 raise ValueError(
-                    f"{_AT}{name}{_AT}parameter name {name!r} is not an SGLang flag name like 'tp-size'{hint}"
+                    f"{_AT}{_cut(str(name), 60)}{_AT}parameter name {shown} is not an SGLang flag name like "
+                    f"'tp-size'{hint}"
                 )
             if isinstance(values, list):
                 try:
@@ -439,9 +597,93 @@ class TaskSpec(_Model):
             if unknown or missing:
                 raise ValueError(
                     f"initial_configs[{i}] must set exactly the tuned parameters; "
-                    f"unknown: {unknown or 'none'}, missing: {missing or 'none'}"
+                    f"unknown: {_cut(repr(unknown), 200) if unknown else 'none'}, "
+                    f"missing: {_cut(repr(missing), 200) if missing else 'none'}"
                 )
+            for name, value in config.items():
+                problem = _outside(self.parameters[name], value)
+                if problem:
+                    raise ValueError(f"{_AT}initial_configs.{i}.{name}{_AT}value {_preview(value, 60)} {problem}")
         return self
+
+    @model_validator(mode="after")
+    def _grid_is_bounded(self) -> TaskSpec:
+        if self.optimization.strategy != "grid":
+            return self
+        size = 1
+        for name, raw in self.parameters.items():
+            count = raw.count if isinstance(raw, RangeParam) else len(raw)
+            if count is None:
+                raise ValueError(
+                    f"{_AT}parameters.{name}{_AT}a float range without `step` has no grid; add a step or use "
+                    "the bayesian or random strategy"
+                )
+            size *= count
+        if size > MAX_GRID_POINTS:
+            raise ValueError(
+                f"{_AT}optimization.strategy{_AT}the grid has {size:.3g} configurations, over the limit of "
+                f"{MAX_GRID_POINTS:,}; use the bayesian or random strategy, or fewer values or larger steps"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _no_owned_parameters(self) -> TaskSpec:
+        owned = owned_flags_in(self.parameters)
+        if owned:
+            raise ValueError(
+                f"{_AT}parameters.{owned[0]}{_AT}`--{owned[0]}` is set by the runtime itself (address, port and "
+                "model of the server the tuner talks to); remove the parameter"
+            )
+        return self
+
+
+def _outside(raw: list[ParamChoice] | RangeParam, value: ParamChoice) -> str:
+    """Why ``value`` is not a point of the parameter's space ('' when it is)."""
+    if isinstance(raw, list):
+        if any(_same_choice(value, choice) for choice in raw):
+            return ""
+        return f"is not one of the listed values {_preview(raw, 120)}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"is not a number (the range is {raw.low:g}..{raw.high:g})"
+    if not raw.low <= value <= raw.high:
+        return f"is outside the range {raw.low:g}..{raw.high:g}"
+    if raw.is_int and not float(value).is_integer():
+        return "is not an integer (the range is of integers)"
+    if raw.step is not None:
+        steps = (value - raw.low) / raw.step
+        if abs(steps - round(steps)) > 1e-6:
+            return f"is not on the range's steps ({raw.low:g} + k x {raw.step:g})"
+    return ""
+
+
+def _same_choice(a: object, b: object) -> bool:
+    return _choice_key(a) == _choice_key(b)
+
+
+def _choice_key(value: object) -> object:
+    """Equal for values that launch the same server: 1024 and 1024.0 are one value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return (type(value).__name__, value)
+    if isinstance(value, float) and value.is_integer():
+        return ("number", int(value))
+    return ("number", value)
+
+
+def _unique_gpus(value: list[int]) -> list[int]:
+    if len(set(value)) != len(value):
+        twice = next(v for v in value if value.count(v) > 1)
+        raise ValueError(f"GPU {twice} is listed twice; list each GPU id once")
+    return value
+
+
+def _refuse_owned(args: list[str], extra: Sequence[str] = ()) -> list[str]:
+    owned = owned_flags_in(args, extra)
+    if owned:
+        raise ValueError(
+            f"{_preview(owned[0], 80)} sets a flag the runtime sets itself (address, port, model"
+            f"{', ' + ', '.join(extra) if extra else ''}); remove it"
+        )
+    return args
 
 
 def _check_choices(name: str, values: list[Any]) -> None:
@@ -450,14 +692,19 @@ def _check_choices(name: str, values: list[Any]) -> None:
     kinds = {_choice_kind(v) for v in values}
     if None in kinds:
         bad = next(v for v in values if _choice_kind(v) is None)
-        raise ValueError(f"parameter {name!r}: value {bad!r} is not a number, string or boolean")
+        raise ValueError(f"parameter {name!r}: value {_preview(bad, 60)} is not a number, string or boolean")
     if len(kinds) > 1:
         raise ValueError(
-            f"parameter {name!r} mixes value types {sorted(k for k in kinds if k)} in {values!r}; "
+            f"parameter {name!r} mixes value types {sorted(k for k in kinds if k)} in {_preview(values, 120)}; "
             "use one type per parameter"
         )
-    if len({json.dumps(v) for v in values}) != len(values):
-        raise ValueError(f"parameter {name!r} lists a value twice in {values!r}; list each value once")
+    if len({_choice_key(v) for v in values}) != len(values):
+        seen: set[object] = set()
+        twice = next(v for v in values if _choice_key(v) in seen or seen.add(_choice_key(v)))  # type: ignore[func-returns-value]
+        raise ValueError(
+            f"parameter {name!r} lists the value {_preview(twice, 40)} twice (1024 and 1024.0 are one value) "
+            f"in {_preview(values, 120)}; list each value once"
+        )
 
 
 def _choice_kind(value: Any) -> str | None:
@@ -470,14 +717,82 @@ def _choice_kind(value: Any) -> str | None:
     return None
 
 
+def _cut(text: str, limit: int) -> str:
+    """``text`` with control characters escaped, cut to about ``limit`` characters."""
+    text = text[: limit + 1].encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _preview(value: Any, limit: int = 120) -> str:
+    """A short JSON-like rendering of ``value`` that never builds more than about ``limit`` characters.
+
+    ``json.dumps(value)[:limit]`` would serialise the whole value first: an expanded alias bomb is gigabytes.
+    """
+    out: list[str] = []
+    budget = [limit]
+
+    def emit(text: str) -> bool:
+        out.append(text[: budget[0]])
+        budget[0] -= len(text)
+        return budget[0] > 0
+
+    def walk(item: Any, depth: int) -> bool:
+        if depth > 8:
+            return emit("...")
+        if isinstance(item, dict):
+            if not emit("{"):
+                return False
+            for i, (key, sub) in enumerate(item.items()):
+                if (i and not emit(", ")) or not walk(key, depth + 1) or not emit(": ") or not walk(sub, depth + 1):
+                    return False
+            return emit("}")
+        if isinstance(item, (list, tuple)):
+            if not emit("["):
+                return False
+            for i, sub in enumerate(item):
+                if (i and not emit(", ")) or not walk(sub, depth + 1):
+                    return False
+            return emit("]")
+        if isinstance(item, str):
+            return emit(json.dumps(item[: budget[0] + 1]))
+        if isinstance(item, bool) or item is None:
+            return emit(json.dumps(item))
+        if isinstance(item, int) and abs(item) >= 10**30:
+            return emit(f"<an integer of about {int(item.bit_length() * 0.30103) + 1} digits>")
+        if isinstance(item, (int, float)):
+            return emit(repr(item))
+        return emit(_cut(repr(item)[: budget[0] + 1], budget[0] + 1))
+
+    if walk(value, 0):
+        return "".join(out)
+    return "".join(out)[: max(limit - 3, 0)] + "..."
+
+
+_UNION_MISMATCH = {"list_type", "model_type", "model_attributes_type", "dict_type"}
+
+
 def _format_errors(path: Path, err: ValidationError) -> str:
-    lines = [f"{path}: invalid tuning spec ({err.error_count()} problem{'s' * (err.error_count() > 1)})"]
-    for item in err.errors():
-        # pydantic reports union members as extra path segments: keep the data path only
-        members = {"RangeParam", "mean", "percentiles", "bool", "int", "float", "str"}
-        loc = [str(p) for p in item["loc"] if str(p) not in members and not str(p).startswith(("list[", "function-"))]
+    problems: list[str] = []
+    errors = err.errors()[:40]
+    # pydantic reports union members as extra path segments: keep the data path only
+    members = {"RangeParam", "mean", "percentiles", "bool", "int", "float", "str"}
+    locs = [
+        [
+            _cut(str(p), 60)
+            for p in item["loc"]
+            if str(p) not in members and not str(p).startswith(("list[", "function-", "constrained-"))
+        ]
+        for item in errors
+    ]
+    for item, loc in zip(errors, locs, strict=True):
+        if item["type"] in _UNION_MISMATCH and any(
+            other_item["type"] not in _UNION_MISMATCH and other[: len(loc)] == loc
+            for other_item, other in zip(errors, locs, strict=True)
+        ):
+            continue  # "not a list" next to the range's own errors: the value was meant as the other member
         msg = item["msg"].removeprefix("Value error, ")
-        if msg.startswith(_AT):
+        named = msg.startswith(_AT)
+        if named:
             name, _, msg = msg[1:].partition(_AT)
             loc.append(name)
         field = ".".join(loc) or "(top level)"
@@ -485,42 +800,178 @@ def _format_errors(path: Path, err: ValidationError) -> str:
             msg = "unknown field; check the spelling against the spec format (see the JSON Schema)"
         elif item["type"] == "missing":
             msg = "required field is missing"
+        elif item["type"] == "finite_number":
+            msg = "must be a finite number (not NaN or infinity)"
         value = item.get("input")
-        quiet = item["type"] == "missing" or "got " in msg or loc[:1] == ["parameters"]
-        shown = "" if quiet else f" (got {json.dumps(value, default=str)[:120]})"
-        lines.append(f"  `{field}`: {msg}{shown}")
+        scalar = isinstance(value, (int, float, str)) and not isinstance(value, bool)
+        quiet = named or item["type"] == "missing" or "got " in msg or (loc[:1] == ["parameters"] and not scalar)
+        shown = "" if quiet else f" (got {_preview(value)})"
+        line = f"  `{field}`: {_cut(msg, 400)}{shown}"
+        if line not in problems:
+            problems.append(line)
+    count = len(problems) + max(err.error_count() - 40, 0)
+    lines = [f"{path}: invalid tuning spec ({count} problem{'s' * (count > 1)})", *problems[:20]]
+    if count > 20:
+        lines.append(f"  ... and {count - 20} more")
     return "\n".join(lines)
 
 
 def load_spec(path: str | Path) -> TaskSpec:
-    """Load and validate a JSON or YAML spec file; raises SpecError with a user-facing message."""
+    """Load and validate a JSON or YAML spec file; raises SpecError with a user-facing message.
+
+    Bounded in time and memory whatever the file holds (see the module docstring).
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)
     except OSError as err:
         raise SpecError(f"{path}: cannot read the spec ({err.strerror})") from None
-    raw = _parse_text(path, text)
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: the spec is over {MAX_SPEC_BYTES // 1024} KiB; a tuning spec is a short file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise SpecError(
+            f"{path}:{line}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start}); save the spec as UTF-8"
+        ) from None
+    raw = _parse_text(path, text.removeprefix("\ufeff"))
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a tuning spec must be a JSON/YAML object, got {type(raw).__name__}")
+    _check_depth(path, raw)
     raw.setdefault("task_name", path.name.split(".")[0])
     try:
         return TaskSpec.model_validate(raw, context={"spec_dir": str(path.parent)})
     except ValidationError as err:
         raise SpecError(_format_errors(path, err)) from None
+    except RecursionError:
+        raise SpecError(f"{path}: the spec is nested too deeply") from None
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: object, where: str = "") -> None:
+        super().__init__(key)
+        self.key = key
+        self.where = where
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _duplicate_message(path: Path, err: _DuplicateKey) -> str:
+    return (
+        f"{path}{err.where}: duplicate key {_preview(err.key, 60)}; each key may appear once in an object "
+        "(otherwise the last one would silently win)"
+    )
 
 
 def _parse_text(path: Path, text: str) -> Any:
     if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise SpecError(f"{path}: not valid YAML: {err}") from None
+        return _parse_yaml(path, text)
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as err:
+        raise SpecError(_duplicate_message(path, err)) from None
     except json.JSONDecodeError as err:
         raise SpecError(f"{path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: the spec is nested too deeply (at most {MAX_DEPTH} levels)") from None
+    except ValueError as err:  # e.g. an integer literal of thousands of digits
+        raise SpecError(f"{path}: not valid JSON: {_cut(str(err), 200)}") from None
+
+
+def _parse_yaml(path: Path, text: str) -> Any:
+    """YAML through the safe loader, with the expanded size, nesting and duplicate keys checked on the node graph
+    before any Python object is built (an alias bomb is a few hundred bytes of nodes shared many times)."""
+    import yaml
+
+    loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_yaml_nodes(path, node)
+        return loader.construct_document(node)
+    except SpecError:
+        raise
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {_cut(str(err), 400)}") from None
+    except _DuplicateKey as err:
+        raise SpecError(_duplicate_message(path, err)) from None
+    except RecursionError:
+        raise SpecError(f"{path}: the spec is nested too deeply (at most {MAX_DEPTH} levels)") from None
+    except ValueError as err:  # e.g. an integer of thousands of digits
+        raise SpecError(f"{path}: cannot read a YAML value: {_cut(str(err), 200)}") from None
+    finally:
+        loader.dispose()
+
+
+def _check_yaml_nodes(path: Path, root: Any) -> None:
+    """Expanded size (memoised per node, so shared aliases cost nothing to count), nesting depth, cycles and
+    duplicate mapping keys of a composed YAML document."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Any, depth: int) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if depth > MAX_DEPTH:
+            raise SpecError(f"{path}:{node.start_mark.line + 1}: the spec is nested more than {MAX_DEPTH} levels")
+        if id(node) in active:
+            raise SpecError(f"{path}:{node.start_mark.line + 1}: an alias refers to itself (a recursive document)")
+        active.add(id(node))
+        total = 1
+        if isinstance(node, yaml.ScalarNode):
+            total += len(node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            seen: set[tuple[str, str]] = set()
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if (key.tag, key.value) in seen:
+                        raise _DuplicateKey(key.value, f":{key.start_mark.line + 1}")
+                    seen.add((key.tag, key.value))
+                total += size(key, depth + 1) + size(value, depth + 1)
+                if total > MAX_EXPANDED_SIZE:
+                    break
+        active.discard(id(node))
+        if total > MAX_EXPANDED_SIZE:
+            raise SpecError(
+                f"{path}:{node.start_mark.line + 1}: the document expands to more than {MAX_EXPANDED_SIZE:,} "
+                "nodes and characters (YAML aliases repeat what they refer to); a tuning spec is small"
+            )
+        sizes[id(node)] = total
+        return total
+
+    size(root, 0)
+
+
+def _check_depth(path: Path, raw: Any) -> None:
+    """Lists and mappings nested at most MAX_DEPTH deep (iterative: the check itself cannot overflow)."""
+    stack = [(raw, 0)]
+    seen = 0
+    while stack:
+        item, depth = stack.pop()
+        seen += 1
+        if depth > MAX_DEPTH:
+            raise SpecError(f"{path}: the spec is nested more than {MAX_DEPTH} levels")
+        if seen > 4 * MAX_EXPANDED_SIZE:
+            raise SpecError(f"{path}: the spec holds too many values")
+        if isinstance(item, dict):
+            stack += [(v, depth + 1) for v in item.values()]
+        elif isinstance(item, list):
+            stack += [(v, depth + 1) for v in item]
 
 
 def spec_json_schema() -> dict[str, Any]:

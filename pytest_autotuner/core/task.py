@@ -221,6 +221,8 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         gpu_memory_mib=options.gpu_memory_mib,
         max_gpus=len(options.gpu_ids) or None,
     )
+    for note in search.notes:  # a repaired journal, a lock taken over from a run that died
+        options.on_note(f"{spec.task_name}: {note}")
     gpu_pool = GpuPool(list(options.gpu_ids)) if options.gpu_ids else None
     workers = options.workers or (gpu_pool.total if gpu_pool else 1)
     session = TuningSession(

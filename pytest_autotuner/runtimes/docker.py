@@ -16,7 +16,12 @@ and of other hosts sharing the engine are left alone, and containers without a `
 treated as leftovers. Inside a session, teardown is ``stop`` (grace period) then ``remove(force)`` on every path
 (startup failure, readiness timeout, cancelled deadline, benchmark error, Ctrl-C); the host tracks its
 containers, and ``close()`` (which the plugin calls in a ``finally``) removes whatever is still there. A process
-killed outright leaves its containers to the next session's sweep.
+killed outright leaves its containers to the next session's sweep: ``prepare()`` lists containers with the
+``pytest-autotuner.session`` label and removes those whose ``.host`` is this machine and whose ``.pid`` is no
+longer running (``remove_leftovers``), before the session's first trial.
+
+The model, address and port flags belong to the runtime: a spec that tunes one or passes one in
+``docker.extra_args`` is refused at collection (``core/spec.py``: ``RUNTIME_OWNED_FLAGS``, ``owned_flags_in``).
 """
 
 from __future__ import annotations

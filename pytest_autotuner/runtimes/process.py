@@ -1,20 +1,31 @@
-"""Servers as local processes: ``python3 -m sglang.launch_server`` on the host, in its own process group."""
+"""Servers as local processes: ``python3 -m sglang.launch_server`` on the host, in its own process group.
+
+A server dies with the process that launched it, however that process ends: on Linux the child asks the kernel
+for SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)`` in a ``preexec_fn``, before exec), so a
+``kill -9`` of pytest leaves no server holding a port or GPU memory; SGLang's own subprocesses do the same
+towards the server. The death signal follows the launching *thread*: a trial's server is launched and stopped
+by the same worker thread (``launch`` is a context manager), which outlives it. Normal teardown signals the
+server's process group (``start_new_session``), so children that outlive the server's main process go too.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import random
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from pytest_autotuner.core.sglang_args import ArgumentTable
+from pytest_autotuner.core.spec import owned_flags_in
 from pytest_autotuner.core.trial import Deadline, ParamValue, TrialFailure
 from pytest_autotuner.runtimes.base import (
     Endpoint,
@@ -27,7 +38,7 @@ from pytest_autotuner.runtimes.base import (
     wait_until_ready,
 )
 
-__all__ = ["ProcessHost", "ProcessServer", "free_port"]
+__all__ = ["ProcessHost", "ProcessServer", "die_with_parent", "free_port"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +46,34 @@ _DERIVED_PORT_ROOM = 300  # SGLang opens internal ports from port + 233 upwards
 _STOP_GRACE_S = 10.0
 _PREFLIGHT_TIMEOUT_S = 300.0  # SGLang imports torch before it prints its help
 _VERSION_SCRIPT = "import importlib.metadata as m; print(m.version('sglang'))"
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up once in the parent: the child must not load libraries between fork and exec."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+        return prctl
+    except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets SIGKILL when its parent dies (and exits at once if it already has)."""
+
+    def preexec() -> None:
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before the request took effect
+            os._exit(1)
+
+    return preexec
 
 
 def _bindable(port: int) -> bool:
@@ -128,6 +167,9 @@ class ProcessHost:
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
     ) -> None:
+        owned = owned_flags_in(extra_args)
+        if owned:
+            raise ValueError(f"extra_args {owned[0]!r} sets a flag the runtime sets itself (address, port, model)")
         self.model = model
         self.readiness_timeout = readiness_timeout
         self.python = python
@@ -216,6 +258,7 @@ class ProcessHost:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,
+                preexec_fn=die_with_parent(os.getpid()),
             )
         server = ProcessServer(proc, Path(log_name), self.env)
         with self._lock:
