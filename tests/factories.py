@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+
+import pytest
 
 from pytest_autotuner.core.metrics import BenchResult, CellMetrics, RequestRecord
 from pytest_autotuner.core.spec import TaskSpec
@@ -85,6 +88,14 @@ def synthetic_evaluate(calls: list[Params] | None = None) -> Callable[[Params, D
         return result(latency_model(params))
 
     return evaluate
+
+
+def write_specs(pytester: pytest.Pytester, **specs: dict[str, object]) -> None:
+    """Spec documents as ``tuning_specs/<stem>.json`` in a pytester folder."""
+    folder = pytester.path / "tuning_specs"
+    folder.mkdir(exist_ok=True)
+    for stem, document in specs.items():
+        (folder / f"{stem}.json").write_text(json.dumps(document))
 
 
 def run_session(s: TaskSpec, evaluate: Callable[[Params, Deadline], BenchResult], **options: object) -> TaskOutcome:

@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pytest
+from factories import write_specs
 
 pytestmark = pytest.mark.slow
 
@@ -33,13 +34,6 @@ def sim_spec(name: str, **overrides: object) -> dict[str, object]:
     }
     spec.update(overrides)
     return spec
-
-
-def write_specs(pytester: pytest.Pytester, **specs: dict[str, object]) -> None:
-    folder = pytester.path / "tuning_specs"
-    folder.mkdir(exist_ok=True)
-    for stem, spec in specs.items():
-        (folder / f"{stem}.json").write_text(json.dumps(spec))
 
 
 def test_two_specs_with_one_task_name_are_a_collection_error(pytester: pytest.Pytester) -> None:

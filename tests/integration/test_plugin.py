@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from factories import write_specs
 from processes import interruptible
 
 pytestmark = pytest.mark.slow
@@ -41,13 +42,6 @@ def sim_spec(name: str, **overrides: object) -> dict[str, object]:
     }
     spec.update(overrides)
     return spec
-
-
-def write_specs(pytester: pytest.Pytester, **specs: dict[str, object]) -> None:
-    folder = pytester.path / "tuning_specs"
-    folder.mkdir(exist_ok=True)
-    for stem, spec in specs.items():
-        (folder / f"{stem}.json").write_text(json.dumps(spec))
 
 
 def test_each_spec_is_one_item_that_passes_when_slos_hold(pytester: pytest.Pytester) -> None:
