@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration.cdp import find_chromium, headless_chromium, load_page
+from integration.cdp import headless_chromium, load_page
 
 pytestmark = pytest.mark.slow
 
@@ -176,16 +176,6 @@ def test_a_corrupt_history_file_is_skipped_with_a_warning_and_the_run_is_recorde
     assert len(list(folder.glob("*.json"))) == 5  # three, the broken one, and this run's
     page = (root / "reports" / "checked-task" / "index.html").read_text()
     assert 'data-runs="4"' in page and "history-skipped" in page
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    binary = find_chromium()
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is required under CI (apt-get install -y chromium)")
-        pytest.skip("chromium is not installed (/usr/bin/chromium or chromium on PATH); apt-get install chromium")
-    return binary
 
 
 async def inspect(chromium: str, url: str, profile: Path) -> dict[str, Any]:

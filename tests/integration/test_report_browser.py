@@ -7,14 +7,13 @@ The screenshot is kept under ``reports/test-artifacts/`` for the CI artifact.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import factories
 import pytest
-from integration.cdp import find_chromium, headless_chromium, load_page
+from integration.cdp import headless_chromium, load_page
 
 from pytest_autotuner.core.metrics import BenchResult
 from pytest_autotuner.core.task import TaskOptions, TaskOutcome, run_task
@@ -23,16 +22,6 @@ from pytest_autotuner.report import write_index, write_report
 
 SCRIPT_PAYLOAD = "<script>window.__pwned=1</script>"
 ATTR_PAYLOAD = '"><img src=x onerror="window.__pwned=2">'
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    binary = find_chromium()
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is required under CI (apt-get install -y chromium)")
-        pytest.skip("chromium is not installed (/usr/bin/chromium or chromium on PATH); apt-get install chromium")
-    return binary
 
 
 def hostile_session() -> TaskOutcome:
