@@ -56,13 +56,20 @@ def plan_from_spec(spec: TaskSpec, seed: int) -> BenchmarkPlan:
     )
 
 
-def run_ladder(run_benchmark: RunBenchmark, endpoint: Endpoint, plan: BenchmarkPlan, deadline: Deadline) -> BenchResult:
+def run_ladder(
+    run_benchmark: RunBenchmark,
+    endpoint: Endpoint,
+    plan: BenchmarkPlan,
+    deadline: Deadline,
+    drain: Callable[[], object] | None = None,
+) -> BenchResult:
     """The capacity search on one server (``core/capacity.py``): each load step is one benchmark of the plan's
     scenarios at that load, judged against the plan's SLOs; returns every step's cells and the ladder.
 
     A step's own stall and error-rate checks are off (``min_completed`` 0, ``max_error_rate`` 1): an overloaded
     step is an answer ("broke here"), not a failed trial; ``judge_step`` applies the spec's limits to it instead.
-    A crash, a timeout or a connection failure still ends the trial.
+    A crash, a timeout or a connection failure still ends the trial. ``drain`` is called after a step that broke,
+    before the next: the server's backlog from an overload would otherwise start the next step behind a queue.
     """
     assert plan.capacity is not None
     limits = plan.capacity
@@ -73,6 +80,7 @@ def run_ladder(run_benchmark: RunBenchmark, endpoint: Endpoint, plan: BenchmarkP
         closed = limits.load == "concurrency"
         step_plan = dataclasses.replace(
             plan,
+            max_requests=limits.step_requests(load, plan.max_requests),
             concurrencies=(int(load),) if closed else (),
             request_rates=() if closed else (load,),
             capacity=None,
@@ -94,6 +102,8 @@ def run_ladder(run_benchmark: RunBenchmark, endpoint: Endpoint, plan: BenchmarkP
             )
         )
         cells += result.cells
+        if drain is not None and not search.steps[-1].holds:
+            drain()
     return BenchResult(cells, dict(info), (search.result(),))
 
 
@@ -118,7 +128,16 @@ def make_evaluate(host: RuntimeHost, plan: BenchmarkPlan, *, client_process: boo
             try:
                 # the client reports each cell to the deadline, whose rule may prune the trial (TrialFailure)
                 if plan.capacity is not None:
-                    return run_ladder(run_benchmark, server.endpoint, plan, deadline)
+                    from pytest_autotuner.bench.client import wait_until_idle
+
+                    endpoint = server.endpoint
+                    # wall seconds a backlog may take to drain: several steps' worth (the trial's deadline still holds)
+                    limit = 10 * plan.max_time / endpoint.time_scale
+
+                    def drain() -> float:
+                        return wait_until_idle(endpoint, deadline, limit)
+
+                    return run_ladder(run_benchmark, endpoint, plan, deadline, drain)
                 return run_benchmark(server.endpoint, plan, deadline=deadline)
             except TrialFailure as failure:
                 if failure.failure_class is FailureClass.PRUNED:

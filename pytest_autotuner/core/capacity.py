@@ -1,7 +1,8 @@
 """Capacity search (``maximize_goodput``): the highest load one server holds with every SLO met.
 
 One trial is one server launch and a *ladder* of load steps on it (open loop: Poisson arrivals at a request
-rate; or closed loop: a concurrency; ``benchmark.capacity.load``). Each step is one cell per traffic scenario,
+rate for ``step_seconds``, so every step lasts as long and a burst too short to build a queue cannot pass for a
+held load; or closed loop: a concurrency; ``benchmark.capacity.load``). Each step is one cell per traffic scenario,
 recorded like any other cell (``CellKey(scenario, concurrency, rate)``), so results.json and the report show the
 ladder and where it broke.
 
@@ -9,9 +10,10 @@ The search (``LadderSearch``), after vLLM's ``auto_tune`` (a first run at the to
 throughput bounds the answer) with bisection instead of its unit steps down:
 
 1. **Probe the ceiling**: the first step runs at ``max``. If it holds, the answer is ``max`` ("at least";
-   one step). If not, the completed requests per second it measured while overloaded bound what the server can
-   sustain at all: the upper end of the bracket becomes ``min(max, 1.25 x that)`` (the margin covers a short
-   cell's ramp-up; rate load only).
+   one step). If not, and every request of it finished, the completed requests per second it measured while
+   overloaded bound what the server can sustain at all: the upper end of the bracket becomes
+   ``min(max, 1.25 x that)`` (the margin covers a short cell's ramp-up; rate load only). A step cut at its time
+   limit gives no such bound: a large batch completes few requests in the window although it progresses many.
 2. **Walk down geometrically**: while no step has held, the next runs at half the lowest load that broke
    (capacity under latency SLOs is usually 50-90% of the overloaded throughput, so one halving mostly suffices),
    down to ``min``, which is measured last.
@@ -63,6 +65,8 @@ __all__ = [
     "mean_capacity",
 ]
 
+MIN_STEP_REQUESTS = 20  #: requests of a rate step, at least (tail percentiles need samples)
+MAX_STEP_REQUESTS = 100_000  #: requests of a rate step, at most
 #: The first (overloaded) step's completed requests per second, times this, caps the bracket.
 CEILING_MARGIN = 1.25
 LoadKind = Literal["rate", "concurrency"]
@@ -77,6 +81,14 @@ class CapacityLimits:
     max: float = 64.0
     max_steps: int = 8
     tolerance: float = 0.05
+    step_seconds: float = 30.0  # rate load: seconds of arrivals per step
+
+    def step_requests(self, load: float, closed_loop_requests: int) -> int:
+        """Requests one step sends: rate x step_seconds (at least ``MIN_STEP_REQUESTS``) for a rate, so every
+        step lasts as long and a short burst cannot hide an overload; the plan's count for a concurrency."""
+        if self.load == "concurrency":
+            return closed_loop_requests
+        return min(MAX_STEP_REQUESTS, max(MIN_STEP_REQUESTS, math.ceil(load * self.step_seconds)))
 
     @property
     def unit(self) -> str:
@@ -93,6 +105,7 @@ class Step:
     throughput: float = math.nan  # completed requests per second (lowest over the step's cells)
     goodput: float = math.nan  # completed requests meeting every SLO threshold, per second (lowest over cells)
     checks: tuple[SloCheck, ...] = field(default=(), compare=False)  # every SLO in each of the step's cells
+    incomplete: int = 0  # requests still running when the step's time limit ended
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +114,7 @@ class Step:
             "reason": self.reason,
             "request_throughput": self.throughput,
             "goodput": self.goodput,
+            "incomplete": self.incomplete,
         }
 
     @classmethod
@@ -114,6 +128,7 @@ class Step:
             str(data.get("reason", "")),
             number(data.get("request_throughput")),
             number(data.get("goodput")),
+            incomplete=int(data.get("incomplete") or 0),
         )
 
 
@@ -178,7 +193,13 @@ class LadderSearch:
                 self._lo, self._lo_held = step.load, True
             return
         self._hi = min(self._hi, step.load)
-        if len(self.steps) == 1 and not self.integer and math.isfinite(step.throughput) and step.throughput > 0:
+        if (
+            len(self.steps) == 1
+            and not self.integer
+            and step.incomplete == 0  # cut short, a big batch completes little although it progresses a lot
+            and math.isfinite(step.throughput)
+            and step.throughput > 0
+        ):
             # overloaded at the ceiling: it completed this many per second at most, so it holds no more
             self._hi = min(self._hi, max(self.limits.min, CEILING_MARGIN * step.throughput))
         if self._hi <= self._lo and not self._lo_held:
@@ -263,4 +284,5 @@ def judge_step(
     limits = goodput_limits(slo)
     throughput = min((c.request_throughput for c in cells), default=math.nan)
     goodput = min((c.goodput(limits) for c in cells), default=math.nan)
-    return Step(load, not reasons, "; ".join(reasons), throughput, goodput, tuple(checks))
+    incomplete = sum(c.incomplete for c in cells)
+    return Step(load, not reasons, "; ".join(reasons), throughput, goodput, tuple(checks), incomplete)

@@ -282,6 +282,14 @@ class CapacitySettings(_Model):
     max: float = Field(64.0, description="Highest load searched; the first step runs here.")
     max_steps: int = Field(8, description=f"Load steps per trial (2..{MAX_CAPACITY_STEPS}).")
     tolerance: float = Field(0.05, gt=0, le=1, description="Stop bisecting once the bracket is this close (relative).")
+    step_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=86400,
+        description="rate load: each step sends Poisson arrivals for this long (load x step_seconds requests, at "
+        "least 20), so a queue the server cannot drain has time to build; `max_time_per_iteration` (at least "
+        "this) bounds the step. concurrency load: each step sends `max_requests_per_iteration` requests.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CapacitySettings:
@@ -714,6 +722,12 @@ class TaskSpec(_Model):
                 "only late, and tail percentiles need every request), so drop precision"
             )
         capacity = bench.capacity or CapacitySettings()  # type: ignore[call-arg]
+        if capacity.load == "rate" and bench.max_time_per_iteration < capacity.step_seconds:
+            raise ValueError(
+                f"{_AT}benchmark.max_time_per_iteration{_AT}`benchmark.max_time_per_iteration` is "
+                f"{bench.max_time_per_iteration:g} s, shorter than `benchmark.capacity.step_seconds` "
+                f"({capacity.step_seconds:g} s) of arrivals per load step; raise it (or shorten the steps)"
+            )
         chats = [s for s in bench.traffic_scenarios if parse_scenario(s).chat is not None]
         if chats and capacity.load == "rate":
             raise ValueError(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.core.formatting import describe_params, format_gain, format_objective, format_p
+from pytest_autotuner.core.formatting import describe_params, format_gain, format_limit, format_objective, format_p
 from pytest_autotuner.core.trial import FailureClass
 
 if TYPE_CHECKING:
@@ -16,7 +16,17 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.task import TaskOutcome
     from pytest_autotuner.core.trial import Params
 
-__all__ = ["baseline_text", "cost_line", "defaults_line", "progress_line", "safe", "server_choices", "summary_lines"]
+__all__ = [
+    "answer_line",
+    "baseline_text",
+    "cost_line",
+    "defaults_line",
+    "objective_label",
+    "progress_line",
+    "safe",
+    "server_choices",
+    "summary_lines",
+]
 
 _MAX_LINE = 400
 _CONTROL = {i: f"\\x{i:02x}" for i in [*range(32), 127]} | {10: "\\n", 13: "\\r", 9: "\\t"}
@@ -91,6 +101,58 @@ def defaults_line(outcome: TaskOutcome) -> str | None:
     return f"{where}: {measured}{slo}; the best is {test}"
 
 
+def objective_label(outcome: TaskOutcome) -> str:
+    """The objective's name, with 'per GPU' when ``optimization.per_gpu`` divides it."""
+    opt = outcome.spec.optimization
+    return opt.objective + (" per GPU" if opt.per_gpu else "")
+
+
+_METRIC_NAMES = {"ttft": "TTFT", "tpot": "TPOT", "e2e": "E2E"}
+
+
+def _capacity_amount(value: float, outcome: TaskOutcome) -> str:
+    spec = outcome.spec
+    load = spec.benchmark.capacity.load if spec.benchmark.capacity else "rate"
+    amount = f"{value:.3g} req/s" if load == "rate" else f"{value:.3g} concurrent requests"
+    return amount + (" per GPU" if spec.optimization.per_gpu else "")
+
+
+def answer_line(outcome: TaskOutcome) -> str | None:
+    """The answer in operators' words, for the capacity objective: 'holds 7.5 req/s per GPU at p99 TTFT <= 200 ms
+    (D(1000,200)), 2.1x SGLang defaults (p = 0.01)'. None for other objectives or without a confirmed best."""
+    spec, best = outcome.spec, outcome.best
+    if best is None or not spec.optimization.uses_capacity or best.score.objective is None:
+        return None
+    slos = ", ".join(
+        f"{stat} {_METRIC_NAMES.get(metric, metric)} <= {format_limit(limit.threshold)}"
+        for metric, stat, limit in (spec.slo.checks() if spec.slo else [])
+    )
+    where = ", ".join(spec.benchmark.traffic_scenarios)
+    value = best.score.objective
+    runs = best.runs
+    ceiling = any(c.at_ceiling for r in runs for c in r.capacities)
+    if value <= 0:
+        limits = spec.benchmark.capacity
+        lowest = f"{limits.min:g}" if limits else "0.25"
+        text = f"holds no load from {lowest} up at {slos} ({where})"
+    else:
+        text = f"holds {'at least ' if ceiling else ''}{_capacity_amount(value, outcome)} at {slos} ({where})"
+    versus = outcome.defaults
+    if versus is None or versus.confirmation is None:
+        return safe(text)
+    base = versus.confirmation.score.objective
+    p = f"p = {format_p(versus.p_value)}" + ("" if versus.significant else ", not significant")
+    if versus.defaults_chosen:
+        text += "; these are SGLang's defaults"
+        if versus.gain is not None:
+            text += f" (the best tuned configuration was {format_gain(versus.gain)}, {p})"
+    elif base is not None and base > 0:
+        text += f", {value / base:.2g}x SGLang defaults ({p})"
+    elif base is not None:
+        text += f", SGLang defaults hold no load ({p})"
+    return safe(text)
+
+
 def server_choices(outcome: TaskOutcome) -> dict[str, str]:
     """Flags the defaults trial left to SGLang, with the value the server reported choosing (``/server_info``)."""
     versus = outcome.defaults
@@ -126,8 +188,12 @@ def summary_lines(outcome: TaskOutcome, report_path: str | None) -> list[str]:
         lines.append(f"  best: {_params(best.params)} ({safe(found, 300)})")
     if best is not None:
         lines.append(
-            f"  {objective}: {format_objective(best.score.objective, objective)} (confirmed, {_runs(len(best.runs))})"
+            f"  {objective_label(outcome)}: {format_objective(best.score.objective, objective)} "
+            f"(confirmed, {_runs(len(best.runs))})"
         )
+        answer = answer_line(outcome)
+        if answer:
+            lines.append(f"  {answer}")
         versus = defaults_line(outcome)
         if versus:
             lines.append(f"  {versus}")
