@@ -343,7 +343,8 @@ def _values(runs: list[RunRecord], metric: str, statistic: str) -> tuple[float, 
 def compared_metrics(spec: TaskSpec) -> list[tuple[str, str]]:
     """(metric, statistic) pairs a comparison covers: the objective's, then every SLO's."""
     metric = OBJECTIVE_METRICS[spec.optimization.objective][0]
-    metrics = [(metric, "run" if metric == "output_throughput" else "mean")]
+    # a capacity is not a cell metric: it is compared over runs (``_capacity_change``), not per cell
+    metrics = [] if spec.optimization.uses_capacity else [(metric, "run" if metric == "output_throughput" else "mean")]
     if spec.slo:
         metrics += [(m, s) for m, s, _limit in spec.slo.checks() if (m, s) not in metrics]
     return metrics

@@ -333,3 +333,17 @@ def test_a_valid_goodput_spec_loads_with_defaults(tmp_path: Path) -> None:
     assert plan.capacity == CapacityLimits()
     assert plan.slo == loaded.slo
     assert plan.scenarios == (parse_scenario("D(100,100)"),)
+
+
+def test_the_history_keeps_the_capacity_and_the_baseline_comparison_of_a_goodput_item() -> None:
+    from pytest_autotuner.core.trends import RunInfo, history_entry
+
+    s = goodput_spec(strategy="grid")
+    first = run_task(s, TaskOptions(seed=1, study_name="unit"), ladder_evaluate([]), None)
+    assert first.best is not None
+    baseline = make_baseline(s, first.best, dict(first.fingerprint))
+    again = run_task(s, TaskOptions(seed=1, study_name="unit2"), ladder_evaluate([]), baseline)
+    entry = history_entry(again, RunInfo("c" * 40, "main", "2026-12-01T03:00:00+00:00"))
+    objective = entry.points[0]
+    assert objective.value == pytest.approx(again.best.score.objective)  # type: ignore[union-attr]
+    assert objective.baseline == pytest.approx(baseline.objective_value)
