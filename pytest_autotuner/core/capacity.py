@@ -2,7 +2,8 @@
 
 One trial is one server launch and a *ladder* of load steps on it (open loop: Poisson arrivals at a request
 rate for ``step_seconds``, so every step lasts as long and a burst too short to build a queue cannot pass for a
-held load; or closed loop: a concurrency; ``benchmark.capacity.load``). Each step is one cell per traffic scenario,
+held load, as SGLang's own rate sweeps scale ``bench_serving --num-prompts`` with ``--request-rate``; or closed
+loop: a concurrency; ``benchmark.capacity.load``). Each step is one cell per traffic scenario,
 recorded like any other cell (``CellKey(scenario, concurrency, rate)``), so results.json and the report show the
 ladder and where it broke.
 
