@@ -90,6 +90,9 @@ class DefaultsComparison:
     gain: float | None
     p_value: float
     defaults_chosen: bool
+    #: False when a multi-objective search's select rule does not admit the defaults (dominated, or outside its
+    #: bounds): they are compared, never chosen
+    eligible: bool = True
 
     @property
     def significant(self) -> bool:
@@ -260,7 +263,7 @@ def _versus_defaults(
     maximize = opt.direction == "maximize"
     if defaults is None or tuned is None:
         chosen = defaults is not None and (may_choose or tuned is None)
-        return DefaultsComparison(trial, defaults, tuned, None, math.nan, defaults_chosen=chosen)
+        return DefaultsComparison(trial, defaults, tuned, None, math.nan, defaults_chosen=chosen, eligible=may_choose)
     tuned_runs, default_runs = _per_run_objective(tuned, opt.objective), _per_run_objective(defaults, opt.objective)
     # one-sided: "the defaults are worse than the tuned best", per run
     p_value = p_worse(tuned_runs, default_runs, higher_is_worse=not maximize)
@@ -272,7 +275,9 @@ def _versus_defaults(
     # below two runs a side there is no test: the ranking decides, and the outputs say the p-value is unknown
     untestable = math.isnan(p_value)
     keep_tuned = not may_choose or (_better(tuned, defaults, maximize) and (slo_edge or untestable or p_value < ALPHA))
-    return DefaultsComparison(trial, defaults, tuned, gain, p_value, defaults_chosen=not keep_tuned)
+    return DefaultsComparison(
+        trial, defaults, tuned, gain, p_value, defaults_chosen=not keep_tuned, eligible=may_choose
+    )
 
 
 def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baseline: Baseline | None) -> TaskOutcome:

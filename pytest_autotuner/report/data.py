@@ -305,6 +305,7 @@ def _defaults_block(outcome: TaskOutcome) -> dict[str, Any] | None:
         "p_value": versus.p_value,
         "significant": versus.significant,
         "defaults_chosen": versus.defaults_chosen,
+        "eligible": versus.eligible,
         "text": defaults_line(outcome),
     }
 

@@ -101,7 +101,8 @@ def defaults_line(outcome: TaskOutcome) -> str | None:
             f"{where}: {measured}{slo}; tuning found nothing significantly better "
             f"(the best tuned configuration, trial #{versus.tuned.source_trial if versus.tuned else '?'}, was {test})"
         )
-    return f"{where}: {measured}{slo}; the best is {test}"
+    rule = "" if versus.eligible else " (the defaults are not eligible under the select rule)"
+    return f"{where}: {measured}{slo}; the best is {test}{rule}"
 
 
 def pareto_line(outcome: TaskOutcome) -> str | None:
@@ -154,8 +155,11 @@ def summary_lines(outcome: TaskOutcome, report_path: str | None) -> list[str]:
         if front:
             lines.append(f"  {front}")
     if best is not None:
+        others = [(n, v) for n, v in best.score.objectives.items() if n != objective]
+        also = "".join(f"; {n}: {format_objective(v, n)}" for n, v in others)
         lines.append(
             f"  {objective}: {format_objective(best.score.objective, objective)} (confirmed, {_runs(len(best.runs))})"
+            + also
         )
         versus = defaults_line(outcome)
         if versus:
