@@ -11,6 +11,10 @@ Early stopping: each search trial's Deadline carries a ``PruningRule`` (core/pru
 trial so far; ``Deadline.report_cell`` applies it after each cell and a trial that cannot win ends as
 ``pruned`` (scored like a failure that got far). Confirmation runs carry no rule.
 
+Several objectives (``optimization.objectives``): each trial is told one score per objective; a trial improves
+(``new_best``, ``patience``) when it joins the Pareto front of the trials so far (``_FrontSoFar``), and early
+stopping prunes on hard SLOs only (a trial behind on the primary objective may still be on the front).
+
 Cost: every trial records the GPU-seconds it held (``TrialCost``: wall seconds from launch to the end of its
 benchmark, times ``gpus_needed``) and what early stopping saved (``trial_cost``), in its user attrs.
 """

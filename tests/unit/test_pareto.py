@@ -226,6 +226,8 @@ def test_both_samplers_search_three_objectives(sampler: str) -> None:
     assert outcome.pareto is not None and len(outcome.pareto.objectives) == 3
     assert len({json.dumps(t.params, sort_keys=True) for t in outcome.trials}) == len(outcome.trials)  # no repeats
     assert outcome.pareto.front and outcome.verdict.passed
+    html = render_report(outcome)  # three panels, one per pair of objectives
+    assert 'id="plot-objectives"' in html and "could not be drawn" not in html
 
 
 def test_the_sampler_option_builds_nsga2() -> None:
