@@ -22,6 +22,7 @@ from pytest_autotuner.core.spec import SpecError, load_spec
 from pytest_autotuner.core.trial import Deadline, Params
 from pytest_autotuner.report.data import results_summary
 from pytest_autotuner.report.html import render_report
+from pytest_autotuner.report.summary import github_step_summary
 from pytest_autotuner.report.text import summary_lines
 from tests.factories import cell, run_session, spec
 
@@ -263,6 +264,8 @@ def test_results_json_report_and_summary_carry_the_front() -> None:
     json.dumps(results_summary(outcome), allow_nan=False)
     html = render_report(outcome)
     assert 'id="pareto-front"' in html and 'id="plot-objectives"' in html and "could not be drawn" not in html
+    job = github_step_summary([(outcome, None)], Path("reports"))
+    assert f"Pareto front of {len(outcome.pareto.front)}, select: best minimize_ttft among" in job  # type: ignore[union-attr]
     assert any(line.strip().startswith("Pareto front (maximize_throughput, minimize_ttft)")
                for line in summary_lines(outcome, None))  # fmt: skip
 
