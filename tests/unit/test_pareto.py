@@ -24,7 +24,7 @@ from pytest_autotuner.report.data import results_summary
 from pytest_autotuner.report.html import render_report
 from pytest_autotuner.report.summary import github_step_summary
 from pytest_autotuner.report.text import summary_lines
-from tests.factories import cell, run_session, spec
+from factories import cell, run_session, spec
 
 MAX_MIN = ("maximize", "minimize")
 
