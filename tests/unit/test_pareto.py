@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from factories import cell, run_session, spec
 
 from pytest_autotuner.core.metrics import BenchResult
 from pytest_autotuner.core.optuna_compat import optuna_hypervolume
@@ -24,7 +25,6 @@ from pytest_autotuner.report.data import results_summary
 from pytest_autotuner.report.html import render_report
 from pytest_autotuner.report.summary import github_step_summary
 from pytest_autotuner.report.text import summary_lines
-from factories import cell, run_session, spec
 
 MAX_MIN = ("maximize", "minimize")
 
