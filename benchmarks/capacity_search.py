@@ -51,7 +51,8 @@ CASES = (
          "D(1000,200)", {"ttft": {"p99": {"threshold": 0.5}}, "tpot": {"threshold": 0.02}}),
     Case("8B tp 2, long prompts", "meta-llama/Llama-3.1-8B-Instruct", {"tp-size": 2}, "D(4000,200)",
          {"ttft": {"p90": {"threshold": 0.5}}}, num_gpus=2),
-    Case("1B short requests", "meta-llama/Llama-3.2-1B-Instruct", {}, "D(256,64)", {"ttft": {"p99": {"threshold": 0.05}}}),
+    Case("1B short requests", "meta-llama/Llama-3.2-1B-Instruct", {}, "D(256,64)",
+         {"ttft": {"p99": {"threshold": 0.05}}}),
     Case("70B tp 4, A100", "meta-llama/Llama-3.1-70B-Instruct", {"tp-size": 4}, "N(1000,200)/(200,50)",
          {"ttft": {"p99": {"threshold": 1.0}}, "latency": {"p90": {"threshold": 20.0}}}, gpu="a100-80g", num_gpus=4),
 )  # fmt: skip

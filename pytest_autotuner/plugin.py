@@ -292,6 +292,15 @@ class TuningItem(pytest.Item):
             self.user_properties.append(("autotune_best_trial", outcome.best.source_trial))
             self.user_properties.append(("autotune_objective", outcome.best.score.objective))
             self.user_properties.append(("autotune_slo_passed", outcome.best.score.meets_slos))
+        if outcome.pareto is not None:
+            from pytest_autotuner.report.data import pareto_block
+
+            block = pareto_block(outcome)
+            assert block is not None
+            self.user_properties.append(("autotune_objectives", json.dumps(list(outcome.pareto.objectives))))
+            self.user_properties.append(("autotune_select_rule", block["select"]["text"]))
+            front = [{k: point[k] for k in ("trial", "params", "objectives")} for point in block["front"]]
+            self.user_properties.append(("autotune_pareto_front", json.dumps(front, allow_nan=False)))
 
     def _say(self, line: str) -> None:
         from pytest_autotuner.report.text import safe

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["OBJECTIVE_DEFS", "ObjectiveDef", "objective_def"]
+__all__ = ["OBJECTIVE_DEFS", "ObjectiveDef", "objective_def", "objective_direction"]
 
 
 @dataclass(frozen=True)
@@ -40,3 +40,11 @@ OBJECTIVE_DEFS: dict[str, ObjectiveDef] = {
 
 def objective_def(name: str) -> ObjectiveDef:
     return OBJECTIVE_DEFS[name]
+
+
+def objective_direction(name: str) -> Literal["minimize", "maximize"]:
+    """An objective's direction (from the table; an unknown name by its prefix, for messages about it)."""
+    known = OBJECTIVE_DEFS.get(name)
+    if known is not None:
+        return known.direction
+    return "maximize" if name.startswith("maximize") else "minimize"

@@ -20,9 +20,12 @@ Private symbols used, and the public API that is missing:
 - ``BaseDistribution._contains`` (``contains``): whether an internal value lies in a distribution; no public
   equivalent.
 - ``TPESampler._sample`` and its helpers ``_build_parzen_estimator``, ``_compute_acquisition_func``,
-  ``_rng``, ``_n_ei_candidates``, and ``optuna.samplers._tpe.sampler._split_trials`` and ``default_gamma``
-  (``ChoosingTPESampler``): TPE offers no hook to choose among its candidates; samplers.py ranks them itself
-  (no repeats, feasibility).
+  ``_rng``, ``_n_ei_candidates``, and ``optuna.samplers._tpe.sampler._split_trials``, ``default_gamma`` and
+  ``default_gamma_multiobjective`` (``ChoosingTPESampler``): TPE offers no hook to choose among its candidates;
+  samplers.py ranks them itself (no repeats, feasibility). With several objectives ``_split_trials`` ranks by
+  non-domination and ``_build_parzen_estimator`` weighs the good trials by hypervolume contribution (MOTPE).
+- ``optuna._hypervolume.compute_hypervolume`` (``optuna_hypervolume``): Optuna's exact hypervolume, the
+  reference ``core/pareto.py``'s own is checked against (tests, ``benchmarks/pareto_front.py``).
 
 Public API is used where it exists: a trial is failed with ``Study.tell(number, state=FAIL)`` and trials are
 read with ``Study.get_trials``.
@@ -61,6 +64,7 @@ __all__ = [
     "heartbeat_enabled",
     "heartbeat_thread",
     "mark_failed",
+    "optuna_hypervolume",
     "quiet_optuna_logging",
     "record_heartbeat",
     "storage_of",
@@ -94,13 +98,19 @@ if _problem is not None:
     warnings.warn(_problem, OptunaVersionWarning, stacklevel=2)
 
 try:
-    from optuna.samplers._tpe.sampler import _split_trials, default_gamma
+    from optuna._hypervolume import compute_hypervolume
+    from optuna.samplers._tpe.sampler import _split_trials, default_gamma, default_gamma_multiobjective
     from optuna.storages._heartbeat import BaseHeartbeat, get_heartbeat_thread, is_heartbeat_enabled
 except ImportError as error:  # pragma: no cover - only with an unverified Optuna
     raise ImportError(
         f"Optuna {optuna.__version__} lacks a private name pytest-autotuner needs ({error}); "
         f"install optuna>={VERIFIED[0]},<{VERIFIED[1]}."
     ) from error
+
+
+def optuna_hypervolume(losses: np.ndarray, reference: np.ndarray) -> float:
+    """Optuna's hypervolume of ``losses`` (every objective minimized) up to ``reference``."""
+    return float(compute_hypervolume(np.asarray(losses, dtype=float), np.asarray(reference, dtype=float)))
 
 
 def quiet_optuna_logging() -> None:
@@ -207,7 +217,9 @@ class ChoosingTPESampler(optuna.samplers.TPESampler):
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
         trials = [t for t in study.get_trials(deepcopy=False, states=states) if t.number != trial.number]
         n_finished = sum(t.state != optuna.trial.TrialState.RUNNING for t in trials)
-        below, above = _split_trials(study, trials, default_gamma(n_finished))
+        # as TPESampler: the multi-objective gamma (no cap at 25) when the study has several directions
+        gamma = default_gamma if len(study.directions) <= 1 else default_gamma_multiobjective
+        below, above = _split_trials(study, trials, gamma(n_finished))
         mpe_below = self._build_parzen_estimator(study, search_space, below, handle_below=True)
         mpe_above = self._build_parzen_estimator(study, search_space, above, handle_below=False)
         candidates = mpe_below.sample(self._rng.rng, self._n_ei_candidates)

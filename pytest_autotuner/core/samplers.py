@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.space import SearchSpace
     from pytest_autotuner.core.spec import Optimization
 
-__all__ = ["DEFAULT_STARTUP", "EXHAUSTIVE_LIMIT", "make_sampler", "over_gpus", "startup_trials"]
+__all__ = ["DEFAULT_STARTUP", "EXHAUSTIVE_LIMIT", "make_sampler", "nsga2_population", "over_gpus", "startup_trials"]
 
 #: Finite spaces up to this many points are scanned exhaustively when TPE's candidates were all seen:
 #: evaluating the two Parzen estimators on 20k points takes a few ms.
@@ -62,16 +62,28 @@ def startup_trials(n_initial_random: int | None, grid_size: int | None) -> int:
     return min(DEFAULT_STARTUP, max(_MIN_STARTUP, math.ceil(_STARTUP_FRACTION * grid_size)))
 
 
+def nsga2_population(max_iterations: int) -> int:
+    """NSGA-II's generation size: a third of the budget, 4 to 20 (Optuna's 50 would leave a 30-trial budget
+    in its random first generation)."""
+    return max(4, min(20, max_iterations // 3))
+
+
 def make_sampler(
     optimization: Optimization, space: SearchSpace, seed: int, *, max_gpus: int | None = None
 ) -> optuna.samplers.BaseSampler:
-    """TPE without repeats (and within ``max_gpus``, see the module doc) for ``bayesian``; random otherwise.
+    """TPE without repeats (and within ``max_gpus``, see the module doc) for ``bayesian``, or Optuna's NSGA-II
+    (``optimization.sampler``; repeats are caught by search.py's dedup); random otherwise. Both bayesian samplers
+    handle several objectives (``optimization.objectives``): TPE splits good from bad trials by non-domination
+    rank and hypervolume contribution (MOTPE), NSGA-II by non-dominated sorting and crowding distance; both read
+    the constraint each trial records.
 
     Grid and random orders on finite spaces are driven by the search itself (see search.py); the random
     sampler only fills in continuous ranges.
     """
     import optuna
 
+    if optimization.strategy == "bayesian" and optimization.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=nsga2_population(optimization.max_iterations), seed=seed)
     if optimization.strategy == "bayesian":
         cls = _unique_tpe_class()
         return cls(

@@ -22,11 +22,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from pytest_autotuner.core.capacity import mean_capacity
-from pytest_autotuner.core.objectives import OBJECTIVE_DEFS
+from pytest_autotuner.core.objectives import OBJECTIVE_DEFS, objective_direction
 from pytest_autotuner.core.trial import FailureClass
 
 if TYPE_CHECKING:
@@ -105,6 +105,15 @@ class TrialScore:
     slo_checks: tuple[SloCheck, ...] = ()
     failure: FailureClass | None = None
     failure_message: str = ""
+    #: a multi-objective search (``optimization.objectives``): the score per objective, in that order (the
+    #: primary's is ``value``), and the unpenalized objectives by name; empty for a single objective
+    values: tuple[float, ...] = ()
+    objectives: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def told(self) -> float | tuple[float, ...]:
+        """What the study is told: the score, or the scores per objective of a multi-objective study."""
+        return self.values if self.values else self.value
 
     @property
     def feasible(self) -> bool:
@@ -121,9 +130,11 @@ def _cell_metric(cell: CellMetrics, metric: str, statistic: str = "mean") -> flo
     return cell.summary(metric).stat(statistic)
 
 
-def gpu_divisor(optimization: Optimization, gpus: int) -> int:
-    """What the objective is divided by: the configuration's GPUs under ``per_gpu`` (for objectives it divides)."""
-    return max(1, gpus) if optimization.per_gpu and OBJECTIVE_DEFS[optimization.objective].per_gpu else 1
+def gpu_divisor(optimization: Optimization, gpus: int, objective: str | None = None) -> int:
+    """What ``objective`` (default: the primary) is divided by: the configuration's GPUs under ``per_gpu``, for
+    the objectives it divides (throughput, goodput)."""
+    name = objective or optimization.objective
+    return max(1, gpus) if optimization.per_gpu and OBJECTIVE_DEFS[name].per_gpu else 1
 
 
 def objective_value(result: BenchResult, objective: str, divisor: int = 1) -> float:
@@ -163,12 +174,21 @@ def cell_checks(cells: Sequence[CellMetrics], slo: Slo | None) -> list[SloCheck]
     return checks
 
 
+def _penalized(raw: float, penalty: float, objective: str) -> float:
+    return raw * (1 + penalty) if objective_direction(objective) == "minimize" else raw / (1 + penalty)
+
+
 def score_result(result: BenchResult, optimization: Optimization, slo: Slo | None, gpus: int = 1) -> TrialScore:
-    """Score a measured configuration (``gpus``: the GPUs it uses, for ``per_gpu``)."""
+    """Score a measured configuration: on the objective, and on each of ``objectives`` when there are several
+    (one SLO penalty, applied to each; one constraint). ``gpus``: the GPUs it uses, for ``per_gpu``."""
     if OBJECTIVE_DEFS[optimization.objective].capacity:
         return _score_capacity(result, optimization, gpus)
-    raw = objective_value(result, optimization.objective, gpu_divisor(optimization, gpus))
-    if math.isnan(raw):
+    raws = {
+        name: objective_value(result, name, gpu_divisor(optimization, gpus, name))
+        for name in optimization.objective_names
+    }
+    raw = raws[optimization.objective]  # the primary objective is one of them
+    if any(math.isnan(v) for v in raws.values()):
         return score_failure(
             FailureClass.BENCHMARK_ERRORS,
             optimization,
@@ -177,11 +197,22 @@ def score_result(result: BenchResult, optimization: Optimization, slo: Slo | Non
     checks = check_slos(result, slo)
     steepness = slo.steepness if slo else 0.1
     penalty = min(sum(c.penalty(steepness) for c in checks), math.exp(_MAX_EXPONENT))
-    value = raw * (1 + penalty) if optimization.direction == "minimize" else raw / (1 + penalty)
+    value = _penalized(raw, penalty, optimization.objective)
     hard = [c.ratio - c.fail_ratio for c in checks if c.hard_failed]
     # SLO violations map into (0, 1): always less infeasible than a failed trial (>= 1)
     constraint = max(e / (1 + e) if math.isfinite(e) else 0.999 for e in hard) if hard else 0.0
-    return TrialScore(value, raw, penalty, constraint, tuple(checks))
+    score = TrialScore(value, raw, penalty, constraint, tuple(checks))
+    if not optimization.multi_objective:
+        return score
+    values = tuple(_penalized(raws[name], penalty, name) for name in optimization.objective_names)
+    return replace(score, values=values, objectives=dict(raws))
+
+
+def _failure_value(objective: str, shortfall: float, timeout: float) -> float:
+    if objective_direction(objective) == "maximize":
+        return -1.0 - shortfall  # throughput is never negative
+    # no mean latency can exceed the trial's own time limit, penalties included
+    return timeout * math.exp(_MAX_EXPONENT) * (2.0 + shortfall)
 
 
 def _score_capacity(result: BenchResult, optimization: Optimization, gpus: int) -> TrialScore:
@@ -206,12 +237,14 @@ def _score_capacity(result: BenchResult, optimization: Optimization, gpus: int) 
 
 
 def score_failure(failure: FailureClass, optimization: Optimization, message: str = "") -> TrialScore:
-    """A finite score worse than any measured configuration, graded by how far the trial got."""
+    """A finite score worse than any measured configuration, graded by how far the trial got (on every objective
+    of a multi-objective search)."""
     shortfall = _MAX_PROGRESS - failure.progress  # 0 for the most advanced failures
-    if optimization.direction == "maximize":
-        value = -1.0 - shortfall  # throughput is never negative
-    else:
-        # no mean latency can exceed the trial's own time limit, penalties included
-        ceiling = optimization.timeout_per_iteration * math.exp(_MAX_EXPONENT)
-        value = ceiling * (2.0 + shortfall)
-    return TrialScore(value, None, math.nan, 1.0 + shortfall, (), failure, message)
+    timeout = optimization.timeout_per_iteration
+    value = _failure_value(optimization.objective, shortfall, timeout)
+    values: tuple[float, ...] = ()
+    objectives: dict[str, float | None] = {}
+    if optimization.multi_objective:
+        values = tuple(_failure_value(name, shortfall, timeout) for name in optimization.objective_names)
+        objectives = dict.fromkeys(optimization.objective_names)
+    return TrialScore(value, None, math.nan, 1.0 + shortfall, (), failure, message, values, objectives)

@@ -1,6 +1,8 @@
 """The Optuna study behind a tuning session: sampler per strategy, storage, dedup, warm start.
 
-- bayesian: TPE (Optuna 5: multivariate, constant liar, constraint-aware through ``trial.set_constraint``).
+- bayesian: TPE (Optuna 5: multivariate, constant liar, constraint-aware through ``trial.set_constraint``), or
+  NSGA-II (``optimization.sampler``). With ``optimization.objectives`` the study has one direction per objective
+  and each trial is told one score per objective (``TrialScore.told``); both samplers search for the Pareto front.
 - grid: every grid point once, in a seeded shuffled order, so a budget smaller than the grid is unbiased.
 - random: seeded; on a finite space, sampling without replacement (no repeats while unseen points remain).
 
@@ -108,6 +110,13 @@ def study_name_for(spec: TaskSpec, runtime: str) -> str:
         },
     )
     relevant["runtime"] = runtime
+    # which configuration is selected does not change what a trial measures; fields at their defaults are left
+    # out so that studies named before they existed keep their names (an upgrade resumes them)
+    optimization = relevant["optimization"]
+    optimization.pop("select", None)
+    for key, default in (("objectives", None), ("sampler", "tpe")):
+        if optimization.get(key) == default:
+            optimization.pop(key, None)
     digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:10]
     return f"{spec.task_name}-{digest}"
 
@@ -320,7 +329,7 @@ class Search:
                 study_name=study_name,
                 storage=opened,
                 sampler=make_sampler(spec.optimization, space, seed, max_gpus=max_gpus),
-                direction=spec.optimization.direction,
+                directions=list(spec.optimization.directions),  # one, or one per objective of ``objectives``
                 load_if_exists=True,
             )
         except Exception as err:
@@ -559,7 +568,7 @@ class Search:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         trial.set_constraint(CONSTRAINT_KEY, score.constraint)
-        self.study.tell(trial, score.value)
+        self.study.tell(trial, score.told)  # the score, or one score per objective (multi-objective)
 
     def abandon(self, proposal: Proposal, reason: str) -> None:
         """Close a trial that was interrupted (Ctrl-C), so a resumed run proposes it again."""

@@ -11,6 +11,10 @@ Early stopping: each search trial's Deadline carries a ``PruningRule`` (core/pru
 trial so far; ``Deadline.report_cell`` applies it after each cell and a trial that cannot win ends as
 ``pruned`` (scored like a failure that got far). Confirmation runs carry no rule.
 
+Several objectives (``optimization.objectives``): each trial is told one score per objective; a trial improves
+(``new_best``, ``patience``) when it joins the Pareto front of the trials so far (``_FrontSoFar``), and early
+stopping prunes on hard SLOs only (a trial behind on the primary objective may still be on the front).
+
 Cost: every trial records the GPU-seconds it held (``TrialCost``: wall seconds from launch to the end of its
 benchmark, times ``gpus_needed``) and what early stopping saved (``trial_cost``), in its user attrs.
 """
@@ -22,13 +26,14 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pytest_autotuner.core.gpu_pool import GpuPool, gpus_needed
 from pytest_autotuner.core.metrics import BenchResult, CellSummary, json_safe
+from pytest_autotuner.core.pareto import dominates
 from pytest_autotuner.core.pruning import BestSoFar, PruningRule, plan_cells
 from pytest_autotuner.core.scoring import TrialScore, score_failure, score_result
 from pytest_autotuner.core.trial import CellRule, Deadline, FailureClass, Params, TrialFailure
@@ -154,6 +159,10 @@ class TrialRecord:
     server_chose: tuple[str, ...] = ()  # flags this trial left to the server (not passed at launch)
     gpu_seconds: float = 0.0  # GPUs held x wall seconds (``TrialCost``; 0 when the study did not record it)
     gpu_seconds_saved: float = 0.0  # by early stopping (pruning and precision)
+    #: multi-objective: the score per objective of ``optimization.objectives`` (in that order) and the
+    #: unpenalized objectives by name (None: not measured); empty for a single objective
+    values: tuple[float, ...] = ()
+    objectives: Mapping[str, float | None] = dataclasses.field(default_factory=dict)
 
     @property
     def pruned(self) -> bool:
@@ -166,12 +175,16 @@ class TrialRecord:
         return self.failure is None and self.objective is not None
 
     @classmethod
-    def from_trial(cls, trial: FrozenTrial) -> TrialRecord:
+    def from_trial(cls, trial: FrozenTrial, primary: int = 0) -> TrialRecord:
+        """``primary``: the index of the primary objective among a multi-objective study's values."""
         attrs = trial.user_attrs
+        values = tuple(float(v) for v in trial.values) if trial.values is not None else ()
+        multi = len(values) > 1
+        objectives = attrs.get("objectives")
         record = cls(
             number=trial.number,
             params=dict(trial.params),
-            value=float(trial.value) if trial.value is not None else math.nan,
+            value=values[primary if multi else 0] if values else math.nan,
             objective=attrs.get("objective"),
             feasible=all(v <= 0 for v in trial.constraints.values()) if trial.constraints else True,
             meets_slos=bool(attrs.get("meets_slos", False)),
@@ -184,6 +197,8 @@ class TrialRecord:
             server_chose=tuple(str(n) for n in attrs.get("server_chooses", ())),
             gpu_seconds=float(attrs.get("gpu_seconds") or 0.0),
             gpu_seconds_saved=float(attrs.get("gpu_seconds_saved") or 0.0),
+            values=values if multi else (),
+            objectives=dict(objectives) if multi and isinstance(objectives, dict) else {},
         )
         left = set(record.server_chose)
         return dataclasses.replace(record, params={k: v for k, v in record.params.items() if k not in left})
@@ -348,6 +363,10 @@ class TuningSession:
             # different loads have no common cells with the best's to compare partial scores on
             return None
         best = self._prune_best[1] if self._prune_best is not None else None
+        if opt.multi_objective:
+            # a trial worse than the best on the primary objective may still be on the Pareto front: with several
+            # objectives, early stopping stops trials on hard SLOs only
+            opt = opt.model_copy(update={"prune_margin": None})
         return PruningRule(opt, self.spec.slo, self._total_cells, best)
 
     def _note_complete(self, number: int, score: TrialScore, result: BenchResult | None) -> None:
@@ -378,6 +397,7 @@ class TuningSession:
         patience = self.spec.optimization.patience
         maximize = self.spec.optimization.direction == "maximize"
         running: dict[Future[_Measured], tuple[Proposal, float]] = {}
+        front = _FrontSoFar(self.spec.optimization.directions)
         if self._prune_best is None:
             for record in self.ranked_candidates()[:1]:  # a resumed study's best complete trial
                 key = rank_key(record.meets_slos, record.feasible, record.value, maximize)
@@ -414,7 +434,10 @@ class TuningSession:
                     self.search_state.record(proposal, score, attrs)
                     self._note_complete(proposal.number, score, result)
                     key = rank_key(score.meets_slos, score.feasible, score.value, maximize)
-                    improved = score.failure is None and (best is None or key < best)
+                    if self.spec.optimization.multi_objective:
+                        improved = score.failure is None and front.add(score)
+                    else:
+                        improved = score.failure is None and (best is None or key < best)
                     if improved:
                         best, since_improvement = key, 0
                     else:
@@ -447,7 +470,9 @@ class TuningSession:
 
     def records(self) -> tuple[list[TrialRecord], int]:
         """(every evaluated trial of the study, how many repeated proposals were skipped without a run)."""
-        records = [TrialRecord.from_trial(t) for t in self.search_state.evaluated()]
+        opt = self.spec.optimization
+        primary = opt.objective_names.index(opt.objective)
+        records = [TrialRecord.from_trial(t, primary) for t in self.search_state.evaluated()]
         trials = self.search_state.study.get_trials(deepcopy=False)
         return records, sum(1 for t in trials if "duplicate_of" in t.user_attrs)
 
@@ -506,6 +531,30 @@ class TuningSession:
         return result, failure + (score.failure_message if result is None else "")
 
 
+class _FrontSoFar:
+    """The Pareto front of the trials seen so far, in the best tier (meets SLOs, then feasible, then measured): a
+    multi-objective search improves when a trial joins it (``new best`` marks and ``patience``)."""
+
+    def __init__(self, directions: tuple[str, ...]) -> None:
+        self._directions = directions
+        self._tier: tuple[bool, bool] | None = None
+        self._points: list[tuple[float, ...]] = []
+
+    def add(self, score: TrialScore) -> bool:
+        """Whether ``score`` joins the front (a better tier, or not weakly dominated within the tier)."""
+        tier = (not score.meets_slos, not score.feasible)
+        point = score.values
+        if self._tier is None or tier < self._tier:
+            self._tier, self._points = tier, [point]
+            return True
+        if tier > self._tier:
+            return False
+        if any(p == point or dominates(p, point, self._directions) for p in self._points):
+            return False
+        self._points = [p for p in self._points if not dominates(point, p, self._directions)] + [point]
+        return True
+
+
 @dataclass(frozen=True)
 class _Measured:
     """One evaluation as the session sees it."""
@@ -538,6 +587,8 @@ def _trial_attrs(
         "devices": list(devices),
         **(cost or TrialCost()).as_attrs(),
     }
+    if score.objectives:  # multi-objective: every objective, unpenalized
+        attrs["objectives"] = {name: value for name, value in score.objectives.items()}
     if result is not None:
         attrs["cells"] = [json_safe(cell.as_dict()) for cell in result.cells]
         if result.capacities:

@@ -40,7 +40,7 @@ from pydantic import (
 )
 
 from pytest_autotuner.core.dataset import DatasetError, load_exchanges
-from pytest_autotuner.core.objectives import OBJECTIVE_DEFS
+from pytest_autotuner.core.objectives import OBJECTIVE_DEFS, objective_direction
 from pytest_autotuner.core.runtime_kinds import RUNTIME_KINDS, RuntimeKind
 from pytest_autotuner.core.scenarios import ScenarioError, parse_scenario
 from pytest_autotuner.core.sglang_args import SHIPPED_VERSIONS
@@ -50,6 +50,7 @@ __all__ = [
     "OBJECTIVES",
     "RUNTIME_KINDS",
     "RUNTIME_OWNED_FLAGS",
+    "SAMPLERS",
     "STRATEGIES",
     "Benchmark",
     "CapacitySettings",
@@ -58,6 +59,7 @@ __all__ = [
     "Optimization",
     "RangeParam",
     "RuntimeKind",
+    "Select",
     "Slo",
     "SloMetric",
     "SpecError",
@@ -68,6 +70,8 @@ __all__ = [
 ]
 
 STRATEGIES = ("bayesian", "grid", "random")
+SAMPLERS = ("tpe", "nsga2")  #: the model behind the bayesian strategy
+MIN_OBJECTIVES, MAX_OBJECTIVES = 2, 3  #: of a multi-objective search (``optimization.objectives``)
 OBJECTIVES = tuple(OBJECTIVE_DEFS)  #: the names of ``core/objectives.py``'s table
 _PARAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _AT = "\x00"  # brackets a parameter name inside a validator message, so the error names its path
@@ -180,9 +184,37 @@ class RangeParam(_Model):
 ParamChoice = bool | int | float | str
 
 
+class Select(_Model):
+    """Which configuration of a multi-objective search's Pareto front is confirmed, asserted and kept."""
+
+    best: str = Field(description="The objective to be best on (one of `objectives`): the primary objective.")
+    within: dict[str, Annotated[float, Field(ge=0, le=10)]] = Field(
+        default_factory=dict,
+        max_length=MAX_OBJECTIVES,
+        description="Other objectives of `objectives` -> relative tolerance: only configurations within it of the "
+        "front's best on that objective are eligible (0.05: within 5%).",
+    )
+
+
 class Optimization(_Model):
     strategy: str = "bayesian"
-    objective: str = "minimize_latency"
+    objective: str = Field(
+        "minimize_latency",
+        description="The objective; with `objectives`, the primary one (default: `select.best`, else the first).",
+    )
+    objectives: list[str] | None = Field(
+        None,
+        min_length=MIN_OBJECTIVES,
+        max_length=MAX_OBJECTIVES,
+        description="Two or three objectives (names as `objective` accepts): a multi-objective search whose result "
+        "is the Pareto front; `select` picks the configuration that is confirmed.",
+    )
+    select: Select | None = Field(
+        None,
+        description='With `objectives`: the configuration of the front to confirm, e.g. {"best": "minimize_ttft", '
+        '"within": {"maximize_throughput": 0.05}}. Default: the best on the first objective.',
+    )
+    sampler: str = Field("tpe", description="The bayesian strategy's model: tpe (Optuna's TPE) | nsga2 (NSGA-II).")
     max_iterations: int = Field(100, ge=1, le=100_000)
     n_initial_random: int | None = Field(
         None,
@@ -234,6 +266,91 @@ class Optimization(_Model):
             raise ValueError(f"unknown objective {value!r}; use one of: {', '.join(OBJECTIVES)}")
         return value
 
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        for index, name in enumerate(value):
+            if name not in OBJECTIVES:
+                raise ValueError(
+                    f"{_AT}{index}{_AT}unknown objective {_preview(name, 60)}; use one of: {', '.join(OBJECTIVES)}"
+                )
+            if name in value[:index]:
+                raise ValueError(f"{_AT}{index}{_AT}objective {name!r} is listed twice; list each objective once")
+        return value
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler(cls, value: str) -> str:
+        if value not in SAMPLERS:
+            raise ValueError(f"unknown sampler {value!r}; use one of: {', '.join(SAMPLERS)}")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _primary_objective(cls, data: Any) -> Any:
+        """With ``objectives`` and no ``objective``, the primary objective is ``select.best``, else the first."""
+        if not isinstance(data, dict) or "objective" in data or not isinstance(data.get("objectives"), list):
+            return data
+        listed = data["objectives"]
+        select = data.get("select")
+        primary = select.get("best") if isinstance(select, dict) else None
+        if primary not in listed and listed:  # a select rule naming another objective is reported on its own
+            primary = listed[0]
+        return {**data, "objective": primary} if primary in OBJECTIVES else data
+
+    @model_validator(mode="after")
+    def _multi_objective(self) -> Optimization:
+        if self.objectives is None:
+            if self.select is not None:
+                raise ValueError(
+                    f"{_AT}select{_AT}a select rule needs `objectives` (two or three); with one `objective` the best "
+                    "configuration is simply the best on it"
+                )
+            return self
+        listed = ", ".join(self.objectives)
+        if self.select is not None:
+            names = [("select.best", self.select.best)] + [(f"select.within.{n}", n) for n in self.select.within]
+            for where, name in names:
+                if name not in OBJECTIVES:
+                    raise ValueError(
+                        f"{_AT}{where}{_AT}unknown objective {_preview(name, 60)}; use one of `objectives`: {listed}"
+                    )
+                if name not in self.objectives:
+                    raise ValueError(
+                        f"{_AT}{where}{_AT}objective {name!r} is not one of `objectives` ({listed}); add it there or "
+                        "select on one of them"
+                    )
+            if self.select.best in self.select.within:
+                raise ValueError(
+                    f"{_AT}select.within.{self.select.best}{_AT}{self.select.best!r} is `select.best`; `within` bounds "
+                    "the other objectives"
+                )
+        primary = self.select.best if self.select is not None else self.objectives[0]
+        if self.objective != primary:
+            where = "select.best" if self.select is not None else "the first of `objectives`"
+            raise ValueError(
+                f"{_AT}objective{_AT}`objective` is {self.objective!r} but {where} is {primary!r}; with `objectives` "
+                f"the primary objective is {where}: leave `objective` out or make them agree"
+            )
+        if self.strategy == "grid" and len(self.objectives) > 2:
+            raise ValueError(
+                f"{_AT}objectives{_AT}three objectives ({listed}) with the grid strategy: a grid is an exhaustive "
+                "sweep whose front over three objectives is rarely small enough to read; use the bayesian strategy, "
+                "or two objectives"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sampler_strategy(self) -> Optimization:
+        if self.sampler != "tpe" and self.strategy != "bayesian":
+            raise ValueError(
+                f"{_AT}sampler{_AT}sampler {self.sampler!r} is the model of the bayesian strategy, but `strategy` is "
+                f"{self.strategy!r}; use strategy bayesian or leave `sampler` out"
+            )
+        return self
+
     @model_validator(mode="after")
     def _initial_below_max(self) -> Optimization:
         if (
@@ -249,17 +366,41 @@ class Optimization(_Model):
 
     @model_validator(mode="after")
     def _per_gpu_divides(self) -> Optimization:
-        if self.per_gpu and not OBJECTIVE_DEFS[self.objective].per_gpu:
+        if self.per_gpu and not any(OBJECTIVE_DEFS[name].per_gpu for name in self.objective_names):
+            names = " and ".join(repr(n) for n in self.objective_names)
             raise ValueError(
-                f"{_AT}per_gpu{_AT}`per_gpu` is true but the objective {self.objective!r} is not a capacity a GPU "
-                "provides (per_gpu divides throughput and goodput); use maximize_throughput or maximize_goodput, "
-                "or drop per_gpu"
+                f"{_AT}per_gpu{_AT}`per_gpu` is true but the objective {names} is not a capacity a GPU provides "
+                "(per_gpu divides throughput and goodput); use maximize_throughput or maximize_goodput, or drop "
+                "per_gpu"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _capacity_alone(self) -> Optimization:
+        ladder = [name for name in self.objectives or () if OBJECTIVE_DEFS[name].capacity]
+        if ladder:
+            raise ValueError(
+                f"{_AT}objectives{_AT}{ladder[0]!r} cannot be one of several objectives yet: its load ladder measures "
+                "the others at loads that differ per configuration; tune it alone with `objective`"
             )
         return self
 
     @property
     def direction(self) -> Literal["minimize", "maximize"]:
-        return OBJECTIVE_DEFS[self.objective].direction
+        return objective_direction(self.objective)
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.objectives is not None
+
+    @property
+    def objective_names(self) -> tuple[str, ...]:
+        """Every objective the search optimizes: ``objectives``, or the one ``objective``."""
+        return tuple(self.objectives) if self.objectives is not None else (self.objective,)
+
+    @property
+    def directions(self) -> tuple[Literal["minimize", "maximize"], ...]:
+        return tuple(objective_direction(name) for name in self.objective_names)
 
     @property
     def uses_capacity(self) -> bool:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_autotuner.core.baseline import compare, fingerprint, make_baseline
 from pytest_autotuner.core.formatting import describe_params
 from pytest_autotuner.core.gpu_pool import GpuPool, gpus_needed
+from pytest_autotuner.core.pareto import SelectRule, front_indices, select_order
 from pytest_autotuner.core.scoring import gpu_divisor, objective_value
 from pytest_autotuner.core.search import Search, study_name_for
 from pytest_autotuner.core.session import Confirmation, EvaluateFn, TrialEvent, TrialRecord, TuningSession, rank_key
@@ -36,7 +37,15 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.scoring import SloCheck
     from pytest_autotuner.core.spec import TaskSpec
 
-__all__ = ["DefaultsComparison", "StudyCost", "TaskOptions", "TaskOutcome", "run_task"]
+__all__ = [
+    "DefaultsComparison",
+    "ParetoFront",
+    "StudyCost",
+    "TaskOptions",
+    "TaskOutcome",
+    "pareto_front_of",
+    "run_task",
+]
 
 
 def _ignore(_: Any) -> None:
@@ -81,6 +90,9 @@ class DefaultsComparison:
     gain: float | None
     p_value: float
     defaults_chosen: bool
+    #: False when a multi-objective search's select rule does not admit the defaults (dominated, or outside its
+    #: bounds): they are compared, never chosen
+    eligible: bool = True
 
     @property
     def significant(self) -> bool:
@@ -123,6 +135,60 @@ class StudyCost:
 
 
 @dataclass(frozen=True)
+class ParetoFront:
+    """The result of a multi-objective search (``optimization.objectives``) and the select rule's choice on it.
+
+    ``considered``: the measured trials of the best tier (meeting every SLO if any does, else feasible, else all
+    measured), whose scores per objective are compared (equal to the objectives when every SLO is met); ``front``:
+    those none of them dominates, ordered by the first objective; ``eligible``: the front's trials within the
+    rule's bounds, best on the rule's objective first (SGLang's defaults trial included when it is there);
+    ``selected``: the trial the rule picks, the first tuned trial of ``eligible`` (the one confirmed).
+    """
+
+    objectives: tuple[str, ...]
+    directions: tuple[str, ...]
+    rule: SelectRule
+    rule_given: bool  # the spec's select rule (False: the default, best on the first objective)
+    tier: str  # "meets every SLO" | "feasible" | "measured"
+    considered: tuple[TrialRecord, ...]
+    front: tuple[TrialRecord, ...]
+    eligible: tuple[int, ...]
+    selected: int | None
+
+    @property
+    def dominated(self) -> tuple[TrialRecord, ...]:
+        on_front = {t.number for t in self.front}
+        return tuple(t for t in self.considered if t.number not in on_front)
+
+    def describe_rule(self) -> str:
+        return self.rule.describe() + ("" if self.rule_given else " (default: the first objective)")
+
+
+def pareto_front_of(spec: TaskSpec, trials: list[TrialRecord] | tuple[TrialRecord, ...]) -> ParetoFront | None:
+    """The Pareto front of a multi-objective spec's trials and the select rule's order on it (None: one objective)."""
+    opt = spec.optimization
+    if not opt.multi_objective:
+        return None
+    names, directions = opt.objective_names, opt.directions
+    rule = SelectRule(opt.select.best, dict(opt.select.within)) if opt.select else SelectRule(names[0])
+    measured = [t for t in trials if t.measured and len(t.values) == len(names)]
+    tiers = (("meets every SLO", [t for t in measured if t.meets_slos]),
+             ("feasible", [t for t in measured if t.feasible]), ("measured", measured))  # fmt: skip
+    tier, considered = next(((name, group) for name, group in tiers if group), ("measured", []))
+    considered = sorted(considered, key=lambda t: t.number)
+    on_front = [considered[i] for i in front_indices([t.values for t in considered], directions)]
+    first = -1.0 if directions[0] == "maximize" else 1.0
+    on_front.sort(key=lambda t: (first * t.values[0], t.number))
+    scores = [dict(zip(names, t.values, strict=True)) for t in on_front]
+    eligible = tuple(on_front[i].number for i in select_order(scores, rule, dict(zip(names, directions, strict=True))))
+    origins = {t.number: t.origin for t in on_front}
+    selected = next((n for n in eligible if origins[n] != "sglang_defaults"), None)
+    return ParetoFront(
+        names, directions, rule, opt.select is not None, tier, tuple(considered), tuple(on_front), eligible, selected
+    )
+
+
+@dataclass(frozen=True)
 class TaskOutcome:
     """Everything one tuning item found and decided; every output reads this and never recomputes it."""
 
@@ -143,6 +209,7 @@ class TaskOutcome:
     cost: StudyCost = field(default_factory=StudyCost)
     mode: str = "tune"  # "check": no search, the baseline's configuration was measured (--autotune-check)
     baseline_objective: float | None = None  # the compared baseline's objective value (None: no baseline)
+    pareto: ParetoFront | None = None  # a multi-objective search's front and the select rule's choice
 
     @property
     def is_check(self) -> bool:
@@ -183,14 +250,22 @@ def _better(a: Confirmation, b: Confirmation, maximize: bool) -> bool:
 
 
 def _versus_defaults(
-    spec: TaskSpec, tuned: Confirmation | None, trial: TrialRecord, defaults: Confirmation | None
+    spec: TaskSpec,
+    tuned: Confirmation | None,
+    trial: TrialRecord,
+    defaults: Confirmation | None,
+    *,
+    may_choose: bool = True,
 ) -> DefaultsComparison:
-    """Compare the tuned best with the confirmed defaults: the defaults are chosen unless the tuned best ranks
-    above them and is significantly better (or meets SLOs the defaults miss)."""
+    """Compare the tuned best with the confirmed defaults (on the primary objective): the defaults are chosen
+    unless the tuned best ranks above them and is significantly better (or meets SLOs the defaults miss).
+    ``may_choose`` False (a multi-objective search whose select rule the defaults do not meet): they are compared,
+    never chosen."""
     opt = spec.optimization
     maximize = opt.direction == "maximize"
     if defaults is None or tuned is None:
-        return DefaultsComparison(trial, defaults, tuned, None, math.nan, defaults_chosen=defaults is not None)
+        chosen = defaults is not None and (may_choose or tuned is None)
+        return DefaultsComparison(trial, defaults, tuned, None, math.nan, defaults_chosen=chosen, eligible=may_choose)
     tuned_runs, default_runs = _per_run_objective(tuned, spec), _per_run_objective(defaults, spec)
     # one-sided: "the defaults are worse than the tuned best", per run
     p_value = p_worse(tuned_runs, default_runs, higher_is_worse=not maximize)
@@ -201,8 +276,10 @@ def _versus_defaults(
     slo_edge = tuned.score.meets_slos and not defaults.score.meets_slos
     # below two runs a side there is no test: the ranking decides, and the outputs say the p-value is unknown
     untestable = math.isnan(p_value)
-    keep_tuned = _better(tuned, defaults, maximize) and (slo_edge or untestable or p_value < ALPHA)
-    return DefaultsComparison(trial, defaults, tuned, gain, p_value, defaults_chosen=not keep_tuned)
+    keep_tuned = not may_choose or (_better(tuned, defaults, maximize) and (slo_edge or untestable or p_value < ALPHA))
+    return DefaultsComparison(
+        trial, defaults, tuned, gain, p_value, defaults_chosen=not keep_tuned, eligible=may_choose
+    )
 
 
 def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baseline: Baseline | None) -> TaskOutcome:
@@ -231,6 +308,7 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         spec=spec, search=search, evaluate=evaluate, on_trial=options.on_trial, workers=workers, gpu_pool=gpu_pool
     )
     defaults: DefaultsComparison | None = None
+    pareto: ParetoFront | None = None
     if options.check:
         assert baseline is not None
         stopped_early = ""  # the mode says it: a check runs no search
@@ -251,7 +329,8 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         stopped_early = (
             "report only: no trials run (--autotune-report-only)" if options.report_only else session.search()
         )
-        best, defaults = _confirm(spec, session)
+        pareto = pareto_front_of(spec, session.records()[0])
+        best, defaults = _confirm(spec, session, pareto)
 
     fp = fingerprint(spec, {"runtime": options.runtime, **options.runtime_facts}, best.server_info if best else {})
     comparison = None
@@ -297,6 +376,7 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         cost=StudyCost.of(records, session.confirmation_gpu_seconds),
         mode="check" if options.check else "tune",
         baseline_objective=baseline.objective_value if baseline is not None else None,
+        pareto=pareto,
     )
 
 
@@ -353,15 +433,25 @@ def _check(
     return session.confirm(candidate, first=1, total=runs)
 
 
-def _confirm(spec: TaskSpec, session: TuningSession) -> tuple[Confirmation | None, DefaultsComparison | None]:
+def _confirm(
+    spec: TaskSpec, session: TuningSession, pareto: ParetoFront | None = None
+) -> tuple[Confirmation | None, DefaultsComparison | None]:
     """Confirm the top ``confirm_top`` tuned candidates and, when the search measured them, SGLang's defaults with
-    as many runs; the best confirmed tuned candidate then competes with the defaults (``_versus_defaults``)."""
+    as many runs; the best confirmed tuned candidate then competes with the defaults (``_versus_defaults``).
+
+    With several objectives the candidates are the front's trials in the select rule's order (``pareto``), and
+    the defaults can be chosen only when the rule finds them eligible."""
     opt = spec.optimization
     maximize = opt.direction == "maximize"
     records = session.records()[0]
     defaults_trial = _defaults_trial(records)
     skip = defaults_trial.number if defaults_trial else None
     ranked = [r for r in session.ranked_candidates() if r.number != skip]
+    may_choose_defaults = True
+    if pareto is not None and pareto.eligible:
+        by_number = {r.number: r for r in ranked}
+        ranked = [by_number[n] for n in pareto.eligible if n in by_number] or ranked
+        may_choose_defaults = skip in pareto.eligible
     candidates = ranked[: opt.confirm_top]
     if defaults_trial is not None and defaults_trial.failure is None:
         candidates.append(defaults_trial)
@@ -378,7 +468,7 @@ def _confirm(spec: TaskSpec, session: TuningSession) -> tuple[Confirmation | Non
             tuned = confirmed
     if defaults_trial is None:
         return tuned, None
-    comparison = _versus_defaults(spec, tuned, defaults_trial, defaults)
+    comparison = _versus_defaults(spec, tuned, defaults_trial, defaults, may_choose=may_choose_defaults)
     return (defaults if comparison.defaults_chosen else tuned), comparison
 
 

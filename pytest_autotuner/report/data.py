@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest_autotuner
 from pytest_autotuner.core.gpu_pool import gpus_needed
 from pytest_autotuner.core.metrics import json_safe
+from pytest_autotuner.core.scoring import OBJECTIVE_METRICS
 from pytest_autotuner.core.space import SearchSpace
 from pytest_autotuner.report.text import answer_line, baseline_text, cost_line, defaults_line
 
@@ -27,6 +28,7 @@ __all__ = [
     "CELL_COLUMNS",
     "environment",
     "param_importances",
+    "pareto_block",
     "pareto_front",
     "results_summary",
     "slo_check_dict",
@@ -177,6 +179,8 @@ def environment(outcome: TaskOutcome) -> dict[str, Any]:
         "study_name": outcome.study_name,
         "strategy": spec.optimization.strategy,
         "objective": spec.optimization.objective,
+        **({"objectives": ", ".join(spec.optimization.objectives)} if spec.optimization.objectives else {}),
+        **({"sampler": spec.optimization.sampler} if spec.optimization.sampler != "tpe" else {}),
         "space_fingerprint": space_fingerprint,
         "fingerprint": dict(outcome.fingerprint),
         "duration_s": round(outcome.duration, 3),
@@ -196,6 +200,47 @@ def ladder_unit(outcome: TaskOutcome) -> str:
     capacity = outcome.spec.benchmark.capacity
     unit = "concurrent requests" if capacity is not None and capacity.load == "concurrency" else "req/s"
     return unit + (" per GPU" if outcome.spec.optimization.per_gpu else "")
+
+
+def pareto_block(outcome: TaskOutcome) -> dict[str, Any] | None:
+    """A multi-objective search's Pareto front and the select rule's choice (None for one objective): what
+    results.json, the report's table and JUnit carry. ``objectives`` per trial are unpenalized; ``scores`` are
+    what the front was computed on (equal to them when every SLO is met)."""
+    pareto = outcome.pareto
+    if pareto is None:
+        return None
+    eligible = set(pareto.eligible)
+    chosen = outcome.best.source_trial if outcome.best is not None else None
+    return {
+        "objectives": [
+            {"name": name, "direction": direction, "unit": OBJECTIVE_METRICS[name][1]}
+            for name, direction in zip(pareto.objectives, pareto.directions, strict=True)
+        ],
+        "select": {
+            "best": pareto.rule.best,
+            "within": dict(pareto.rule.within),
+            "from_spec": pareto.rule_given,
+            "text": pareto.describe_rule(),
+        },
+        "compared": pareto.tier,
+        "considered": len(pareto.considered),
+        "selected_trial": pareto.selected,
+        "chosen_trial": chosen,
+        "front": [
+            {
+                "trial": t.number,
+                "params": t.params,
+                "objectives": {name: t.objectives.get(name) for name in pareto.objectives},
+                "scores": dict(zip(pareto.objectives, t.values, strict=True)),
+                "eligible": t.number in eligible,
+                "selected": t.number == pareto.selected,
+                "chosen": t.number == chosen,
+                "origin": t.origin,
+            }
+            for t in pareto.front
+        ],
+        "dominated_trials": [t.number for t in pareto.dominated],
+    }
 
 
 def results_summary(outcome: TaskOutcome) -> dict[str, Any]:
@@ -233,6 +278,7 @@ def results_summary(outcome: TaskOutcome) -> dict[str, Any]:
                 "direction": spec.optimization.direction,
                 "per_gpu": spec.optimization.per_gpu,
             },
+            "pareto": pareto_block(outcome),
             "best": best_block,
             "slo_checks": [slo_check_dict(c) for c in outcome.slo_checks],
             "vs_defaults": _defaults_block(outcome),
@@ -276,6 +322,7 @@ def _defaults_block(outcome: TaskOutcome) -> dict[str, Any] | None:
         "p_value": versus.p_value,
         "significant": versus.significant,
         "defaults_chosen": versus.defaults_chosen,
+        "eligible": versus.eligible,
         "text": defaults_line(outcome),
     }
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_autotuner.core.formatting import describe_params, format_gain, format_objective, format_p, format_seconds
 from pytest_autotuner.files import write_atomically
-from pytest_autotuner.report.data import environment, results_summary, trial_status, trials_frame
+from pytest_autotuner.report.data import environment, pareto_block, results_summary, trial_status, trials_frame
 from pytest_autotuner.report.text import (
     answer_line,
     baseline_text,
@@ -163,6 +163,36 @@ def _trial_rows(result: TaskOutcome) -> list[dict[str, Any]]:
     ]
 
 
+_BETTER = {"maximize": "higher", "minimize": "lower"}
+
+
+def _pareto_context(result: TaskOutcome) -> dict[str, Any] | None:
+    """The Pareto front's table: one row per configuration on the front, objectives formatted."""
+    block = pareto_block(result)
+    if block is None:
+        return None
+    names = [o["name"] for o in block["objectives"]]
+    rows = [
+        {
+            "trial": point["trial"],
+            "params": describe_params(point["params"]),
+            "figures": [format_objective(point["objectives"].get(name), name) for name in names],
+            "eligible": point["eligible"],
+            "chosen": point["chosen"],
+            "defaults": point["origin"] == "sglang_defaults",
+        }
+        for point in block["front"]
+    ]
+    return {
+        "objectives": [f"{o['name']} ({_BETTER[o['direction']]} is better)" for o in block["objectives"]],
+        "rule": block["select"]["text"],
+        "compared": block["compared"],
+        "considered": block["considered"],
+        "dominated": len(block["dominated_trials"]),
+        "rows": rows,
+    }
+
+
 def _failure_groups(result: TaskOutcome) -> list[dict[str, Any]]:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for t in sorted(result.trials, key=lambda t: t.number):
@@ -251,6 +281,7 @@ def render_report(
             plots=render_plots(result),
             param_names=list(spec.parameters),
             trial_rows=_trial_rows(result),
+            pareto=_pareto_context(result),
             counts={
                 "total": len(trials),
                 "feasible": sum(t.feasible and t.failure is None for t in trials),

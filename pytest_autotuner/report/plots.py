@@ -23,7 +23,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from pytest_autotuner.core.pareto import within_bound
 from pytest_autotuner.core.samplers import startup_trials
+from pytest_autotuner.core.scoring import OBJECTIVE_METRICS
 from pytest_autotuner.core.session import rank_key
 from pytest_autotuner.core.space import SearchSpace
 from pytest_autotuner.report.data import param_importances, pareto_front, trial_latency_throughput
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 #: user text (task names, parameter values) is drawn as is, never parsed as mathtext ("$...$")
 _PLAIN_TEXT: dict[Any, Any] = {"text.parse_math": False, "text.usetex": False}
 
-__all__ = ["PlotImage", "render_plots", "strategy_comparison_plot", "trend_figure", "trend_plot"]
+__all__ = ["PlotImage", "objectives_figure", "render_plots", "strategy_comparison_plot", "trend_figure", "trend_plot"]
 
 logger = logging.getLogger(__name__)
 
@@ -238,6 +240,54 @@ def pareto_figure(result: TaskOutcome) -> Figure | None:
     return fig
 
 
+def objectives_figure(result: TaskOutcome) -> Figure | None:
+    """A multi-objective search's trials in objective space (one panel per pair of objectives): the Pareto front
+    in red, dominated trials faded, the configuration the select rule chose starred, each ``within`` bound dashed."""
+    pareto = result.pareto
+    if pareto is None or not pareto.considered:
+        return None
+    names = pareto.objectives
+    pairs = [(0, 1)] if len(names) == 2 else [(0, 1), (0, 2), (1, 2)]
+    fig = _figure(5.0 * len(pairs), 3.6, left=0.9, bottom=0.6)
+    fig.subplots_adjust(wspace=0.35)
+    axes = fig.subplots(1, len(pairs), squeeze=False)[0]
+    front = {t.number for t in pareto.front}
+    chosen = result.best.source_trial if result.best is not None else None
+    bounds = {names.index(name): tol for name, tol in pareto.rule.within.items()}
+    for ax, (i, j) in zip(axes, pairs, strict=True):
+        _style(ax)
+        dominated = [t for t in pareto.considered if t.number not in front]
+        ax.scatter([t.values[i] for t in dominated], [t.values[j] for t in dominated], s=16, color=GREY, alpha=0.3,
+                   label="dominated trial", gid="dominated")  # fmt: skip
+        on_front = sorted(pareto.front, key=lambda t: t.values[i])
+        ax.plot([t.values[i] for t in on_front], [t.values[j] for t in on_front], "o", color=RED, markersize=5,
+                label="Pareto front", gid="front")  # fmt: skip
+        for t in on_front:
+            ax.annotate(f"#{t.number}", (t.values[i], t.values[j]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")  # fmt: skip
+        star = [t for t in pareto.considered if t.number == chosen]
+        if star:
+            ax.scatter([star[0].values[i]], [star[0].values[j]], marker="*", s=180, color=GREEN, zorder=5,
+                       label="chosen (confirmed)", gid="chosen")  # fmt: skip
+        for axis, index in (("x", i), ("y", j)):
+            if index in bounds:
+                best = [t.values[index] for t in pareto.front]
+                direction = pareto.directions[index]
+                edge = within_bound(max(best) if direction == "maximize" else min(best), bounds[index], direction)
+                line = ax.axvline if axis == "x" else ax.axhline
+                line(edge, color=ORANGE, linestyle="--", linewidth=1.2, label=f"select: within {bounds[index]:.0%}")
+        ax.set_xlabel(_axis_label(names[i]), fontsize=8)
+        ax.set_ylabel(_axis_label(names[j]), fontsize=8)
+    axes[0].legend(fontsize=7, frameon=False)
+    return fig
+
+
+def _axis_label(objective: str) -> str:
+    unit = OBJECTIVE_METRICS[objective][1]
+    better = "higher" if objective.startswith("maximize") else "lower"
+    return f"{objective} ({unit}, {better} is better)"
+
+
 def strategy_comparison_plot(results: list[TaskOutcome]) -> str | None:
     """Best-so-far score against trial for sessions over the same space with different strategies."""
     return _timed("strategies", "strategy comparison", lambda: _strategy_figure(results), "").uri
@@ -291,6 +341,8 @@ def render_plots(result: TaskOutcome) -> list[PlotImage]:
     plots = [
         _timed("convergence", "Convergence (score per trial)", lambda: convergence_figure(result), "no trials",
                wide=True),
+        *([_timed("objectives", "Pareto front (dominated trials faded)", lambda: objectives_figure(result),
+                  "no measured trials", wide=True)] if result.pareto is not None else []),
         dataclasses.replace(importance, seconds=importance.seconds + importance_s),
         _timed("pareto", "Latency against throughput", lambda: pareto_figure(result), "no measured trials"),
         _timed("parameters", "Objective against each parameter (blue: meets SLOs, orange: misses)",

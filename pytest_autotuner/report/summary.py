@@ -50,6 +50,8 @@ def github_step_summary(entries: list[tuple[TaskOutcome, Path | None]], report_d
             value += " (SGLang defaults: tuning found nothing significantly better)"
         elif versus is not None and versus.gain is not None:
             value += f" ({format_gain(versus.gain)} than SGLang defaults, p = {format_p(versus.p_value)})"
+        if result.pareto is not None:
+            value += f"; Pareto front of {len(result.pareto.front)}, select: {result.pareto.describe_rule()}"
         params = f"`{describe_params(best.params)}`" if best else "none measured"
         checks = result.slo_checks
         slo = f" ({sum(c.passed for c in checks)}/{len(checks)} SLO checks)" if checks else ""

@@ -22,6 +22,7 @@ __all__ = [
     "cost_line",
     "defaults_line",
     "objective_label",
+    "pareto_line",
     "progress_line",
     "safe",
     "server_choices",
@@ -51,6 +52,10 @@ def progress_line(event: TrialEvent, objective: str) -> str:
         result = f"FAILED {score.failure.value}"
         if score.failure_message:
             result += f" ({safe(score.failure_message.splitlines()[0], 100)})"
+    elif score.objectives:  # several objectives: each of them
+        result = " ".join(f"{name}={format_objective(value, name)}" for name, value in score.objectives.items())
+        violated = [c for c in score.slo_checks if not c.passed]
+        result += f" SLO miss x{len(violated)}" if violated else (" SLO ok" if score.slo_checks else "")
     else:
         result = f"{objective}={format_objective(score.objective, objective)}"
         violated = [c for c in score.slo_checks if not c.passed]
@@ -98,7 +103,21 @@ def defaults_line(outcome: TaskOutcome) -> str | None:
             f"{where}: {measured}{slo}; tuning found nothing significantly better "
             f"(the best tuned configuration, trial #{versus.tuned.source_trial if versus.tuned else '?'}, was {test})"
         )
-    return f"{where}: {measured}{slo}; the best is {test}"
+    rule = "" if versus.eligible else " (the defaults are not eligible under the select rule)"
+    return f"{where}: {measured}{slo}; the best is {test}{rule}"
+
+
+def pareto_line(outcome: TaskOutcome) -> str | None:
+    """'Pareto front: 4 of 12 trials meeting every SLO; select: best minimize_ttft among ...; the rule picked
+    trial #7' (None for one objective)."""
+    pareto = outcome.pareto
+    if pareto is None:
+        return None
+    picked = f"the rule picked trial #{pareto.selected}" if pareto.selected is not None else "no tuned trial on it"
+    return (
+        f"Pareto front ({', '.join(pareto.objectives)}): {len(pareto.front)} of {len(pareto.considered)} trials "
+        f"({pareto.tier}); select: {pareto.describe_rule()}; {picked}"
+    )
 
 
 def objective_label(outcome: TaskOutcome) -> str:
@@ -186,10 +205,15 @@ def summary_lines(outcome: TaskOutcome, report_path: str | None) -> list[str]:
             if left:
                 found += "; left to SGLang: " + ", ".join(f"{k}={v}" for k, v in left.items())
         lines.append(f"  best: {_params(best.params)} ({safe(found, 300)})")
+        front = pareto_line(outcome)
+        if front:
+            lines.append(f"  {front}")
     if best is not None:
+        others = [(n, v) for n, v in best.score.objectives.items() if n != objective]
+        also = "".join(f"; {n}: {format_objective(v, n)}" for n, v in others)
         lines.append(
             f"  {objective_label(outcome)}: {format_objective(best.score.objective, objective)} "
-            f"(confirmed, {_runs(len(best.runs))})"
+            f"(confirmed, {_runs(len(best.runs))})" + also
         )
         answer = answer_line(outcome)
         if answer:

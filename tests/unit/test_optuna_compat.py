@@ -257,6 +257,27 @@ def test_choosing_tpe_by_default_proposes_tpe_own_pick() -> None:
     assert [t.params for t in ours.trials] == [t.params for t in theirs.trials]
 
 
+def test_choosing_tpe_by_default_proposes_tpe_own_pick_with_two_objectives() -> None:
+    """Multi-objective (MOTPE: split by non-domination, good trials weighed by hypervolume contribution): the same
+    proposals as Optuna's TPE, so the private helpers still do what TPESampler does with several directions."""
+
+    def run(sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+        study = optuna.create_study(sampler=sampler, directions=["minimize", "maximize"])
+        for _ in range(14):
+            trial = study.ask(X)
+            study.tell(trial, ((trial.params["x"] - 3.0) ** 2, -((trial.params["x"] - 7.0) ** 2)))
+        return study
+
+    ours = run(ChoosingTPESampler(n_startup_trials=5, seed=6, constant_liar=True))
+    theirs = run(optuna.samplers.TPESampler(n_startup_trials=5, seed=6, constant_liar=True))
+    assert [t.params for t in ours.trials] == [t.params for t in theirs.trials]
+
+
+def test_optuna_hypervolume_is_optunas_exact_hypervolume() -> None:
+    losses = np.array([[1.0, 3.0], [2.0, 1.0]])
+    assert optuna_compat.optuna_hypervolume(losses, np.array([4.0, 4.0])) == pytest.approx(7.0)
+
+
 # -- logging and import side effects --------------------------------------------------------------------------
 
 
