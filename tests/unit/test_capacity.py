@@ -313,6 +313,11 @@ def write(tmp_path: Path, **overrides: object) -> Path:
             "'minimize_ttft'",
         ),
         (
+            {"optimization": {"objectives": ["maximize_goodput", "minimize_ttft"]}},
+            "`optimization.objectives`",
+            "'maximize_goodput' cannot be one of several objectives yet",
+        ),
+        (
             {"optimization": {"objective": "maximize_throughput"}, "benchmark": {"capacity": {"max": 4}}},
             "`benchmark.capacity`",
             "only for maximize_goodput",
