@@ -43,7 +43,7 @@ def _params(params: Params) -> str:
     return safe(describe_params(params), 240)
 
 
-def progress_line(event: TrialEvent, objective: str) -> str:
+def progress_line(event: TrialEvent, objective: str, *, per_gpu: bool = False) -> str:
     """One line per trial: trial number, position, params, result, time; a new best is marked."""
     score = event.score
     if score.failure is FailureClass.PRUNED:
@@ -57,7 +57,7 @@ def progress_line(event: TrialEvent, objective: str) -> str:
         violated = [c for c in score.slo_checks if not c.passed]
         result += f" SLO miss x{len(violated)}" if violated else (" SLO ok" if score.slo_checks else "")
     else:
-        result = f"{objective}={format_objective(score.objective, objective)}"
+        result = f"{objective}={format_objective(score.objective, objective)}" + (" per GPU" if per_gpu else "")
         violated = [c for c in score.slo_checks if not c.passed]
         result += f" SLO miss x{len(violated)}" if violated else (" SLO ok" if score.slo_checks else "")
     if event.devices:

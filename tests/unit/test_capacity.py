@@ -16,12 +16,13 @@ from pytest_autotuner.core.metrics import BenchResult, CellMetrics
 from pytest_autotuner.core.plan import BenchmarkPlan
 from pytest_autotuner.core.scenarios import parse_scenario
 from pytest_autotuner.core.scoring import cell_checks, score_result
+from pytest_autotuner.core.session import TrialEvent
 from pytest_autotuner.core.spec import SpecError, load_spec
 from pytest_autotuner.core.task import TaskOptions, run_task
 from pytest_autotuner.core.trial import Deadline, Params
 from pytest_autotuner.evaluate import plan_from_spec, run_ladder
 from pytest_autotuner.report.data import results_summary
-from pytest_autotuner.report.text import answer_line, summary_lines
+from pytest_autotuner.report.text import answer_line, progress_line, summary_lines
 from tests.factories import cell, spec
 
 SLO = {"ttft": {"p99": {"threshold": 0.2}}}
@@ -198,6 +199,10 @@ def test_per_gpu_divides_the_capacity_and_picks_what_a_fleet_owner_would() -> No
     line = answer_line(outcome)
     assert line is not None and "req/s per GPU" in line
     assert any("maximize_goodput per GPU:" in text for text in summary_lines(outcome, None))
+    scored = score_result(best.runs[0], s.optimization, s.slo, gpus=1)
+    event = TrialEvent("search", 1, 4, best.params, scored, 1.0, 0)
+    assert "req/s per GPU" in progress_line(event, "maximize_goodput", per_gpu=True)
+    assert "per GPU" not in progress_line(event, "maximize_goodput")
 
 
 def test_per_gpu_divides_throughput_too() -> None:
