@@ -357,3 +357,17 @@ def test_the_history_keeps_the_capacity_and_the_baseline_comparison_of_a_goodput
     objective = entry.points[0]
     assert objective.value == pytest.approx(again.best.score.objective)  # type: ignore[union-attr]
     assert objective.baseline == pytest.approx(baseline.objective_value)
+
+
+def test_baseline_files_carry_capacity_runs_only_for_goodput(tmp_path: Path) -> None:
+    from pytest_autotuner.baseline_file import load_baseline, write_baseline
+
+    s = goodput_spec(strategy="grid")
+    outcome = run_task(s, TaskOptions(seed=1, study_name="unit"), ladder_evaluate([]), None)
+    assert outcome.best is not None
+    goodput = make_baseline(s, outcome.best, dict(outcome.fingerprint))
+    write_baseline(tmp_path / "g.baseline.json", goodput)
+    assert load_baseline(tmp_path / "g.baseline.json") == goodput
+    plain = goodput.model_copy(update={"capacity_runs": None})
+    write_baseline(tmp_path / "p.baseline.json", plain)
+    assert "capacity_runs" not in (tmp_path / "p.baseline.json").read_text()  # older readers still read it
