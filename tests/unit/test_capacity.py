@@ -371,3 +371,27 @@ def test_baseline_files_carry_capacity_runs_only_for_goodput(tmp_path: Path) -> 
     plain = goodput.model_copy(update={"capacity_runs": None})
     write_baseline(tmp_path / "p.baseline.json", plain)
     assert "capacity_runs" not in (tmp_path / "p.baseline.json").read_text()  # older readers still read it
+
+
+def test_a_concurrency_ladder_runs_closed_loop_steps_of_the_plans_request_count() -> None:
+    s = spec(
+        parameters={"tp-size": [1]},
+        optimization={"objective": "maximize_goodput"},
+        benchmark={"max_requests_per_iteration": 40, "capacity": {"load": "concurrency", "min": 1, "max": 128}},
+        slo=SLO,
+    )
+    plan = plan_from_spec(s, 0)
+    seen: list[tuple[tuple[int, ...], tuple[float, ...], int]] = []
+
+    def run_benchmark(endpoint: object, step: BenchmarkPlan, deadline: Deadline | None = None) -> BenchResult:
+        seen.append((step.concurrencies, step.request_rates, step.max_requests))
+        c = step.concurrencies[0]
+        base = cell(1.0, ttft=0.1 if c <= 24 else 0.4, n=step.max_requests, concurrency=c)
+        return BenchResult([base])
+
+    result = run_ladder(run_benchmark, None, plan, Deadline(None))  # type: ignore[arg-type]
+    ladder = result.capacities[0]
+    assert ladder.capacity == 24.0
+    assert all(rates == () and len(conc) == 1 and n == 40 for conc, rates, n in seen)
+    assert [c.concurrency for c in result.cells] == [int(step.load) for step in ladder.steps]
+    assert score_result(result, s.optimization, s.slo).objective == 24.0
