@@ -33,4 +33,6 @@ def load_baseline(path: Path) -> Baseline | None:
 
 
 def write_baseline(path: Path, baseline: Baseline) -> None:
-    write_atomically(path, json.dumps(baseline.model_dump(mode="json"), indent=1) + "\n")
+    # capacity_runs only for maximize_goodput: other baselines stay byte-compatible with readers that predate it
+    omit = {"capacity_runs"} if baseline.capacity_runs is None else None
+    write_atomically(path, json.dumps(baseline.model_dump(mode="json", exclude=omit), indent=1) + "\n")

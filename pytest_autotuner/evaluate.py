@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pytest_autotuner.core.capacity import CapacityLimits, LadderSearch, judge_step
+from pytest_autotuner.core.metrics import BenchResult
 from pytest_autotuner.core.plan import BenchmarkPlan
 from pytest_autotuner.core.precision import PRECISION_METRICS
 from pytest_autotuner.core.scenarios import parse_scenario
+from pytest_autotuner.core.scoring import cell_checks
 from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.metrics import BenchResult
     from pytest_autotuner.core.session import EvaluateFn
     from pytest_autotuner.core.spec import TaskSpec
-    from pytest_autotuner.runtimes.base import RuntimeHost
+    from pytest_autotuner.runtimes.base import Endpoint, RuntimeHost
 
-__all__ = ["make_evaluate", "plan_from_spec"]
+__all__ = ["make_evaluate", "plan_from_spec", "run_ladder"]
+
+RunBenchmark = Callable[..., BenchResult]
 
 
 def plan_from_spec(spec: TaskSpec, seed: int) -> BenchmarkPlan:
     """The benchmark section of a spec as a plan for the client."""
     bench = spec.benchmark
+    capacity = None
+    if spec.optimization.uses_capacity:
+        settings = bench.capacity
+        capacity = CapacityLimits() if settings is None else CapacityLimits(**settings.model_dump())
     return BenchmarkPlan(
         scenarios=tuple(parse_scenario(s) for s in bench.traffic_scenarios),
         concurrencies=tuple(bench.num_concurrency),
@@ -38,10 +48,63 @@ def plan_from_spec(spec: TaskSpec, seed: int) -> BenchmarkPlan:
         tokenizer=bench.model_tokenizer,
         precision=bench.precision,
         min_requests_for_precision=bench.min_requests_for_precision,
-        precision_metric=PRECISION_METRICS[spec.optimization.objective],
+        precision_metric=PRECISION_METRICS.get(spec.optimization.objective, "e2e"),
         cell_order=bench.cell_order,
         dataset_root=bench.dataset_root,
+        capacity=capacity,
+        slo=spec.slo,
     )
+
+
+def run_ladder(
+    run_benchmark: RunBenchmark,
+    endpoint: Endpoint,
+    plan: BenchmarkPlan,
+    deadline: Deadline,
+    drain: Callable[[], object] | None = None,
+) -> BenchResult:
+    """The capacity search on one server (``core/capacity.py``): each load step is one benchmark of the plan's
+    scenarios at that load, judged against the plan's SLOs; returns every step's cells and the ladder.
+
+    A step's own stall and error-rate checks are off (``min_completed`` 0, ``max_error_rate`` 1): an overloaded
+    step is an answer ("broke here"), not a failed trial; ``judge_step`` applies the spec's limits to it instead.
+    A crash, a timeout or a connection failure still ends the trial. ``drain`` is called after a step that broke,
+    before the next: the server's backlog from an overload would otherwise start the next step behind a queue.
+    """
+    assert plan.capacity is not None
+    limits = plan.capacity
+    search = LadderSearch(limits)
+    cells = []
+    info: dict[str, object] = {}
+    while (load := search.next_load()) is not None:
+        closed = limits.load == "concurrency"
+        step_plan = dataclasses.replace(
+            plan,
+            max_requests=limits.step_requests(load, plan.max_requests),
+            concurrencies=(int(load),) if closed else (),
+            request_rates=() if closed else (load,),
+            capacity=None,
+            precision=None,
+            min_completed=0,
+            max_error_rate=1.0,
+        )
+        result = run_benchmark(endpoint, step_plan, deadline=deadline)
+        info = info or result.server_info
+        checks = cell_checks(result.cells, plan.slo)
+        search.record(
+            judge_step(
+                load,
+                result.cells,
+                checks,
+                max_error_rate=plan.max_error_rate,
+                min_completed=plan.min_completed,
+                slo=plan.slo,
+            )
+        )
+        cells += result.cells
+        if drain is not None and not search.steps[-1].holds:
+            drain()
+    return BenchResult(cells, dict(info), (search.result(),))
 
 
 def make_evaluate(host: RuntimeHost, plan: BenchmarkPlan, *, client_process: bool = False) -> EvaluateFn:
@@ -64,6 +127,17 @@ def make_evaluate(host: RuntimeHost, plan: BenchmarkPlan, *, client_process: boo
             deadline.start_benchmark()  # launch time ends here (cost accounting)
             try:
                 # the client reports each cell to the deadline, whose rule may prune the trial (TrialFailure)
+                if plan.capacity is not None:
+                    from pytest_autotuner.bench.client import wait_until_idle
+
+                    endpoint = server.endpoint
+                    # wall seconds a backlog may take to drain: several steps' worth (the trial's deadline still holds)
+                    limit = 10 * plan.max_time / endpoint.time_scale
+
+                    def drain() -> float:
+                        return wait_until_idle(endpoint, deadline, limit)
+
+                    return run_ladder(run_benchmark, endpoint, plan, deadline, drain)
                 return run_benchmark(server.endpoint, plan, deadline=deadline)
             except TrialFailure as failure:
                 if failure.failure_class is FailureClass.PRUNED:

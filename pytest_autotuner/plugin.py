@@ -212,7 +212,7 @@ class TuningItem(pytest.Item):
             strict_baseline=options.strict_baseline,
             baseline_path=self._where(baseline_path(self.path)),
             runtime_facts=host.fingerprint_facts(),
-            on_trial=lambda event: self._progress(event, spec.optimization.objective),
+            on_trial=lambda event: self._progress(event, spec.optimization.objective, spec.optimization.per_gpu),
             on_note=self._say,
         )
         # concurrent trials each get a client process of their own: one interpreter lock would be their bottleneck
@@ -313,10 +313,10 @@ class TuningItem(pytest.Item):
         with context:
             reporter.write_line(safe(line, 2000))
 
-    def _progress(self, event: TrialEvent, objective: str) -> None:
+    def _progress(self, event: TrialEvent, objective: str, per_gpu: bool = False) -> None:
         from pytest_autotuner.report.text import progress_line
 
-        self._say(progress_line(event, objective))
+        self._say(progress_line(event, objective, per_gpu=per_gpu))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         from pytest_autotuner.core.search import StudyStorageError

@@ -1000,3 +1000,43 @@ def run_benchmark(
     ``deadline.report_cell`` sees each cell that passed those checks, and its rule may prune the trial there.
     """
     return asyncio.run(_run(endpoint, plan, deadline, on_cell))
+
+
+def _load(endpoint: Endpoint, timeout: float) -> int | None:
+    """Requests the server holds (``/get_load``'s ``num_reqs`` summed over ranks), None when it does not say."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{endpoint.base_url}/get_load", timeout=timeout) as response:
+            body = json.loads(response.read(65536))
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+    ranks = body if isinstance(body, list) else [body]
+    counts = [r.get("num_reqs") for r in ranks if isinstance(r, dict)]
+    if not counts or not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+        return None
+    return sum(counts)  # type: ignore[arg-type]
+
+
+def wait_until_idle(endpoint: Endpoint, deadline: Deadline | None, limit_s: float) -> float:
+    """After an overloaded load step: wait (up to ``limit_s`` wall seconds and the trial's deadline) until the
+    server reports no request left, so the next step does not start behind the last one's backlog. SGLang aborts
+    the requests of a client that went away; a server without ``/get_load`` is not waited on. Returns the wall
+    seconds waited."""
+    started = time.perf_counter()
+    while True:
+        left = limit_s - (time.perf_counter() - started)
+        if deadline is not None:
+            left = min(left, deadline.remaining())
+        if left <= 0:
+            break
+        load = _load(endpoint, min(5.0, left))
+        if not load:
+            break
+        if deadline is not None:
+            if deadline.wait(min(0.2, left)):
+                break
+        else:
+            time.sleep(min(0.2, left))
+    return time.perf_counter() - started

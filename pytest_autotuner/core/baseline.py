@@ -30,8 +30,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pytest_autotuner import __version__
+from pytest_autotuner.core.gpu_pool import gpus_needed
 from pytest_autotuner.core.plan import CellKey
-from pytest_autotuner.core.scoring import OBJECTIVE_METRICS
+from pytest_autotuner.core.scoring import OBJECTIVE_METRICS, gpu_divisor, objective_value
 from pytest_autotuner.core.stats import ALPHA, holm, p_worse
 
 if TYPE_CHECKING:
@@ -108,6 +109,8 @@ class Baseline(_Strict):
     runs: int = Field(ge=1)
     fingerprint: dict[str, Any]
     cells: list[BaselineCell]
+    #: maximize_goodput: each confirmation run's capacity (the objective, per GPU under per_gpu)
+    capacity_runs: list[float] | None = None
 
     def cell(self, key: CellKey) -> BaselineCell | None:
         return next((c for c in self.cells if c.key == key), None)
@@ -179,6 +182,28 @@ def _cells_by_key(runs: Sequence[BenchResult]) -> dict[CellKey, list[CellMetrics
     return by_key
 
 
+def _capacity_runs(spec: TaskSpec, best: Confirmation) -> list[float]:
+    """Each run's capacity as the objective counts it (per GPU under ``per_gpu``)."""
+    divisor = gpu_divisor(spec.optimization, gpus_needed(best.params))
+    return [round(objective_value(run, spec.optimization.objective, divisor), 6) for run in best.runs]
+
+
+def _capacity_change(baseline: Baseline, spec: TaskSpec, best: Confirmation) -> MetricChange | None:
+    """maximize_goodput: the runs' capacities against the baseline's (lower = a regression). The ladder's cells
+    are not compared: each run bisects to its own loads, so their keys do not line up."""
+    if not baseline.capacity_runs:
+        return None
+    before_runs, now_runs = baseline.capacity_runs, _capacity_runs(spec, best)
+    before, now = float(np.mean(before_runs)), float(np.mean(now_runs))
+    name = "capacity" + (" per GPU" if spec.optimization.per_gpu else "")
+    tol = spec.regression.metrics.get(name, spec.regression.metrics.get("capacity", spec.regression.tolerance))
+    change = (now - before) / before if before else 0.0
+    p = p_worse(before_runs, now_runs, higher_is_worse=False)
+    return MetricChange(
+        name, CellKey(" + ".join(spec.benchmark.traffic_scenarios), 0), before, now, change, -change, p, tol
+    )
+
+
 def make_baseline(spec: TaskSpec, best: Confirmation, fp: dict[str, Any]) -> Baseline:
     """The baseline of a confirmed best configuration."""
     return Baseline(
@@ -189,6 +214,7 @@ def make_baseline(spec: TaskSpec, best: Confirmation, fp: dict[str, Any]) -> Bas
         best_params=dict(best.params),
         runs=len(best.runs),
         fingerprint=fp,
+        capacity_runs=_capacity_runs(spec, best) if spec.optimization.uses_capacity else None,
         cells=[
             BaselineCell(
                 scenario=key.scenario,
@@ -317,7 +343,8 @@ def _values(runs: list[RunRecord], metric: str, statistic: str) -> tuple[float, 
 def compared_metrics(spec: TaskSpec) -> list[tuple[str, str]]:
     """(metric, statistic) pairs a comparison covers: the objective's, then every SLO's."""
     metric = OBJECTIVE_METRICS[spec.optimization.objective][0]
-    metrics = [(metric, "run" if metric == "output_throughput" else "mean")]
+    # a capacity is not a cell metric: it is compared over runs (``_capacity_change``), not per cell
+    metrics = [] if spec.optimization.uses_capacity else [(metric, "run" if metric == "output_throughput" else "mean")]
     if spec.slo:
         metrics += [(m, s) for m, s, _limit in spec.slo.checks() if (m, s) not in metrics]
     return metrics
@@ -342,7 +369,10 @@ def compare(
         )
     tolerance, tolerances = spec.regression.tolerance, spec.regression.metrics
     changes: list[MetricChange] = []
-    for key, cells in _cells_by_key(best.runs).items():
+    if spec.optimization.uses_capacity:
+        capacity = _capacity_change(baseline, spec, best)
+        changes += [capacity] if capacity is not None else []
+    for key, cells in ({} if spec.optimization.uses_capacity else _cells_by_key(best.runs)).items():
         base = baseline.cell(key)
         if base is None:
             continue

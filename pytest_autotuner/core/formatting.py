@@ -11,7 +11,15 @@ from collections.abc import Mapping, Sequence
 from pytest_autotuner.core.scoring import OBJECTIVE_METRICS
 from pytest_autotuner.core.trial import ParamValue
 
-__all__ = ["describe_params", "format_gain", "format_objective", "format_p", "format_seconds", "text_table"]
+__all__ = [
+    "describe_params",
+    "format_gain",
+    "format_limit",
+    "format_objective",
+    "format_p",
+    "format_seconds",
+    "text_table",
+]
 
 
 def format_seconds(value: float | None) -> str:
@@ -29,7 +37,14 @@ def format_objective(value: float | None, objective: str) -> str:
     _metric, unit = OBJECTIVE_METRICS[objective]
     if unit == "s":
         return format_seconds(value)
+    if unit == "req/s":  # capacities are small numbers: 3 significant digits
+        return f"{value:.3g} {unit}"
     return f"{value:,.0f} {unit}"
+
+
+def format_limit(seconds: float) -> str:
+    """An SLO threshold as an operator writes it: '200 ms', '1.5 s'."""
+    return f"{seconds * 1000:.4g} ms" if seconds < 1 else f"{seconds:.4g} s"
 
 
 def format_gain(gain: float) -> str:

@@ -32,6 +32,8 @@ from pytest_autotuner.core.plan import CellKey
 if TYPE_CHECKING:
     import pandas as pd
 
+    from pytest_autotuner.core.capacity import CapacityResult
+
 __all__ = [
     "ERROR_KINDS",
     "INCOMPLETE",
@@ -384,6 +386,8 @@ class BenchResult:
 
     cells: list[CellMetrics]
     server_info: dict[str, Any] = field(default_factory=dict)
+    #: maximize_goodput: each run's load ladder (one per run; a merged result keeps every run's)
+    capacities: tuple[CapacityResult, ...] = ()
 
     def cell(self, key: CellKey) -> CellMetrics:
         for cell in self.cells:
@@ -436,4 +440,5 @@ class BenchResult:
                 if cell.half_width is not None:
                     merged.half_width = max(merged.half_width or 0.0, cell.half_width)
         info = results[0].server_info if results else {}
-        return BenchResult(list(by_key.values()), dict(info))
+        capacities = tuple(c for result in results for c in result.capacities)
+        return BenchResult(list(by_key.values()), dict(info), capacities)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_autotuner.core.scenarios import Scenario
+
+if TYPE_CHECKING:
+    from pytest_autotuner.core.capacity import CapacityLimits
+    from pytest_autotuner.core.spec import Slo
 
 __all__ = ["BenchmarkPlan", "CellKey"]
 
@@ -23,6 +27,8 @@ class CellKey:
 
     @property
     def label(self) -> str:
+        if not self.rate and not self.concurrency:
+            return f"{self.scenario} (capacity)"  # no one load: the capacity search's answer over its ladder
         load = f"rate={self.rate:g}/s" if self.rate else f"c={self.concurrency}"
         return f"{self.scenario} {load}"
 
@@ -56,6 +62,10 @@ class BenchmarkPlan:
     precision_metric: str = "e2e"  # e2e | ttft | tpot | throughput (``precision.PRECISION_METRICS``)
     cell_order: Literal["lightest_first", "heaviest_first"] = "lightest_first"
     dataset_root: str = "."  # the folder ``dataset(...)`` scenario paths are relative to (the spec file's)
+    # maximize_goodput: run a ladder of load steps instead of the cells (core/capacity.py); each step judged
+    # against ``slo``
+    capacity: CapacityLimits | None = None
+    slo: Slo | None = None
 
     def cells(self) -> list[tuple[Scenario, int, float | None]]:
         """(scenario, concurrency, request_rate) of every cell, lightest load first.

@@ -26,16 +26,15 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pytest_autotuner.core.objectives import OBJECTIVE_DEFS
+
 __all__ = ["PRECISION_METRICS", "Z_95", "PrecisionTracker", "ratio_relative_half_width", "relative_half_width"]
 
 Z_95 = 1.959963984540054
 
 #: objective -> what the precision rule estimates
 PRECISION_METRICS: dict[str, str] = {
-    "minimize_latency": "e2e",
-    "minimize_ttft": "ttft",
-    "minimize_tpot": "tpot",
-    "maximize_throughput": "throughput",
+    name: d.precision_metric for name, d in OBJECTIVE_DEFS.items() if d.precision_metric is not None
 }
 
 

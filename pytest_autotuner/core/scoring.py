@@ -8,15 +8,25 @@ Scores are finite and direction-aware (Optuna handles the direction, no sign tri
 - a hard SLO failure (``hard_fail`` and ``ratio > fail_ratio``) and a failed trial are infeasible: their
   Optuna constraint is positive. Failed trials get constraints above every SLO violation, graded by how far
   the trial got, so TPE's constraint-aware split still learns from them.
+
+``maximize_goodput`` (``core/capacity.py``): the objective is the capacity the load ladder found (mean over
+repeat runs), with no penalty (the SLOs define it); its SLO checks are those of each run's highest held step, or
+of its lowest step when none held (then the trial misses its SLOs, scores 0 and is infeasible).
+
+``optimization.per_gpu``: objectives marked ``per_gpu`` in ``core/objectives.py`` (throughput, goodput) are
+divided by the GPUs the configuration uses (``gpus`` passed by the caller: tp x dp x pp of its flags).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.core.spec import objective_direction
+from pytest_autotuner.core.capacity import mean_capacity
+from pytest_autotuner.core.objectives import OBJECTIVE_DEFS, objective_direction
 from pytest_autotuner.core.trial import FailureClass
 
 if TYPE_CHECKING:
@@ -27,19 +37,16 @@ __all__ = [
     "OBJECTIVE_METRICS",
     "SloCheck",
     "TrialScore",
+    "cell_checks",
     "check_slos",
+    "gpu_divisor",
     "objective_value",
     "score_failure",
     "score_result",
 ]
 
 #: objective -> (cell metric, unit)
-OBJECTIVE_METRICS: dict[str, tuple[str, str]] = {
-    "minimize_latency": ("e2e", "s"),
-    "maximize_throughput": ("output_throughput", "tok/s"),
-    "minimize_ttft": ("ttft", "s"),
-    "minimize_tpot": ("tpot", "s"),
-}
+OBJECTIVE_METRICS: dict[str, tuple[str, str]] = {name: (d.metric, d.unit) for name, d in OBJECTIVE_DEFS.items()}
 _MAX_EXPONENT = 50.0  # exp(50) ~ 5e21: far worse than anything real, and still finite
 _MAX_PROGRESS = max(fc.progress for fc in FailureClass)
 
@@ -123,19 +130,34 @@ def _cell_metric(cell: CellMetrics, metric: str, statistic: str = "mean") -> flo
     return cell.summary(metric).stat(statistic)
 
 
-def objective_value(result: BenchResult, objective: str) -> float:
-    """Mean over the (scenario, load) cells of the objective's metric (NaN when a cell has no samples)."""
+def gpu_divisor(optimization: Optimization, gpus: int, objective: str | None = None) -> int:
+    """What ``objective`` (default: the primary) is divided by: the configuration's GPUs under ``per_gpu``, for
+    the objectives it divides (throughput, goodput)."""
+    name = objective or optimization.objective
+    return max(1, gpus) if optimization.per_gpu and OBJECTIVE_DEFS[name].per_gpu else 1
+
+
+def objective_value(result: BenchResult, objective: str, divisor: int = 1) -> float:
+    """Mean over the (scenario, load) cells of the objective's metric (NaN when a cell has no samples); for a
+    capacity objective the mean capacity of the runs' ladders. Divided by ``divisor`` (``gpu_divisor``)."""
+    if OBJECTIVE_DEFS[objective].capacity:
+        return mean_capacity(result.capacities) / divisor
     metric, _unit = OBJECTIVE_METRICS[objective]
     values = [_cell_metric(cell, metric) for cell in result.cells]
-    return sum(values) / len(values) if values else math.nan
+    return sum(values) / len(values) / divisor if values else math.nan
 
 
 def check_slos(result: BenchResult, slo: Slo | None) -> list[SloCheck]:
     """Every SLO in every cell, computed from the cell's raw samples."""
+    return cell_checks(result.cells, slo)
+
+
+def cell_checks(cells: Sequence[CellMetrics], slo: Slo | None) -> list[SloCheck]:
+    """Every SLO in each of ``cells``."""
     if slo is None:
         return []
     checks = []
-    for cell in result.cells:
+    for cell in cells:
         for metric, statistic, limit in slo.checks():
             checks.append(
                 SloCheck(
@@ -156,10 +178,15 @@ def _penalized(raw: float, penalty: float, objective: str) -> float:
     return raw * (1 + penalty) if objective_direction(objective) == "minimize" else raw / (1 + penalty)
 
 
-def score_result(result: BenchResult, optimization: Optimization, slo: Slo | None) -> TrialScore:
+def score_result(result: BenchResult, optimization: Optimization, slo: Slo | None, gpus: int = 1) -> TrialScore:
     """Score a measured configuration: on the objective, and on each of ``objectives`` when there are several
-    (one SLO penalty, applied to each; one constraint)."""
-    raws = {name: objective_value(result, name) for name in optimization.objective_names}
+    (one SLO penalty, applied to each; one constraint). ``gpus``: the GPUs it uses, for ``per_gpu``."""
+    if OBJECTIVE_DEFS[optimization.objective].capacity:
+        return _score_capacity(result, optimization, gpus)
+    raws = {
+        name: objective_value(result, name, gpu_divisor(optimization, gpus, name))
+        for name in optimization.objective_names
+    }
     raw = raws[optimization.objective]  # the primary objective is one of them
     if any(math.isnan(v) for v in raws.values()):
         return score_failure(
@@ -186,6 +213,27 @@ def _failure_value(objective: str, shortfall: float, timeout: float) -> float:
         return -1.0 - shortfall  # throughput is never negative
     # no mean latency can exceed the trial's own time limit, penalties included
     return timeout * math.exp(_MAX_EXPONENT) * (2.0 + shortfall)
+
+
+def _score_capacity(result: BenchResult, optimization: Optimization, gpus: int) -> TrialScore:
+    """The capacity the ladders found: no penalty; the checks of each run's highest held step (or its lowest
+    step when none held: the configuration misses the SLOs even at the lightest load, and is infeasible)."""
+    if not result.capacities:
+        return score_failure(FailureClass.BENCHMARK_ERRORS, optimization, "no load step was measured")
+    checks: list[SloCheck] = []
+    held_all = True
+    for run in result.capacities:
+        step = run.best_step
+        if step is None:
+            held_all = False
+            step = min(run.steps, key=lambda s: s.load) if run.steps else None
+        step_checks = list(step.checks) if step is not None else []
+        if run.best_step is None and step_checks and all(c.passed for c in step_checks):
+            # it broke by stalling or errors, not by a statistic: say so as a check with no samples
+            step_checks.append(dataclasses.replace(step_checks[0], value=math.nan))
+        checks += step_checks
+    value = objective_value(result, optimization.objective, gpu_divisor(optimization, gpus))
+    return TrialScore(value, value, 0.0, 0.0 if held_all else 0.5, tuple(checks))
 
 
 def score_failure(failure: FailureClass, optimization: Optimization, message: str = "") -> TrialScore:

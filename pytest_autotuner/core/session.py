@@ -341,7 +341,7 @@ class TuningSession:
             logger.exception("evaluate raised for %s", params)
             score = score_failure(FailureClass.UNKNOWN, self.spec.optimization, f"{type(err).__name__}: {err}")
         else:
-            score = score_result(result, self.spec.optimization, self.spec.slo)
+            score = score_result(result, self.spec.optimization, self.spec.slo, gpus_needed(params))
         bench = self.spec.benchmark
         cost = trial_cost(
             deadline,
@@ -358,7 +358,9 @@ class TuningSession:
     def _pruning_rule(self) -> CellRule | None:
         """The early-stopping rule for the next search trial, with the best complete trial so far."""
         opt = self.spec.optimization
-        if not opt.early_stopping:
+        if not opt.early_stopping or opt.uses_capacity:
+            # capacity search: its ladder breaks an SLO by design (that is how it finds the edge), and steps at
+            # different loads have no common cells with the best's to compare partial scores on
             return None
         best = self._prune_best[1] if self._prune_best is not None else None
         if opt.multi_objective:
@@ -503,7 +505,9 @@ class TuningSession:
         if not runs:
             self.confirmation_failures += failures
             return None
-        score = score_result(BenchResult.merge(runs), self.spec.optimization, self.spec.slo)
+        score = score_result(
+            BenchResult.merge(runs), self.spec.optimization, self.spec.slo, gpus_needed(candidate.params)
+        )
         return Confirmation(candidate.params, candidate.number, tuple(runs), score, tuple(failures))
 
     def confirm_again(self, confirmation: Confirmation) -> Confirmation:
@@ -512,7 +516,9 @@ class TuningSession:
         if result is None:
             return dataclasses.replace(confirmation, failures=(*confirmation.failures, failure))
         runs = (*confirmation.runs, result)
-        score = score_result(BenchResult.merge(runs), self.spec.optimization, self.spec.slo)
+        score = score_result(
+            BenchResult.merge(runs), self.spec.optimization, self.spec.slo, gpus_needed(confirmation.params)
+        )
         return dataclasses.replace(confirmation, runs=runs, score=score)
 
     def _confirmation_run(self, params: Params, source: int, index: int, total: int) -> tuple[BenchResult | None, str]:
@@ -585,6 +591,8 @@ def _trial_attrs(
         attrs["objectives"] = {name: value for name, value in score.objectives.items()}
     if result is not None:
         attrs["cells"] = [json_safe(cell.as_dict()) for cell in result.cells]
+        if result.capacities:
+            attrs["capacity"] = json_safe(result.capacities[0].as_dict())
         attrs["server_version"] = str(result.server_info.get("version", ""))
     elif partial_cells:  # what a pruned trial measured before it was stopped (the report's trials table)
         attrs["cells"] = [json_safe(cell.as_dict()) for cell in partial_cells]

@@ -40,6 +40,7 @@ from pydantic import (
 )
 
 from pytest_autotuner.core.dataset import DatasetError, load_exchanges
+from pytest_autotuner.core.objectives import OBJECTIVE_DEFS, objective_direction
 from pytest_autotuner.core.runtime_kinds import RUNTIME_KINDS, RuntimeKind
 from pytest_autotuner.core.scenarios import ScenarioError, parse_scenario
 from pytest_autotuner.core.sglang_args import SHIPPED_VERSIONS
@@ -52,6 +53,7 @@ __all__ = [
     "SAMPLERS",
     "STRATEGIES",
     "Benchmark",
+    "CapacitySettings",
     "DockerSettings",
     "ModelRef",
     "Optimization",
@@ -70,7 +72,7 @@ __all__ = [
 STRATEGIES = ("bayesian", "grid", "random")
 SAMPLERS = ("tpe", "nsga2")  #: the model behind the bayesian strategy
 MIN_OBJECTIVES, MAX_OBJECTIVES = 2, 3  #: of a multi-objective search (``optimization.objectives``)
-OBJECTIVES = ("minimize_latency", "maximize_throughput", "minimize_ttft", "minimize_tpot")
+OBJECTIVES = tuple(OBJECTIVE_DEFS)  #: the names of ``core/objectives.py``'s table
 _PARAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _AT = "\x00"  # brackets a parameter name inside a validator message, so the error names its path
 
@@ -91,6 +93,7 @@ MAX_GRID_POINTS = 1_000_000  #: configurations a grid search may cover; larger: 
 MAX_RANGE_POINTS = 10**15  #: steps of one stepped range
 MAX_INT = 2**53  #: magnitude of an int range bound (exact as a float, as Optuna handles it)
 MAX_FLOAT = 1e15  #: magnitude of a float range bound
+MAX_CAPACITY_STEPS = 32  #: load steps of one capacity search (each is a cell per scenario on the trial's server)
 
 #: Flags every runtime sets itself on the server's command line (address, port, model): a parameter or an
 #: ``extra_args`` item naming one (or an argparse abbreviation of one) would move the server off the address the
@@ -236,6 +239,12 @@ class Optimization(_Model):
         "score is worse than the best's on the same cells by more than `prune_margin`. Confirmation runs always "
         "run to the end.",
     )
+    per_gpu: bool = Field(
+        False,
+        description="Divide throughput and goodput by the GPUs a configuration uses (tp-size x dp-size x pp-size): "
+        "the tuner then answers 'best per GPU', the number a fleet is sized by. Only for maximize_throughput and "
+        "maximize_goodput.",
+    )
     prune_margin: float | None = Field(
         0.5,
         gt=0,
@@ -355,6 +364,27 @@ class Optimization(_Model):
             )
         return self
 
+    @model_validator(mode="after")
+    def _per_gpu_divides(self) -> Optimization:
+        if self.per_gpu and not any(OBJECTIVE_DEFS[name].per_gpu for name in self.objective_names):
+            names = " and ".join(repr(n) for n in self.objective_names)
+            raise ValueError(
+                f"{_AT}per_gpu{_AT}`per_gpu` is true but the objective {names} is not a capacity a GPU provides "
+                "(per_gpu divides throughput and goodput); use maximize_throughput or maximize_goodput, or drop "
+                "per_gpu"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _capacity_alone(self) -> Optimization:
+        ladder = [name for name in self.objectives or () if OBJECTIVE_DEFS[name].capacity]
+        if ladder:
+            raise ValueError(
+                f"{_AT}objectives{_AT}{ladder[0]!r} cannot be one of several objectives yet: its load ladder measures "
+                "the others at loads that differ per configuration; tune it alone with `objective`"
+            )
+        return self
+
     @property
     def direction(self) -> Literal["minimize", "maximize"]:
         return objective_direction(self.objective)
@@ -372,10 +402,52 @@ class Optimization(_Model):
     def directions(self) -> tuple[Literal["minimize", "maximize"], ...]:
         return tuple(objective_direction(name) for name in self.objective_names)
 
+    @property
+    def uses_capacity(self) -> bool:
+        """The objective is measured by the capacity search (``benchmark.capacity``, core/capacity.py)."""
+        return OBJECTIVE_DEFS[self.objective].capacity
 
-def objective_direction(name: str) -> Literal["minimize", "maximize"]:
-    """An objective's direction, from its name (``maximize_...`` or ``minimize_...``)."""
-    return "maximize" if name.startswith("maximize") else "minimize"
+
+class CapacitySettings(_Model):
+    """The capacity search of ``maximize_goodput`` (core/capacity.py): a ladder of load steps on one server."""
+
+    load: Literal["rate", "concurrency"] = Field(
+        "rate",
+        description="rate: open loop, Poisson arrivals at a request rate (req/s); concurrency: closed loop, that "
+        "many requests in flight.",
+    )
+    min: float = Field(
+        0.25,
+        description="Lowest load searched (req/s, or concurrency); a configuration that breaks an SLO here scores 0.",
+    )
+    max: float = Field(64.0, description="Highest load searched; the first step runs here.")
+    max_steps: int = Field(8, description=f"Load steps per trial (2..{MAX_CAPACITY_STEPS}).")
+    tolerance: float = Field(0.05, gt=0, le=1, description="Stop bisecting once the bracket is this close (relative).")
+    step_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=86400,
+        description="rate load: each step sends Poisson arrivals for this long (load x step_seconds requests, at "
+        "least 20), so a queue the server cannot drain has time to build; `max_time_per_iteration` (at least "
+        "this) bounds the step. concurrency load: each step sends `max_requests_per_iteration` requests.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> CapacitySettings:
+        for name in ("min", "max"):
+            value = getattr(self, name)
+            if not value > 0 or value > 1e6:
+                raise ValueError(f"{_AT}{name}{_AT}`{name}` is {value:g}; use a positive load up to 1e6")
+            if self.load == "concurrency" and not float(value).is_integer():
+                raise ValueError(f"{_AT}{name}{_AT}`{name}` is {value:g} but `load` is concurrency; use a whole number")
+        if self.min > self.max:
+            raise ValueError(f"{_AT}min{_AT}`min` ({self.min:g}) is above `max` ({self.max:g}); swap them")
+        if not 2 <= self.max_steps <= MAX_CAPACITY_STEPS:
+            raise ValueError(
+                f"{_AT}max_steps{_AT}`max_steps` is {self.max_steps}; use 2 to {MAX_CAPACITY_STEPS} (each step is a "
+                "cell per scenario on the trial's server; 8 find the load within a few percent)"
+            )
+        return self
 
 
 class Benchmark(_Model):
@@ -420,6 +492,12 @@ class Benchmark(_Model):
         description="Order of a trial's cells (closed loop by concurrency, then open loop by rate). Early stopping "
         "decides after each cell: lightest first stops configurations too slow even when idle after the cheapest "
         "cell; heaviest first also stops, after one cell, those that break a hard SLO only under load.",
+    )
+    capacity: CapacitySettings | None = Field(
+        None,
+        description="maximize_goodput: how the highest load meeting every SLO is searched (default: rate 0.25..64 "
+        "req/s, 8 steps). Each step is a cell per scenario of `max_requests_per_iteration` requests, at most "
+        "`max_time_per_iteration` seconds.",
     )
     additional_params: dict[str, Any] = Field(
         default_factory=dict,
@@ -758,6 +836,44 @@ class TaskSpec(_Model):
             raise ValueError(
                 f"{_AT}optimization.strategy{_AT}the grid has {size:.3g} configurations, over the limit of "
                 f"{MAX_GRID_POINTS:,}; use the bayesian or random strategy, or fewer values or larger steps"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _capacity_search(self) -> TaskSpec:
+        opt, bench = self.optimization, self.benchmark
+        if not opt.uses_capacity:
+            if bench.capacity is not None:
+                raise ValueError(
+                    f"{_AT}benchmark.capacity{_AT}`benchmark.capacity` is set but the objective is "
+                    f"{opt.objective!r}; the capacity search runs only for maximize_goodput: drop it or change "
+                    "the objective"
+                )
+            return self
+        if self.slo is None or not self.slo.checks():
+            raise ValueError(
+                f"{_AT}slo{_AT}the objective is {opt.objective!r} but `slo` is "
+                f"{'empty' if self.slo is not None else 'missing'}: goodput is the load at which every SLO holds; "
+                'declare at least one, e.g. "slo": {"ttft": {"p99": {"threshold": 0.2}}}'
+            )
+        if bench.precision is not None:
+            raise ValueError(
+                f"{_AT}benchmark.precision{_AT}`benchmark.precision` is {bench.precision:g} but the objective is "
+                f"{opt.objective!r}: a load step must run its whole length (a queue that outgrows the server shows "
+                "only late, and tail percentiles need every request), so drop precision"
+            )
+        capacity = bench.capacity or CapacitySettings()  # type: ignore[call-arg]
+        if capacity.load == "rate" and bench.max_time_per_iteration < capacity.step_seconds:
+            raise ValueError(
+                f"{_AT}benchmark.max_time_per_iteration{_AT}`benchmark.max_time_per_iteration` is "
+                f"{bench.max_time_per_iteration:g} s, shorter than `benchmark.capacity.step_seconds` "
+                f"({capacity.step_seconds:g} s) of arrivals per load step; raise it (or shorten the steps)"
+            )
+        chats = [s for s in bench.traffic_scenarios if parse_scenario(s).chat is not None]
+        if chats and capacity.load == "rate":
+            raise ValueError(
+                f"{_AT}benchmark.capacity.load{_AT}`benchmark.capacity.load` is 'rate' but `traffic_scenarios` has "
+                f"the multi-turn scenario {chats[0]!r}, which runs closed loop only; use load 'concurrency'"
             )
         return self
 

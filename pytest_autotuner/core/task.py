@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_autotuner.core.baseline import compare, fingerprint, make_baseline
 from pytest_autotuner.core.formatting import describe_params
-from pytest_autotuner.core.gpu_pool import GpuPool
+from pytest_autotuner.core.gpu_pool import GpuPool, gpus_needed
 from pytest_autotuner.core.pareto import SelectRule, front_indices, select_order
-from pytest_autotuner.core.scoring import objective_value
+from pytest_autotuner.core.scoring import gpu_divisor, objective_value
 from pytest_autotuner.core.search import Search, study_name_for
 from pytest_autotuner.core.session import Confirmation, EvaluateFn, TrialEvent, TrialRecord, TuningSession, rank_key
 from pytest_autotuner.core.space import SearchSpace
@@ -236,8 +236,10 @@ def _defaults_trial(trials: list[TrialRecord]) -> TrialRecord | None:
     return next((t for t in sorted(trials, key=lambda t: t.number) if t.origin == "sglang_defaults"), None)
 
 
-def _per_run_objective(confirmation: Confirmation, objective: str) -> list[float]:
-    return [objective_value(run, objective) for run in confirmation.runs]
+def _per_run_objective(confirmation: Confirmation, spec: TaskSpec) -> list[float]:
+    opt = spec.optimization
+    divisor = gpu_divisor(opt, gpus_needed(confirmation.params))
+    return [objective_value(run, opt.objective, divisor) for run in confirmation.runs]
 
 
 def _better(a: Confirmation, b: Confirmation, maximize: bool) -> bool:
@@ -264,7 +266,7 @@ def _versus_defaults(
     if defaults is None or tuned is None:
         chosen = defaults is not None and (may_choose or tuned is None)
         return DefaultsComparison(trial, defaults, tuned, None, math.nan, defaults_chosen=chosen, eligible=may_choose)
-    tuned_runs, default_runs = _per_run_objective(tuned, opt.objective), _per_run_objective(defaults, opt.objective)
+    tuned_runs, default_runs = _per_run_objective(tuned, spec), _per_run_objective(defaults, spec)
     # one-sided: "the defaults are worse than the tuned best", per run
     p_value = p_worse(tuned_runs, default_runs, higher_is_worse=not maximize)
     base, now = defaults.score.objective, tuned.score.objective

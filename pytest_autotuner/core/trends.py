@@ -143,7 +143,7 @@ def history_entry(outcome: TaskOutcome, run: RunInfo) -> HistoryEntry:
             regressed=regressed,
         )
     ]
-    if best is not None:
+    if best is not None and not opt.uses_capacity:  # a ladder's cells differ run to run: no per-cell trends
         for cell in best.merged.cells:
             for metric, statistic in compared_metrics(spec):
                 name = metric if statistic == "run" else f"{metric} {statistic}"

@@ -11,10 +11,11 @@ import platform
 from typing import TYPE_CHECKING, Any
 
 import pytest_autotuner
+from pytest_autotuner.core.gpu_pool import gpus_needed
 from pytest_autotuner.core.metrics import json_safe
 from pytest_autotuner.core.scoring import OBJECTIVE_METRICS
 from pytest_autotuner.core.space import SearchSpace
-from pytest_autotuner.report.text import baseline_text, cost_line, defaults_line
+from pytest_autotuner.report.text import answer_line, baseline_text, cost_line, defaults_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -194,6 +195,13 @@ def _unmodelled(outcome: TaskOutcome) -> dict[str, str]:
     return {"no_effect_in_simulation": ", ".join(str(f) for f in flags) + " (accepted by the simulator, not modelled)"}
 
 
+def ladder_unit(outcome: TaskOutcome) -> str:
+    """The capacity search's load unit (req/s or concurrent requests), 'per GPU' under per_gpu."""
+    capacity = outcome.spec.benchmark.capacity
+    unit = "concurrent requests" if capacity is not None and capacity.load == "concurrency" else "req/s"
+    return unit + (" per GPU" if outcome.spec.optimization.per_gpu else "")
+
+
 def pareto_block(outcome: TaskOutcome) -> dict[str, Any] | None:
     """A multi-objective search's Pareto front and the select rule's choice (None for one objective): what
     results.json, the report's table and JUnit carry. ``objectives`` per trial are unpenalized; ``scores`` are
@@ -251,7 +259,12 @@ def results_summary(outcome: TaskOutcome) -> dict[str, Any]:
             "confirmation_runs": len(best.runs),
             "confirmation_failures": list(best.failures),
             "cells": [cell.as_dict() for cell in best.merged.cells],
+            "gpus": gpus_needed(best.params),
+            "answer": answer_line(outcome),
         }
+        ladders = [c.as_dict() for run in best.runs for c in run.capacities]
+        if ladders:  # maximize_goodput: each confirmation run's load ladder (its steps are cells above)
+            best_block["capacity"] = {"unit": ladder_unit(outcome), "runs": ladders}
     baseline = outcome.baseline
     return json_safe(
         {
@@ -260,7 +273,11 @@ def results_summary(outcome: TaskOutcome) -> dict[str, Any]:
             "description": spec.description,
             "verdict": outcome.verdict.as_dict(),
             "passed": outcome.verdict.passed,
-            "objective": {"name": spec.optimization.objective, "direction": spec.optimization.direction},
+            "objective": {
+                "name": spec.optimization.objective,
+                "direction": spec.optimization.direction,
+                "per_gpu": spec.optimization.per_gpu,
+            },
             "pareto": pareto_block(outcome),
             "best": best_block,
             "slo_checks": [slo_check_dict(c) for c in outcome.slo_checks],

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 from pytest_autotuner.core.formatting import describe_params, format_gain, format_objective, format_p, format_seconds
 from pytest_autotuner.files import write_atomically
 from pytest_autotuner.report.data import environment, pareto_block, results_summary, trial_status, trials_frame
-from pytest_autotuner.report.text import baseline_text, cost_line, defaults_line, server_choices
+from pytest_autotuner.report.text import (
+    answer_line,
+    baseline_text,
+    cost_line,
+    defaults_line,
+    objective_label,
+    server_choices,
+)
 
 if TYPE_CHECKING:
     import jinja2
@@ -80,12 +87,45 @@ def _best_context(result: TaskOutcome) -> dict[str, Any] | None:
         "runs": len(best.runs),
         "failures": best.failures,
         "cells": cells,
+        "answer": answer_line(result),
+        "objective_label": objective_label(result),
+        "ladders": _ladders(result),
         "versus_defaults": defaults_line(result),
         "gain_over_defaults": None if gain is None else format_gain(gain),
         "gain_p": ""
         if versus is None
         else f"p = {format_p(versus.p_value)}" + ("" if versus.significant else ", not significant"),
     }
+
+
+def _ladders(result: TaskOutcome) -> list[dict[str, Any]]:
+    """maximize_goodput: each confirmation run's load steps in the order run, and where it broke."""
+    best = result.best
+    if best is None:
+        return []
+    out = []
+    for i, run in enumerate(best.runs, 1):
+        for ladder in run.capacities:
+            unit = "req/s" if ladder.load == "rate" else "concurrent"
+            out.append(
+                {
+                    "run": i,
+                    "capacity": f"{ladder.capacity:.3g} {unit}" + (" (the search's max)" if ladder.at_ceiling else ""),
+                    "steps": [
+                        {
+                            "index": n,
+                            "load": f"{step.load:.3g}",
+                            "holds": step.holds,
+                            "chosen": step.holds and step.load == ladder.capacity,
+                            "throughput": _number(step.throughput, 2),
+                            "goodput": _number(step.goodput, 2),
+                            "reason": step.reason,
+                        }
+                        for n, step in enumerate(ladder.steps, 1)
+                    ],
+                }
+            )
+    return out
 
 
 def _slo_rows(result: TaskOutcome) -> list[dict[str, Any]]:

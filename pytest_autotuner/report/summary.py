@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_autotuner.core.formatting import describe_params, format_gain, format_objective, format_p
-from pytest_autotuner.report.text import baseline_text, cost_line
+from pytest_autotuner.report.text import answer_line, baseline_text, cost_line, objective_label
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.task import TaskOutcome
@@ -43,7 +43,10 @@ def github_step_summary(entries: list[tuple[TaskOutcome, Path | None]], report_d
         best = result.best
         value = format_objective(best.score.objective, objective) if best else "n/a"
         versus = result.defaults
-        if versus is not None and versus.defaults_chosen:
+        answer = answer_line(result)
+        if answer:
+            value = answer
+        elif versus is not None and versus.defaults_chosen:
             value += " (SGLang defaults: tuning found nothing significantly better)"
         elif versus is not None and versus.gain is not None:
             value += f" ({format_gain(versus.gain)} than SGLang defaults, p = {format_p(versus.p_value)})"
@@ -55,7 +58,7 @@ def github_step_summary(entries: list[tuple[TaskOutcome, Path | None]], report_d
         cells = [
             (":white_check_mark: " if passed else ":x: ") + result.verdict.status,
             _cell(result.spec.task_name) + slo,
-            _cell(f"{objective}: {value}"),
+            _cell(f"{objective_label(result)}: {value}"),
             _cell(params),
             "check (no search)" if result.is_check else _trials_cell(result),
             _cell(baseline_text(result)),

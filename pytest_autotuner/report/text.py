@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.core.formatting import describe_params, format_gain, format_objective, format_p
+from pytest_autotuner.core.formatting import describe_params, format_gain, format_limit, format_objective, format_p
 from pytest_autotuner.core.trial import FailureClass
 
 if TYPE_CHECKING:
@@ -17,9 +17,11 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.trial import Params
 
 __all__ = [
+    "answer_line",
     "baseline_text",
     "cost_line",
     "defaults_line",
+    "objective_label",
     "pareto_line",
     "progress_line",
     "safe",
@@ -41,7 +43,7 @@ def _params(params: Params) -> str:
     return safe(describe_params(params), 240)
 
 
-def progress_line(event: TrialEvent, objective: str) -> str:
+def progress_line(event: TrialEvent, objective: str, *, per_gpu: bool = False) -> str:
     """One line per trial: trial number, position, params, result, time; a new best is marked."""
     score = event.score
     if score.failure is FailureClass.PRUNED:
@@ -55,7 +57,7 @@ def progress_line(event: TrialEvent, objective: str) -> str:
         violated = [c for c in score.slo_checks if not c.passed]
         result += f" SLO miss x{len(violated)}" if violated else (" SLO ok" if score.slo_checks else "")
     else:
-        result = f"{objective}={format_objective(score.objective, objective)}"
+        result = f"{objective}={format_objective(score.objective, objective)}" + (" per GPU" if per_gpu else "")
         violated = [c for c in score.slo_checks if not c.passed]
         result += f" SLO miss x{len(violated)}" if violated else (" SLO ok" if score.slo_checks else "")
     if event.devices:
@@ -118,6 +120,58 @@ def pareto_line(outcome: TaskOutcome) -> str | None:
     )
 
 
+def objective_label(outcome: TaskOutcome) -> str:
+    """The objective's name, with 'per GPU' when ``optimization.per_gpu`` divides it."""
+    opt = outcome.spec.optimization
+    return opt.objective + (" per GPU" if opt.per_gpu else "")
+
+
+_METRIC_NAMES = {"ttft": "TTFT", "tpot": "TPOT", "e2e": "E2E"}
+
+
+def _capacity_amount(value: float, outcome: TaskOutcome) -> str:
+    spec = outcome.spec
+    load = spec.benchmark.capacity.load if spec.benchmark.capacity else "rate"
+    amount = f"{value:.3g} req/s" if load == "rate" else f"{value:.3g} concurrent requests"
+    return amount + (" per GPU" if spec.optimization.per_gpu else "")
+
+
+def answer_line(outcome: TaskOutcome) -> str | None:
+    """The answer in operators' words, for the capacity objective: 'holds 7.5 req/s per GPU at p99 TTFT <= 200 ms
+    (D(1000,200)), 2.1x SGLang defaults (p = 0.01)'. None for other objectives or without a confirmed best."""
+    spec, best = outcome.spec, outcome.best
+    if best is None or not spec.optimization.uses_capacity or best.score.objective is None:
+        return None
+    slos = ", ".join(
+        f"{stat} {_METRIC_NAMES.get(metric, metric)} <= {format_limit(limit.threshold)}"
+        for metric, stat, limit in (spec.slo.checks() if spec.slo else [])
+    )
+    where = ", ".join(spec.benchmark.traffic_scenarios)
+    value = best.score.objective
+    runs = best.runs
+    ceiling = any(c.at_ceiling for r in runs for c in r.capacities)
+    if value <= 0:
+        limits = spec.benchmark.capacity
+        lowest = f"{limits.min:g}" if limits else "0.25"
+        text = f"holds no load from {lowest} up at {slos} ({where})"
+    else:
+        text = f"holds {'at least ' if ceiling else ''}{_capacity_amount(value, outcome)} at {slos} ({where})"
+    versus = outcome.defaults
+    if versus is None or versus.confirmation is None:
+        return safe(text)
+    base = versus.confirmation.score.objective
+    p = f"p = {format_p(versus.p_value)}" + ("" if versus.significant else ", not significant")
+    if versus.defaults_chosen:
+        text += "; these are SGLang's defaults"
+        if versus.gain is not None:
+            text += f" (the best tuned configuration was {format_gain(versus.gain)}, {p})"
+    elif base is not None and base > 0:
+        text += f", {value / base:.2g}x SGLang defaults ({p})"
+    elif base is not None:
+        text += f", SGLang defaults hold no load ({p})"
+    return safe(text)
+
+
 def server_choices(outcome: TaskOutcome) -> dict[str, str]:
     """Flags the defaults trial left to SGLang, with the value the server reported choosing (``/server_info``)."""
     versus = outcome.defaults
@@ -158,9 +212,12 @@ def summary_lines(outcome: TaskOutcome, report_path: str | None) -> list[str]:
         others = [(n, v) for n, v in best.score.objectives.items() if n != objective]
         also = "".join(f"; {n}: {format_objective(v, n)}" for n, v in others)
         lines.append(
-            f"  {objective}: {format_objective(best.score.objective, objective)} (confirmed, {_runs(len(best.runs))})"
-            + also
+            f"  {objective_label(outcome)}: {format_objective(best.score.objective, objective)} "
+            f"(confirmed, {_runs(len(best.runs))})" + also
         )
+        answer = answer_line(outcome)
+        if answer:
+            lines.append(f"  {answer}")
         versus = defaults_line(outcome)
         if versus:
             lines.append(f"  {versus}")

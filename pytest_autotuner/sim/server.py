@@ -320,6 +320,7 @@ class SimServer:
         r.add_get("/v1/models", self.models)
         r.add_get("/server_info", self.server_info)
         r.add_get("/get_server_info", self.server_info)
+        r.add_get("/get_load", self.get_load)
         r.add_get("/get_model_info", self.model_info)
         r.add_post("/v1/chat/completions", self.chat)
         r.add_post("/v1/completions", self.completions)
@@ -354,6 +355,16 @@ class SimServer:
 
     async def server_info(self, request: web.Request) -> web.Response:
         return web.json_response(self.info)
+
+    async def get_load(self, request: web.Request) -> web.Response:
+        """Requests in the server per replica, as SGLang's ``/get_load`` (``num_reqs``, ``num_waiting_reqs``):
+        the capacity search waits on it for a broken load step's backlog to drain."""
+        loads = []
+        for i, sched in enumerate(self.schedulers):
+            waiting = len(sched.waiting) + len(self._queued[i]) + (len(self._incoming) if i == 0 else 0)
+            running = len(sched.running) + (sched.prefilling is not None)
+            loads.append({"dp_rank": i, "num_reqs": waiting + running, "num_waiting_reqs": waiting})
+        return web.json_response(loads)
 
     async def model_info(self, request: web.Request) -> web.Response:
         return web.json_response({"model_path": self.args.model_path, "is_generation": True})

@@ -46,7 +46,7 @@ def test_a_multi_objective_spec_reports_its_front_and_confirms_the_selected_conf
     results = json.loads((folder / "results.json").read_text())
     pareto = results["pareto"]
     front = pareto["front"]
-    assert results["objective"] == {"name": "minimize_tpot", "direction": "minimize"}  # the primary objective
+    assert results["objective"] == {"name": "minimize_tpot", "direction": "minimize", "per_gpu": False}  # primary
     assert pareto["considered"] == 8 and len(front) + len(pareto["dominated_trials"]) == 8
     # on the front: no point dominated by another; in the grid's measurements the max-running-requests trade-off
     for a in front:

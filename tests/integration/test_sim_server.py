@@ -317,3 +317,47 @@ def test_a_withdrawn_promise_lets_time_go_on_and_an_unkept_one_is_dropped_after_
     stranger, _ = _post(sim, CHAT)
     assert stranger == held_at
     assert sim.get_json("/sim/timeline")["late_promises"] == 1
+
+
+def test_get_load_counts_requests_in_the_server_and_the_ladder_waits_for_it_to_drain(launch: Any) -> None:
+    from pytest_autotuner.bench.client import wait_until_idle
+    from pytest_autotuner.runtimes.base import Endpoint
+
+    sim = launch("--sim-startup-scale", "0.02")
+    sim.wait_ready()
+    assert sim.get_json("/get_load") == [{"dp_rank": 0, "num_reqs": 0, "num_waiting_reqs": 0}]
+    body = {**CHAT, "max_tokens": 400}
+    threads = [threading.Thread(target=_post, args=(sim, body), daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while sim.get_json("/get_load")[0]["num_reqs"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sim.get_json("/get_load")[0]["num_reqs"] > 0
+    wait_until_idle(Endpoint(sim.base, "m"), None, limit_s=60)
+    assert sim.get_json("/get_load")[0]["num_reqs"] == 0  # it returned because the server drained
+    for thread in threads:
+        thread.join(10)
+
+
+def test_a_server_without_get_load_is_not_waited_on() -> None:
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from pytest_autotuner.bench.client import wait_until_idle
+    from pytest_autotuner.runtimes.base import Endpoint
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        waited = wait_until_idle(Endpoint(f"http://127.0.0.1:{server.server_port}", "m"), None, limit_s=3600)
+        assert waited < 60  # an hour's limit, and it did not wait (a 404 says nothing about load)
+    finally:
+        server.shutdown()

@@ -1,0 +1,59 @@
+"""maximize_goodput through the whole plugin on the simulator: the ladder on one server per trial, the answer in
+operators' words in the terminal, results.json and the report; a goodput spec without SLOs is a collection error."""
+
+from __future__ import annotations
+
+import html
+import json
+
+import pytest
+from test_plugin import sim_spec, write_specs
+
+pytestmark = pytest.mark.slow
+
+
+def goodput_spec(name: str, **overrides: object) -> dict[str, object]:
+    spec = sim_spec(
+        name,
+        parameters={"max-running-requests": [2, 64]},
+        optimization={"strategy": "grid", "objective": "maximize_goodput", "max_iterations": 2,
+                      "timeout_per_iteration": 120, "confirm_runs": 1},
+        benchmark={"traffic_scenarios": ["D(512,128)"], "max_time_per_iteration": 10, "warmup_requests": 1,
+                   "capacity": {"min": 1, "max": 64, "max_steps": 5, "step_seconds": 4}},
+        slo={"ttft": {"p99": {"threshold": 0.2}}},
+    )  # fmt: skip
+    spec.update(overrides)
+    return spec
+
+
+def test_a_goodput_spec_searches_the_load_ladder_and_states_the_answer(pytester: pytest.Pytester) -> None:
+    write_specs(pytester, goodput=goodput_spec("goodput-task"))
+    result = pytester.runpytest_subprocess("--autotune", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*maximize_goodput: * req/s (confirmed, 1 run)*",
+                                 "*holds * req/s at p99 TTFT <= 200 ms (D(512,128))*"])  # fmt: skip
+    folder = pytester.path / "reports" / "goodput-task"
+    document = json.loads((folder / "results.json").read_text())
+    best = document["best"]
+    assert best["objective"] > 0
+    ladder = best["capacity"]["runs"][0]
+    assert 2 <= len(ladder["steps"]) <= 5
+    assert ladder["steps"][0]["load"] == 64 and not ladder["steps"][0]["holds"]
+    assert ladder["capacity"] == best["objective"] > 1
+    held = [s["load"] for s in ladder["steps"] if s["holds"]]
+    assert max(held) == ladder["capacity"]
+    # each step is a cell keyed by its rate
+    assert [c["request_rate"] for c in best["cells"]] == [s["load"] for s in ladder["steps"]]
+    assert best["answer"].startswith("holds ")
+    page = (folder / "index.html").read_text()
+    assert "Load ladder" in page
+    assert html.escape(best["answer"], quote=False) in page
+
+
+def test_goodput_without_an_slo_is_a_collection_error(pytester: pytest.Pytester) -> None:
+    spec = goodput_spec("no-slo")
+    del spec["slo"]
+    write_specs(pytester, broken=spec)
+    result = pytester.runpytest_subprocess("--autotune", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*ERROR collecting tuning_specs/broken.json*", "*`slo`*'maximize_goodput'*missing*"])

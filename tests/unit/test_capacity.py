@@ -1,0 +1,397 @@
+"""maximize_goodput: the capacity ladder (core/capacity.py), its scoring, per_gpu, the spec errors, the baseline
+gate on capacities and the operators' summary line, through ``run_task`` with a synthetic server."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+
+from pytest_autotuner.core.baseline import compare, make_baseline
+from pytest_autotuner.core.capacity import CapacityLimits, CapacityResult, LadderSearch, Step, judge_step
+from pytest_autotuner.core.gpu_pool import gpus_needed
+from pytest_autotuner.core.metrics import BenchResult, CellMetrics
+from pytest_autotuner.core.plan import BenchmarkPlan
+from pytest_autotuner.core.scenarios import parse_scenario
+from pytest_autotuner.core.scoring import cell_checks, score_result
+from pytest_autotuner.core.session import TrialEvent
+from pytest_autotuner.core.spec import SpecError, load_spec
+from pytest_autotuner.core.task import TaskOptions, run_task
+from pytest_autotuner.core.trial import Deadline, Params
+from pytest_autotuner.evaluate import plan_from_spec, run_ladder
+from pytest_autotuner.report.data import results_summary
+from pytest_autotuner.report.text import answer_line, progress_line, summary_lines
+from tests.factories import cell, spec
+
+SLO = {"ttft": {"p99": {"threshold": 0.2}}}
+
+
+def oracle(capacity: float, *, flip_at: float | None = None):  # type: ignore[no-untyped-def]
+    """A server that holds every rate up to ``capacity`` (TTFT 0.1 s) and breaks above (0.5 s); ``flip_at``: one
+    rate below capacity that breaks anyway (noise near the boundary)."""
+
+    def judge(load: float) -> Step:
+        holds = load <= capacity and not (flip_at is not None and math.isclose(load, flip_at))
+        return Step(load, holds, "" if holds else "over", throughput=min(load, capacity * 1.1))
+
+    return judge
+
+
+def run_search(limits: CapacityLimits, judge) -> CapacityResult:  # type: ignore[no-untyped-def]
+    search = LadderSearch(limits)
+    while (load := search.next_load()) is not None:
+        search.record(judge(load))
+    return search.result()
+
+
+@pytest.mark.parametrize("truth", [0.3, 0.9, 3.7, 11.0, 40.0, 63.0])
+def test_ladder_finds_the_capacity_within_tolerance_in_at_most_max_steps(truth: float) -> None:
+    limits = CapacityLimits(min=0.25, max=64.0, max_steps=8, tolerance=0.05)
+    found = run_search(limits, oracle(truth))
+    assert len(found.steps) <= 8
+    assert found.capacity <= truth  # never a load that broke
+    assert found.capacity >= truth / 1.1, [(s.load, s.holds) for s in found.steps]
+    assert found.steps[0].load == 64.0  # the ceiling is probed first
+
+
+def test_a_server_that_holds_the_ceiling_takes_one_step_and_says_at_least() -> None:
+    found = run_search(CapacityLimits(min=1, max=16), oracle(100.0))
+    assert [s.load for s in found.steps] == [16.0]
+    assert found.capacity == 16.0 and found.at_ceiling
+
+
+def test_a_server_that_holds_nothing_measures_min_and_scores_zero() -> None:
+    limits = CapacityLimits(min=0.5, max=8, max_steps=8)
+    found = run_search(limits, oracle(0.1))
+    assert found.capacity == 0.0 and found.best_step is None
+    assert 0.5 in [s.load for s in found.steps]  # the lightest load was measured before giving up
+
+
+def test_the_overloaded_throughput_bounds_the_bracket_only_when_every_request_finished() -> None:
+    search = LadderSearch(CapacityLimits(min=0.25, max=64))
+    search.record(Step(64.0, False, "over", throughput=8.0))
+    assert search.next_load() == pytest.approx(10.0 / 2)  # bracket 1.25 x 8 = 10, walked down by half
+    cut = LadderSearch(CapacityLimits(min=0.25, max=64))
+    cut.record(Step(64.0, False, "over", throughput=8.0, incomplete=30))
+    assert cut.next_load() == 32.0  # a cut step bounds nothing: walk down from the ceiling
+
+
+def test_a_flip_below_the_boundary_never_reports_a_load_that_broke() -> None:
+    limits = CapacityLimits(min=0.25, max=64, max_steps=8)
+    clean = run_search(limits, oracle(10.0))
+    flipped_load = next(s.load for s in clean.steps if s.holds and s.load > 5)
+    noisy = run_search(limits, oracle(10.0, flip_at=flipped_load))
+    broken = [s.load for s in noisy.steps if not s.holds]
+    assert noisy.capacity < min(broken)
+    assert noisy.capacity > 0
+
+
+def test_concurrency_ladders_use_whole_numbers() -> None:
+    found = run_search(CapacityLimits(load="concurrency", min=1, max=256, max_steps=12), oracle(37))
+    assert all(float(s.load).is_integer() for s in found.steps)
+    assert found.capacity == 37.0
+
+
+def rate_cell(
+    rate: float, ttft: float, *, n: int = 20, finished: int | None = None, served: float | None = None
+) -> CellMetrics:
+    """``n`` requests at ``rate``, completed at ``served`` per second (default: the rate: the server kept up)."""
+    base = cell(1.0, ttft=ttft, n=n, scenario="D(100,100)")
+    records = list(base.records)
+    if finished is not None:
+        records = records[:finished] + [dataclasses.replace(r, error="incomplete") for r in records[finished:]]
+    return CellMetrics("D(100,100)", 0, n / (served or rate), records, request_rate=rate)
+
+
+def test_judge_step_needs_every_slo_and_enough_finished_requests() -> None:
+    s = spec(slo=SLO)
+    good = rate_cell(2.0, 0.1)
+    assert judge_step(2.0, [good], cell_checks([good], s.slo), max_error_rate=0.1, min_completed=None, slo=s.slo).holds
+    slow = rate_cell(4.0, 0.5)
+    step = judge_step(4.0, [slow], cell_checks([slow], s.slo), max_error_rate=0.1, min_completed=None, slo=s.slo)
+    assert not step.holds and "ttft p99 500 ms > 200 ms" in step.reason
+    stalled = rate_cell(8.0, 0.1, finished=5)
+    step = judge_step(8.0, [stalled], cell_checks([stalled], s.slo), max_error_rate=0.1, min_completed=None, slo=s.slo)
+    assert not step.holds and "only 5 of 20 requests finished" in step.reason
+    assert step.incomplete == 15
+
+
+# -- a synthetic server: a configuration holds rates up to its capacity ------------------------------------
+
+
+def true_capacity(params: Params) -> float:
+    """tp-size=2 holds 1.6x the load of tp-size=1 (less than twice: not worth it per GPU); chunks help a bit."""
+    base = 4.0 + int(params.get("chunked-prefill-size", 2048)) / 1024
+    return base * (1.6 if int(params.get("tp-size", 1)) == 2 else 1.0)
+
+
+def ladder_evaluate(launches: list[Params], drains: list[float] | None = None):  # type: ignore[no-untyped-def]
+    plan = plan_from_spec(goodput_spec(), 0)
+
+    def evaluate(params: Params, deadline: Deadline) -> BenchResult:
+        launches.append(dict(params))
+        capacity = true_capacity(params)
+
+        def run_benchmark(endpoint: object, plan: BenchmarkPlan, deadline: Deadline | None = None) -> BenchResult:
+            assert plan.capacity is None and plan.min_completed == 0 and plan.max_error_rate == 1.0
+            rate = plan.request_rates[0]
+            holds = rate <= capacity
+            # overloaded, it serves 1.2x its capacity (saturation) with a growing queue
+            return BenchResult(
+                [rate_cell(rate, 0.1 if holds else 0.6, n=plan.max_requests, served=min(rate, capacity * 1.2))]
+            )
+
+        def drain() -> None:
+            if drains is not None:
+                drains.append(capacity)
+
+        return run_ladder(run_benchmark, None, plan, deadline, drain)  # type: ignore[arg-type]
+
+    return evaluate
+
+
+def goodput_spec(**optimization: object):  # type: ignore[no-untyped-def]
+    return spec(
+        parameters={"tp-size": [1, 2], "chunked-prefill-size": [1024, 2048, 4096]},
+        optimization={"objective": "maximize_goodput", "max_iterations": 6, "confirm_runs": 2, **optimization},
+        benchmark={"capacity": {"min": 0.5, "max": 32, "max_steps": 8}},
+        slo=SLO,
+    )
+
+
+def test_a_whole_goodput_session_confirms_by_repeating_the_ladder_and_states_the_answer() -> None:
+    launches: list[Params] = []
+    drains: list[float] = []
+    s = goodput_spec(strategy="grid")
+    outcome = run_task(s, TaskOptions(seed=1, study_name="unit"), ladder_evaluate(launches, drains), None)
+    best = outcome.best
+    assert best is not None
+    assert best.params == {"tp-size": 2, "chunked-prefill-size": 4096}  # raw capacity: tp=2 wins
+    truth = true_capacity(best.params)
+    assert truth / 1.1 <= best.score.objective <= truth
+    assert len(best.runs) == 2 and all(len(run.capacities) == 1 for run in best.runs)  # each run re-searched
+    assert drains  # broken steps were followed by a drain
+    # every step is a cell keyed by its rate, so the ladder is visible
+    rates = [c.request_rate for c in best.runs[0].cells]
+    assert rates == [step.load for step in best.runs[0].capacities[0].steps]
+    assert best.score.meets_slos and all(c.passed for c in best.score.slo_checks)
+    line = answer_line(outcome)
+    assert line is not None and line.startswith(f"holds {best.score.objective:.3g} req/s at p99 TTFT <= 200 ms")
+    assert "(D(100,100))" in line
+    assert any(line in text for text in summary_lines(outcome, None))
+    document = results_summary(outcome)
+    assert document["best"]["answer"] == line
+    assert document["best"]["capacity"]["unit"] == "req/s"
+    assert len(document["best"]["capacity"]["runs"]) == 2
+
+
+def test_per_gpu_divides_the_capacity_and_picks_what_a_fleet_owner_would() -> None:
+    s = goodput_spec(strategy="grid", per_gpu=True)
+    outcome = run_task(s, TaskOptions(seed=1, study_name="unit"), ladder_evaluate([]), None)
+    best = outcome.best
+    assert best is not None
+    assert best.params == {"tp-size": 1, "chunked-prefill-size": 4096}  # 8 req/s on one GPU beats 12.8 on two
+    assert best.score.objective == pytest.approx(true_capacity(best.params), rel=0.1)
+    tp2 = next(t for t in outcome.trials if t.params == {"tp-size": 2, "chunked-prefill-size": 4096})
+    assert tp2.objective == pytest.approx(true_capacity(tp2.params) / 2, rel=0.1)
+    line = answer_line(outcome)
+    assert line is not None and "req/s per GPU" in line
+    assert any("maximize_goodput per GPU:" in text for text in summary_lines(outcome, None))
+    scored = score_result(best.runs[0], s.optimization, s.slo, gpus=1)
+    event = TrialEvent("search", 1, 4, best.params, scored, 1.0, 0)
+    assert "req/s per GPU" in progress_line(event, "maximize_goodput", per_gpu=True)
+    assert "per GPU" not in progress_line(event, "maximize_goodput")
+
+
+def test_per_gpu_divides_throughput_too() -> None:
+    s = spec(optimization={"objective": "maximize_throughput", "per_gpu": True})
+    result = BenchResult([cell(1.0, n=20, concurrency=4)])
+    one = score_result(result, s.optimization, None, gpus=1)
+    two = score_result(result, s.optimization, None, gpus=gpus_needed({"tp-size": 2}))
+    assert two.objective == pytest.approx(one.objective / 2)  # type: ignore[operator]
+
+
+def test_defaults_compete_on_per_run_capacities_with_a_p_value() -> None:
+    s = goodput_spec(strategy="bayesian", n_initial_random=2, max_iterations=4, confirm_runs=3)
+    outcome = run_task(s, TaskOptions(seed=1, study_name="unit"), ladder_evaluate([]), None)
+    versus = outcome.defaults
+    assert versus is not None and versus.confirmation is not None
+    assert versus.trial.params == {"tp-size": 1, "chunked-prefill-size": 4096}  # SGLang's 8192, moved into the space
+    assert not versus.defaults_chosen and versus.significant  # tp 2 holds 1.6x, on every run
+    line = answer_line(outcome)
+    assert line is not None and line.endswith(", 1.6x SGLang defaults (p = 0)")
+
+
+def test_a_configuration_holding_nothing_misses_its_slos_and_is_infeasible() -> None:
+    s = goodput_spec()
+    steps = (Step(32.0, False, "over", checks=()), Step(0.5, False, "over"))
+    result = BenchResult([], {}, (CapacityResult("rate", steps, CapacityLimits(min=0.5, max=32)),))
+    score = score_result(result, s.optimization, s.slo)
+    assert score.objective == 0.0 and not score.feasible
+
+
+def test_the_baseline_gate_compares_capacities_and_flags_a_lower_one(tmp_path: Path) -> None:
+    launches: list[Params] = []
+    s = goodput_spec(strategy="grid")
+    outcome = run_task(s, TaskOptions(seed=1, study_name="unit"), ladder_evaluate(launches), None)
+    assert outcome.best is not None
+    baseline = make_baseline(s, outcome.best, dict(outcome.fingerprint))
+    assert baseline.capacity_runs and len(baseline.capacity_runs) == 2
+    # the same capacity: no regression; a third of it: a regression on "capacity"
+    same = compare(baseline, s, outcome.best, dict(outcome.fingerprint), path="b.json")
+    assert same.compared and not same.regressed
+    worse_runs = tuple(
+        dataclasses.replace(
+            run,
+            capacities=(
+                CapacityResult(
+                    "rate", tuple(dataclasses.replace(st, load=st.load / 3) for st in run.capacities[0].steps)
+                ),
+            ),
+        )
+        for run in outcome.best.runs
+    )
+    worse = dataclasses.replace(outcome.best, runs=worse_runs)
+    regressed = compare(baseline, s, worse, dict(outcome.fingerprint), path="b.json")
+    assert regressed.regressed
+    assert [c.metric for c in regressed.regressions] == ["capacity"]
+
+
+def test_check_mode_repeats_the_ladder_for_the_baseline_configuration() -> None:
+    s = goodput_spec(strategy="grid")
+    first = run_task(s, TaskOptions(seed=1, study_name="unit"), ladder_evaluate([]), None)
+    assert first.best is not None
+    baseline = make_baseline(s, first.best, dict(first.fingerprint))
+    launches: list[Params] = []
+    checked = run_task(s, TaskOptions(seed=1, study_name="unit", check=True), ladder_evaluate(launches), baseline)
+    assert checked.is_check and len(launches) == 2
+    assert checked.verdict.passed
+    assert checked.best is not None and all(run.capacities for run in checked.best.runs)
+
+
+# -- spec errors --------------------------------------------------------------------------------------------
+
+
+def write(tmp_path: Path, **overrides: object) -> Path:
+    import json
+
+    document: dict[str, object] = {
+        "task_name": "g",
+        "parameters": {"tp-size": [1, 2]},
+        "optimization": {"objective": "maximize_goodput"},
+        "slo": SLO,
+    }
+    for key, value in overrides.items():
+        if key != "slo" and isinstance(value, dict) and isinstance(document.get(key), dict):
+            document[key] = {**document[key], **value}  # type: ignore[dict-item]
+        elif value is None:
+            document.pop(key, None)
+        else:
+            document[key] = value
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "said"),
+    [
+        ({"slo": None}, "`slo`", "but `slo` is missing"),
+        ({"slo": {"steepness": 0.2}}, "`slo`", "but `slo` is empty"),
+        ({"benchmark": {"capacity": {"min": 8, "max": 2}}}, "`benchmark.capacity.min`", "`min` (8) is above `max` (2)"),
+        ({"benchmark": {"capacity": {"max_steps": 1}}}, "`benchmark.capacity.max_steps`", "`max_steps` is 1"),
+        ({"benchmark": {"capacity": {"max_steps": 99}}}, "`benchmark.capacity.max_steps`", "`max_steps` is 99"),
+        ({"benchmark": {"capacity": {"min": 0}}}, "`benchmark.capacity.min`", "`min` is 0"),
+        ({"benchmark": {"capacity": {"max": -4}}}, "`benchmark.capacity.max`", "`max` is -4"),
+        ({"benchmark": {"capacity": {"load": "concurrency", "min": 1.5}}}, "`benchmark.capacity.min`", "whole"),
+        ({"benchmark": {"precision": 0.05}}, "`benchmark.precision`", "`benchmark.precision` is 0.05"),
+        (
+            {"benchmark": {"max_time_per_iteration": 10, "capacity": {"step_seconds": 30}}},
+            "`benchmark.max_time_per_iteration`",
+            "is 10 s, shorter than",
+        ),
+        (
+            {"optimization": {"objective": "minimize_ttft", "per_gpu": True}},
+            "`optimization.per_gpu`",
+            "'minimize_ttft'",
+        ),
+        (
+            {"optimization": {"objectives": ["maximize_goodput", "minimize_ttft"]}},
+            "`optimization.objectives`",
+            "'maximize_goodput' cannot be one of several objectives yet",
+        ),
+        (
+            {"optimization": {"objective": "maximize_throughput"}, "benchmark": {"capacity": {"max": 4}}},
+            "`benchmark.capacity`",
+            "only for maximize_goodput",
+        ),
+    ],
+)
+def test_spec_errors_name_the_field_and_the_value(tmp_path: Path, overrides: dict, field: str, said: str) -> None:
+    with pytest.raises(SpecError) as err:
+        load_spec(write(tmp_path, **overrides))
+    text = str(err.value)
+    assert field in text and said in text, text
+    assert "g.json" in text
+
+
+def test_a_valid_goodput_spec_loads_with_defaults(tmp_path: Path) -> None:
+    loaded = load_spec(write(tmp_path))
+    plan = plan_from_spec(loaded, 0)
+    assert plan.capacity == CapacityLimits()
+    assert plan.slo == loaded.slo
+    assert plan.scenarios == (parse_scenario("D(100,100)"),)
+
+
+def test_the_history_keeps_the_capacity_and_the_baseline_comparison_of_a_goodput_item() -> None:
+    from pytest_autotuner.core.trends import RunInfo, history_entry
+
+    s = goodput_spec(strategy="grid")
+    first = run_task(s, TaskOptions(seed=1, study_name="unit"), ladder_evaluate([]), None)
+    assert first.best is not None
+    baseline = make_baseline(s, first.best, dict(first.fingerprint))
+    again = run_task(s, TaskOptions(seed=1, study_name="unit2"), ladder_evaluate([]), baseline)
+    entry = history_entry(again, RunInfo("c" * 40, "main", "2026-12-01T03:00:00+00:00"))
+    objective = entry.points[0]
+    assert objective.value == pytest.approx(again.best.score.objective)  # type: ignore[union-attr]
+    assert objective.baseline == pytest.approx(baseline.objective_value)
+
+
+def test_baseline_files_carry_capacity_runs_only_for_goodput(tmp_path: Path) -> None:
+    from pytest_autotuner.baseline_file import load_baseline, write_baseline
+
+    s = goodput_spec(strategy="grid")
+    outcome = run_task(s, TaskOptions(seed=1, study_name="unit"), ladder_evaluate([]), None)
+    assert outcome.best is not None
+    goodput = make_baseline(s, outcome.best, dict(outcome.fingerprint))
+    write_baseline(tmp_path / "g.baseline.json", goodput)
+    assert load_baseline(tmp_path / "g.baseline.json") == goodput
+    plain = goodput.model_copy(update={"capacity_runs": None})
+    write_baseline(tmp_path / "p.baseline.json", plain)
+    assert "capacity_runs" not in (tmp_path / "p.baseline.json").read_text()  # older readers still read it
+
+
+def test_a_concurrency_ladder_runs_closed_loop_steps_of_the_plans_request_count() -> None:
+    s = spec(
+        parameters={"tp-size": [1]},
+        optimization={"objective": "maximize_goodput"},
+        benchmark={"max_requests_per_iteration": 40, "capacity": {"load": "concurrency", "min": 1, "max": 128}},
+        slo=SLO,
+    )
+    plan = plan_from_spec(s, 0)
+    seen: list[tuple[tuple[int, ...], tuple[float, ...], int]] = []
+
+    def run_benchmark(endpoint: object, step: BenchmarkPlan, deadline: Deadline | None = None) -> BenchResult:
+        seen.append((step.concurrencies, step.request_rates, step.max_requests))
+        c = step.concurrencies[0]
+        base = cell(1.0, ttft=0.1 if c <= 24 else 0.4, n=step.max_requests, concurrency=c)
+        return BenchResult([base])
+
+    result = run_ladder(run_benchmark, None, plan, Deadline(None))  # type: ignore[arg-type]
+    ladder = result.capacities[0]
+    assert ladder.capacity == 24.0
+    assert all(rates == () and len(conc) == 1 and n == 40 for conc, rates, n in seen)
+    assert [c.concurrency for c in result.cells] == [int(step.load) for step in ladder.steps]
+    assert score_result(result, s.optimization, s.slo).objective == 24.0
