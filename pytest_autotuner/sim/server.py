@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from pytest_autotuner.core.tokens import WORD_RULE, output_keys
 from pytest_autotuner.sim.clock import VirtualClock
 from pytest_autotuner.sim.protocol import (
     RequestError,
@@ -59,6 +60,7 @@ from pytest_autotuner.sim.streaming import LiveRequest
 if TYPE_CHECKING:
     import argparse
 
+    from pytest_autotuner.core.tokens import TokenCounter
     from pytest_autotuner.sim.perf_model import EngineConfig, MemoryPlan
     from pytest_autotuner.sim.protocol import Api, GenerationRequest
 
@@ -121,9 +123,17 @@ class SimServer:
     """Scheduler replicas + the HTTP handlers; ``ready`` flips when the simulated startup ends."""
 
     def __init__(
-        self, *, args: argparse.Namespace, config: EngineConfig, memory: MemoryPlan, info: dict[str, Any]
+        self,
+        *,
+        args: argparse.Namespace,
+        config: EngineConfig,
+        memory: MemoryPlan,
+        info: dict[str, Any],
+        counter: TokenCounter = WORD_RULE,
     ) -> None:
         self.args = args
+        self.counter = counter  # counts prompts and gives the radix cache its keys (``core/tokens.py``)
+        self._output_keys = output_keys(counter)
         self.config = config
         self.info = info
         self.speedup: float = args.sim_speedup
@@ -244,6 +254,7 @@ class SimServer:
             output_tokens=gen.max_tokens,
             max_new_tokens=gen.max_tokens,
             tokens=gen.tokens,
+            output_keys=self._output_keys,
         )
         reason = self.schedulers[0].reject_reason(sim)  # every replica has the same limits
         if reason is not None:
@@ -430,7 +441,7 @@ class SimServer:
         try:
             at_end, after = parse_then(headers.get("X-Sim-Then", ""))
             think = parse_think(headers.get("X-Sim-Think", "0"))
-            gen = parse_generation(api, await request.read(), self.served_model)
+            gen = parse_generation(api, await request.read(), self.served_model, self.counter)
             live = self._receive(gen)
         except (RequestError, ValueError) as exc:
             return web.json_response(error_body(str(exc)), status=400)
