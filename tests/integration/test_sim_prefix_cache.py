@@ -114,7 +114,7 @@ def test_dataset_replay_sends_the_first_exchanges_capped_to_the_servers_context(
 
 def test_dataset_replay_sends_every_exchange_of_a_conversation_in_order(launch: Any, tmp_path: Path) -> None:
     exchanges = [("alpha " * 30, "x " * 6), ("beta " * 20, "y " * 5), ("gamma " * 10, "z " * 4)]
-    turns = [{"from": who, "value": text} for pair in exchanges for who, text in zip(("human", "gpt"), pair, strict=True)]
+    turns = [{"from": who, "value": text} for human, gpt in exchanges for who, text in (("human", human), ("gpt", gpt))]
     (tmp_path / "chat.jsonl").write_text(json.dumps({"conversations": turns}) + "\n")
     plan = BenchmarkPlan(
         scenarios=(parse_scenario("dataset(chat.jsonl)"),), concurrencies=(1,), max_requests=6, warmup_requests=0,
