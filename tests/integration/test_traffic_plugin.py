@@ -34,7 +34,11 @@ def test_the_report_and_results_carry_the_cells_cache_hit_rate(pytester: pytest.
 @pytest.mark.parametrize(
     ("scenario", "expected"),
     [("P(0,32,2000,100,100)", "*`groups` (field 1 of P(*)) must be at least 1, got 0*"),
-     ("C(8,4,100,0)", "*`out` (field 4 of C(*)) must be at least 1, got 0*")],
+     ("C(8,4,100,0)", "*`out` (field 4 of C(*)) must be at least 1, got 0*"),
+     ("P(8,32,131000,100,100)", "*`benchmark.traffic_scenarios.0`: 'P(8,32,131000,100,100)': a request needs up to "
+      "`system` + `question` + `output` = 131000 + 100 + 100 = 131,200 tokens, over the context length of 131,072*"),
+     ("C(4,40,2000,2000)", "*'C(4,40,2000,2000)'*`turns` x (`in` + `out`) = 0 + 40 x (2000 + 2000) = 160,000 tokens*"),
+     ("dataset(missing.jsonl)", "*'dataset(missing.jsonl)': cannot read the dataset */missing.jsonl (No such file*")],
 )  # fmt: skip
 def test_bad_traffic_is_a_collection_error(pytester: pytest.Pytester, scenario: str, expected: str) -> None:
     write_specs(pytester, broken=sim_spec("broken", benchmark={"traffic_scenarios": [scenario]}))
