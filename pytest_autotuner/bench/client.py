@@ -743,6 +743,7 @@ class _Cell:
             chunk_tokens=tuple(parser.chunk_tokens()),
             scheduled_time=scheduled,
             cached_tokens=parser.cached_tokens,
+            turn=index - self.session_starts[index] if self.multi_turn and index < len(self.session_starts) else None,
         )
 
     def _record_incomplete(self, index: int, start: float, parser: StreamParser, scheduled: float | None) -> None:

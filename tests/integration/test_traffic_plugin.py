@@ -29,6 +29,9 @@ def test_the_report_and_results_carry_the_cells_cache_hit_rate(pytester: pytest.
     confirmed = best["cells"][0]["cache_hit_rate"]
     assert best["params"] == {"disable-radix-cache": False} and confirmed > 0.3
     assert f"{confirmed:.1%}</td>" in (folder / "index.html").read_text()
+    if scenario.startswith("C"):  # each turn resends the history: the hit rate grows with the turn number
+        by_turn = best["cells"][0]["cache_hit_rate_by_turn"]
+        assert len(by_turn) == 3 and by_turn == sorted(by_turn) and by_turn[2] > by_turn[0], by_turn
 
 
 @pytest.mark.parametrize(
@@ -58,6 +61,9 @@ def test_a_dataset_next_to_the_spec_replays_through_the_plugin(pytester: pytest.
     result.assert_outcomes(passed=1)
     cell = json.loads((pytester.path / "reports" / "replay-task" / "results.json").read_text())["best"]["cells"][0]
     assert cell["label"] == "dataset(datasets/chat.jsonl) c=4" and cell["completed"] == 12
+    # every exchange of a conversation is a turn resending the history: later turns find more of it cached
+    by_turn = cell["cache_hit_rate_by_turn"]
+    assert len(by_turn) >= 2 and by_turn[0] < 0.5 < by_turn[1], by_turn
 
 
 def test_an_empty_dataset_is_a_collection_error(pytester: pytest.Pytester) -> None:
