@@ -6,8 +6,10 @@ asyncio task per dp replica computes a step, waits until its end comes on that c
 so CPU cost is per step, not per token timer.
 
 Server time for the client: every response carries the request's simulated arrival (header
-``X-Sim-Arrival``) and every streamed write its simulated time (``: sim-time`` comment line), so a client can
-measure TTFT, ITL and E2E in simulated seconds, exactly as the scheduler produced them.
+``X-Sim-Arrival``) and, when the request asks for it (``X-Sim-Token`` or ``X-Sim-Stamps``), every streamed
+write its simulated time (``: sim-time`` comment line), so a client can measure TTFT, ITL and E2E in
+simulated seconds, exactly as the scheduler produced them. Plain clients (SGLang's ``bench_serving``, which
+fails on SSE comment lines) get SGLang's stream unchanged.
 
 Arrivals a client announces (request headers; real SGLang ignores them, the simulator's timeline needs them to
 be independent of how fast the client reacts):
@@ -245,7 +247,7 @@ class SimServer:
         self._live[sim.rid] = live
         self.timeline.append(sim)
 
-    def _receive(self, gen: GenerationRequest) -> LiveRequest:
+    def _receive(self, gen: GenerationRequest, *, stamped: bool = True) -> LiveRequest:
         """Check a parsed request against the engine's limits (HTTP 400 now, like SGLang) and wrap it."""
         sim = SimRequest(
             rid=-1,
@@ -265,7 +267,7 @@ class SimServer:
             self._streams += 1
             every = self.args.sim_malformed_sse_every
             malformed = every is not None and self._streams % every == 0
-        return LiveRequest(sim, shape, malformed=malformed)
+        return LiveRequest(sim, shape, malformed=malformed, stamped=stamped)
 
     def _enqueue(self, gen: GenerationRequest, live: LiveRequest, at: float, order: int) -> None:
         heapq.heappush(self._incoming, _Arrival(at, order, next(self._seq), live.sim, gen, live))
@@ -442,7 +444,7 @@ class SimServer:
             at_end, after = parse_then(headers.get("X-Sim-Then", ""))
             think = parse_think(headers.get("X-Sim-Think", "0"))
             gen = parse_generation(api, await request.read(), self.served_model, self.counter)
-            live = self._receive(gen)
+            live = self._receive(gen, stamped="X-Sim-Token" in headers or "X-Sim-Stamps" in headers)
         except (RequestError, ValueError) as exc:
             return web.json_response(error_body(str(exc)), status=400)
         promised = headers.get("X-Sim-After")

@@ -258,12 +258,20 @@ def test_startup_counts_from_the_launchers_clock_not_from_the_simulators_imports
 
 
 def test_every_write_carries_its_simulated_time_and_the_response_its_arrival(shared: SimProcess) -> None:
-    arrival, raw = _post(shared, CHAT)
+    arrival, raw = _post(shared, CHAT, Stamps="1")
     stamps = _stamps(raw)
     row = _row(shared, arrival)
     assert len(stamps) == 4  # one write per token at stream interval 1; the tail goes with the last
     assert stamps == sorted(stamps) and stamps[0] == pytest.approx(row["first_token"], abs=1e-9)
     assert stamps[-1] == pytest.approx(row["finish"], abs=1e-9)
+
+
+def test_a_plain_client_gets_sglangs_stream_without_stamps(shared: SimProcess) -> None:
+    """SGLang's bench_serving parses every non-empty stream line as ``data:`` JSON: no comment lines for it."""
+    arrival, raw = _post(shared, CHAT)
+    lines = [line for line in raw.decode().split("\n") if line.strip()]
+    assert lines and all(line.startswith("data: ") for line in lines), lines
+    assert _row(shared, arrival)["output_tokens"] == 4
 
 
 def test_a_follow_up_arrives_exactly_at_its_predecessors_end_however_late_it_is_sent(launch: Any) -> None:
