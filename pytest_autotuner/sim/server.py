@@ -366,7 +366,13 @@ class SimServer:
         return web.json_response({"object": "list", "data": data})
 
     async def server_info(self, request: web.Request) -> web.Response:
-        return web.json_response(self.info)
+        # SGLang adds one ``internal_states`` entry per replica (bench_serving reads it after every run)
+        states = [
+            {"memory_usage": {"token_capacity": s.capacity}, "num_running_reqs": len(s.running),
+             "num_waiting_reqs": len(s.waiting), "token_usage": s.kv_used / s.capacity if s.capacity else 0.0}
+            for s in self.schedulers
+        ]  # fmt: skip
+        return web.json_response({**self.info, "internal_states": states})
 
     async def model_info(self, request: web.Request) -> web.Response:
         return web.json_response({"model_path": self.args.model_path, "is_generation": True})

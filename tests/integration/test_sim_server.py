@@ -112,6 +112,9 @@ def test_models_and_server_info(shared: SimProcess) -> None:
         assert info["version"] == "0.5.23-sim" and info["sim_speedup"] == 20.0
         assert info["sim_noise"] == 0.03 and info["sim_model_version"] == SIM_MODEL_VERSION
         assert info["served_model_name"] == "tiny" and info["max_total_num_tokens"] > 1_000_000
+        # one entry per replica, as SGLang's (bench_serving reads internal_states[0] after a run)
+        assert info["internal_states"][0]["memory_usage"]["token_capacity"] == info["max_total_num_tokens"]
+        assert info["sim_token_counting"] == "word rule" and info["sim_tokenizer"] is None
     assert sim.status("/health_generate") == 200
     assert sim.post("/flush_cache", b"")[0] == 200
 
