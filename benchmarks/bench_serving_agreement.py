@@ -4,7 +4,8 @@ The simulator (simulated Llama-3.1-8B-Instruct on one H100, ``--sim-noise 0``) c
 project's shipped tokenizer (``tuning_specs/tokenizers/sim-bpe``, ``--sim-tokenizer``); our client builds
 ``D(512,128)`` prompts of exactly 512 tokens by that tokenizer, and bench_serving ``--dataset-name random``
 (``--random-range-ratio 1``) builds 512-token prompts with the same tokenizer loaded by ``transformers``
-(from ShareGPT-shaped text: our synthetic dataset written as a JSON array, so nothing is downloaded). Both
+(from ShareGPT-shaped text: our synthetic dataset written as a JSON array, each message with a leading space
+so that repeating its ids up to the length re-encodes to the same count; nothing is downloaded). Both
 send ``/v1/completions`` streams with ``ignore_eos`` and ``max_tokens`` 128, closed loop at the same
 concurrency, after one warm-up request; each run gets a fresh simulator with ``--disable-radix-cache`` (bench
 _serving's prompts repeat ShareGPT text, ours do not; without a cache both are unique traffic).
@@ -113,7 +114,13 @@ def theirs(
 ) -> tuple[dict[str, float], list[int]]:
     sharegpt = tmp / "sharegpt.json"
     if not sharegpt.exists():  # bench_serving's random dataset reads a ShareGPT JSON array
-        sharegpt.write_text(json.dumps([json.loads(line) for line in DATASET.read_text().splitlines() if line]))
+        # It repeats a message's token ids up to the length and decodes them: a message that starts with a space
+        # keeps its words apart where the repeats meet, so the text re-encodes to exactly that many tokens.
+        rows = [json.loads(line) for line in DATASET.read_text().splitlines() if line]
+        for row in rows:
+            for turn in row["conversations"]:
+                turn["value"] = " " + turn["value"]
+        sharegpt.write_text(json.dumps(rows))
     out = tmp / f"bench-serving-{concurrency}.jsonl"
     out.unlink(missing_ok=True)
     with simulator(log) as (base, _):
