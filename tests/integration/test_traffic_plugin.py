@@ -74,3 +74,22 @@ def test_an_empty_dataset_is_a_collection_error(pytester: pytest.Pytester) -> No
     result.stdout.fnmatch_lines(
         ["*ERROR collecting tuning_specs/broken.json*", "*'dataset(empty.jsonl)'*has no conversation to replay*"]
     )
+
+
+def test_a_tokenizer_next_to_the_spec_counts_the_simulators_tokens_and_the_report_says_so(
+    pytester: pytest.Pytester,
+) -> None:
+    shipped = Path(__file__).parents[2] / "tuning_specs" / "tokenizers" / "sim-bpe" / "tokenizer.json"
+    spec = sim_spec("tok-task", parameters={"schedule-policy": ["fcfs"]})
+    spec["simulator"] = {**spec["simulator"], "tokenizer": "tok"}  # type: ignore[dict-item]
+    write_specs(pytester, tok=spec)
+    (pytester.path / "tuning_specs" / "tok").mkdir()
+    (pytester.path / "tuning_specs" / "tok" / "tokenizer.json").write_text(shipped.read_text())
+    (pytester.path / "tuning_specs" / "tok" / "tokenizer_config.json").write_text("{}")  # not specs either
+    result = pytester.runpytest_subprocess("--autotune", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    folder = pytester.path / "reports" / "tok-task"
+    environment = json.loads((folder / "results.json").read_text())["environment"]
+    path = str((pytester.path / "tuning_specs" / "tok" / "tokenizer.json").resolve())
+    assert environment["token_counting"] == f"tokenizer {path} (the simulator counts and caches prompts by its ids)"
+    assert "token_counting" in (folder / "index.html").read_text()
