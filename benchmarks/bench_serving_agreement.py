@@ -50,9 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 TOKENIZER = ROOT / "tuning_specs" / "tokenizers" / "sim-bpe"
 DATASET = ROOT / "tuning_specs" / "datasets" / "synthetic-chat.jsonl"
-SPEEDUP = 0.25
+SPEEDUP = 0.25  # default of --speedup
 IN, OUT = 512, 128
-RUNS = ((1, 16), (16, 128))  # (concurrency, requests)
+RUNS = {1: 16, 16: 128}  # concurrency -> requests
 
 
 def _free_port() -> int:
@@ -141,10 +141,14 @@ def theirs(
 
 
 def main() -> int:
+    global SPEEDUP  # the simulator's speed-up and the scale of bench_serving's wall-clock figures
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bench-serving", required=True, help="path of SGLang's bench_serving.py")
     parser.add_argument("--python", default=sys.executable, help="an interpreter with transformers, tqdm, requests")
+    parser.add_argument("--speedup", type=float, default=SPEEDUP, help="simulated seconds per wall second")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=sorted(RUNS), choices=sorted(RUNS))
     args = parser.parse_args()
+    SPEEDUP = args.speedup
     print(f"simulated {MODEL} / H100, tokenizer {TOKENIZER.relative_to(ROOT)}, D({IN},{OUT}) on /v1/completions,")
     print(f"fresh simulator per run, --disable-radix-cache, --sim-noise 0, --sim-speedup {SPEEDUP}\n")
     header = (
@@ -153,7 +157,8 @@ def main() -> int:
     print(header)
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        for concurrency, requests in RUNS:
+        for concurrency in args.concurrency:
+            requests = RUNS[concurrency]
             a, a_len = ours(concurrency, requests, tmp / "ours.log")
             b, b_len = theirs(concurrency, requests, tmp / "theirs.log", tmp, args.bench_serving, args.python)
             for name, fig, lengths in (("ours", a, a_len), ("bench_serving", b, b_len)):
