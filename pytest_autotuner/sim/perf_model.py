@@ -34,7 +34,9 @@ GIB = 1024**3
 #: simulator's clock change the figures, so baselines recorded before no longer compare (baseline fingerprint).
 #: 2: measurements in server time (``clock.py``): speed-up and host load no longer move them.
 #: 3: a radix cache in the KV pool (every policy; lpm orders by it), decode reads only the decoders' context.
-SIM_MODEL_VERSION = 3
+#: 4: a decode step that overflows the pool retracts only until the step fits once unlocked cache entries are
+#:    evicted (a retracted request's cached prefix stays in the tree as evictable; it used to retract them all).
+SIM_MODEL_VERSION = 4
 
 
 @dataclass(frozen=True)

@@ -346,9 +346,11 @@ class Scheduler:
         return StepOutcome(start, end, produced, finished)
 
     def _run_decode(self, start: float) -> StepOutcome:
-        self._make_room(len(self.running))
-        while self.running and self.kv_used + len(self.running) > self.capacity:
+        # Retract until the new tokens fit once unlocked cache entries are evicted: a retracted request's cached
+        # prefix stays in the tree (evictable), so counting the tree as used would retract every request.
+        while self.running and self.kv_used - self._evictable + len(self.running) > self.capacity:
             self._retract(self.running[-1])
+        self._make_room(len(self.running))
         context = sum(r.context for r in self.running)
         seconds = self._cost(decode_batch=len(self.running), decode_context=context)
         end = start + self._noisy(seconds)
