@@ -10,11 +10,11 @@ prompt and reply lengths log-normal around ShareGPT's (a median of about 80 word
 made of common English words, so nothing is downloaded. ``convert`` reads a ShareGPT dump (a JSON array, or
 JSONL) and keeps the conversations that start with a human message answered by the model, as JSONL; with
 ``--limit N`` a seeded sample of N. ``tokenizer`` trains a byte-level BPE (the kind Llama 3 uses) of at most
-1,024 ids (641: the merges run out) with the ``tokenizers`` package on seeded text of the words the client's prompts, the datasets and the
-simulator's replies are made of, and writes ``tokenizer.json`` and a ``tokenizer_config.json`` (so that
-``transformers.AutoTokenizer`` loads the folder too): each of those words with its leading space is one
-token, any other text splits into byte pieces, as with a real model's tokenizer. Nothing here reaches the
-network.
+1,024 ids (641: the merges run out) with the ``tokenizers`` package on seeded text of the words the client's
+prompts, the datasets and the simulator's replies are made of, and writes ``tokenizer.json`` and a
+``tokenizer_config.json`` (so that ``transformers.AutoTokenizer`` loads the folder too): each of those words
+with its leading space is one token, any other text splits into byte pieces, as with a real model's
+tokenizer. Nothing here reaches the network.
 """
 
 from __future__ import annotations
