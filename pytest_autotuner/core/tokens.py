@@ -13,6 +13,7 @@ A path may name the ``tokenizer.json`` file or the folder holding it (a model fo
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -92,6 +93,8 @@ class TokenizerFile:
             raise TokenizerError(f"cannot read the tokenizer {path}: {str(err)[:200]}") from None
         self.path = str(path)
         self.description = f"tokenizer {path}"
+        #: identifies the vocabulary wherever the file lies (baseline fingerprints compare it across machines)
+        self.digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
     def encode(self, text: str) -> tuple[Hashable, ...]:
         return tuple(self.ids(text))

@@ -304,7 +304,7 @@ def server_info(
     fingerprint. ``sim_speedup`` no longer changes the figures (server time) but is reported too.
     ``sim_token_counting`` says how prompts are counted (``"tokenizer"`` or ``"word rule"``) and
     ``sim_tokenizer`` which tokenizer.json (absolute path, or None), so a client on the same machine can build
-    prompts by the same count.
+    prompts by the same count; ``sim_tokenizer_sha256`` the first 16 hex digits of its SHA-256.
     """
     info: dict[str, Any] = _sglang_args(args)
     info.update(
@@ -327,6 +327,7 @@ def server_info(
         sim_model_version=SIM_MODEL_VERSION,
         sim_token_counting="word rule" if counter is WORD_RULE else "tokenizer",
         sim_tokenizer=getattr(counter, "path", None),
+        sim_tokenizer_sha256=getattr(counter, "digest", None),
     )
     return info
 

@@ -123,3 +123,23 @@ def test_generated_traffic_must_fit_the_models_context(
         SpecError, match=rf"`benchmark.traffic_scenarios.0`: '{re.escape(scenario)}'.*over the context length"
     ):
         load_spec(path)
+
+
+def test_the_baseline_fingerprint_tells_token_counting_apart_by_the_tokenizers_content() -> None:
+    from pytest_autotuner.core.baseline import fingerprint
+    from pytest_autotuner.sim.cli import engine_config, server_info
+    from pytest_autotuner.sim.perf_model import plan_memory
+
+    spec = make_spec()
+
+    def info(*flags: str) -> dict[str, object]:
+        args = parse_argv(["--model-path", "meta-llama/Llama-3.1-8B-Instruct", *flags])
+        cfg = engine_config(args)
+        return server_info(args, cfg, plan_memory(cfg), token_counter(args))
+
+    words = fingerprint(spec, {"runtime": "sim"}, info())["sim_token_counting"]
+    by_folder = fingerprint(spec, {"runtime": "sim"}, info("--sim-tokenizer", str(SHIPPED)))["sim_token_counting"]
+    by_file = fingerprint(spec, {"runtime": "sim"}, info("--sim-tokenizer", str(SHIPPED / "tokenizer.json")))
+    assert words == "word rule" and by_folder.startswith("tokenizer sha256:")
+    assert by_file["sim_token_counting"] == by_folder  # the content counts, not where the file lies
+    assert "sim_token_counting" not in fingerprint(spec, {"runtime": "docker"}, {})  # real servers: their tokenizer
