@@ -61,8 +61,14 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args = [str(p) for p in options.spec_paths]
 
 
+#: Files of a Hugging Face tokenizer folder (``simulator.tokenizer`` may name one next to the specs): not specs.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
 def _is_spec_file(config: pytest.Config, path: Path) -> bool:
     if path.suffix not in SPEC_SUFFIXES or path.name.endswith((".baseline.json", ".schema.json")):
+        return False
+    if path.name in _TOKENIZER_FILES:
         return False
     roots = config.stash[_options_key].spec_paths
     return any(path == root or root in path.parents for root in roots) or str(path) in config.args

@@ -21,7 +21,9 @@ servers ignore these headers.
 Traffic with structure (``core/scenarios.py``): ``P(...)`` requests share their group's system prompt (a system
 message, or the head of a completions prompt); ``C(...)`` sessions resend their history with the replies this
 client received (``_Cell.sessions``: one user per worker, turns in order, ``X-Sim-Think`` announces the think
-time); ``dataset(...)`` replays a file's first exchanges (``core/dataset.py``). Each record keeps the server's
+time); ``dataset(...)`` replays a file's conversations as such sessions, every exchange in order
+(``core/dataset.py``). Prompts are built by the tokenizer the simulator counts with when it names one in
+``/get_server_info`` (``sim_tokenizer``), else by the plan's tokenizer or the word rule. Each record keeps the server's
 ``usage.prompt_tokens_details.cached_tokens``.
 
 Tokens per chunk: OpenAI chunks do not say how many tokens they carry. When the server sends ``usage`` on
@@ -91,7 +93,7 @@ except ImportError:  # pragma: no cover
     from json import loads as _json_loads  # type: ignore[assignment,unused-ignore]
 
 from pytest_autotuner.bench.prompts import PromptFactory
-from pytest_autotuner.core.dataset import load_exchanges, sample_exchanges
+from pytest_autotuner.core.dataset import load_conversations, sample_exchanges
 from pytest_autotuner.core.metrics import INCOMPLETE, BenchResult, CellMetrics, RequestRecord
 from pytest_autotuner.core.precision import PrecisionTracker
 from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
@@ -365,6 +367,17 @@ class StampingConnector(aiohttp.TCPConnector):
         return conn
 
 
+def _runs(starts: list[int]) -> list[tuple[int, int]]:
+    """(start, stop) of each run of equal values in ``starts`` (the requests of one session)."""
+    out: list[tuple[int, int]] = []
+    for i, s in enumerate(starts):
+        if out and out[-1][0] == s:
+            out[-1] = (s, i + 1)
+        else:
+            out.append((s, i + 1))
+    return out
+
+
 def new_session() -> aiohttp.ClientSession:
     """The session the client needs: unlimited connections that stamp chunks on arrival."""
     return aiohttp.ClientSession(connector=StampingConnector(limit=0))
@@ -400,7 +413,15 @@ class _Cell:
         self.tracker: PrecisionTracker | None = None
         self.enough: asyncio.Event | None = None
         self.in_flight = 0  # measured requests sent and not yet answered
-        self.chat: Conversations | None = None  # multi-turn sessions (``C(...)``)
+        # Multi-turn sessions (``C(...)``, ``dataset(...)``): request i's session begins at session_starts[i];
+        # the sessions' request ranges in order; the user's message of each request; think time between turns.
+        self.multi_turn = False
+        self.session_starts: list[int] = []
+        self.sessions_of: list[range] = []
+        self.user_texts: list[str] = []
+        self.system_text: str | None = None
+        self.think = 0.0
+        self.server_info = endpoint.server_info
         self.context_length = int(endpoint.server_info.get("context_length") or 0)  # 0: unknown
         self.replies: dict[int, str] = {}  # the reply text of each turn, resent in the session's later turns
 
@@ -459,15 +480,23 @@ class _Cell:
             for r in records
         ]
 
+    def tokenizer(self) -> str | None:
+        """The tokenizer prompts are built with: the plan's, else the one the simulator counts with (a local
+        tokenizer.json it names in ``/get_server_info``), so that a prompt of n tokens is n tokens to it."""
+        if self.plan.tokenizer:
+            return self.plan.tokenizer
+        path = self.server_info.get("sim_tokenizer")
+        return path if isinstance(path, str) and Path(path).is_file() else None
+
     def prepare(self, scenario: Scenario, seed: int) -> None:
         """Draw the lengths of all requests (measured first, then warm-ups) and encode their bodies."""
         self.rng = np.random.default_rng(seed)
         n = self.plan.max_requests + self.plan.warmup_requests
+        factory = PromptFactory(seed=seed, tokenizer=self.tokenizer())
         if scenario.dataset is not None:
-            self._prepare_replay(scenario.dataset, n)
+            self._prepare_replay(scenario.dataset, factory)
             return
         self.lengths = scenario.sample(self.rng, n)
-        factory = PromptFactory(seed=seed, tokenizer=self.plan.tokenizer)
         shared = scenario.shared
         if scenario.chat is not None:
             self._prepare_sessions(scenario.chat, factory)
@@ -484,34 +513,62 @@ class _Cell:
             json.dumps(self._body(prompt, out)).encode() for prompt, (_, out) in zip(texts, self.lengths, strict=True)
         ]
 
-    def _prepare_replay(self, dataset: str, n: int) -> None:
-        """Dataset replay: first exchanges drawn by seed, each capped to the server's context length."""
-        exchanges = load_exchanges(str(Path(self.plan.dataset_root, dataset).resolve()))
-        self.lengths, self.bodies = [], []
-        for exchange in sample_exchanges(exchanges, self.rng, n):
-            words, out = exchange.prompt.split(), exchange.output_tokens
-            if self.context_length:  # as bench_serving filters, but keep the request: cut it to fit
-                out = max(1, min(out, self.context_length // 2))
-                words = words[: self.context_length - out - 1]
-            self.lengths.append((len(words), out))
-            self.bodies.append(json.dumps(self._body(" ".join(words), out)).encode())
+    def _prepare_replay(self, dataset: str, factory: PromptFactory) -> None:
+        """Dataset replay: conversations drawn by seed, each a session of its exchanges (``core/dataset.py``).
+
+        Lengths are counted as the server counts (its tokenizer when the factory has it, else words) and kept
+        within the server's context, as bench_serving filters: a first message too long is cut to fit, and a
+        conversation ends before the turn whose history and reply would not fit. Warm-ups are first exchanges
+        of conversations of their own."""
+        conversations = load_conversations(str(Path(self.plan.dataset_root, dataset).resolve()))
+        measured, warm = self.plan.max_requests, self.plan.warmup_requests
+        context = self.context_length
+        self.lengths, self.user_texts, self.session_starts = [], [], []
+        self.bodies, self.think = [], 0.0
+        picks = iter(sample_exchanges(conversations, self.rng, measured + warm))
+        while len(self.lengths) < measured:
+            start, history = len(self.lengths), 0
+            for turn, exchange in enumerate(next(picks)):
+                text, out = exchange.prompt, exchange.output_tokens
+                if context and turn == 0:
+                    out = max(1, min(out, context // 2))
+                    text = factory.truncate(text, context - out - 1)
+                n_in = history + factory.count(text)
+                if (context and n_in + out > context) or len(self.lengths) >= measured:
+                    break
+                self.lengths.append((n_in, out))
+                self.user_texts.append(text)
+                self.session_starts.append(start)
+                history = n_in + out
+        self.sessions_of = [range(s, e) for s, e in _runs(self.session_starts)]
+        self.bodies = [b""] * len(self.lengths)
+        for _ in range(warm):
+            first = next(picks)[0]
+            out = max(1, min(first.output_tokens, context // 2)) if context else first.output_tokens
+            text = factory.truncate(first.prompt, context - out - 1) if context else first.prompt
+            self.lengths.append((factory.count(text), out))
+            self.bodies.append(json.dumps(self._body(text, out)).encode())
+        self.multi_turn = True
+        self.system_text = None
 
     def _prepare_sessions(self, chat: Conversations, factory: PromptFactory) -> None:
         """Multi-turn chats: one system prompt, a user message per turn; bodies are built when a turn is sent
         (they carry the replies received). Warm-ups are first turns of sessions of their own."""
-        self.chat = chat
+        self.multi_turn, self.think = True, chat.think
         self.system_text = factory.build([chat.system])[0] if chat.system else None
         measured, warm = self.plan.max_requests, self.plan.warmup_requests
-        self.user_texts = factory.build([chat.input] * (chat.requests(measured) + warm))
+        count = chat.requests(measured)
+        self.user_texts = factory.build([chat.input] * (count + warm))
+        self.session_starts = [i - i % chat.turns for i in range(count)]
+        self.sessions_of = [range(s, min(count, s + chat.turns)) for s in range(0, count, chat.turns)]
         self.bodies = [b""] * (measured + warm)
         for k in range(warm):
             body = self._body(self.user_texts[-warm + k], chat.output, system=self.system_text)
             self.bodies[measured + k] = json.dumps(body).encode()
 
     def _turn_body(self, index: int) -> bytes:
-        """Turn ``index % turns`` of its session: the system prompt, the earlier turns and their replies."""
-        assert self.chat is not None
-        first = index - index % self.chat.turns
+        """A turn of a session: the system prompt, the session's earlier turns and their replies, its message."""
+        first = self.session_starts[index]
         messages = [{"role": "system", "content": self.system_text}] if self.system_text is not None else []
         for j in range(first, index):
             messages.append({"role": "user", "content": self.user_texts[j]})
@@ -522,7 +579,8 @@ class _Cell:
             body["messages"] = messages
         else:  # a plain transcript: the same tokens in the same order
             body["prompt"] = " ".join(str(m["content"]).strip() for m in messages if m["content"])
-        body.update(stream=True, stream_options={"include_usage": True}, max_tokens=self.chat.output, ignore_eos=True)
+        body.update(stream=True, stream_options={"include_usage": True}, max_tokens=self.lengths[index][1],
+                    ignore_eos=True)  # fmt: skip
         body.update(self.plan.additional_params)
         return json.dumps(body).encode()
 
@@ -532,23 +590,21 @@ class _Cell:
         To the simulator: like ``closed_loop``, with the next turn promised ``think`` seconds after a reply ends
         (``X-Sim-Think``) and the next session's first turn at the end of the last.
         """
-        chat = self.chat
-        assert chat is not None
-        count = chat.requests(count)
-        turns = chat.turns
-        sessions = math.ceil(count / turns)
+        sessions = [r for r in self.sessions_of if r.start < count]
         claim = itertools.count()
-        n = max(1, min(workers, sessions))
+        n = max(1, min(workers, len(sessions)))
         starters = [next(claim) for _ in range(n)]
+        think_s = self.think
 
         async def worker(k: int) -> None:
             session = starters[k]
-            after = f"{self.token(starters[k - 1] * turns)}@start" if k else None
+            after = f"{self.token(sessions[starters[k - 1]].start)}@start" if k else None
             then = "end, +0" if k + 1 < n else "end"
             while True:
-                last = min(count, (session + 1) * turns) - 1
-                for i in range(session * turns, last + 1):
-                    think = chat.think if i < last else 0.0
+                turns = sessions[session]
+                last = min(count, turns.stop) - 1
+                for i in range(turns.start, last + 1):
+                    think = think_s if i < last else 0.0
                     self.bodies[i] = self._turn_body(i)
                     record = await self.send(i, then=then, after=after, think=think)
                     if keep:
@@ -558,7 +614,7 @@ class _Cell:
                     if i < last and think > 0:
                         await asyncio.sleep(think / self.k)  # the user reads the reply (server seconds / k)
                 session = next(claim)
-                if session >= sessions:
+                if session >= len(sessions):
                     if after is not None:
                         await self._withdraw(after)
                     return
@@ -591,7 +647,7 @@ class _Cell:
         ``then`` and ``after`` announce arrivals to the simulator (``X-Sim-Then`` / ``X-Sim-After``, see the
         module docstring); the record is in server time when the response is stamped.
         """
-        parser = StreamParser(self.plan.api, keep_text=True) if self.chat is not None else StreamParser(self.plan.api)
+        parser = StreamParser(self.plan.api, keep_text=True) if self.multi_turn else StreamParser(self.plan.api)
         error: str | None = None
         detail = ""
         arrival: float | None = None
@@ -687,6 +743,7 @@ class _Cell:
             chunk_tokens=tuple(parser.chunk_tokens()),
             scheduled_time=scheduled,
             cached_tokens=parser.cached_tokens,
+            turn=index - self.session_starts[index] if self.multi_turn and index < len(self.session_starts) else None,
         )
 
     def _record_incomplete(self, index: int, start: float, parser: StreamParser, scheduled: float | None) -> None:
@@ -743,7 +800,7 @@ class _Cell:
         every request promises a follower at its end; a worker that runs out of requests withdraws its promise.
         """
         claim = itertools.count(first)
-        if self.chat is not None and first < self.plan.max_requests:
+        if self.multi_turn and first < self.plan.max_requests:
             await self.sessions(count, workers, keep)
             return
         stop = first + count

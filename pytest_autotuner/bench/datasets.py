@@ -1,13 +1,20 @@
-"""Datasets for ``dataset(...)`` scenarios: generate a synthetic one, or convert a ShareGPT dump you have.
+"""Datasets for ``dataset(...)`` scenarios: generate a synthetic one, or convert a ShareGPT dump you have; and
+the small tokenizer the project ships for tokenizer-exact simulation.
 
     python -m pytest_autotuner.bench.datasets generate tuning_specs/datasets/synthetic-chat.jsonl
     python -m pytest_autotuner.bench.datasets convert ShareGPT_V3_unfiltered_cleaned_split.json out.jsonl
+    python -m pytest_autotuner.bench.datasets tokenizer tuning_specs/tokenizers/sim-bpe
 
 ``generate`` writes seeded conversations in the ShareGPT shape (one JSON object per line): 1-3 exchanges,
 prompt and reply lengths log-normal around ShareGPT's (a median of about 80 words in and 150 out, long tails),
 made of common English words, so nothing is downloaded. ``convert`` reads a ShareGPT dump (a JSON array, or
 JSONL) and keeps the conversations that start with a human message answered by the model, as JSONL; with
-``--limit N`` a seeded sample of N. Nothing here reaches the network.
+``--limit N`` a seeded sample of N. ``tokenizer`` trains a byte-level BPE (the kind Llama 3 uses) of at most
+1,024 ids (641: the merges run out) with the ``tokenizers`` package on seeded text of the words the client's
+prompts, the datasets and the simulator's replies are made of, and writes ``tokenizer.json`` and a
+``tokenizer_config.json`` (so that ``transformers.AutoTokenizer`` loads the folder too): each of those words
+with its leading space is one token, any other text splits into byte pieces, as with a real model's
+tokenizer. Nothing here reaches the network.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from pytest_autotuner.core.dataset import first_exchange
+from pytest_autotuner.core.tokens import OUTPUT_WORDS
 
 __all__ = ["convert", "generate", "main"]
 
@@ -52,6 +60,34 @@ def generate(count: int, seed: int) -> list[dict[str, Any]]:
             turns += [{"from": "human", "value": _text(rng, prompt)}, {"from": "gpt", "value": _text(rng, reply)}]
         conversations.append({"id": f"synthetic-{index}", "conversations": turns})
     return conversations
+
+
+def train_tokenizer(out: Path, seed: int = 0) -> Path:
+    """Train the shipped byte-level BPE into the folder ``out``; returns the tokenizer.json written."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from pytest_autotuner.bench.prompts import PROMPT_WORDS
+
+    words = sorted({*_VOCABULARY, *PROMPT_WORDS, *OUTPUT_WORDS})
+    rng = np.random.default_rng(seed)
+    lines = [" ".join(words[i] for i in rng.integers(0, len(words), size=64)) for _ in range(2000)]
+    tokenizer = Tokenizer(models.BPE(unk_token=None))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(lines, trainer=trainer)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "tokenizer.json"
+    tokenizer.save(str(path))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 131072,
+              "eos_token": "<|endoftext|>", "clean_up_tokenization_spaces": False}  # fmt: skip
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 def _read_dump(path: Path) -> Iterable[Any]:
@@ -94,7 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     conv.add_argument("out", type=Path)
     conv.add_argument("--limit", type=int, default=None)
     conv.add_argument("--seed", type=int, default=0)
+    tok = commands.add_parser("tokenizer", help="train the small byte-level BPE tokenizer the project ships")
+    tok.add_argument("out", type=Path, help="folder for tokenizer.json and tokenizer_config.json")
+    tok.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.command == "tokenizer":
+        print(f"wrote {train_tokenizer(args.out, args.seed)}")
+        return 0
     if args.command == "generate":
         conversations = generate(args.count, args.seed)
     else:

@@ -5,8 +5,11 @@ project's simulator counts one token per whitespace-separated word, and BPE toke
 each of these words (with its leading space) to a single token, so the length is close for real servers too.
 The requested and the actual counts are both recorded; actual counts always come from the server's ``usage``.
 
-With ``tokenizer`` naming a local directory and ``transformers`` importable, prompts are built from token ids
-and come out at the exact length (before the chat template). Nothing is ever downloaded from the hub.
+With ``tokenizer`` naming a local ``tokenizer.json`` (or a folder holding one; read with the ``tokenizers``
+package, ``core/tokens.py``), prompts are built from token ids and come out at the exact length by that
+tokenizer's count (before any chat template), as SGLang ``bench_serving``'s random dataset builds them: ids
+of the word text are cut to the length, decoded, re-encoded and corrected until the count is exact. Nothing is
+ever downloaded from the hub.
 
 Shared prefixes (``P(...)`` scenarios, ``build_shared``): each group's system prompt starts with a word unique
 to the group and each question with a word unique to it, so requests of one group share exactly the system
@@ -16,14 +19,14 @@ prompt's tokens and nothing more, and requests of different groups share nothing
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-__all__ = ["PromptFactory", "SharedPrompt"]
+from pytest_autotuner.core.tokens import TokenizerError, TokenizerFile, load_tokenizer
+
+__all__ = ["PROMPT_WORDS", "PromptFactory", "SharedPrompt"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ _WORDS = (
     "way", "may", "day", "use", "her", "see", "him", "two", "how", "out", "any", "who", "get", "our", "own",
     "old", "man", "far", "few", "big", "run", "set", "put", "end", "why", "let", "say", "ask", "top", "red",
 )  # fmt: skip
+PROMPT_WORDS = _WORDS
 _WIDTH = 4
 _LETTERS = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
 
@@ -52,13 +56,26 @@ class PromptFactory:
     def __init__(self, *, seed: int, tokenizer: str | None = None) -> None:
         self._rng = np.random.default_rng(seed)
         self._text = ""
-        self._tokenizer: Any = _load_tokenizer(tokenizer) if tokenizer else None
+        self._tokenizer: TokenizerFile | None = _load_tokenizer(tokenizer) if tokenizer else None
         self._ids: list[int] = []
 
     @property
     def exact(self) -> bool:
         """True when a local tokenizer makes prompt lengths exact."""
         return self._tokenizer is not None
+
+    def count(self, text: str) -> int:
+        """Tokens of ``text``: by the tokenizer, else by the word rule."""
+        if self._tokenizer is not None:
+            return len(self._tokenizer.ids(text))
+        return len(text.split())
+
+    def truncate(self, text: str, n: int) -> str:
+        """The first ``n`` tokens of ``text`` (by the tokenizer, else words), as text."""
+        if self._tokenizer is None:
+            return " ".join(text.split()[:n])
+        ids = self._tokenizer.ids(text)
+        return text if len(ids) <= n else self._tokenizer.decode(ids[:n])
 
     def build(self, n_tokens: Sequence[int]) -> list[str]:
         """One prompt per requested length, in order; prompt ``i`` starts with a prefix unique to it."""
@@ -94,24 +111,29 @@ class PromptFactory:
             return
         picks = self._rng.integers(0, len(_WORDS), size=n_words + 64)
         self._text = " ".join(_WORDS[p] for p in picks)
-        if self._tokenizer is not None:
-            self._ids = list(self._tokenizer.encode(self._text, add_special_tokens=False))
+        if self._tokenizer is not None:  # the words after the prefix, each with its leading space
+            self._ids = self._tokenizer.ids(" " + self._text)
 
     def _exact(self, prefix: str, n: int) -> str:
+        """A prompt of exactly ``n`` tokens (when the tokenizer allows): the prefix, then word tokens."""
         tok = self._tokenizer
-        head = list(tok.encode(prefix, add_special_tokens=False))
-        ids = (head + self._ids[: max(0, n - len(head))])[: max(1, n)]
-        return str(tok.decode(ids))
+        assert tok is not None
+        head = tok.ids(prefix)[: max(1, n)]
+        body = max(0, n - len(head))
+        text = tok.decode(head + self._ids[:body])
+        for _ in range(8):  # decoding can merge across the cut; re-encode and correct, as bench_serving does
+            off = len(tok.ids(text)) - n
+            if off == 0 or body - off < 0 or body - off > len(self._ids):
+                break
+            body -= off
+            text = tok.decode(head + self._ids[:body])
+        return text
 
 
-def _load_tokenizer(path: str) -> Any:
-    """A local Hugging Face tokenizer, or None (with a warning) when unavailable; never downloads."""
-    if not os.path.isdir(path):
-        logger.warning("`tokenizer` %r is not a local directory; using approximate word prompts", path)
-        return None
+def _load_tokenizer(path: str) -> TokenizerFile | None:
+    """A local tokenizer.json (or a folder holding one), or None with a warning when unusable; never downloads."""
     try:
-        from transformers import AutoTokenizer  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        logger.warning("`tokenizer` is set but transformers is not installed; using approximate word prompts")
+        return load_tokenizer(path)
+    except TokenizerError as err:
+        logger.warning("`tokenizer`: %s; using approximate word prompts", err)
         return None
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)

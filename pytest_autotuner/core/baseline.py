@@ -55,7 +55,8 @@ __all__ = [
 FORMAT_VERSION = 2  # 2 adds cells' request_rate; format 1 files (closed loop only) read the same
 _READABLE_FORMATS = (1, FORMAT_VERSION)
 #: Fingerprint fields that must match for a comparison to mean something (tool version and date need not).
-#: The simulator's speed-up, noise, GPU and performance-model version change what it measures, so they count.
+#: The simulator's speed-up, noise, GPU, performance-model version and token counting change what it measures,
+#: so they count.
 FINGERPRINT_KEYS = (
     "runtime",
     "image",
@@ -68,6 +69,7 @@ FINGERPRINT_KEYS = (
     "sim_speedup",
     "sim_noise",
     "sim_model_version",
+    "sim_token_counting",
 )
 _SAMPLE_METRICS = ("ttft", "tpot", "e2e")
 
@@ -161,8 +163,15 @@ def fingerprint(spec: TaskSpec, runtime: Mapping[str, str], server_info: Mapping
         "sim_speedup": _text(server_info.get("sim_speedup")) if sim else "",
         "sim_noise": _text(server_info.get("sim_noise")) if sim else "",
         "sim_model_version": _text(server_info.get("sim_model_version")) if sim else "",
+        **({"sim_token_counting": _token_counting(server_info)} if sim else {}),
         "tool_version": __version__,
     }
+
+
+def _token_counting(server_info: Mapping[str, Any]) -> str:
+    """How the simulator counted prompt tokens: the word rule, or a tokenizer by its content (not its path)."""
+    digest = server_info.get("sim_tokenizer_sha256")
+    return f"tokenizer sha256:{digest}" if digest else str(server_info.get("sim_token_counting") or "word rule")
 
 
 def _text(value: Any) -> str:

@@ -13,7 +13,8 @@ count toward output throughput: they were delivered within the window.
 
 Prefix cache: ``cached_tokens`` is the server's ``usage.prompt_tokens_details.cached_tokens`` (SGLang with
 ``--enable-cache-report``; the simulator always), None when the server did not say. A cell's
-``cache_hit_rate`` is cached / prompt tokens over the completed requests that reported it (NaN when none did).
+``cache_hit_rate`` is cached / prompt tokens over the completed requests that reported it (NaN when none did);
+for multi-turn traffic ``cache_hit_rate_by_turn`` is the same per turn number (each turn resends more history).
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class RequestRecord:
     error: str | None = None  # one of ERROR_KINDS, INCOMPLETE, None on success
     error_detail: str = ""
     cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens (None when not reported)
+    turn: int | None = None  # multi-turn traffic (C, dataset): the request's turn in its session, from 0
 
     @property
     def ok(self) -> bool:
@@ -276,8 +278,21 @@ class CellMetrics:
                 good += 1
         return good / self.duration
 
+    def cache_hit_rate_by_turn(self) -> list[float]:
+        """Multi-turn traffic: ``cache_hit_rate`` of the requests of each turn number (0, 1, ...); [] otherwise."""
+        turns: dict[int, list[RequestRecord]] = {}
+        for r in self.ok_records:
+            if r.turn is not None and r.cached_tokens is not None:
+                turns.setdefault(r.turn, []).append(r)
+        rates = []
+        for turn in range(max(turns, default=-1) + 1):
+            prompt = sum(r.input_tokens for r in turns.get(turn, []))
+            rates.append(sum(r.cached_tokens or 0 for r in turns.get(turn, [])) / prompt if prompt else math.nan)
+        return rates
+
     def as_dict(self) -> dict[str, Any]:
         """Plain aggregates (no raw samples) for reports and JSON."""
+        by_turn = self.cache_hit_rate_by_turn()
         return {
             "label": self.label,
             "scenario": self.scenario,
@@ -296,6 +311,7 @@ class CellMetrics:
             "half_width": self.half_width,
             "cached_tokens": self.cached_tokens,
             "cache_hit_rate": self.cache_hit_rate,
+            **({"cache_hit_rate_by_turn": by_turn} if by_turn else {}),
             **{m: self.summary(m).as_dict() for m in LATENCY_METRICS},
         }
 

@@ -34,6 +34,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "SharedPrefix",
+    "longest_request",
     "parse_scenario",
 ]
 
@@ -146,6 +147,26 @@ class Scenario:
         if self.chat is not None:
             return self.chat.prompt_tokens(self.chat.turns - 1) + self.chat.output
         return self.input[1] + self.output[1]
+
+
+def longest_request(scenario: Scenario) -> str:
+    """How the longest request of ``scenario`` adds up, naming the scenario's fields (for context errors)."""
+    total = f"{scenario.max_total_tokens:,}"
+    if scenario.kind == "D":
+        return f"`in` + `out` = {scenario.input[0]} + {scenario.output[0]} = {total}"
+    if scenario.kind == "N":
+        (mi, si), (mo, so) = scenario.input, scenario.output
+        return f"mean + 3 std of `in` and of `out` = {mi} + 3 x {si} + {mo} + 3 x {so} = {total}"
+    if scenario.shared is not None:
+        p = scenario.shared
+        return f"`system` + `question` + `output` = {p.system} + {p.question} + {scenario.output[0]} = {total}"
+    if scenario.chat is not None:
+        c = scenario.chat
+        return (
+            f"the last turn's history and reply, `system` + `turns` x (`in` + `out`) = {c.system} + {c.turns} x "
+            f"({c.input} + {c.output}) = {total}"
+        )
+    return f"`max_in` + `max_out` = {scenario.input[1]} + {scenario.output[1]} = {total}"
 
 
 def parse_scenario(text: str) -> Scenario:

@@ -40,10 +40,12 @@ from pydantic import (
 )
 
 from pytest_autotuner.core.dataset import DatasetError, load_exchanges
+from pytest_autotuner.core.models import context_length_of
 from pytest_autotuner.core.objectives import OBJECTIVE_DEFS, objective_direction
 from pytest_autotuner.core.runtime_kinds import RUNTIME_KINDS, RuntimeKind
-from pytest_autotuner.core.scenarios import ScenarioError, parse_scenario
+from pytest_autotuner.core.scenarios import ScenarioError, longest_request, parse_scenario
 from pytest_autotuner.core.sglang_args import SHIPPED_VERSIONS
+from pytest_autotuner.core.tokens import TokenizerError, load_tokenizer
 
 __all__ = [
     "MAX_GRID_POINTS",
@@ -660,6 +662,32 @@ class SimulatorSettings(_Model):
         f"{', '.join(SHIPPED_VERSIONS)}); default: the version the spec's image tag names, else the newest.",
     )
 
+    tokenizer: str | None = Field(
+        None,
+        description="A tokenizer.json, or a folder holding one (relative to the spec file), that the simulator "
+        "counts and caches prompt tokens with, as SGLang does with the model's tokenizer; the client then builds "
+        "prompts of the requested length by its count. Default: the model folder's tokenizer.json when the model "
+        "is a local folder holding one, else the word rule (one token per whitespace-separated word).",
+    )
+    _tokenizer_path: str | None = PrivateAttr(default=None)
+
+    @property
+    def tokenizer_path(self) -> str | None:
+        """The absolute path of the tokenizer.json that ``tokenizer`` names, or None."""
+        return self._tokenizer_path
+
+    @model_validator(mode="after")
+    def _tokenizer_readable(self, info: ValidationInfo) -> SimulatorSettings:
+        if self.tokenizer is None:
+            return self
+        context = info.context if isinstance(info.context, dict) else {}
+        path = Path(str(context.get("spec_dir", ".")), self.tokenizer).resolve()
+        try:
+            self._tokenizer_path = load_tokenizer(path).path
+        except TokenizerError as err:
+            raise ValueError(f"`simulator.tokenizer` is {_preview(self.tokenizer, 200)}: {err}") from None
+        return self
+
     @field_validator("sglang_version")
     @classmethod
     def _shipped_version(cls, value: str | None) -> str | None:
@@ -817,6 +845,28 @@ class TaskSpec(_Model):
                 problem = _outside(self.parameters[name], value)
                 if problem:
                     raise ValueError(f"{_AT}initial_configs.{i}.{name}{_AT}value {_preview(value, 60)} {problem}")
+        return self
+
+    @model_validator(mode="after")
+    def _traffic_fits_the_context(self) -> TaskSpec:
+        """Requests of a scenario must fit the model's context (SGLang answers HTTP 400 to longer ones); a
+        dataset's are cut to fit by the client, so only generated traffic is checked."""
+        if self.model is None:
+            return self
+        context = context_length_of(self.model.id_or_path)
+        tuned = self.parameters.get("context-length")
+        if isinstance(tuned, list) and tuned and all(isinstance(v, int) and not isinstance(v, bool) for v in tuned):
+            context = max(int(v) for v in tuned)  # the largest a trial may run with
+        if context is None:
+            return self
+        for i, text in enumerate(self.benchmark.traffic_scenarios):
+            scenario = parse_scenario(text)
+            if scenario.dataset is None and scenario.max_total_tokens > context:
+                raise ValueError(
+                    f"{_AT}benchmark.traffic_scenarios.{i}{_AT}{text!r}: a request needs up to "
+                    f"{longest_request(scenario)} tokens, over the context length of {context:,} tokens of "
+                    f"{_preview(self.model.id_or_path, 80)}; use shorter lengths"
+                )
         return self
 
     @model_validator(mode="after")

@@ -172,6 +172,7 @@ def environment(outcome: TaskOutcome) -> dict[str, Any]:
             outcome.server_info.get("version") or outcome.fingerprint.get("sglang_version") or "unknown"
         ),
         **_unmodelled(outcome),
+        **_token_counting(outcome),
         "tool_version": pytest_autotuner.__version__,
         "optuna_version": optuna.__version__,
         "python": platform.python_version(),
@@ -241,6 +242,17 @@ def pareto_block(outcome: TaskOutcome) -> dict[str, Any] | None:
         ],
         "dominated_trials": [t.number for t in pareto.dominated],
     }
+
+
+def _token_counting(outcome: TaskOutcome) -> dict[str, str]:
+    """On the simulator: how it counted prompt tokens (a tokenizer.json, or the word rule as the fallback)."""
+    how = outcome.server_info.get("sim_token_counting") if outcome.runtime == "sim" else None
+    if not how:
+        return {}
+    path = outcome.server_info.get("sim_tokenizer")
+    if how == "tokenizer" and path:
+        return {"token_counting": f"tokenizer {path} (the simulator counts and caches prompts by its ids)"}
+    return {"token_counting": "word rule: one token per whitespace-separated word (no tokenizer.json given)"}
 
 
 def results_summary(outcome: TaskOutcome) -> dict[str, Any]:

@@ -78,6 +78,8 @@ class SimHost(ProcessHost):
         ]
         if s.noise is not None:
             sim_flags += ["--sim-noise", str(s.noise)]
+        if s.tokenizer_path is not None:
+            sim_flags += ["--sim-tokenizer", s.tokenizer_path]
         return [*sim_flags, *s.extra_args]
 
     def time_scale(self, server_info: Mapping[str, object]) -> float:

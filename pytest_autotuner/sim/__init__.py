@@ -16,7 +16,9 @@ Modelling choices worth knowing when reading results:
   simulated seconds, how late steps left (``emission_lag``, wall seconds) and how many promised requests came
   too late to wait for (``late_promises``). A client that times the server with its own clock (times the
   speed-up) gets close figures at speed-up 1 only.
-- Tokens: one per whitespace-separated word (plus one per 10 characters of a long word).
+- Tokens: by a local tokenizer.json when one is given (``--sim-tokenizer``) or the model folder holds one, as
+  SGLang counts; else one per whitespace-separated word (plus one per 10 characters of a long word). Chat
+  messages are joined without a chat template. ``/get_server_info`` says which (``sim_token_counting``).
 - Prefix cache: a radix tree of token sequences in the KV pool, with LRU eviction (``radix_cache.py``; rules in
   ``scheduler.py``): a request's longest cached prefix skips prefill compute, ``--disable-radix-cache`` turns
   it off, ``lpm`` orders the queue by it (fcfs beyond 128 waiting requests), and usage reports

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from pytest_autotuner.sim.cli import engine_config, parse_argv, server_info, unmodelled_flags
+from pytest_autotuner.sim.cli import engine_config, parse_argv, server_info, token_counter, unmodelled_flags
 from pytest_autotuner.sim.perf_model import StartupFailure, plan_memory
 from pytest_autotuner.sim.server import SimServer
 
@@ -35,11 +35,12 @@ def startup_seconds(cfg: EngineConfig) -> float:
 async def _serve(args: argparse.Namespace) -> int:
     try:
         cfg = engine_config(args)
+        counter = token_counter(args)
     except ValueError as exc:
         logger.error("%s", exc)
         return 1
     logger.info("server_args=ServerArgs(%s)", ", ".join(f"{k}={v!r}" for k, v in vars(args).items()))
-    logger.info("simulating SGLang %s", args.sim_sglang_version)
+    logger.info("simulating SGLang %s; prompt tokens counted by the %s", args.sim_sglang_version, counter.description)
     unmodelled = unmodelled_flags(args)
     if unmodelled:
         logger.info("flags accepted but not modelled by the simulator (no effect on its figures): %s",
@@ -59,7 +60,8 @@ async def _serve(args: argparse.Namespace) -> int:
     clock = _StartupClock(began + args.sim_startup_delay)
     server: SimServer | None = None
     if memory is not None:
-        server = SimServer(args=args, config=cfg, memory=memory, info=server_info(args, cfg, memory))
+        info = server_info(args, cfg, memory, counter)
+        server = SimServer(args=args, config=cfg, memory=memory, info=info, counter=counter)
     app = server.app() if server is not None else _starting_app()
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -14,6 +14,7 @@ from pytest_autotuner.core.sglang_args import (
     shipped_table,
     table_from_actions,
 )
+from pytest_autotuner.core.tokens import WORD_RULE, TokenCounter, load_tokenizer, tokenizer_file
 from pytest_autotuner.sim.perf_model import GPUS, SIM_MODEL_VERSION, EngineConfig, MemoryPlan, lookup_model
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ __all__ = [
     "parse_argv",
     "server_info",
     "sim_table",
+    "token_counter",
     "unmodelled_flags",
 ]
 
@@ -184,6 +186,13 @@ def build_parser(*, raising: bool = False, version: str = DEFAULT_VERSION) -> ar
     sim.add_argument("--sim-gpu", choices=sorted(GPUS), default="h100")
     sim.add_argument("--sim-num-gpus", type=_positive_int, default=1, help="GPUs visible to the server")
     sim.add_argument("--sim-speedup", type=_positive_float, default=DEFAULT_SPEEDUP, help="simulated s per wall s")
+    sim.add_argument(
+        "--sim-tokenizer",
+        default=None,
+        help="a tokenizer.json (or a folder holding one) to count prompt tokens with, as SGLang counts them "
+        "(default: the model folder's tokenizer.json when --model-path is a local folder holding one, else the "
+        "word rule: one token per whitespace-separated word)",
+    )
     sim.add_argument("--sim-seed", type=int, default=None, help="default: --random-seed, else 0")
     sim.add_argument("--sim-noise", type=_non_negative_float, default=0.03, help="relative run-to-run noise")
     sim.add_argument("--sim-slowdown", type=_positive_float, default=1.0, help="step-time factor (regressions)")
@@ -261,6 +270,17 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     )
 
 
+def token_counter(args: argparse.Namespace) -> TokenCounter:
+    """What counts prompt tokens: ``--sim-tokenizer``, else the model folder's tokenizer.json, else the word rule.
+
+    Raises ValueError (``TokenizerError``) when ``--sim-tokenizer`` names no usable tokenizer."""
+    if args.sim_tokenizer:
+        return load_tokenizer(args.sim_tokenizer)
+    if tokenizer_file(args.model_path) is not None:
+        return load_tokenizer(args.model_path)
+    return WORD_RULE
+
+
 def params_to_argv(params: Mapping[str, ParamValue]) -> list[str]:
     """SGLang argv for tuned params: ``{"tp-size": 2, "disable-cuda-graph": True}`` -> flags."""
     argv: list[str] = []
@@ -274,12 +294,17 @@ def params_to_argv(params: Mapping[str, ParamValue]) -> list[str]:
     return argv
 
 
-def server_info(args: argparse.Namespace, cfg: EngineConfig, memory: MemoryPlan) -> dict[str, Any]:
+def server_info(
+    args: argparse.Namespace, cfg: EngineConfig, memory: MemoryPlan, counter: TokenCounter = WORD_RULE
+) -> dict[str, Any]:
     """What ``/server_info`` answers: resolved server args plus the memory plan and the simulator's settings.
 
     Every ``sim_*`` entry changes what the simulator measures or how fast it runs; the measuring ones
     (``sim_gpu``, ``sim_num_gpus``, ``sim_model``, ``sim_noise``, ``sim_model_version``) belong in a baseline's
     fingerprint. ``sim_speedup`` no longer changes the figures (server time) but is reported too.
+    ``sim_token_counting`` says how prompts are counted (``"tokenizer"`` or ``"word rule"``) and
+    ``sim_tokenizer`` which tokenizer.json (absolute path, or None), so a client on the same machine can build
+    prompts by the same count; ``sim_tokenizer_sha256`` the first 16 hex digits of its SHA-256.
     """
     info: dict[str, Any] = _sglang_args(args)
     info.update(
@@ -300,6 +325,9 @@ def server_info(args: argparse.Namespace, cfg: EngineConfig, memory: MemoryPlan)
         sim_model=cfg.model.name,
         sim_noise=args.sim_noise,
         sim_model_version=SIM_MODEL_VERSION,
+        sim_token_counting="word rule" if counter is WORD_RULE else "tokenizer",
+        sim_tokenizer=getattr(counter, "path", None),
+        sim_tokenizer_sha256=getattr(counter, "digest", None),
     )
     return info
 

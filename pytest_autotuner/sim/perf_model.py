@@ -7,12 +7,11 @@ launch overhead. Calibration knobs are module constants with a comment saying wh
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from pytest_autotuner.core.models import MODELS, ModelProfile, lookup_model
 
 __all__ = [
     "GPUS",
@@ -35,7 +34,9 @@ GIB = 1024**3
 #: simulator's clock change the figures, so baselines recorded before no longer compare (baseline fingerprint).
 #: 2: measurements in server time (``clock.py``): speed-up and host load no longer move them.
 #: 3: a radix cache in the KV pool (every policy; lpm orders by it), decode reads only the decoders' context.
-SIM_MODEL_VERSION = 3
+#: 4: a decode step that overflows the pool retracts only until the step fits once unlocked cache entries are
+#:    evicted (a retracted request's cached prefix stays in the tree as evictable; it used to retract them all).
+SIM_MODEL_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -52,91 +53,6 @@ GPUS: dict[str, GpuProfile] = {
     "h200": GpuProfile("h200", 141e9, 989e12, 4.8e12, 450e9),
     "a100-80g": GpuProfile("a100-80g", 80e9, 312e12, 2.0e12, 300e9),
 }
-
-
-@dataclass(frozen=True)
-class ModelProfile:
-    name: str
-    num_layers: int
-    hidden_size: int
-    num_heads: int
-    num_kv_heads: int
-    vocab_size: int
-    intermediate_size: int
-    context_length: int = 131072
-    tie_word_embeddings: bool = False
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    @property
-    def num_params(self) -> float:
-        """Parameter count of a Llama-style decoder (untied embeddings)."""
-        h, kv = self.hidden_size, self.num_kv_heads * self.head_dim
-        attn = h * h * 2 + h * kv * 2
-        mlp = 3 * h * self.intermediate_size
-        return self.num_layers * (attn + mlp) + (1 if self.tie_word_embeddings else 2) * self.vocab_size * h
-
-    @property
-    def weight_bytes(self) -> float:
-        return 2.0 * self.num_params  # bf16
-
-    def kv_bytes_per_token(self, kv_cache_dtype: str = "auto") -> float:
-        elem = 1 if kv_cache_dtype.startswith("fp8") else 2
-        return 2.0 * self.num_layers * self.num_kv_heads * self.head_dim * elem
-
-
-MODELS: dict[str, ModelProfile] = {
-    "llama-3.2-1b": ModelProfile("Llama-3.2-1B", 16, 2048, 32, 8, 128256, 8192, tie_word_embeddings=True),
-    "llama-3.1-8b": ModelProfile("Llama-3.1-8B", 32, 4096, 32, 8, 128256, 14336),
-    "llama-3.1-70b": ModelProfile("Llama-3.1-70B", 80, 8192, 64, 8, 128256, 28672),
-}
-
-
-def _normalise(name: str) -> str:
-    key = re.sub(r"[^a-z0-9]+", "-", name.rsplit("/", 1)[-1].lower()).strip("-")
-    return re.sub(r"^meta-|-instruct$", "", key)
-
-
-_KNOWN = {_normalise(k): v for k, v in MODELS.items()}
-
-
-def lookup_model(model_path: str) -> ModelProfile:
-    """Profile for a model id (case and separators ignored, ``-Instruct`` optional) or a local HF dir."""
-    path = Path(model_path)
-    if (path / "config.json").is_file():
-        return _from_config(path / "config.json")
-    profile = _KNOWN.get(_normalise(model_path))
-    if profile is None:
-        known = ", ".join(p.name for p in MODELS.values())
-        raise ValueError(
-            f"`--model-path` {model_path!r} is not a model the simulator knows; use one of {known} "
-            "(optionally with -Instruct), or a local directory containing a Hugging Face config.json"
-        )
-    return profile
-
-
-def _from_config(config_file: Path) -> ModelProfile:
-    try:
-        cfg = json.loads(config_file.read_text())
-        hidden, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
-        return ModelProfile(
-            name=config_file.parent.name,
-            num_layers=int(cfg["num_hidden_layers"]),
-            hidden_size=hidden,
-            num_heads=heads,
-            num_kv_heads=int(cfg.get("num_key_value_heads", heads)),
-            vocab_size=int(cfg["vocab_size"]),
-            intermediate_size=int(cfg.get("intermediate_size", 4 * hidden)),
-            context_length=int(cfg.get("max_position_embeddings", 131072)),
-            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        )
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ValueError(
-            f"{config_file}: cannot read the model architecture ({exc!r}); it needs num_hidden_layers, "
-            "hidden_size, num_attention_heads, num_key_value_heads and vocab_size"
-        ) from exc
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """Request parsing and response bodies in SGLang's OpenAI-compatible and native formats.
 
-Token counting without a tokenizer: each whitespace-separated word is one token, plus one more per 10
-characters of a long word. A synthetic prompt of N short words therefore counts as N prompt tokens. The
-prompt's tokens (``prompt_tokens``: each word, a long word cut into its 10-character pieces) are the keys of
-the radix cache. Usage carries ``prompt_tokens_details.cached_tokens`` as SGLang 0.5.23 does with
+Token counting (``core/tokens.py``): with a tokenizer (``--sim-tokenizer``, or the ``tokenizer.json`` of a
+local model folder) a prompt is its token ids, as SGLang counts it; without one, the word rule: each
+whitespace-separated word is one token, plus one more per 10 characters of a long word. The prompt's tokens
+are the keys of the radix cache. A chat request's prompt is its messages' contents, each stripped, joined by
+one space (no chat template: the simulator knows none), so a resent reply tokenizes as it was generated.
+Usage carries ``prompt_tokens_details.cached_tokens`` as SGLang 0.5.23 does with
 ``--enable-cache-report`` (``/generate``: ``meta_info.cached_tokens``).
 """
 
@@ -12,7 +14,14 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from pytest_autotuner.core.tokens import OUTPUT_WORDS, WORD_RULE, word_tokens
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable
+
+    from pytest_autotuner.core.tokens import TokenCounter
 
 __all__ = [
     "GenerationRequest",
@@ -27,7 +36,6 @@ __all__ = [
 
 Api = Literal["chat", "completions", "generate"]
 
-_WORDS = ("the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "on")
 DEFAULT_MAX_TOKENS = 128
 
 
@@ -38,7 +46,7 @@ class RequestError(ValueError):
 @dataclass
 class GenerationRequest:
     api: Api
-    tokens: tuple[str, ...]  # the prompt's tokens (radix cache keys)
+    tokens: tuple[Hashable, ...]  # the prompt's tokens (radix cache keys)
     input_tokens: int
     max_tokens: int
     stream: bool
@@ -53,12 +61,12 @@ def count_tokens(words: list[str]) -> int:
 
 def prompt_tokens(words: list[str]) -> tuple[str, ...]:
     """The prompt's tokens by the word rule: a word, or a long word's 10-character pieces (``count_tokens``)."""
-    return tuple(w if len(w) < 10 else w[i : i + 10] for w in words for i in range(0, len(w) // 10 * 10 + 1, 10))
+    return word_tokens(words)
 
 
 def token_text(index: int) -> str:
     """Text of the ``index``-th generated token (one short word, so it re-counts as one token)."""
-    return " " + _WORDS[index % len(_WORDS)]
+    return " " + OUTPUT_WORDS[index % len(OUTPUT_WORDS)]
 
 
 def _prompt_text(api: Api, body: dict[str, Any]) -> str:
@@ -72,12 +80,12 @@ def _prompt_text(api: Api, body: dict[str, Any]) -> str:
                 raise RequestError(f"each message needs a `role` and `content`, got {message!r:.80}")
             content = message.get("content")
             if isinstance(content, list):
-                parts += [str(p.get("text", "")) for p in content if isinstance(p, dict)]
+                parts += [str(p.get("text", "")).strip() for p in content if isinstance(p, dict)]
             elif isinstance(content, str):
-                parts.append(content)
+                parts.append(content.strip())
             elif content is not None:
                 raise RequestError("message `content` must be a string or a list of content parts")
-        return " ".join(parts)
+        return " ".join(p for p in parts if p)
     key = "prompt" if api == "completions" else "text"
     prompt = body.get(key)
     if isinstance(prompt, list) and len(prompt) == 1:
@@ -93,15 +101,16 @@ def _int_field(value: Any, name: str) -> int:
     return value
 
 
-def parse_generation(api: Api, raw: bytes, served_model: str) -> GenerationRequest:
-    """Validate one generation request body; raises RequestError with an OpenAI-style message."""
+def parse_generation(api: Api, raw: bytes, served_model: str, counter: TokenCounter = WORD_RULE) -> GenerationRequest:
+    """Validate one generation request body and count its prompt with ``counter``; raises RequestError with an
+    OpenAI-style message."""
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(f"invalid JSON body: {exc}") from None
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
-    words = _prompt_text(api, body).split()
+    text = _prompt_text(api, body)
     params = body.get("sampling_params", {}) if api == "generate" else body
     if not isinstance(params, dict):
         raise RequestError("`sampling_params` must be an object")
@@ -117,7 +126,7 @@ def parse_generation(api: Api, raw: bytes, served_model: str) -> GenerationReque
     options = body.get("stream_options") or {}
     return GenerationRequest(
         api=api,
-        tokens=(tokens := prompt_tokens(words)),
+        tokens=(tokens := counter.encode(text)),
         input_tokens=max(1, len(tokens)),
         max_tokens=max_tokens,
         stream=stream,

@@ -38,6 +38,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pytest_autotuner.core.tokens import OUTPUT_WORDS
 from pytest_autotuner.sim.perf_model import StepCost
 from pytest_autotuner.sim.radix_cache import RadixCache, RadixNode
 
@@ -49,8 +50,6 @@ __all__ = ["OUTPUT_WORDS", "Scheduler", "SimRequest", "StepOutcome", "chunk_due"
 _PREFIX_POLICIES = ("lpm", "dfs-weight")
 _LPM_MAX_QUEUE = 128  # SGLang: lpm falls back to fcfs above this many waiting requests
 _IN_BATCH_CHECK = 32  # SGLang's IN_BATCH_PREFIX_CACHING_CHECK_THRESHOLD (and DEPRIORITIZE_THRESHOLD)
-#: The words the simulator generates, in order (``protocol.token_text``); an output's tokens for the cache.
-OUTPUT_WORDS = ("the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "on")
 
 
 def stream_chunk_sizes(output_tokens: int, interval: int) -> list[int]:
@@ -76,6 +75,8 @@ class SimRequest:
     output_tokens: int  # tokens it will generate (max_new_tokens, or an earlier stop without ignore_eos)
     max_new_tokens: int = 0  # what the KV reservation assumes; defaults to output_tokens
     tokens: tuple[Hashable, ...] | None = None  # the prompt's tokens (radix cache keys); None: unique to it
+    #: the cache key of each generated token, cycling (``tokens.output_keys``: words, or a tokenizer's ids)
+    output_keys: tuple[Hashable, ...] = OUTPUT_WORDS
     cached_tokens: int = 0  # prompt tokens its first admission found in the radix cache
     priority: int = 0
     replica: int = 0
@@ -101,7 +102,8 @@ class SimRequest:
         if n <= len(self.tokens):
             return self.tokens[:n]
         out = n - len(self.tokens)
-        return self.tokens + tuple(OUTPUT_WORDS[i % len(OUTPUT_WORDS)] for i in range(out))
+        keys = self.output_keys
+        return self.tokens + tuple(keys[i % len(keys)] for i in range(out))
 
     @property
     def generated(self) -> int:
@@ -344,9 +346,11 @@ class Scheduler:
         return StepOutcome(start, end, produced, finished)
 
     def _run_decode(self, start: float) -> StepOutcome:
-        self._make_room(len(self.running))
-        while self.running and self.kv_used + len(self.running) > self.capacity:
+        # Retract until the new tokens fit once unlocked cache entries are evicted: a retracted request's cached
+        # prefix stays in the tree (evictable), so counting the tree as used would retract every request.
+        while self.running and self.kv_used - self._evictable + len(self.running) > self.capacity:
             self._retract(self.running[-1])
+        self._make_room(len(self.running))
         context = sum(r.context for r in self.running)
         seconds = self._cost(decode_batch=len(self.running), decode_context=context)
         end = start + self._noisy(seconds)

@@ -6,8 +6,10 @@ asyncio task per dp replica computes a step, waits until its end comes on that c
 so CPU cost is per step, not per token timer.
 
 Server time for the client: every response carries the request's simulated arrival (header
-``X-Sim-Arrival``) and every streamed write its simulated time (``: sim-time`` comment line), so a client can
-measure TTFT, ITL and E2E in simulated seconds, exactly as the scheduler produced them.
+``X-Sim-Arrival``) and, when the request asks for it (``X-Sim-Token`` or ``X-Sim-Stamps``), every streamed
+write its simulated time (``: sim-time`` comment line), so a client can measure TTFT, ITL and E2E in
+simulated seconds, exactly as the scheduler produced them. Plain clients (SGLang's ``bench_serving``, which
+fails on SSE comment lines) get SGLang's stream unchanged.
 
 Arrivals a client announces (request headers; real SGLang ignores them, the simulator's timeline needs them to
 be independent of how fast the client reacts):
@@ -45,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from pytest_autotuner.core.tokens import WORD_RULE, output_keys
 from pytest_autotuner.sim.clock import VirtualClock
 from pytest_autotuner.sim.protocol import (
     RequestError,
@@ -59,6 +62,7 @@ from pytest_autotuner.sim.streaming import LiveRequest
 if TYPE_CHECKING:
     import argparse
 
+    from pytest_autotuner.core.tokens import TokenCounter
     from pytest_autotuner.sim.perf_model import EngineConfig, MemoryPlan
     from pytest_autotuner.sim.protocol import Api, GenerationRequest
 
@@ -121,9 +125,17 @@ class SimServer:
     """Scheduler replicas + the HTTP handlers; ``ready`` flips when the simulated startup ends."""
 
     def __init__(
-        self, *, args: argparse.Namespace, config: EngineConfig, memory: MemoryPlan, info: dict[str, Any]
+        self,
+        *,
+        args: argparse.Namespace,
+        config: EngineConfig,
+        memory: MemoryPlan,
+        info: dict[str, Any],
+        counter: TokenCounter = WORD_RULE,
     ) -> None:
         self.args = args
+        self.counter = counter  # counts prompts and gives the radix cache its keys (``core/tokens.py``)
+        self._output_keys = output_keys(counter)
         self.config = config
         self.info = info
         self.speedup: float = args.sim_speedup
@@ -235,7 +247,7 @@ class SimServer:
         self._live[sim.rid] = live
         self.timeline.append(sim)
 
-    def _receive(self, gen: GenerationRequest) -> LiveRequest:
+    def _receive(self, gen: GenerationRequest, *, stamped: bool = True) -> LiveRequest:
         """Check a parsed request against the engine's limits (HTTP 400 now, like SGLang) and wrap it."""
         sim = SimRequest(
             rid=-1,
@@ -244,6 +256,7 @@ class SimServer:
             output_tokens=gen.max_tokens,
             max_new_tokens=gen.max_tokens,
             tokens=gen.tokens,
+            output_keys=self._output_keys,
         )
         reason = self.schedulers[0].reject_reason(sim)  # every replica has the same limits
         if reason is not None:
@@ -254,7 +267,7 @@ class SimServer:
             self._streams += 1
             every = self.args.sim_malformed_sse_every
             malformed = every is not None and self._streams % every == 0
-        return LiveRequest(sim, shape, malformed=malformed)
+        return LiveRequest(sim, shape, malformed=malformed, stamped=stamped)
 
     def _enqueue(self, gen: GenerationRequest, live: LiveRequest, at: float, order: int) -> None:
         heapq.heappush(self._incoming, _Arrival(at, order, next(self._seq), live.sim, gen, live))
@@ -354,7 +367,13 @@ class SimServer:
         return web.json_response({"object": "list", "data": data})
 
     async def server_info(self, request: web.Request) -> web.Response:
-        return web.json_response(self.info)
+        # SGLang adds one ``internal_states`` entry per replica (bench_serving reads it after every run)
+        states = [
+            {"memory_usage": {"token_capacity": s.capacity}, "num_running_reqs": len(s.running),
+             "num_waiting_reqs": len(s.waiting), "token_usage": s.kv_used / s.capacity if s.capacity else 0.0}
+            for s in self.schedulers
+        ]  # fmt: skip
+        return web.json_response({**self.info, "internal_states": states})
 
     async def get_load(self, request: web.Request) -> web.Response:
         """Requests in the server per replica, as SGLang's ``/get_load`` (``num_reqs``, ``num_waiting_reqs``):
@@ -441,8 +460,8 @@ class SimServer:
         try:
             at_end, after = parse_then(headers.get("X-Sim-Then", ""))
             think = parse_think(headers.get("X-Sim-Think", "0"))
-            gen = parse_generation(api, await request.read(), self.served_model)
-            live = self._receive(gen)
+            gen = parse_generation(api, await request.read(), self.served_model, self.counter)
+            live = self._receive(gen, stamped="X-Sim-Token" in headers or "X-Sim-Stamps" in headers)
         except (RequestError, ValueError) as exc:
             return web.json_response(error_body(str(exc)), status=400)
         promised = headers.get("X-Sim-After")

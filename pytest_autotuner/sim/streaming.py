@@ -1,7 +1,9 @@
 """One request in flight: the replica driver writes its chunks straight to the socket when they are due.
 
-Every write starts with an SSE comment line ``: sim-time <seconds>`` carrying the simulated time at which its
-tokens were produced (SSE clients, OpenAI's included, skip comment lines). With the request's simulated
+Every write of a request that asks for stamps (``X-Sim-Token`` or ``X-Sim-Stamps`` request header: the
+project's client) starts with an SSE comment line ``: sim-time <seconds>`` carrying the simulated time at which
+its tokens were produced. Other clients get SGLang's plain stream: SSE allows comment lines, but SGLang's own
+``bench_serving`` parses every non-empty line as ``data:`` JSON and fails on them. With the request's simulated
 arrival (the ``X-Sim-Arrival`` response header) the benchmark client measures in server time, so neither the
 speed-up nor the host's load reaches the measurement (see ``clock.py`` and ``bench/client.py``).
 
@@ -36,8 +38,9 @@ def sim_time_line(at: float) -> bytes:
 class LiveRequest:
     """Streams (or collects) one request's tokens; ``done`` is set when its last token is out."""
 
-    def __init__(self, sim: SimRequest, shape: ResponseShape, *, malformed: bool = False) -> None:
+    def __init__(self, sim: SimRequest, shape: ResponseShape, *, malformed: bool = False, stamped: bool = True) -> None:
         self.sim = sim
+        self.stamped = stamped  # each write opens with its ``: sim-time`` line
         self.shape = shape
         self.sent = 0  # tokens written to the client (streaming) or produced (non-streaming)
         self.done = asyncio.Event()
@@ -81,7 +84,7 @@ class LiveRequest:
                 self.done.set()
             return
         if not self._broken:
-            payload = sim_time_line(at) + self._content(upto)
+            payload = (sim_time_line(at) if self.stamped else b"") + self._content(upto)
             if self._malformed and 2 * upto >= self.sim.output_tokens:
                 payload += _MALFORMED_LINE
                 self._malformed = False

@@ -110,3 +110,48 @@ def test_dataset_replay_sends_the_first_exchanges_capped_to_the_servers_context(
     lengths = sorted((r.input_tokens, r.output_tokens) for r in cell.records)
     assert lengths == [(2, 2), (2, 2), (127, 128), (127, 128)]  # 400 + 300 cut to fit 256
     assert all(r.input_tokens == r.requested_input_tokens for r in cell.records)
+
+
+def test_dataset_replay_sends_every_exchange_of_a_conversation_in_order(launch: Any, tmp_path: Path) -> None:
+    exchanges = [("alpha " * 30, "x " * 6), ("beta " * 20, "y " * 5), ("gamma " * 10, "z " * 4)]
+    turns = [{"from": who, "value": text} for human, gpt in exchanges for who, text in (("human", human), ("gpt", gpt))]
+    (tmp_path / "chat.jsonl").write_text(json.dumps({"conversations": turns}) + "\n")
+    plan = BenchmarkPlan(
+        scenarios=(parse_scenario("dataset(chat.jsonl)"),), concurrencies=(1,), max_requests=6, warmup_requests=0,
+        max_time=120.0, dataset_root=str(tmp_path),
+    )  # fmt: skip
+    records = sorted(run_benchmark(launch(), plan).cells[0].records, key=lambda r: r.send_time)
+    assert [(r.input_tokens, r.output_tokens) for r in records] == [(30, 6), (56, 5), (71, 4)] * 2
+    assert all(r.input_tokens == r.requested_input_tokens for r in records)
+    # turn 2 finds turn 1's prompt and reply cached (all but the reply's last token), turn 3 turn 2's
+    cached = [r.cached_tokens for r in records]
+    assert cached[1] >= 30 + 5 and cached[2] >= 56 + 4 and cached[0] < cached[1] < cached[2]
+    assert cached[3] >= 29  # the second replay of the conversation finds its first message cached too
+
+
+SHIPPED_TOKENIZER = Path(__file__).parents[2] / "tuning_specs" / "tokenizers" / "sim-bpe"
+
+
+def test_with_a_tokenizer_the_simulator_counts_and_the_client_builds_prompts_by_it(launch: Any) -> None:
+    endpoint = launch("--sim-tokenizer", str(SHIPPED_TOKENIZER))
+    assert endpoint.server_info["sim_token_counting"] == "tokenizer"
+    assert endpoint.server_info["sim_tokenizer"] == str((SHIPPED_TOKENIZER / "tokenizer.json").resolve())
+    cell = run_benchmark(endpoint, _plan("D(512,8)", api="completions")).cells[0]
+    assert cell.completed == 24 and {r.input_tokens for r in cell.records} == {512}
+    # the word rule counts the same prompts differently (each prompt's own first word is several BPE tokens)
+    words = launch()
+    assert words.server_info["sim_token_counting"] == "word rule" and words.server_info["sim_tokenizer"] is None
+    plan = BenchmarkPlan(scenarios=(parse_scenario("D(512,8)"),), concurrencies=(4,), max_requests=24,
+                         warmup_requests=0, max_time=120.0, api="completions",
+                         tokenizer=str(SHIPPED_TOKENIZER))  # fmt: skip
+    assert {r.input_tokens for r in run_benchmark(words, plan).cells[0].records} != {512}
+
+
+def test_with_a_tokenizer_the_radix_cache_matches_token_ids(launch: Any) -> None:
+    cell = run_benchmark(launch("--sim-tokenizer", str(SHIPPED_TOKENIZER)), _plan("P(2,6,300,20,8)")).cells[0]
+    assert cell.completed == 24
+    # 300 system tokens by the tokenizer, then a space and 20 more (the joining space may merge with the question)
+    assert all(r.input_tokens in (320, 321) for r in cell.records)
+    cached = [r.cached_tokens or 0 for r in cell.records]
+    assert all(c == 0 or c >= 300 for c in cached), cached  # nothing, or at least the whole system prompt
+    assert cached.count(0) <= 4 and cell.cache_hit_rate > 0.8

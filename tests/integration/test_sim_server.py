@@ -112,6 +112,9 @@ def test_models_and_server_info(shared: SimProcess) -> None:
         assert info["version"] == "0.5.23-sim" and info["sim_speedup"] == 20.0
         assert info["sim_noise"] == 0.03 and info["sim_model_version"] == SIM_MODEL_VERSION
         assert info["served_model_name"] == "tiny" and info["max_total_num_tokens"] > 1_000_000
+        # one entry per replica, as SGLang's (bench_serving reads internal_states[0] after a run)
+        assert info["internal_states"][0]["memory_usage"]["token_capacity"] == info["max_total_num_tokens"]
+        assert info["sim_token_counting"] == "word rule" and info["sim_tokenizer"] is None
     assert sim.status("/health_generate") == 200
     assert sim.post("/flush_cache", b"")[0] == 200
 
@@ -258,12 +261,20 @@ def test_startup_counts_from_the_launchers_clock_not_from_the_simulators_imports
 
 
 def test_every_write_carries_its_simulated_time_and_the_response_its_arrival(shared: SimProcess) -> None:
-    arrival, raw = _post(shared, CHAT)
+    arrival, raw = _post(shared, CHAT, Stamps="1")
     stamps = _stamps(raw)
     row = _row(shared, arrival)
     assert len(stamps) == 4  # one write per token at stream interval 1; the tail goes with the last
     assert stamps == sorted(stamps) and stamps[0] == pytest.approx(row["first_token"], abs=1e-9)
     assert stamps[-1] == pytest.approx(row["finish"], abs=1e-9)
+
+
+def test_a_plain_client_gets_sglangs_stream_without_stamps(shared: SimProcess) -> None:
+    """SGLang's bench_serving parses every non-empty stream line as ``data:`` JSON: no comment lines for it."""
+    arrival, raw = _post(shared, CHAT)
+    lines = [line for line in raw.decode().split("\n") if line.strip()]
+    assert lines and all(line.startswith("data: ") for line in lines), lines
+    assert _row(shared, arrival)["output_tokens"] == 4
 
 
 def test_a_follow_up_arrives_exactly_at_its_predecessors_end_however_late_it_is_sent(launch: Any) -> None:

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pytest_autotuner.bench.prompts import PromptFactory
+from pytest_autotuner.core.tokens import load_tokenizer
 
-
-class WordTokenizer:
-    """Stands in for a Hugging Face tokenizer: one id per whitespace-separated word."""
-
-    def __init__(self) -> None:
-        self.vocab: dict[str, int] = {}
-
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return [self.vocab.setdefault(word, len(self.vocab)) for word in text.split()]
-
-    def decode(self, ids: list[int]) -> str:
-        words = {i: w for w, i in self.vocab.items()}
-        return " ".join(words[i] for i in ids)
+SHIPPED_TOKENIZER = Path(__file__).parents[2] / "tuning_specs" / "tokenizers" / "sim-bpe"
 
 
 def test_prompts_have_the_requested_word_count_and_distinct_prefixes() -> None:
@@ -37,12 +28,22 @@ def test_missing_tokenizer_directory_falls_back_to_words() -> None:
 
 
 def test_a_tokenizer_gives_exact_token_counts() -> None:
-    factory = PromptFactory(seed=0)
-    tokenizer = WordTokenizer()
-    factory._tokenizer = tokenizer  # what _load_tokenizer returns for a local directory
-    prompts = factory.build([1, 7, 50])
+    factory = PromptFactory(seed=0, tokenizer=str(SHIPPED_TOKENIZER))
+    tokenizer = load_tokenizer(SHIPPED_TOKENIZER)
+    lengths = [1, 3, 7, 50, 512, 2000]
+    prompts = factory.build(lengths)
     assert factory.exact
-    assert [len(tokenizer.encode(p)) for p in prompts] == [1, 7, 50]
+    assert [len(tokenizer.ids(p)) for p in prompts] == lengths
+    # the word rule counts these prompts differently: its prefix word is several byte-level tokens
+    assert [len(p.split()) for p in prompts[2:]] != lengths[2:]
+
+
+def test_a_prompt_is_cut_and_counted_by_the_tokenizer() -> None:
+    factory = PromptFactory(seed=0, tokenizer=str(SHIPPED_TOKENIZER / "tokenizer.json"))
+    text = "hello world, how are you today"
+    assert factory.count(text) == len(load_tokenizer(SHIPPED_TOKENIZER).ids(text)) > len(text.split())
+    assert factory.count(factory.truncate(text, 4)) == 4
+    assert PromptFactory(seed=0).truncate(text, 4) == "hello world, how are"
 
 
 def test_shared_prompts_share_exactly_the_system_prompt_within_a_group() -> None:

@@ -167,3 +167,17 @@ def test_the_in_process_simulator_refuses_traffic_only_the_client_can_send(scena
     plan = BenchmarkPlan((parse_scenario(scenario),), (1,), max_requests=2)
     with pytest.raises(ValueError, match="need the benchmark client"):
         run_benchmark_in_process(MODEL, {}, plan)
+
+
+def test_a_full_pool_retracts_only_as_many_requests_as_the_next_decode_step_needs() -> None:
+    """A retracted request's prompt stays cached (evictable), so it frees room: one retraction is enough here."""
+    sched = _scheduler()
+    reqs = [_request(i, seq(f"p{i}", 1000), out=8) for i in range(3)]
+    for req in reqs:
+        sched.submit(req)
+    t = sched.step(0.0).end  # one prefill batch: all three prompts in the tree, locked by their requests
+    assert len(sched.running) == 3 and sched.kv_used == 3000 and sched._evictable == 0
+    sched.capacity = 3001  # the next decode step needs 3 more tokens: 2 over
+    while not sched.running or sched.running[0].generated < 2:
+        t = sched.step(t).end
+    assert sum(r.retractions for r in reqs) == 1 and len(sched.running) == 2
