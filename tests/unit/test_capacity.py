@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+from factories import cell, spec
 
 from pytest_autotuner.core.baseline import compare, make_baseline
 from pytest_autotuner.core.capacity import CapacityLimits, CapacityResult, LadderSearch, Step, judge_step
@@ -23,7 +24,6 @@ from pytest_autotuner.core.trial import Deadline, Params
 from pytest_autotuner.evaluate import plan_from_spec, run_ladder
 from pytest_autotuner.report.data import results_summary
 from pytest_autotuner.report.text import answer_line, progress_line, summary_lines
-from tests.factories import cell, spec
 
 SLO = {"ttft": {"p99": {"threshold": 0.2}}}
 
