@@ -65,6 +65,7 @@ from pytest_autotuner.evaluate import plan_from_spec
 from pytest_autotuner.sim import run_benchmark_in_process
 from pytest_autotuner.sim.__main__ import startup_seconds
 from pytest_autotuner.sim.cli import engine_config, params_to_argv, parse_argv
+from pytest_autotuner.sim.perf_model import SIM_MODEL_VERSION
 
 WITHIN = 0.01  # "found the optimum" = truly within 1%
 NUM_GPUS = 8
@@ -104,13 +105,13 @@ def _spec(name: str, model: str, bench: dict[str, Any], slo: dict[str, Any], **p
     return TaskSpec.model_validate(raw)
 
 
-_PARALLEL = {"tp_size": [1, 2, 4, 8], "dp_size": [1, 2, 4, 8]}
-_ENGINE = {
+_PARALLEL: dict[str, list[Any]] = {"tp_size": [1, 2, 4, 8], "dp_size": [1, 2, 4, 8]}
+_ENGINE: dict[str, list[Any]] = {
     "mem_fraction_static": [0.7, 0.8, 0.88, 0.94],
     "chunked_prefill_size": [1024, 4096, 8192],
     "max_running_requests": [16, 64, 256],
     "schedule_policy": ["fcfs", "lpm"],
-    "cuda_graph_max_bs": [32, 128, 512],
+    "cuda_graph_max_bs_decode": [32, 128, 512],
 }
 
 CASES = {
@@ -213,7 +214,8 @@ def measure_memo(case: Case, params: Params, replicate: int | None) -> Measured:
 
 @dataclass(frozen=True)
 class Truth:
-    """Noise-free score per point (None: infeasible or failed) and the optimum."""
+    """Expected score per point over the noise replicates a trial draws from (None: infeasible in any of them, or
+    failed) and the optimum."""
 
     values: dict[str, float | None]
     failed: int
@@ -229,19 +231,31 @@ class Truth:
         return max(0.0, (self.optimum - value) if maximize else (value - self.optimum)) / abs(self.optimum)
 
 
+def expected_score(case: Case, params: Params) -> tuple[float | None, bool]:
+    """The mean score over the ``REPLICATES`` noise seeds (a trial draws one of them uniformly, so this is the
+    exact expectation of what a trial of ``params`` measures), None when any replicate is infeasible; and whether
+    the server fails at startup (deterministic: memory does not depend on noise)."""
+    first = score(case, measure(case, params, 0))
+    if first.failure is not None:
+        return None, True
+    scores = [first, *(score(case, measure(case, params, r)) for r in range(1, REPLICATES))]
+    if not all(s.feasible for s in scores):
+        return None, False
+    return statistics.fmean(s.value for s in scores), False
+
+
 def _truth_chunk(args: tuple[str, list[Params]]) -> list[tuple[str, float | None, bool]]:
     case = CASES[args[0]]
-    out = []
-    for params in args[1]:
-        s = score(case, measure(case, params, None))
-        out.append((point_key(params), s.value if s.feasible else None, s.failure is not None))
-    return out
+    return [(point_key(params), *expected_score(case, params)) for params in args[1]]
 
 
 def truth(case: Case, workers: int) -> Truth:
     space = SearchSpace.from_spec(case.spec)
-    digest = hashlib.sha256(case.spec.model_dump_json().encode()).hexdigest()[:12]
-    path = CACHE / f"truth-{case.key}-{digest}.json"
+    # what decides the scores: the spec as written (defaults of fields added later left out), the noise and the
+    # simulator's model version
+    what = f"{case.spec.model_dump_json(exclude_defaults=True)}|{NOISE}|{REPLICATES}|{SIM_MODEL_VERSION}"
+    digest = hashlib.sha256(what.encode()).hexdigest()[:12]
+    path = CACHE / f"truth-{case.key}-expected-{digest}.json"
     if path.is_file():
         rows = json.loads(path.read_text())
     else:
@@ -269,6 +283,8 @@ class Run:
     measured: list[TrialScore] = field(default_factory=list)  # the noisy score the tuner saw
     gpu_s: list[float] = field(default_factory=list)
     pruned: list[bool] = field(default_factory=list)
+    # what a pruned trial would have measured at full length (same noise draw): None when not pruned
+    unpruned: list[TrialScore | None] = field(default_factory=list)
 
 
 def _replicates(seed: int) -> Callable[[], int]:
@@ -308,6 +324,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ours-ei24": {"sampler": _unique_tpe(n_ei_candidates=24, max_gpus=NUM_GPUS)},
     "ours-startup10": {"sampler": _unique_tpe(n_startup_trials=10, max_gpus=NUM_GPUS)},
     "plain-tpe-in-product": {"sampler": _plain_tpe},  # our Search (dedup, graded failures), Optuna's TPE
+    "ours-heaviest": {"cell_order": "heaviest_first"},
+    "ours-lightest": {"cell_order": "lightest_first"},
 }
 
 
@@ -321,6 +339,11 @@ def run_ours(case: Case, strategy: str, seed: int, budget: int, variant: dict[st
         }
     )
     spec = case.spec.model_copy(update={"optimization": opt})
+    if "cell_order" in variant:
+        spec = spec.model_copy(
+            update={"benchmark": spec.benchmark.model_copy(update={"cell_order": variant["cell_order"]})}
+        )
+    heaviest_first = spec.benchmark.cell_order == "heaviest_first"
     space = SearchSpace.from_spec(spec)
     max_gpus = variant.get("max_gpus", NUM_GPUS)
     name = f"{case.key}-{strategy}-{seed}"
@@ -328,22 +351,26 @@ def run_ours(case: Case, strategy: str, seed: int, budget: int, variant: dict[st
     if "sampler" in variant:
         search.study.sampler = variant["sampler"](spec, space, seed)
     draw = _replicates(seed)
-    spent: dict[str, tuple[float, bool]] = {}
+    spent: dict[str, tuple[float, TrialScore | None]] = {}
 
     def evaluate(params: Params, deadline: Deadline) -> BenchResult:
         key = point_key(params)
         measured = measure_memo(case, params, draw())
-        spent[key] = (measured.gpu_s, False)
+        spent[key] = (measured.gpu_s, None)
         if measured.failure is not None:
             raise TrialFailure(*measured.failure)
         assert measured.result is not None
         report = getattr(deadline, "report_cell", None)
         if report is not None:  # early stopping (issue 19, part 1): pay only for the cells run
-            for i, cell in enumerate(measured.result.cells):
+            # cells are simulated lightest first and independently; reported (and paid) in the spec's order
+            order = list(range(len(measured.result.cells)))
+            order = order[::-1] if heaviest_first else order
+            for done, index in enumerate(order, start=1):
                 try:
-                    report(cell)
+                    report(measured.result.cells[index])
                 except TrialFailure:
-                    spent[key] = (measured.launch_gpu_s + sum(measured.cell_gpu_s[: i + 1]), True)
+                    paid = sum(measured.cell_gpu_s[i] for i in order[:done])
+                    spent[key] = (measured.launch_gpu_s + paid, score(case, measured))
                     raise
         return measured.result
 
@@ -352,11 +379,12 @@ def run_ours(case: Case, strategy: str, seed: int, budget: int, variant: dict[st
     run = Run(variant.get("name", strategy), seed)
     for record in sorted(session.records()[0], key=lambda r: r.number):
         key = point_key(record.params)  # the defaults trial: without the flags left to the server
-        gpu_s, pruned = spent.get(key, (0.0, False))  # not in spent: rejected before launch (over 8 GPUs)
+        gpu_s, unpruned = spent.get(key, (0.0, None))  # not in spent: rejected before launch (over 8 GPUs)
         run.keys.append(key)
         run.measured.append(_record_score(record.value, record.feasible, record.meets_slos, record.failure))
         run.gpu_s.append(gpu_s)
-        run.pruned.append(pruned)
+        run.pruned.append(unpruned is not None)
+        run.unpruned.append(unpruned)
     return run
 
 
@@ -386,6 +414,7 @@ def run_seed_style(case: Case, seed: int, budget: int) -> Run:
         run.measured.append(scored)
         run.gpu_s.append(measured.gpu_s)
         run.pruned.append(False)
+        run.unpruned.append(None)
     return run
 
 
@@ -411,6 +440,8 @@ class RunStats:
     startup_failures: int
     repeats: int
     bad_prunes: int  # stopped trials that would have become the best
+    pruned: int
+    confirmed_gaps: tuple[float, float]  # after confirming the top 1 / top 3 (2 runs each)
 
 
 def run_stats(case: Case, run: Run, true: Truth) -> RunStats:
@@ -419,17 +450,20 @@ def run_stats(case: Case, run: Run, true: Truth) -> RunStats:
     hit_trials = hit_cost = math.inf
     cost = 0.0
     bad_prunes = 0
-    for i, (key, seen, gpu_s, pruned) in enumerate(zip(run.keys, run.measured, run.gpu_s, run.pruned, strict=True)):
+    rows = zip(run.keys, run.measured, run.gpu_s, run.unpruned, strict=True)
+    for i, (key, seen, gpu_s, unpruned) in enumerate(rows):
         cost += gpu_s
-        if pruned and true.gap(key, case.maximize) < (true.gap(best_point, case.maximize) if best_point else math.inf):
-            bad_prunes += 1
+        # a would-be best: measured to the end (same noise draw), it would have ranked above the best so far
+        if unpruned is not None and unpruned.failure is None and unpruned.feasible:
+            bad_prunes += best_key is None or rank_key(True, True, unpruned.value, case.maximize) < best_key
         if seen.failure is None and seen.feasible:
             rank = rank_key(True, True, seen.value, case.maximize)
             if best_key is None or rank < best_key:
                 best_key, best_point = rank, key
         if math.isinf(hit_trials) and best_point and true.gap(best_point, case.maximize) <= WITHIN:
             hit_trials, hit_cost = float(i + 1), cost / 3600
-    failures = sum(1 for s in run.measured if s.failure is not None and s.failure is not FailureClass.INFEASIBLE)
+    not_startup = (FailureClass.INFEASIBLE, FailureClass.PRUNED)
+    failures = sum(1 for s in run.measured if s.failure is not None and s.failure not in not_startup)
     return RunStats(
         hit_trials,
         hit_cost,
@@ -438,7 +472,28 @@ def run_stats(case: Case, run: Run, true: Truth) -> RunStats:
         failures,
         len(run.keys) - len(set(run.keys)),
         bad_prunes,
+        sum(run.pruned),
+        (confirmed_gap(case, run, true, 1), confirmed_gap(case, run, true, 3)),
     )
+
+
+def confirmed_gap(case: Case, run: Run, true: Truth, top: int, runs: int = 2) -> float:
+    """True gap of the configuration the product would report: its ``top`` best measured trials confirmed by
+    ``runs`` more runs each (fresh noise draws), the best mean wins (``task._confirm`` with ``confirm_top``)."""
+    draw = _replicates(run.seed + 10_000 * top)
+    ranked: dict[str, tuple[bool, bool, float]] = {}
+    for key, seen in zip(run.keys, run.measured, strict=True):
+        if seen.failure is None and seen.feasible and key in true.values:
+            rank = rank_key(True, True, seen.value, case.maximize)
+            ranked[key] = min(rank, ranked.get(key, rank))
+    best: tuple[tuple[bool, bool, float], str] | None = None
+    for key in sorted(ranked, key=ranked.__getitem__)[:top]:
+        scores = [score(case, measure_memo(case, json.loads(key), draw())) for _ in range(runs)]
+        mean = statistics.fmean(s.value for s in scores)
+        rank = rank_key(True, all(s.feasible for s in scores), mean, case.maximize)
+        if best is None or rank < best[0]:
+            best = (rank, key)
+    return true.gap(best[1], case.maximize) if best is not None else math.inf
 
 
 def median(values: list[float]) -> float:
@@ -463,7 +518,10 @@ HEADER = [
     "GPU-h per study",
     "startup failures",
     "repeats",
+    "stopped early",
     "early-stopped would-be bests",
+    "confirmed top 1: gap median / within 1%",
+    "confirmed top 3: gap median / within 1%",
 ]
 
 
@@ -486,7 +544,13 @@ def summarize(stats: dict[str, list[RunStats]], budget: int) -> list[list[str]]:
                 f"{statistics.fmean([s.gpu_h_total for s in mine]):.2f}",
                 f"{statistics.fmean([s.startup_failures for s in mine]):.1f}",
                 f"{sum(s.repeats for s in mine)}",
+                f"{statistics.fmean([s.pruned for s in mine]):.1f}",
                 f"{sum(s.bad_prunes for s in mine)}",
+                *(
+                    f"{fmt(median([s.confirmed_gaps[i] for s in mine]) * 100, 2, '%')} / "
+                    f"{sum(s.confirmed_gaps[i] <= WITHIN for s in mine)}/{len(mine)}"
+                    for i in (0, 1)
+                ),
             ]
         )
     return rows

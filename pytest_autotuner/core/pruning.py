@@ -6,9 +6,9 @@ after every finished cell) with the best complete trial so far. A trial is prune
 (a) **hard SLO**: a cell already breaks a hard SLO beyond its ``fail_ratio``, so the trial is infeasible
     whatever its other cells measure, while a complete trial that met every hard SLO is known. ``rank_key``
     ranks every feasible trial above every infeasible one, so this trial cannot become the best. Cells run
-    lightest load first (``BenchmarkPlan.cells``): heavier loads will not do better, and the lightest cell is
-    the cheapest to measure. Before any feasible trial is known, an infeasible trial may still end up the
-    least bad one (what the report and the SLO verdict then show), so it is measured to the end.
+    heaviest load first by default (``BenchmarkPlan.cells``): SLOs break under load. Before any feasible trial
+    is known, an infeasible trial may still end up the least bad one (what the report and the SLO verdict then
+    show), so it is measured to the end.
 (b) **margin**: the trial's partial score, over the cells measured so far, is worse than the best feasible
     trial's score over the same cells by more than ``optimization.prune_margin`` (0.5: 50% worse; ratio form,
     ``value > best * (1 + m)`` when minimizing, ``value < best / (1 + m)`` when maximizing). Comparing like with

@@ -490,10 +490,12 @@ class Benchmark(_Model):
         20, ge=2, description="Completed requests a cell needs before `precision` may stop it."
     )
     cell_order: Literal["lightest_first", "heaviest_first"] = Field(
-        "lightest_first",
-        description="Order of a trial's cells (closed loop by concurrency, then open loop by rate). Early stopping "
-        "decides after each cell: lightest first stops configurations too slow even when idle after the cheapest "
-        "cell; heaviest first also stops, after one cell, those that break a hard SLO only under load.",
+        "heaviest_first",
+        description="Order of a trial's cells (open loop by falling rate, then closed loop by falling concurrency; "
+        "lightest_first reverses it). Early stopping decides after each cell: heaviest first stops, after one cell, "
+        "configurations that break a hard SLO under load (the usual way to fail one), and a heavy cell of a fixed "
+        "request count is the shortest; lightest first stops only those too slow even when idle "
+        "(benchmarks/RESULTS.md, issue 19).",
     )
     capacity: CapacitySettings | None = Field(
         None,

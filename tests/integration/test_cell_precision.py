@@ -87,7 +87,7 @@ def _prune_after_first(cells: object) -> str:
 
 
 def test_a_child_process_client_sends_its_cells_and_the_rule_prunes_the_trial(sim: SimProcess) -> None:
-    plan = _plan(concurrencies=(1, 2), max_requests=20)
+    plan = dataclasses.replace(_plan(concurrencies=(1, 2), max_requests=20), cell_order="lightest_first")
     deadline = Deadline(120.0, rule=_prune_after_first)
     with pytest.raises(TrialFailure) as raised:
         run_benchmark_in_child(_endpoint(sim), plan, deadline=deadline)
@@ -101,8 +101,8 @@ def test_a_child_process_client_sends_its_cells_and_the_rule_prunes_the_trial(si
     assert [c.key.concurrency for c in inproc.cells] == [1]
 
 
-def test_plan_cells_run_lightest_load_first(tmp_path: Path) -> None:
+def test_plan_cells_run_heaviest_load_first_unless_the_spec_says_lightest(tmp_path: Path) -> None:
     plan = _plan(concurrencies=(16, 1, 4), request_rates=(8.0, 2.0))
-    assert [(c, r) for _s, c, r in plan.cells()] == [(1, None), (4, None), (16, None), (0, 2.0), (0, 8.0)]
-    heavy = dataclasses.replace(plan, cell_order="heaviest_first")
-    assert [(c, r) for _s, c, r in heavy.cells()] == [(0, 8.0), (0, 2.0), (16, None), (4, None), (1, None)]
+    assert [(c, r) for _s, c, r in plan.cells()] == [(0, 8.0), (0, 2.0), (16, None), (4, None), (1, None)]
+    light = dataclasses.replace(plan, cell_order="lightest_first")
+    assert [(c, r) for _s, c, r in light.cells()] == [(1, None), (4, None), (16, None), (0, 2.0), (0, 8.0)]

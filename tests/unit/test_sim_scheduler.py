@@ -65,7 +65,7 @@ def test_max_time_stops_sending() -> None:
 
 def test_open_loop_records_carry_the_scheduled_time() -> None:
     result = run_benchmark_in_process(MODEL, {}, PLAN)
-    open_cell = result.cells[-1]
+    open_cell = next(c for c in result.cells if c.request_rate is not None)
     assert open_cell.request_rate == 4.0
     assert all(r.scheduled_time == r.send_time for r in open_cell.records)
 

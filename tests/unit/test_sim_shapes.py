@@ -15,7 +15,12 @@ MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
 def _plan(scenario: str, *concurrencies: int, requests: int = 64) -> BenchmarkPlan:
     return BenchmarkPlan(
-        (parse_scenario(scenario),), concurrencies, max_requests=requests, max_time=1e9, warmup_requests=0
+        (parse_scenario(scenario),),
+        concurrencies,
+        max_requests=requests,
+        max_time=1e9,
+        warmup_requests=0,
+        cell_order="lightest_first",  # the cells in load order, as the assertions read them
     )
 
 
@@ -35,7 +40,12 @@ def test_itl_rises_with_context() -> None:
 def test_throughput_saturates_then_ttft_grows_with_load() -> None:
     # A small KV pool (mem-fraction 0.3 -> ~60k tokens) binds the batch at ~50 requests of 1.3k tokens.
     plan = BenchmarkPlan(
-        (parse_scenario("D(1024,256)"),), (), request_rates=(2, 8, 32, 128), max_requests=400, max_time=1e9
+        (parse_scenario("D(1024,256)"),),
+        (),
+        request_rates=(2, 8, 32, 128),
+        max_requests=400,
+        max_time=1e9,
+        cell_order="lightest_first",
     )
     cells = run_benchmark_in_process(MODEL, {"mem-fraction-static": 0.3}, plan).cells
     throughput = [c.output_throughput for c in cells]
