@@ -606,6 +606,10 @@ def main(argv: list[str] | None = None) -> int:
         n_points = len(true.values)
         n_feasible = sum(v is not None for v in true.values.values())
         n_near = sum(1 for k in true.values if true.gap(k, case.maximize) <= WITHIN)
+        best_point = next(k for k, v in true.values.items() if v == true.optimum)
+        draws = [score(case, measure_memo(case, json.loads(best_point), r)).value for r in range(REPLICATES)]
+        spread = statistics.stdev(draws) / statistics.fmean(draws)
+        tiers = sorted({round(true.gap(k, case.maximize), 3) for k, v in true.values.items() if v is not None})[:4]
         jobs = [(key, s, seed, args.budget) for s in strategies for seed in range(args.seeds)]
         with ctx.Pool(args.workers) as pool:
             runs = pool.map(one_run, jobs, chunksize=1)
@@ -619,7 +623,10 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"{n_points} points, every one evaluated with noise 0: {true.failed} fail at startup or need "
             f"more than {NUM_GPUS} GPUs, {n_feasible} feasible, {n_near} within 1% of the optimum "
-            f"({true.optimum:,.0f} tok/s). {args.seeds} seeds, budget {args.budget} trials, noise {NOISE:g}.",
+            f"({true.optimum:,.0f} tok/s). {args.seeds} seeds, budget {args.budget} trials, noise {NOISE:g}. "
+            f"One run of the optimum scores {', '.join(f'{d:,.0f}' for d in draws)} in the {REPLICATES} noise "
+            f"draws (sd {spread:.1%} of the mean); the best gaps in the space: "
+            f"{', '.join(f'{t:.1%}' for t in tiers)}.",
             "",
             markdown(summarize(stats, args.budget)),
         ]
