@@ -6,13 +6,14 @@ are escaped, and long values and lists are abbreviated, so a hostile spec cannot
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from pytest_autotuner.core.formatting import describe_params, format_gain, format_limit, format_objective, format_p
 from pytest_autotuner.core.trial import FailureClass
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.session import TrialEvent
+    from pytest_autotuner.core.session import Confirmation, TrialEvent
     from pytest_autotuner.core.task import TaskOutcome
     from pytest_autotuner.core.trial import Params
 
@@ -140,14 +141,15 @@ def answer_line(outcome: TaskOutcome) -> str | None:
     """The answer in operators' words, for the capacity objective: 'holds 7.5 req/s per GPU at p99 TTFT <= 200 ms
     (D(1000,200)), 2.1x SGLang defaults (p = 0.01)'. None for other objectives or without a confirmed best."""
     spec, best = outcome.spec, outcome.best
-    if best is None or not spec.optimization.uses_capacity or best.score.objective is None:
+    goodput = spec.optimization.capacity_objective
+    value = _capacity_of(best, goodput)
+    if best is None or goodput is None or value is None:
         return None
     slos = ", ".join(
         f"{stat} {_METRIC_NAMES.get(metric, metric)} <= {format_limit(limit.threshold)}"
         for metric, stat, limit in (spec.slo.checks() if spec.slo else [])
     )
     where = ", ".join(spec.benchmark.traffic_scenarios)
-    value = best.score.objective
     runs = best.runs
     ceiling = any(c.at_ceiling for r in runs for c in r.capacities)
     if value <= 0:
@@ -159,17 +161,29 @@ def answer_line(outcome: TaskOutcome) -> str | None:
     versus = outcome.defaults
     if versus is None or versus.confirmation is None:
         return safe(text)
-    base = versus.confirmation.score.objective
+    base = _capacity_of(versus.confirmation, goodput)
+    # the defaults comparison's test is on the primary objective: quoted when that is the capacity
+    primary = spec.optimization.capacity_primary
     p = f"p = {format_p(versus.p_value)}" + ("" if versus.significant else ", not significant")
+    quoted = f" ({p})" if primary else ""
     if versus.defaults_chosen:
         text += "; these are SGLang's defaults"
-        if versus.gain is not None:
+        if versus.gain is not None and primary:
             text += f" (the best tuned configuration was {format_gain(versus.gain)}, {p})"
     elif base is not None and base > 0:
-        text += f", {value / base:.2g}x SGLang defaults ({p})"
+        text += f", {value / base:.2g}x SGLang defaults{quoted}"
     elif base is not None:
-        text += f", SGLang defaults hold no load ({p})"
+        text += f", SGLang defaults hold no load{quoted}"
     return safe(text)
+
+
+def _capacity_of(confirmation: Confirmation | None, goodput: str | None) -> float | None:
+    """The confirmed capacity (the primary objective's value, or the capacity objective's among several)."""
+    if confirmation is None or goodput is None:
+        return None
+    score = confirmation.score
+    value = score.objectives.get(goodput) if score.objectives else score.objective
+    return value if value is not None and math.isfinite(value) else None
 
 
 def server_choices(outcome: TaskOutcome) -> dict[str, str]:
