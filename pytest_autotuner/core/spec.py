@@ -926,9 +926,9 @@ class TaskSpec(_Model):
         if not opt.ladder_only and not {"num_concurrency", "request_rates"} & bench.model_fields_set:
             others = ", ".join(n for n in opt.objective_names if n != goodput)
             raise ValueError(
-                f"{_AT}benchmark.num_concurrency{_AT}{goodput!r} is one of several `objectives`: the others ({others}) are "
-                "measured on the spec's own cells at fixed loads, the same for every configuration (the ladder's "
-                "loads differ per configuration), but neither `benchmark.num_concurrency` nor "
+                f"{_AT}benchmark.num_concurrency{_AT}{goodput!r} is one of several `objectives`: the others "
+                f"({others}) are measured on the spec's own cells at fixed loads, the same for every configuration "
+                "(the ladder's loads differ per configuration), but neither `benchmark.num_concurrency` nor "
                 "`benchmark.request_rates` is set; declare the loads to measure them at, e.g. "
                 '"num_concurrency": [16] or "request_rates": [4]'
             )

@@ -10,6 +10,7 @@ import math
 from typing import TYPE_CHECKING
 
 from pytest_autotuner.core.formatting import describe_params, format_gain, format_limit, format_objective, format_p
+from pytest_autotuner.core.objectives import OBJECTIVE_DEFS
 from pytest_autotuner.core.trial import FailureClass
 
 if TYPE_CHECKING:
@@ -54,11 +55,14 @@ def progress_line(event: TrialEvent, objective: str, *, per_gpu: bool = False) -
         if score.failure_message:
             result += f" ({safe(score.failure_message.splitlines()[0], 100)})"
     elif score.objectives:  # several objectives: each of them
-        result = " ".join(f"{name}={format_objective(value, name)}" for name, value in score.objectives.items())
+        result = " ".join(
+            f"{name}={format_objective(value, name)}{_per_gpu(name, per_gpu)}"
+            for name, value in score.objectives.items()
+        )
         violated = [c for c in score.slo_checks if not c.passed]
         result += f" SLO miss x{len(violated)}" if violated else (" SLO ok" if score.slo_checks else "")
     else:
-        result = f"{objective}={format_objective(score.objective, objective)}" + (" per GPU" if per_gpu else "")
+        result = f"{objective}={format_objective(score.objective, objective)}" + _per_gpu(objective, per_gpu)
         violated = [c for c in score.slo_checks if not c.passed]
         result += f" SLO miss x{len(violated)}" if violated else (" SLO ok" if score.slo_checks else "")
     if event.devices:
@@ -121,10 +125,15 @@ def pareto_line(outcome: TaskOutcome) -> str | None:
     )
 
 
+def _per_gpu(objective: str, per_gpu: bool) -> str:
+    """' per GPU' when ``optimization.per_gpu`` divides this objective (throughput, goodput; not a latency)."""
+    return " per GPU" if per_gpu and OBJECTIVE_DEFS[objective].per_gpu else ""
+
+
 def objective_label(outcome: TaskOutcome) -> str:
     """The objective's name, with 'per GPU' when ``optimization.per_gpu`` divides it."""
     opt = outcome.spec.optimization
-    return opt.objective + (" per GPU" if opt.per_gpu else "")
+    return opt.objective + _per_gpu(opt.objective, opt.per_gpu)
 
 
 _METRIC_NAMES = {"ttft": "TTFT", "tpot": "TPOT", "e2e": "E2E"}
@@ -224,7 +233,8 @@ def summary_lines(outcome: TaskOutcome, report_path: str | None) -> list[str]:
             lines.append(f"  {front}")
     if best is not None:
         others = [(n, v) for n, v in best.score.objectives.items() if n != objective]
-        also = "".join(f"; {n}: {format_objective(v, n)}" for n, v in others)
+        per_gpu = spec.optimization.per_gpu
+        also = "".join(f"; {n}{_per_gpu(n, per_gpu)}: {format_objective(v, n)}" for n, v in others)
         lines.append(
             f"  {objective_label(outcome)}: {format_objective(best.score.objective, objective)} "
             f"(confirmed, {_runs(len(best.runs))})" + also

@@ -472,7 +472,7 @@ def test_goodput_per_gpu_beside_ttft_measures_ttft_on_the_fixed_cells_and_select
         assert goodput is not None and truth / 1.1 <= goodput <= truth  # the ladder's answer, per GPU
         assert ttft == pytest.approx(fixed_ttft(trial.params))  # the fixed cell's, not the ladder steps'
         assert trial.meets_slos
-        assert [c.key.ladder for c in trial.cells][0] is False and any(c.key.ladder for c in trial.cells)
+        assert not trial.cells[0].key.ladder and any(c.key.ladder for c in trial.cells)  # the fixed cell first
     pareto = outcome.pareto
     assert pareto is not None
     front = {(int(t.params["tp-size"]), int(t.params["chunked-prefill-size"])) for t in pareto.front}
