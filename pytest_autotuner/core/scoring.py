@@ -11,7 +11,11 @@ Scores are finite and direction-aware (Optuna handles the direction, no sign tri
 
 ``maximize_goodput`` (``core/capacity.py``): the objective is the capacity the load ladder found (mean over
 repeat runs), with no penalty (the SLOs define it); its SLO checks are those of each run's highest held step, or
-of its lowest step when none held (then the trial misses its SLOs, scores 0 and is infeasible).
+of its lowest step when none held (then the trial misses its SLOs, scores 0 and is infeasible). Among several
+objectives (``optimization.objectives``) the others are averaged over the fixed cells only (``fixed_cells``: the
+spec's own loads, never the ladder's steps), whose SLO checks give the penalty (applied to them, not to the
+capacity) and the hard-SLO constraint; a ladder that held no load adds its lowest step's checks and makes the trial
+infeasible, as alone.
 
 ``optimization.per_gpu``: objectives marked ``per_gpu`` in ``core/objectives.py`` (throughput, goodput) are
 divided by the GPUs the configuration uses (``gpus`` passed by the caller: tp x dp x pp of its flags).
