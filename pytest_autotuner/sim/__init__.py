@@ -23,8 +23,9 @@ Modelling choices worth knowing when reading results:
   ``scheduler.py``): a request's longest cached prefix skips prefill compute, ``--disable-radix-cache`` turns
   it off, ``lpm`` orders the queue by it (fcfs beyond 128 waiting requests), and usage reports
   ``prompt_tokens_details.cached_tokens`` (always; SGLang only with ``--enable-cache-report``).
-- Prefill and decode steps alternate while both have work (unless ``--enable-mixed-chunk``), so the chunk size
-  bounds decode stalls; unchunked prefill batches lose GEMM efficiency beyond 4k tokens.
+- Prefill first, as SGLang's scheduler: a step prefills whenever a prefill batch can be formed, so without
+  ``--enable-mixed-chunk`` decoding requests wait for every chunk of a long prompt (with it, prefill steps also
+  advance them); unchunked prefill batches lose GEMM efficiency beyond 4k tokens.
 - Noise: a per-run step-time factor ``exp(N(0, noise))`` shared by all replicas, times per-step jitter
   ``1 + N(0, noise)``; all seeded, so the same seed, flags and traffic give the same timeline.
 """

@@ -36,7 +36,9 @@ GIB = 1024**3
 #: 3: a radix cache in the KV pool (every policy; lpm orders by it), decode reads only the decoders' context.
 #: 4: a decode step that overflows the pool retracts only until the step fits once unlocked cache entries are
 #:    evicted (a retracted request's cached prefix stays in the tree as evictable; it used to retract them all).
-SIM_MODEL_VERSION = 4
+#: 5: prefill first whenever a prefill batch can be formed, as SGLang's scheduler (prefill and decode used to
+#:    alternate).
+SIM_MODEL_VERSION = 5
 
 
 @dataclass(frozen=True)

