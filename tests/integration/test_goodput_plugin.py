@@ -70,7 +70,8 @@ def test_goodput_per_gpu_beside_ttft_measures_both_on_each_server(pytester: pyte
     result = pytester.runpytest_subprocess("--autotune", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*Pareto front*", "*holds * req/s per GPU at p99 TTFT <= 200 ms (D(512,128))*"])
-    document = json.loads((pytester.path / "reports" / "goodput-ttft" / "results.json").read_text())
+    folder = pytester.path / "reports" / "goodput-ttft"
+    document = json.loads((folder / "results.json").read_text())
     best, pareto = document["best"], document["pareto"]
     assert [o["name"] for o in pareto["objectives"]] == ["maximize_goodput", "minimize_ttft"]
     assert pareto["front"] and all(t["objectives"]["maximize_goodput"] > 0 for t in pareto["front"])
@@ -81,3 +82,6 @@ def test_goodput_per_gpu_beside_ttft_measures_both_on_each_server(pytester: pyte
     assert best["objective"] == pytest.approx(fixed[0]["ttft"]["mean"])  # TTFT of the fixed cell, not the ladder's
     assert best["answer"].startswith(f"holds {best['capacity']['runs'][0]['capacity']:.3g} req/s per GPU")
     result.stdout.fnmatch_lines(["*minimize_ttft: * ms (confirmed, 1 run); maximize_goodput per GPU: * req/s"])
+    page = (folder / "index.html").read_text()
+    assert "Load ladder" in page and "<h2>Pareto front" in page and "D(512,128) c=4" in page
+    assert html.escape(best["answer"], quote=False) in page
