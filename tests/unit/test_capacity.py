@@ -535,3 +535,22 @@ def test_a_ladder_step_and_a_fixed_cell_at_the_same_load_never_pool() -> None:
     score = score_result(merged, s.optimization, s.slo)
     assert score.objective == pytest.approx(0.1)  # the step's 0.6 s is not the fixed cell's TTFT
     assert score.meets_slos
+
+
+def test_beside_ttft_a_ladder_holding_nothing_misses_the_slos_and_is_infeasible() -> None:
+    s = multi_goodput_spec()
+    fixed = cell(0.5, ttft=0.05, concurrency=4)
+
+    def step(load: float, ttft: float) -> Step:
+        cells = [rate_cell(load, ttft)]
+        return judge_step(load, cells, cell_checks(cells, s.slo), max_error_rate=0.1, min_completed=None, slo=s.slo)
+
+    held_nothing = CapacityResult("rate", (step(32.0, 0.6), step(0.5, 0.3)), CapacityLimits())
+    score = score_result(BenchResult([fixed], {}, (held_nothing,)), s.optimization, s.slo)
+    assert score.objectives == {"maximize_goodput": 0.0, "minimize_ttft": pytest.approx(0.05)}
+    assert not score.feasible and not score.meets_slos
+    assert [c.cell for c in score.slo_checks if not c.passed] == ["D(100,100) rate=0.5/s"]  # the lowest step's
+    held = CapacityResult("rate", (step(32.0, 0.6), step(8.0, 0.1)), CapacityLimits())
+    score = score_result(BenchResult([fixed], {}, (held,)), s.optimization, s.slo)
+    assert score.objectives["maximize_goodput"] == 8.0 and score.feasible and score.meets_slos
+    assert score.values == (8.0, pytest.approx(0.05))  # no penalty: the fixed cell met its SLO
