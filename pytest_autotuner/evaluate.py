@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.spec import TaskSpec
     from pytest_autotuner.runtimes.base import Endpoint, RuntimeHost
 
-__all__ = ["make_evaluate", "plan_from_spec", "run_ladder"]
+__all__ = ["make_evaluate", "plan_from_spec", "run_ladder", "run_trial"]
 
 RunBenchmark = Callable[..., BenchResult]
 
@@ -32,10 +32,12 @@ def plan_from_spec(spec: TaskSpec, seed: int) -> BenchmarkPlan:
     if spec.optimization.uses_capacity:
         settings = bench.capacity
         capacity = CapacityLimits() if settings is None else CapacityLimits(**settings.model_dump())
+    # goodput alone runs only its ladder; beside other objectives the spec's own cells too (``run_trial``)
+    fixed = not spec.optimization.ladder_only
     return BenchmarkPlan(
         scenarios=tuple(parse_scenario(s) for s in bench.traffic_scenarios),
-        concurrencies=tuple(bench.num_concurrency),
-        request_rates=tuple(bench.request_rates),
+        concurrencies=tuple(bench.num_concurrency) if fixed else (),
+        request_rates=tuple(bench.request_rates) if fixed else (),
         max_requests=bench.max_requests_per_iteration,
         max_time=bench.max_time_per_iteration,
         warmup_requests=bench.warmup_requests,
@@ -101,10 +103,41 @@ def run_ladder(
                 slo=plan.slo,
             )
         )
+        for cell in result.cells:
+            cell.ladder = True  # never pooled or compared with a fixed cell at the same load (``CellKey``)
         cells += result.cells
         if drain is not None and not search.steps[-1].holds:
             drain()
     return BenchResult(cells, dict(info), (search.result(),))
+
+
+def run_trial(
+    run_benchmark: RunBenchmark,
+    endpoint: Endpoint,
+    plan: BenchmarkPlan,
+    deadline: Deadline,
+    drain: Callable[[], object] | None = None,
+) -> BenchResult:
+    """One trial of a capacity plan on one server: the plan's own cells first (``num_concurrency``,
+    ``request_rates``: where ``maximize_goodput`` is one of several objectives, the others are measured there),
+    then, once the server is idle again (``drain``), the load ladder (``run_ladder``); a plan without cells of
+    its own (goodput alone) runs only the ladder.
+
+    The fixed cells come first so that they measure every configuration from the same state, a fresh server
+    after warm-up, as a trial of any other objective does: after the ladder a configuration would start them
+    behind whatever its last step left (a backlog from an overload the drain may not have cleared within its
+    limit, a prefix cache filled by hundreds of the ladder's requests), which differs per configuration. The
+    ladder's first step runs at its ceiling, usually an overload, so the state the fixed cells leave (nothing,
+    after the drain) does not change what it finds. A fixed cell that stalls or errors fails the trial before
+    the ladder is spent."""
+    if not plan.cells():
+        return run_ladder(run_benchmark, endpoint, plan, deadline, drain)
+    fixed = run_benchmark(endpoint, dataclasses.replace(plan, capacity=None), deadline=deadline)
+    if drain is not None:
+        drain()  # a cell cut at its time limit may leave requests running
+    ladder = run_ladder(run_benchmark, endpoint, plan, deadline, drain)
+    info = fixed.server_info or ladder.server_info
+    return BenchResult(fixed.cells + ladder.cells, dict(info), ladder.capacities)
 
 
 def make_evaluate(host: RuntimeHost, plan: BenchmarkPlan, *, client_process: bool = False) -> EvaluateFn:
@@ -137,7 +170,7 @@ def make_evaluate(host: RuntimeHost, plan: BenchmarkPlan, *, client_process: boo
                     def drain() -> float:
                         return wait_until_idle(endpoint, deadline, limit)
 
-                    return run_ladder(run_benchmark, endpoint, plan, deadline, drain)
+                    return run_trial(run_benchmark, endpoint, plan, deadline, drain)
                 return run_benchmark(server.endpoint, plan, deadline=deadline)
             except TrialFailure as failure:
                 if failure.failure_class is FailureClass.PRUNED:

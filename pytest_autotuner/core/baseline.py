@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pytest_autotuner import __version__
 from pytest_autotuner.core.gpu_pool import gpus_needed
 from pytest_autotuner.core.plan import CellKey
-from pytest_autotuner.core.scoring import OBJECTIVE_METRICS, gpu_divisor, objective_value
+from pytest_autotuner.core.scoring import OBJECTIVE_METRICS, fixed_cells, gpu_divisor, objective_value
 from pytest_autotuner.core.stats import ALPHA, holm, p_worse
 
 if TYPE_CHECKING:
@@ -184,17 +184,20 @@ def _run_record(cell: CellMetrics) -> RunRecord:
 
 
 def _cells_by_key(runs: Sequence[BenchResult]) -> dict[CellKey, list[CellMetrics]]:
+    """The runs' fixed-load cells by key; a capacity ladder's steps are not kept or compared: each run bisects to
+    its own loads, so their keys do not line up (its capacity is, ``_capacity_change``)."""
     by_key: dict[CellKey, list[CellMetrics]] = {}
     for run in runs:
-        for cell in run.cells:
+        for cell in fixed_cells(run):
             by_key.setdefault(cell.key, []).append(cell)
     return by_key
 
 
 def _capacity_runs(spec: TaskSpec, best: Confirmation) -> list[float]:
     """Each run's capacity as the objective counts it (per GPU under ``per_gpu``)."""
-    divisor = gpu_divisor(spec.optimization, gpus_needed(best.params))
-    return [round(objective_value(run, spec.optimization.objective, divisor), 6) for run in best.runs]
+    name = spec.optimization.capacity_objective or spec.optimization.objective
+    divisor = gpu_divisor(spec.optimization, gpus_needed(best.params), name)
+    return [round(objective_value(run, name, divisor), 6) for run in best.runs]
 
 
 def _capacity_change(baseline: Baseline, spec: TaskSpec, best: Confirmation) -> MetricChange | None:
@@ -353,7 +356,9 @@ def compared_metrics(spec: TaskSpec) -> list[tuple[str, str]]:
     """(metric, statistic) pairs a comparison covers: the objective's, then every SLO's."""
     metric = OBJECTIVE_METRICS[spec.optimization.objective][0]
     # a capacity is not a cell metric: it is compared over runs (``_capacity_change``), not per cell
-    metrics = [] if spec.optimization.uses_capacity else [(metric, "run" if metric == "output_throughput" else "mean")]
+    metrics = (
+        [] if spec.optimization.capacity_primary else [(metric, "run" if metric == "output_throughput" else "mean")]
+    )
     if spec.slo:
         metrics += [(m, s) for m, s, _limit in spec.slo.checks() if (m, s) not in metrics]
     return metrics
@@ -381,7 +386,8 @@ def compare(
     if spec.optimization.uses_capacity:
         capacity = _capacity_change(baseline, spec, best)
         changes += [capacity] if capacity is not None else []
-    for key, cells in ({} if spec.optimization.uses_capacity else _cells_by_key(best.runs)).items():
+    # the fixed cells (with goodput among several objectives, beside the capacity; none with goodput alone)
+    for key, cells in _cells_by_key(best.runs).items():
         base = baseline.cell(key)
         if base is None:
             continue

@@ -39,6 +39,11 @@ minus the few requests outside percentile SLOs plus the Poisson sample's deviati
 +-10% for 100 requests), so ranking by it adds noise without changing which configuration holds more. The goodput
 at each step is still recorded (``Step.goodput``) and shown.
 
+**Beside other objectives** (``optimization.objectives``, e.g. goodput per GPU and mean TTFT), a trial first runs
+the spec's own fixed-load cells, on which the others are measured, then this ladder on the same server
+(``evaluate.run_trial``, which says why in that order); ladder cells carry ``CellKey.ladder`` so they never pool
+with, or stand in for, a fixed cell at the same load.
+
 Confirmation repeats the whole search on each run; a run's value is its own capacity and the confirmed value is
 their mean, so the defaults comparison and the baseline gate test per-run capacities like any other objective.
 """

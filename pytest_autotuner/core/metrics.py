@@ -175,11 +175,12 @@ class CellMetrics:
     request_rate: float | None = None  # open loop only
     precision_stop: bool = False  # ended early: its metric's interval reached ``benchmark.precision``
     half_width: float | None = None  # achieved relative 95% half-width of that metric (None: precision unset)
+    ladder: bool = False  # a load step of the capacity search (``CellKey.ladder``)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def key(self) -> CellKey:
-        return CellKey(self.scenario, self.concurrency, self.request_rate)
+        return CellKey(self.scenario, self.concurrency, self.request_rate, self.ladder)
 
     @property
     def label(self) -> str:
@@ -312,6 +313,7 @@ class CellMetrics:
             "cached_tokens": self.cached_tokens,
             "cache_hit_rate": self.cache_hit_rate,
             **({"cache_hit_rate_by_turn": by_turn} if by_turn else {}),
+            **({"ladder": True} if self.ladder else {}),
             **{m: self.summary(m).as_dict() for m in LATENCY_METRICS},
         }
 
@@ -357,6 +359,7 @@ class CellSummary:
             "error_rate": self.error_rate,
             "precision_stop": self.precision_stop,
             "half_width": self.half_width,
+            **({"ladder": True} if self.key.ladder else {}),
             **{m: dict(stats) for m, stats in self.latency.items()},
         }
 
@@ -447,7 +450,13 @@ class BenchResult:
                 key = cell.key
                 if key not in by_key:
                     by_key[key] = CellMetrics(
-                        cell.scenario, cell.concurrency, 0.0, [], cell.request_rate, precision_stop=True
+                        cell.scenario,
+                        cell.concurrency,
+                        0.0,
+                        [],
+                        cell.request_rate,
+                        precision_stop=True,
+                        ladder=cell.ladder,
                     )
                 merged = by_key[key]
                 merged.duration += cell.duration

@@ -3,7 +3,7 @@
 Each entry says which cell metric it reads, its unit, its direction, whether ``optimization.per_gpu`` divides it
 (throughput and goodput are capacities a fleet buys per GPU; a latency is not), what the precision rule estimates
 for it, and whether it is measured by the capacity search (``core/capacity.py``: a ladder of load steps on one
-server) instead of fixed cells.
+server) instead of fixed cells (alone; beside other objectives, a trial runs both: ``evaluate.run_trial``).
 """
 
 from __future__ import annotations

@@ -24,19 +24,27 @@ class CellKey:
     scenario: str
     concurrency: int
     rate: float | None = None
+    #: a step of the capacity search's load ladder (``core/capacity.py``), never pooled or compared with the
+    #: spec's own cell at the same load (with ``maximize_goodput`` among several objectives a trial runs both)
+    ladder: bool = False
 
     @property
     def label(self) -> str:
         if not self.rate and not self.concurrency:
             return f"{self.scenario} (capacity)"  # no one load: the capacity search's answer over its ladder
         load = f"rate={self.rate:g}/s" if self.rate else f"c={self.concurrency}"
-        return f"{self.scenario} {load}"
+        return f"{self.scenario} {load}" + (" (ladder)" if self.ladder else "")
 
     @classmethod
     def from_dict(cls, cell: Mapping[str, Any]) -> CellKey:
         """The key of a stored cell (``CellMetrics.as_dict()``, a baseline cell)."""
         rate = cell.get("request_rate")
-        return cls(str(cell.get("scenario")), int(cell.get("concurrency") or 0), float(rate) if rate else None)
+        return cls(
+            str(cell.get("scenario")),
+            int(cell.get("concurrency") or 0),
+            float(rate) if rate else None,
+            bool(cell.get("ladder", False)),
+        )
 
 
 @dataclass(frozen=True)

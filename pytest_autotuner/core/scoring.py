@@ -11,7 +11,11 @@ Scores are finite and direction-aware (Optuna handles the direction, no sign tri
 
 ``maximize_goodput`` (``core/capacity.py``): the objective is the capacity the load ladder found (mean over
 repeat runs), with no penalty (the SLOs define it); its SLO checks are those of each run's highest held step, or
-of its lowest step when none held (then the trial misses its SLOs, scores 0 and is infeasible).
+of its lowest step when none held (then the trial misses its SLOs, scores 0 and is infeasible). Among several
+objectives (``optimization.objectives``) the others are averaged over the fixed cells only (``fixed_cells``: the
+spec's own loads, never the ladder's steps), whose SLO checks give the penalty (applied to them, not to the
+capacity) and the hard-SLO constraint; a ladder that held no load adds its lowest step's checks and makes the trial
+infeasible, as alone.
 
 ``optimization.per_gpu``: objectives marked ``per_gpu`` in ``core/objectives.py`` (throughput, goodput) are
 divided by the GPUs the configuration uses (``gpus`` passed by the caller: tp x dp x pp of its flags).
@@ -30,6 +34,7 @@ from pytest_autotuner.core.objectives import OBJECTIVE_DEFS, objective_direction
 from pytest_autotuner.core.trial import FailureClass
 
 if TYPE_CHECKING:
+    from pytest_autotuner.core.capacity import CapacityResult, Step
     from pytest_autotuner.core.metrics import BenchResult, CellMetrics
     from pytest_autotuner.core.spec import Optimization, Slo
 
@@ -39,6 +44,7 @@ __all__ = [
     "TrialScore",
     "cell_checks",
     "check_slos",
+    "fixed_cells",
     "gpu_divisor",
     "objective_value",
     "score_failure",
@@ -143,13 +149,18 @@ def objective_value(result: BenchResult, objective: str, divisor: int = 1) -> fl
     if OBJECTIVE_DEFS[objective].capacity:
         return mean_capacity(result.capacities) / divisor
     metric, _unit = OBJECTIVE_METRICS[objective]
-    values = [_cell_metric(cell, metric) for cell in result.cells]
+    values = [_cell_metric(cell, metric) for cell in fixed_cells(result)]
     return sum(values) / len(values) / divisor if values else math.nan
 
 
+def fixed_cells(result: BenchResult) -> list[CellMetrics]:
+    """The cells of the spec's own fixed loads: every cell but the capacity search's ladder steps."""
+    return [cell for cell in result.cells if not cell.ladder]
+
+
 def check_slos(result: BenchResult, slo: Slo | None) -> list[SloCheck]:
-    """Every SLO in every cell, computed from the cell's raw samples."""
-    return cell_checks(result.cells, slo)
+    """Every SLO in every fixed-load cell (``fixed_cells``), computed from the cell's raw samples."""
+    return cell_checks(fixed_cells(result), slo)
 
 
 def cell_checks(cells: Sequence[CellMetrics], slo: Slo | None) -> list[SloCheck]:
@@ -181,7 +192,7 @@ def _penalized(raw: float, penalty: float, objective: str) -> float:
 def score_result(result: BenchResult, optimization: Optimization, slo: Slo | None, gpus: int = 1) -> TrialScore:
     """Score a measured configuration: on the objective, and on each of ``objectives`` when there are several
     (one SLO penalty, applied to each; one constraint). ``gpus``: the GPUs it uses, for ``per_gpu``."""
-    if OBJECTIVE_DEFS[optimization.objective].capacity:
+    if optimization.ladder_only:
         return _score_capacity(result, optimization, gpus)
     raws = {
         name: objective_value(result, name, gpu_divisor(optimization, gpus, name))
@@ -197,14 +208,24 @@ def score_result(result: BenchResult, optimization: Optimization, slo: Slo | Non
     checks = check_slos(result, slo)
     steepness = slo.steepness if slo else 0.1
     penalty = min(sum(c.penalty(steepness) for c in checks), math.exp(_MAX_EXPONENT))
-    value = _penalized(raw, penalty, optimization.objective)
     hard = [c.ratio - c.fail_ratio for c in checks if c.hard_failed]
     # SLO violations map into (0, 1): always less infeasible than a failed trial (>= 1)
     constraint = max(e / (1 + e) if math.isfinite(e) else 0.999 for e in hard) if hard else 0.0
-    score = TrialScore(value, raw, penalty, constraint, tuple(checks))
+    ladder_checks: list[SloCheck] = []
+    if optimization.uses_capacity:
+        # goodput beside other objectives: the ladder's checks count only where it held no load at all (as for
+        # goodput alone: then the configuration misses its SLOs and is infeasible)
+        ladder_checks, held_all = _ladder_checks(result)
+        constraint = max(constraint, 0.0 if held_all else 0.5)
+
+    def scored(name: str) -> float:
+        # a capacity has no penalty: the SLOs define it (the fixed cells' misses weigh on the other objectives)
+        return raws[name] if OBJECTIVE_DEFS[name].capacity else _penalized(raws[name], penalty, name)
+
+    score = TrialScore(scored(optimization.objective), raw, penalty, constraint, tuple(checks + ladder_checks))
     if not optimization.multi_objective:
         return score
-    values = tuple(_penalized(raws[name], penalty, name) for name in optimization.objective_names)
+    values = tuple(scored(name) for name in optimization.objective_names)
     return replace(score, values=values, objectives=dict(raws))
 
 
@@ -227,13 +248,29 @@ def _score_capacity(result: BenchResult, optimization: Optimization, gpus: int) 
         if step is None:
             held_all = False
             step = min(run.steps, key=lambda s: s.load) if run.steps else None
-        step_checks = list(step.checks) if step is not None else []
-        if run.best_step is None and step_checks and all(c.passed for c in step_checks):
-            # it broke by stalling or errors, not by a statistic: say so as a check with no samples
-            step_checks.append(dataclasses.replace(step_checks[0], value=math.nan))
-        checks += step_checks
+        checks += _step_checks(run, step)
     value = objective_value(result, optimization.objective, gpu_divisor(optimization, gpus))
     return TrialScore(value, value, 0.0, 0.0 if held_all else 0.5, tuple(checks))
+
+
+def _step_checks(run: CapacityResult, step: Step | None) -> list[SloCheck]:
+    checks = list(step.checks) if step is not None else []
+    if run.best_step is None and checks and all(c.passed for c in checks):
+        # it broke by stalling or errors, not by a statistic: say so as a check with no samples
+        checks.append(dataclasses.replace(checks[0], value=math.nan))
+    return checks
+
+
+def _ladder_checks(result: BenchResult) -> tuple[list[SloCheck], bool]:
+    """The checks of each run's lowest step where its ladder held no load (none where it held one), and whether
+    every run's ladder held one."""
+    checks: list[SloCheck] = []
+    held_all = bool(result.capacities)
+    for run in result.capacities:
+        if run.best_step is None:
+            held_all = False
+            checks += _step_checks(run, min(run.steps, key=lambda s: s.load) if run.steps else None)
+    return checks, held_all
 
 
 def score_failure(failure: FailureClass, optimization: Optimization, message: str = "") -> TrialScore:

@@ -377,16 +377,6 @@ class Optimization(_Model):
             )
         return self
 
-    @model_validator(mode="after")
-    def _capacity_alone(self) -> Optimization:
-        ladder = [name for name in self.objectives or () if OBJECTIVE_DEFS[name].capacity]
-        if ladder:
-            raise ValueError(
-                f"{_AT}objectives{_AT}{ladder[0]!r} cannot be one of several objectives yet: its load ladder measures "
-                "the others at loads that differ per configuration; tune it alone with `objective`"
-            )
-        return self
-
     @property
     def direction(self) -> Literal["minimize", "maximize"]:
         return objective_direction(self.objective)
@@ -405,9 +395,27 @@ class Optimization(_Model):
         return tuple(objective_direction(name) for name in self.objective_names)
 
     @property
+    def capacity_objective(self) -> str | None:
+        """The objective measured by the capacity search (``maximize_goodput``), the only one or one of several."""
+        return next((name for name in self.objective_names if OBJECTIVE_DEFS[name].capacity), None)
+
+    @property
     def uses_capacity(self) -> bool:
-        """The objective is measured by the capacity search (``benchmark.capacity``, core/capacity.py)."""
+        """A trial runs the capacity search (``benchmark.capacity``, core/capacity.py): an objective needs it.
+
+        With other objectives beside it, a trial also runs the spec's own cells (``num_concurrency``,
+        ``request_rates``), on which those are measured (``ladder_only`` False)."""
+        return self.capacity_objective is not None
+
+    @property
+    def capacity_primary(self) -> bool:
+        """The primary objective is the capacity search's (its per-run capacities are what the gate compares)."""
         return OBJECTIVE_DEFS[self.objective].capacity
+
+    @property
+    def ladder_only(self) -> bool:
+        """Every objective is the capacity search's: a trial runs its ladder and no fixed-load cells."""
+        return all(OBJECTIVE_DEFS[name].capacity for name in self.objective_names)
 
 
 class CapacitySettings(_Model):
@@ -896,23 +904,33 @@ class TaskSpec(_Model):
         opt, bench = self.optimization, self.benchmark
         if not opt.uses_capacity:
             if bench.capacity is not None:
+                names = " and ".join(repr(n) for n in opt.objective_names)
                 raise ValueError(
-                    f"{_AT}benchmark.capacity{_AT}`benchmark.capacity` is set but the objective is "
-                    f"{opt.objective!r}; the capacity search runs only for maximize_goodput: drop it or change "
-                    "the objective"
+                    f"{_AT}benchmark.capacity{_AT}`benchmark.capacity` is set but the objective is {names}; the "
+                    "capacity search runs only for maximize_goodput: drop it or change the objective"
                 )
             return self
+        goodput = opt.capacity_objective
         if self.slo is None or not self.slo.checks():
             raise ValueError(
-                f"{_AT}slo{_AT}the objective is {opt.objective!r} but `slo` is "
+                f"{_AT}slo{_AT}the objective is {goodput!r} but `slo` is "
                 f"{'empty' if self.slo is not None else 'missing'}: goodput is the load at which every SLO holds; "
                 'declare at least one, e.g. "slo": {"ttft": {"p99": {"threshold": 0.2}}}'
             )
         if bench.precision is not None:
             raise ValueError(
                 f"{_AT}benchmark.precision{_AT}`benchmark.precision` is {bench.precision:g} but the objective is "
-                f"{opt.objective!r}: a load step must run its whole length (a queue that outgrows the server shows "
+                f"{goodput!r}: a load step must run its whole length (a queue that outgrows the server shows "
                 "only late, and tail percentiles need every request), so drop precision"
+            )
+        if not opt.ladder_only and not {"num_concurrency", "request_rates"} & bench.model_fields_set:
+            others = ", ".join(n for n in opt.objective_names if n != goodput)
+            raise ValueError(
+                f"{_AT}benchmark.num_concurrency{_AT}{goodput!r} is one of several `objectives`: the others "
+                f"({others}) are measured on the spec's own cells at fixed loads, the same for every configuration "
+                "(the ladder's loads differ per configuration), but neither `benchmark.num_concurrency` nor "
+                "`benchmark.request_rates` is set; declare the loads to measure them at, e.g. "
+                '"num_concurrency": [16] or "request_rates": [4]'
             )
         capacity = bench.capacity or CapacitySettings()  # type: ignore[call-arg]
         if capacity.load == "rate" and bench.max_time_per_iteration < capacity.step_seconds:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pytest_autotuner.core.baseline import FINGERPRINT_KEYS, compared_metrics
+from pytest_autotuner.core.scoring import fixed_cells
 from pytest_autotuner.core.verdict import ReasonKind
 
 if TYPE_CHECKING:
@@ -143,8 +144,8 @@ def history_entry(outcome: TaskOutcome, run: RunInfo) -> HistoryEntry:
             regressed=regressed,
         )
     ]
-    if best is not None and not opt.uses_capacity:  # a ladder's cells differ run to run: no per-cell trends
-        for cell in best.merged.cells:
+    if best is not None:  # the fixed cells (a ladder's differ run to run: no per-cell trends)
+        for cell in fixed_cells(best.merged):
             for metric, statistic in compared_metrics(spec):
                 name = metric if statistic == "run" else f"{metric} {statistic}"
                 change = changes.get((name, cell.label))

@@ -70,10 +70,13 @@ def _mean(values: list[float]) -> float:
 
 
 def trial_latency_throughput(trial: TrialRecord) -> tuple[float, float]:
-    """(mean E2E over the trial's cells, mean output throughput over its cells); NaN when unknown."""
+    """(mean E2E over the trial's cells, mean output throughput over its cells); NaN when unknown. With a capacity
+    ladder beside fixed cells (goodput among several objectives), over the fixed cells: the same loads for every
+    configuration."""
+    cells = [c for c in trial.cells if not c.key.ladder] or list(trial.cells)
     return (
-        _mean([c.value("e2e", "mean") for c in trial.cells]),
-        _mean([c.value("output_throughput") for c in trial.cells]),
+        _mean([c.value("e2e", "mean") for c in cells]),
+        _mean([c.value("output_throughput") for c in cells]),
     )
 
 

@@ -6,13 +6,15 @@ are escaped, and long values and lists are abbreviated, so a hostile spec cannot
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from pytest_autotuner.core.formatting import describe_params, format_gain, format_limit, format_objective, format_p
+from pytest_autotuner.core.objectives import OBJECTIVE_DEFS
 from pytest_autotuner.core.trial import FailureClass
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.session import TrialEvent
+    from pytest_autotuner.core.session import Confirmation, TrialEvent
     from pytest_autotuner.core.task import TaskOutcome
     from pytest_autotuner.core.trial import Params
 
@@ -53,11 +55,14 @@ def progress_line(event: TrialEvent, objective: str, *, per_gpu: bool = False) -
         if score.failure_message:
             result += f" ({safe(score.failure_message.splitlines()[0], 100)})"
     elif score.objectives:  # several objectives: each of them
-        result = " ".join(f"{name}={format_objective(value, name)}" for name, value in score.objectives.items())
+        result = " ".join(
+            f"{name}={format_objective(value, name)}{_per_gpu(name, per_gpu)}"
+            for name, value in score.objectives.items()
+        )
         violated = [c for c in score.slo_checks if not c.passed]
         result += f" SLO miss x{len(violated)}" if violated else (" SLO ok" if score.slo_checks else "")
     else:
-        result = f"{objective}={format_objective(score.objective, objective)}" + (" per GPU" if per_gpu else "")
+        result = f"{objective}={format_objective(score.objective, objective)}" + _per_gpu(objective, per_gpu)
         violated = [c for c in score.slo_checks if not c.passed]
         result += f" SLO miss x{len(violated)}" if violated else (" SLO ok" if score.slo_checks else "")
     if event.devices:
@@ -120,10 +125,15 @@ def pareto_line(outcome: TaskOutcome) -> str | None:
     )
 
 
+def _per_gpu(objective: str, per_gpu: bool) -> str:
+    """' per GPU' when ``optimization.per_gpu`` divides this objective (throughput, goodput; not a latency)."""
+    return " per GPU" if per_gpu and OBJECTIVE_DEFS[objective].per_gpu else ""
+
+
 def objective_label(outcome: TaskOutcome) -> str:
     """The objective's name, with 'per GPU' when ``optimization.per_gpu`` divides it."""
     opt = outcome.spec.optimization
-    return opt.objective + (" per GPU" if opt.per_gpu else "")
+    return opt.objective + _per_gpu(opt.objective, opt.per_gpu)
 
 
 _METRIC_NAMES = {"ttft": "TTFT", "tpot": "TPOT", "e2e": "E2E"}
@@ -140,14 +150,15 @@ def answer_line(outcome: TaskOutcome) -> str | None:
     """The answer in operators' words, for the capacity objective: 'holds 7.5 req/s per GPU at p99 TTFT <= 200 ms
     (D(1000,200)), 2.1x SGLang defaults (p = 0.01)'. None for other objectives or without a confirmed best."""
     spec, best = outcome.spec, outcome.best
-    if best is None or not spec.optimization.uses_capacity or best.score.objective is None:
+    goodput = spec.optimization.capacity_objective
+    value = _capacity_of(best, goodput)
+    if best is None or goodput is None or value is None:
         return None
     slos = ", ".join(
         f"{stat} {_METRIC_NAMES.get(metric, metric)} <= {format_limit(limit.threshold)}"
         for metric, stat, limit in (spec.slo.checks() if spec.slo else [])
     )
     where = ", ".join(spec.benchmark.traffic_scenarios)
-    value = best.score.objective
     runs = best.runs
     ceiling = any(c.at_ceiling for r in runs for c in r.capacities)
     if value <= 0:
@@ -159,17 +170,29 @@ def answer_line(outcome: TaskOutcome) -> str | None:
     versus = outcome.defaults
     if versus is None or versus.confirmation is None:
         return safe(text)
-    base = versus.confirmation.score.objective
+    base = _capacity_of(versus.confirmation, goodput)
+    # the defaults comparison's test is on the primary objective: quoted when that is the capacity
+    primary = spec.optimization.capacity_primary
     p = f"p = {format_p(versus.p_value)}" + ("" if versus.significant else ", not significant")
+    quoted = f" ({p})" if primary else ""
     if versus.defaults_chosen:
         text += "; these are SGLang's defaults"
-        if versus.gain is not None:
+        if versus.gain is not None and primary:
             text += f" (the best tuned configuration was {format_gain(versus.gain)}, {p})"
     elif base is not None and base > 0:
-        text += f", {value / base:.2g}x SGLang defaults ({p})"
+        text += f", {value / base:.2g}x SGLang defaults{quoted}"
     elif base is not None:
-        text += f", SGLang defaults hold no load ({p})"
+        text += f", SGLang defaults hold no load{quoted}"
     return safe(text)
+
+
+def _capacity_of(confirmation: Confirmation | None, goodput: str | None) -> float | None:
+    """The confirmed capacity (the primary objective's value, or the capacity objective's among several)."""
+    if confirmation is None or goodput is None:
+        return None
+    score = confirmation.score
+    value = score.objectives.get(goodput) if score.objectives else score.objective
+    return value if value is not None and math.isfinite(value) else None
 
 
 def server_choices(outcome: TaskOutcome) -> dict[str, str]:
@@ -210,7 +233,8 @@ def summary_lines(outcome: TaskOutcome, report_path: str | None) -> list[str]:
             lines.append(f"  {front}")
     if best is not None:
         others = [(n, v) for n, v in best.score.objectives.items() if n != objective]
-        also = "".join(f"; {n}: {format_objective(v, n)}" for n, v in others)
+        per_gpu = spec.optimization.per_gpu
+        also = "".join(f"; {n}{_per_gpu(n, per_gpu)}: {format_objective(v, n)}" for n, v in others)
         lines.append(
             f"  {objective_label(outcome)}: {format_objective(best.score.objective, objective)} "
             f"(confirmed, {_runs(len(best.runs))})" + also

@@ -1,5 +1,6 @@
 """maximize_goodput through the whole plugin on the simulator: the ladder on one server per trial, the answer in
-operators' words in the terminal, results.json and the report; a goodput spec without SLOs is a collection error."""
+operators' words in the terminal, results.json and the report; goodput per GPU beside mean TTFT (the fixed cell,
+then the ladder, on each server); a goodput spec without SLOs is a collection error."""
 
 from __future__ import annotations
 
@@ -57,3 +58,30 @@ def test_goodput_without_an_slo_is_a_collection_error(pytester: pytest.Pytester)
     result = pytester.runpytest_subprocess("--autotune", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["*ERROR collecting tuning_specs/broken.json*", "*`slo`*'maximize_goodput'*missing*"])
+
+
+def test_goodput_per_gpu_beside_ttft_measures_both_on_each_server(pytester: pytest.Pytester) -> None:
+    spec = goodput_spec("goodput-ttft")
+    spec["optimization"] = {**spec["optimization"], "objectives": ["maximize_goodput", "minimize_ttft"],  # type: ignore[dict-item]
+                            "per_gpu": True, "objective": "minimize_ttft",
+                            "select": {"best": "minimize_ttft", "within": {"maximize_goodput": 0.1}}}  # fmt: skip
+    spec["benchmark"] = {**spec["benchmark"], "num_concurrency": [4], "max_requests_per_iteration": 12}  # type: ignore[dict-item]
+    write_specs(pytester, multi=spec)
+    result = pytester.runpytest_subprocess("--autotune", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*Pareto front*", "*holds * req/s per GPU at p99 TTFT <= 200 ms (D(512,128))*"])
+    folder = pytester.path / "reports" / "goodput-ttft"
+    document = json.loads((folder / "results.json").read_text())
+    best, pareto = document["best"], document["pareto"]
+    assert [o["name"] for o in pareto["objectives"]] == ["maximize_goodput", "minimize_ttft"]
+    assert pareto["front"] and all(t["objectives"]["maximize_goodput"] > 0 for t in pareto["front"])
+    fixed = [c for c in best["cells"] if not c.get("ladder")]
+    ladder = [c for c in best["cells"] if c.get("ladder")]
+    assert [(c["concurrency"], c["request_rate"]) for c in fixed] == [(4, None)]  # the spec's own cell
+    assert [c["request_rate"] for c in ladder] == [s["load"] for s in best["capacity"]["runs"][0]["steps"]]
+    assert best["objective"] == pytest.approx(fixed[0]["ttft"]["mean"])  # TTFT of the fixed cell, not the ladder's
+    assert best["answer"].startswith(f"holds {best['capacity']['runs'][0]['capacity']:.3g} req/s per GPU")
+    result.stdout.fnmatch_lines(["*minimize_ttft: * ms (confirmed, 1 run); maximize_goodput per GPU: * req/s"])
+    page = (folder / "index.html").read_text()
+    assert "Load ladder" in page and "<h2>Pareto front" in page and "D(512,128) c=4" in page
+    assert html.escape(best["answer"], quote=False) in page

@@ -16,12 +16,12 @@ from pytest_autotuner.core.gpu_pool import gpus_needed
 from pytest_autotuner.core.metrics import BenchResult, CellMetrics
 from pytest_autotuner.core.plan import BenchmarkPlan
 from pytest_autotuner.core.scenarios import parse_scenario
-from pytest_autotuner.core.scoring import cell_checks, score_result
+from pytest_autotuner.core.scoring import cell_checks, fixed_cells, score_result
 from pytest_autotuner.core.session import TrialEvent
 from pytest_autotuner.core.spec import SpecError, load_spec
 from pytest_autotuner.core.task import TaskOptions, run_task
 from pytest_autotuner.core.trial import Deadline, Params
-from pytest_autotuner.evaluate import plan_from_spec, run_ladder
+from pytest_autotuner.evaluate import plan_from_spec, run_ladder, run_trial
 from pytest_autotuner.report.data import results_summary
 from pytest_autotuner.report.text import answer_line, progress_line, summary_lines
 
@@ -319,8 +319,13 @@ def write(tmp_path: Path, **overrides: object) -> Path:
         ),
         (
             {"optimization": {"objectives": ["maximize_goodput", "minimize_ttft"]}},
-            "`optimization.objectives`",
-            "'maximize_goodput' cannot be one of several objectives yet",
+            "`benchmark.num_concurrency`",
+            "neither `benchmark.num_concurrency` nor `benchmark.request_rates` is set",
+        ),
+        (
+            {"optimization": {"objectives": ["maximize_goodput", "minimize_ttft"]}, "benchmark": {"precision": 0.05}},
+            "`benchmark.precision`",
+            "but the objective is 'maximize_goodput'",
         ),
         (
             {"optimization": {"objective": "maximize_throughput"}, "benchmark": {"capacity": {"max": 4}}},
@@ -395,3 +400,157 @@ def test_a_concurrency_ladder_runs_closed_loop_steps_of_the_plans_request_count(
     assert all(rates == () and len(conc) == 1 and n == 40 for conc, rates, n in seen)
     assert [c.concurrency for c in result.cells] == [int(step.load) for step in ladder.steps]
     assert score_result(result, s.optimization, s.slo).objective == 24.0
+
+
+# -- goodput as one of several objectives ---------------------------------------------------------------------
+
+
+def fixed_ttft(params: Params) -> float:
+    """Mean TTFT at the spec's own cell (c=4): larger chunks cost TTFT, tp=2 halves it; the trade-off with
+    goodput per GPU (``true_capacity`` / tp) makes a front of four (see the test)."""
+    return 0.02 * int(params.get("chunked-prefill-size", 2048)) / 1024 / int(params.get("tp-size", 1))
+
+
+def trial_evaluate(calls: list[str]):  # type: ignore[no-untyped-def]
+    """Each launch through ``run_trial``: the fixed cell (c=4, TTFT ``fixed_ttft``), a drain, then the ladder
+    (TTFT 0.1 s at a held rate, 0.6 s above ``true_capacity``); ``calls`` logs the order."""
+
+    def evaluate(params: Params, deadline: Deadline) -> BenchResult:
+        capacity = true_capacity(params)
+
+        def run_benchmark(endpoint: object, plan: BenchmarkPlan, deadline: Deadline | None = None) -> BenchResult:
+            assert plan.capacity is None
+            if plan.concurrencies:  # the spec's own cell: its limits as the spec says
+                assert plan.concurrencies == (4,) and plan.min_completed is None and not plan.request_rates
+                calls.append("fixed")
+                return BenchResult([cell(0.5, ttft=fixed_ttft(params), concurrency=4)])
+            calls.append("step")
+            rate = plan.request_rates[0]
+            holds = rate <= capacity
+            return BenchResult(
+                [rate_cell(rate, 0.1 if holds else 0.6, n=plan.max_requests, served=min(rate, capacity * 1.2))]
+            )
+
+        return run_trial(run_benchmark, None, plan, deadline, lambda: calls.append("drain"))  # type: ignore[arg-type]
+
+    plan = plan_from_spec(multi_goodput_spec(), 0)
+    return evaluate
+
+
+def multi_goodput_spec(**optimization: object):  # type: ignore[no-untyped-def]
+    return spec(
+        parameters={"tp-size": [1, 2], "chunked-prefill-size": [1024, 2048, 4096]},
+        optimization={
+            "objectives": ["maximize_goodput", "minimize_ttft"],
+            "objective": "minimize_ttft",  # (the factory's default objective is another)
+            "per_gpu": True,
+            "select": {"best": "minimize_ttft", "within": {"maximize_goodput": 0.3}},
+            "strategy": "grid",
+            "max_iterations": 6,
+            "confirm_runs": 2,
+            **optimization,
+        },
+        benchmark={"num_concurrency": [4], "capacity": {"min": 0.5, "max": 32, "max_steps": 8}},
+        slo=SLO,
+    )
+
+
+def test_goodput_per_gpu_beside_ttft_measures_ttft_on_the_fixed_cells_and_selects_on_the_front() -> None:
+    calls: list[str] = []
+    s = multi_goodput_spec()
+    assert s.optimization.objective == "minimize_ttft" and s.optimization.uses_capacity
+    outcome = run_task(s, TaskOptions(seed=1, study_name="unit"), trial_evaluate(calls), None)
+    # every launch: the fixed cell first, a drain, then the ladder
+    launches = "".join("|" if c == "fixed" else "d" if c == "drain" else "s" for c in calls).split("|")[1:]
+    assert len(launches) == 6 + 2 and all(run.startswith("ds") for run in launches)
+    by_params = {tuple(sorted(t.params.items())): t for t in outcome.trials}
+    assert len(by_params) == 6
+    for trial in outcome.trials:
+        tp = int(trial.params["tp-size"])
+        goodput, ttft = trial.objectives["maximize_goodput"], trial.objectives["minimize_ttft"]
+        truth = true_capacity(trial.params) / tp
+        assert goodput is not None and truth / 1.1 <= goodput <= truth  # the ladder's answer, per GPU
+        assert ttft == pytest.approx(fixed_ttft(trial.params))  # the fixed cell's, not the ladder steps'
+        assert trial.meets_slos
+        assert not trial.cells[0].key.ladder and any(c.key.ladder for c in trial.cells)  # the fixed cell first
+    pareto = outcome.pareto
+    assert pareto is not None
+    front = {(int(t.params["tp-size"]), int(t.params["chunked-prefill-size"])) for t in pareto.front}
+    # (goodput per GPU, TTFT): tp1/4096 (8, 80 ms), tp2/4096 (6.4, 40), tp1/1024 (5, 20), tp2/1024 (3.2, 10);
+    # tp1/2048 (6, 40) and tp2/2048 (4, 20) are dominated
+    assert front == {(1, 4096), (2, 4096), (1, 1024), (2, 1024)}
+    best = outcome.best
+    assert best is not None  # the best TTFT within 30% of the best goodput per GPU: 6.4 of 8, at half the TTFT
+    assert best.params == {"tp-size": 2, "chunked-prefill-size": 4096}
+    assert len(best.runs) == 2 and all(len(run.capacities) == 1 and fixed_cells(run) for run in best.runs)
+    assert best.score.objective == pytest.approx(fixed_ttft(best.params))
+    assert outcome.verdict.passed
+    line = answer_line(outcome)
+    goodput = best.score.objectives["maximize_goodput"]
+    assert goodput is not None and line is not None
+    assert line.startswith(f"holds {goodput:.3g} req/s per GPU at p99 TTFT <= 200 ms (D(100,100))")
+    assert any(line in text for text in summary_lines(outcome, None))
+    document = results_summary(outcome)
+    assert document["best"]["answer"] == line
+    assert {t["trial"] for t in document["pareto"]["front"]} == {t.number for t in pareto.front}
+    assert document["best"]["capacity"]["unit"] == "req/s per GPU" and len(document["best"]["capacity"]["runs"]) == 2
+
+
+def test_the_gate_of_goodput_beside_ttft_compares_the_capacity_and_the_fixed_cells() -> None:
+    s = multi_goodput_spec()
+    outcome = run_task(s, TaskOptions(seed=1, study_name="unit"), trial_evaluate([]), None)
+    assert outcome.best is not None
+    baseline = make_baseline(s, outcome.best, dict(outcome.fingerprint))
+    assert baseline.capacity_runs and len(baseline.capacity_runs) == 2
+    assert [c.label for c in baseline.cells] == ["D(100,100) c=4"]  # no ladder step is kept
+    same = compare(baseline, s, outcome.best, dict(outcome.fingerprint), path="b.json")
+    assert same.compared and not same.regressed
+    # the ladder's steps at a third of the load: the capacity per GPU regressed, the fixed cell did not
+    worse_runs = tuple(
+        dataclasses.replace(
+            run,
+            capacities=(
+                CapacityResult(
+                    "rate", tuple(dataclasses.replace(st, load=st.load / 3) for st in run.capacities[0].steps)
+                ),
+            ),
+        )
+        for run in outcome.best.runs
+    )
+    regressed = compare(
+        baseline, s, dataclasses.replace(outcome.best, runs=worse_runs), dict(outcome.fingerprint), path="b.json"
+    )
+    assert [c.metric for c in regressed.regressions] == ["capacity per GPU"]
+    assert {c.metric for c in regressed.changes} >= {"capacity per GPU", "ttft mean", "ttft p99"}
+
+
+def test_a_ladder_step_and_a_fixed_cell_at_the_same_load_never_pool() -> None:
+    fixed = rate_cell(4.0, 0.1)
+    step = rate_cell(4.0, 0.6)
+    step.ladder = True
+    merged = BenchResult.merge([BenchResult([fixed, step]), BenchResult([fixed, step])])
+    assert len(merged.cells) == 2 and fixed_cells(merged)[0].key == fixed.key
+    assert step.label == "D(100,100) rate=4/s (ladder)"
+    s = spec(optimization={"objective": "minimize_ttft"}, slo=SLO)
+    score = score_result(merged, s.optimization, s.slo)
+    assert score.objective == pytest.approx(0.1)  # the step's 0.6 s is not the fixed cell's TTFT
+    assert score.meets_slos
+
+
+def test_beside_ttft_a_ladder_holding_nothing_misses_the_slos_and_is_infeasible() -> None:
+    s = multi_goodput_spec()
+    fixed = cell(0.5, ttft=0.05, concurrency=4)
+
+    def step(load: float, ttft: float) -> Step:
+        cells = [rate_cell(load, ttft)]
+        return judge_step(load, cells, cell_checks(cells, s.slo), max_error_rate=0.1, min_completed=None, slo=s.slo)
+
+    held_nothing = CapacityResult("rate", (step(32.0, 0.6), step(0.5, 0.3)), CapacityLimits())
+    score = score_result(BenchResult([fixed], {}, (held_nothing,)), s.optimization, s.slo)
+    assert score.objectives == {"maximize_goodput": 0.0, "minimize_ttft": pytest.approx(0.05)}
+    assert not score.feasible and not score.meets_slos
+    assert [c.cell for c in score.slo_checks if not c.passed] == ["D(100,100) rate=0.5/s"]  # the lowest step's
+    held = CapacityResult("rate", (step(32.0, 0.6), step(8.0, 0.1)), CapacityLimits())
+    score = score_result(BenchResult([fixed], {}, (held,)), s.optimization, s.slo)
+    assert score.objectives["maximize_goodput"] == 8.0 and score.feasible and score.meets_slos
+    assert score.values == (8.0, pytest.approx(0.05))  # no penalty: the fixed cell met its SLO
