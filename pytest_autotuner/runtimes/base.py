@@ -201,9 +201,11 @@ def wait_until_ready(
     warm cache) is seen within tens of ms, and a minutes-long startup costs two requests a second.
 
     Stops as soon as ``exited()`` says the server is gone (raising ``on_exit()``), and raises
-    READINESS_TIMEOUT after ``timeout`` seconds or when the trial's deadline passes.
+    READINESS_TIMEOUT after ``timeout`` seconds, or TRIAL_TIMEOUT when the trial's deadline is what ended the wait
+    (the session's own timer says the same when it fires first, so the class does not depend on which wins).
     """
     started = time.monotonic()
+    bound_by_trial = deadline.remaining() < timeout
     give_up = started + min(timeout, deadline.remaining())
     while True:
         if exited():
@@ -215,11 +217,14 @@ def wait_until_ready(
                 _, info = _get_json(f"{base_url}/server_info", timeout=5.0)
                 return str(models["data"][0]["id"]), info if isinstance(info, dict) else {}
         if time.monotonic() >= give_up or deadline.expired:
-            waited = timeout if not deadline.expired else "the trial's"
+            last = f"last /health status: {status or 'no answer'}"
+            if deadline.expired or bound_by_trial:
+                raise TrialFailure(
+                    FailureClass.TRIAL_TIMEOUT,
+                    f"the trial's time limit ran out while the server at {base_url} was starting ({last})",
+                )
             raise TrialFailure(
-                FailureClass.READINESS_TIMEOUT,
-                f"the server at {base_url} was not ready within {waited} s "
-                f"(last /health status: {status or 'no answer'})",
+                FailureClass.READINESS_TIMEOUT, f"the server at {base_url} was not ready within {timeout:g} s ({last})"
             )
         if exited():
             raise on_exit()

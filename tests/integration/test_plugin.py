@@ -188,8 +188,8 @@ def test_killing_a_run_midway_then_rerunning_resumes(tmp_path: Path) -> None:
 
 
 def test_early_stopping_prunes_configurations_a_hard_slo_makes_hopeless(pytester: pytest.Pytester) -> None:
-    # chunked-prefill-size 64 prefills a 4096-token prompt in 64 chunks: its TTFT breaks the hard SLO already
-    # at concurrency 1 (about 0.09 s against 0.05 s, fail_ratio 0.3), once 4096 (0.02 s) has met it
+    # chunked-prefill-size 64 prefills a 4096-token prompt in 64 chunks: its TTFT breaks the hard SLO in the first
+    # cell, the heaviest (c=2; cells run heaviest load first), once 4096 (0.02 s) has met it
     spec = sim_spec(
         "prune-task",
         parameters={"chunked-prefill-size": [64, 4096]},
@@ -204,7 +204,7 @@ def test_early_stopping_prunes_configurations_a_hard_slo_makes_hopeless(pytester
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([
         "*trial #0 [[]1/2] chunked-prefill-size=4096 -> minimize_latency=* SLO ok*<- new best",
-        "*trial #1 [[]2/2] chunked-prefill-size=64 -> PRUNED (cell D(4096,16) c=1: ttft p90 +*% of 0.05 s, beyond "
+        "*trial #1 [[]2/2] chunked-prefill-size=64 -> PRUNED (cell D(4096,16) c=2: ttft p90 +*% of 0.05 s, beyond "
         "the hard SLO's fail_ratio 0.3; trial #0 met every hard SLO)*",
         "*cost: * GPU-seconds (* of them confirming); early stopping saved * (1 trial pruned)",
     ])  # fmt: skip
