@@ -84,9 +84,10 @@ class BenchmarkPlan:
         chunks), which a light cell cannot show, and a trial infeasible in one cell is infeasible. It is also the
         cheapest when a request count bounds the cells: a heavy closed-loop cell runs its requests many at a time,
         a light one a few at a time. On the hard spaces of ``benchmarks/tuning_efficiency.py`` (20 seeds each)
-        heaviest first stopped 23.1 (H1) and 21.1 (H2) trials per study early against 11.8 and 1.4, and never a
-        trial that would have become the best, while lightest first stopped 3 such trials on H1: its margin rule
-        compares light cells, which do not show the heavy cell's SLO penalty.
+        heaviest first stopped 20.8 (H1) and 11.9 (H2) of 50 trials per study early against 12.7 and 1.8, and
+        never a trial that would have become the best; lightest first stopped such trials (2 of random's on H2,
+        3 of ours on H1 with an earlier simulator): its margin rule compares light cells, which do not show the
+        heavy cell's SLO penalty.
 
         ``cell_order`` "lightest_first" reverses the order: closed loop by rising concurrency, then open loop by
         rising rate; it stops configurations too slow even when idle after the cheapest cell of a time-bounded

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import optuna
 import pytest
@@ -106,14 +109,19 @@ _FAILING_SPACE = {"tp-size": [1, 2, 4], "mem-fraction-static": [0.7, 0.75, 0.8, 
 
 
 def test_failed_configurations_are_avoided_after_the_start() -> None:
+    from pytest_autotuner.core.samplers import _unique_tpe_class
+
     s = spec(parameters=_FAILING_SPACE, optimization={"n_initial_random": 2, "max_iterations": 30})
-    failures = 0
+    failures = tpe_failures = 0
     for seed in range(6):
         study, space = _study(s, seed=seed)
         failures += _failures_after_start(study, space)
-    # a third of the space fails: uniform sampling would fail about 4 of each 11, 24 in all (TPE counts
-    # infeasible trials among the bad ones)
-    assert failures <= 12
+        tpe_only = _unique_tpe_class()(space, n_startup_trials=2, seed=seed, explore=0.0)
+        tpe_failures += _failures_after_start(optuna.create_study(sampler=tpe_only, direction="minimize"), space)
+    # a third of the space fails: uniform sampling would fail about 4 of each 11, 24 in all. TPE counts infeasible
+    # trials among the bad ones; the default sampler's uniform share (explore 0.25) fails like uniform sampling
+    assert tpe_failures <= 12
+    assert failures <= 18
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -168,3 +176,31 @@ def test_over_gpus_marks_samples_by_tp_times_dp() -> None:
 def test_config_key_is_none_for_a_partial_trial() -> None:
     space = SearchSpace.from_spec(spec())
     assert config_key({"tp-size": 1}, space.distributions()) is None
+
+
+def _proposals(explore: float, value_of: Callable[[dict[str, Any]], float]) -> list[str]:
+    from pytest_autotuner.core.samplers import _unique_tpe_class
+
+    s = spec(parameters=_FAILING_SPACE, optimization={"n_initial_random": 2, "max_iterations": 30})
+    space = SearchSpace.from_spec(s)
+    sampler = _unique_tpe_class()(space, n_startup_trials=2, seed=3, explore=explore)
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    out = []
+    for _ in range(10):
+        trial = study.ask(space.distributions())
+        trial.set_constraint(CONSTRAINT_KEY, 0.0)
+        study.tell(trial, value_of(trial.params))
+        out.append(space.key(trial.params))
+    return out
+
+
+def test_an_explore_share_of_one_ignores_what_the_trials_measured() -> None:
+    def up(p: dict[str, Any]) -> float:
+        return float(p["tp-size"]) + p["mem-fraction-static"]
+
+    def down(p: dict[str, Any]) -> float:
+        return -up(p)
+
+    assert _proposals(1.0, up) == _proposals(1.0, down)  # uniform unseen draws after the start, model unused
+    assert _proposals(0.0, up) != _proposals(0.0, down)  # TPE follows the values
+    assert len(set(_proposals(1.0, up))) == 10
