@@ -13,18 +13,14 @@ the pick, and how much of a trial's simulated time the fixed cell adds to the la
 
 from __future__ import annotations
 
-import itertools
 import time
 
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.plan import BenchmarkPlan
+from per_gpu_capacity import in_process_evaluate
+
 from pytest_autotuner.core.scoring import fixed_cells
 from pytest_autotuner.core.spec import TaskSpec
 from pytest_autotuner.core.task import TaskOptions, run_task
-from pytest_autotuner.core.trial import Deadline, Params
-from pytest_autotuner.evaluate import plan_from_spec, run_trial
 from pytest_autotuner.report.text import answer_line, summary_lines
-from pytest_autotuner.sim.inprocess import run_benchmark_in_process
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -46,21 +42,6 @@ def make_spec() -> TaskSpec:
             "simulator": {"num_gpus": 2},
         }
     )  # fmt: skip
-
-
-def in_process_evaluate(spec: TaskSpec):  # type: ignore[no-untyped-def]
-    plan = plan_from_spec(spec, 0)
-    seeds = itertools.count(1)
-
-    def evaluate(params: Params, deadline: Deadline) -> BenchResult:
-        seed = next(seeds)
-
-        def run(endpoint: object, step: BenchmarkPlan, deadline: Deadline | None = None) -> BenchResult:
-            return run_benchmark_in_process(MODEL, params, step, num_gpus=2, seed=seed, noise=0.02)
-
-        return run_trial(run, None, plan, deadline)  # type: ignore[arg-type]
-
-    return evaluate
 
 
 def main() -> None:

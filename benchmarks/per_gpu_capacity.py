@@ -21,7 +21,7 @@ from pytest_autotuner.core.plan import BenchmarkPlan
 from pytest_autotuner.core.spec import TaskSpec
 from pytest_autotuner.core.task import TaskOptions, run_task
 from pytest_autotuner.core.trial import Deadline, Params
-from pytest_autotuner.evaluate import plan_from_spec, run_ladder
+from pytest_autotuner.evaluate import plan_from_spec, run_trial
 from pytest_autotuner.report.text import answer_line
 from pytest_autotuner.sim.inprocess import run_benchmark_in_process
 
@@ -47,16 +47,20 @@ def make_spec(per_gpu: bool) -> TaskSpec:
 
 
 def in_process_evaluate(spec: TaskSpec):  # type: ignore[no-untyped-def]
+    """A trial as the plugin runs it (``run_trial``: the plan's fixed cells, if any, then the ladder), with the
+    simulator in process; ``goodput_and_ttft.py`` uses it too."""
     plan = plan_from_spec(spec, 0)
+    assert spec.model is not None
+    model = spec.model.id_or_path
     seeds = itertools.count(1)
 
     def evaluate(params: Params, deadline: Deadline) -> BenchResult:
         seed = next(seeds)
 
         def run(endpoint: object, step: BenchmarkPlan, deadline: Deadline | None = None) -> BenchResult:
-            return run_benchmark_in_process(MODEL, params, step, num_gpus=2, seed=seed, noise=0.02)
+            return run_benchmark_in_process(model, params, step, num_gpus=2, seed=seed, noise=0.02)
 
-        return run_ladder(run, None, plan, deadline)  # type: ignore[arg-type]
+        return run_trial(run, None, plan, deadline)  # type: ignore[arg-type]
 
     return evaluate
 
