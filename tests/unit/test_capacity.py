@@ -17,7 +17,7 @@ from pytest_autotuner.core.metrics import BenchResult, CellMetrics
 from pytest_autotuner.core.plan import BenchmarkPlan
 from pytest_autotuner.core.scenarios import parse_scenario
 from pytest_autotuner.core.scoring import cell_checks, fixed_cells, score_result
-from pytest_autotuner.core.session import TrialEvent
+from pytest_autotuner.core.session import Confirmation, TrialEvent
 from pytest_autotuner.core.spec import SpecError, load_spec
 from pytest_autotuner.core.task import TaskOptions, run_task
 from pytest_autotuner.core.trial import Deadline, Params
@@ -232,6 +232,24 @@ def test_a_configuration_holding_nothing_misses_its_slos_and_is_infeasible() -> 
     assert score.objective == 0.0 and not score.feasible
 
 
+def _ladders_at_a_third(best: Confirmation) -> Confirmation:
+    """``best`` with every run's ladder steps at a third of their load."""
+    return dataclasses.replace(
+        best,
+        runs=tuple(
+            dataclasses.replace(
+                run,
+                capacities=(
+                    CapacityResult(
+                        "rate", tuple(dataclasses.replace(st, load=st.load / 3) for st in run.capacities[0].steps)
+                    ),
+                ),
+            )
+            for run in best.runs
+        ),
+    )
+
+
 def test_the_baseline_gate_compares_capacities_and_flags_a_lower_one(tmp_path: Path) -> None:
     launches: list[Params] = []
     s = goodput_spec(strategy="grid")
@@ -242,18 +260,7 @@ def test_the_baseline_gate_compares_capacities_and_flags_a_lower_one(tmp_path: P
     # the same capacity: no regression; a third of it: a regression on "capacity"
     same = compare(baseline, s, outcome.best, dict(outcome.fingerprint), path="b.json")
     assert same.compared and not same.regressed
-    worse_runs = tuple(
-        dataclasses.replace(
-            run,
-            capacities=(
-                CapacityResult(
-                    "rate", tuple(dataclasses.replace(st, load=st.load / 3) for st in run.capacities[0].steps)
-                ),
-            ),
-        )
-        for run in outcome.best.runs
-    )
-    worse = dataclasses.replace(outcome.best, runs=worse_runs)
+    worse = _ladders_at_a_third(outcome.best)
     regressed = compare(baseline, s, worse, dict(outcome.fingerprint), path="b.json")
     assert regressed.regressed
     assert [c.metric for c in regressed.regressions] == ["capacity"]
@@ -506,20 +513,7 @@ def test_the_gate_of_goodput_beside_ttft_compares_the_capacity_and_the_fixed_cel
     same = compare(baseline, s, outcome.best, dict(outcome.fingerprint), path="b.json")
     assert same.compared and not same.regressed
     # the ladder's steps at a third of the load: the capacity per GPU regressed, the fixed cell did not
-    worse_runs = tuple(
-        dataclasses.replace(
-            run,
-            capacities=(
-                CapacityResult(
-                    "rate", tuple(dataclasses.replace(st, load=st.load / 3) for st in run.capacities[0].steps)
-                ),
-            ),
-        )
-        for run in outcome.best.runs
-    )
-    regressed = compare(
-        baseline, s, dataclasses.replace(outcome.best, runs=worse_runs), dict(outcome.fingerprint), path="b.json"
-    )
+    regressed = compare(baseline, s, _ladders_at_a_third(outcome.best), dict(outcome.fingerprint), path="b.json")
     assert [c.metric for c in regressed.regressions] == ["capacity per GPU"]
     assert {c.metric for c in regressed.changes} >= {"capacity per GPU", "ttft mean", "ttft p99"}
 
