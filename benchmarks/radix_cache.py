@@ -20,16 +20,12 @@ Run: ``python benchmarks/radix_cache.py`` (about a minute and a half on 2 cores)
 from __future__ import annotations
 
 import argparse
-import contextlib
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
+
+from sim_fidelity import simulator
 
 from pytest_autotuner.bench.client import run_benchmark
 from pytest_autotuner.core.metrics import CellMetrics
@@ -40,36 +36,6 @@ from pytest_autotuner.sim.inprocess import run_benchmark_in_process
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 SPEEDUP = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def simulator(flags: list[str], log: Path) -> Iterator[str]:
-    """A simulator subprocess with ``flags``; yields its base URL once ready."""
-    port = _free_port()
-    argv = [sys.executable, "-m", "pytest_autotuner.sim", "--model-path", MODEL, "--port", str(port)]
-    argv += ["--sim-speedup", str(SPEEDUP), "--sim-startup-scale", "0.01", "--sim-seed", "11", *flags]
-    with log.open("wb") as err:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            end = time.monotonic() + 60
-            while True:
-                with contextlib.suppress(OSError), urllib.request.urlopen(base + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-                if proc.poll() is not None or time.monotonic() > end:
-                    raise RuntimeError(f"simulator did not start:\n{log.read_text()}")
-                time.sleep(0.05)
-            yield base
-        finally:
-            proc.kill()
-            proc.wait()
 
 
 def _line(name: str, cell: CellMetrics) -> str:
@@ -88,7 +54,7 @@ def http_part(tmp: Path) -> None:
         )
         cells: dict[str, list[CellMetrics]] = {}
         for name, flags in (("radix cache", []), ("disable-radix-cache", ["--disable-radix-cache"])):
-            with simulator(flags, tmp / f"sim-{len(cells)}.log") as base:
+            with simulator(SPEEDUP, tmp / f"sim-{len(cells)}.log", *flags) as base:
                 cells[name] = run_benchmark(Endpoint(base, MODEL, time_scale=SPEEDUP), plan).cells
             for cell in cells[name]:
                 print(_line(name, cell))

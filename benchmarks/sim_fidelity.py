@@ -57,11 +57,12 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def simulator(speedup: float, log: Path) -> Iterator[str]:
-    """A simulator subprocess at ``speedup``; yields its base URL once ready."""
+def simulator(speedup: float, log: Path, *flags: str) -> Iterator[str]:
+    """A simulator subprocess at ``speedup`` with ``flags``; yields its base URL once ready (radix_cache.py uses
+    it too)."""
     port = _free_port()
     argv = [sys.executable, "-m", "pytest_autotuner.sim", "--model-path", MODEL, "--port", str(port)]
-    argv += ["--sim-speedup", str(speedup), "--sim-startup-scale", "0.01", "--sim-seed", "11"]
+    argv += ["--sim-speedup", str(speedup), "--sim-startup-scale", "0.01", "--sim-seed", "11", *flags]
     with log.open("wb") as err:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
         base = f"http://127.0.0.1:{port}"
