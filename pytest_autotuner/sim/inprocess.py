@@ -77,6 +77,9 @@ def simulate_requests(
 
     It is called once with None at time 0, then once per finished or rejected request. Requests are
     round-robined over replicas in arrival order. Returns every request, rejected ones with no tokens.
+
+    A request arriving at the instant a step begins joins the step after it; an idle replica starts a step when
+    one request arrives, with that request only (``server.py``: a client's requests are never simultaneous).
     """
     replicas = [Scheduler(config=cfg, memory=memory, seed=seed, noise=noise, replica=i) for i in range(cfg.dp)]
     clocks = [0.0] * cfg.dp
@@ -96,7 +99,8 @@ def simulate_requests(
         for j, sched in enumerate(replicas):
             if clocks[j] < step_at and sched.busy:
                 i, step_at = j, clocks[j]
-        if heap and heap[0][0] <= step_at:
+        # An arrival at the very instant a step begins misses it (see simulate_requests' doc): strict.
+        if heap and heap[0][0] < step_at:
             now, _, req = heapq.heappop(heap)
             everything.append(req)
             target = next(robin)

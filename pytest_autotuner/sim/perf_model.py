@@ -38,7 +38,9 @@ GIB = 1024**3
 #:    evicted (a retracted request's cached prefix stays in the tree as evictable; it used to retract them all).
 #: 5: prefill first whenever a prefill batch can be formed, as SGLang's scheduler (prefill and decode used to
 #:    alternate).
-SIM_MODEL_VERSION = 5
+#: 6: a request arriving at the instant a step begins joins the next one; an idle replica starts a step with the
+#:    first request that arrives only (closed-loop followers and bursts used to join all at once).
+SIM_MODEL_VERSION = 6
 
 
 @dataclass(frozen=True)

@@ -231,10 +231,21 @@ class SimServer:
         if assigned and len(self.schedulers) > 1:
             self.clock.notify()  # wake the other replicas' drivers for what they got
 
-    def _enter(self, index: int, upto: float) -> None:
-        queued = self._queued[index]
-        while queued and queued[0].at <= upto:
-            self.schedulers[index].submit(heapq.heappop(queued).sim)
+    def _enter(self, index: int, start: float) -> None:
+        """Requests that arrived before the step beginning at ``start`` join it; one arriving at that very instant
+        joins the next step, unless the replica is idle: then the first of them starts this step alone.
+
+        No client's requests arrive together: a real one sends them one after the other, and SGLang's scheduler
+        starts a step as soon as it has a request (``recv_requests`` before ``get_next_batch_to_run`` in its event
+        loop), so a closed loop whose whole batch ended at once prefills its first new request alone and the rest
+        in the next step, and a request sent when another ends always misses the step that begins then. SGLang's
+        ``bench_serving`` on this simulator (no promises, so arrivals as they come) measures exactly that.
+        """
+        queued, sched = self._queued[index], self.schedulers[index]
+        while queued and queued[0].at < start:
+            sched.submit(heapq.heappop(queued).sim)
+        if not sched.busy and queued and queued[0].at == start:
+            sched.submit(heapq.heappop(queued).sim)
 
     def _admit(self, arrival: _Arrival) -> None:
         """Give an arrived request its place in the timeline (done in arrival order, so reproducible)."""
