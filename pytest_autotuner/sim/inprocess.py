@@ -42,8 +42,10 @@ def run_benchmark_in_process(
 ) -> BenchResult:
     """Simulate every cell of ``plan`` on a server launched with ``params``; times in simulated seconds.
 
-    Raises ParamError (a ValueError) for flags the CLI would reject, and TrialFailure when the server
-    would fail at startup.
+    The requests (lengths, shared prompts, Poisson arrivals) are drawn from ``plan.seed``, as the benchmark client
+    draws them, so every configuration and every repeat sees the same traffic; ``seed`` and ``noise`` are the
+    server's (its step-time noise). Raises ParamError (a ValueError) for flags the CLI would reject, and
+    TrialFailure when the server would fail at startup.
     """
     argv = ["--model-path", model, "--sim-gpu", gpu, "--sim-num-gpus", str(num_gpus), "--sim-noise", str(noise)]
     argv += params_to_argv(params)
@@ -60,7 +62,8 @@ def run_benchmark_in_process(
                 f"{scenario.text!r}: multi-turn and dataset traffic need the benchmark client (their prompts carry "
                 "the replies or the file's text); run it against the simulator process (`runtime: sim`)"
             )
-        rng = np.random.default_rng([seed, index])
+        # the traffic is the plan's, as the client's: the same prompts for every trial (``seed`` is the server's)
+        rng = np.random.default_rng([plan.seed, index])
         cells.append(_simulate_cell(cfg, memory, plan, scenario, concurrency, rate, rng=rng, seed=seed, noise=noise))
     return BenchResult(cells, server_info(args, cfg, memory))
 

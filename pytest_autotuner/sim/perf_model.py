@@ -39,7 +39,9 @@ GIB = 1024**3
 #: 5: prefill first whenever a prefill batch can be formed, as SGLang's scheduler (prefill and decode used to
 #:    alternate).
 #: 6: a request arriving at the instant a step begins joins the next one; an idle replica starts a step with the
-#:    first request that arrives only (closed-loop followers and bursts used to join all at once).
+#:    first request that arrives only (closed-loop followers and bursts used to join all at once); in process,
+#:    the traffic is drawn from the plan's seed, as the client draws it (it was drawn from the noise seed, so
+#:    every repeat of a configuration saw other requests).
 SIM_MODEL_VERSION = 6
 
 
