@@ -135,3 +135,14 @@ def test_a_one_point_spec_confirms_the_same_objective_at_speedups_1_and_10(pytes
         assert outcome["best"]["confirmation_runs"] == 2
         objectives.append(outcome["best"]["objective"])
     assert objectives[0] == pytest.approx(objectives[1], rel=1e-9)
+
+
+def test_the_server_prefills_a_closed_loops_burst_one_request_first_as_in_process(server: SimProcess) -> None:
+    # Four equal requests promised for the same instant: the idle server starts a step with the first alone and
+    # prefills the other three together in the next (sim/server.py `_enter`, the rule of sim/inprocess.py).
+    plan = BenchmarkPlan((parse_scenario("D(512,8)"),), (4,), max_requests=4, warmup_requests=0)
+    _measure(server, plan)
+    rows = _timeline(server, 0)
+    assert len(rows) == 4 and len({r["arrival"] for r in rows}) == 1
+    firsts = sorted(r["first_token"] for r in rows)
+    assert firsts[0] < firsts[1] == firsts[2] == firsts[3]

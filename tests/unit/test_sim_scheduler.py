@@ -81,3 +81,58 @@ def test_requests_longer_than_the_context_fail_as_http_errors() -> None:
 )
 def test_stream_chunk_sizes(n: int, interval: int, sizes: list[int]) -> None:
     assert stream_chunk_sizes(n, interval) == sizes
+
+
+def test_the_requests_come_from_the_plans_seed_and_the_seed_only_moves_the_server() -> None:
+    def lengths(plan_seed: int, seed: int) -> list[tuple[int | None, int | None]]:
+        plan = BenchmarkPlan(
+            (parse_scenario("N(400,100)/(120,30)"),), (4,), max_requests=12, max_time=1e9, seed=plan_seed
+        )
+        cell = run_benchmark_in_process(MODEL, {}, plan, seed=seed, noise=0.03).cells[0]
+        return [(r.input_tokens, r.output_tokens) for r in cell.records]
+
+    assert lengths(0, 1) == lengths(0, 2)  # the same prompts for every trial, as the client sends them
+    assert lengths(0, 1) != lengths(1, 1)
+
+
+def _simulate(next_arrivals):  # type: ignore[no-untyped-def]
+    from pytest_autotuner.sim.cli import engine_config, parse_argv
+    from pytest_autotuner.sim.inprocess import simulate_requests
+    from pytest_autotuner.sim.perf_model import plan_memory
+
+    cfg = engine_config(parse_argv(["--model-path", MODEL], raising=True))
+    return simulate_requests(cfg, plan_memory(cfg), seed=0, noise=0.0, next_arrivals=next_arrivals)
+
+
+def test_an_idle_server_starts_a_step_with_the_first_of_a_burst_alone() -> None:
+    from pytest_autotuner.sim.scheduler import SimRequest
+
+    burst = [SimRequest(rid=i, arrival=0.0, input_tokens=512, output_tokens=4) for i in range(4)]
+    done = _simulate(lambda finished, now: burst if finished is None else [])
+    first = [r.first_token_time for r in done]
+    # SGLang's scheduler starts a step as soon as it has a request; a client's requests never arrive together
+    assert first[0] is not None and all(t is not None and t > first[0] for t in first[1:])
+    assert len(set(first[1:])) == 1  # the rest arrived during that step and are prefilled together after it
+
+
+def test_a_request_arriving_as_a_step_begins_waits_for_the_next_step() -> None:
+    from pytest_autotuner.sim.scheduler import SimRequest
+
+    long = SimRequest(rid=0, arrival=0.0, input_tokens=256, output_tokens=40)
+    short = SimRequest(rid=1, arrival=0.0, input_tokens=256, output_tokens=2)
+    follower: list[SimRequest] = []
+
+    def arrivals(finished: SimRequest | None, now: float) -> list[SimRequest]:
+        if finished is None:
+            return [long, short]
+        if finished is short:  # a closed loop's next request, sent the instant `short` ends
+            follower.append(SimRequest(rid=2, arrival=now, input_tokens=256, output_tokens=2))
+            return follower
+        return []
+
+    _simulate(arrivals)
+    assert short.finish_time is not None
+    end = short.finish_time
+    # the step that begins at `end` decodes `long` without the follower (prefill first would have taken it)
+    next_token = min(t for t in long.token_times if t > end)
+    assert follower[0].first_token_time is not None and follower[0].first_token_time > next_token
