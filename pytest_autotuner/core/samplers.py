@@ -1,7 +1,7 @@
 """The Optuna sampler behind each search strategy.
 
 ``bayesian`` is Optuna 5's TPE (multivariate, constant liar, constraint-aware through ``trial.set_constraint``)
-with two changes that matter for tuning spaces, which are mostly small and discrete:
+with changes that matter for tuning spaces, which are mostly small and discrete:
 
 - It never proposes a configuration that was already evaluated or is being evaluated. Plain TPE does so
   often once it has converged on a discrete space; each repeat cost a retry and, after a few, the search fell
@@ -14,13 +14,24 @@ with two changes that matter for tuning spaces, which are mostly small and discr
 - With ``max_gpus`` (the runner's GPUs), a configuration whose tp x dp needs more is never proposed: such a trial
   is rejected without a launch, so it costs no GPU time but spends a trial of the budget and teaches nothing.
   The start phase draws uniformly from the unseen configurations that fit (no repeats there either).
+- After a server failed at startup for memory (SGLang's "Not enough memory" or a CUDA OOM), every
+  configuration that needs at least as much memory per GPU in the flags SGLang sizes it from is certain to fail
+  too and is never proposed (memory_failures.py). On the 70B space H2 of ``benchmarks/tuning_efficiency.py``
+  startup failures fell from about 20 to about 6 per 50-trial study.
+- The parallel layout (tp x dp x pp) decides most of a server's speed and interacts with every other flag, which
+  TPE's per-flag kernels do not capture: a layout whose first trial had bad other flags looks bad for good, and
+  TPE settles on the first layout that worked. So right after the start phase each layout that fits and is not
+  certain to fail gets one trial (the layout sweep), at TPE's best point within it, so the flags learned so far
+  travel to every layout. Skipped when there are more than 16 layouts. In a replay of H1 and H2 over 40 seeds
+  (see RESULTS.md) the two changes cut the mean trials to within 1% of the optimum from 28.8 to 21.2 (H1) and
+  from 39.2 to 31.7 (H2; the memory rule alone: 36.1).
 
-After the start phase a quarter of the proposals (``explore``) are uniform draws from the unseen configurations
-that fit, as in the start phase. TPE alone settles in the first good region it finds and, under measurement
-noise, stays there: on the hard spaces of ``benchmarks/tuning_efficiency.py`` (20 seeds, budget 50) a share of
-0.25 reached within 1% of the optimum in 14/20 seeds on H1 and H2 against 13/20 and 10/20 without it (mean trials
-28.2 vs 28.8 and 32.1 vs 34.8, median final gap on H2 0.0% vs 5.4%); 0.5 did better on H1 (15/20, 26.1) and worse
-on H2 (13/20, 32.9). Plain random search still reaches H1's optimum sooner (21.9 trials): see RESULTS.md.
+After the start phase and the sweep a quarter of the proposals (``explore``) are uniform draws from the unseen
+configurations that fit, as in the start phase. TPE alone settles in the first good region it finds and, under
+measurement noise, stays there: on the hard spaces of ``benchmarks/tuning_efficiency.py`` (20 seeds, budget 50,
+before the sweep) a share of 0.25 reached within 1% of the optimum in 14/20 seeds on H1 and H2 against 13/20 and
+10/20 without it (mean trials 28.2 vs 28.8 and 32.1 vs 34.8, median final gap on H2 0.0% vs 5.4%); 0.5 did better
+on H1 (15/20, 26.1) and worse on H2 (13/20, 32.9).
 
 An extra feasibility term (log P(feasible | x) from Parzen estimators of feasible and infeasible trials) is
 available (``feasibility_weight``) but off by default: on the hard spaces of ``benchmarks/tuning_efficiency.py``
@@ -57,6 +68,8 @@ _MIN_STARTUP = 2
 _N_EI_CANDIDATES = 48  # Optuna's 24 leaves too few unseen candidates once TPE concentrates
 # see the module doc: 2 and 1 were measured worse than 0 on the hard spaces
 _FEASIBILITY_WEIGHT = 0.0
+_LAYOUT_FLAGS = ("tp-size", "tp", "dp-size", "dp", "pp-size", "pp")
+_MAX_SWEPT_LAYOUTS = 16  # more parallel layouts than this: no sweep (it would spend too much of a budget)
 _EXPLORE = 0.25  # after the start phase, this share of proposals is a uniform draw from the unseen points that fit
 
 
@@ -180,6 +193,7 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
     """Defined lazily: Optuna is imported only when a study is built."""
     from optuna.trial import TrialState
 
+    from pytest_autotuner.core.memory_failures import MEMORY_DIRECTIONS, certain_to_fail
     from pytest_autotuner.core.optuna_compat import ChoosingTPESampler, TPEModel
 
     class UniqueTPESampler(ChoosingTPESampler):
@@ -192,6 +206,7 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
             feasibility_weight: float = _FEASIBILITY_WEIGHT,
             max_gpus: int | None = None,
             explore: float = _EXPLORE,
+            layout_sweep: bool = True,
             **kwargs: Any,
         ) -> None:
             super().__init__(**kwargs)
@@ -201,6 +216,9 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
             self._max_gpus = max_gpus
             self._n_startup = int(kwargs.get("n_startup_trials", 10))
             self._start_rng = np.random.default_rng(kwargs.get("seed"))
+            self._layout_sweep = layout_sweep
+            self._swept = False  # every layout has had a trial (checked until then)
+            self._layout: dict[str, float] | None = None  # the layout being proposed in the sweep
 
         def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
             """The whole finite space from the first trial on (Optuna's is empty until a trial has finished), so
@@ -216,6 +234,14 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
             """In the start phase, a uniformly drawn unseen configuration that fits the GPUs (finite spaces)."""
             finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
             started = len(finished) >= self._n_startup
+            if started and self._layout_sweep and not self._swept:
+                self._layout = self._next_layout(study, trial, search_space)
+                self._swept = self._layout is None
+                if self._layout is not None:
+                    try:  # TPE's best point within that layout (choose)
+                        return super().sample_relative(study, trial, search_space)
+                    finally:
+                        self._layout = None
             if started and not (self._explore and self._start_rng.random() < self._explore):
                 return super().sample_relative(study, trial, search_space)
             if not search_space or self._space.grid_size is None:
@@ -223,14 +249,50 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
             if self._space.grid_size > EXHAUSTIVE_LIMIT:
                 return super().sample_relative(study, trial, search_space)
             everything = grid_candidates(self._space, search_space)
-            scores = np.where(over_gpus(everything, search_space, self._max_gpus), -np.inf, 0.0)
+            scores = np.where(self._excluded(study, everything, search_space), -np.inf, 0.0)
             scores = scores + self._start_rng.random(len(scores))  # a random order among the allowed
             chosen = best_unseen(everything, scores, _taken_keys(study, trial, search_space))
             if chosen is None:
                 return super().sample_relative(study, trial, search_space)
             return {name: dist.to_external_repr(chosen[name]) for name, dist in search_space.items()}
 
+        def _next_layout(
+            self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+        ) -> dict[str, float] | None:
+            """A parallel layout (tp x dp x pp values, internal) that no trial has tried yet and that has an open
+            point: unseen, within the GPUs, not certain to fail; None when there is none left."""
+            names = [name for name in search_space if name in _LAYOUT_FLAGS]
+            if not names or self._space.grid_size is None or self._space.grid_size > EXHAUSTIVE_LIMIT:
+                return None
+            everything = grid_candidates(self._space, search_space)
+            allowed = ~self._excluded(study, everything, search_space)
+            taken = _taken_keys(study, trial, search_space)
+            points = np.column_stack([everything[name] for name in search_space])
+            layouts = np.column_stack([everything[name] for name in names])
+            open_layouts = {
+                tuple(float(v) for v in layouts[i])
+                for i in np.flatnonzero(allowed)
+                if tuple(round(float(v), 9) for v in points[i]) not in taken
+            }
+            if len(open_layouts) > _MAX_SWEPT_LAYOUTS:
+                return None
+            states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+            for other in study.get_trials(deepcopy=False, states=states):
+                if other.number != trial.number and all(name in other.params for name in names):
+                    open_layouts.discard(tuple(float(search_space[n].to_internal_repr(other.params[n])) for n in names))
+            if not open_layouts:
+                return None
+            untried = sorted(open_layouts)
+            return dict(zip(names, untried[int(self._start_rng.integers(len(untried)))], strict=True))
+
         def choose(self, model: TPEModel) -> dict[str, float]:
+            if self._layout is not None:  # the layout sweep: the best open point of that layout
+                everything = grid_candidates(self._space, model.search_space)
+                inside = np.logical_and.reduce([everything[n] == v for n, v in self._layout.items()])
+                scores = np.where(inside, self._scores(model, everything, self._feasibility(model)), -np.inf)
+                chosen = best_unseen(everything, scores, _taken_keys(model.study, model.trial, model.search_space))
+                if chosen is not None:
+                    return chosen
             feasibility = self._feasibility(model)
             samples = model.candidates
             scores = self._scores(model, samples, feasibility)
@@ -254,7 +316,22 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
             scores = np.asarray(model.acquisition(samples), dtype=float)
             if self._feasibility_weight:
                 scores = scores + self._feasibility_weight * feasibility(samples)
-            return np.where(over_gpus(samples, model.search_space, self._max_gpus), -np.inf, scores)
+            return np.where(self._excluded(model.study, samples, model.search_space), -np.inf, scores)
+
+        def _excluded(
+            self, study: Study, samples: dict[str, np.ndarray], search_space: dict[str, BaseDistribution]
+        ) -> np.ndarray:
+            """Samples never proposed: over the runner's GPUs, or certain to fail at startup as a launched
+            configuration did (memory_failures.py)."""
+            failures = [
+                (t.params, t.user_attrs["failure"])
+                for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.user_attrs.get("failure") in MEMORY_DIRECTIONS
+            ]
+            excluded = over_gpus(samples, search_space, self._max_gpus)
+            if failures:
+                excluded |= certain_to_fail(samples, search_space, failures)
+            return excluded
 
         def _feasibility(self, model: TPEModel) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
             """log P(feasible | x) from Parzen estimators of the feasible and the infeasible trials (c-TPE).

@@ -183,7 +183,7 @@ def _proposals(explore: float, value_of: Callable[[dict[str, Any]], float]) -> l
 
     s = spec(parameters=_FAILING_SPACE, optimization={"n_initial_random": 2, "max_iterations": 30})
     space = SearchSpace.from_spec(s)
-    sampler = _unique_tpe_class()(space, n_startup_trials=2, seed=3, explore=explore)
+    sampler = _unique_tpe_class()(space, n_startup_trials=2, seed=3, explore=explore, layout_sweep=False)
     study = optuna.create_study(sampler=sampler, direction="maximize")
     out = []
     for _ in range(10):
@@ -204,3 +204,96 @@ def test_an_explore_share_of_one_ignores_what_the_trials_measured() -> None:
     assert _proposals(1.0, up) == _proposals(1.0, down)  # uniform unseen draws after the start, model unused
     assert _proposals(0.0, up) != _proposals(0.0, down)  # TPE follows the values
     assert len(set(_proposals(1.0, up))) == 10
+
+
+def _layouts_by_trial(layout_sweep: bool, seed: int) -> list[tuple[int, int]]:
+    from pytest_autotuner.core.samplers import _unique_tpe_class
+
+    s = spec(parameters={"tp-size": [1, 2, 4], "dp-size": [1, 2], "chunked-prefill-size": [1024, 2048, 4096, 8192]})
+    space = SearchSpace.from_spec(s)
+    sampler = _unique_tpe_class()(
+        space, n_startup_trials=2, seed=seed, explore=0.0, layout_sweep=layout_sweep, max_gpus=4
+    )
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    layouts = []
+    for _ in range(7):
+        trial = study.ask(space.distributions())
+        p = trial.params
+        layouts.append((p["tp-size"], p["dp-size"]))
+        trial.set_constraint(CONSTRAINT_KEY, 0.0)
+        # tp 1 x dp 1 with large chunks looks best early; tp 4 is better still, TPE alone does not go there
+        study.tell(trial, p["chunked-prefill-size"] / 1000 + 10 * (p["tp-size"] == 4) - p["dp-size"])
+    return layouts
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_after_the_start_every_parallel_layout_that_fits_gets_a_trial(seed: int) -> None:
+    # 5 layouts fit 4 GPUs: (1,1) (1,2) (2,1) (2,2) (4,1); 2 random trials, then the sweep covers the rest
+    fitting = {(1, 1), (1, 2), (2, 1), (2, 2), (4, 1)}
+    assert set(_layouts_by_trial(True, seed)) == fitting
+
+
+def test_without_the_sweep_tpe_leaves_layouts_untried() -> None:
+    assert any(set(_layouts_by_trial(False, seed)) != {(1, 1), (1, 2), (2, 1), (2, 2), (4, 1)} for seed in range(4))
+
+
+def test_the_sweep_proposes_the_best_point_of_each_layout_it_visits() -> None:
+    # every tp 1 and tp 2 point measured: large chunks are good, the policy does not matter; the sweep then
+    # tries tp 4 and tp 8 with what TPE learned (the largest chunk), not at random
+    from pytest_autotuner.core.samplers import _unique_tpe_class
+
+    chunks = [512, 1024, 2048, 4096, 8192]
+    s = spec(parameters={"tp-size": [1, 2, 4, 8], "chunked-prefill-size": chunks, "schedule-policy": ["lpm", "fcfs"]})
+    space = SearchSpace.from_spec(s)
+    sampler = _unique_tpe_class()(space, n_startup_trials=20, seed=5, explore=0.0)
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    for tp in (1, 2):
+        for chunk in chunks:
+            for policy in ("lpm", "fcfs"):
+                study.enqueue_trial({"tp-size": tp, "chunked-prefill-size": chunk, "schedule-policy": policy})
+    for _ in range(22):
+        trial = study.ask(space.distributions())
+        trial.set_constraint(CONSTRAINT_KEY, 0.0)
+        study.tell(trial, float(trial.params["chunked-prefill-size"]))
+    swept = [t.params for t in study.trials[20:]]
+    assert sorted(p["tp-size"] for p in swept) == [4, 8]
+    assert all(p["chunked-prefill-size"] == 8192 for p in swept)
+
+
+def _tell_failure(study: optuna.Study, trial: optuna.Trial, failure: str) -> None:
+    trial.set_user_attr("failure", failure)
+    trial.set_constraint(CONSTRAINT_KEY, 2.0)
+    study.tell(trial, -1.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_a_configuration_certain_to_fail_like_an_earlier_one_is_never_proposed(seed: int) -> None:
+    from pytest_autotuner.core.memory_failures import certain_to_fail
+
+    # the weights do not fit one GPU below a fraction of 0.9 (tp 1) or 0.75 (tp 2): SGLang's "Not enough memory"
+    s = spec(
+        parameters={
+            "tp-size": [1, 2, 4],
+            "mem-fraction-static": [0.7, 0.75, 0.8, 0.85, 0.9],
+            "schedule-policy": ["lpm", "fcfs"],
+            "chunked-prefill-size": [2048, 8192],
+        },
+        optimization={"n_initial_random": 3, "max_iterations": 40},
+    )
+    study, space = _study(s, seed=seed)
+    dists = space.distributions()
+    failed: list[tuple[dict[str, Any], str]] = []
+    for _ in range(40):
+        trial = study.ask(dists)
+        p = dict(trial.params)
+        point = {name: np.array([dist.to_internal_repr(p[name])]) for name, dist in dists.items()}
+        assert not certain_to_fail(point, dists, failed)[0], (p, failed)
+        minimum = {1: 0.9, 2: 0.75, 4: 0.0}[p["tp-size"]]
+        if p["mem-fraction-static"] < minimum:
+            failed.append((p, "kv_cache_oom"))
+            _tell_failure(study, trial, "kv_cache_oom")
+        else:
+            trial.set_constraint(CONSTRAINT_KEY, 0.0)
+            study.tell(trial, p["tp-size"] + p["mem-fraction-static"])
+    # 20 of the 60 points fail; the first failure of each tp rules out the rest below its fraction
+    assert len(failed) <= 7
