@@ -69,6 +69,8 @@ _N_EI_CANDIDATES = 48  # Optuna's 24 leaves too few unseen candidates once TPE c
 # see the module doc: 2 and 1 were measured worse than 0 on the hard spaces
 _FEASIBILITY_WEIGHT = 0.0
 _LAYOUT_FLAGS = ("tp-size", "tp", "dp-size", "dp", "pp-size", "pp")
+_LAYOUT_SHARE = 0.5  # after the sweep, this share of proposals goes to the least-tried of the better layouts
+_LAYOUT_TOP = 0.5  # "better": the top half of the layouts, ranked by their best trial
 _MAX_SWEPT_LAYOUTS = 16  # more parallel layouts than this: no sweep (it would spend too much of a budget)
 _EXPLORE = 0.25  # after the start phase, this share of proposals is a uniform draw from the unseen points that fit
 
@@ -207,6 +209,7 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
             max_gpus: int | None = None,
             explore: float = _EXPLORE,
             layout_sweep: bool = True,
+            layout_share: float = _LAYOUT_SHARE,
             **kwargs: Any,
         ) -> None:
             super().__init__(**kwargs)
@@ -217,7 +220,9 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
             self._n_startup = int(kwargs.get("n_startup_trials", 10))
             self._start_rng = np.random.default_rng(kwargs.get("seed"))
             self._layout_sweep = layout_sweep
-            self._swept = False  # every layout has had a trial (checked until then)
+            self._layout_share = layout_share
+            self._swept = False  # every layout has had a trial (then only the layout share draws)
+            self._grid_cache: tuple[tuple[str, ...], dict[str, np.ndarray], dict[tuple[float, ...], int]] | None = None
             self._layout: dict[str, float] | None = None  # the layout being proposed in the sweep
 
         def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
@@ -234,9 +239,8 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
             """In the start phase, a uniformly drawn unseen configuration that fits the GPUs (finite spaces)."""
             finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
             started = len(finished) >= self._n_startup
-            if started and self._layout_sweep and not self._swept:
+            if started and self._layout_sweep:
                 self._layout = self._next_layout(study, trial, search_space)
-                self._swept = self._layout is None
                 if self._layout is not None:
                     try:  # TPE's best point within that layout (choose)
                         return super().sample_relative(study, trial, search_space)
@@ -248,7 +252,7 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
                 return super().sample_relative(study, trial, search_space)
             if self._space.grid_size > EXHAUSTIVE_LIMIT:
                 return super().sample_relative(study, trial, search_space)
-            everything = grid_candidates(self._space, search_space)
+            everything, _index = self._grid(search_space)
             scores = np.where(self._excluded(study, everything, search_space), -np.inf, 0.0)
             scores = scores + self._start_rng.random(len(scores))  # a random order among the allowed
             chosen = best_unseen(everything, scores, _taken_keys(study, trial, search_space))
@@ -256,41 +260,71 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
                 return super().sample_relative(study, trial, search_space)
             return {name: dist.to_external_repr(chosen[name]) for name, dist in search_space.items()}
 
+        def _grid(
+            self, search_space: dict[str, BaseDistribution]
+        ) -> tuple[dict[str, np.ndarray], dict[tuple[float, ...], int]]:
+            """Every grid point (grid_candidates) and the row of each point's key, built once per search space."""
+            names = tuple(search_space)
+            if self._grid_cache is None or self._grid_cache[0] != names:
+                everything = grid_candidates(self._space, search_space)
+                rows = np.column_stack([everything[name] for name in names]).tolist()
+                index = {tuple(round(v, 9) for v in row): i for i, row in enumerate(rows)}  # as config_key
+                self._grid_cache = (names, everything, index)
+            return self._grid_cache[1], self._grid_cache[2]
+
         def _next_layout(
             self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
         ) -> dict[str, float] | None:
-            """A parallel layout (tp x dp x pp values, internal) that no trial has tried yet and that has an open
-            point: unseen, within the GPUs, not certain to fail; None when there is none left."""
+            """The parallel layout (tp x dp x pp values, internal) to propose in, None for TPE's own proposal: a
+            layout no trial has tried yet; after that, for ``layout_share`` of the proposals, the least-tried of
+            the better half of the layouts. Only layouts with an open point count (unseen, within the GPUs, not
+            certain to fail)."""
             names = [name for name in search_space if name in _LAYOUT_FLAGS]
             if not names or self._space.grid_size is None or self._space.grid_size > EXHAUSTIVE_LIMIT:
                 return None
-            everything = grid_candidates(self._space, search_space)
+            rotating = len(study.directions) == 1 and self._start_rng.random() < self._layout_share
+            if self._swept and not rotating:
+                return None
+            everything, index = self._grid(search_space)
             allowed = ~self._excluded(study, everything, search_space)
-            taken = _taken_keys(study, trial, search_space)
-            points = np.column_stack([everything[name] for name in search_space])
-            layouts = np.column_stack([everything[name] for name in names])
-            open_layouts = {
-                tuple(float(v) for v in layouts[i])
-                for i in np.flatnonzero(allowed)
-                if tuple(round(float(v), 9) for v in points[i]) not in taken
-            }
-            if len(open_layouts) > _MAX_SWEPT_LAYOUTS:
+            for key in _taken_keys(study, trial, search_space):
+                if (i := index.get(key)) is not None:
+                    allowed[i] = False
+            layout_rows = np.column_stack([everything[name] for name in names])[allowed]
+            open_layouts = sorted({tuple(float(v) for v in row) for row in np.unique(layout_rows, axis=0)})
+            if not open_layouts or len(open_layouts) > _MAX_SWEPT_LAYOUTS:
                 return None
-            states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-            for other in study.get_trials(deepcopy=False, states=states):
-                if other.number != trial.number and all(name in other.params for name in names):
-                    open_layouts.discard(tuple(float(search_space[n].to_internal_repr(other.params[n])) for n in names))
-            if not open_layouts:
+            tried, rank = _layout_record(study, trial, search_space, names)
+            untried = [layout for layout in open_layouts if layout not in tried]
+            if untried:
+                return dict(zip(names, untried[int(self._start_rng.integers(len(untried)))], strict=True))
+            self._swept = True  # for good: layouts only get trials, and points only close
+            if not rotating:
                 return None
-            untried = sorted(open_layouts)
-            return dict(zip(names, untried[int(self._start_rng.integers(len(untried)))], strict=True))
+            known = sorted(set(open_layouts) | tried.keys())
+            ties = self._start_rng.permutation(len(known))  # equal records in a random order
+            ranked = [
+                layout
+                for _, layout in sorted(
+                    zip(ties, known, strict=True),
+                    key=lambda pair: (*rank.get(pair[1], (-1, 0.0)), pair[0]),
+                    reverse=True,
+                )
+            ]
+            better = [layout for layout in ranked[: math.ceil(_LAYOUT_TOP * len(ranked))] if layout in open_layouts]
+            if not better:
+                return None
+            fewest = min(tried[layout] for layout in better)
+            pool = [layout for layout in better if tried[layout] == fewest]
+            return dict(zip(names, pool[int(self._start_rng.integers(len(pool)))], strict=True))
 
         def choose(self, model: TPEModel) -> dict[str, float]:
-            if self._layout is not None:  # the layout sweep: the best open point of that layout
-                everything = grid_candidates(self._space, model.search_space)
+            if self._layout is not None:  # a layout's turn: TPE's best open point within it
+                everything, _index = self._grid(model.search_space)
                 inside = np.logical_and.reduce([everything[n] == v for n, v in self._layout.items()])
-                scores = np.where(inside, self._scores(model, everything, self._feasibility(model)), -np.inf)
-                chosen = best_unseen(everything, scores, _taken_keys(model.study, model.trial, model.search_space))
+                points = {name: values[inside] for name, values in everything.items()}
+                scores = self._scores(model, points, self._feasibility(model))
+                chosen = best_unseen(points, scores, _taken_keys(model.study, model.trial, model.search_space))
                 if chosen is not None:
                     return chosen
             feasibility = self._feasibility(model)
@@ -300,7 +334,7 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
             chosen = best_unseen(samples, scores, taken)
             grid_size = self._space.grid_size
             if chosen is None and grid_size is not None and grid_size <= EXHAUSTIVE_LIMIT:
-                everything = grid_candidates(self._space, model.search_space)
+                everything, _index = self._grid(model.search_space)
                 all_scores = self._scores(model, everything, feasibility)
                 chosen = best_unseen(everything, all_scores, taken)
             if chosen is None:  # a huge or exhausted space: TPE's own pick (search.py dedups it)
@@ -357,6 +391,30 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
             return log_p_feasible
 
     return UniqueTPESampler
+
+
+def _layout_record(
+    study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution], names: list[str]
+) -> tuple[dict[tuple[float, ...], int], dict[tuple[float, ...], tuple[int, float]]]:
+    """Per parallel layout: how many trials tried it, and its best trial as a sort key (feasible ones by their
+    value, direction applied, above infeasible ones by how little they missed)."""
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    single = len(study.directions) == 1
+    sign = 1.0 if single and study.direction == StudyDirection.MAXIMIZE else -1.0
+    tried: dict[tuple[float, ...], int] = {}
+    rank: dict[tuple[float, ...], tuple[int, float]] = {}
+    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
+        if other.number == trial.number or not all(name in other.params for name in names):
+            continue
+        layout = tuple(float(search_space[name].to_internal_repr(other.params[name])) for name in names)
+        tried[layout] = tried.get(layout, 0) + 1
+        if single and other.state == TrialState.COMPLETE and other.value is not None:
+            missed = max(other.constraints.values(), default=0.0)
+            key = (1, sign * other.value) if missed <= 0 else (0, -missed)
+            rank[layout] = max(rank.get(layout, key), key)
+    return tried, rank
 
 
 def infeasible(trial: FrozenTrial) -> bool:

@@ -297,3 +297,26 @@ def test_a_configuration_certain_to_fail_like_an_earlier_one_is_never_proposed(s
             study.tell(trial, p["tp-size"] + p["mem-fraction-static"])
     # 20 of the 60 points fail; the first failure of each tp rules out the rest below its fraction
     assert len(failed) <= 7
+
+
+def test_after_the_sweep_the_layout_share_goes_to_the_least_tried_of_the_better_half() -> None:
+    from pytest_autotuner.core.samplers import _unique_tpe_class
+
+    quality = {(4, 1): 5.0, (2, 2): 4.0, (2, 1): 3.0, (1, 2): 2.0, (1, 1): 1.0}  # the 5 layouts that fit 4 GPUs
+    s = spec(parameters={"tp-size": [1, 2, 4], "dp-size": [1, 2], "chunked-prefill-size": [1024, 2048, 4096, 8192]})
+    space = SearchSpace.from_spec(s)
+    sampler = _unique_tpe_class()(space, n_startup_trials=2, seed=7, max_gpus=4, layout_share=1.0)
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    layouts = []
+    for _ in range(14):
+        trial = study.ask(space.distributions())
+        layout = (trial.params["tp-size"], trial.params["dp-size"])
+        layouts.append(layout)
+        trial.set_constraint(CONSTRAINT_KEY, 0.0)
+        study.tell(trial, quality[layout] + trial.params["chunked-prefill-size"] / 1e5)
+    swept = next(i for i in range(len(layouts)) if set(layouts[: i + 1]) == set(quality)) + 1
+    after = layouts[swept:]
+    assert len(after) >= 7
+    assert set(after) <= {(4, 1), (2, 2), (2, 1)}  # the better half, 3 of 5
+    counts = [layouts.count(layout) for layout in [(4, 1), (2, 2), (2, 1)]]
+    assert max(counts) - min(counts) <= 1  # least-tried first
