@@ -17,21 +17,23 @@ with changes that matter for tuning spaces, which are mostly small and discrete:
 - After a server failed at startup for memory (SGLang's "Not enough memory" or a CUDA OOM), every
   configuration that needs at least as much memory per GPU in the flags SGLang sizes it from is certain to fail
   too and is never proposed (memory_failures.py). On the 70B space H2 of ``benchmarks/tuning_efficiency.py``
-  startup failures fell from about 20 to about 6 per 50-trial study.
+  startup failures fell from about 20 to under 10 per 50-trial study.
 - The parallel layout (tp x dp x pp) decides most of a server's speed and interacts with every other flag, which
-  TPE's per-flag kernels do not capture: a layout whose first trial had bad other flags looks bad for good, and
-  TPE settles on the first layout that worked. So right after the start phase each layout that fits and is not
-  certain to fail gets one trial (the layout sweep), at TPE's best point within it, so the flags learned so far
-  travel to every layout. Skipped when there are more than 16 layouts. In a replay of H1 and H2 over 40 seeds
-  (see RESULTS.md) the two changes cut the mean trials to within 1% of the optimum from 28.8 to 21.2 (H1) and
-  from 39.2 to 31.7 (H2; the memory rule alone: 36.1).
+  TPE's per-flag kernels do not capture: tp 4 x dp 2 can be the best layout on 8 GPUs while tp 4 (with dp 4: 16
+  GPUs) and dp 2 (with tp 1: too slow) look bad, and a layout whose first trial had the wrong other flags (too few
+  running requests for the concurrency each replica gets) looks bad for good. So right after the start phase each
+  layout that fits and is not certain to fail gets one trial (the layout sweep), at TPE's best point within it, so
+  what was learned of the other flags travels to every layout; after that, half of the proposals
+  (``layout_share``) go to the least-tried layout among the better half, ranked by their best trial (feasible ones
+  by value, infeasible ones by how little they missed), again at TPE's best point in it. Skipped with more than 16
+  layouts, or for the layout share, with several objectives.
 
-After the start phase and the sweep a quarter of the proposals (``explore``) are uniform draws from the unseen
-configurations that fit, as in the start phase. TPE alone settles in the first good region it finds and, under
-measurement noise, stays there: on the hard spaces of ``benchmarks/tuning_efficiency.py`` (20 seeds, budget 50,
-before the sweep) a share of 0.25 reached within 1% of the optimum in 14/20 seeds on H1 and H2 against 13/20 and
-10/20 without it (mean trials 28.2 vs 28.8 and 32.1 vs 34.8, median final gap on H2 0.0% vs 5.4%); 0.5 did better
-on H1 (15/20, 26.1) and worse on H2 (13/20, 32.9).
+After the start phase and the sweep a quarter of the other proposals (``explore``) are uniform draws from the
+unseen configurations that fit, as in the start phase. TPE alone settles in the first good region it finds and,
+under measurement noise, stays there: on the hard spaces of ``benchmarks/tuning_efficiency.py`` (20 seeds, budget
+50, before the sweep) a share of 0.25 reached within 1% of the optimum in 14/20 seeds on H1 and H2 against 13/20
+and 10/20 without it (mean trials 28.2 vs 28.8 and 32.1 vs 34.8, median final gap on H2 0.0% vs 5.4%).
+The figures of the memory rule and the layouts are in RESULTS.md ("Tuning efficiency on hard spaces").
 
 An extra feasibility term (log P(feasible | x) from Parzen estimators of feasible and infeasible trials) is
 available (``feasibility_weight``) but off by default: on the hard spaces of ``benchmarks/tuning_efficiency.py``
