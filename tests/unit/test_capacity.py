@@ -214,7 +214,7 @@ def test_per_gpu_divides_throughput_too() -> None:
 
 
 def test_defaults_compete_on_per_run_capacities_with_a_p_value() -> None:
-    s = goodput_spec(strategy="bayesian", n_initial_random=2, max_iterations=4, confirm_runs=3)
+    s = goodput_spec(strategy="bayesian", n_initial_random=2, max_iterations=6, confirm_runs=3)  # all 6 points
     outcome = run_task(s, TaskOptions(seed=1, study_name="unit"), ladder_evaluate([]), None)
     versus = outcome.defaults
     assert versus is not None and versus.confirmation is not None
