@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import interruptible
 
 pytestmark = pytest.mark.slow
 
@@ -156,7 +157,15 @@ def test_signalled_runner_leaves_no_server(tmp_path: Path, name: str, signum: in
     spec["simulator"] = {"speedup": 1, "startup_scale": 0.01}
     spec["benchmark"].update(max_time_per_iteration=60, max_requests_per_iteration=100_000)
     cmd, env, marker = run_tree(tmp_path, spec)
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        preexec_fn=interruptible,  # SIGINT reaches pytest even when this suite runs in the background
+    )
 
     def server_up() -> bool:
         return any(
