@@ -8,7 +8,14 @@ from collections.abc import Iterator, Mapping
 
 from pytest_autotuner.core.trial import ParamValue
 
-__all__ = ["GpuPool", "gpus_needed"]
+__all__ = ["PARALLEL_FLAGS", "GpuPool", "gpus_needed"]
+
+#: The names a parallel size goes by (SGLang's flag, its long alias, the short form some specs use).
+PARALLEL_FLAGS: dict[str, tuple[str, ...]] = {
+    "tp": ("tp-size", "tp", "tensor-parallel-size"),
+    "dp": ("dp-size", "dp", "data-parallel-size"),
+    "pp": ("pp-size", "pp", "pipeline-parallel-size"),
+}
 
 
 def gpus_needed(params: Mapping[str, ParamValue]) -> int:
@@ -25,11 +32,7 @@ def gpus_needed(params: Mapping[str, ParamValue]) -> int:
                     return 1
         return 1
 
-    return (
-        size("tp-size", "tp", "tensor-parallel-size")
-        * size("dp-size", "dp", "data-parallel-size")
-        * size("pp-size", "pipeline-parallel-size")
-    )
+    return size(*PARALLEL_FLAGS["tp"]) * size(*PARALLEL_FLAGS["dp"]) * size(*PARALLEL_FLAGS["pp"])
 
 
 class GpuPool:

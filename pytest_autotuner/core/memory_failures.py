@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pytest_autotuner.core.gpu_pool import PARALLEL_FLAGS
+
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
 __all__ = ["MEMORY_DIRECTIONS", "certain_to_fail"]
 
-_TP = ("tp-size", "tp", "tensor-parallel-size")
-_PP = ("pp-size", "pp", "pipeline-parallel-size")
-_DP = ("dp-size", "dp", "data-parallel-size")
+_TP, _DP, _PP = PARALLEL_FLAGS["tp"], PARALLEL_FLAGS["dp"], PARALLEL_FLAGS["pp"]
 _GRAPH_BS = ("cuda-graph-max-bs", "cuda-graph-max-bs-decode")
 # flags that only steer the scheduler: they do not change what a GPU holds at startup
 _SCHEDULING = (

@@ -50,6 +50,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pytest_autotuner.core.gpu_pool import PARALLEL_FLAGS
+
 if TYPE_CHECKING:
     import optuna
     from optuna.distributions import BaseDistribution
@@ -70,7 +72,7 @@ _MIN_STARTUP = 2
 _N_EI_CANDIDATES = 48  # Optuna's 24 leaves too few unseen candidates once TPE concentrates
 # see the module doc: 2 and 1 were measured worse than 0 on the hard spaces
 _FEASIBILITY_WEIGHT = 0.0
-_LAYOUT_FLAGS = ("tp-size", "tp", "dp-size", "dp", "pp-size", "pp")
+_LAYOUT_FLAGS = frozenset(name for names in PARALLEL_FLAGS.values() for name in names)
 _LAYOUT_SHARE = 0.5  # after the sweep, this share of proposals goes to the least-tried of the better layouts
 _LAYOUT_TOP = 0.5  # "better": the top half of the layouts, ranked by their best trial
 _MAX_SWEPT_LAYOUTS = 16  # more parallel layouts than this: no sweep (it would spend too much of a budget)
@@ -166,7 +168,7 @@ def over_gpus(
     need = np.ones(n)
     if max_gpus is None:
         return np.zeros(n, dtype=bool)
-    for aliases in (("tp-size", "tp"), ("dp-size", "dp")):
+    for aliases in PARALLEL_FLAGS.values():
         name = next((a for a in aliases if a in samples), None)
         if name is None:
             continue

@@ -320,3 +320,21 @@ def test_after_the_sweep_the_layout_share_goes_to_the_least_tried_of_the_better_
     assert set(after) <= {(4, 1), (2, 2), (2, 1)}  # the better half, 3 of 5
     counts = [layouts.count(layout) for layout in [(4, 1), (2, 2), (2, 1)]]
     assert max(counts) - min(counts) <= 1  # least-tried first
+
+
+def test_the_long_sglang_names_of_the_parallel_sizes_count_as_much_as_the_short_ones() -> None:
+    # SGLang accepts --tensor-parallel-size / --data-parallel-size for --tp-size / --dp-size
+    s = spec(
+        parameters={"tensor-parallel-size": [1, 2, 4], "data-parallel-size": [1, 2], "schedule-policy": ["lpm", "fcfs"]}
+    )
+    space = SearchSpace.from_spec(s)
+    study = optuna.create_study(sampler=make_sampler(s.optimization, space, 0, max_gpus=4), direction="maximize")
+    layouts = []
+    for _ in range(7):
+        trial = study.ask(space.distributions())
+        layout = (trial.params["tensor-parallel-size"], trial.params["data-parallel-size"])
+        assert layout[0] * layout[1] <= 4, trial.params
+        layouts.append(layout)
+        trial.set_constraint(CONSTRAINT_KEY, 0.0)
+        study.tell(trial, float(layout[0]))
+    assert set(layouts) == {(1, 1), (1, 2), (2, 1), (2, 2), (4, 1)}  # the sweep: every layout that fits
