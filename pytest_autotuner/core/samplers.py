@@ -227,7 +227,7 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
             self._layout_share = layout_share
             self._swept = False  # every layout has had a trial (then only the layout share draws)
             self._grid_cache: tuple[tuple[str, ...], dict[str, np.ndarray], dict[tuple[float, ...], int]] | None = None
-            self._layout: dict[str, float] | None = None  # the layout being proposed in the sweep
+            self._layout: dict[str, float] | None = None  # the layout of this proposal (sweep or layout share)
 
         def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
             """The whole finite space from the first trial on (Optuna's is empty until a trial has finished), so
