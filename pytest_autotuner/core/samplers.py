@@ -22,8 +22,14 @@ with changes that matter for tuning spaces, which are mostly small and discrete:
   TPE's per-flag kernels do not capture: tp 4 x dp 2 can be the best layout on 8 GPUs while tp 4 (with dp 4: 16
   GPUs) and dp 2 (with tp 1: too slow) look bad, and a layout whose first trial had the wrong other flags (too few
   running requests for the concurrency each replica gets) looks bad for good. So right after the start phase each
-  layout that fits and is not certain to fail gets one trial (the layout sweep), at TPE's best point within it, so
-  what was learned of the other flags travels to every layout; after that, half of the proposals
+  layout that fits and is not certain to fail gets three trials (the layout sweep, a round at a time; fewer rounds
+  where three would take over a third of the budget), at TPE's best point within it, so what was learned of the
+  other flags travels to every layout. One round was not enough: on H1 the optimum's layout drew 16 running
+  requests or chunk 1024 in its one trial about half the time and was rarely visited again. A layout with fewer
+  data-parallel replicas than another open one at the same tp and pp is not swept (``more_replicas_better``): each
+  replica serves its share of the same offered load, so a replica more cannot lower throughput or raise latency;
+  not with ``per_gpu`` (a replica more costs its GPUs) or DP attention in the space. After the sweep, half of the
+  proposals
   (``layout_share``) go to the least-tried layout among the better half, ranked by their best trial (feasible ones
   by value, infeasible ones by how little they missed), again at TPE's best point in it. Skipped with more than 16
   layouts, or for the layout share, with several objectives.
@@ -75,6 +81,8 @@ _FEASIBILITY_WEIGHT = 0.0
 _LAYOUT_FLAGS = frozenset(name for names in PARALLEL_FLAGS.values() for name in names)
 _LAYOUT_SHARE = 0.5  # after the sweep, this share of proposals goes to the least-tried of the better layouts
 _LAYOUT_TOP = 0.5  # "better": the top half of the layouts, ranked by their best trial
+_SWEEP_ROUNDS = 3  # trials per layout in the sweep (one trial says little: other flags can spoil a good layout)
+_SWEEP_BUDGET = 1 / 3  # ... fewer rounds where they would take more than this share of the budget
 _MAX_SWEPT_LAYOUTS = 16  # more parallel layouts than this: no sweep (it would spend too much of a budget)
 _EXPLORE = 0.25  # after the start phase, this share of proposals is a uniform draw from the unseen points that fit
 
@@ -119,8 +127,20 @@ def make_sampler(
             n_ei_candidates=_N_EI_CANDIDATES,
             seed=seed,
             max_gpus=max_gpus,
+            more_replicas_better=more_replicas_better(optimization, space),
+            sweep_rounds=_SWEEP_ROUNDS,
+            sweep_budget=max(1, math.floor(_SWEEP_BUDGET * optimization.max_iterations)),
         )
     return optuna.samplers.RandomSampler(seed=seed)
+
+
+def more_replicas_better(optimization: Optimization, space: SearchSpace) -> bool:
+    """Whether, at equal other flags, a layout with more data-parallel replicas on the runner's GPUs is never
+    worse: each replica serves its share of the same offered load, so throughput, goodput and every latency can
+    only gain. Not when the objective is divided by the GPUs a configuration uses (``per_gpu``: a replica more
+    costs its GPUs), nor with DP attention in the space (there ``dp-size`` splits attention within the tp group
+    and adds no GPUs)."""
+    return not optimization.per_gpu and not any("dp-attention" in dim.name for dim in space.dimensions)
 
 
 def config_key(params: dict[str, Any], search_space: dict[str, BaseDistribution]) -> tuple[float, ...] | None:
@@ -214,6 +234,9 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
             explore: float = _EXPLORE,
             layout_sweep: bool = True,
             layout_share: float = _LAYOUT_SHARE,
+            more_replicas_better: bool = False,
+            sweep_rounds: int = 1,
+            sweep_budget: int | None = None,
             **kwargs: Any,
         ) -> None:
             super().__init__(**kwargs)
@@ -225,6 +248,9 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
             self._start_rng = np.random.default_rng(kwargs.get("seed"))
             self._layout_sweep = layout_sweep
             self._layout_share = layout_share
+            self._more_replicas_better = more_replicas_better
+            self._sweep_rounds = sweep_rounds
+            self._sweep_budget = sweep_budget
             self._swept = False  # every layout has had a trial (then only the layout share draws)
             self._grid_cache: tuple[tuple[str, ...], dict[str, np.ndarray], dict[tuple[float, ...], int]] | None = None
             self._layout: dict[str, float] | None = None  # the layout of this proposal (sweep or layout share)
@@ -299,13 +325,19 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
             if not open_layouts or len(open_layouts) > _MAX_SWEPT_LAYOUTS:
                 return None
             tried, rank = _layout_record(study, trial, search_space, names)
-            untried = [layout for layout in open_layouts if layout not in tried]
+            swept = open_layouts
+            if self._more_replicas_better:  # a layout with fewer replicas than an open one is left to TPE
+                swept = _undominated(open_layouts, names, search_space)
+            rounds = sweep_rounds(self._sweep_rounds, len(swept), self._sweep_budget)
+            untried = [layout for layout in swept if tried.get(layout, 0) < rounds]
             if untried:
+                fewest = min(tried.get(layout, 0) for layout in untried)  # one round after the other
+                untried = [layout for layout in untried if tried.get(layout, 0) == fewest]
                 return dict(zip(names, untried[int(self._start_rng.integers(len(untried)))], strict=True))
             self._swept = True  # for good: layouts only get trials, and points only close
             if not rotating:
                 return None
-            known = sorted(set(open_layouts) | tried.keys())
+            known = sorted(set(swept) | tried.keys())
             ties = self._start_rng.permutation(len(known))  # equal records in a random order
             ranked = [
                 layout
@@ -419,6 +451,35 @@ def _layout_record(
             key = (1, sign * other.value) if missed <= 0 else (0, -missed)
             rank[layout] = max(rank.get(layout, key), key)
     return tried, rank
+
+
+def sweep_rounds(rounds: int, layouts: int, budget: int | None) -> int:
+    """Rounds of the layout sweep: ``rounds``, fewer where they would take more than ``budget`` trials (at least
+    one)."""
+    return rounds if budget is None else max(1, min(rounds, budget // layouts))
+
+
+def _undominated(
+    layouts: list[tuple[float, ...]], names: list[str], search_space: dict[str, BaseDistribution]
+) -> list[tuple[float, ...]]:
+    """The ``layouts`` (internal values of the sizes ``names``) for which none of the others has the same tensor
+    and pipeline sizes and more data-parallel replicas."""
+    dp = next((i for i, name in enumerate(names) if name in PARALLEL_FLAGS["dp"]), None)
+    if dp is None:
+        return layouts
+    dist = search_space[names[dp]]
+
+    def replicas(layout: tuple[float, ...]) -> float:
+        return float(dist.to_external_repr(layout[dp]))
+
+    def rest(layout: tuple[float, ...]) -> tuple[float, ...]:
+        return layout[:dp] + layout[dp + 1 :]
+
+    return [
+        layout
+        for layout in layouts
+        if not any(rest(other) == rest(layout) and replicas(other) > replicas(layout) for other in layouts)
+    ]
 
 
 def infeasible(trial: FrozenTrial) -> bool:

@@ -338,3 +338,81 @@ def test_the_long_sglang_names_of_the_parallel_sizes_count_as_much_as_the_short_
         trial.set_constraint(CONSTRAINT_KEY, 0.0)
         study.tell(trial, float(layout[0]))
     assert set(layouts) == {(1, 1), (1, 2), (2, 1), (2, 2), (4, 1)}  # the sweep: every layout that fits
+
+
+_FITTING_8 = {(1, 1), (1, 2), (1, 4), (2, 1), (2, 2), (2, 4), (4, 1), (4, 2)}  # tp x dp on 8 GPUs
+_MOST_REPLICAS = {(1, 4), (2, 4), (4, 2)}  # per tp, the most replicas that fit
+
+
+def _layouts_proposed(n: int, seed: int, **optimization: Any) -> list[tuple[int, int]]:
+    s = spec(
+        parameters={"tp-size": [1, 2, 4], "dp-size": [1, 2, 4], "chunked-prefill-size": [1024, 2048, 4096, 8192]},
+        optimization={"objective": "maximize_throughput", "n_initial_random": 2, "max_iterations": 50, **optimization},
+    )
+    space = SearchSpace.from_spec(s)
+    study = optuna.create_study(sampler=make_sampler(s.optimization, space, seed, max_gpus=8), direction="maximize")
+    layouts = []
+    for _ in range(n):
+        trial = study.ask(space.distributions())
+        layout = (trial.params["tp-size"], trial.params["dp-size"])
+        layouts.append(layout)
+        trial.set_constraint(CONSTRAINT_KEY, 0.0)
+        study.tell(trial, float(layout[0] * layout[1]) + trial.params["chunked-prefill-size"] / 1e5)
+    return layouts
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_the_sweep_gives_three_trials_to_each_layout_with_the_most_replicas_for_its_tp(seed: int) -> None:
+    # fewer replicas at the same tp serve the same load with fewer servers: never better for throughput, so the
+    # sweep leaves those layouts to TPE; the others get 3 trials each, a round at a time
+    layouts = _layouts_proposed(2 + 9, seed)
+    start, sweep = layouts[:2], layouts[2:]
+    sweep = sweep[: 9 - sum(layout in _MOST_REPLICAS for layout in start)]
+    assert set(sweep) <= _MOST_REPLICAS
+    assert all((start + sweep).count(layout) == 3 for layout in _MOST_REPLICAS)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_per_gpu_the_sweep_visits_every_layout_that_fits(seed: int) -> None:
+    # per GPU a replica more costs its GPUs, so no layout is dominated; 2 rounds of 8 fit a third of 50 trials
+    # (the 2 start trials count in their layouts' rounds)
+    layouts = _layouts_proposed(16, seed, per_gpu=True)
+    assert set(layouts[: 2 + 8]) == _FITTING_8
+    assert all(layouts.count(layout) == 2 for layout in _FITTING_8)
+
+
+@pytest.mark.parametrize(
+    ("layouts", "budget", "expected"), [(3, 16, 3), (3, None, 3), (8, 16, 2), (3, 4, 1), (10, 1, 1), (16, 33, 2)]
+)
+def test_the_sweep_takes_fewer_rounds_where_three_would_spend_more_than_its_budget(
+    layouts: int, budget: int | None, expected: int
+) -> None:
+    from pytest_autotuner.core.samplers import sweep_rounds
+
+    assert sweep_rounds(3, layouts, budget) == expected
+
+
+@pytest.mark.parametrize(
+    ("per_gpu", "dp_attention", "expected"), [(False, False, True), (True, False, False), (False, True, False)]
+)
+def test_more_replicas_are_better_unless_per_gpu_or_with_dp_attention(
+    per_gpu: bool, dp_attention: bool, expected: bool
+) -> None:
+    from pytest_autotuner.core.samplers import more_replicas_better
+
+    parameters: dict[str, Any] = {"tp-size": [1, 2], "dp-size": [1, 2]}
+    if dp_attention:
+        parameters["enable-dp-attention"] = [True, False]
+    s = spec(parameters=parameters, optimization={"objective": "maximize_throughput", "per_gpu": per_gpu})
+    assert more_replicas_better(s.optimization, SearchSpace.from_spec(s)) is expected
+
+
+def test_a_layout_is_dominated_only_by_one_with_the_same_tensor_and_pipeline_sizes() -> None:
+    from optuna.distributions import IntDistribution
+
+    from pytest_autotuner.core.samplers import _undominated
+
+    names = ["tp-size", "dp-size", "pp-size"]
+    search_space: dict[str, Any] = {name: IntDistribution(1, 8) for name in names}
+    layouts = [(1.0, 1.0, 1.0), (1.0, 2.0, 1.0), (1.0, 1.0, 2.0), (2.0, 1.0, 1.0), (2.0, 4.0, 1.0)]
+    assert _undominated(layouts, names, search_space) == [(1.0, 2.0, 1.0), (1.0, 1.0, 2.0), (2.0, 4.0, 1.0)]
