@@ -29,10 +29,9 @@ with changes that matter for tuning spaces, which are mostly small and discrete:
   data-parallel replicas than another open one at the same tp and pp is not swept (``more_replicas_better``): each
   replica serves its share of the same offered load, so a replica more cannot lower throughput or raise latency;
   not with ``per_gpu`` (a replica more costs its GPUs) or DP attention in the space. After the sweep, half of the
-  proposals
-  (``layout_share``) go to the least-tried layout among the better half, ranked by their best trial (feasible ones
-  by value, infeasible ones by how little they missed), again at TPE's best point in it. Skipped with more than 16
-  layouts, or for the layout share, with several objectives.
+  proposals (``layout_share``) go to the least-tried layout among the better half, ranked by their best trial
+  (feasible ones by value, infeasible ones by how little they missed), again at TPE's best point in it. Skipped
+  with more than 16 layouts, or for the layout share, with several objectives.
 
 After the start phase and the sweep a quarter of the other proposals (``explore``) are uniform draws from the
 unseen configurations that fit, as in the start phase. TPE alone settles in the first good region it finds and,
@@ -251,7 +250,7 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
             self._more_replicas_better = more_replicas_better
             self._sweep_rounds = sweep_rounds
             self._sweep_budget = sweep_budget
-            self._swept = False  # every layout has had a trial (then only the layout share draws)
+            self._swept = False  # the sweep is over (then only the layout share draws)
             self._grid_cache: tuple[tuple[str, ...], dict[str, np.ndarray], dict[tuple[float, ...], int]] | None = None
             self._layout: dict[str, float] | None = None  # the layout of this proposal (sweep or layout share)
 
