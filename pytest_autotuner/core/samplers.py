@@ -25,7 +25,7 @@ with changes that matter for tuning spaces, which are mostly small and discrete:
   layout that fits and is not certain to fail gets three trials (the layout sweep, a round at a time; fewer rounds
   where three would take over a third of the budget), at TPE's best point within it, so what was learned of the
   other flags travels to every layout. One round was not enough: on H1 the optimum's layout drew 16 running
-  requests or chunk 1024 in its one trial about half the time and was rarely visited again. A layout with fewer
+  requests or chunk 1024 in its one trial more often than not and was rarely visited again. A layout with fewer
   data-parallel replicas than another open one at the same tp and pp is not swept (``more_replicas_better``): each
   replica serves its share of the same offered load, so a replica more cannot lower throughput or raise latency;
   not with ``per_gpu`` (a replica more costs its GPUs) or DP attention in the space. After the sweep, half of the
