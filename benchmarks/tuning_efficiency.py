@@ -305,14 +305,7 @@ def _unique_tpe(**kwargs: Any) -> Callable[[TaskSpec, SearchSpace, int], Any]:
     def build(spec: TaskSpec, space: SearchSpace, seed: int) -> Any:
         from pytest_autotuner.core import samplers
 
-        options = {
-            "n_startup_trials": samplers.startup_trials(spec.optimization.n_initial_random, space.grid_size),
-            "n_ei_candidates": samplers._N_EI_CANDIDATES,
-            "more_replicas_better": samplers.more_replicas_better(spec.optimization, space),
-            "sweep_rounds": samplers._SWEEP_ROUNDS,
-            "sweep_budget": max(1, math.floor(samplers._SWEEP_BUDGET * spec.optimization.max_iterations)),
-            **kwargs,
-        }
+        options = {**samplers.tpe_options(spec.optimization, space), **kwargs}
         return samplers._unique_tpe_class()(space, seed=seed, **options)
 
     return build

@@ -66,7 +66,15 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.space import SearchSpace
     from pytest_autotuner.core.spec import Optimization
 
-__all__ = ["DEFAULT_STARTUP", "EXHAUSTIVE_LIMIT", "make_sampler", "nsga2_population", "over_gpus", "startup_trials"]
+__all__ = [
+    "DEFAULT_STARTUP",
+    "EXHAUSTIVE_LIMIT",
+    "make_sampler",
+    "nsga2_population",
+    "over_gpus",
+    "startup_trials",
+    "tpe_options",
+]
 
 #: Finite spaces up to this many points are scanned exhaustively when TPE's candidates were all seen:
 #: evaluating the two Parzen estimators on 20k points takes a few ms.
@@ -119,18 +127,20 @@ def make_sampler(
     if optimization.strategy == "bayesian" and optimization.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=nsga2_population(optimization.max_iterations), seed=seed)
     if optimization.strategy == "bayesian":
-        cls = _unique_tpe_class()
-        return cls(
-            space,
-            n_startup_trials=startup_trials(optimization.n_initial_random, space.grid_size),
-            n_ei_candidates=_N_EI_CANDIDATES,
-            seed=seed,
-            max_gpus=max_gpus,
-            more_replicas_better=more_replicas_better(optimization, space),
-            sweep_rounds=_SWEEP_ROUNDS,
-            sweep_budget=max(1, math.floor(_SWEEP_BUDGET * optimization.max_iterations)),
-        )
+        return _unique_tpe_class()(space, seed=seed, **tpe_options(optimization, space, max_gpus=max_gpus))
     return optuna.samplers.RandomSampler(seed=seed)
+
+
+def tpe_options(optimization: Optimization, space: SearchSpace, *, max_gpus: int | None = None) -> dict[str, Any]:
+    """The options ``bayesian``'s TPE sampler gets for a spec (beside the space and the seed)."""
+    return {
+        "n_startup_trials": startup_trials(optimization.n_initial_random, space.grid_size),
+        "n_ei_candidates": _N_EI_CANDIDATES,
+        "max_gpus": max_gpus,
+        "more_replicas_better": more_replicas_better(optimization, space),
+        "sweep_rounds": _SWEEP_ROUNDS,
+        "sweep_budget": max(1, math.floor(_SWEEP_BUDGET * optimization.max_iterations)),
+    }
 
 
 def more_replicas_better(optimization: Optimization, space: SearchSpace) -> bool:
@@ -304,10 +314,10 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
         def _next_layout(
             self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
         ) -> dict[str, float] | None:
-            """The parallel layout (tp x dp x pp values, internal) to propose in, None for TPE's own proposal: a
-            layout no trial has tried yet; after that, for ``layout_share`` of the proposals, the least-tried of
-            the better half of the layouts. Only layouts with an open point count (unseen, within the GPUs, not
-            certain to fail)."""
+            """The parallel layout (tp x dp x pp values, internal) to propose in, None for TPE's own proposal: in
+            the sweep, a swept layout with fewer trials than the sweep's rounds (the least-tried first); after it,
+            for ``layout_share`` of the proposals, the least-tried of the better half of the layouts. Only layouts
+            with an open point count (unseen, within the GPUs, not certain to fail)."""
             names = [name for name in search_space if name in _LAYOUT_FLAGS]
             if not names or self._space.grid_size is None or self._space.grid_size > EXHAUSTIVE_LIMIT:
                 return None
