@@ -35,7 +35,9 @@ def postgres_url() -> str:
     return url
 
 
-def write_spec(folder: Path, task: str, max_iterations: int, **optimization: object) -> None:
+def write_spec(
+    folder: Path, task: str, max_iterations: int, startup_scale: float = 0.02, **optimization: object
+) -> None:
     spec = {
         "task_name": task,
         "model": {"id_or_path": "meta-llama/Llama-3.2-1B-Instruct"},
@@ -46,7 +48,7 @@ def write_spec(folder: Path, task: str, max_iterations: int, **optimization: obj
         "benchmark": {"traffic_scenarios": ["D(64,32)"], "num_concurrency": [4], "max_requests_per_iteration": 12,
                       "warmup_requests": 1},
         "slo": {"latency": {"p90": {"threshold": 10.0}}},
-        "simulator": {"speedup": 4, "startup_scale": 0.02},
+        "simulator": {"speedup": 4, "startup_scale": startup_scale},
     }  # fmt: skip
     (folder / "tuning_specs").mkdir(parents=True, exist_ok=True)
     (folder / "tuning_specs" / f"{task}.json").write_text(json.dumps(spec))
@@ -118,7 +120,9 @@ def test_a_worker_killed_mid_trial_leaves_no_trial_running_after_the_grace_perio
     from optuna.trial import TrialState
 
     task = f"killed-{uuid.uuid4().hex[:8]}"
-    write_spec(tmp_path, task, max_iterations=4)
+    # launches of about 7 s (the 1B model's modelled 15 s x 2 / speedup 4): on a busy 2-core machine one look at
+    # the study takes 2-4 s, and trials of well under a second (startup_scale 0.02) all finished between two looks
+    write_spec(tmp_path, task, max_iterations=4, startup_scale=2.0)
     grace = ["--autotune-grace-period", "3"]
     doomed = subprocess.Popen(pytest_cmd(tmp_path, postgres_url, *grace), cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
