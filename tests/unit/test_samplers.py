@@ -330,14 +330,15 @@ def test_the_long_sglang_names_of_the_parallel_sizes_count_as_much_as_the_short_
     space = SearchSpace.from_spec(s)
     study = optuna.create_study(sampler=make_sampler(s.optimization, space, 0, max_gpus=4), direction="maximize")
     layouts = []
-    for _ in range(7):
+    for _ in range(6):
         trial = study.ask(space.distributions())
         layout = (trial.params["tensor-parallel-size"], trial.params["data-parallel-size"])
         assert layout[0] * layout[1] <= 4, trial.params
         layouts.append(layout)
         trial.set_constraint(CONSTRAINT_KEY, 0.0)
         study.tell(trial, float(layout[0]))
-    assert set(layouts) == {(1, 1), (1, 2), (2, 1), (2, 2), (4, 1)}  # the sweep: every layout that fits
+    # the GPU limit and the replicas rule read the long names: per tp, the most replicas that fit 4 GPUs
+    assert sorted(layouts) == [(1, 2), (1, 2), (2, 2), (2, 2), (4, 1), (4, 1)]
 
 
 _FITTING_8 = {(1, 1), (1, 2), (1, 4), (2, 1), (2, 2), (2, 4), (4, 1), (4, 2)}  # tp x dp on 8 GPUs
@@ -416,3 +417,104 @@ def test_a_layout_is_dominated_only_by_one_with_the_same_tensor_and_pipeline_siz
     search_space: dict[str, Any] = {name: IntDistribution(1, 8) for name in names}
     layouts = [(1.0, 1.0, 1.0), (1.0, 2.0, 1.0), (1.0, 1.0, 2.0), (2.0, 1.0, 1.0), (2.0, 4.0, 1.0)]
     assert _undominated(layouts, names, search_space) == [(1.0, 2.0, 1.0), (1.0, 1.0, 2.0), (2.0, 4.0, 1.0)]
+
+
+def _sweep_of_a_new_layout(coverage: bool, seed: int) -> list[dict[str, Any]]:
+    """Every tp 1 point measured (large chunks and small CUDA graphs look best there), then the sweep's three
+    trials of tp 2."""
+    from pytest_autotuner.core.samplers import _unique_tpe_class
+
+    chunks, graphs = [1024, 4096, 8192], [32, 128, 512]
+    s = spec(
+        parameters={
+            "tp-size": [1, 2],
+            "chunked-prefill-size": chunks,
+            "cuda-graph-max-bs": graphs,
+            "schedule-policy": ["lpm", "fcfs"],
+        }
+    )
+    space = SearchSpace.from_spec(s)
+    sampler = _unique_tpe_class()(
+        space, n_startup_trials=18, seed=seed, explore=0.0, sweep_rounds=3, layout_coverage=coverage
+    )
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    for chunk in chunks:
+        for graph in graphs:
+            for policy in ("lpm", "fcfs"):
+                study.enqueue_trial(
+                    {"tp-size": 1, "chunked-prefill-size": chunk, "cuda-graph-max-bs": graph, "schedule-policy": policy}
+                )
+    for _ in range(18 + 3):
+        trial = study.ask(space.distributions())
+        trial.set_constraint(CONSTRAINT_KEY, 0.0)
+        study.tell(trial, trial.params["chunked-prefill-size"] / 1000 - trial.params["cuda-graph-max-bs"] / 100)
+    return [t.params for t in study.trials[18:]]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_layouts_sweep_trials_try_values_its_earlier_trials_did_not(seed: int) -> None:
+    # what one layout taught (chunk 8192, CUDA graphs up to 32) may be wrong for another: within a layout, each
+    # trial takes values of the other flags that its earlier trials there have not had, TPE's best among those
+    swept = _sweep_of_a_new_layout(True, seed)
+    assert all(p["tp-size"] == 2 for p in swept)
+    assert sorted(p["chunked-prefill-size"] for p in swept) == [1024, 4096, 8192]
+    assert sorted(p["cuda-graph-max-bs"] for p in swept) == [32, 128, 512]
+    assert swept[0]["chunked-prefill-size"] == 8192  # the first is TPE's best point of the layout
+    assert [p["schedule-policy"] for p in swept][:2] in (["lpm", "fcfs"], ["fcfs", "lpm"])
+
+
+def test_without_coverage_a_layouts_sweep_repeats_what_tpe_learned_elsewhere() -> None:
+    sweeps = [_sweep_of_a_new_layout(False, seed) for seed in range(4)]
+    assert all(p["tp-size"] == 2 for swept in sweeps for p in swept)
+    assert any(len({p["chunked-prefill-size"] for p in swept}) < 3 for swept in sweeps)
+
+
+def _replicas_study(seed: int, **optimization: Any) -> tuple[optuna.Study, SearchSpace]:
+    s = spec(
+        parameters={"tp-size": [1, 2], "dp-size": [1, 2, 4], "chunked-prefill-size": [2048, 8192]},
+        optimization={"objective": "maximize_throughput", "n_initial_random": 2, "max_iterations": 30, **optimization},
+    )
+    space = SearchSpace.from_spec(s)
+    return optuna.create_study(
+        sampler=make_sampler(s.optimization, space, seed, max_gpus=4), direction="maximize"
+    ), space
+
+
+def _ask_and_tell(
+    study: optuna.Study, space: SearchSpace, crash: frozenset[tuple[int, int, int]] = frozenset()
+) -> tuple[int, int, int]:
+    trial = study.ask(space.distributions())
+    p = trial.params
+    point = (p["tp-size"], p["dp-size"], p["chunked-prefill-size"])
+    if point in crash:
+        _tell_failure(study, trial, "crashed")
+    else:
+        trial.set_constraint(CONSTRAINT_KEY, 0.0)
+        study.tell(trial, float(p["tp-size"] * p["dp-size"]))
+    return point
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_point_with_fewer_replicas_than_an_open_twin_is_proposed_only_when_nothing_else_is_left(seed: int) -> None:
+    # 4 GPUs: tp 1 x dp 4 and tp 2 x dp 2 serve the same load with more replicas than tp 1 x dp 1-2 and tp 2 x dp 1
+    study, space = _replicas_study(seed)
+    points = [_ask_and_tell(study, space) for _ in range(6)]
+    assert sorted(points[:4]) == [(1, 4, 2048), (1, 4, 8192), (2, 2, 2048), (2, 2, 8192)]
+    assert len(set(points)) == 6  # then the others, without a repeat
+    assert all(gpus <= 4 for gpus in (tp * dp for tp, dp, _ in points))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_twin_that_failed_does_not_rule_out_fewer_replicas(seed: int) -> None:
+    # tp 1 x dp 4 with chunk 2048 crashes: tp 1 x dp 2 with chunk 2048 may run, and is the one point left that
+    # no measured or open twin beats
+    study, space = _replicas_study(seed)
+    points = [_ask_and_tell(study, space, crash=frozenset({(1, 4, 2048)})) for _ in range(5)]
+    assert set(points) == {(1, 4, 2048), (1, 4, 8192), (2, 2, 2048), (2, 2, 8192), (1, 2, 2048)}
+    assert points.index((1, 2, 2048)) > points.index((1, 4, 2048))  # open once its twin failed
+
+
+def test_per_gpu_every_replica_count_that_fits_is_proposed() -> None:
+    study, space = _replicas_study(0, per_gpu=True)
+    points = [_ask_and_tell(study, space) for _ in range(10)]
+    assert {(tp, dp) for tp, dp, _ in points} == {(1, 1), (1, 2), (1, 4), (2, 1), (2, 2)}
