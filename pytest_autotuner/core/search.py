@@ -8,7 +8,9 @@
 
 A configuration is evaluated at most once: a proposal equal to a finished trial is closed as a FAIL with the
 user attribute ``duplicate_of`` (samplers ignore FAIL trials, so it neither counts nor biases the model),
-and another proposal is drawn. The lookup reads the study's storage, so it survives a resume.
+and another proposal is drawn. The lookup reads the study's storage, so it survives a resume. The one exception
+is a repeat run of a new best (``optimization.remeasure_best``, ``Search.repeat``): an enqueued trial with the user
+attribute ``repeat_of``, counted like any trial.
 
 Configurations the runner cannot host (needing more GPUs, ``gpu_pool.gpus_needed``, than ``max_gpus``) are not
 trials: grid and random orders leave them out, and a sampler's proposal of one is closed as a FAIL with the user
@@ -488,11 +490,18 @@ class Search:
             return None
         return None if fallback is None else self._admit(fallback, budget)[1]
 
+    def repeat(self, proposal: Proposal) -> None:
+        """Measure ``proposal``'s configuration once more, as the next trial (``optimization.remeasure_best``)."""
+        attrs: dict[str, Any] = {"repeat_of": proposal.number}
+        if "server_chooses" in proposal.trial.user_attrs:  # the same launch: what the server chose, it chooses again
+            attrs["server_chooses"] = proposal.trial.user_attrs["server_chooses"]
+        self.study.enqueue_trial(dict(proposal.trial.params), user_attrs=attrs)
+
     def _admit(self, proposal: Proposal, budget: int | None) -> tuple[bool, Proposal | None]:
         """(was it a duplicate, the proposal if admitted): duplicates and proposals over budget are closed."""
         ahead = self.claimed(proposal.number)
         original = ahead.get(self.space.key(proposal.trial.params))
-        if original is not None:
+        if original is not None and "repeat_of" not in proposal.trial.user_attrs:
             proposal.trial.set_user_attr("duplicate_of", original.number)
             self.study.tell(proposal.trial, state=_fail_state())
             logger.debug("proposal %s repeats trial %d; drawing another", proposal.params, original.number)

@@ -51,6 +51,7 @@ __all__ = [
     "TrialEvent",
     "TrialRecord",
     "TuningSession",
+    "by_configuration",
     "rank_key",
     "trial_cost",
 ]
@@ -163,6 +164,9 @@ class TrialRecord:
     #: unpenalized objectives by name (None: not measured); empty for a single objective
     values: tuple[float, ...] = ()
     objectives: Mapping[str, float | None] = dataclasses.field(default_factory=dict)
+    repeat_of: int | None = None  # a repeat run of this trial's configuration (``optimization.remeasure_best``)
+    #: for a configuration measured more than once (``by_configuration``): the trials that measured it
+    runs: tuple[int, ...] = ()
 
     @property
     def pruned(self) -> bool:
@@ -199,6 +203,7 @@ class TrialRecord:
             gpu_seconds_saved=float(attrs.get("gpu_seconds_saved") or 0.0),
             values=values if multi else (),
             objectives=dict(objectives) if multi and isinstance(objectives, dict) else {},
+            repeat_of=int(attrs["repeat_of"]) if attrs.get("repeat_of") is not None else None,
         )
         left = set(record.server_chose)
         return dataclasses.replace(record, params={k: v for k, v in record.params.items() if k not in left})
@@ -217,6 +222,11 @@ class TrialEvent:
     number: int | None = None
     devices: tuple[int, ...] = ()
     new_best: bool = False  # the best trial so far (search phase)
+    repeat_of: int | None = None  # a repeat run of a new best (``optimization.remeasure_best``)
+    #: after a repeat: the configuration's mean objective over its runs, how many, and whether it is still the best
+    repeat_mean: float | None = None
+    repeat_runs: int = 0
+    still_best: bool = True
 
 
 @dataclass(frozen=True)
@@ -245,6 +255,37 @@ def rank_key(meets_slos: bool, feasible: bool, value: float, maximize: bool) -> 
     confirm, the choice among confirmations and the report's best-so-far line.
     """
     return (not meets_slos, not feasible, -value if maximize else value)
+
+
+def by_configuration(records: list[TrialRecord], maximize: bool) -> list[TrialRecord]:
+    """Measured configurations, best first (``rank_key``; the lower trial number on a tie).
+
+    A configuration measured more than once (a new best's repeat run, ``optimization.remeasure_best``) is one
+    record: its first trial's, with the mean score and objective of its measured runs, meeting the SLOs and
+    feasible only if every run did (a failed run did not), and ``runs`` naming its trials. The ranking of "best"
+    that the search's new-best marks, early stopping and the choice of candidates to confirm all use.
+    """
+    groups: dict[int, list[TrialRecord]] = {}
+    for record in sorted(records, key=lambda r: r.number):
+        groups.setdefault(record.repeat_of if record.repeat_of is not None else record.number, []).append(record)
+    out = []
+    for number, runs in groups.items():
+        first = runs[0]
+        if first.number != number or first.failure is not None:  # only configurations whose first run measured
+            continue
+        if len(runs) > 1:
+            measured = [r for r in runs if r.failure is None]
+            objectives = [r.objective for r in measured]
+            first = dataclasses.replace(
+                first,
+                value=sum(r.value for r in measured) / len(measured),
+                objective=None if None in objectives else sum(o for o in objectives if o is not None) / len(measured),
+                feasible=all(r.feasible for r in runs),
+                meets_slos=all(r.meets_slos for r in runs),
+                runs=tuple(r.number for r in runs),
+            )
+        out.append(first)
+    return sorted(out, key=lambda r: (*rank_key(r.meets_slos, r.feasible, r.value, maximize), r.number))
 
 
 class TuningSession:
@@ -392,16 +433,20 @@ class TuningSession:
         """
         stopped_early = ""
         proposing = True
-        best: tuple[bool, bool, float] | None = None
+        opt = self.spec.optimization
+        # a new best is measured again (one objective; grid measures each point once)
+        remeasure = opt.remeasure_best and opt.strategy != "grid" and not opt.multi_objective
+        best_number: int | None = None  # the best configuration's first trial
         since_improvement = 0
         patience = self.spec.optimization.patience
         maximize = self.spec.optimization.direction == "maximize"
         running: dict[Future[_Measured], tuple[Proposal, float]] = {}
         front = _FrontSoFar(self.spec.optimization.directions)
-        if self._prune_best is None:
-            for record in self.ranked_candidates()[:1]:  # a resumed study's best complete trial
+        for record in self.ranked_candidates()[:1]:  # a resumed study's best configuration
+            if self._prune_best is None:
                 key = rank_key(record.meets_slos, record.feasible, record.value, maximize)
                 self._prune_best = (key, BestSoFar(record.number, record.value, record.feasible, record.cells))
+            best_number = record.number
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="autotune-worker")
         try:
             while True:
@@ -432,14 +477,35 @@ class TuningSession:
                         score, result, measured.log_tail, duration, devices, measured.cost, measured.partial_cells
                     )
                     self.search_state.record(proposal, score, attrs)
-                    self._note_complete(proposal.number, score, result)
-                    key = rank_key(score.meets_slos, score.feasible, score.value, maximize)
+                    repeat_of = proposal.trial.user_attrs.get("repeat_of")
+                    repeat: dict[str, Any] = {}
                     if self.spec.optimization.multi_objective:
+                        self._note_complete(proposal.number, score, result)
                         improved = score.failure is None and front.add(score)
                     else:
-                        improved = score.failure is None and (best is None or key < best)
+                        ranked = self.ranked_candidates()  # by configuration: a repeated one by its mean
+                        top = ranked[0] if ranked else None
+                        self._prune_best = None
+                        if top is not None:
+                            key = rank_key(top.meets_slos, top.feasible, top.value, maximize)
+                            self._prune_best = (key, BestSoFar(top.number, top.value, top.feasible, top.cells))
+                        top_number = top.number if top is not None else None
+                        improved = repeat_of is None and top_number == proposal.number != best_number
+                        best_number = top_number
+                        if repeat_of is not None:
+                            again = next((r for r in ranked if r.number == repeat_of), None)
+                            again = again if score.failure is None else None  # a failed repeat: its failure
+                            repeat = {
+                                "repeat_of": repeat_of,
+                                "repeat_mean": again.objective if again is not None else None,
+                                "repeat_runs": len(again.runs) if again is not None else 0,
+                                "still_best": top_number == repeat_of,
+                            }
+                        room = self.search_state.n_evaluated + len(running) < self.max_iterations
+                        if improved and remeasure and proposing and room:
+                            self.search_state.repeat(proposal)  # the next proposal measures it again
                     if improved:
-                        best, since_improvement = key, 0
+                        since_improvement = 0
                     else:
                         since_improvement += 1
                     completed = self.search_state.n_evaluated  # study-wide: a resumed or shared study counts on
@@ -454,6 +520,7 @@ class TuningSession:
                             proposal.number,
                             devices if self.workers > 1 else (),  # which GPUs only matters when trials overlap
                             new_best=improved,
+                            **repeat,
                         )
                     )
                     if proposing and patience and since_improvement >= patience:
@@ -479,10 +546,9 @@ class TuningSession:
     # -- confirmation -------------------------------------------------------------------------------------
 
     def ranked_candidates(self) -> list[TrialRecord]:
-        """Measured trials, best first (``rank_key``; the lower trial number on a tie)."""
-        maximize = self.spec.optimization.direction == "maximize"
-        usable = [r for r in self.records()[0] if r.failure is None]
-        return sorted(usable, key=lambda r: (*rank_key(r.meets_slos, r.feasible, r.value, maximize), r.number))
+        """Measured configurations, best first (``by_configuration``: one record per configuration, repeat runs
+        averaged)."""
+        return by_configuration(self.records()[0], self.spec.optimization.direction == "maximize")
 
     def confirm(self, candidate: TrialRecord, *, first: int = 1, total: int | None = None) -> Confirmation | None:
         """Re-run ``candidate`` ``confirm_runs`` times (``confirm_runs`` 0: reuse its search run when this process
@@ -491,9 +557,9 @@ class TuningSession:
         failures: list[str] = []
         n_runs = self.spec.optimization.confirm_runs
         if n_runs == 0:
-            cached = self._results.get(candidate.number)
-            if cached is not None:
-                runs.append(cached)
+            cached = [self._results[n] for n in candidate.runs or (candidate.number,) if n in self._results]
+            if cached:
+                runs += cached
             else:
                 n_runs = 1  # measured by an earlier, resumed run: its raw samples are gone
         for i in range(n_runs):

@@ -230,6 +230,13 @@ class Optimization(_Model):
     confirm_runs: int = Field(2, ge=0, le=100, description="Repeat runs of the best configurations.")
     confirm_top: int = Field(1, ge=1, le=100, description="How many of the best configurations are confirmed.")
     patience: int | None = Field(None, ge=1, le=100_000, description="Stop after this many trials without improvement.")
+    remeasure_best: bool = Field(
+        True,
+        description="bayesian and random: a trial that becomes the best so far is measured once more as the next "
+        "trial (counted in max_iterations), and a configuration measured twice ranks by the mean of its runs, so "
+        "one lucky run does not hold the best for the rest of the search. One objective only; grid measures each "
+        "point once.",
+    )
     start_from_defaults: bool = Field(
         True,
         description="bayesian: evaluate SGLang's default flags (moved to the nearest values in the space) first.",

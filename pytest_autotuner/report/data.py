@@ -94,7 +94,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 def _param_columns(outcome: TaskOutcome) -> dict[str, str]:
     reserved = {"number", "objective", "value", "feasible", "meets_slos", "failure", "failure_message", "duration",
-                "slo_status", "origin", "gpu_seconds", "gpu_seconds_saved"}  # fmt: skip
+                "slo_status", "origin", "repeat_of", "gpu_seconds", "gpu_seconds_saved"}  # fmt: skip
     names = list(outcome.spec.parameters)
     for trial in outcome.trials:
         names += [n for n in trial.params if n not in names]
@@ -121,6 +121,7 @@ def trials_frame(outcome: TaskOutcome) -> pd.DataFrame:
             failure_message=trial.failure_message,
             duration=trial.duration,
             origin=trial.origin,
+            repeat_of=trial.repeat_of,
             gpu_seconds=trial.gpu_seconds,
             gpu_seconds_saved=trial.gpu_seconds_saved,
         )
@@ -132,7 +133,7 @@ def trials_frame(outcome: TaskOutcome) -> pd.DataFrame:
             row[f"{cell.label} half_width"] = cell.half_width
         rows.append(row)
     base = ["number", *columns.values(), "objective", "value", "feasible", "meets_slos", "slo_status", "failure",
-            "failure_message", "duration", "origin", "gpu_seconds", "gpu_seconds_saved"]  # fmt: skip
+            "failure_message", "duration", "origin", "repeat_of", "gpu_seconds", "gpu_seconds_saved"]  # fmt: skip
     ordered = list(dict.fromkeys(base + [c for r in rows for c in r]))
     return pd.DataFrame(rows, columns=ordered)
 

@@ -158,6 +158,7 @@ def _trial_rows(result: TaskOutcome) -> list[dict[str, Any]]:
             "duration": _number(t.duration),
             "best": t.number == source,
             "defaults": t.origin == "sglang_defaults",
+            "repeat_of": t.repeat_of,
         }
         for t in sorted(result.trials, key=lambda t: t.number)
     ]

@@ -75,6 +75,11 @@ def progress_line(event: TrialEvent, objective: str, *, per_gpu: bool = False) -
     else:
         head = f"confirm{number} [{event.index:>{width}}/{event.total}]"
     mark = "  <- new best" if event.new_best else ""
+    if event.repeat_of is not None:  # a new best measured again (optimization.remeasure_best)
+        head += f" repeat of #{event.repeat_of}"
+        if event.repeat_mean is not None:
+            mean = format_objective(event.repeat_mean, objective) + _per_gpu(objective, per_gpu)
+            mark = f"  mean of {_runs(event.repeat_runs)} {mean}" + ("" if event.still_best else ", no longer the best")
     return f"  {head} {_params(event.params)} -> {result} [{event.duration:.1f}s]{mark}"
 
 

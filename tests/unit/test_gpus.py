@@ -151,7 +151,13 @@ def test_configurations_needing_more_gpus_than_the_runner_has_are_not_trials() -
 def test_a_sampler_proposing_unhostable_points_gets_others_without_spending_the_budget() -> None:
     s = spec(
         parameters={"tp-size": [1, 2], "dp-size": [1, 2], "chunked-prefill-size": [512, 1024, 2048, 4096]},
-        optimization={"strategy": "bayesian", "max_iterations": 6, "confirm_runs": 0, "start_from_defaults": False},
+        optimization={
+            "strategy": "bayesian",
+            "max_iterations": 6,
+            "confirm_runs": 0,
+            "start_from_defaults": False,
+            "remeasure_best": False,
+        },
         initial_configs=[{"tp-size": 2, "dp-size": 1, "chunked-prefill-size": 512}],  # enqueued, unhostable
     )
     search = Search(spec=s, space=SearchSpace.from_spec(s), storage=None, study_name=study_name_for(s, "t"), seed=3,

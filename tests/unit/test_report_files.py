@@ -150,3 +150,14 @@ def test_baseline_regression_turns_the_banner_red(mixed: TaskOutcome, tmp_path: 
     data = json.loads((page.parent / "results.json").read_text())
     assert data["passed"] is False and data["verdict"]["reasons"][0]["kind"] == "regression"
     assert data["baseline"]["text"] == "1 metric(s) regressed against tuning_specs/mixed.baseline.json"
+
+
+def test_a_new_bests_repeat_run_is_marked_in_the_csv_and_the_page(mixed: TaskOutcome, tmp_path: Path) -> None:
+    repeats = {t.number: t.repeat_of for t in mixed.trials if t.repeat_of is not None}
+    assert repeats  # bayesian measures each new best again (remeasure_best)
+    page = write_report(mixed, tmp_path)
+    frame = pd.read_csv(page.parent / "trials.csv")
+    marked = {int(n): int(r) for n, r in zip(frame["number"], frame["repeat_of"], strict=True) if r == r}
+    assert marked == repeats
+    html = page.read_text()
+    assert all(f">repeat of {original}</span>" in html for original in repeats.values())

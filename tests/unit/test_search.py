@@ -31,11 +31,44 @@ def run(s, storage: str | None = None, seed: int = 1) -> list[Params]:
 
 @pytest.mark.parametrize("strategy", ["bayesian", "grid", "random"])
 def test_no_configuration_is_evaluated_twice(strategy: str) -> None:
-    s = spec(optimization={"strategy": strategy, "max_iterations": 40, "confirm_runs": 0})
+    s = spec(optimization={"strategy": strategy, "max_iterations": 40, "confirm_runs": 0, "remeasure_best": False})
     calls = run(s)
     space = SearchSpace.from_spec(s)
     assert len(calls) == 40
     assert len({space.key(c) for c in calls}) == 40
+
+
+@pytest.mark.parametrize("strategy", ["bayesian", "random"])
+def test_a_new_best_is_measured_again_at_once_and_nothing_else_twice(strategy: str) -> None:
+    from pytest_autotuner.core.session import TrialEvent
+
+    s = spec(optimization={"strategy": strategy, "max_iterations": 40, "confirm_runs": 0})
+    calls: list[Params] = []
+    events: list[TrialEvent] = []
+    search = make_search(s)
+    session = TuningSession(spec=s, search=search, evaluate=synthetic_evaluate(calls), on_trial=events.append)
+    session.search()
+    space = SearchSpace.from_spec(s)
+    assert len(calls) == 40  # repeats count in the budget
+    bests = [i for i, e in enumerate(events) if e.new_best]
+    repeats = [i for i, e in enumerate(events) if e.repeat_of is not None]
+    assert bests and repeats == [i + 1 for i in bests if i + 1 < 40]
+    for i in repeats:
+        assert events[i].repeat_of == events[i - 1].number and calls[i] == calls[i - 1]
+        assert events[i].repeat_runs == 2 and events[i].repeat_mean is not None
+    assert len({space.key(c) for c in calls}) == 40 - len(repeats)
+    # a configuration measured twice is one candidate, at the mean of its runs
+    by_number = {r.number: r for r in session.records()[0]}
+    for candidate in session.ranked_candidates():
+        if candidate.runs:
+            values = [by_number[n].value for n in candidate.runs]
+            assert candidate.value == pytest.approx(sum(values) / len(values))
+
+
+def test_grid_measures_each_point_once_even_with_remeasure_best() -> None:
+    s = spec(optimization={"strategy": "grid", "max_iterations": 200, "confirm_runs": 0, "remeasure_best": True})
+    calls = run(s)
+    assert len(calls) == len({SearchSpace.from_spec(s).key(c) for c in calls}) == 80
 
 
 def test_grid_visits_every_point_once_in_a_seeded_shuffled_order() -> None:

@@ -9,6 +9,7 @@ from factories import latency_model, result, run_session, spec, synthetic_evalua
 
 from pytest_autotuner.core.metrics import BenchResult
 from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.report.text import progress_line
 
 
 def test_the_best_configuration_is_found_and_confirmed() -> None:
@@ -143,3 +144,43 @@ def test_failed_trials_never_improve_so_patience_stops_after_them() -> None:
     out = run_session(s, first_works_then_fails)
     assert len(out.trials) == 4  # the measured one, then 3 failures without improvement
     assert "optimization.patience" in out.stopped_early
+
+
+def test_a_lucky_run_loses_the_best_when_its_repeat_run_comes_in() -> None:
+    # every configuration but A measures 0.5 s once and 3.0 s after that; A measures 1.0 s every time. Each new
+    # best is measured again at once (remeasure_best), and ranks by the mean of its runs: 1.75 s loses to A
+    a = {"tp-size": 1, "mem-fraction-static": 0.8, "schedule-policy": "fcfs", "chunked-prefill-size": 512}
+    s = spec(optimization={"strategy": "random", "max_iterations": 6, "confirm_runs": 0}, initial_configs=[a])
+    seen: set[str] = set()
+
+    def lucky_once(params: Params, deadline: Deadline) -> BenchResult:
+        key = str(sorted(params.items()))
+        value = 1.0 if dict(params) == a else (3.0 if key in seen else 0.5)
+        seen.add(key)
+        return result(value)
+
+    events = []
+    out = run_session(s, lucky_once, on_trial=events.append)
+    searched = [e for e in events if e.phase == "search"]
+    assert [e.new_best for e in searched] == [True, False, True, False, True, False]
+    assert [e.repeat_of for e in searched] == [None, 0, None, 2, None, 4]
+    assert [e.still_best for e in searched[1::2]] == [True, False, False]
+    assert [e.repeat_mean for e in searched[1::2]] == [1.0, 1.75, 1.75]
+    assert out.best is not None and dict(out.best.params) == a and out.best.source_trial == 0
+    assert len(out.best.runs) == 2  # confirm_runs 0: the search's two runs of A
+    lines = [progress_line(e, "minimize_latency") for e in searched]
+    assert lines[2].endswith("<- new best")
+    assert "trial #3 [4/6] repeat of #2 " in lines[3]
+    assert lines[3].endswith("mean of 2 runs 1.750 s, no longer the best")
+    assert lines[1].endswith("mean of 2 runs 1.000 s")
+
+
+def test_without_remeasure_best_the_lucky_run_keeps_the_best() -> None:
+    a = {"tp-size": 1, "mem-fraction-static": 0.8, "schedule-policy": "fcfs", "chunked-prefill-size": 512}
+    s = spec(
+        optimization={"strategy": "random", "max_iterations": 3, "confirm_runs": 0, "remeasure_best": False},
+        initial_configs=[a],
+    )
+    out = run_session(s, lambda p, d: result(1.0 if dict(p) == a else 0.5))
+    assert out.best is not None and dict(out.best.params) != a
+    assert all(t.repeat_of is None for t in out.trials)
