@@ -64,7 +64,7 @@ from pytest_autotuner.core.metrics import BenchResult
 from pytest_autotuner.core.optuna_compat import quiet_optuna_logging
 from pytest_autotuner.core.scoring import TrialScore, score_failure, score_result
 from pytest_autotuner.core.search import Search
-from pytest_autotuner.core.session import TuningSession, rank_key
+from pytest_autotuner.core.session import TrialRecord, TuningSession, by_configuration, rank_key
 from pytest_autotuner.core.space import SearchSpace
 from pytest_autotuner.core.spec import TaskSpec
 from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
@@ -292,6 +292,9 @@ class Run:
     pruned: list[bool] = field(default_factory=list)
     # what a pruned trial would have measured at full length (same noise draw): None when not pruned
     unpruned: list[TrialScore | None] = field(default_factory=list)
+    # the product's trials (random and ours), whose best is ranked as the product ranks it (``by_configuration``:
+    # a configuration measured twice by its mean); empty for seed style, whose best is its best single trial
+    records: list[TrialRecord] = field(default_factory=list)
 
 
 def _replicates(seed: int) -> Callable[[], int]:
@@ -336,10 +339,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ours-lightest": {"cell_order": "lightest_first"},
     "ours-no-explore": {"sampler": _unique_tpe(explore=0.0, max_gpus=NUM_GPUS)},  # before: TPE after the start
     "ours-one-round-all-layouts": {  # the sweep before: one round over every layout that fits
-        "sampler": _unique_tpe(more_replicas_better=False, sweep_rounds=1, max_gpus=NUM_GPUS)
+        "sampler": _unique_tpe(more_replicas_better=False, sweep_rounds=1, layout_coverage=False, max_gpus=NUM_GPUS)
     },
-    "ours-one-round": {"sampler": _unique_tpe(more_replicas_better=True, sweep_rounds=1, max_gpus=NUM_GPUS)},
-    "ours-two-rounds": {"sampler": _unique_tpe(more_replicas_better=True, sweep_rounds=2, max_gpus=NUM_GPUS)},
+    # these two as measured (before layout coverage)
+    "ours-one-round": {
+        "sampler": _unique_tpe(more_replicas_better=True, sweep_rounds=1, layout_coverage=False, max_gpus=NUM_GPUS)
+    },
+    "ours-two-rounds": {
+        "sampler": _unique_tpe(more_replicas_better=True, sweep_rounds=2, layout_coverage=False, max_gpus=NUM_GPUS)
+    },
+    # within a layout's turn, TPE's best point wherever it stands, not first the values the layout has not had
+    "ours-no-coverage": {"sampler": _unique_tpe(layout_coverage=False, max_gpus=NUM_GPUS)},
+    "ours-no-remeasure": {"remeasure_best": False},  # a new best is not measured again
     "ours-explore50": {"sampler": _unique_tpe(explore=0.5, max_gpus=NUM_GPUS)},
 }
 
@@ -351,6 +362,7 @@ def run_ours(case: Case, strategy: str, seed: int, budget: int, variant: dict[st
             "max_iterations": budget,
             "seed": seed,
             "start_from_defaults": variant.get("start_from_defaults", True),
+            "remeasure_best": variant.get("remeasure_best", True),
         }
     )
     spec = case.spec.model_copy(update={"optimization": opt})
@@ -366,12 +378,12 @@ def run_ours(case: Case, strategy: str, seed: int, budget: int, variant: dict[st
     if "sampler" in variant:
         search.study.sampler = variant["sampler"](spec, space, seed)
     draw = _replicates(seed)
-    spent: dict[str, tuple[float, TrialScore | None]] = {}
+    spent: dict[str, list[tuple[float, TrialScore | None]]] = {}  # per point, one entry per run, in order
 
     def evaluate(params: Params, deadline: Deadline) -> BenchResult:
         key = point_key(params)
         measured = measure_memo(case, params, draw())
-        spent[key] = (measured.gpu_s, None)
+        spent.setdefault(key, []).append((measured.gpu_s, None))
         if measured.failure is not None:
             raise TrialFailure(*measured.failure)
         assert measured.result is not None
@@ -385,7 +397,7 @@ def run_ours(case: Case, strategy: str, seed: int, budget: int, variant: dict[st
                     report(measured.result.cells[index])
                 except TrialFailure:
                     paid = sum(measured.cell_gpu_s[i] for i in order[:done])
-                    spent[key] = (measured.launch_gpu_s + paid, score(case, measured))
+                    spent[key][-1] = (measured.launch_gpu_s + paid, score(case, measured))
                     raise
         return measured.result
 
@@ -394,12 +406,14 @@ def run_ours(case: Case, strategy: str, seed: int, budget: int, variant: dict[st
     run = Run(variant.get("name", strategy), seed)
     for record in sorted(session.records()[0], key=lambda r: r.number):
         key = point_key(record.params)  # the defaults trial: without the flags left to the server
-        gpu_s, unpruned = spent.get(key, (0.0, None))  # not in spent: rejected before launch (over 8 GPUs)
+        # not in spent: rejected before launch (over 8 GPUs)
+        gpu_s, unpruned = spent[key].pop(0) if spent.get(key) else (0.0, None)
         run.keys.append(key)
         run.measured.append(_record_score(record.value, record.feasible, record.meets_slos, record.failure))
         run.gpu_s.append(gpu_s)
         run.pruned.append(unpruned is not None)
         run.unpruned.append(unpruned)
+        run.records.append(record)
     return run
 
 
@@ -443,6 +457,7 @@ def truncated(run: Run, budget: int) -> Run:
         run.gpu_s[:budget],
         run.pruned[:budget],
         run.unpruned[:budget],
+        run.records[:budget],
     )
 
 
@@ -487,7 +502,12 @@ def run_stats(case: Case, run: Run, true: Truth) -> RunStats:
             bad_prunes += best_key is None or rank_key(True, True, unpruned.value, case.maximize) < best_key
         if math.isinf(visit) and key in true.values and true.gap(key, case.maximize) <= WITHIN:
             visit = float(i + 1)
-        if seen.failure is None and seen.feasible:
+        if run.records:  # the product's best: a configuration measured twice by its mean
+            ranked = [r for r in by_configuration(run.records[: i + 1], case.maximize) if r.feasible]
+            if ranked:
+                best_key = rank_key(True, True, ranked[0].value, case.maximize)
+                best_point = point_key(ranked[0].params)
+        elif seen.failure is None and seen.feasible:
             rank = rank_key(True, True, seen.value, case.maximize)
             if best_key is None or rank < best_key:
                 best_key, best_point = rank, key
@@ -514,8 +534,12 @@ def confirmed_gap(case: Case, run: Run, true: Truth, top: int, runs: int = 2) ->
     ``runs`` more runs each (fresh noise draws), the best mean wins (``task._confirm`` with ``confirm_top``)."""
     draw = _replicates(run.seed + 10_000 * top)
     ranked: dict[str, tuple[bool, bool, float]] = {}
+    if run.records:  # the product's candidates, as it ranks them
+        for record in by_configuration(run.records, case.maximize):
+            if record.feasible and (key := point_key(record.params)) in true.values:
+                ranked.setdefault(key, rank_key(True, True, record.value, case.maximize))
     for key, seen in zip(run.keys, run.measured, strict=True):
-        if seen.failure is None and seen.feasible and key in true.values:
+        if not run.records and seen.failure is None and seen.feasible and key in true.values:
             rank = rank_key(True, True, seen.value, case.maximize)
             ranked[key] = min(rank, ranked.get(key, rank))
     best: tuple[tuple[bool, bool, float], str] | None = None
