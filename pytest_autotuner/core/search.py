@@ -436,9 +436,20 @@ class Search:
         With ``number`` (the trial asking), only running trials numbered below it count: when two workers (or
         two processes sharing a study) draw the same configuration at once, the earlier trial keeps it.
         """
+        return self._first_by_key(self._ahead(number))
+
+    def _first_by_key(self, trials: list[FrozenTrial]) -> dict[str, FrozenTrial]:
+        out: dict[str, FrozenTrial] = {}
+        for trial in trials:
+            out.setdefault(self.space.key(trial.params), trial)
+        return out
+
+    def _ahead(self, number: int | None = None) -> list[FrozenTrial]:
+        """The trials ``claimed`` reads, in number order: finished and running ones with all their parameters
+        (with ``number``, running ones below it), duplicates and ``number`` itself left out; a new best's repeat
+        run counts here, though its configuration is claimed once."""
         from optuna.trial import TrialState
 
-        out: dict[str, FrozenTrial] = {}
         names = set(self.space.names)
         states = (TrialState.COMPLETE, TrialState.RUNNING)
         for _ in range(40):
@@ -448,6 +459,7 @@ class Search:
             if all(set(t.params) >= names for t in trials if t.number != number):
                 break
             time.sleep(0.05)
+        ahead = []
         for trial in sorted(trials, key=lambda t: t.number):
             if not set(trial.params) >= names:
                 continue
@@ -455,8 +467,8 @@ class Search:
                 continue
             if trial.state == TrialState.RUNNING and number is not None and trial.number > number:
                 continue
-            out.setdefault(self.space.key(trial.params), trial)
-        return out
+            ahead.append(trial)
+        return ahead
 
     def propose(self, budget: int | None = None) -> Proposal | None:
         """The next configuration to evaluate, or None when the space (or the study-wide ``budget``) is spent.
@@ -499,14 +511,14 @@ class Search:
 
     def _admit(self, proposal: Proposal, budget: int | None) -> tuple[bool, Proposal | None]:
         """(was it a duplicate, the proposal if admitted): duplicates and proposals over budget are closed."""
-        ahead = self.claimed(proposal.number)
-        original = ahead.get(self.space.key(proposal.trial.params))
+        trials = self._ahead(proposal.number)
+        original = self._first_by_key(trials).get(self.space.key(proposal.trial.params))
         if original is not None and "repeat_of" not in proposal.trial.user_attrs:
             proposal.trial.set_user_attr("duplicate_of", original.number)
             self.study.tell(proposal.trial, state=_fail_state())
             logger.debug("proposal %s repeats trial %d; drawing another", proposal.params, original.number)
             return True, None
-        if budget is not None and len(ahead) >= budget:
+        if budget is not None and len(trials) >= budget:  # trials, a repeat run too, not configurations
             proposal.trial.set_user_attr("over_budget", True)
             self.study.tell(proposal.trial, state=_fail_state())
             return False, None
