@@ -1,7 +1,7 @@
 """GPU-hours and trials to a near-optimal configuration: seed-style TPE, random and ours on hard simulated spaces.
 
-Run: ``python benchmarks/tuning_efficiency.py`` (``--seeds 20 --budget 50 --spaces h1,h2``; ``--strategies`` takes
-the variants of our sampler in ``VARIANTS`` too; ``--seeds 4`` for a quick look).
+Run: ``python benchmarks/tuning_efficiency.py`` (``--seeds 20 --budget 50 --spaces h1,h2``, or ``h3,h4``;
+``--strategies`` takes the variants of our sampler in ``VARIANTS`` too; ``--seeds 4`` for a quick look).
 
 Spaces (the simulator's performance model in process, ``sim/inprocess.py``; 8 simulated H100s):
 
@@ -10,6 +10,13 @@ Spaces (the simulator's performance model in process, ``sim/inprocess.py``; 8 si
   infeasible (too few GPUs in use, or TTFT too high), some fail at startup (tp x dp over 8 GPUs, CUDA OOM).
 - H2: Llama-3.1-70B on the same GPUs: small tp cannot hold the weights, large mem-fractions run out of memory at
   graph capture, and most of the rest break the SLO.
+- H3 (``--spaces h3``): Llama-3.1-8B, shared-prefix traffic (``P(...)``, SGLang bench_serving's
+  generated-shared-prefix) under a TTFT p90 hard SLO, with the radix cache and lpm in the space.
+- H4 (``--spaces h4``): Llama-3.1-70B, ``maximize_goodput``: each trial is a ladder of load steps
+  (``evaluate.run_ladder``) and its value the highest request rate held with every SLO met.
+
+Each space's line also checks the sampler's replicas rule (``more_replicas_better``) against the truth: how many
+points with fewer data-parallel replicas than a twin that fits score better than that twin.
 
 The truth: every point of a space evaluated once with noise 0, scored by ``scoring.score_result`` (cached under
 ``benchmarks/.cache``, recomputed when missing). The optimum is the best feasible score.
@@ -61,14 +68,16 @@ from typing import Any
 
 from pytest_autotuner.core.gpu_pool import GpuPool, gpus_needed
 from pytest_autotuner.core.metrics import BenchResult
+from pytest_autotuner.core.objectives import objective_def
 from pytest_autotuner.core.optuna_compat import quiet_optuna_logging
+from pytest_autotuner.core.plan import BenchmarkPlan
 from pytest_autotuner.core.scoring import TrialScore, score_failure, score_result
 from pytest_autotuner.core.search import Search
 from pytest_autotuner.core.session import TrialRecord, TuningSession, by_configuration, rank_key
 from pytest_autotuner.core.space import SearchSpace
 from pytest_autotuner.core.spec import TaskSpec
 from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
-from pytest_autotuner.evaluate import plan_from_spec
+from pytest_autotuner.evaluate import plan_from_spec, run_ladder
 from pytest_autotuner.sim import run_benchmark_in_process
 from pytest_autotuner.sim.__main__ import startup_seconds
 from pytest_autotuner.sim.cli import engine_config, params_to_argv, parse_argv
@@ -98,13 +107,20 @@ class Case:
         return self.spec.optimization.direction == "maximize"
 
 
-def _spec(name: str, model: str, bench: dict[str, Any], slo: dict[str, Any], **parameters: list[Any]) -> TaskSpec:
+def _spec(
+    name: str,
+    model: str,
+    bench: dict[str, Any],
+    slo: dict[str, Any],
+    objective: str = "maximize_throughput",
+    **parameters: list[Any],
+) -> TaskSpec:
     raw: dict[str, Any] = {
         "task_name": name,
         "model": {"id_or_path": model},
         "runtime": "sim",
         "parameters": {k.replace("_", "-"): v for k, v in parameters.items()},
-        "optimization": {"strategy": "bayesian", "objective": "maximize_throughput", "confirm_runs": 0},
+        "optimization": {"strategy": "bayesian", "objective": objective, "confirm_runs": 0},
         # max_time is server seconds: cells end by their request count here
         "benchmark": {"max_requests_per_iteration": 48, "max_time_per_iteration": 600, **bench},
         "slo": slo,
@@ -146,6 +162,48 @@ CASES = {
             **_ENGINE,
         ),
     ),
+    # the traffic of the shared-prefix issue: groups of prompts behind long system prompts (SGLang bench_serving's
+    # generated-shared-prefix); the radix cache, lpm and the KV pool's size decide TTFT
+    "h3": Case(
+        "h3",
+        "H3: Llama-3.1-8B on 8x H100, shared prefixes P(8,64,4000,100,100) at c=16 and c=64, TTFT p90 <= 1 s "
+        "(hard), radix cache and schedule policy in the space",
+        _spec(
+            "h3-llama-8b-shared-prefix",
+            "llama-3.1-8b-instruct",
+            {"traffic_scenarios": ["P(8,64,4000,100,100)"], "num_concurrency": [16, 64]},
+            {"ttft": {"p90": {"threshold": 1.0, "hard_fail": True, "fail_ratio": 0.2}}},
+            **_PARALLEL,
+            mem_fraction_static=[0.5, 0.7, 0.88],
+            chunked_prefill_size=[2048, 8192],
+            max_running_requests=[32, 128],
+            schedule_policy=["fcfs", "lpm"],
+            disable_radix_cache=[True, False],
+        ),
+    ),
+    # the goodput issue's objective: the highest request rate one server holds with every SLO met (a ladder of
+    # load steps per trial, core/capacity.py)
+    "h4": Case(
+        "h4",
+        "H4: Llama-3.1-70B on 8x H100, maximize_goodput: the highest rate held at TTFT p99 <= 1 s and mean TPOT "
+        "<= 50 ms, N(1000,500)/(200,100), ladder of up to 6 steps of 4 s from 0.5 to 64 req/s",
+        _spec(
+            "h4-llama-70b-goodput",
+            "llama-3.1-70b-instruct",
+            {
+                "traffic_scenarios": ["N(1000,500)/(200,100)"],
+                "warmup_requests": 0,
+                "capacity": {"load": "rate", "min": 0.5, "max": 64, "max_steps": 6, "step_seconds": 4},
+            },
+            {"ttft": {"p99": {"threshold": 1.0}}, "tpot": {"threshold": 0.05}},
+            objective="maximize_goodput",
+            **_PARALLEL,
+            chunked_prefill_size=[1024, 4096, 8192],
+            max_running_requests=[16, 64, 256],
+            schedule_policy=["fcfs", "lpm"],
+            cuda_graph_max_bs_decode=[32, 256],
+        ),
+    ),
 }
 
 
@@ -184,8 +242,14 @@ def measure(case: Case, params: Params, replicate: int | None) -> Measured:
         return Measured(None, (FailureClass.INFEASIBLE, f"needs {gpus} GPUs"), 0.0, ())
     plan = plan_from_spec(case.spec, seed=0)
     noise, seed = (0.0, 0) if replicate is None else (NOISE, 1 + replicate)
+
+    def run(endpoint: object, plan: BenchmarkPlan, deadline: Deadline | None = None) -> BenchResult:
+        return run_benchmark_in_process(case.model, params, plan, num_gpus=NUM_GPUS, noise=noise, seed=seed)
+
     try:
-        result = run_benchmark_in_process(case.model, params, plan, num_gpus=NUM_GPUS, noise=noise, seed=seed)
+        # maximize_goodput: the load ladder, as evaluate.run_trial runs it
+        ladder = plan.capacity is not None
+        result = run_ladder(run, None, plan, Deadline(None)) if ladder else run(None, plan)  # type: ignore[arg-type]
     except TrialFailure as failure:
         launch = _launch_seconds(case, params, failure.failure_class)
         return Measured(None, (failure.failure_class, failure.message), launch * gpus, ())
@@ -552,6 +616,32 @@ def confirmed_gap(case: Case, run: Run, true: Truth, top: int, runs: int = 2) ->
     return true.gap(best[1], case.maximize) if best is not None else math.inf
 
 
+def fewer_replicas_better(case: Case, true: Truth) -> tuple[int, int, float]:
+    """The sampler's ``more_replicas_better`` rule against the truth: (points with fewer data-parallel replicas than
+    a twin that fits, how many of them truly score better than that twin or are feasible where it is not, the
+    largest margin among the better ones)."""
+    dps = sorted(int(v) for v in case.spec.parameters["dp-size"])
+    twins = better = 0
+    worst = 0.0
+    for key, value in true.values.items():
+        params = json.loads(key)
+        if "dp-size" not in params:
+            continue
+        for dp in (d for d in dps if d > params["dp-size"]):
+            twin = {**params, "dp-size": dp}
+            if gpus_needed(twin) > NUM_GPUS:
+                continue
+            twins += 1
+            other = true.values.get(point_key(twin))
+            if value is None:
+                continue
+            if other is None or (value > other if case.maximize else value < other):
+                better += 1
+                if other is not None:
+                    worst = max(worst, abs(value - other) / abs(other))
+    return twins, better, worst
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     n = len(ordered)
@@ -651,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seed-budget", type=int, default=150, help="trials seed style gets for its GPU-h median (its own line)"
     )
-    parser.add_argument("--spaces", default=",".join(CASES))
+    parser.add_argument("--spaces", default="h1,h2", help=f"of {','.join(CASES)}")
     parser.add_argument("--strategies", default="seed,random,ours")
     parser.add_argument("--workers", type=int, default=max(1, multiprocessing.cpu_count()))
     parser.add_argument("--no-timing", action="store_true")
@@ -671,6 +761,8 @@ def main(argv: list[str] | None = None) -> int:
         draws = [score(case, measure_memo(case, json.loads(best_point), r)).value for r in range(REPLICATES)]
         spread = statistics.stdev(draws) / statistics.fmean(draws)
         tiers = sorted({round(true.gap(k, case.maximize), 3) for k, v in true.values.items() if v is not None})[:4]
+        unit = objective_def(case.spec.optimization.objective).unit
+        twins, better, worst = fewer_replicas_better(case, true)
         # seed style runs its longer budget once: its first `budget` trials are what a run of `budget` does (TPE
         # proposes from the history alone, and the noise draws come in the same order)
         seed_budget = max(args.budget, args.seed_budget)
@@ -692,10 +784,12 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"{n_points} points, every one evaluated with noise 0: {true.failed} fail at startup or need "
             f"more than {NUM_GPUS} GPUs, {n_feasible} feasible, {n_near} within 1% of the optimum "
-            f"({true.optimum:,.0f} tok/s). {args.seeds} seeds, budget {args.budget} trials, noise {NOISE:g}. "
+            f"({true.optimum:,.1f} {unit}). {args.seeds} seeds, budget {args.budget} trials, noise {NOISE:g}. "
             f"One run of the optimum scores {', '.join(f'{d:,.0f}' for d in draws)} in the {REPLICATES} noise "
             f"draws (sd {spread:.1%} of the mean); the best gaps in the space: "
-            f"{', '.join(f'{t:.1%}' for t in tiers)}.",
+            f"{', '.join(f'{t:.1%}' for t in tiers)}. The sampler's replicas rule against the truth: of {twins} "
+            f"points with a twin that has more replicas and fits, {better} score better than it or are feasible "
+            f"where it is not" + (f" (largest margin {worst:.1%})." if worst else "."),
             "",
             markdown(summarize(stats, args.budget)),
         ]
