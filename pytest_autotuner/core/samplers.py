@@ -432,14 +432,15 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
             """Samples not proposed: over the runner's GPUs, or certain to fail at startup as a launched
             configuration did (memory_failures.py); with ``more_replicas_better``, unless ``fewer_replicas``,
             a point with an open twin that has more replicas (``_fewer_replicas``)."""
+            finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             failures = [
                 (t.params, t.user_attrs["failure"])
-                for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                for t in finished
                 if t.user_attrs.get("failure") in MEMORY_DIRECTIONS
             ]
             excluded = self._closed(samples, search_space, failures)
             if self._more_replicas_better and not fewer_replicas:
-                excluded |= self._fewer_replicas(study, samples, search_space, failures)
+                excluded |= self._fewer_replicas(finished, samples, search_space, failures)
             return excluded
 
         def _closed(
@@ -456,14 +457,14 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
 
         def _fewer_replicas(
             self,
-            study: Study,
+            finished: list[FrozenTrial],
             samples: dict[str, np.ndarray],
             search_space: dict[str, BaseDistribution],
             failures: list[tuple[dict[str, Any], str]],
         ) -> np.ndarray:
             """Samples with a twin that has more data-parallel replicas and every other flag equal, where that
-            twin fits the GPUs, is not certain to fail and did not fail when measured: it can do no worse
-            (``more_replicas_better``), so a sample's trial could not be the best."""
+            twin fits the GPUs, is not certain to fail and did not fail when measured (among ``finished``): it can
+            do no worse (``more_replicas_better``), so a sample's trial could not be the best."""
             n = len(next(iter(samples.values()))) if samples else 0
             name = next((alias for alias in PARALLEL_FLAGS["dp"] if alias in samples), None)
             if name is None:
@@ -475,7 +476,7 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
             own = np.array([replicas.get(round(float(v), 9), math.inf) for v in samples[name]])
             failed = [
                 key
-                for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                for t in finished
                 if t.user_attrs.get("failure") not in (None, "pruned")
                 and (key := config_key(t.params, search_space)) is not None
             ]

@@ -419,6 +419,15 @@ class TuningSession:
             cells = tuple(CellSummary.from_dict(json_safe(c.as_dict())) for c in result.cells)
             self._prune_best = (key, BestSoFar(number, score.value, score.feasible, cells))
 
+    def _prune_against(self, best: TrialRecord | None) -> None:
+        """Early stopping's best complete trial: ``best`` (a configuration measured twice at its mean)."""
+        if best is None:
+            self._prune_best = None
+            return
+        maximize = self.spec.optimization.direction == "maximize"
+        key = rank_key(best.meets_slos, best.feasible, best.value, maximize)
+        self._prune_best = (key, BestSoFar(best.number, best.value, best.feasible, best.cells))
+
     def _trial_in_worker(self, proposal: Proposal, rule: CellRule | None) -> _Measured:
         with self.search_state.heartbeat(proposal):
             return self._measure(proposal.params, rule)
@@ -439,13 +448,11 @@ class TuningSession:
         best_number: int | None = None  # the best configuration's first trial
         since_improvement = 0
         patience = self.spec.optimization.patience
-        maximize = self.spec.optimization.direction == "maximize"
         running: dict[Future[_Measured], tuple[Proposal, float]] = {}
         front = _FrontSoFar(self.spec.optimization.directions)
         for record in self.ranked_candidates()[:1]:  # a resumed study's best configuration
             if self._prune_best is None:
-                key = rank_key(record.meets_slos, record.feasible, record.value, maximize)
-                self._prune_best = (key, BestSoFar(record.number, record.value, record.feasible, record.cells))
+                self._prune_against(record)
             best_number = record.number
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="autotune-worker")
         try:
@@ -485,10 +492,7 @@ class TuningSession:
                     else:
                         ranked = self.ranked_candidates()  # by configuration: a repeated one by its mean
                         top = ranked[0] if ranked else None
-                        self._prune_best = None
-                        if top is not None:
-                            key = rank_key(top.meets_slos, top.feasible, top.value, maximize)
-                            self._prune_best = (key, BestSoFar(top.number, top.value, top.feasible, top.cells))
+                        self._prune_against(top)
                         top_number = top.number if top is not None else None
                         improved = repeat_of is None and top_number == proposal.number != best_number
                         best_number = top_number
