@@ -1231,6 +1231,8 @@ def _parse_yaml(path: Path, text: str) -> Any:
     except SpecError:
         raise
     except yaml.YAMLError as err:
+        if "nesting depth" in str(err):  # PyYAML 6.0.4's own limit, met before ours on the node graph
+            raise SpecError(f"{path}: the spec is nested too deeply (at most {MAX_DEPTH} levels)") from None
         raise SpecError(f"{path}: not valid YAML: {_cut(str(err), 400)}") from None
     except _DuplicateKey as err:
         raise SpecError(_duplicate_message(path, err)) from None
