@@ -47,6 +47,7 @@ def plan_from_spec(spec: TaskSpec, seed: int) -> BenchmarkPlan:
         request_timeout=min(spec.optimization.timeout_per_iteration, 600.0),
         max_error_rate=bench.max_error_rate,
         min_completed=bench.min_completed,
+        stall_timeout=bench.stall_timeout,
         tokenizer=bench.model_tokenizer,
         precision=bench.precision,
         min_requests_for_precision=bench.min_requests_for_precision,

@@ -95,6 +95,7 @@ except ImportError:  # pragma: no cover
 from pytest_autotuner.bench.prompts import PromptFactory
 from pytest_autotuner.core.dataset import load_conversations, sample_exchanges
 from pytest_autotuner.core.metrics import INCOMPLETE, BenchResult, CellMetrics, RequestRecord
+from pytest_autotuner.core.plan import CellKey
 from pytest_autotuner.core.precision import PrecisionTracker
 from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
 
@@ -111,7 +112,8 @@ _READ_BUFSIZE = 1 << 21
 _HEADERS = {"Content-Type": "application/json"}
 _CONNECTION_BACKOFF = 0.01  # wall seconds a closed-loop worker waits after a connection error
 _ERROR_HEAD = 300  # bytes of an HTTP error's body kept for its message
-_DEADLINE_POLL = 0.05  # wall seconds between checks of the trial deadline
+_DEADLINE_POLL = 0.05  # wall seconds between checks of the trial deadline (and of the stall watchdog)
+_STALL_WALL_FLOOR = 0.5  # wall seconds: the least silence taken for a stall, whatever the speed-up
 _SERVER_INFO_TIMEOUT = 10.0  # wall seconds, at most
 _SIM_TIME = b": sim-time "  # SSE comment with the server's time of the write that follows (the simulator)
 _SIM_TIME_AT = len(_SIM_TIME)
@@ -413,6 +415,10 @@ class _Cell:
         self.tracker: PrecisionTracker | None = None
         self.enough: asyncio.Event | None = None
         self.in_flight = 0  # measured requests sent and not yet answered
+        # The stall watchdog: every request sent and not yet answered (warm-ups too), by index, and when the
+        # server last did something for this cell (a response ended, or a request was sent to an idle cell).
+        self.live: dict[int, StreamParser] = {}
+        self.progress_at = 0.0
         # Multi-turn sessions (``C(...)``, ``dataset(...)``): request i's session begins at session_starts[i];
         # the sessions' request ranges in order; the user's message of each request; think time between turns.
         self.multi_turn = False
@@ -609,6 +615,7 @@ class _Cell:
                     record = await self.send(i, then=then, after=after, think=think)
                     if keep:
                         self.keep(record)
+                    await self._withdraw_if_failed(i, record)
                     promised = record.ok and self.server_stamps
                     after, then = (f"{self.token(i)}@end" if promised else None), "end"
                     if i < last and think > 0:
@@ -662,6 +669,9 @@ class _Cell:
         start = time.perf_counter()
         measured = index < self.plan.max_requests
         self.in_flight += measured
+        if not self.live:
+            self.progress_at = start  # the server owes nothing before this
+        self.live[index] = parser
         try:
             async with self.session.post(
                 self.url,
@@ -682,7 +692,7 @@ class _Cell:
                 else:
                     await self._read_body(resp.content, parser, self._left(start))
         except asyncio.CancelledError:
-            self._record_incomplete(index, start, parser, scheduled)
+            self._record_incomplete(index, start, parser, scheduled, arrival)
             raise
         except _StreamStopped:
             pass  # parser.error says why
@@ -692,6 +702,8 @@ class _Cell:
         finally:
             _SINK.reset(token)
             self.in_flight -= measured
+            self.live.pop(index, None)
+            self.progress_at = time.perf_counter()
         if parser.texts is not None:
             self.replies[index] = "".join(parser.texts).strip()
         if error is None and parser.error is not None:
@@ -746,23 +758,46 @@ class _Cell:
             turn=index - self.session_starts[index] if self.multi_turn and index < len(self.session_starts) else None,
         )
 
-    def _record_incomplete(self, index: int, start: float, parser: StreamParser, scheduled: float | None) -> None:
-        """A measured request cut off by the end of its cell: kept, with what it received so far."""
+    def _record_incomplete(
+        self, index: int, start: float, parser: StreamParser, scheduled: float | None, arrival: float | None
+    ) -> None:
+        """A measured request cut off by the end of its cell: kept, right-censored (``metrics``): how long it had
+        waited, and what it received so far (its chunk times, so its TTFT when the first token came)."""
         if index >= self.plan.max_requests or self.cut_at is None:
             return  # a warm-up, or a trial deadline (the trial fails anyway)
         k = self.k
         req_in, req_out = self.lengths[index]
-        self.records.append(
-            RequestRecord(
-                send_time=(start - self.t0) * k,
-                requested_input_tokens=req_in,
-                requested_output_tokens=req_out,
-                output_tokens=sum(parser.chunk_tokens()),
-                scheduled_time=scheduled,
-                error=INCOMPLETE,
-                error_detail=f"still running {(self.cut_at - start) * k:.3g} s after it was sent when the cell ended",
-            )
+        waited = (self.cut_at - start) * k
+        if arrival is not None and parser.server_at is not None:  # server time: stamps, then wall since the last
+            times = tuple(t - arrival for t in parser.chunk_times)
+            waited = parser.server_at - arrival + max(0.0, self.cut_at - parser.last_at) * k
+        else:
+            times = tuple((t - start) * k for t in parser.chunk_times)
+        waited = max([waited, *times])
+        record = RequestRecord(
+            send_time=(start - self.t0) * k,
+            requested_input_tokens=req_in,
+            requested_output_tokens=req_out,
+            output_tokens=sum(parser.chunk_tokens()),
+            ttft=times[0] if times else None,
+            chunk_times=times,
+            chunk_tokens=tuple(parser.chunk_tokens()),
+            scheduled_time=scheduled,
+            error=INCOMPLETE,
+            error_detail=f"still running {waited:.3g} s after it was sent when the cell ended",
+            waited=waited,
         )
+        self.records.append(record)
+        if arrival is not None:
+            self.arrivals[id(record)] = arrival  # its send time in server time, as a finished request's
+
+    def silence(self, now: float) -> float:
+        """Wall seconds since the server last did anything for this cell while requests wait on it (0: none
+        waits): the latest byte received, response ended, or send to an idle cell."""
+        if not self.live:
+            return 0.0
+        last = max(self.progress_at, max(p.last_at for p in self.live.values()))
+        return max(0.0, now - last)
 
     def cut(self, now: float) -> None:
         """The measured phase ends at ``now`` with requests still running."""
@@ -815,6 +850,7 @@ class _Cell:
                 record = await self.send(i, then=then, after=after)
                 if keep:
                     self.keep(record)
+                await self._withdraw_if_failed(i, record)
                 if record.error == "connection" and not self.stopped_for_precision:
                     await asyncio.sleep(_CONNECTION_BACKOFF)
                 j = next(claim)
@@ -826,6 +862,13 @@ class _Cell:
                 i, after, then = j, (f"{self.token(i)}@end" if promised else None), "end"
 
         await _supervise([worker(k) for k in range(n)], float("inf"), None)
+
+    async def _withdraw_if_failed(self, index: int, record: RequestRecord) -> None:
+        """A request the simulator took in that failed on this side (a malformed or cut stream, a timeout): its
+        end no longer brings the next request, so withdraw that promise, or the simulator would hold its clock
+        for it (``PROMISE_GRACE``) and the silence would read as a stall."""
+        if record.failed and id(record) in self.arrivals:
+            await asyncio.shield(self._withdraw(f"{self.token(index)}@end"))
 
     async def _withdraw(self, promise: str) -> None:
         """Tell the simulator that the request promised as ``promise`` will not come."""
@@ -875,12 +918,14 @@ async def _supervise(
     *,
     stop: asyncio.Event | None = None,
     on_stop: Callable[[float], None] | None = None,
+    watch: Callable[[float], None] | None = None,
 ) -> None:
     """Run ``coros`` until done or ``wall_limit``; then cancel what is left. Raises on the trial deadline.
 
     ``on_cut(now)`` is called when ``wall_limit`` ends with coroutines still running, before they are
     cancelled (so their requests can be recorded as incomplete at that moment). ``stop`` ends the run early
-    the same way once set (the precision rule), calling ``on_stop(now)`` instead.
+    the same way once set (the precision rule), calling ``on_stop(now)`` instead. ``watch(now)`` is called at
+    least every ``_DEADLINE_POLL`` seconds and may raise (the stall watchdog).
     """
     tasks = [asyncio.ensure_future(c) for c in coros]
     end = time.perf_counter() + wall_limit
@@ -891,6 +936,8 @@ async def _supervise(
             wait = end - time.perf_counter()
             if deadline is not None:
                 wait = min(wait, _DEADLINE_POLL, deadline.remaining())
+            if watch is not None:
+                wait = min(wait, _DEADLINE_POLL)
             watched = pending | {waiter} if waiter is not None else pending
             done, pending = await asyncio.wait(watched, timeout=max(0.0, wait), return_when=asyncio.FIRST_COMPLETED)
             if waiter is not None:
@@ -902,6 +949,8 @@ async def _supervise(
                 why = "cancelled" if deadline.cancelled else "expired"
                 raise TrialFailure(FailureClass.TRIAL_TIMEOUT, f"trial deadline {why} during the benchmark")
             now = time.perf_counter()
+            if watch is not None and pending:
+                watch(now)
             if stop is not None and stop.is_set():
                 if pending and on_stop is not None:
                     on_stop(now)
@@ -933,10 +982,11 @@ async def run_cell(
     cell = _Cell(session, endpoint, plan)
     cell.prepare(scenario, seed=plan.seed * 1_000_003 + zlib.crc32(key))
     warm_workers = concurrency if request_rate is None else plan.warmup_requests
+    watch = _stall_watch(cell, CellKey(scenario.text, concurrency, request_rate).label, endpoint)
     with paused_gc():
         if plan.warmup_requests:
             warmup = cell.closed_loop(plan.max_requests, plan.warmup_requests, warm_workers, keep=False)
-            await _supervise([warmup], float("inf"), deadline)
+            await _supervise([warmup], float("inf"), deadline, watch=watch)
         cell.reset_clock()
         cell.track_precision(concurrency)
         if request_rate is None:
@@ -944,7 +994,13 @@ async def run_cell(
         else:
             measured = cell.open_loop(request_rate)
         await _supervise(
-            [measured], plan.max_time / cell.k, deadline, on_cut=cell.cut, stop=cell.enough, on_stop=cell.precision_cut
+            [measured],
+            plan.max_time / cell.k,
+            deadline,
+            on_cut=cell.cut,
+            stop=cell.enough,
+            on_stop=cell.precision_cut,
+            watch=watch,
         )
     records = sorted(cell.in_server_time(cell.records), key=lambda r: r.send_time)
     duration = cell.server_duration()
@@ -965,6 +1021,28 @@ async def run_cell(
     )
     logger.debug("cell %s: %d requests, errors %s", metrics.label, len(records), dict(metrics.errors))
     return metrics
+
+
+def _stall_watch(cell: _Cell, label: str, endpoint: Endpoint) -> Callable[[float], None]:
+    """The stall watchdog of a cell: fails the trial as ``stalled`` once the server has sent nothing for
+    ``plan.stall_seconds()`` server seconds (at least ``_STALL_WALL_FLOOR`` wall seconds, so a busy host's pause
+    is not taken for the server's) while requests wait on it, however many finished before."""
+    limit_s = cell.plan.stall_seconds()
+    wall = max(limit_s / cell.k, _STALL_WALL_FLOOR)
+
+    def watch(now: float) -> None:
+        quiet = cell.silence(now)
+        if quiet < wall:
+            return
+        finished = sum(1 for r in cell.records if r.ok or r.failed)
+        raise TrialFailure(
+            FailureClass.STALLED,
+            f"cell {label}: the server at {endpoint.base_url} sent nothing for {quiet * cell.k:.1f} s while "
+            f"{len(cell.live)} request(s) waited on it ({finished} finished before); it stopped answering "
+            f"(benchmark.stall_timeout {limit_s:g} s)",
+        )
+
+    return watch
 
 
 def _check_stalled(cell: CellMetrics, min_completed: int | None, max_time: float) -> None:

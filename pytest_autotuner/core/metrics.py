@@ -5,11 +5,18 @@ content chunks, TPOT ``(E2E - TTFT) / (output_tokens - 1)``, throughput = tokens
 use numpy's default (linear) method, as ``bench_serving`` does. All times are in seconds (simulated seconds
 when the server is the simulator: the client scales wall time by the server's speed-up).
 
-Incomplete requests: a request still running when its cell's time limit ends is kept as a record with
-``error="incomplete"`` (``INCOMPLETE``): it has no E2E, TTFT or TPOT and never enters a latency sample, it is
-not an error (``errors`` and ``error_rate`` count only requests that finished badly), and the cell's duration
-runs to the moment the limit ended, so throughput covers the whole window. The tokens it received by then
-count toward output throughput: they were delivered within the window.
+Incomplete requests are right-censored: a request still running when its cell ends is kept as a record with
+``error="incomplete"`` (``INCOMPLETE``) and ``waited``, the seconds from its send to that moment. Its E2E is at
+least ``waited``; so is its TTFT when no first token came (when one came, its TTFT is known exactly); its TPOT is
+at least ``(waited - ttft) / (requested_output_tokens - 1)`` (the client asks for exactly that many tokens); and
+the gap after its last chunk is an inter-token latency of at least ``waited`` minus that chunk's time. These
+bounds enter every latency sample (``samples``), and every statistic of a cell (``summary``: mean, each
+percentile, max) is the larger of the statistic over the finished requests alone and over the finished requests
+with each censored one at its bound. Statistics only grow with each sample, so the true value is at least the
+second figure, and a censored request can only make a statistic worse, never vanish from it: a cell whose
+unfinished requests decide an SLO fails it. An incomplete request is not an error (``errors`` and
+``error_rate`` count only requests that finished badly), and the cell's duration runs to the moment it ended,
+so throughput covers the whole window. The tokens it received by then count toward output throughput.
 
 Prefix cache: ``cached_tokens`` is the server's ``usage.prompt_tokens_details.cached_tokens`` (SGLang with
 ``--enable-cache-report``; the simulator always), None when the server did not say. A cell's
@@ -19,10 +26,11 @@ for multi-turn traffic ``cache_hit_rate_by_turn`` is the same per turn number (e
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -83,6 +91,7 @@ class RequestRecord:
     error_detail: str = ""
     cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens (None when not reported)
     turn: int | None = None  # multi-turn traffic (C, dataset): the request's turn in its session, from 0
+    waited: float | None = None  # incomplete: seconds from send to the end of its cell (a lower bound on its E2E)
 
     @property
     def ok(self) -> bool:
@@ -104,6 +113,23 @@ class RequestRecord:
         if self.ttft is None or self.e2e is None or self.output_tokens < 2:
             return None
         return (self.e2e - self.ttft) / (self.output_tokens - 1)
+
+    def bound(self, metric: str) -> float | None:
+        """An incomplete request's lower bound on ``ttft``, ``tpot`` or ``e2e`` (None: not censored, or no
+        bound: a TTFT that is known exactly, a TPOT of a one-token request or before its first token)."""
+        if not self.incomplete or self.waited is None:
+            return None
+        if metric == "e2e":
+            return self.waited
+        if metric == "ttft":
+            return self.waited if self.ttft is None else None
+        if metric == "tpot":
+            if self.ttft is None or self.requested_output_tokens < 2:
+                return None
+            return max(0.0, self.waited - self.ttft) / (self.requested_output_tokens - 1)
+        if metric == "itl":
+            return self.waited - self.chunk_times[-1] if self.chunk_times else None
+        raise KeyError(f"unknown metric {metric!r}; known: {', '.join(LATENCY_METRICS)}")
 
     @property
     def itls(self) -> list[float]:
@@ -133,16 +159,31 @@ class Summary:
     p90: float
     p95: float
     p99: float
+    censored: int = 0  # samples that are lower bounds (requests still running when the cell ended)
 
     def stat(self, name: str) -> float:
         """``mean``, ``p50`` ... by name."""
         return float(getattr(self, name))
 
     def as_dict(self) -> dict[str, float]:
-        return {k: getattr(self, k) for k in ("n", "mean", "std", "min", "max", "p50", "p90", "p95", "p99")}
+        keys = ("n", "mean", "std", "min", "max", "p50", "p90", "p95", "p99")
+        return {k: getattr(self, k) for k in keys} | ({"censored": self.censored} if self.censored else {})
 
 
-_NAN_SUMMARY = Summary(0, *([math.nan] * 8))
+_NAN = math.nan
+_NAN_SUMMARY = Summary(0, _NAN, _NAN, _NAN, _NAN, _NAN, _NAN, _NAN, _NAN)
+_WORSE_STATS = ("mean", "max", "p50", "p90", "p95", "p99")  # statistics a censored sample may only raise
+
+
+def censored_summary(exact: Sequence[float] | np.ndarray, bounds: Sequence[float] | np.ndarray) -> Summary:
+    """The summary of exact samples and right-censored ones (lower bounds): each statistic the larger of the
+    exact samples' and all samples' (bounds as values), so that a censored sample can only make it worse."""
+    every = summarize(np.concatenate([np.asarray(exact, dtype=float), np.asarray(bounds, dtype=float)]))
+    if len(bounds) == 0:
+        return every
+    alone = summarize(exact)
+    worse = {k: max(every.stat(k), alone.stat(k)) if alone.n else every.stat(k) for k in _WORSE_STATS}
+    return dataclasses.replace(every, censored=len(bounds), **worse)  # type: ignore[arg-type]
 
 
 def summarize(samples: Sequence[float] | np.ndarray) -> Summary:
@@ -190,23 +231,56 @@ class CellMetrics:
     def ok_records(self) -> list[RequestRecord]:
         return [r for r in self.records if r.ok]
 
-    def samples(self, metric: str) -> np.ndarray:
-        """Raw samples of ``ttft``, ``itl``, ``tpot`` or ``e2e`` over successful requests."""
-        key = f"samples:{metric}"
+    def exact_samples(self, metric: str) -> np.ndarray:
+        """Measured samples of ``ttft``, ``itl``, ``tpot`` or ``e2e``: the finished requests', and what an
+        incomplete request measured exactly (its TTFT when its first token came, the gaps between its chunks)."""
+        key = f"exact:{metric}"
         if key not in self._cache:
             ok = self.ok_records
-            values: Iterable[float | None]
+            values: list[float | None]
             if metric == "itl":
-                values = [gap for r in ok for gap in r.itls]
-            elif metric in ("ttft", "tpot", "e2e"):
-                values = (getattr(r, metric) for r in ok)
+                values = [gap for r in self.records if r.ok or r.incomplete for gap in r.itls]
+            elif metric == "ttft":
+                values = [r.ttft for r in self.records if r.ok or r.incomplete]
+            elif metric in ("tpot", "e2e"):
+                values = [getattr(r, metric) for r in ok]
             else:
                 raise KeyError(f"unknown metric {metric!r}; known: {', '.join(LATENCY_METRICS)}")
             self._cache[key] = np.array([v for v in values if v is not None], dtype=float)
         return self._cache[key]
 
+    def censored_bounds(self, metric: str) -> np.ndarray:
+        """Lower bounds on ``metric`` of the requests still running when the cell ended (``RequestRecord.bound``)."""
+        key = f"bounds:{metric}"
+        if key not in self._cache:
+            bounds = (r.bound(metric) for r in self.records if r.incomplete)
+            self._cache[key] = np.array([b for b in bounds if b is not None], dtype=float)
+        return self._cache[key]
+
+    def samples(self, metric: str) -> np.ndarray:
+        """Every sample of ``metric``: the exact ones, then each censored request's lower bound."""
+        key = f"samples:{metric}"
+        if key not in self._cache:
+            self._cache[key] = np.concatenate([self.exact_samples(metric), self.censored_bounds(metric)])
+        return self._cache[key]
+
     def summary(self, metric: str) -> Summary:
-        return summarize(self.samples(metric))
+        """Statistics of ``metric`` in which censored requests count and can only make a statistic worse."""
+        key = f"summary:{metric}"
+        if key not in self._cache:
+            self._cache[key] = censored_summary(self.exact_samples(metric), self.censored_bounds(metric))
+        return self._cache[key]
+
+    @property
+    def censored(self) -> int:
+        """Requests still running when the cell ended: their latencies are lower bounds (``waited``)."""
+        return self.incomplete
+
+    @property
+    def censored_wait(self) -> tuple[float, float] | None:
+        """(shortest, longest) wait of the censored requests, in seconds; None when none was censored."""
+        waits = [r.waited for r in self.records if r.incomplete and r.waited is not None]
+        return (min(waits), max(waits)) if waits else None
 
     @property
     def completed(self) -> int:
@@ -303,6 +377,7 @@ class CellMetrics:
             "requests": len(self.records),
             "completed": self.completed,
             "incomplete": self.incomplete,
+            "censored_wait": list(self.censored_wait) if self.censored_wait else None,
             "output_throughput": self.output_throughput,
             "total_throughput": self.total_throughput,
             "request_throughput": self.request_throughput,
@@ -333,6 +408,7 @@ class CellSummary:
     precision_stop: bool = False
     half_width: float = math.nan  # NaN: precision unset (or not stored)
     cache_hit_rate: float = math.nan
+    censored_wait: tuple[float, float] | None = None  # (shortest, longest) wait of the censored requests
 
     @property
     def label(self) -> str:
@@ -355,6 +431,7 @@ class CellSummary:
             "requests": self.requests,
             "completed": self.completed,
             "incomplete": self.incomplete,
+            "censored_wait": list(self.censored_wait) if self.censored_wait else None,
             "output_throughput": self.output_throughput,
             "error_rate": self.error_rate,
             "precision_stop": self.precision_stop,
@@ -385,7 +462,15 @@ class CellSummary:
             precision_stop=bool(cell.get("precision_stop", False)),
             half_width=number(cell.get("half_width")),
             cache_hit_rate=number(cell.get("cache_hit_rate")),
+            censored_wait=_wait_range(cell.get("censored_wait")),
         )
+
+
+def _wait_range(value: Any) -> tuple[float, float] | None:
+    """A stored ``censored_wait`` ([shortest, longest] seconds) read back; None when absent or malformed."""
+    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int | float) for v in value):
+        return float(value[0]), float(value[1])
+    return None
 
 
 def json_safe(value: Any) -> Any:

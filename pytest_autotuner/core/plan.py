@@ -12,7 +12,13 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.capacity import CapacityLimits
     from pytest_autotuner.core.spec import Slo
 
-__all__ = ["BenchmarkPlan", "CellKey"]
+__all__ = ["STALL_BASE", "STALL_PREFILL_RATE", "BenchmarkPlan", "CellKey"]
+
+#: the default stall timeout: this many server seconds, plus the longest request's tokens at the rate below
+STALL_BASE = 5.0
+#: tokens per second of prefill assumed for the default stall timeout (far below any serving GPU's)
+STALL_PREFILL_RATE = 2000.0
+_UNKNOWN_LENGTH = 32768  # a dataset's requests: lengths known only from its file; a long context's worth
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,9 @@ class BenchmarkPlan:
     request_timeout: float = 120.0
     max_error_rate: float = 0.1  # a cell with more failed requests fails the trial
     min_completed: int | None = None  # a cell with fewer finished requests stalls the trial; None: half of those sent
+    # server seconds without a byte from the server while requests are in flight that stall the trial
+    # (``stall_seconds``); None: derived from the plan
+    stall_timeout: float | None = None
     tokenizer: str | None = None  # local tokenizer directory for exact prompt lengths
     # A cell stops once its metric's 95% interval is within this relative half-width (core/precision.py)
     precision: float | None = None
@@ -74,6 +83,18 @@ class BenchmarkPlan:
     # against ``slo``
     capacity: CapacityLimits | None = None
     slo: Slo | None = None
+
+    def stall_seconds(self) -> float:
+        """Server seconds of silence (requests in flight, no byte from the server) that stall the trial.
+
+        ``stall_timeout`` when set; else ``STALL_BASE`` seconds plus the longest request's tokens at
+        ``STALL_PREFILL_RATE`` tokens/s (a serving GPU emits a token for some request at least once per prefill
+        batch, and no batch needs more than one prompt's prefill), at most half of ``max_time``, so a server that
+        stops answering in the first half of a cell is caught within it whatever the concurrency."""
+        if self.stall_timeout is not None:
+            return self.stall_timeout
+        longest = max((s.max_total_tokens or _UNKNOWN_LENGTH for s in self.scenarios), default=0)
+        return min(STALL_BASE + longest / STALL_PREFILL_RATE, self.max_time / 2)
 
     def cells(self) -> list[tuple[Scenario, int, float | None]]:
         """(scenario, concurrency, request_rate) of every cell, heaviest load first (``cell_order``).

@@ -69,6 +69,7 @@ class SloCheck:
     weight: float
     hard_fail: bool
     fail_ratio: float
+    censored: int = 0  # requests still running when the cell ended, in the statistic at their wait (a bound)
 
     @property
     def name(self) -> str:
@@ -180,6 +181,7 @@ def cell_checks(cells: Sequence[CellMetrics], slo: Slo | None) -> list[SloCheck]
                     weight=limit.weight,
                     hard_fail=limit.hard_fail,
                     fail_ratio=limit.fail_ratio,
+                    censored=cell.summary(metric).censored,
                 )
             )
     return checks

@@ -491,6 +491,16 @@ class Benchmark(_Model):
             "load). Default: half of the requests sent in the cell, at least 1."
         ),
     )
+    stall_timeout: float | None = Field(
+        None,
+        gt=0,
+        le=86400,
+        description=(
+            "Seconds without a byte from the server while requests wait on it that fail the trial as `stalled`, "
+            "however many requests finished before. Default: 5 s plus the longest request's tokens at 2,000 "
+            "tokens/s, at most half of `max_time_per_iteration`."
+        ),
+    )
     precision: float | None = Field(
         None,
         gt=0,

@@ -90,9 +90,16 @@ def slo_table(checks: Sequence[SloCheck]) -> list[str]:
     for c in checks:
         over = "" if c.passed or not math.isfinite(c.ratio) else f"{c.ratio:+.1%}"
         status = "ok" if c.passed else f"FAIL {over}".strip()
-        rows.append((c.cell, c.name, format_seconds(c.value), format_seconds(c.threshold), format_seconds(c.margin),
-                     status))  # fmt: skip
-    return text_table(rows)
+        value = format_seconds(c.value) + ("*" if c.censored else "")
+        rows.append((c.cell, c.name, value, format_seconds(c.threshold), format_seconds(c.margin), status))
+    lines = text_table(rows)
+    censored = max((c.censored for c in checks), default=0)
+    if censored:
+        lines.append(
+            f"  * includes up to {censored} request(s) still running when the cell ended, each counted at the time "
+            "it had waited (its latency was at least that)"
+        )
+    return lines
 
 
 def _no_measurement(

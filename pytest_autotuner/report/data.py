@@ -129,6 +129,7 @@ def trials_frame(outcome: TaskOutcome) -> pd.DataFrame:
             for suffix, metric, statistic in CELL_COLUMNS:
                 row[f"{cell.label} {suffix}"] = cell.value(metric, statistic or "mean")
             row[f"{cell.label} incomplete"] = cell.incomplete
+            row[f"{cell.label} censored_wait_max"] = cell.censored_wait[1] if cell.censored_wait else None
             row[f"{cell.label} precision_stop"] = cell.precision_stop
             row[f"{cell.label} half_width"] = cell.half_width
         rows.append(row)
@@ -150,6 +151,7 @@ def slo_check_dict(check: SloCheck) -> dict[str, Any]:
         "ratio": check.ratio,
         "passed": check.passed,
         "hard_fail": check.hard_fail,
+        "censored": check.censored,
     }
 
 

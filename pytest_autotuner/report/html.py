@@ -58,6 +58,13 @@ def _number(value: float | None, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _censored_text(count: int, wait: tuple[float, float] | None) -> str:
+    """Requests still running when a cell ended and the least they had waited (their latency's lower bound)."""
+    if not count:
+        return "0"
+    return f"{count} (waited {format_seconds(wait[0])}-{format_seconds(wait[1])})" if wait else str(count)
+
+
 def _best_context(result: TaskOutcome) -> dict[str, Any] | None:
     best = result.best
     if best is None:
@@ -69,7 +76,8 @@ def _best_context(result: TaskOutcome) -> dict[str, Any] | None:
             "label": cell.label,
             "completed": cell.completed,
             "requests": len(cell.records),
-            "incomplete": int(cell.as_dict().get("incomplete", 0) or 0),
+            "incomplete": cell.incomplete,
+            "censored": _censored_text(cell.censored, cell.censored_wait),
             "e2e_mean": format_seconds(cell.summary("e2e").mean),
             "e2e_p99": format_seconds(cell.summary("e2e").p99),
             "ttft_mean": format_seconds(cell.summary("ttft").mean),
@@ -133,7 +141,8 @@ def _slo_rows(result: TaskOutcome) -> list[dict[str, Any]]:
         {
             "cell": c.cell,
             "name": c.name,
-            "value": format_seconds(c.value),
+            "value": format_seconds(c.value)
+            + (f" ({c.censored} unfinished counted at their wait)" if c.censored else ""),
             "threshold": format_seconds(c.threshold),
             "margin": format_seconds(c.margin),
             "over": f"{c.ratio:+.1%}" if math.isfinite(c.ratio) else "no samples",

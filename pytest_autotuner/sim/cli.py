@@ -60,6 +60,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int_arg(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 < value < 1.0:
@@ -198,6 +205,14 @@ def build_parser(*, raising: bool = False, version: str = DEFAULT_VERSION) -> ar
     sim.add_argument("--sim-slowdown", type=_positive_float, default=1.0, help="step-time factor (regressions)")
     sim.add_argument("--sim-crash-after", type=_positive_int, default=None, help="exit when request N+1 arrives")
     sim.add_argument("--sim-hang-after", type=_positive_int, default=None, help="stop responding after N requests")
+    sim.add_argument("--sim-hang-at", type=_non_negative_float, default=None,
+                     help="stop responding at this simulated second after ready")  # fmt: skip
+    sim.add_argument("--sim-hang-replica", type=int, default=None,
+                     help="only this data-parallel replica (0-based) hangs (--sim-hang-after/-at)")  # fmt: skip
+    sim.add_argument("--sim-stop-stream-after", type=_non_negative_int_arg, default=None,
+                     help="a stream stops after N tokens and never ends (the connection stays open)")  # fmt: skip
+    sim.add_argument("--sim-stop-stream-every", type=_positive_int, default=1,
+                     help="with --sim-stop-stream-after: only every Nth stream stops")  # fmt: skip
     sim.add_argument("--sim-http-500-burst", type=int, default=0, help="first N requests get HTTP 500")
     sim.add_argument("--sim-malformed-sse-every", type=_positive_int, default=None, help="every Nth stream")
     sim.add_argument("--sim-startup-delay", type=_non_negative_float, default=0.0, help="extra wall seconds")

@@ -155,10 +155,13 @@ class SimServer:
         self._early: dict[str, asyncio.Future[float]] = {}  # requests that came before their promise
         self._late_promises = 0
         self._given_up: set[str] = set()  # promises dropped as late: their request is stamped on arrival
+        self._withdrawn: set[str] = set()  # promises the client withdrew before they were made
         self._live: dict[int, LiveRequest] = {}
         self.timeline: list[SimRequest] = []
         self.ready = False
-        self.hung = False
+        self.hung = False  # the whole server stopped responding (--sim-hang-after / --sim-hang-at)
+        self.hung_replicas: set[int] = set()  # replicas that stopped stepping (--sim-hang-replica)
+        self.hung_at: float | None = None  # simulated second the hang began (``/sim/timeline``)
         self._generation_requests = 0
         self._streams = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -193,7 +196,7 @@ class SimServer:
         at = 0.0  # this replica's time: the end of its last step
         while True:
             start = self._next_start(index, at)
-            if start is None or self.hung:
+            if start is None or self._stepping_hung(index, start):
                 await clock.changed()
                 continue
             if not clock.may_step(start, index):
@@ -216,8 +219,30 @@ class SimServer:
                     live.advance(req.generated, outcome.end)
             for req in outcome.finished:
                 live = self._live.get(req.rid)
-                if live is not None and live.follow_up is not None and not live.broken:
+                if live is not None and live.follow_up is not None and not live.broken and not live.stopped:
                     self._promise(live.follow_up, outcome.end + live.think)
+
+    def _stepping_hung(self, index: int, start: float) -> bool:
+        """Whether replica ``index`` no longer steps: hung (a fault flag), or its step at ``start`` would begin at
+        or after ``--sim-hang-at``."""
+        hang_at = self.args.sim_hang_at
+        if hang_at is not None and start >= hang_at:
+            self._hang(f"simulated hang at {hang_at:g} s")
+        return self.hung or index in self.hung_replicas
+
+    def _hang(self, why: str) -> None:
+        """Stop responding: the whole server, or only ``--sim-hang-replica`` (its requests never progress)."""
+        replica = self.args.sim_hang_replica
+        if self.hung_at is None:
+            self.hung_at = self.sim_now()
+        if replica is None:
+            if not self.hung:
+                logger.warning("%s", why)
+            self.hung = True
+        elif replica not in self.hung_replicas:
+            logger.warning("%s (replica %d)", why, replica)
+            self.hung_replicas.add(replica)
+            self.clock.notify()
 
     def _assign(self, upto: float) -> None:
         """Requests arrived by ``upto`` get their rid, length and replica, in (arrival, token) order."""
@@ -274,11 +299,14 @@ class SimServer:
             raise RequestError(reason)
         shape = ResponseShape(gen, f"{'chatcmpl' if gen.api == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}")
         malformed = False
+        stop_after = None
         if gen.stream:
             self._streams += 1
             every = self.args.sim_malformed_sse_every
             malformed = every is not None and self._streams % every == 0
-        return LiveRequest(sim, shape, malformed=malformed, stamped=stamped)
+            if self._streams % self.args.sim_stop_stream_every == 0:
+                stop_after = self.args.sim_stop_stream_after
+        return LiveRequest(sim, shape, malformed=malformed, stamped=stamped, stop_after=stop_after)
 
     def _enqueue(self, gen: GenerationRequest, live: LiveRequest, at: float, order: int) -> None:
         heapq.heappush(self._incoming, _Arrival(at, order, next(self._seq), live.sim, gen, live))
@@ -292,6 +320,9 @@ class SimServer:
         if early is not None:
             if not early.done():
                 early.set_result(at)
+            return
+        if key in self._withdrawn:  # the client said it will not come (its request failed on its side)
+            self._withdrawn.discard(key)
             return
         self._promises[key] = at
         self.clock.hold(key, at)
@@ -421,12 +452,15 @@ class SimServer:
         ]
         lag = sorted(self._lag) or [0.0]
         emission = {"steps": len(self._lag), "p50": lag[len(lag) // 2], "max": lag[-1]}
-        body = {"speedup": self.speedup, "emission_lag": emission, "late_promises": self._late_promises}
+        body = {"speedup": self.speedup, "emission_lag": emission, "late_promises": self._late_promises,
+                "hung_at": self.hung_at}  # fmt: skip
         return web.json_response({**body, "requests": rows})
 
     async def sim_release(self, request: web.Request) -> web.Response:
         """Withdraw the promise named by ``X-Sim-After``: that request will not come."""
         key = request.headers.get("X-Sim-After", "")
+        if key and key not in self._promises and key.endswith("@end"):
+            self._withdrawn.add(key)  # not made yet: its request still runs here; never hold the clock for it
         if self._withdraw(key) is None:
             self._early.pop(key, None)
         return web.Response(status=204)
@@ -448,9 +482,8 @@ class SimServer:
             logger.error("Scheduler hit an exception: simulated crash after %d requests", args.sim_crash_after)
             sys.stderr.flush()
             os._exit(1)
-        if args.sim_hang_after is not None and n > args.sim_hang_after and not self.hung:
-            logger.warning("simulated hang after %d requests", args.sim_hang_after)
-            self.hung = True
+        if args.sim_hang_after is not None and n > args.sim_hang_after:
+            self._hang(f"simulated hang after {args.sim_hang_after} requests")
         if n <= args.sim_http_500_burst:
             return web.json_response(error_body("Internal server error (simulated burst)", 500), status=500)
         return None
@@ -505,5 +538,7 @@ class SimServer:
             await resp.write(sse(live.shape.role_chunk()))
         live.attach(request.transport)
         await live.done.wait()
+        if live.stopped:  # --sim-stop-stream-after: the stream never ends; the client's limits end it
+            await asyncio.Event().wait()
         await resp.write_eof()
         return resp

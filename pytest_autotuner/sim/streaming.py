@@ -38,8 +38,17 @@ def sim_time_line(at: float) -> bytes:
 class LiveRequest:
     """Streams (or collects) one request's tokens; ``done`` is set when its last token is out."""
 
-    def __init__(self, sim: SimRequest, shape: ResponseShape, *, malformed: bool = False, stamped: bool = True) -> None:
+    def __init__(
+        self,
+        sim: SimRequest,
+        shape: ResponseShape,
+        *,
+        malformed: bool = False,
+        stamped: bool = True,
+        stop_after: int | None = None,
+    ) -> None:
         self.sim = sim
+        self.stop_after = stop_after  # a fault: the stream writes no more than this many tokens and never ends
         self.stamped = stamped  # each write opens with its ``: sim-time`` line
         self.shape = shape
         self.sent = 0  # tokens written to the client (streaming) or produced (non-streaming)
@@ -70,6 +79,11 @@ class LiveRequest:
             self.advance(self._due, self._due_at)
 
     @property
+    def stopped(self) -> bool:
+        """The stream stopped mid-response (``stop_after``): nothing more is written, and it never ends."""
+        return self.stop_after is not None and self.stop_after < self.sim.output_tokens
+
+    @property
     def broken(self) -> bool:
         """The client went away before the last token was written."""
         return self._broken
@@ -81,6 +95,14 @@ class LiveRequest:
         if self._transport is None:
             if finished:
                 self.sent = upto
+                self.done.set()
+            return
+        if self.stopped:
+            assert self.stop_after is not None
+            if self._transport is not None and not self._broken and self.sent < self.stop_after:
+                self._write((sim_time_line(at) if self.stamped else b"") + self._content(min(upto, self.stop_after)))
+                self.sent = min(upto, self.stop_after)
+            if finished:
                 self.done.set()
             return
         if not self._broken:

@@ -263,16 +263,37 @@ def test_max_time_is_in_server_seconds(server: ServerThread, fake: FakeSglang) -
 
 def test_requests_in_flight_at_max_time_are_recorded_as_incomplete(server: ServerThread, fake: FakeSglang) -> None:
     fake.fault, fake.fault_from = "stall", 3  # the first round finishes at once; the second stalls mid-stream
-    plan = make_plan("D(4,10)", concurrencies=(2,), max_requests=100, max_time=2.0, request_timeout=60)
+    # a stall timeout past the cell's end: this is about the cut at max_time (the watchdog has its own tests)
+    plan = make_plan("D(4,10)", concurrencies=(2,), max_requests=100, max_time=2.0, request_timeout=60,
+                     stall_timeout=60.0)  # fmt: skip
     cell = measure_cell(server, plan)
     assert fake.requests == 4 and len(cell.records) == 4
     assert cell.completed == 2 and cell.incomplete == 2 and cell.errors == {} and cell.error_rate == 0
     assert cell.duration >= 2.0  # runs to the cut, not to the last completion
     for record in cell.records[2:]:
-        assert record.incomplete and record.e2e is None and record.ttft is None
+        assert record.incomplete and record.e2e is None
+        assert record.ttft is not None and record.ttft < 2.0  # its first token came: a measured TTFT
+        assert record.waited is not None and record.waited >= 2.0 - record.send_time - 0.05
         assert 0 < record.output_tokens < 10  # what it received by the cut
     assert cell.output_tokens == 20 + sum(r.output_tokens for r in cell.records[2:])
-    assert cell.samples("e2e").size == 2 and cell.as_dict()["incomplete"] == 2
+    assert cell.exact_samples("e2e").size == 2 and cell.as_dict()["incomplete"] == 2
+    assert cell.samples("e2e").size == 4  # the unfinished ones at their wait
+    assert cell.summary("e2e").censored == 2 and cell.summary("ttft").censored == 0
+
+
+def test_a_server_silent_for_the_stall_timeout_stalls_the_trial_however_many_finished(
+    server: ServerThread, fake: FakeSglang
+) -> None:
+    """The count rule (half of the requests finished) cannot see this one: two of four finished, two stall."""
+    fake.fault, fake.fault_from = "stall", 3
+    plan = make_plan("D(4,10)", concurrencies=(2,), max_requests=4, max_time=30.0, request_timeout=60,
+                     stall_timeout=0.6)  # fmt: skip
+    with pytest.raises(TrialFailure) as info:
+        measure_cell(server, plan)
+    assert info.value.failure_class is FailureClass.STALLED
+    message = info.value.message
+    assert "sent nothing for" in message and "2 request(s) waited on it (2 finished before)" in message
+    assert f"the server at http://127.0.0.1:{server.port}" in message
 
 
 def test_open_loop_requests_running_at_max_time_are_incomplete(server: ServerThread, fake: FakeSglang) -> None:
