@@ -74,7 +74,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -113,7 +113,8 @@ _HEADERS = {"Content-Type": "application/json"}
 _CONNECTION_BACKOFF = 0.01  # wall seconds a closed-loop worker waits after a connection error
 _ERROR_HEAD = 300  # bytes of an HTTP error's body kept for its message
 _DEADLINE_POLL = 0.05  # wall seconds between checks of the trial deadline (and of the stall watchdog)
-_STALL_WALL_FLOOR = 0.5  # wall seconds: the least silence taken for a stall, whatever the speed-up
+_STALL_WALL_FLOOR = 0.5  # wall seconds: the least silence of a real server taken for a stall
+_STALL_WALL_FLOOR_UNANSWERED = 2.0  # the same for a simulator whose clock does not answer
 _SERVER_INFO_TIMEOUT = 10.0  # wall seconds, at most
 _SIM_TIME = b": sim-time "  # SSE comment with the server's time of the write that follows (the simulator)
 _SIM_TIME_AT = len(_SIM_TIME)
@@ -419,6 +420,11 @@ class _Cell:
         # server last did something for this cell (a response ended, or a request was sent to an idle cell).
         self.live: dict[int, StreamParser] = {}
         self.progress_at = 0.0
+        # The same in the simulator's time (it stamps): its clock when the cell began, the latest stamp of a
+        # finished request, and the arrival stamp of each request still running.
+        self.simulated = "sim_speedup" in endpoint.server_info
+        self.server_progress = -math.inf
+        self.live_arrivals: dict[int, float] = {}
         # Multi-turn sessions (``C(...)``, ``dataset(...)``): request i's session begins at session_starts[i];
         # the sessions' request ranges in order; the user's message of each request; think time between turns.
         self.multi_turn = False
@@ -683,7 +689,7 @@ class _Cell:
                 stamp = resp.headers.get("X-Sim-Arrival")
                 if stamp is not None:
                     with contextlib.suppress(ValueError):
-                        arrival = float(stamp)
+                        arrival = self.live_arrivals[index] = float(stamp)
                 if resp.status // 100 != 2:
                     error = "http_status"
                     with contextlib.suppress(asyncio.TimeoutError, TimeoutError, aiohttp.ClientError, _StreamStopped):
@@ -703,7 +709,10 @@ class _Cell:
             _SINK.reset(token)
             self.in_flight -= measured
             self.live.pop(index, None)
+            self.live_arrivals.pop(index, None)
             self.progress_at = time.perf_counter()
+            if parser.server_at is not None or arrival is not None:
+                self.server_progress = max(self.server_progress, parser.server_at or -math.inf, arrival or -math.inf)
         if parser.texts is not None:
             self.replies[index] = "".join(parser.texts).strip()
         if error is None and parser.error is not None:
@@ -790,6 +799,23 @@ class _Cell:
         self.records.append(record)
         if arrival is not None:
             self.arrivals[id(record)] = arrival  # its send time in server time, as a finished request's
+
+    def server_silence(self, sim_now: float) -> float:
+        """Simulated seconds since the server last did anything for this cell (a stamp of a finished request,
+        the arrival or the latest write of one still running), at its time ``sim_now``."""
+        stamps = [p.server_at for p in self.live.values() if p.server_at is not None]
+        last = max([self.server_progress, *stamps, *self.live_arrivals.values()])
+        return max(0.0, sim_now - last)
+
+    async def sim_now(self) -> float | None:
+        """The simulator's clock (``/sim/now``); None when it does not answer within a wall second."""
+        try:
+            async with self.session.get(self.base_url + "/sim/now", timeout=aiohttp.ClientTimeout(total=1.0)) as r:
+                body = await r.json(content_type=None)
+            now = body.get("now") if isinstance(body, dict) else None
+            return float(now) if isinstance(now, int | float) and not isinstance(now, bool) else None
+        except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, ValueError):
+            return None
 
     def silence(self, now: float) -> float:
         """Wall seconds since the server last did anything for this cell while requests wait on it (0: none
@@ -918,7 +944,7 @@ async def _supervise(
     *,
     stop: asyncio.Event | None = None,
     on_stop: Callable[[float], None] | None = None,
-    watch: Callable[[float], None] | None = None,
+    watch: Callable[[float], Awaitable[None]] | None = None,
 ) -> None:
     """Run ``coros`` until done or ``wall_limit``; then cancel what is left. Raises on the trial deadline.
 
@@ -950,7 +976,7 @@ async def _supervise(
                 raise TrialFailure(FailureClass.TRIAL_TIMEOUT, f"trial deadline {why} during the benchmark")
             now = time.perf_counter()
             if watch is not None and pending:
-                watch(now)
+                await watch(now)
             if stop is not None and stop.is_set():
                 if pending and on_stop is not None:
                     on_stop(now)
@@ -983,6 +1009,8 @@ async def run_cell(
     cell.prepare(scenario, seed=plan.seed * 1_000_003 + zlib.crc32(key))
     warm_workers = concurrency if request_rate is None else plan.warmup_requests
     watch = _stall_watch(cell, CellKey(scenario.text, concurrency, request_rate).label, endpoint)
+    if cell.simulated:  # the watchdog measures the simulator's silence from here on its clock
+        cell.server_progress = await cell.sim_now() or -math.inf
     with paused_gc():
         if plan.warmup_requests:
             warmup = cell.closed_loop(plan.max_requests, plan.warmup_requests, warm_workers, keep=False)
@@ -1023,21 +1051,36 @@ async def run_cell(
     return metrics
 
 
-def _stall_watch(cell: _Cell, label: str, endpoint: Endpoint) -> Callable[[float], None]:
+def _stall_watch(cell: _Cell, label: str, endpoint: Endpoint) -> Callable[[float], Awaitable[None]]:
     """The stall watchdog of a cell: fails the trial as ``stalled`` once the server has sent nothing for
-    ``plan.stall_seconds()`` server seconds (at least ``_STALL_WALL_FLOOR`` wall seconds, so a busy host's pause
-    is not taken for the server's) while requests wait on it, however many finished before."""
-    limit_s = cell.plan.stall_seconds()
-    wall = max(limit_s / cell.k, _STALL_WALL_FLOOR)
+    ``plan.stall_seconds()`` server seconds while requests wait on it, however many finished before.
 
-    def watch(now: float) -> None:
-        quiet = cell.silence(now)
-        if quiet < wall:
+    The simulator's silence is read on its own clock (``/sim/now``), which never runs ahead of what it did (a
+    busy host, or a step not yet emitted, holds it), so neither this machine's load nor the speed-up can make a
+    healthy simulator look silent. A real server's is wall seconds, at least ``_STALL_WALL_FLOOR`` of them."""
+    limit_s = cell.plan.stall_seconds()
+    wall = limit_s / cell.k
+
+    async def watch(now: float) -> None:
+        quiet = cell.silence(now) * cell.k
+        if quiet < limit_s:
+            return
+        if cell.simulated:
+            sim_now = await cell.sim_now()
+            if sim_now is not None:
+                if cell.server_progress == -math.inf:  # its clock did not answer when the cell began
+                    cell.server_progress = sim_now
+                quiet = cell.server_silence(sim_now)
+                if quiet < limit_s:
+                    return
+            elif cell.silence(now) < max(wall, _STALL_WALL_FLOOR_UNANSWERED):
+                return
+        elif cell.silence(now) < max(wall, _STALL_WALL_FLOOR):
             return
         finished = sum(1 for r in cell.records if r.ok or r.failed)
         raise TrialFailure(
             FailureClass.STALLED,
-            f"cell {label}: the server at {endpoint.base_url} sent nothing for {quiet * cell.k:.1f} s while "
+            f"cell {label}: the server at {endpoint.base_url} sent nothing for {quiet:.1f} s while "
             f"{len(cell.live)} request(s) waited on it ({finished} finished before); it stopped answering "
             f"(benchmark.stall_timeout {limit_s:g} s)",
         )

@@ -382,6 +382,7 @@ class SimServer:
         r.add_post("/generate", self.generate)
         r.add_route("*", "/flush_cache", self.flush_cache)
         r.add_get("/sim/timeline", self.sim_timeline)
+        r.add_get("/sim/now", self.sim_clock)
         r.add_post("/sim/release", self.sim_release)
         return app
 
@@ -456,6 +457,12 @@ class SimServer:
                 "hung_at": self.hung_at}  # fmt: skip
         return web.json_response({**body, "requests": rows})
 
+    async def sim_clock(self, request: web.Request) -> web.Response:
+        """The simulated time now (``clock.py``: bounded by steps not yet emitted and arrivals still owed, so a
+        busy host or a late client never makes it run ahead of what the server did): the benchmark client's stall
+        watchdog measures the server's silence in it."""
+        return web.json_response({"now": self.sim_now()})
+
     async def sim_release(self, request: web.Request) -> web.Response:
         """Withdraw the promise named by ``X-Sim-After``: that request will not come."""
         key = request.headers.get("X-Sim-After", "")
@@ -498,7 +505,6 @@ class SimServer:
         fault = self._count_and_inject_faults()
         if fault is not None:
             return fault
-        await self._hang_if_needed()
         headers = request.headers
         token = headers.get("X-Sim-Token")
         try:
@@ -517,6 +523,9 @@ class SimServer:
                 live.follow_up, live.think = f"{token}@end", think
             if after is not None:
                 self._promise(f"{token}@start", arrival + after)
+        # A hung server still took the request in (its promise is kept: the clock does not wait for it), and
+        # never answers it.
+        await self._hang_if_needed()
         self._enqueue(gen, live, arrival, _order(token, receipt))
         stamp = {"X-Sim-Arrival": repr(arrival)}  # exact: the client subtracts it from the write stamps
         try:
