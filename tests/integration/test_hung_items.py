@@ -79,7 +79,7 @@ CASES: dict[str, dict[str, Any]] = {
     "goodput-ladder": {
         "optimization": {"objective": "maximize_goodput"},
         "benchmark": {
-            "num_concurrency": [],
+            "num_concurrency": None,
             "capacity": {"load": "rate", "min": 1, "max": 32, "max_steps": 3, "step_seconds": 4},
         },
         "slo": {"ttft": {"p99": {"threshold": 1.0}}},
