@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from pytest_autotuner.core.optuna_compat import TPEModel
-    from pytest_autotuner.core.space import SearchSpace
+    from pytest_autotuner.core.space import Dimension, SearchSpace
     from pytest_autotuner.core.spec import Optimization
 
 __all__ = [
@@ -194,6 +194,24 @@ def grid_candidates(space: SearchSpace, search_space: dict[str, BaseDistribution
         axes.append([float(dist.to_internal_repr(v)) for v in values])
     points = np.array(list(itertools.product(*axes)), dtype=float).reshape(-1, len(axes))
     return {name: points[:, i] for i, name in enumerate(search_space)}
+
+
+#: A dp-size with more values than this (a range) has its twins drawn from the values at hand, not listed
+_MAX_TWIN_VALUES = 1024
+
+
+def _twin_choices(dim: Dimension, dist: BaseDistribution, sampled: np.ndarray) -> list[float]:
+    """The dp-size values (internal) a sample's twin with more replicas may have: every value of a short list
+    or range; of a longer one (a range of up to 10^15 values, never listed) the values the samples have and
+    its largest, so that the cost is per sample, not per value. Fewer twins exclude fewer points: never
+    wrong, as the exclusion only steers proposals."""
+    from pytest_autotuner.core.space import Categorical
+
+    values = dim.grid_values()
+    if values is not None and len(values) <= _MAX_TWIN_VALUES:
+        return sorted(float(dist.to_internal_repr(v)) for v in values)
+    assert not isinstance(dim, Categorical), "a list has at most MAX_CHOICES values"
+    return sorted({round(float(v), 9) for v in sampled} | {float(dist.to_internal_repr(dim.high))})
 
 
 def over_gpus(
@@ -470,8 +488,7 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
             if name is None:
                 return np.zeros(n, dtype=bool)
             dist = search_space[name]
-            values = next(d for d in self._space.dimensions if d.name == name).grid_values() or []
-            choices = sorted(float(dist.to_internal_repr(v)) for v in values)
+            choices = _twin_choices(next(d for d in self._space.dimensions if d.name == name), dist, samples[name])
             replicas = {choice: float(dist.to_external_repr(choice)) for choice in choices}
             own = np.array([replicas.get(round(float(v), 9), math.inf) for v in samples[name]])
             failed = [
