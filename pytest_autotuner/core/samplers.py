@@ -201,17 +201,21 @@ _MAX_TWIN_VALUES = 1024
 
 
 def _twin_choices(dim: Dimension, dist: BaseDistribution, sampled: np.ndarray) -> list[float]:
-    """The dp-size values (internal) a sample's twin with more replicas may have: every value of a short list
-    or range; of a longer one (a range of up to 10^15 values, never listed) the values the samples have and
-    its largest, so that the cost is per sample, not per value. Fewer twins exclude fewer points: never
-    wrong, as the exclusion only steers proposals."""
+    """The dp-size values (internal) a sample's twin with more replicas may have: every value of a short list or
+    range; of a longer one (a list of up to 10,000 values, a range of up to 10^15, never listed) the values the
+    samples have and the largest, so that the cost is per sample, not per value (each twin is a pass over the
+    samples). Fewer twins exclude fewer points: never wrong, as the exclusion only steers proposals."""
     from pytest_autotuner.core.space import Categorical
 
     values = dim.grid_values()
     if values is not None and len(values) <= _MAX_TWIN_VALUES:
         return sorted(float(dist.to_internal_repr(v)) for v in values)
-    assert not isinstance(dim, Categorical), "a list has at most MAX_CHOICES values"
-    return sorted({round(float(v), 9) for v in sampled} | {float(dist.to_internal_repr(dim.high))})
+    if isinstance(dim, Categorical):
+        numbers = [v for v in dim.choices if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        largest = max(numbers, key=float, default=dim.choices[-1])
+    else:
+        largest = dim.high
+    return sorted({round(float(v), 9) for v in sampled} | {float(dist.to_internal_repr(largest))})
 
 
 def over_gpus(

@@ -176,6 +176,7 @@ def _inside(space: SearchSpace, params: dict[str, Any]) -> bool:
 @example(case=_case({"tp-size": _WIDEST, "dp-size": _WIDEST}, "bayesian", 2))
 @example(case=_case({"tp-size": _WIDEST, "dp-size": _WIDEST}, "random", 2))
 @example(case=_case({"tp-size": [1, 2], "dp-size": _WIDEST}, "bayesian", None))
+@example(case=_case({"tp-size": [1, 2], "dp-size": list(range(1, 10_001))}, "bayesian", None))  # the longest list
 @example(case=_case({"tp-size": {"low": 3, "high": MAX_WIDTH}, "dp-size": [1, 2]}, "bayesian", 2))  # none fits
 @example(case=_case({"tp-size": {"low": 1, "high": 999_999}}, "grid", 1))  # one fits of a grid at the limit
 def test_collection_and_first_proposals_cost_nothing_per_value(case: dict[str, Any], tmp_path: Path) -> None:
