@@ -398,11 +398,18 @@ class Search:
             fewest = fewest_gpus(self.space)
             lines.append(f"no configuration fits: each needs at least {fewest} GPUs; this runner has {have}")
         for dimension in self.space.dimensions:
-            if isinstance(dimension, Categorical):  # a list: at most MAX_CHOICES values
-                for value in dimension.choices:
-                    needed = gpus_needed({dimension.name: value})
-                    if needed > have:
-                        lines.append(f"{dimension.name}={value} needs {needed} GPUs; this runner has {have}: skipped")
+            if isinstance(dimension, Categorical):  # a list: at most MAX_CHOICES values, a line each up to 4
+                over = [(v, n) for v in dimension.choices if (n := gpus_needed({dimension.name: v})) > have]
+                if len(over) > 4:
+                    shown = ", ".join(str(v) for v, _ in over[:3])
+                    least, most = min(n for _, n in over), max(n for _, n in over)
+                    lines.append(
+                        f"{dimension.name}={shown}, ... ({len(over)} values) need {least} to {most} GPUs; this "
+                        f"runner has {have}: skipped"
+                    )
+                    continue
+                for value, needed in over:
+                    lines.append(f"{dimension.name}={value} needs {needed} GPUs; this runner has {have}: skipped")
                 continue
             # a parallel size needs int(value) GPUs, rising with the value: the values from the first one over
             most = gpus_needed({dimension.name: dimension.high})

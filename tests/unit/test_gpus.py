@@ -189,6 +189,10 @@ def test_a_range_of_parallel_sizes_is_one_line_of_the_note() -> None:
         "tp-size=3..300000000 needs 3 to 300000000 GPUs; this runner has 2: skipped",
         "dp-size=4 needs 4 GPUs; this runner has 2: skipped",
     ]
+    listed = _search({"tp-size": list(range(1, 10_001))}, "random", 2)  # the longest list: one line too
+    assert listed.unhostable_note() == (
+        "tp-size=3, 4, 5, ... (9998 values) need 3 to 10000 GPUs; this runner has 2: skipped"
+    )
     stepped = _search({"tp-size": {"low": 1, "high": 9, "step": 4}}, "grid", 4)  # 1, 5, 9
     assert stepped.unhostable_note() == "tp-size=5..9 needs 5 to 9 GPUs; this runner has 4: skipped"
 
