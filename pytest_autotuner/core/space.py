@@ -76,6 +76,8 @@ class FloatRange:
             return float(threshold)
         values = _SteppedFloats(self.low, self.step, stepped_count(self.low, self.high, self.step))
         index = min(len(values) - 1, math.ceil((threshold - self.low) / self.step - 1e-9))
+        if values[index] < threshold and index + 1 < len(values):  # the quotient rounded a step short
+            index += 1
         return values[index] if values[index] >= threshold else None
 
 
