@@ -542,11 +542,11 @@ class Benchmark(_Model):
     @field_validator("traffic_scenarios")
     @classmethod
     def _scenarios(cls, values: list[str]) -> list[str]:
-        for value in values:
+        for i, value in enumerate(values):
             try:
                 parse_scenario(value)
             except ScenarioError as err:
-                raise ValueError(str(err)) from None
+                raise ValueError(f"{_AT}{i}{_AT}{err}") from None
         return values
 
     @field_validator("num_concurrency")

@@ -254,7 +254,7 @@ CASES: list[Case] = [
         "tokens-300M",
         "s.json",
         spec(benchmark={"traffic_scenarios": ["D(300000000,1)"]}),
-        ["benchmark.traffic_scenarios", "D(300000000,1)", "300,000,001", "1,048,576"],
+        ["benchmark.traffic_scenarios.0", "D(300000000,1)", "300,000,001", "1,048,576"],
     ),
     (
         "tokens-normal-tail",
@@ -424,19 +424,19 @@ CASES: list[Case] = [
         "shared-prefix-1e16-prompts",
         "s.json",
         spec(benchmark={"traffic_scenarios": ["P(100000000,100000000,100000,100,100)"]}),
-        ["benchmark.traffic_scenarios", "`groups` x `prompts`", "1,000,000"],
+        ["benchmark.traffic_scenarios.0", "`groups` x `prompts`", "1,000,000"],
     ),
     (
         "shared-prefix-1e12-system",
         "s.json",
         spec(benchmark={"traffic_scenarios": ["P(1,1,999999999999,1,1)"]}),
-        ["benchmark.traffic_scenarios", "`system` + `question` + `output`", "1,048,576"],
+        ["benchmark.traffic_scenarios.0", "`system` + `question` + `output`", "1,048,576"],
     ),
     (
         "chat-100000-turns",
         "s.json",
         spec(benchmark={"traffic_scenarios": ["C(1,100000,100,100)"]}),
-        ["benchmark.traffic_scenarios", "`turns`", "1,048,576"],
+        ["benchmark.traffic_scenarios.0", "`turns`", "1,048,576"],
     ),
     (
         "cell-1e6-requests-of-1e5-tokens",
