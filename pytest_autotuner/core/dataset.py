@@ -11,21 +11,26 @@ Lengths here are counted by the word rule (one token per whitespace-separated wo
 with the server's tokenizer when it has one.
 
 The path is relative to the spec file; the file is read when the spec is loaded (a missing, unreadable or
-empty dataset is a collection error) and again by the benchmark client.
+empty dataset, or one over ``MAX_DATASET_BYTES``, is a collection error) and again by the benchmark client,
+a line at a time each time.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+import os
+import stat
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 if TYPE_CHECKING:
     import numpy as np
 
 __all__ = [
+    "MAX_DATASET_BYTES",
+    "MAX_LINE_BYTES",
     "Conversation",
     "DatasetError",
     "Exchange",
@@ -37,6 +42,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+#: A dataset file's size: read at collection and again by each trial's client, it is a sample to replay, not a
+#: corpus (a 64 MiB file is some 100,000 ShareGPT conversations; ``bench.datasets convert --limit`` samples one)
+MAX_DATASET_BYTES = 64 * 2**20
+#: One line (one conversation): above what a model's context holds (``scenarios.MAX_TOKENS_PER_REQUEST``)
+MAX_LINE_BYTES = 8 * 2**20
 _HUMAN = ("human", "user")
 _MODEL = ("gpt", "assistant", "chatgpt", "bard", "model")
 
@@ -105,18 +115,57 @@ def load_exchanges(path: str) -> tuple[Exchange, ...]:
 
 @functools.lru_cache(maxsize=8)
 def load_conversations(path: str) -> tuple[Conversation, ...]:
-    """Every replayable conversation of the JSONL file at ``path``; raises DatasetError when there is none."""
+    """Every replayable conversation of the JSONL file at ``path``; raises DatasetError when there is none.
+
+    Streamed a line at a time and bounded: a file over ``MAX_DATASET_BYTES`` or a line over ``MAX_LINE_BYTES``
+    is an error as soon as it shows (a regular file's size is known before reading; ``/dev/zero`` or a pipe
+    fails at the limit it reaches first), so neither the collection nor the client reads an unbounded file.
+    """
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
-        raise DatasetError(f"cannot read the dataset {path} ({reason})") from None
+        status = os.stat(path)  # before opening: opening a FIFO would wait for a writer
+        if not stat.S_ISREG(status.st_mode):
+            raise DatasetError(
+                f"the dataset {path} is not a regular file (a device, a pipe or a folder); a dataset is a JSONL "
+                f"file of at most {MAX_DATASET_BYTES // 2**20} MiB"
+            )
+        if status.st_size > MAX_DATASET_BYTES:
+            raise DatasetError(_too_big(path, f"is {status.st_size:,} bytes"))
+        with open(path, "rb") as handle:
+            return _read_conversations(path, handle)
+    except OSError as err:
+        raise DatasetError(f"cannot read the dataset {path} ({err.strerror})") from None
+
+
+def _too_big(path: str, what: str) -> str:
+    return (
+        f"the dataset {path} {what}, over the limit of {MAX_DATASET_BYTES // 2**20} MiB ({MAX_DATASET_BYTES:,} "
+        "bytes); replay a sample of it (python -m pytest_autotuner.bench.datasets convert DUMP OUT --limit N)"
+    )
+
+
+def _read_conversations(path: str, handle: BinaryIO) -> tuple[Conversation, ...]:
     found = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
+    total = 0
+    for number in itertools.count(1):
+        line = handle.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            break
+        total += len(line)
+        if total > MAX_DATASET_BYTES:
+            raise DatasetError(_too_big(path, f"holds more than {MAX_DATASET_BYTES:,} bytes"))
+        if len(line) > MAX_LINE_BYTES:
+            raise DatasetError(
+                f"{path}:{number}: a line is over {MAX_LINE_BYTES // 2**20} MiB ({MAX_LINE_BYTES:,} bytes), the "
+                "limit of one conversation; is this a JSONL file of conversations?"
+            )
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DatasetError(f"cannot read the dataset {path} (line {number} is not UTF-8 text)") from None
+        if not text.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(text)
         except json.JSONDecodeError as err:
             raise DatasetError(f"{path}:{number}: not a JSON object per line (JSONL): {err.msg}") from None
         conversation = exchanges(obj)

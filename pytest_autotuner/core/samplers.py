@@ -60,7 +60,7 @@ Optuna's TPE already counts infeasible trials among the bad ones (see RESULTS.md
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -74,8 +74,9 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from pytest_autotuner.core.optuna_compat import TPEModel
-    from pytest_autotuner.core.space import SearchSpace
+    from pytest_autotuner.core.space import Dimension, SearchSpace
     from pytest_autotuner.core.spec import Optimization
+    from pytest_autotuner.core.trial import ParamValue
 
 __all__ = [
     "DEFAULT_STARTUP",
@@ -182,6 +183,16 @@ def _taken_keys(study: Study, trial: FrozenTrial, search_space: dict[str, BaseDi
     return keys
 
 
+def _internal(dim: Dimension, dist: BaseDistribution, values: Sequence[ParamValue]) -> list[float]:
+    """``values`` of ``dim`` in ``dist``'s internal representation. A list's value is its position, known
+    without a search (``to_internal_repr`` looks each up in the choices: 10,000 values would cost 10^8 steps)."""
+    from pytest_autotuner.core.space import Categorical
+
+    if isinstance(dim, Categorical) and values is dim.choices:
+        return [float(i) for i in range(len(values))]  # the distribution's choices are the list, in order
+    return [float(dist.to_internal_repr(v)) for v in values]
+
+
 def grid_candidates(space: SearchSpace, search_space: dict[str, BaseDistribution]) -> dict[str, np.ndarray]:
     """Every grid point of the sampled dimensions, as internal-representation arrays (for the estimators)."""
     import itertools
@@ -191,9 +202,55 @@ def grid_candidates(space: SearchSpace, search_space: dict[str, BaseDistribution
         dim = next(d for d in space.dimensions if d.name == name)
         values = dim.grid_values()
         assert values is not None, "only called for finite spaces"
-        axes.append([float(dist.to_internal_repr(v)) for v in values])
+        axes.append(_internal(dim, dist, values))
     points = np.array(list(itertools.product(*axes)), dtype=float).reshape(-1, len(axes))
     return {name: points[:, i] for i, name in enumerate(search_space)}
+
+
+#: A dp-size with more values than this has that many of them, evenly spread, as the twins of the fewer-replicas
+#: rule (each twin is a pass over the samples)
+_MAX_TWIN_VALUES = 64
+
+
+def _twin_choices(dim: Dimension, dist: BaseDistribution) -> list[float]:
+    """The dp-size values (internal) a sample's twin with more replicas may have: every value of a dimension of
+    up to ``_MAX_TWIN_VALUES``; of a longer one (a list of up to 10,000 values, a range of up to 10^15, never
+    listed) that many, evenly spread by replicas, the largest included, so the cost does not grow with the values.
+    Fewer twins exclude fewer points: never wrong, as the exclusion only steers proposals."""
+    from pytest_autotuner.core.space import Categorical
+
+    values = dim.grid_values()
+    if values is not None and len(values) <= _MAX_TWIN_VALUES:
+        return sorted(_internal(dim, dist, values))
+    if isinstance(dim, Categorical):  # positions (internal) of the numeric values, by replicas
+        internal = sorted(
+            (float(i) for i in range(len(dim.choices)) if _replicas(dist, float(i)) < math.inf),
+            key=lambda i: _replicas(dist, i),
+        )
+    elif values is None:  # a continuous range
+        internal = [float(v) for v in np.linspace(dim.low, dim.high, _MAX_TWIN_VALUES)]
+    else:
+        internal = [float(dist.to_internal_repr(values[int(i)])) for i in _spread(len(values), _MAX_TWIN_VALUES)]
+    if len(internal) > _MAX_TWIN_VALUES:
+        internal = [internal[i] for i in _spread(len(internal), _MAX_TWIN_VALUES)]
+    return sorted(set(internal))
+
+
+def _spread(n: int, most: int) -> list[int]:
+    """Up to ``most`` indices of 0..n-1, evenly spread, the first and the last included."""
+    picks = np.linspace(0, n - 1, min(n, most)).round().astype(int)
+    return list(dict.fromkeys(int(i) for i in picks))
+
+
+def _replicas(dist: BaseDistribution, internal: float) -> float:
+    """Data-parallel replicas of a dp-size sample (internal representation); inf when it is not a number."""
+    try:
+        value = dist.to_external_repr(internal)
+    except (IndexError, TypeError, ValueError):
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.inf
+    return float(value)
 
 
 def over_gpus(
@@ -470,10 +527,10 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
             if name is None:
                 return np.zeros(n, dtype=bool)
             dist = search_space[name]
-            values = next(d for d in self._space.dimensions if d.name == name).grid_values() or []
-            choices = sorted(float(dist.to_internal_repr(v)) for v in values)
-            replicas = {choice: float(dist.to_external_repr(choice)) for choice in choices}
-            own = np.array([replicas.get(round(float(v), 9), math.inf) for v in samples[name]])
+            choices = _twin_choices(next(d for d in self._space.dimensions if d.name == name), dist)
+            replicas = {choice: _replicas(dist, choice) for choice in choices}
+            distinct, where = np.unique(samples[name], return_inverse=True)  # each value converted once
+            own = np.array([_replicas(dist, float(v)) for v in distinct])[where.reshape(-1)]
             failed = [
                 key
                 for t in finished

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACCEPTED_FORMS",
+    "MAX_CELL_TOKENS",
+    "MAX_PROMPTS",
     "MAX_TOKENS_PER_REQUEST",
     "Conversations",
     "Scenario",
@@ -41,6 +43,13 @@ __all__ = [
 #: Input + output tokens one request of a scenario may need (for N: mean + 3 std each), 2^20: above the context
 #: of the models SGLang serves, and a bound on the prompt the client builds (a 300M-token prompt is GiBs).
 MAX_TOKENS_PER_REQUEST = 1 << 20
+#: Tokens (input + output) of all the requests of one cell, 2^27: the client builds a cell's prompts before the
+#: cell starts (some 4 bytes a token, then the JSON bodies), so this bounds its memory to about a GiB; 1,000
+#: requests of 128k tokens fit, as do 100 of 10^6.
+MAX_CELL_TOKENS = 1 << 27
+#: Distinct prompts of a shared-prefix scenario (``groups x prompts``): a cell sends at most
+#: ``max_requests_per_iteration`` (<= 10^6) requests, so more would never be sent.
+MAX_PROMPTS = 1_000_000
 
 ACCEPTED_FORMS = (
     "D(in,out) e.g. D(100,100); N(mean_in,std_in)/(mean_out,std_out) e.g. N(480,240)/(300,150); "
@@ -106,6 +115,10 @@ class Conversations:
         """Prompt tokens of turn ``turn`` (0-based) by the requested lengths: history plus the new message."""
         return self.system + turn * (self.input + self.output) + self.input
 
+    def history_tokens(self, turns: int) -> int:
+        """Prompt tokens of a session's first ``turns`` turns together (arithmetic: each resends the history)."""
+        return turns * (self.system + self.input) + (self.input + self.output) * turns * (turns - 1) // 2
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -134,6 +147,23 @@ class Scenario:
         ins_u = rng.integers(self.input[0], self.input[1], n, endpoint=True)
         outs_u = rng.integers(self.output[0], self.output[1], n, endpoint=True)
         return [(int(i), int(o)) for i, o in zip(ins_u, outs_u, strict=True)]
+
+    def cell_tokens(self, measured: int, warmups: int) -> int | None:
+        """Input + output tokens of the requests of a cell of ``measured`` requests and ``warmups`` warm-ups, by
+        the requested lengths (``N``: mean + 3 std), arithmetic; None for a dataset (its file is bounded)."""
+        if self.dataset is not None:
+            return None
+        if self.chat is not None:  # request i is turn i % turns; a warm-up is a first turn
+            chat = self.chat
+            sent = chat.requests(measured)
+            sessions, rest = divmod(sent, chat.turns)
+            return (
+                sessions * chat.history_tokens(chat.turns)
+                + chat.history_tokens(rest)
+                + (sent + warmups) * chat.output
+                + warmups * chat.prompt_tokens(0)
+            )
+        return (measured + warmups) * self.max_total_tokens
 
     @property
     def max_total_tokens(self) -> int:
@@ -204,7 +234,7 @@ def parse_scenario(text: str) -> Scenario:
 def _check_bounds(scenario: Scenario) -> None:
     if scenario.max_total_tokens > MAX_TOKENS_PER_REQUEST:
         raise ScenarioError(
-            f"{scenario.text!r}: a request may need {scenario.max_total_tokens:,} tokens (input + output), over the "
+            f"{scenario.text!r}: a request may need {longest_request(scenario)} tokens (input + output), over the "
             f"cap of {MAX_TOKENS_PER_REQUEST:,}; use counts within the model's context"
         )
     if scenario.kind == "D" and (scenario.input[0] < 1 or scenario.output[0] < 1):
@@ -225,8 +255,15 @@ def _shared_prefix(text: str, nums: list[int]) -> Scenario:
                 f"P({','.join(_SHARED_FIELDS)})) must be at least 1, got {value}"
             )
     groups, prompts, system, question, output = nums
+    if groups * prompts > MAX_PROMPTS:
+        raise ScenarioError(
+            f"{text!r}: `groups` x `prompts` = {groups} x {prompts} = {groups * prompts:,} distinct prompts, over "
+            f"the limit of {MAX_PROMPTS:,} (a cell sends at most 1,000,000 requests); use fewer groups or prompts"
+        )
     shared = SharedPrefix(groups, prompts, system, question)
-    return Scenario(text, "P", (system + question, 0), (output, 0), shared)
+    scenario = Scenario(text, "P", (system + question, 0), (output, 0), shared)
+    _check_bounds(scenario)
+    return scenario
 
 
 def _conversations(text: str, nums: list[int]) -> Scenario:
@@ -238,4 +275,6 @@ def _conversations(text: str, nums: list[int]) -> Scenario:
     sessions, turns, n_in, n_out, *rest = nums
     system, think_ms = rest if rest else (0, 0)
     chat = Conversations(sessions, turns, n_in, n_out, system, think_ms / 1000.0)
-    return Scenario(text, "C", (chat.prompt_tokens(turns - 1), 0), (n_out, 0), chat=chat)
+    scenario = Scenario(text, "C", (chat.prompt_tokens(turns - 1), 0), (n_out, 0), chat=chat)
+    _check_bounds(scenario)
+    return scenario

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_autotuner.core.gpu_pool import gpus_needed
+from pytest_autotuner.core.gpu_pool import PARALLEL_FLAGS, gpus_needed
 from pytest_autotuner.core.samplers import make_sampler
 from pytest_autotuner.core.sglang_defaults import defaults_in_space
 from pytest_autotuner.core.trial import Params
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from pytest_autotuner.core.scoring import TrialScore
-    from pytest_autotuner.core.space import SearchSpace
+    from pytest_autotuner.core.space import Dimension, SearchSpace
     from pytest_autotuner.core.spec import TaskSpec
 
 __all__ = [
@@ -76,6 +76,7 @@ logger = logging.getLogger(__name__)
 CONSTRAINT_KEY = "infeasible"
 _MAX_DUPLICATE_RETRIES = 4
 _MAX_UNHOSTABLE_DRAWS = 200  # proposals of unhostable configurations closed before giving up on one propose()
+_MAX_UNHOSTABLE_DRAWS_CLIPPED = 16  # ... when the hosted space is smaller than the spec's (``hosted_space``)
 #: Finite spaces up to this many points get a full seeded shuffle of their point indices (a list of ints).
 SHUFFLE_LIMIT = 100_000
 
@@ -318,6 +319,11 @@ class Search:
 
         self.spec = spec
         self.max_gpus = max_gpus
+        #: no configuration fits the runner (the fewest GPUs one needs is over ``max_gpus``): nothing to propose
+        self._fits_none = max_gpus is not None and fewest_gpus(space) > max_gpus
+        #: the space less the parallel sizes that alone need more GPUs than the runner has: grid and random
+        #: orders walk it, so a tp-size range of 1..10^9 on 2 GPUs does not walk 10^9 points to find a host
+        self._hosted = space if max_gpus is None or self._fits_none else hosted_space(space, max_gpus)
         self.space = space
         self.seed = seed
         self.strategy = spec.optimization.strategy
@@ -359,7 +365,7 @@ class Search:
         ``MAX_GRID_POINTS``) walks a seeded affine permutation of them. A random search on a larger space draws
         from the sampler, and the dedup in ``propose`` catches the (rare) repeats.
         """
-        size = self.space.grid_size
+        size = self._hosted.grid_size
         if self.strategy == "bayesian" or size is None:
             if self.strategy == "grid":
                 self.space.point(0)  # raises the "no grid" error with its fix
@@ -368,10 +374,10 @@ class Search:
         if size <= SHUFFLE_LIMIT:
             indices = list(range(size))
             rng.shuffle(indices)
-            return _GridOrder(self.space, indices)
+            return _GridOrder(self._hosted, indices)
         if self.strategy == "random":
             return None
-        return _GridOrder(self.space, _AffinePermutation(size, rng))
+        return _GridOrder(self._hosted, _AffinePermutation(size, rng))
 
     # -- what the runner can host ----------------------------------------------------------------------------
 
@@ -379,20 +385,45 @@ class Search:
         return self.max_gpus is None or gpus_needed(params) <= self.max_gpus
 
     def unhostable_note(self) -> str:
-        """One line per parameter value that alone needs more GPUs than the runner has ("" when none does):
-        ``tp-size=4 needs 4 GPUs; this runner has 2: skipped``."""
+        """One line per parameter value, or range of values, that alone needs more GPUs than the runner has (""
+        when none does): ``tp-size=4 needs 4 GPUs; this runner has 2: skipped``, ``tp-size=3..64 needs 3 to 64
+        GPUs; ...``. Arithmetic on ranges: a range of 10^9 values costs as little as one of 2."""
+        from pytest_autotuner.core.space import Categorical
+
         if self.max_gpus is None:
             return ""
+        have = self.max_gpus
         lines = []
+        if self._fits_none:
+            fewest = fewest_gpus(self.space)
+            lines.append(f"no configuration fits: each needs at least {fewest} GPUs; this runner has {have}")
         for dimension in self.space.dimensions:
-            for value in dimension.grid_values() or (getattr(dimension, "low", None), getattr(dimension, "high", None)):
-                if value is None:
-                    continue
-                needed = gpus_needed({dimension.name: value})
-                if needed > self.max_gpus:
+            if isinstance(dimension, Categorical):  # a list: at most MAX_CHOICES values, a line each up to 4
+                over = [(v, n) for v in dimension.choices if (n := gpus_needed({dimension.name: v})) > have]
+                if len(over) > 4:
+                    shown = ", ".join(str(v) for v, _ in over[:3])
+                    least, most = min(n for _, n in over), max(n for _, n in over)
                     lines.append(
-                        f"{dimension.name}={value} needs {needed} GPUs; this runner has {self.max_gpus}: skipped"
+                        f"{dimension.name}={shown}, ... ({len(over)} values) need {least} to {most} GPUs; this "
+                        f"runner has {have}: skipped"
                     )
+                    continue
+                for value, needed in over:
+                    lines.append(f"{dimension.name}={value} needs {needed} GPUs; this runner has {have}: skipped")
+                continue
+            # a parallel size needs int(value) GPUs, rising with the value: the values from the first one over
+            most = gpus_needed({dimension.name: dimension.high})
+            first = dimension.first_at_least(have + 1) if most > have else None
+            if first is None:
+                continue
+            least = gpus_needed({dimension.name: first})
+            if first == dimension.high:
+                lines.append(f"{dimension.name}={first} needs {least} GPUs; this runner has {have}: skipped")
+            else:
+                lines.append(
+                    f"{dimension.name}={first}..{dimension.high} needs {least} to {most} GPUs; this runner has "
+                    f"{have}: skipped"
+                )
         return "\n".join(lines)
 
     def _close_unhostable(self, trial: optuna.trial.Trial) -> None:
@@ -477,8 +508,13 @@ class Search:
         finished or running ahead of it (lower numbers) withdraws, so the study never overshoots its budget.
         """
         self._fail_stale_trials()
+        if self._fits_none:  # every draw would be closed unhostable (unhostable_note says why)
+            return None
         duplicates = 0
-        for _draw in range(_MAX_UNHOSTABLE_DRAWS):
+        # where a parallel size's range reaches past the runner's GPUs, a sampler's draws mostly land there: after
+        # a few, the fallback draws from the hosted space instead (each draw of a wide space costs a few ms)
+        draws = _MAX_UNHOSTABLE_DRAWS if self._hosted is self.space else _MAX_UNHOSTABLE_DRAWS_CLIPPED
+        for _draw in range(draws):
             if self._order is not None and not self._has_waiting_trial():
                 seen = self.claimed()
                 unseen = next((p for p in self._order if self.space.key(p) not in seen and self.hostable(p)), None)
@@ -568,15 +604,18 @@ class Search:
         return bool(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
     def _random_unseen(self, seen: dict[str, FrozenTrial]) -> Proposal | None:
-        size = self.space.grid_size
-        if size is None:
+        size = self._hosted.grid_size
+        if size is None and self._hosted is self.space:
             return Proposal.of(self._ask())
         rng = random.Random(self.seed + self.n_evaluated)
-        if size > SHUFFLE_LIMIT:  # too many to list: draw points until one is unseen (almost all are)
-            draws = (self.space.point(rng.randrange(size)) for _ in range(1000))
+        if size is None:  # continuous, with parallel sizes clipped to the GPUs: uniform draws within them
+            draws = (self._hosted.random_point(rng) for _ in range(1000))
+            choice = next((p for p in draws if self.space.key(p) not in seen and self.hostable(p)), None)
+        elif size > SHUFFLE_LIMIT:  # too many to list: draw points until one is unseen (almost all are)
+            draws = (self._hosted.point(rng.randrange(size)) for _ in range(1000))
             choice = next((p for p in draws if self.space.key(p) not in seen and self.hostable(p)), None)
         else:
-            unseen = [p for p in self.space.grid() if self.space.key(p) not in seen and self.hostable(p)]
+            unseen = [p for p in self._hosted.grid() if self.space.key(p) not in seen and self.hostable(p)]
             choice = rng.choice(unseen) if unseen else None
         if choice is None:
             return None
@@ -595,6 +634,51 @@ class Search:
         """Close a trial that was interrupted (Ctrl-C), so a resumed run proposes it again."""
         proposal.trial.set_user_attr("interrupted", reason)
         self.study.tell(proposal.trial, state=_fail_state())
+
+
+def _gpu_dimensions(space: SearchSpace) -> list[Dimension]:
+    """The dimensions ``gpus_needed`` reads: per parallel size, the first of its names in the space."""
+    dims = {dim.name: dim for dim in space.dimensions}
+    found = (next((dims[name] for name in aliases if name in dims), None) for aliases in PARALLEL_FLAGS.values())
+    return [dim for dim in found if dim is not None]
+
+
+def hosted_space(space: SearchSpace, max_gpus: int) -> SearchSpace:
+    """``space`` without the parallel-size values that alone need more than ``max_gpus`` GPUs (arithmetic on
+    ranges: their upper bound comes down; a listed value is dropped). Its points are points of ``space``; those
+    whose sizes together need too many GPUs are still there (``Search.hostable``). Call only when a
+    configuration fits (``fewest_gpus`` <= ``max_gpus``)."""
+    from pytest_autotuner.core.space import Categorical, FloatRange, IntRange, SearchSpace
+
+    clipped: dict[str, Dimension] = {}
+    for dim in _gpu_dimensions(space):
+        if isinstance(dim, Categorical):
+            clipped[dim.name] = Categorical(
+                dim.name, tuple(v for v in dim.choices if gpus_needed({dim.name: v}) <= max_gpus)
+            )
+        elif isinstance(dim, IntRange) and dim.high > max_gpus:
+            high = dim.low + (max_gpus - dim.low) // dim.step * dim.step
+            clipped[dim.name] = IntRange(dim.name, dim.low, high, dim.step, dim.log)
+        elif isinstance(dim, FloatRange) and dim.high >= max_gpus + 1:  # int(value) GPUs: below max_gpus + 1
+            below = math.nextafter(max_gpus + 1, -math.inf)
+            if dim.step is not None:
+                below = dim.low + math.floor((below - dim.low) / dim.step) * dim.step
+            clipped[dim.name] = FloatRange(dim.name, dim.low, max(dim.low, below), dim.step, dim.log)
+    return SearchSpace([clipped.get(dim.name, dim) for dim in space.dimensions])
+
+
+def fewest_gpus(space: SearchSpace) -> int:
+    """The fewest GPUs a configuration of ``space`` needs (``gpus_needed`` at each parallel size's smallest
+    value): arithmetic on ranges (a parallel size needs more GPUs as it grows), a look at each listed value."""
+    from pytest_autotuner.core.space import Categorical
+
+    fewest = 1
+    for dim in _gpu_dimensions(space):
+        if isinstance(dim, Categorical):
+            fewest *= min(gpus_needed({dim.name: value}) for value in dim.choices)
+        else:
+            fewest *= gpus_needed({dim.name: dim.low})
+    return fewest
 
 
 class _AffinePermutation(Sequence[int]):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -43,6 +44,14 @@ class IntRange:
     def grid_values(self) -> Sequence[ParamValue] | None:
         return range(self.low, self.high + 1, self.step)  # lazy: len and indexing without a list
 
+    def first_at_least(self, threshold: float) -> int | None:
+        """The smallest value of the range at or above ``threshold`` (arithmetic), None when there is none."""
+        if threshold > self.high:
+            return None
+        steps = max(0, math.ceil((threshold - self.low) / self.step))
+        value = self.low + steps * self.step
+        return value if value <= self.high else None
+
 
 @dataclass(frozen=True)
 class FloatRange:
@@ -56,6 +65,20 @@ class FloatRange:
         if self.step is None:
             return None  # continuous: no grid
         return _SteppedFloats(self.low, self.step, stepped_count(self.low, self.high, self.step))
+
+    def first_at_least(self, threshold: float) -> float | None:
+        """The smallest value of the range at or above ``threshold`` (arithmetic), None when there is none."""
+        if threshold > self.high:
+            return None
+        if threshold <= self.low:
+            return self.low
+        if self.step is None:
+            return float(threshold)
+        values = _SteppedFloats(self.low, self.step, stepped_count(self.low, self.high, self.step))
+        index = min(len(values) - 1, math.ceil((threshold - self.low) / self.step - 1e-9))
+        if values[index] < threshold and index + 1 < len(values):  # the quotient rounded a step short
+            index += 1
+        return values[index] if values[index] >= threshold else None
 
 
 def stepped_count(low: float, high: float, step: float) -> int:
@@ -146,6 +169,21 @@ class SearchSpace:
         size = math.prod(len(axis) for axis in axes)
         for index in range(size):
             yield self.point(index, axes)
+
+    def random_point(self, rng: random.Random) -> Params:
+        """A point drawn uniformly per dimension (log-uniformly on a log range), in O(dimensions)."""
+        point: dict[str, ParamValue] = {}
+        for dim in self.dimensions:
+            values = dim.grid_values()
+            if isinstance(dim, Categorical) or (values is not None and not dim.log):
+                assert values is not None
+                point[dim.name] = values[rng.randrange(len(values))]
+            elif dim.log:
+                drawn = math.exp(rng.uniform(math.log(dim.low), math.log(dim.high)))
+                point[dim.name] = min(max(round(drawn), dim.low), dim.high) if isinstance(dim, IntRange) else drawn
+            else:
+                point[dim.name] = rng.uniform(dim.low, dim.high)
+        return point
 
     def distributions(self) -> dict[str, BaseDistribution]:
         """Optuna distributions for ``study.ask``."""

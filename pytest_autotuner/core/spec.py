@@ -43,7 +43,7 @@ from pytest_autotuner.core.dataset import DatasetError, load_exchanges
 from pytest_autotuner.core.models import context_length_of
 from pytest_autotuner.core.objectives import OBJECTIVE_DEFS, objective_direction
 from pytest_autotuner.core.runtime_kinds import RUNTIME_KINDS, RuntimeKind
-from pytest_autotuner.core.scenarios import ScenarioError, longest_request, parse_scenario
+from pytest_autotuner.core.scenarios import MAX_CELL_TOKENS, ScenarioError, longest_request, parse_scenario
 from pytest_autotuner.core.sglang_args import SHIPPED_VERSIONS
 from pytest_autotuner.core.tokens import TokenizerError, load_tokenizer
 
@@ -552,11 +552,11 @@ class Benchmark(_Model):
     @field_validator("traffic_scenarios")
     @classmethod
     def _scenarios(cls, values: list[str]) -> list[str]:
-        for value in values:
+        for i, value in enumerate(values):
             try:
                 parse_scenario(value)
             except ScenarioError as err:
-                raise ValueError(str(err)) from None
+                raise ValueError(f"{_AT}{i}{_AT}{err}") from None
         return values
 
     @field_validator("num_concurrency")
@@ -578,14 +578,14 @@ class Benchmark(_Model):
     def _datasets_readable(self, info: ValidationInfo) -> Benchmark:
         context = info.context if isinstance(info.context, dict) else {}
         self._spec_dir = str(context.get("spec_dir", "."))
-        for text in self.traffic_scenarios:
+        for i, text in enumerate(self.traffic_scenarios):
             scenario = parse_scenario(text)
             if scenario.dataset is None:
                 continue
             try:
                 load_exchanges(str(Path(self._spec_dir, scenario.dataset).resolve()))
             except DatasetError as err:
-                raise ValueError(f"`traffic_scenarios` has {text!r}: {err}") from None
+                raise ValueError(f"{_AT}traffic_scenarios.{i}{_AT}{text!r}: {err}") from None
         return self
 
     @model_validator(mode="after")
@@ -893,6 +893,31 @@ class TaskSpec(_Model):
                     f"{_AT}benchmark.traffic_scenarios.{i}{_AT}{text!r}: a request needs up to "
                     f"{longest_request(scenario)} tokens, over the context length of {context:,} tokens of "
                     f"{_preview(self.model.id_or_path, 80)}; use shorter lengths"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _cells_are_bounded(self) -> TaskSpec:
+        """The client builds a cell's prompts before the cell starts: the tokens of a cell's requests (requests x
+        lengths, arithmetic) are bounded (``scenarios.MAX_CELL_TOKENS``)."""
+        bench = self.benchmark
+        measured, how = bench.max_requests_per_iteration, "`max_requests_per_iteration`"
+        if self.optimization.uses_capacity:
+            from pytest_autotuner.core.capacity import CapacityLimits
+
+            limits = CapacityLimits(**bench.capacity.model_dump()) if bench.capacity else CapacityLimits()
+            step = limits.step_requests(limits.max, measured)
+            if step > measured:
+                measured, how = step, "a capacity step at `benchmark.capacity.max`"
+        for i, text in enumerate(bench.traffic_scenarios):
+            scenario = parse_scenario(text)
+            tokens = scenario.cell_tokens(measured, bench.warmup_requests)
+            if tokens is not None and tokens > MAX_CELL_TOKENS:
+                raise ValueError(
+                    f"{_AT}benchmark.traffic_scenarios.{i}{_AT}{text!r}: a cell sends {measured:,} requests ({how}) "
+                    f"+ {bench.warmup_requests:,} warm-ups of up to {longest_request(scenario)} tokens: "
+                    f"{tokens:,} tokens in all, over the limit of {MAX_CELL_TOKENS:,} per cell (the client builds a "
+                    "cell's prompts in memory); use fewer requests per cell or shorter lengths"
                 )
         return self
 

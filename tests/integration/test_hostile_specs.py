@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -252,7 +254,7 @@ CASES: list[Case] = [
         "tokens-300M",
         "s.json",
         spec(benchmark={"traffic_scenarios": ["D(300000000,1)"]}),
-        ["benchmark.traffic_scenarios", "D(300000000,1)", "300,000,001", "1,048,576"],
+        ["benchmark.traffic_scenarios.0", "D(300000000,1)", "300,000,001", "1,048,576"],
     ),
     (
         "tokens-normal-tail",
@@ -380,8 +382,96 @@ CASES: list[Case] = [
     ),
     ("bayesian-1e9-loads", "s.json", spec(parameters={"x": {"low": 1, "high": 10**9}}), None),
     ("container-port-70000", "s.json", spec(docker={"container_port": 70_000}), ["docker.container_port", "65535"]),
+    # -- datasets (files made by DATASET_FILES) and generated traffic: bounded at collection
+    (
+        "dataset-dev-zero",
+        "s.json",
+        spec(benchmark={"traffic_scenarios": ["D(10,10)", "dataset(/dev/zero)"]}),
+        ["benchmark.traffic_scenarios.1", "'dataset(/dev/zero)'", "/dev/zero", "not a regular file", "64 MiB"],
+    ),
+    (
+        "dataset-fifo",
+        "s.json",
+        spec(benchmark={"traffic_scenarios": ["dataset(pipe.jsonl)"]}),
+        ["benchmark.traffic_scenarios.0", "pipe.jsonl", "not a regular file", "64 MiB"],
+    ),
+    (
+        "dataset-folder",
+        "s.json",
+        spec(benchmark={"traffic_scenarios": ["dataset(.)"]}),
+        ["benchmark.traffic_scenarios.0", "not a regular file"],
+    ),
+    (
+        "dataset-1gib",
+        "s.json",
+        spec(benchmark={"traffic_scenarios": ["dataset(big.jsonl)"]}),
+        ["benchmark.traffic_scenarios.0", "'dataset(big.jsonl)'", "big.jsonl", "1,073,741,824 bytes", "64 MiB"],
+    ),
+    (
+        "dataset-just-over",
+        "s.json",
+        spec(benchmark={"traffic_scenarios": ["dataset(over.jsonl)"]}),
+        ["benchmark.traffic_scenarios.0", "over.jsonl", "67,108,865 bytes", "64 MiB"],
+    ),
+    (
+        "dataset-9mib-line",
+        "s.json",
+        spec(benchmark={"traffic_scenarios": ["dataset(line.jsonl)"]}),
+        ["benchmark.traffic_scenarios.0", "line.jsonl:2", "8 MiB"],
+    ),
+    ("dataset-small-loads", "s.json", spec(benchmark={"traffic_scenarios": ["dataset(chat.jsonl)"]}), None),
+    (
+        "shared-prefix-1e16-prompts",
+        "s.json",
+        spec(benchmark={"traffic_scenarios": ["P(100000000,100000000,100000,100,100)"]}),
+        ["benchmark.traffic_scenarios.0", "`groups` x `prompts`", "1,000,000"],
+    ),
+    (
+        "shared-prefix-1e12-system",
+        "s.json",
+        spec(benchmark={"traffic_scenarios": ["P(1,1,999999999999,1,1)"]}),
+        ["benchmark.traffic_scenarios.0", "`system` + `question` + `output`", "1,048,576"],
+    ),
+    (
+        "chat-100000-turns",
+        "s.json",
+        spec(benchmark={"traffic_scenarios": ["C(1,100000,100,100)"]}),
+        ["benchmark.traffic_scenarios.0", "`turns`", "1,048,576"],
+    ),
+    (
+        "cell-1e6-requests-of-1e5-tokens",
+        "s.json",
+        spec(benchmark={"traffic_scenarios": ["D(100000,100)"], "max_requests_per_iteration": 1_000_000}),
+        ["benchmark.traffic_scenarios.0", "1,000,000 requests", "max_requests_per_iteration", "134,217,728"],
+    ),
     ("volume-bad-mode", "s.json", spec(docker={"volumes": {"/a": "/b:xx"}}), ["docker.volumes", ":ro"]),
 ]
+
+
+def _conversation_line(words: int) -> str:
+    turns = [{"from": "human", "value": "hi " * words}, {"from": "gpt", "value": "hello"}]
+    return json.dumps({"conversations": turns}) + "\n"
+
+
+def _sparse(size: int) -> Callable[[Path], None]:
+    def make(path: Path) -> None:
+        with path.open("wb") as handle:
+            handle.truncate(size)  # a hole: no disk, no time
+
+    return make
+
+
+#: Files a case's spec refers to, made next to it: (name, how)
+DATASET_FILES: dict[str, tuple[str, Callable[[Path], None]]] = {
+    "dataset-fifo": ("pipe.jsonl", lambda path: os.mkfifo(path)),
+    "dataset-1gib": ("big.jsonl", _sparse(2**30)),
+    "dataset-just-over": ("over.jsonl", _sparse(64 * 2**20 + 1)),
+    "dataset-9mib-line": (
+        "line.jsonl",
+        lambda path: path.write_text(_conversation_line(2) + _conversation_line(3_000_000)),
+    ),
+    "dataset-small-loads": ("chat.jsonl", lambda path: path.write_text(_conversation_line(5) * 3)),
+}
 
 #: Search spaces that must not be materialised: the search proposes a few configurations under the limit.
 SEARCH_CASES: list[tuple[str, dict[str, Any], str]] = [
@@ -444,6 +534,9 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
         path = folder / case_id / name
         path.parent.mkdir()
         path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+        if case_id in DATASET_FILES:
+            file_name, make = DATASET_FILES[case_id]
+            make(path.parent / file_name)
         jobs.append([case_id, "load", str(path)])
     for case_id, parameters, strategy in SEARCH_CASES:
         payload = {"task_name": case_id, "parameters": parameters, "optimization": {"strategy": strategy}}

@@ -86,7 +86,7 @@ def test_an_unreachable_slo_fails_with_the_table_and_exit_code_1(pytester: pytes
         ),
         (
             {"benchmark": {"traffic_scenarios": ["D(64;32)"]}},
-            "*`benchmark.traffic_scenarios`: 'D(64;32)' is not*",
+            "*`benchmark.traffic_scenarios.0`: 'D(64;32)' is not*",
         ),
         ({"parameters": {"tp-size": "1,2"}}, "*`parameters.tp-size`*"),
     ],

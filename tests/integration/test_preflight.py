@@ -65,3 +65,22 @@ def test_flags_the_simulator_does_not_model_run_and_the_report_says_they_had_no_
     assert environment["sglang_version"] == "0.5.23-sim"
     assert environment["no_effect_in_simulation"] == "speculative-algorithm (accepted by the simulator, not modelled)"
     assert environment["fingerprint"]["sglang_version"] == "0.5.23-sim"
+
+
+def test_a_range_of_300_million_values_starts_its_trials_at_once(pytester: pytest.Pytester) -> None:
+    # issue 28: the note on what the runner hosts walked every value of the range before the first trial (the
+    # strategies' first proposals on such spaces: tests/unit/test_space_bounds.py)
+    spec = sim_spec(
+        "wide",
+        parameters={"max-running-requests": {"low": 1, "high": 300_000_000}, "tp-size": {"low": 1, "high": 64}},
+        optimization={"strategy": "random", "max_iterations": 2, "timeout_per_iteration": 60, "confirm_runs": 1},
+        simulator={**FAST_SIM, "num_gpus": 2},
+    )
+    write_specs(pytester, wide=spec)
+    result = pytester.runpytest_subprocess("--autotune", "-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["*space of 19200000000 points*", "*tp-size=3..64 needs 3 to 64 GPUs; this runner has 2*"]
+    )
+    trial_lines = [line for line in result.stdout.str().splitlines() if line.strip().startswith("trial #")]
+    assert len(trial_lines) == 2

@@ -96,5 +96,5 @@ def test_a_missing_or_empty_dataset_is_a_spec_error_naming_field_and_value(
     with pytest.raises(SpecError) as err:
         load_spec(_spec(tmp_path, "dataset(chat.jsonl)"))
     text = str(err.value)
-    assert "`benchmark`" in text and "'dataset(chat.jsonl)'" in text and message in text
+    assert "`benchmark.traffic_scenarios.0`" in text and "'dataset(chat.jsonl)'" in text and message in text
     assert str(tmp_path / "chat.jsonl") in text

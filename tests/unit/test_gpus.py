@@ -175,3 +175,47 @@ def test_a_sampler_proposing_unhostable_points_gets_others_without_spending_the_
     unhostable = [t for t in search.study.get_trials() if "unhostable" in t.user_attrs]
     assert unhostable and all(t.user_attrs["unhostable"] > 1 for t in unhostable)
     assert len(session.records()[0]) == 4
+
+
+def _search(parameters: dict[str, object], strategy: str, max_gpus: int) -> Search:
+    s = spec(parameters=parameters, optimization={"strategy": strategy, "max_iterations": 8, "confirm_runs": 0,
+                                                  "start_from_defaults": False})  # fmt: skip
+    return Search(spec=s, space=SearchSpace.from_spec(s), storage=None, study_name="s", seed=1, max_gpus=max_gpus)
+
+
+def test_a_range_of_parallel_sizes_is_one_line_of_the_note() -> None:
+    search = _search({"tp-size": {"low": 1, "high": 300_000_000}, "dp-size": [1, 4]}, "random", 2)
+    assert search.unhostable_note().splitlines() == [
+        "tp-size=3..300000000 needs 3 to 300000000 GPUs; this runner has 2: skipped",
+        "dp-size=4 needs 4 GPUs; this runner has 2: skipped",
+    ]
+    listed = _search({"tp-size": list(range(1, 10_001))}, "random", 2)  # the longest list: one line too
+    assert listed.unhostable_note() == (
+        "tp-size=3, 4, 5, ... (9998 values) need 3 to 10000 GPUs; this runner has 2: skipped"
+    )
+    stepped = _search({"tp-size": {"low": 1, "high": 9, "step": 4}}, "grid", 4)  # 1, 5, 9
+    assert stepped.unhostable_note() == "tp-size=5..9 needs 5 to 9 GPUs; this runner has 4: skipped"
+
+
+@pytest.mark.parametrize("strategy", ["grid", "random", "bayesian"])
+def test_a_wide_parallel_range_proposes_what_fits_at_once(strategy: str) -> None:
+    # 500,000 tp sizes (x 2: the grid at its limit) on 2 GPUs: the proposals come from the two that fit
+    search = _search({"tp-size": {"low": 1, "high": 500_000}, "chunked-prefill-size": [512, 1024]}, strategy, 2)
+    proposed = []
+    for _ in range(4):
+        proposal = search.propose()
+        assert proposal is not None
+        proposed.append(proposal.params)
+        search.study.tell(proposal.trial, 1.0)
+    assert all(p["tp-size"] in (1, 2) for p in proposed)
+    assert len({(p["tp-size"], p["chunked-prefill-size"]) for p in proposed}) == 4  # each point that fits, once
+    assert search.propose() is None  # and then the space is spent
+
+
+def test_a_space_where_nothing_fits_proposes_nothing_and_says_why() -> None:
+    search = _search({"tp-size": {"low": 3, "high": 10**12}, "dp-size": [2, 4]}, "bayesian", 4)
+    assert search.unhostable_note().splitlines()[0] == (
+        "no configuration fits: each needs at least 6 GPUs; this runner has 4"
+    )
+    assert search.propose() is None
+    assert search.study.get_trials() == []  # no trial opened and closed to find out

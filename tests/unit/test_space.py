@@ -49,3 +49,12 @@ def test_distributions_contain_the_grid_points() -> None:
 def test_key_ignores_float_rounding_noise() -> None:
     space = SearchSpace.from_spec(spec(parameters={"mem": {"low": 0.5, "high": 0.9}}))
     assert space.key({"mem": 0.7}) == space.key({"mem": 0.7000000000001})
+
+
+def test_the_first_value_at_or_above_a_threshold_is_arithmetic() -> None:
+    assert IntRange("x", 1, 10**12).first_at_least(3) == 3
+    assert IntRange("x", 1, 9, 4).first_at_least(2) == 5  # 1, 5, 9
+    assert IntRange("x", 1, 9, 4).first_at_least(10) is None
+    assert FloatRange("x", 0.0, 1.0, 1e-12).first_at_least(0.5) == 0.5
+    assert FloatRange("x", 0.0, 1.0, 0.3).first_at_least(0.31) == 0.6
+    assert FloatRange("x", 1.0, 8.0).first_at_least(3) == 3.0 and FloatRange("x", 1.0, 8.0).first_at_least(9) is None

@@ -90,15 +90,15 @@ def test_slo_accepts_mean_or_percentile_blocks() -> None:
         ({"parameters": {"tp-size": []}}, "`parameters.tp-size`", "empty value list"),
         ({"parameters": {"tp-size": [1, "2"]}}, "`parameters.tp-size`", "mixes value types"),
         ({"parameters": {"--tp-size": [1]}}, "`parameters.--tp-size`", "write 'tp-size'"),
-        ({"benchmark": {"traffic_scenarios": ["D(100)"]}}, "`benchmark.traffic_scenarios`", "accepted forms"),
+        ({"benchmark": {"traffic_scenarios": ["D(100)"]}}, "`benchmark.traffic_scenarios.0`", "accepted forms"),
         (
             {"benchmark": {"traffic_scenarios": ["P(0,32,2000,100,100)"]}},
-            "`benchmark.traffic_scenarios`",
+            "`benchmark.traffic_scenarios.0`",
             "`groups` (field 1 of P(groups,prompts,system,question,output)) must be at least 1, got 0",
         ),
         (
             {"benchmark": {"traffic_scenarios": ["C(4,0,100,10)"]}},
-            "`benchmark.traffic_scenarios`",
+            "`benchmark.traffic_scenarios.0`",
             "`turns` (field 2 of C(sessions,turns,in,out,system,think_ms)) must be at least 1, got 0",
         ),
         (
