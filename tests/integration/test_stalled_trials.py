@@ -44,11 +44,11 @@ def test_a_server_that_stops_answering_fails_every_trial_as_stalled(pytester: py
     result.assert_outcomes(failed=1)
     assert result.ret == 1
     result.stdout.fnmatch_lines([
-        "*trial #* [[]1/2] chunked-prefill-size=* -> FAILED stalled (cell D(64,32) c=8: only * of * requests finished*",
+        "*trial #* [[]1/2] chunked-prefill-size=* -> FAILED stalled (cell D(64,32) c=8: *",
         "*trial #* [[]2/2] chunked-prefill-size=* -> FAILED stalled*",
         "*no configuration of 'hang-task' could be measured: all 2 trials failed*",
-        "*stalled x2: e.g. chunked-prefill-size=*: cell D(64,32) c=8: only * of * requests finished within "
-        "max_time_per_iteration (8 s); * still running: the server stopped answering*",
+        # the watchdog (silence on the simulator's clock) or the count rule, whichever sees it first
+        "*stalled x2: e.g. chunked-prefill-size=*: cell D(64,32) c=8: *the server*stopped answering*",
     ])  # fmt: skip
     results = json.loads((pytester.path / "reports" / "hang-task" / "results.json").read_text())
     assert results["passed"] is False and results["best"] is None
