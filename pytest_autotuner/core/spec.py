@@ -56,6 +56,8 @@ __all__ = [
     "STRATEGIES",
     "Benchmark",
     "CapacitySettings",
+    "CostSettings",
+    "DeploySettings",
     "DockerSettings",
     "ModelRef",
     "Optimization",
@@ -773,6 +775,61 @@ class DockerSettings(_Model):
         return _refuse_owned(value)
 
 
+_K8S_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+class DeploySettings(_Model):
+    """How the deploy files of the confirmed best are written (``pytest_autotuner/deploy``)."""
+
+    name: str | None = Field(
+        None,
+        pattern=_K8S_NAME,
+        description="Name of the Kubernetes Deployment, Service and Compose service (a DNS-1123 label); default: "
+        "the task name made one.",
+    )
+    namespace: str | None = Field(None, pattern=_K8S_NAME, description="Kubernetes namespace; default: none set.")
+    gpu_resource: str = Field(
+        "nvidia.com/gpu",
+        pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$",
+        description="The extended resource a pod requests GPUs by (tp-size x dp-size x pp-size of them).",
+    )
+    model_cache_claim: str | None = Field(
+        None,
+        pattern=_K8S_NAME,
+        description="PersistentVolumeClaim mounted as the model cache (the HF cache, or /model for a local model); "
+        "default: an emptyDir, downloaded again by every pod.",
+    )
+    hf_token_secret: str = Field(
+        "hf-token",
+        pattern=_K8S_NAME,
+        description="Kubernetes Secret whose `token` key becomes HF_TOKEN (optional: a public model needs none).",
+    )
+    folder: str | None = Field(
+        None,
+        description="The committed deploy files that --autotune-check compares with the baseline's configuration, "
+        "relative to the spec file; default: <spec stem>.deploy next to it (written with the baseline).",
+    )
+
+
+class CostSettings(_Model):
+    """What a GPU-hour costs: the cost of serving the best and of the tuning run, in the summary and report."""
+
+    gpu_hour: Annotated[float, Field(gt=0, le=1e6)] | dict[str, Annotated[float, Field(gt=0, le=1e6)]] = Field(
+        description='Price of one GPU-hour, or a table per GPU name (e.g. {"h100": 2.49, "a100-80g": 1.29}).',
+    )
+    currency: str = Field("USD", min_length=1, max_length=8)
+    source: str = Field(
+        "the spec's cost.gpu_hour", max_length=400, description="Where the price comes from (shown with it)."
+    )
+
+    @field_validator("gpu_hour")
+    @classmethod
+    def _table(cls, value: Any) -> Any:
+        if isinstance(value, dict) and not value:
+            raise ValueError("`cost.gpu_hour` is an empty table; give a price per GPU name or one number")
+        return value
+
+
 class RegressionSettings(_Model):
     """How a run is compared with its committed baseline."""
 
@@ -807,6 +864,8 @@ class TaskSpec(_Model):
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)  # type: ignore[arg-type]
     docker: DockerSettings = Field(default_factory=DockerSettings)  # type: ignore[arg-type]
     regression: RegressionSettings = Field(default_factory=RegressionSettings)  # type: ignore[arg-type]
+    deploy: DeploySettings = Field(default_factory=DeploySettings)  # type: ignore[arg-type]
+    cost: CostSettings | None = None
 
     @field_validator("task_name")
     @classmethod
