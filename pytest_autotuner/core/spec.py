@@ -807,8 +807,20 @@ class DeploySettings(_Model):
     folder: str | None = Field(
         None,
         description="The committed deploy files that --autotune-check compares with the baseline's configuration, "
-        "relative to the spec file; default: <spec stem>.deploy next to it (written with the baseline).",
+        "relative to the spec file, a folder named *.deploy (never collected as specs); default: <spec "
+        "stem>.deploy next to it (written with the baseline).",
     )
+
+    @field_validator("folder")
+    @classmethod
+    def _deploy_suffix(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).name.endswith(".deploy"):
+            raise ValueError(
+                f"`deploy.folder` is {_preview(value, 200)}; name a folder ending in .deploy (e.g. "
+                f"{_preview(str(Path(value).with_name(Path(value).name + '.deploy')), 200)}): the plugin never "
+                "collects files in such folders as specs"
+            )
+        return value
 
 
 class CostSettings(_Model):
