@@ -256,6 +256,12 @@ class Optimization(_Model):
         "the tuner then answers 'best per GPU', the number a fleet is sized by. Only for maximize_throughput and "
         "maximize_goodput.",
     )
+    per_dollar: bool = Field(
+        False,
+        description="With per_gpu and `cost.gpu_hour`: state the per-GPU objective per dollar too (requests or "
+        "output tokens per dollar at the price of the spec's GPU). The ranking is the per-GPU one: one price per "
+        "GPU-hour divides every configuration alike.",
+    )
     prune_margin: float | None = Field(
         0.5,
         gt=0,
@@ -1057,6 +1063,20 @@ class TaskSpec(_Model):
             raise ValueError(
                 f"{_AT}benchmark.capacity.load{_AT}`benchmark.capacity.load` is 'rate' but `traffic_scenarios` has "
                 f"the multi-turn scenario {chats[0]!r}, which runs closed loop only; use load 'concurrency'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _per_dollar_needs_a_price(self) -> TaskSpec:
+        opt = self.optimization
+        if opt.per_dollar and not (opt.per_gpu and self.cost is not None):
+            missing = " and ".join(
+                what for what, absent in (("`optimization.per_gpu`: true", not opt.per_gpu),
+                                          ("a `cost.gpu_hour` price", self.cost is None)) if absent
+            )  # fmt: skip
+            raise ValueError(
+                f"{_AT}optimization.per_dollar{_AT}`optimization.per_dollar` is true but the spec lacks {missing}; "
+                "per dollar is the per-GPU objective divided by the price of a GPU-hour"
             )
         return self
 

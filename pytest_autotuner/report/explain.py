@@ -27,6 +27,7 @@ __all__ = [
     "importance_block",
     "serving_cost_line",
     "time_breakdown",
+    "tradeoff_block",
 ]
 
 #: The deploy files' folder inside a report folder.
@@ -202,7 +203,30 @@ def cost_block(outcome: TaskOutcome) -> dict[str, Any] | None:
         gpus = gpus_needed(versus.trial.params)
         sides["defaults"] = [_serving_cost(c, gpus, price) for c in versus.confirmation.merged.cells if not c.ladder]
     hours = outcome.cost.gpu_seconds / 3600
-    return {**block, **sides, "tuning_run": {"gpu_hours": hours, "cost": hours * price}}
+    extra = {"per_dollar": _per_dollar(outcome, price)} if outcome.spec.optimization.per_dollar else {}
+    return {**block, **sides, **extra, "tuning_run": {"gpu_hours": hours, "cost": hours * price}}
+
+
+def _per_dollar(outcome: TaskOutcome, price: float) -> dict[str, Any] | None:
+    """``optimization.per_dollar``: the best's per-GPU objective at the price of a GPU-hour (a rate becomes an
+    amount per currency unit: tok/s per GPU -> output tokens per dollar)."""
+    from pytest_autotuner.core.scoring import OBJECTIVE_METRICS
+
+    best = outcome.best
+    if best is None or best.score.objective is None or not math.isfinite(best.score.objective):
+        return None
+    spec = outcome.spec
+    name = spec.optimization.objective
+    unit = OBJECTIVE_METRICS[name][1]
+    capacity = spec.benchmark.capacity
+    currency = spec.cost.currency if spec.cost else "USD"
+    value = float(best.score.objective)
+    if capacity is not None and capacity.load == "concurrency":
+        return {"objective": name, "value": value / price, "unit": f"concurrent requests per {currency}/hour"}
+    what = {"tok/s": "output tokens", "req/s": "requests"}.get(unit)
+    if what is None:
+        return {"objective": name, "value": value / price, "unit": f"{unit} per GPU per {currency}/hour"}
+    return {"objective": name, "value": value * 3600 / price, "unit": f"{what} per {currency}"}
 
 
 def _money(value: float | None, currency: str) -> str:
@@ -229,6 +253,9 @@ def serving_cost_line(outcome: TaskOutcome) -> str:
                 f"{'the ' if side == 'best' else ''}{side} {_money(row['per_million_output_tokens'], currency)} per "
                 f"1M output tokens, {_money(row['per_1000_requests'], currency)} per 1,000 requests at {row['cell']}"
             )
+    per_dollar = block.get("per_dollar")
+    if per_dollar:
+        parts.insert(0, f"{per_dollar['objective']} per dollar: {per_dollar['value']:,.4g} {per_dollar['unit']}")
     run = block["tuning_run"]
     tail = f"this tuning run {run['gpu_hours']:.2g} GPU-hours, {_money(run['cost'], currency)}"
     return f"{head}: " + "; ".join([*parts, tail])
@@ -241,4 +268,18 @@ def explained(outcome: TaskOutcome, importances: dict[str, float] | None = None)
         "importance": importance_block(outcome, importances),
         "time_breakdown": time_breakdown(outcome),
         "serving_cost": cost_block(outcome),
+        "tradeoff": tradeoff_block(outcome),
     }
+
+
+def tradeoff_block(outcome: TaskOutcome) -> dict[str, Any] | None:
+    """results.json's ``tradeoff``: tokens/s per user against tokens/s per GPU for every measured configuration
+    and load, and the frontier; None with one load only."""
+    from dataclasses import asdict
+
+    from pytest_autotuner.report.tradeoff import has_several_loads, tradeoff_frontier, tradeoff_points
+
+    if not has_several_loads(outcome):
+        return None
+    points = tradeoff_points(outcome)
+    return {"points": [asdict(p) for p in points], "frontier": [asdict(p) for p in tradeoff_frontier(points)]}

@@ -6,11 +6,16 @@ from __future__ import annotations
 import factories
 import pytest
 from factories import run_session, synthetic_evaluate
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from pytest_autotuner.core.metrics import BenchResult
 from pytest_autotuner.core.task import TaskOutcome
 from pytest_autotuner.report.data import MIN_IMPORTANCE_TRIALS, results_summary
 from pytest_autotuner.report.explain import gpu_price, serving_cost_line
+from pytest_autotuner.report.plots import render_plots
 from pytest_autotuner.report.text import summary_lines
+from pytest_autotuner.report.tradeoff import TradeoffPoint, tradeoff_frontier
 
 
 def session(iterations: int, **overrides: object) -> TaskOutcome:
@@ -75,3 +80,69 @@ def test_time_breakdown_splits_e2e_at_the_first_token(enough: TaskOutcome) -> No
     assert best["mean_waiting_and_prefill"] + best["mean_decode"] == pytest.approx(best["mean_e2e"])
     assert best["waiting_and_prefill_share"] == pytest.approx(0.1)  # the factory's TTFT is a tenth of E2E
     assert best["mean_in_flight"] > 0
+
+
+POINT = st.builds(
+    TradeoffPoint,
+    trial=st.integers(0, 5),
+    load=st.sampled_from(["c=1", "c=8"]),
+    per_gpu=st.floats(1, 1e4),
+    per_user=st.floats(1, 500),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(points=st.lists(POINT, max_size=30))
+def test_the_frontier_is_every_point_nothing_beats_on_both_axes(points: list[TradeoffPoint]) -> None:
+    front = tradeoff_frontier(points)
+
+    def beaten(p: TradeoffPoint) -> bool:
+        return any(
+            (q.per_gpu >= p.per_gpu and q.per_user >= p.per_user) and (q.per_gpu, q.per_user) != (p.per_gpu, p.per_user)
+            for q in points
+        )
+
+    assert {(p.per_gpu, p.per_user) for p in front} == {(p.per_gpu, p.per_user) for p in points if not beaten(p)}
+
+
+def test_the_tradeoff_plot_and_block_need_more_than_one_load() -> None:
+    one = session(3)
+    assert results_summary(one)["tradeoff"] is None
+    assert "tradeoff" not in {p.name for p in render_plots(one)}
+    spec = factories.spec(
+        optimization={"max_iterations": 3, "n_initial_random": 2}, benchmark={"num_concurrency": [2, 8]}
+    )
+    two = run_session(
+        spec,
+        lambda params, deadline: BenchResult([factories.cell(1.0, concurrency=2), factories.cell(2.0, concurrency=8)]),
+    )
+    block = results_summary(two)["tradeoff"]
+    assert {p["load"] for p in block["points"]} == {"c=2", "c=8"}
+    assert block["frontier"]
+    (plot,) = [p for p in render_plots(two) if p.name == "tradeoff"]
+    assert plot.uri is not None and plot.uri.startswith("data:image/png")
+
+
+def test_per_dollar_states_the_per_gpu_objective_at_the_price() -> None:
+    spec = factories.spec(
+        parameters={"chunked-prefill-size": [512, 1024, 2048]},
+        optimization={"objective": "maximize_throughput", "per_gpu": True, "per_dollar": True, "max_iterations": 3,
+                      "n_initial_random": 2},
+        cost={"gpu_hour": 2.0},
+    )  # fmt: skip
+    outcome = run_session(spec, synthetic_evaluate_chunks)
+    block = results_summary(outcome)["serving_cost"]["per_dollar"]
+    assert block["unit"] == "output tokens per USD"
+    assert block["value"] == pytest.approx(outcome.best.score.objective * 3600 / 2.0)
+    assert "maximize_throughput per dollar: " in serving_cost_line(outcome)
+
+
+def synthetic_evaluate_chunks(params: dict[str, object], deadline: object) -> BenchResult:
+    return factories.result(1.0 + int(str(params["chunked-prefill-size"])) / 4096)
+
+
+def test_per_dollar_without_a_price_or_per_gpu_is_refused_naming_what_is_missing() -> None:
+    with pytest.raises(ValueError, match=r"lacks a `cost.gpu_hour` price"):
+        factories.spec(optimization={"objective": "maximize_throughput", "per_gpu": True, "per_dollar": True})
+    with pytest.raises(ValueError, match=r"lacks `optimization.per_gpu`: true;"):
+        factories.spec(optimization={"objective": "maximize_throughput", "per_dollar": True}, cost={"gpu_hour": 1})
