@@ -14,6 +14,7 @@ from pytest_autotuner.report.data import MIN_IMPORTANCE_TRIALS, importance_trial
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.metrics import CellMetrics
+    from pytest_autotuner.core.session import Confirmation
     from pytest_autotuner.core.task import TaskOutcome
     from pytest_autotuner.core.trial import ParamValue
 
@@ -25,6 +26,7 @@ __all__ = [
     "explained",
     "gpu_price",
     "importance_block",
+    "measured_cells",
     "serving_cost_line",
     "time_breakdown",
     "tradeoff_block",
@@ -32,6 +34,17 @@ __all__ = [
 
 #: The deploy files' folder inside a report folder.
 DEPLOY_FOLDER = "deploy"
+
+
+def measured_cells(confirmation: Confirmation) -> list[CellMetrics]:
+    """A confirmation's cells at the loads it was measured at: its fixed cells; for a capacity search without
+    them, the ladder steps at the capacity each run found (the load the answer is stated at)."""
+    cells = confirmation.merged.cells
+    fixed = [c for c in cells if not c.ladder]
+    if fixed:
+        return fixed
+    capacities = {ladder.capacity for run in confirmation.runs for ladder in run.capacities}
+    return [c for c in cells if (c.request_rate if c.request_rate else c.concurrency) in capacities]
 
 
 # -- deploy -------------------------------------------------------------------------------------------------
@@ -118,12 +131,8 @@ def time_breakdown(outcome: TaskOutcome) -> dict[str, Any] | None:
     versus = outcome.defaults
     defaults = versus.confirmation if versus is not None and not versus.defaults_chosen else None
     rows: dict[str, dict[str, Any]] = {}
-    for side, result in (("best", best.merged), ("defaults", defaults.merged if defaults else None)):
-        if result is None:
-            continue
-        for cell in result.cells:
-            if cell.ladder:
-                continue
+    for side, confirmation in (("best", best), ("defaults", defaults)):
+        for cell in measured_cells(confirmation) if confirmation is not None else []:
             rows.setdefault(cell.label, {"cell": cell.label})[side] = _cell_breakdown(cell)
     lines = []
     for row in rows.values():
@@ -197,11 +206,11 @@ def cost_block(outcome: TaskOutcome) -> dict[str, Any] | None:
     sides: dict[str, list[dict[str, Any]]] = {}
     best = outcome.best
     if best is not None:
-        sides["best"] = [_serving_cost(c, gpus_needed(best.params), price) for c in best.merged.cells if not c.ladder]
+        sides["best"] = [_serving_cost(c, gpus_needed(best.params), price) for c in measured_cells(best)]
     versus = outcome.defaults
     if versus is not None and versus.confirmation is not None and not versus.defaults_chosen:
         gpus = gpus_needed(versus.trial.params)
-        sides["defaults"] = [_serving_cost(c, gpus, price) for c in versus.confirmation.merged.cells if not c.ladder]
+        sides["defaults"] = [_serving_cost(c, gpus, price) for c in measured_cells(versus.confirmation)]
     hours = outcome.cost.gpu_seconds / 3600
     extra = {"per_dollar": _per_dollar(outcome, price)} if outcome.spec.optimization.per_dollar else {}
     return {**block, **sides, **extra, "tuning_run": {"gpu_hours": hours, "cost": hours * price}}
@@ -255,7 +264,9 @@ def serving_cost_line(outcome: TaskOutcome) -> str:
             )
     per_dollar = block.get("per_dollar")
     if per_dollar:
-        parts.insert(0, f"{per_dollar['objective']} per dollar: {per_dollar['value']:,.4g} {per_dollar['unit']}")
+        value = per_dollar["value"]
+        shown = f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+        parts.insert(0, f"{per_dollar['objective']} per dollar: {shown} {per_dollar['unit']}")
     run = block["tuning_run"]
     tail = f"this tuning run {run['gpu_hours']:.2g} GPU-hours, {_money(run['cost'], currency)}"
     return f"{head}: " + "; ".join([*parts, tail])
