@@ -19,6 +19,7 @@ from pytest_autotuner.deploy.launch import (
     launch_argv,
     resource_name,
     shell_line,
+    spec_sglang_version,
 )
 
 if TYPE_CHECKING:
@@ -107,7 +108,8 @@ def docker_run_script(spec: TaskSpec, params: Mapping[str, ParamValue]) -> str:
     command = shell_line(launch_argv(spec, params), indent="  ")
     return (
         "#!/bin/sh\n"
-        f"# {spec.task_name}: the confirmed best configuration in {deploy_image(spec)}, written by pytest-autotuner.\n"
+        f"# {spec.task_name}: the confirmed best configuration in {deploy_image(spec)}, written by pytest-autotuner;\n"
+        f"# its flags were checked against SGLang {spec_sglang_version(spec)}'s argument table.\n"
         "# HF_TOKEN is passed through from this shell's environment (a public model needs none).\n"
         "set -eu\n" + " \\\n  ".join(options) + " \\\n  " + command + "\n"
     )
@@ -148,5 +150,8 @@ def compose_yaml(spec: TaskSpec, params: Mapping[str, ParamValue]) -> str:
         "retries": 3,
         "start_period": f"{int(spec.optimization.timeout_per_iteration)}s",
     }
-    header = f"# {spec.task_name}: the confirmed best configuration, written by pytest-autotuner.\n"
+    header = (
+        f"# {spec.task_name}: the confirmed best configuration, written by pytest-autotuner; its flags were\n"
+        f"# checked against SGLang {spec_sglang_version(spec)}'s argument table.\n"
+    )
     return header + yaml.safe_dump({"services": {resource_name(spec): service}}, sort_keys=False, width=120)

@@ -19,6 +19,7 @@ from pytest_autotuner.deploy.launch import (
     gpu_count,
     launch_argv,
     resource_name,
+    spec_sglang_version,
 )
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ def kubernetes_yaml(spec: TaskSpec, params: Mapping[str, ParamValue]) -> str:
     """The Deployment and Service as one multi-document YAML file."""
     header = (
         f"# {spec.task_name}: the confirmed best configuration ({gpu_count(params)} GPU(s): tp x dp x pp), "
-        "written by pytest-autotuner.\n"
+        f"written by pytest-autotuner; flags checked against SGLang {spec_sglang_version(spec)}.\n"
         f"# HF_TOKEN comes from the Secret {spec.deploy.hf_token_secret!r} (key `token`) when it exists.\n"
     )
     body = yaml.safe_dump_all(kubernetes_manifests(spec, params), sort_keys=False, width=120)

@@ -86,7 +86,15 @@ DOCKER = st.fixed_dictionaries(
             st.sampled_from(["1", "a b"]),
         ),
         "volumes": st.dictionaries(st.sampled_from(["/data/a", "~/weights"]), st.sampled_from(["/mnt/a", "/w:ro"])),
-        "extra_args": st.sampled_from([[], ["--enable-metrics"], ["--log-level", "warning"]]),
+        "extra_args": st.sampled_from(
+            [
+                [],
+                ["--enable-metrics"],
+                ["--log-level", "warning"],
+                ["--json-model-override-args", '{"rope_scaling": {"type": "yarn", "factor": 4}}'],
+                ["--served-model-name", "it's $HOME `x`"],
+            ]
+        ),
         "container_port": st.sampled_from([30000, 8080]),
     },
 )
