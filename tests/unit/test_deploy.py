@@ -67,6 +67,15 @@ def test_every_shipped_spec_gets_valid_deploy_files(path: Path) -> None:
     assert_valid(spec, first_configuration(spec))
 
 
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_every_value_of_every_shipped_spec_passes_the_launch_check(path: Path) -> None:
+    spec = load_spec(path)
+    first = first_configuration(spec)
+    for name, values in spec.parameters.items():
+        for value in values if isinstance(values, list) else [values.low, values.high]:
+            assert launch_problems(spec, {**first, name: value}) == [], (name, value)
+
+
 LAYOUT = st.fixed_dictionaries(
     {
         "tp-size": st.sampled_from([1, 2, 4, 8]),
