@@ -86,9 +86,11 @@ def importance_block(outcome: TaskOutcome, importances: dict[str, float] | None 
     trials, varied = importance_trials(outcome)
     block: dict[str, Any] = {"method": "fANOVA (optuna)", "trials": len(trials), "min_trials": MIN_IMPORTANCE_TRIALS}
     if len(trials) < MIN_IMPORTANCE_TRIALS or not varied:
-        why = f"only {len(trials)} feasible measured trial(s)" if trials or not varied else "no trials"
-        if len(trials) >= MIN_IMPORTANCE_TRIALS:
-            why = "no parameter varied among the feasible measured trials"
+        why = (
+            f"only {len(trials)} feasible measured trial(s)"
+            if len(trials) < MIN_IMPORTANCE_TRIALS
+            else "no parameter varied among the feasible measured trials"
+        )
         block["importances"] = None
         block["warning"] = (
             f"not enough trials for parameter importance: {why}; fANOVA needs at least {MIN_IMPORTANCE_TRIALS} "
