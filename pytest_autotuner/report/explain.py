@@ -146,9 +146,14 @@ def time_breakdown(outcome: TaskOutcome) -> dict[str, Any] | None:
                 f"token (the best {b['waiting_and_prefill_share']:.0%}); the best holds {ratio:.2g}x as many "
                 "requests at once"
             )
+    server = (
+        "the simulator's per-request timeline (/sim/timeline) is not collected yet"
+        if outcome.runtime == "sim"
+        else "SGLang's Prometheus metrics (--enable-metrics) are aggregates and are not read yet"
+    )
     return {
         "source": "client timings per request: time to first token (queueing and prefill together) and after it "
-        "(decode); queueing and prefill are not told apart (they would need the server's per-request timeline)",
+        f"(decode); queueing and prefill are not told apart: {server}",
         "cells": list(rows.values()),
         "lines": lines,
     }
