@@ -70,6 +70,8 @@ def _is_spec_file(config: pytest.Config, path: Path) -> bool:
         return False
     if path.name in _TOKENIZER_FILES:
         return False
+    if any(part.endswith(".deploy") for part in path.parent.parts):
+        return False  # committed deploy files (compose.yaml, kubernetes.yaml) next to their spec
     roots = config.stash[_options_key].spec_paths
     return any(path == root or root in path.parents for root in roots) or str(path) in config.args
 
@@ -162,6 +164,8 @@ class TuningItem(pytest.Item):
         spec = self.effective_spec()
         seed = int(spec.optimization.seed or 0)
         baseline = self._load_baseline()
+        if self.options.check and baseline is not None:
+            self._check_deploy_drift(spec, baseline)
         try:
             host = create_host(spec.runtime, spec, seed=seed)
         except RuntimeUnavailable as err:
@@ -176,6 +180,29 @@ class TuningItem(pytest.Item):
         finally:
             host.close()
         self._finish(outcome)
+
+    def _check_deploy_drift(self, spec: TaskSpec, baseline: Baseline) -> None:
+        """Check mode: the committed deploy files must still run the baseline's configuration (before any launch)."""
+        from pytest_autotuner.deploy import committed_folder, deploy_drift, read_deploy_folder
+
+        folder = committed_folder(spec, self.path)
+        files = read_deploy_folder(folder)
+        if not files:
+            return
+        where = self._where(folder)
+        problems = deploy_drift(spec, baseline.best_params, files, where)
+        if problems:
+            raise AutotuneFailure(
+                "\n".join(
+                    [
+                        f"{spec.task_name}: the committed deploy files in {where} no longer run the baseline's "
+                        f"configuration ({len(problems)} difference(s)); no server was launched",
+                        *(f"  - {p}" for p in problems),
+                        "Re-record both with --autotune-update-baseline, or fix the files to match the baseline.",
+                    ]
+                )
+            )
+        self._say(f"{spec.task_name}: deploy files in {where} match the baseline's configuration")
 
     def _preflight(self, spec: TaskSpec, host: RuntimeHost) -> None:
         """Read the server's argument table once and check every flag against it before the first launch."""
@@ -236,6 +263,7 @@ class TuningItem(pytest.Item):
             path = baseline_path(self.path)
             write_baseline(path, outcome.new_baseline)
             self._say(f"{outcome.spec.task_name}: baseline written to {path}")
+            self._write_committed_deploy(outcome.spec, outcome.new_baseline)
         elif outcome.baseline_note:
             self._say(f"{outcome.spec.task_name}: {outcome.baseline_note}")
         if outcome.baseline is not None and not outcome.baseline.compared and outcome.verdict.passed:
@@ -247,6 +275,16 @@ class TuningItem(pytest.Item):
         self._record_properties(outcome)
         if not outcome.verdict.passed:
             raise AutotuneFailure(outcome.verdict.explanation())
+
+    def _write_committed_deploy(self, spec: TaskSpec, baseline: Baseline) -> None:
+        """With the baseline, its configuration's deploy files next to the spec (what check mode compares)."""
+        from pytest_autotuner.deploy import committed_folder, deploy_files, write_deploy_folder
+
+        if spec.base_runtime != "sglang":
+            return
+        folder = committed_folder(spec, self.path)
+        write_deploy_folder(folder, deploy_files(spec, baseline.best_params))
+        self._say(f"{spec.task_name}: deploy files written to {folder}")
 
     def _record_history(self, outcome: TaskOutcome) -> tuple[list[HistoryEntry] | None, list[str]]:
         """Append this run to ``--autotune-history`` and read the spec's history back (None without the option).

@@ -56,6 +56,8 @@ __all__ = [
     "STRATEGIES",
     "Benchmark",
     "CapacitySettings",
+    "CostSettings",
+    "DeploySettings",
     "DockerSettings",
     "ModelRef",
     "Optimization",
@@ -253,6 +255,12 @@ class Optimization(_Model):
         description="Divide throughput and goodput by the GPUs a configuration uses (tp-size x dp-size x pp-size): "
         "the tuner then answers 'best per GPU', the number a fleet is sized by. Only for maximize_throughput and "
         "maximize_goodput.",
+    )
+    per_dollar: bool = Field(
+        False,
+        description="With per_gpu and `cost.gpu_hour`: state the per-GPU objective per dollar too (requests or "
+        "output tokens per dollar at the price of the spec's GPU). The ranking is the per-GPU one: one price per "
+        "GPU-hour divides every configuration alike.",
     )
     prune_margin: float | None = Field(
         0.5,
@@ -773,6 +781,73 @@ class DockerSettings(_Model):
         return _refuse_owned(value)
 
 
+_K8S_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+class DeploySettings(_Model):
+    """How the deploy files of the confirmed best are written (``pytest_autotuner/deploy``)."""
+
+    name: str | None = Field(
+        None,
+        pattern=_K8S_NAME,
+        description="Name of the Kubernetes Deployment, Service and Compose service (a DNS-1123 label); default: "
+        "the task name made one.",
+    )
+    namespace: str | None = Field(None, pattern=_K8S_NAME, description="Kubernetes namespace; default: none set.")
+    gpu_resource: str = Field(
+        "nvidia.com/gpu",
+        pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$",
+        description="The extended resource a pod requests GPUs by (tp-size x dp-size x pp-size of them).",
+    )
+    model_cache_claim: str | None = Field(
+        None,
+        pattern=_K8S_NAME,
+        description="PersistentVolumeClaim mounted as the model cache (the HF cache, or /model for a local model); "
+        "default: an emptyDir, downloaded again by every pod.",
+    )
+    hf_token_secret: str = Field(
+        "hf-token",
+        pattern=_K8S_NAME,
+        description="Kubernetes Secret whose `token` key becomes HF_TOKEN (optional: a public model needs none).",
+    )
+    folder: str | None = Field(
+        None,
+        description="The committed deploy files that --autotune-check compares with the baseline's configuration, "
+        "relative to the spec file, a folder named *.deploy (never collected as specs); default: <spec "
+        "stem>.deploy next to it (written with the baseline).",
+    )
+
+    @field_validator("folder")
+    @classmethod
+    def _deploy_suffix(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).name.endswith(".deploy"):
+            raise ValueError(
+                f"`deploy.folder` is {_preview(value, 200)}; name a folder ending in .deploy (e.g. "
+                f"{_preview(str(Path(value).with_name(Path(value).name + '.deploy')), 200)}): the plugin never "
+                "collects files in such folders as specs"
+            )
+        return value
+
+
+class CostSettings(_Model):
+    """What a GPU-hour costs: the cost of serving the best and of the tuning run, in the summary and report."""
+
+    gpu_hour: Annotated[float, Field(gt=0, le=1e6)] | dict[str, Annotated[float, Field(gt=0, le=1e6)]] = Field(
+        description='Price of one GPU-hour, or a table per GPU name (e.g. {"h100": 2.49, "a100-80g": 1.29}).',
+    )
+    currency: str = Field("USD", min_length=1, max_length=8)
+    source: str = Field(
+        "the spec's cost.gpu_hour", max_length=400, description="Where the price comes from (shown with it)."
+    )
+
+    @field_validator("gpu_hour")
+    @classmethod
+    def _table(cls, value: Any) -> Any:
+        if isinstance(value, dict) and not value:
+            raise ValueError("`cost.gpu_hour` is an empty table; give a price per GPU name or one number")
+        return value
+
+
 class RegressionSettings(_Model):
     """How a run is compared with its committed baseline."""
 
@@ -807,6 +882,8 @@ class TaskSpec(_Model):
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)  # type: ignore[arg-type]
     docker: DockerSettings = Field(default_factory=DockerSettings)  # type: ignore[arg-type]
     regression: RegressionSettings = Field(default_factory=RegressionSettings)  # type: ignore[arg-type]
+    deploy: DeploySettings = Field(default_factory=DeploySettings)  # type: ignore[arg-type]
+    cost: CostSettings | None = None
 
     @field_validator("task_name")
     @classmethod
@@ -986,6 +1063,20 @@ class TaskSpec(_Model):
             raise ValueError(
                 f"{_AT}benchmark.capacity.load{_AT}`benchmark.capacity.load` is 'rate' but `traffic_scenarios` has "
                 f"the multi-turn scenario {chats[0]!r}, which runs closed loop only; use load 'concurrency'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _per_dollar_needs_a_price(self) -> TaskSpec:
+        opt = self.optimization
+        if opt.per_dollar and not (opt.per_gpu and self.cost is not None):
+            missing = " and ".join(
+                what for what, absent in (("`optimization.per_gpu`: true", not opt.per_gpu),
+                                          ("a `cost.gpu_hour` price", self.cost is None)) if absent
+            )  # fmt: skip
+            raise ValueError(
+                f"{_AT}optimization.per_dollar{_AT}`optimization.per_dollar` is true but the spec lacks {missing}; "
+                "per dollar is the per-GPU objective divided by the price of a GPU-hour"
             )
         return self
 

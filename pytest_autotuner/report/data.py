@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CELL_COLUMNS",
+    "MIN_IMPORTANCE_TRIALS",
     "environment",
+    "importance_trials",
     "param_importances",
     "pareto_block",
     "pareto_front",
@@ -263,6 +265,8 @@ def _token_counting(outcome: TaskOutcome) -> dict[str, str]:
 
 def results_summary(outcome: TaskOutcome) -> dict[str, Any]:
     """The machine-readable summary written as results.json."""
+    from pytest_autotuner.report.explain import explained  # it reads this module's importance helpers
+
     spec = outcome.spec
     best = outcome.best
     trials = outcome.trials
@@ -318,6 +322,7 @@ def results_summary(outcome: TaskOutcome) -> dict[str, Any]:
             },
             "stopped_early": outcome.stopped_early,
             "environment": environment(outcome),
+            **explained(outcome),
         }
     )
 
@@ -345,14 +350,19 @@ def _defaults_block(outcome: TaskOutcome) -> dict[str, Any] | None:
     }
 
 
-def param_importances(outcome: TaskOutcome, *, min_trials: int = 6) -> dict[str, float] | None:
-    """fANOVA importances over the feasible measured trials; None when there are too few to say anything."""
+#: The fewest feasible measured trials the fANOVA importance is computed from; below it the report says so.
+MIN_IMPORTANCE_TRIALS = 6
+
+
+def importance_trials(outcome: TaskOutcome) -> tuple[list[Any], list[str]]:
+    """(the feasible measured trials as Optuna trials of the spec's space, the parameters that varied among
+    them): what the fANOVA importance rests on."""
     import optuna
 
     try:
         distributions = SearchSpace.from_spec(outcome.spec).distributions()
     except Exception:
-        return None
+        return [], []
     trials = []
     for record in outcome.trials:
         if not (record.measured and record.feasible and math.isfinite(record.value)):
@@ -366,6 +376,14 @@ def param_importances(outcome: TaskOutcome, *, min_trials: int = 6) -> dict[str,
         except ValueError:
             continue
     varied = [n for n in distributions if len({repr(t.params[n]) for t in trials}) > 1]
+    return trials, varied
+
+
+def param_importances(outcome: TaskOutcome, *, min_trials: int = MIN_IMPORTANCE_TRIALS) -> dict[str, float] | None:
+    """fANOVA importances over the feasible measured trials; None when there are too few to say anything."""
+    import optuna
+
+    trials, varied = importance_trials(outcome)
     if len(trials) < min_trials or not varied:
         return None
     study = optuna.create_study(direction=outcome.spec.optimization.direction)

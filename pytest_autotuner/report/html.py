@@ -301,6 +301,7 @@ def render_report(
                 "duplicates": result.duplicates_skipped,
             },
             cost_text=cost_line(result),
+            explained=_explained_context(result),
             failure_groups=_failure_groups(result),
             environment=environment(result),
             stopped_early=result.stopped_early,
@@ -323,10 +324,51 @@ def write_report(
     summary = results_summary(result)
     write_atomically(folder / "results.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     write_atomically(folder / "trials.csv", trials_frame(result).to_csv(index=False))
+    _write_deploy(result, folder)
     page = folder / "index.html"
     write_atomically(page, render_report(result, history, history_skipped))
     logger.info("report of %s written to %s", result.spec.task_name, page)
     return page
+
+
+def _write_deploy(result: TaskOutcome, folder: Path) -> None:
+    """The confirmed best's deploy files in ``folder/deploy`` (results.json and the page link them)."""
+    from pytest_autotuner.deploy import deploy_files, write_deploy_folder
+    from pytest_autotuner.report.explain import DEPLOY_FOLDER, deploy_params
+
+    params = deploy_params(result)
+    if params is not None:
+        write_deploy_folder(folder / DEPLOY_FOLDER, deploy_files(result.spec, params))
+
+
+def _explained_context(result: TaskOutcome) -> dict[str, Any]:
+    """The page's deploy links, time breakdown and serving cost (``explain.py``)."""
+    from pytest_autotuner.report.explain import cost_block, deploy_block, serving_cost_line, time_breakdown
+
+    breakdown = time_breakdown(result)
+    rows = []
+    for row in breakdown["cells"] if breakdown else []:
+        for side in ("best", "defaults"):
+            cell = row.get(side)
+            if cell is None:
+                continue
+            share = cell["waiting_and_prefill_share"]
+            rows.append(
+                {
+                    "cell": row["cell"],
+                    "side": side,
+                    "e2e": format_seconds(cell["mean_e2e"]),
+                    "before_first": format_seconds(cell["mean_waiting_and_prefill"]),
+                    "decode": format_seconds(cell["mean_decode"]),
+                    "share": "n/a" if share is None else f"{share:.0%}",
+                    "in_flight": _number(cell["mean_in_flight"]),
+                }
+            )
+    return {
+        "deploy": deploy_block(result),
+        "breakdown": None if breakdown is None else {**breakdown, "rows": rows},
+        "serving_cost": serving_cost_line(result) if cost_block(result) is not None else "",
+    }
 
 
 def _comparison_groups(results: list[TaskOutcome]) -> list[list[TaskOutcome]]:

@@ -334,10 +334,13 @@ def render_plots(result: TaskOutcome) -> list[PlotImage]:
     started = time.perf_counter()
     importances = param_importances(result)
     importance_s = time.perf_counter() - started
+    from pytest_autotuner.report.explain import importance_block
+    from pytest_autotuner.report.tradeoff import has_several_loads, tradeoff_figure
+
+    warning = importance_block(result, importances)["warning"] if not importances else ""
     importance = _timed("importance", "Parameter importance",
                         lambda: importance_figure(importances) if importances else None,
-                        "not enough trials: importance needs at least 6 feasible measured trials with varied "
-                        "parameters")  # fmt: skip
+                        warning or "the importance could not be computed")  # fmt: skip
     plots = [
         _timed("convergence", "Convergence (score per trial)", lambda: convergence_figure(result), "no trials",
                wide=True),
@@ -345,6 +348,8 @@ def render_plots(result: TaskOutcome) -> list[PlotImage]:
                   "no measured trials", wide=True)] if result.pareto is not None else []),
         dataclasses.replace(importance, seconds=importance.seconds + importance_s),
         _timed("pareto", "Latency against throughput", lambda: pareto_figure(result), "no measured trials"),
+        *([_timed("tradeoff", "Tokens/s per user against tokens/s per GPU", lambda: tradeoff_figure(result),
+                  "no cell with a throughput and a TPOT")] if has_several_loads(result) else []),
         _timed("parameters", "Objective against each parameter (blue: meets SLOs, orange: misses)",
                lambda: parameter_figure(result), "no measured trials", wide=True),
     ]  # fmt: skip

@@ -257,6 +257,11 @@ def summary_lines(outcome: TaskOutcome, report_path: str | None) -> list[str]:
     if failed:
         lines.append("  failed trials: " + ", ".join(f"{k} x{v}" for k, v in failed))
     lines.append(f"  {cost_line(outcome)}")
+    from pytest_autotuner.report.explain import serving_cost_line  # explain reads data, which reads this module
+
+    serving = serving_cost_line(outcome)
+    if serving:
+        lines.append(f"  {serving}")
     lines.append(f"  baseline: {baseline_text(outcome)}")
     if outcome.baseline is not None:
         for change in outcome.baseline.improvements:

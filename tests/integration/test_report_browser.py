@@ -81,6 +81,37 @@ def test_report_page_loads_offline_without_errors_or_injected_script(
     assert seen["screenshot"].stat().st_size > 10_000
 
 
+async def deploy_links_and_text(chromium: str, profile: Path, page: Path) -> tuple[list[str], list[str], str]:
+    async with headless_chromium(chromium, profile) as port, load_page(port, page.as_uri()) as loaded:
+        links = await loaded.page.evaluate("[...document.querySelectorAll('#deploy a')].map(a => a.href)")
+        text = await loaded.page.evaluate("document.body.innerText")
+        return loaded.page.console_errors(), links, text
+
+
+def test_report_shows_deploy_files_time_breakdown_and_importance(chromium: str, tmp_path: Path) -> None:
+    result = hostile_session()
+    page = write_report(result, tmp_path / "reports")
+    errors, links, text = asyncio.run(asyncio.wait_for(deploy_links_and_text(chromium, tmp_path / "p", page), 45))
+    assert errors == []
+    targets = [Path(unquote(urlparse(link).path)) for link in links]
+    assert [t.name for t in targets] == ["launch.sh", "docker-run.sh", "compose.yaml", "kubernetes.yaml"]
+    assert all(t.is_file() and t.parent == page.parent / "deploy" for t in targets)
+    assert "python3 -m sglang.launch_server --model-path llama-3-2-1b-instruct" in text
+    assert "Where a request's time goes: the best and SGLang's defaults" in text
+    assert "before first token (queue + prefill)" in text
+    assert "Parameter importance" in text and "not enough trials" not in text  # 8 feasible trials: drawn
+
+
+def test_report_says_when_too_few_trials_for_importance(chromium: str, tmp_path: Path) -> None:
+    spec = factories.spec(task_name="few", optimization={"max_iterations": 3, "n_initial_random": 2})
+    result = run_task(spec, TaskOptions(seed=1, study_name="few"), lambda p, d: factories.result(1.0), None)
+    page = write_report(result, tmp_path / "reports")
+    errors, _links, text = asyncio.run(asyncio.wait_for(deploy_links_and_text(chromium, tmp_path / "p", page), 45))
+    assert errors == []
+    assert "not enough trials for parameter importance: only " in text
+    assert "fANOVA needs at least 6 feasible measured trials" in text
+
+
 def test_index_page_links_resolve_in_the_browser(chromium: str, tmp_path: Path) -> None:
     result = hostile_session()
     reports = tmp_path / "reports"

@@ -19,6 +19,7 @@ from pytest_autotuner.core.space import SearchSpace
 from pytest_autotuner.core.task import TaskOutcome
 from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
 from pytest_autotuner.core.verdict import decide
+from pytest_autotuner.deploy import DEPLOY_FILES
 from pytest_autotuner.report import write_report
 
 
@@ -46,10 +47,17 @@ def all_failed() -> TaskOutcome:
     )
 
 
-def test_writes_page_csv_and_json_into_the_task_folder(mixed: TaskOutcome, tmp_path: Path) -> None:
+def test_writes_page_csv_json_and_deploy_files_into_the_task_folder(mixed: TaskOutcome, tmp_path: Path) -> None:
     page = write_report(mixed, tmp_path)
     assert page == tmp_path / "mixed" / "index.html"
-    assert {p.name for p in page.parent.iterdir()} == {"index.html", "trials.csv", "results.json"}
+    assert {p.name for p in page.parent.iterdir()} == {"index.html", "trials.csv", "results.json", "deploy"}
+    assert sorted(p.name for p in (page.parent / "deploy").iterdir()) == sorted(DEPLOY_FILES)
+
+
+def test_a_session_without_a_best_writes_no_deploy_folder(all_failed: TaskOutcome, tmp_path: Path) -> None:
+    page = write_report(all_failed, tmp_path)
+    assert not (page.parent / "deploy").exists()
+    assert json.loads((page.parent / "results.json").read_text())["deploy"] is None
 
 
 def test_leaves_the_study_journal_in_place(mixed: TaskOutcome, tmp_path: Path) -> None:

@@ -1,0 +1,85 @@
+"""The trade-off serving people read: output tokens/s per user (1 / mean TPOT) against output tokens/s per GPU,
+one point per measured configuration and load, the frontier marked (where no point is better on both)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pytest_autotuner.core.gpu_pool import gpus_needed
+from pytest_autotuner.report.plots import BLUE, GREEN, GREY, RED, _figure, _style
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from pytest_autotuner.core.task import TaskOutcome
+
+__all__ = ["TradeoffPoint", "has_several_loads", "tradeoff_figure", "tradeoff_frontier", "tradeoff_points"]
+
+
+@dataclass(frozen=True)
+class TradeoffPoint:
+    """One measured (configuration, load): its throughput per GPU and the decode speed one user sees."""
+
+    trial: int
+    load: str
+    per_gpu: float  # output tokens/s per GPU
+    per_user: float  # output tokens/s per user: 1 / mean TPOT
+
+
+def has_several_loads(result: TaskOutcome) -> bool:
+    """More than one concurrency or request rate was measured (fixed cells or a capacity ladder's steps)."""
+    loads = {(c.key.concurrency, c.key.rate) for t in result.trials for c in t.cells}
+    return len(loads) > 1
+
+
+def tradeoff_points(result: TaskOutcome) -> list[TradeoffPoint]:
+    """Every measured trial's cells with a throughput and a TPOT."""
+    points = []
+    for trial in result.trials:
+        if not trial.measured:
+            continue
+        gpus = gpus_needed(trial.params)
+        for cell in trial.cells:
+            tpot = cell.value("tpot", "mean")
+            if cell.output_throughput > 0 and math.isfinite(tpot) and tpot > 0:
+                load = f"rate {cell.key.rate:g}" if cell.key.rate else f"c={cell.key.concurrency}"
+                points.append(TradeoffPoint(trial.number, load, cell.output_throughput / gpus, 1 / tpot))
+    return points
+
+
+def tradeoff_frontier(points: list[TradeoffPoint]) -> list[TradeoffPoint]:
+    """The points no other point beats on both axes, by throughput per GPU (highest first)."""
+    front: list[TradeoffPoint] = []
+    for point in sorted(points, key=lambda p: (-p.per_gpu, -p.per_user)):
+        if not front or point.per_user > front[-1].per_user:
+            front.append(point)
+    return front
+
+
+def tradeoff_figure(result: TaskOutcome) -> Figure | None:
+    """Tokens/s per user against tokens/s per GPU; the frontier in red, the best's points starred."""
+    points = tradeoff_points(result)
+    if not points:
+        return None
+    front = tradeoff_frontier(points)
+    fig = _figure(5.0, 3.4)
+    ax = fig.add_subplot()
+    _style(ax)
+    ax.scatter([p.per_gpu for p in points], [p.per_user for p in points], s=14, color=GREY,
+               label="configuration x load")  # fmt: skip
+    ax.plot([p.per_gpu for p in front], [p.per_user for p in front], "-o", color=RED, markersize=4, linewidth=1.4,
+            label="frontier")  # fmt: skip
+    best = result.best.source_trial if result.best is not None else None
+    mine = [p for p in points if p.trial == best]
+    if mine:
+        ax.scatter([p.per_gpu for p in mine], [p.per_user for p in mine], marker="*", s=140, color=GREEN, zorder=5,
+                   label="best, at each load")  # fmt: skip
+        for p in mine:
+            ax.annotate(p.load, (p.per_gpu, p.per_user), fontsize=7, color=BLUE, xytext=(4, 4),
+                        textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("output tokens/s per GPU")
+    ax.set_ylabel("output tokens/s per user (1 / TPOT)")
+    ax.legend(fontsize=7, frameon=False)
+    return fig
