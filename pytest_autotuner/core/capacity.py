@@ -67,11 +67,18 @@ __all__ = [
     "CEILING_MARGIN",
     "CapacityLimits",
     "CapacityResult",
+    "Interval",
     "LadderSearch",
     "Step",
+    "capacity_spread",
     "goodput_limits",
     "judge_step",
+    "ladder_resolution",
     "mean_capacity",
+    "mean_interval",
+    "percentile_interval",
+    "sized_step_requests",
+    "step_seed",
 ]
 
 MIN_STEP_REQUESTS = 20  #: requests of a rate step, at least (tail percentiles need samples)
@@ -228,13 +235,14 @@ class Step:
         if self.extend:
             straddling = [i.describe() for i in self.intervals if i.outcome == "straddles"]
             return "uncertain, measuring again: " + "; ".join(straddling)
+        again = f" (measured {self.repeats}x: the first straddled)" if self.repeats > 1 else ""
         if self.holds:
             if not self.decided:
                 return f"held on the point estimate after {self.repeats} measurements (intervals still straddle)"
-            return "held: every interval within its threshold"
+            return f"held: every interval within its threshold{again}"
         if not self.decided:
             return f"broke on the point estimate after {self.repeats} measurements: {self.reason}"
-        return f"broke: {self.reason}"
+        return f"broke: {self.reason}{again}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -287,6 +295,16 @@ class CapacityResult:
         return max(held) if held else 0.0
 
     @property
+    def resolution(self) -> float:
+        """How far above the answer the truth may lie: the lowest load that broke above it over the answer, minus
+        1 (the bracket bisection left; 0.0 at the ceiling, inf when nothing held)."""
+        capacity = self.capacity
+        above = [s.load for s in self.steps if not s.holds and s.load > capacity]
+        if capacity <= 0:
+            return math.inf
+        return min(above) / capacity - 1 if above else 0.0
+
+    @property
     def at_ceiling(self) -> bool:
         """The answer is the search's ``max``: the server may hold more."""
         return self.capacity >= self.limits.max
@@ -301,6 +319,7 @@ class CapacityResult:
             "load": self.load,
             "capacity": self.capacity,
             "at_ceiling": self.at_ceiling,
+            "resolution": self.resolution,
             "steps": [s.as_dict() for s in self.steps],
         }
 
@@ -320,6 +339,13 @@ def capacity_spread(capacities: Sequence[float]) -> float:
     if high == low:
         return 0.0
     return high / low - 1 if low > 0 else math.inf
+
+
+def ladder_resolution(results: Sequence[CapacityResult], tolerance: float) -> float:
+    """The relative step two correct answers of one server may differ by: the widest bracket any run left (finite
+    ones), at least the bisection's ``tolerance``."""
+    widths = [r.resolution for r in results if math.isfinite(r.resolution)]
+    return max([tolerance, *widths])
 
 
 def step_seed(seed: int, load: float, repeat: int) -> int:

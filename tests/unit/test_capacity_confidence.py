@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.stats import binom
 
+from pytest_autotuner.core.baseline import capacity_change, compare, make_baseline
 from pytest_autotuner.core.capacity import (
     CapacityLimits,
     Interval,
@@ -26,9 +27,13 @@ from pytest_autotuner.core.capacity import (
     step_seed,
 )
 from pytest_autotuner.core.metrics import BenchResult, CellMetrics, RequestRecord
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.trial import Deadline
+from pytest_autotuner.core.plan import BenchmarkPlan, CellKey
+from pytest_autotuner.core.task import TaskOptions, run_task
+from pytest_autotuner.core.trial import Deadline, Params
 from pytest_autotuner.evaluate import plan_from_spec, run_ladder
+from pytest_autotuner.report.data import results_summary
+from pytest_autotuner.report.html import render_report
+from pytest_autotuner.report.text import answer_line
 
 P99_TTFT = {"ttft": {"p99": {"threshold": 0.2}}}
 
@@ -247,3 +252,46 @@ def test_a_budget_of_one_measurement_keeps_the_old_single_step_rule() -> None:
     ladder = run_ladder(server.run_benchmark, None, plan, Deadline(None), server.drain).capacities[0]  # type: ignore[arg-type]
     assert all(step.repeats == 1 for step in ladder.steps)
     assert CapacityLimits(min_step_requests=20).step_requests(0.5, 0) == 20
+
+
+# -- confirmation: the spread, the gate, the report --------------------------------------------------------------
+
+
+def test_the_capacity_gate_allows_the_ladders_resolution_and_still_flags_a_real_drop() -> None:
+    key = CellKey("D(100,100)", 0)
+    # two noise-free runs each side, one bisection bracket (5%) apart: the same server, answered at two ends
+    same_server = capacity_change("capacity", key, [2.0, 2.0], [1.9, 1.9], tolerance=0.03, resolution=0.05)
+    assert same_server.p_value == 0.0 and not same_server.regressed  # certain, but within the resolution
+    drop = capacity_change("capacity", key, [2.0, 2.0], [1.5, 1.5], tolerance=0.03, resolution=0.05)
+    assert drop.regressed and drop.tolerance == pytest.approx(0.08)
+    noisy = capacity_change("capacity", key, [2.0, 2.4, 1.7], [1.7, 1.8, 2.1], tolerance=0.1, resolution=0.05)
+    assert not noisy.regressed  # the runs' spread: the t-test, as for other metrics
+
+
+def test_a_goodput_session_reports_its_spread_and_each_steps_intervals() -> None:
+    s = spec(
+        parameters={"tp-size": [1]},
+        optimization={"objective": "maximize_goodput", "max_iterations": 1, "confirm_runs": 2, "strategy": "grid"},
+        benchmark={"capacity": {"min": 0.5, "max": 32, "max_steps": 8}},
+        slo=P99_TTFT,
+    )
+    plan = plan_from_spec(s, 0)
+
+    def evaluate(params: Params, deadline: Deadline) -> BenchResult:
+        server = QueueServer(cap=5.0)
+        return run_ladder(server.run_benchmark, None, plan, deadline, server.drain)  # type: ignore[arg-type]
+
+    outcome = run_task(s, TaskOptions(seed=1, study_name="unit"), evaluate, None)
+    assert outcome.best is not None
+    capacity = results_summary(outcome)["best"]["capacity"]
+    assert capacity["spread"] == 0.0 and len(capacity["run_capacities"]) == 2  # one answer, twice
+    assert capacity["resolution"] >= 0.05
+    step = capacity["runs"][0]["steps"][-1]
+    assert step["intervals"][0]["statistic"] == "p99" and step["verdict"] and step["requests"] >= 368
+    line = answer_line(outcome)
+    assert line is not None and "[2 runs " in line and "spread 0.0%]" in line
+    baseline = make_baseline(s, outcome.best, dict(outcome.fingerprint))
+    assert baseline.capacity_resolution is not None and baseline.capacity_resolution >= 0.05
+    assert not compare(baseline, s, outcome.best, dict(outcome.fingerprint), path="b.json").regressed
+    html = render_report(outcome)
+    assert "SLO intervals" in html and "ttft p99" in html and "(95%, n=" in html
