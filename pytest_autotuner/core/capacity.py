@@ -84,6 +84,7 @@ __all__ = [
 MIN_STEP_REQUESTS = 20  #: requests of a rate step, at least (tail percentiles need samples)
 DEFAULT_CONFIDENCE = 0.95  #: two-sided confidence of a step statistic's interval
 DEFAULT_MAX_REPEATS = 3  #: a step whose interval straddles its threshold is measured up to this many times
+BLOCKS = 8  #: consecutive blocks of a measurement's requests for batch means (``batch_interval``)
 MAX_STEP_REQUESTS = 100_000  #: requests of a rate step, at most
 #: The first (overloaded) step's completed requests per second, times this, caps the bracket.
 CEILING_MARGIN = 1.25
@@ -144,12 +145,20 @@ class Interval:
     threshold: float
     n: int
     confidence: float = DEFAULT_CONFIDENCE
+    #: batch means (``batch_interval``): the t interval, over consecutive blocks of requests, of the share of
+    #: requests over the threshold (a percentile) or of the mean (a mean), against ``limit`` (1 - q, or the
+    #: threshold). Latencies of neighbouring requests move together (a burst queues them all), so the per-request
+    #: interval above alone would call one burst a confident break; NaN: not computed
+    block_low: float = math.nan
+    block_high: float = math.nan
+    limit: float = math.nan
 
     @property
     def outcome(self) -> Literal["within", "over", "straddles"]:
-        if self.n and self.high <= self.threshold:
+        blocks = not math.isnan(self.limit)
+        if self.n and self.high <= self.threshold and (not blocks or self.block_high <= self.limit):
             return "within"
-        if self.n and self.low > self.threshold:
+        if self.n and self.low > self.threshold and (not blocks or self.block_low > self.limit):
             return "over"
         return "straddles"
 
@@ -177,6 +186,9 @@ class Interval:
             "threshold": self.threshold,
             "n": self.n,
             "confidence": self.confidence,
+            "block_low": self.block_low,
+            "block_high": self.block_high if math.isfinite(self.block_high) else None,
+            "limit": self.limit,
             "outcome": self.outcome,
         }
 
@@ -193,6 +205,9 @@ class Interval:
             _number(data.get("threshold")),
             int(data.get("n") or 0),
             _number(data.get("confidence")),
+            _number(data.get("block_low")),
+            math.inf if data.get("block_high") is None and "block_high" in data else _number(data.get("block_high")),
+            _number(data.get("limit")),
         )
 
 
@@ -391,6 +406,27 @@ def mean_interval(samples: Sequence[float] | np.ndarray, confidence: float) -> t
     return mean, mean - half, mean + half
 
 
+def batch_interval(blocks: Sequence[float] | np.ndarray, confidence: float) -> tuple[float, float]:
+    """(low, high): the t interval of the mean of per-block statistics (batch means), unbounded below two."""
+    from scipy.stats import t
+
+    arr = np.asarray(blocks, dtype=float)
+    if arr.size < 2:
+        return -math.inf, math.inf
+    mean = float(arr.mean())
+    half = float(t.ppf(0.5 + confidence / 2, arr.size - 1)) * float(arr.std(ddof=1)) / math.sqrt(arr.size)
+    return mean - half, mean + half
+
+
+def block_statistics(samples: np.ndarray, statistic: str, threshold: float) -> list[float]:
+    """One measurement's requests (in send order) in ``BLOCKS`` consecutive blocks: each block's share over
+    ``threshold`` (a percentile) or its mean (a mean); one block below ``2 x BLOCKS`` requests."""
+    parts = np.array_split(samples, BLOCKS if samples.size >= 2 * BLOCKS else 1) if samples.size else []
+    if statistic == "mean":
+        return [float(part.mean()) for part in parts if part.size]
+    return [float((part > threshold).mean()) for part in parts if part.size]
+
+
 def sized_step_requests(slo: Slo | None, confidence: float = DEFAULT_CONFIDENCE) -> int:
     """Requests a step needs for its tightest percentile SLO to be able to hold with ``confidence``: the least n
     whose order-statistic interval of that percentile closes above with no request over the threshold,
@@ -532,12 +568,31 @@ def judge_step(
             reasons.append(f"{label}: error rate {errors / finished:.2f} > {max_error_rate:g}")
         for metric, statistic, limit in slo.checks() if slo is not None else ():
             samples = np.concatenate([c.samples(metric) for c in group])
+            threshold = limit.threshold
             if statistic == "mean":
                 value, low, high = mean_interval(samples, confidence)
+                allowed = threshold
             else:
-                value, low, high = percentile_interval(samples, float(statistic[1:]) / 100, confidence)
+                q = float(statistic[1:]) / 100
+                value, low, high = percentile_interval(samples, q, confidence)
+                allowed = 1 - q
+            blocks = [b for c in group for b in block_statistics(c.samples(metric), statistic, threshold)]
+            block_low, block_high = batch_interval(blocks, confidence)
             intervals.append(
-                Interval(label, metric, statistic, value, low, high, limit.threshold, int(samples.size), confidence)
+                Interval(
+                    label,
+                    metric,
+                    statistic,
+                    value,
+                    low,
+                    high,
+                    threshold,
+                    int(samples.size),
+                    confidence,
+                    block_low,
+                    block_high,
+                    allowed,
+                )
             )
     straddling = [i for i in intervals if i.outcome == "straddles"]
     sure = bool(reasons) or any(i.outcome == "over" for i in intervals)  # broken whatever else straddles

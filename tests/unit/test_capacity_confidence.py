@@ -4,6 +4,7 @@ agree; the neighbours of the reported case (a P99 decided by one short step's ar
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -123,9 +124,19 @@ def test_a_step_whose_interval_straddles_is_measured_again_then_decided_on_the_p
 
 
 def test_a_step_breaks_without_more_measurements_when_an_interval_is_wholly_over() -> None:
-    step = judge([ttft_cell([0.1] * 360 + [0.5] * 40)], P99_TTFT, final=False)
+    # every tenth request slow, throughout the step: 10% over a P99 threshold in every block of it
+    step = judge([ttft_cell([0.5 if i % 10 == 9 else 0.1 for i in range(400)])], P99_TTFT, final=False)
     assert not step.holds and step.decided and not step.extend
     assert "ttft p99 500 ms > 200 ms (95% interval [500 ms, 500 ms], n=400)" in step.reason
+
+
+def test_one_burst_is_no_confident_break_but_a_reason_to_measure_again() -> None:
+    # the same 40 slow requests in one burst at the end (a queue): per request a sure break, per block of the
+    # step one bad block of eight; latencies of neighbours move together, so the step is measured again
+    burst = [ttft_cell([0.1] * 360 + [0.5] * 40)]
+    step = judge(burst, P99_TTFT, final=False)
+    assert step.extend and step.intervals[0].low > 0.2 and step.intervals[0].block_low < 0.01
+    assert not judge(burst, P99_TTFT, final=True).holds  # its point estimate, once the budget is spent
 
 
 def test_a_short_step_cannot_hold_a_p99_with_confidence() -> None:
@@ -152,10 +163,11 @@ def test_a_mean_slo_uses_its_t_interval() -> None:
 
 def test_steps_round_trip_through_results_json_with_their_intervals() -> None:
     step = judge([ttft_cell([0.1] * 396 + [0.5] * 4)], P99_TTFT, final=True)
-    back = Step.from_dict(step.as_dict())
-    assert back.intervals == step.intervals and not back.decided and back.verdict == step.verdict
-    unbounded = Interval("c", "ttft", "p99", 0.1, 0.1, math.inf, 0.2, 140)
-    assert Interval.from_dict(unbounded.as_dict()) == unbounded  # inf is written as null
+    back = Step.from_dict(json.loads(json.dumps(step.as_dict())))
+    assert json.dumps([i.as_dict() for i in back.intervals]) == json.dumps([i.as_dict() for i in step.intervals])
+    assert not back.decided and back.verdict == step.verdict
+    unbounded = Interval("c", "ttft", "p99", 0.1, 0.1, math.inf, 0.2, 140, 0.95, -math.inf, math.inf, 0.01)
+    assert Interval.from_dict(json.loads(json.dumps(unbounded.as_dict()))).high == math.inf  # inf is written null
 
 
 def test_capacity_spread_is_max_over_min() -> None:
