@@ -102,7 +102,8 @@ def run_ladder(
                 precision=None,
                 min_completed=0,
                 max_error_rate=1.0,
-                seed=step_seed(plan.seed, load, repeat),
+                seed=step_seed(plan.seed, repeat),
+                common_arrivals=True,
             )
             result = run_benchmark(endpoint, step_plan, deadline=deadline)
             info = info or result.server_info

@@ -849,7 +849,9 @@ class _Cell:
         Each request tells the simulator when the next one arrives (``X-Sim-Then: +gap``), so the schedule holds
         in server time even when this client sends late.
         """
-        gaps = self.rng.exponential(1.0 / rate, self.plan.max_requests)
+        # a ladder step: the same unit-rate arrivals at every load, scaled (``BenchmarkPlan.common_arrivals``)
+        arrivals = np.random.default_rng([self.plan.seed, 7]) if self.plan.common_arrivals else self.rng
+        gaps = arrivals.exponential(1.0 / rate, self.plan.max_requests)
         schedule = np.cumsum(gaps) - gaps[0]  # server seconds after the cell start; first at 0
         times = schedule.tolist()
         tasks: list[asyncio.Task[None]] = []
@@ -938,7 +940,8 @@ async def run_cell(
     deadline: Deadline | None = None,
 ) -> CellMetrics:
     """Measure one cell: closed loop at ``concurrency``, or open loop at ``request_rate`` when given."""
-    key = f"{scenario.text}|{concurrency}|{request_rate}".encode()
+    # a ladder step draws from its seed alone, so every load sends the same requests (``common_arrivals``)
+    key = (scenario.text if plan.common_arrivals else f"{scenario.text}|{concurrency}|{request_rate}").encode()
     cell = _Cell(session, endpoint, plan)
     cell.prepare(scenario, seed=plan.seed * 1_000_003 + zlib.crc32(key))
     warm_workers = concurrency if request_rate is None else plan.warmup_requests

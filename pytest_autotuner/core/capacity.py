@@ -363,11 +363,13 @@ def ladder_resolution(results: Sequence[CapacityResult], tolerance: float) -> fl
     return max([tolerance, *widths])
 
 
-def step_seed(seed: int, load: float, repeat: int) -> int:
-    """The arrival seed of one measurement of one step: a function of the plan's seed, the load and the repeat
-    only, so a load is measured on the same arrivals (and prompts) whatever the ladder did before it, in every
-    confirmation run, and a repeat of a step measures fresh ones."""
-    return zlib.crc32(f"{seed}|{load!r}|{repeat}".encode()) + (seed % 1024) * 2**32
+def step_seed(seed: int, repeat: int) -> int:
+    """The arrival seed of one measurement of a step: a function of the plan's seed and the repeat only, not of
+    the load or of what the ladder did before. Every load is measured on the same unit-rate arrivals and prompts,
+    scaled to its rate (common random numbers, ``BenchmarkPlan.common_arrivals``): nearby loads meet the same
+    bursts, so whether a step holds moves with the load, not with its sample, and every confirmation run
+    measures a load on the same sample; a repeat of a step draws fresh ones."""
+    return zlib.crc32(f"{seed}|ladder|{repeat}".encode()) + (seed % 1024) * 2**32
 
 
 def percentile_interval(

@@ -4,6 +4,7 @@ agree; the neighbours of the reported case (a P99 decided by one short step's ar
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
@@ -200,10 +201,13 @@ class QueueServer:
     def run_benchmark(self, endpoint: object, plan: BenchmarkPlan, deadline: Deadline | None = None) -> BenchResult:
         rate = plan.request_rates[0]
         self.calls.append(("step", rate, plan.seed))
-        rng = np.random.default_rng([plan.seed, round(rate * 1e6)])  # the client keys its draws by the rate too
+        # a unit-rate sample scaled by the load when the plan asks for common arrivals (a ladder step), as the
+        # client draws them; else keyed by the rate too
+        key = 0 if plan.common_arrivals else round(rate * 1e6)
+        rng = np.random.default_rng([plan.seed, key])
         util = rate / self.cap
         mean = self.base / (1 - util) if util < 0.98 else 5.0
-        ttfts = rng.exponential(mean, plan.max_requests) + self.backlog
+        ttfts = rng.exponential(1.0, plan.max_requests) * mean + self.backlog
         self.backlog += 2.0 if util >= 0.98 else 0.0
         return BenchResult([ttft_cell(ttfts, rate, served=min(rate, self.cap))])
 
@@ -218,21 +222,16 @@ def ladder_plan(**capacity: object) -> BenchmarkPlan:
     return plan_from_spec(s, 0)
 
 
-def test_every_measurement_starts_drained_and_a_load_is_measured_on_the_same_arrivals_whatever_came_before() -> None:
+def test_every_measurement_starts_drained_and_every_load_meets_the_same_arrivals() -> None:
     server = QueueServer(cap=3.0)
     run_ladder(server.run_benchmark, None, ladder_plan(), Deadline(None), server.drain)  # type: ignore[arg-type]
     kinds = [kind for kind, _, _ in server.calls]
     assert kinds == ["drain", "step"] * (len(kinds) // 2)  # a drain before every measurement, not only after breaks
-    first = {(rate, seed) for kind, rate, seed in server.calls if kind == "step"}
-    # a ladder with another history (a lower ceiling) measures a load it shares on the same arrivals
-    other = QueueServer(cap=3.0)
-    run_ladder(other.run_benchmark, None, ladder_plan(max=8), Deadline(None), other.drain)  # type: ignore[arg-type]
-    shared = {rate for rate, _ in first} & {rate for kind, rate, _ in other.calls if kind == "step"}
-    assert shared
-    for rate in shared:
-        seeds = {seed for r, seed in first if r == rate}
-        assert seeds == {seed for kind, r, seed in other.calls if kind == "step" and r == rate}
-    assert step_seed(0, 2.0, 0) != step_seed(0, 2.0, 1) != step_seed(0, 4.0, 1)  # a repeat draws fresh arrivals
+    seeds = [seed for kind, _, seed in server.calls if kind == "step"]
+    # common random numbers: the first measurement of every load on one seed, whatever came before; a repeat of a
+    # step on another (fresh arrivals)
+    assert seeds[0] == step_seed(0, 0) and set(seeds) <= {step_seed(0, r) for r in range(3)}
+    assert len({step_seed(0, r) for r in range(3)}) == 3
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -307,3 +306,20 @@ def test_a_goodput_session_reports_its_spread_and_each_steps_intervals() -> None
     assert not compare(baseline, s, outcome.best, dict(outcome.fingerprint), path="b.json").regressed
     html = render_report(outcome)
     assert "SLO intervals" in html and "ttft p99" in html and "(95%, n=" in html
+
+
+def test_ladder_steps_on_the_simulator_meet_the_same_arrivals_scaled_to_their_load() -> None:
+    from pytest_autotuner.sim.inprocess import run_benchmark_in_process
+
+    plan = dataclasses.replace(
+        ladder_plan(), capacity=None, request_rates=(2.0,), concurrencies=(), max_requests=50, warmup_requests=0,
+        common_arrivals=True,
+    )  # fmt: skip
+    slow = run_benchmark_in_process("meta-llama/Llama-3.2-1B-Instruct", {}, plan).cells[0]
+    fast = run_benchmark_in_process(
+        "meta-llama/Llama-3.2-1B-Instruct", {}, dataclasses.replace(plan, request_rates=(4.0,))
+    ).cells[0]
+    assert [r.send_time / 2 for r in slow.records] == pytest.approx([r.send_time for r in fast.records])
+    other = dataclasses.replace(plan, seed=step_seed(0, 1))  # a repeat: fresh arrivals
+    again = run_benchmark_in_process("meta-llama/Llama-3.2-1B-Instruct", {}, other).cells[0]
+    assert [r.send_time for r in again.records] != [r.send_time for r in slow.records]
