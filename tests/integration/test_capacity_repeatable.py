@@ -3,8 +3,8 @@ server launch, through ``make_evaluate`` as a session runs them), one answer.
 
 Before the fix the two runs of this configuration answered 39.3 and 36.1 req/s (9% apart): each step's P95 came
 from one short sample and a step flipped on a few milliseconds of the simulator's timing; now a step is judged
-on its interval, measured again while that straddles the threshold, from a drained, flushed server on arrivals
-seeded by its load."""
+on its interval, measured again while that straddles the threshold, from a drained, flushed server, every load
+on the same unit-rate arrivals scaled to it."""
 
 from __future__ import annotations
 
