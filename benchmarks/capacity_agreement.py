@@ -153,6 +153,8 @@ def ours(case: Case, log: Path) -> tuple[float, int, CapacityLimits]:
         ladder = run_ladder(
             run_benchmark, endpoint, plan, Deadline(None), lambda: reset_server(endpoint, None, 3600.0)
         ).capacities[0]
+    for step in ladder.steps:
+        print(f"      ladder step {step.load:8.3f} req/s x{step.repeats}: {step.verdict[:160]}", flush=True)
     return ladder.capacity, len(ladder.steps), plan.capacity
 
 

@@ -11,7 +11,7 @@ For each noise level: ``--runs`` ladders; the spread of each confirmation (``con
 as max / min - 1, and of all runs; then the gate (``core.baseline.capacity_change``, the spec's default tolerance
 0.10 plus the ladders' resolution) on ``--draws`` random (baseline of 5 runs, now of 2 other runs) draws: every
 flagged draw is a false regression (nothing changed). ``--rule old`` judges as before issue 29 (one step of
-rate x step_seconds requests, at least 20, its point estimate; no repeats).
+rate x step_seconds requests, at least 20, its point estimate; no repeats; each load its own arrival sample).
 
     python benchmarks/capacity_repeatability.py [--runs 25] [--noise 0 0.03 0.1] [--rule new|old]
 """
@@ -23,6 +23,7 @@ import dataclasses
 import random
 import statistics
 import time
+import zlib
 
 from pytest_autotuner.core.baseline import capacity_change
 from pytest_autotuner.core.capacity import CapacityResult, capacity_spread, ladder_resolution
@@ -56,8 +57,10 @@ def reported_spec() -> TaskSpec:
     )
 
 
-def ladder(plan: BenchmarkPlan, seed: int, noise: float) -> CapacityResult:
+def ladder(plan: BenchmarkPlan, seed: int, noise: float, *, per_load: bool = False) -> CapacityResult:
     def run(endpoint: object, step: BenchmarkPlan, deadline: Deadline | None = None) -> BenchResult:
+        if per_load:  # the arrivals before issue 29: each load its own sample, as the client keyed its seed
+            step = dataclasses.replace(step, common_arrivals=False, seed=zlib.crc32(repr(step.request_rates).encode()))
         return run_benchmark_in_process(MODEL, PARAMS, step, gpu="a100-80g", seed=seed, noise=noise)
 
     return run_ladder(run, None, plan, Deadline(None)).capacities[0]  # type: ignore[arg-type]
@@ -82,7 +85,7 @@ def main() -> None:
           f"{'worst pair':>10s} {'pairs >5%':>9s} {'steps':>5s} {'false regr.':>11s} {'wall/run':>8s}")  # fmt: skip
     for noise in args.noise:
         started = time.perf_counter()
-        runs = [ladder(plan, seed, noise) for seed in range(args.runs)]
+        runs = [ladder(plan, seed, noise, per_load=args.rule == "old") for seed in range(args.runs)]
         wall = (time.perf_counter() - started) / args.runs
         answers = [r.capacity for r in runs]
         pairs = [capacity_spread(answers[i : i + 2]) for i in range(0, len(answers) - 1, 2)]
