@@ -1,8 +1,8 @@
 """Issue 29 on the simulator server: one noise-free configuration, two confirmation ladders (each on its own
 server launch, through ``make_evaluate`` as a session runs them), one answer.
 
-Before the fix the two runs of this configuration answered 39.3 and 36.1 req/s (9% apart): each step's P95 came
-from one short sample and a step flipped on a few milliseconds of the simulator's timing; now a step is judged
+Before the fix the two runs of this configuration answered 34.0 and 40.5 req/s (19% apart): each step's P90 came
+from one short sample (40-80 requests) of its own and a step flipped on a few milliseconds; now a step is judged
 on its interval, measured again while that straddles the threshold, from a drained, flushed server, every load
 on the same unit-rate arrivals scaled to it."""
 
@@ -33,12 +33,13 @@ def test_two_confirmation_ladders_of_a_noise_free_server_agree() -> None:
                 "traffic_scenarios": ["D(512,128)"],
                 "max_time_per_iteration": 20,
                 "warmup_requests": 1,
-                "capacity": {"min": 0.5, "max": 64, "max_steps": 6, "step_seconds": 5},
+                "capacity": {"min": 0.5, "max": 64, "max_steps": 6, "step_seconds": 2},
             },
-            "slo": {"ttft": {"p95": {"threshold": 0.1}}},
-            # speed-up 2: the simulator keeps its clock on a busy two-core machine (at 8 it falls behind and
-            # the same step measures different latencies on two fresh servers)
-            "simulator": {"noise": 0, "speedup": 2, "startup_scale": 0.01},
+            "slo": {"ttft": {"p90": {"threshold": 0.1}}},
+            # real time: the simulator's server time is exact only while it keeps up with the wall clock (at
+            # speed-up 8 on a busy two-core machine, or 2 under a load of 10, the same step on two fresh servers
+            # measures different latencies)
+            "simulator": {"noise": 0, "speedup": 1, "startup_scale": 0.01},
         }
     )
     evaluate = make_evaluate(create_host("sim", spec, seed=0), plan_from_spec(spec, 0))
@@ -47,6 +48,6 @@ def test_two_confirmation_ladders_of_a_noise_free_server_agree() -> None:
     assert all(answer > 0 for answer in answers)
     steps = [[(s.load, s.holds, s.repeats) for s in ladder.steps] for ladder in ladders]
     assert capacity_spread(answers) <= 0.05, steps
-    # each step is sized for its P95 (72 requests at least) and says why it held or broke
+    # each step is sized for its P90 (36 requests at least) and says why it held or broke
     for ladder in ladders:
-        assert all(step.requests >= 72 and step.intervals and step.verdict for step in ladder.steps)
+        assert all(step.requests >= 36 and step.intervals and step.verdict for step in ladder.steps)
