@@ -33,6 +33,7 @@ def load_baseline(path: Path) -> Baseline | None:
 
 
 def write_baseline(path: Path, baseline: Baseline) -> None:
-    # capacity_runs only for maximize_goodput: other baselines stay byte-compatible with readers that predate it
-    omit = {"capacity_runs"} if baseline.capacity_runs is None else None
+    # capacity_runs (and _resolution) only for maximize_goodput: other baselines stay byte-compatible with readers
+    # that predate them
+    omit = {name for name in ("capacity_runs", "capacity_resolution") if getattr(baseline, name) is None} or None
     write_atomically(path, json.dumps(baseline.model_dump(mode="json", exclude=omit), indent=1) + "\n")

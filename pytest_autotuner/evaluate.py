@@ -7,8 +7,8 @@ import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.core.capacity import CapacityLimits, LadderSearch, judge_step
-from pytest_autotuner.core.metrics import BenchResult
+from pytest_autotuner.core.capacity import CapacityLimits, LadderSearch, judge_step, sized_step_requests, step_seed
+from pytest_autotuner.core.metrics import BenchResult, CellMetrics
 from pytest_autotuner.core.plan import BenchmarkPlan
 from pytest_autotuner.core.precision import PRECISION_METRICS
 from pytest_autotuner.core.scenarios import parse_scenario
@@ -32,6 +32,9 @@ def plan_from_spec(spec: TaskSpec, seed: int) -> BenchmarkPlan:
     if spec.optimization.uses_capacity:
         settings = bench.capacity
         capacity = CapacityLimits() if settings is None else CapacityLimits(**settings.model_dump())
+        if capacity.min_step_requests is None:  # sized so that the SLO's percentile can hold with confidence
+            sized = sized_step_requests(spec.slo, capacity.confidence)
+            capacity = dataclasses.replace(capacity, min_step_requests=sized)
     # goodput alone runs only its ladder; beside other objectives the spec's own cells too (``run_trial``)
     fixed = not spec.optimization.ladder_only
     return BenchmarkPlan(
@@ -69,46 +72,60 @@ def run_ladder(
     """The capacity search on one server (``core/capacity.py``): each load step is one benchmark of the plan's
     scenarios at that load, judged against the plan's SLOs; returns every step's cells and the ladder.
 
+    Every measurement starts from the same server state, whatever the ladder did before: ``drain`` (idle server,
+    empty prefix cache: ``make_evaluate``'s ``reset``) is called before each, and its arrivals are seeded by the
+    load and the repeat alone (``step_seed``). A step whose SLO intervals straddle a threshold is measured again,
+    on fresh arrivals, up to ``max_repeats`` times, pooled (``judge_step``).
+
     A step's own stall and error-rate checks are off (``min_completed`` 0, ``max_error_rate`` 1): an overloaded
     step is an answer ("broke here"), not a failed trial; ``judge_step`` applies the spec's limits to it instead.
-    A crash, a timeout or a connection failure still ends the trial. ``drain`` is called after a step that broke,
-    before the next: the server's backlog from an overload would otherwise start the next step behind a queue.
+    A crash, a timeout or a connection failure still ends the trial.
     """
     assert plan.capacity is not None
     limits = plan.capacity
     search = LadderSearch(limits)
     cells = []
     info: dict[str, object] = {}
+    closed = limits.load == "concurrency"
     while (load := search.next_load()) is not None:
-        closed = limits.load == "concurrency"
-        step_plan = dataclasses.replace(
-            plan,
-            max_requests=limits.step_requests(load, plan.max_requests),
-            concurrencies=(int(load),) if closed else (),
-            request_rates=() if closed else (load,),
-            capacity=None,
-            precision=None,
-            min_completed=0,
-            max_error_rate=1.0,
-        )
-        result = run_benchmark(endpoint, step_plan, deadline=deadline)
-        info = info or result.server_info
-        checks = cell_checks(result.cells, plan.slo)
-        search.record(
-            judge_step(
+        requests = limits.step_requests(load, plan.max_requests)
+        measured: list[CellMetrics] = []
+        for repeat in range(max(1, limits.max_repeats)):
+            if drain is not None:
+                drain()
+            step_plan = dataclasses.replace(
+                plan,
+                max_requests=requests,
+                max_time=limits.step_max_time(load, requests, plan.max_time),
+                concurrencies=(int(load),) if closed else (),
+                request_rates=() if closed else (load,),
+                capacity=None,
+                precision=None,
+                min_completed=0,
+                max_error_rate=1.0,
+                seed=step_seed(plan.seed, repeat),
+                common_arrivals=True,
+            )
+            result = run_benchmark(endpoint, step_plan, deadline=deadline)
+            info = info or result.server_info
+            for cell in result.cells:
+                cell.ladder = True  # never pooled or compared with a fixed cell at the same load (``CellKey``)
+            measured += result.cells
+            step = judge_step(
                 load,
-                result.cells,
-                checks,
+                measured,
+                cell_checks(measured, plan.slo),
                 max_error_rate=plan.max_error_rate,
                 min_completed=plan.min_completed,
                 slo=plan.slo,
+                confidence=limits.confidence,
+                final=repeat + 1 >= limits.max_repeats,
+                repeats=repeat + 1,
             )
-        )
-        for cell in result.cells:
-            cell.ladder = True  # never pooled or compared with a fixed cell at the same load (``CellKey``)
-        cells += result.cells
-        if drain is not None and not search.steps[-1].holds:
-            drain()
+            if not step.extend:
+                break
+        search.record(step)
+        cells += measured
     return BenchResult(cells, dict(info), (search.result(),))
 
 
@@ -121,8 +138,8 @@ def run_trial(
 ) -> BenchResult:
     """One trial of a capacity plan on one server: the plan's own cells first (``num_concurrency``,
     ``request_rates``: where ``maximize_goodput`` is one of several objectives, the others are measured there),
-    then, once the server is idle again (``drain``), the load ladder (``run_ladder``); a plan without cells of
-    its own (goodput alone) runs only the ladder.
+    then the load ladder (``run_ladder``), each of whose steps starts from a drained server (``drain``); a plan
+    without cells of its own (goodput alone) runs only the ladder.
 
     The fixed cells come first so that they measure every configuration from the same state, a fresh server
     after warm-up, as a trial of any other objective does: after the ladder a configuration would start them
@@ -134,8 +151,7 @@ def run_trial(
     if not plan.cells():
         return run_ladder(run_benchmark, endpoint, plan, deadline, drain)
     fixed = run_benchmark(endpoint, dataclasses.replace(plan, capacity=None), deadline=deadline)
-    if drain is not None:
-        drain()  # a cell cut at its time limit may leave requests running
+    # a cell cut at its time limit may leave requests running: the ladder drains before each of its steps
     ladder = run_ladder(run_benchmark, endpoint, plan, deadline, drain)
     info = fixed.server_info or ladder.server_info
     return BenchResult(fixed.cells + ladder.cells, dict(info), ladder.capacities)
@@ -162,14 +178,15 @@ def make_evaluate(host: RuntimeHost, plan: BenchmarkPlan, *, client_process: boo
             try:
                 # the client reports each cell to the deadline, whose rule may prune the trial (TrialFailure)
                 if plan.capacity is not None:
-                    from pytest_autotuner.bench.client import wait_until_idle
+                    from pytest_autotuner.bench.client import reset_server
 
                     endpoint = server.endpoint
-                    # wall seconds a backlog may take to drain: several steps' worth (the trial's deadline still holds)
-                    limit = 10 * plan.max_time / endpoint.time_scale
+                    # wall seconds a backlog may take to drain: an overloaded step's whole queue (the 32 req/s
+                    # probe of a 2 req/s server is minutes of it); the trial's deadline still holds
+                    limit = 100 * plan.max_time / endpoint.time_scale
 
                     def drain() -> float:
-                        return wait_until_idle(endpoint, deadline, limit)
+                        return reset_server(endpoint, deadline, limit)
 
                     return run_trial(run_benchmark, endpoint, plan, deadline, drain)
                 return run_benchmark(server.endpoint, plan, deadline=deadline)

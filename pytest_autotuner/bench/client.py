@@ -104,7 +104,16 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.scenarios import Conversations, Scenario
     from pytest_autotuner.runtimes.base import Endpoint
 
-__all__ = ["StampingConnector", "StreamParser", "new_session", "paused_gc", "run_benchmark", "run_cell"]
+__all__ = [
+    "StampingConnector",
+    "StreamParser",
+    "flush_cache",
+    "new_session",
+    "paused_gc",
+    "reset_server",
+    "run_benchmark",
+    "run_cell",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -909,7 +918,9 @@ class _Cell:
         Each request tells the simulator when the next one arrives (``X-Sim-Then: +gap``), so the schedule holds
         in server time even when this client sends late.
         """
-        gaps = self.rng.exponential(1.0 / rate, self.plan.max_requests)
+        # a ladder step: the same unit-rate arrivals at every load, scaled (``BenchmarkPlan.common_arrivals``)
+        arrivals = np.random.default_rng([self.plan.seed, 7]) if self.plan.common_arrivals else self.rng
+        gaps = arrivals.exponential(1.0 / rate, self.plan.max_requests)
         schedule = np.cumsum(gaps) - gaps[0]  # server seconds after the cell start; first at 0
         times = schedule.tolist()
         tasks: list[asyncio.Task[None]] = []
@@ -1004,7 +1015,8 @@ async def run_cell(
     deadline: Deadline | None = None,
 ) -> CellMetrics:
     """Measure one cell: closed loop at ``concurrency``, or open loop at ``request_rate`` when given."""
-    key = f"{scenario.text}|{concurrency}|{request_rate}".encode()
+    # a ladder step draws from its seed alone, so every load sends the same requests (``common_arrivals``)
+    key = (scenario.text if plan.common_arrivals else f"{scenario.text}|{concurrency}|{request_rate}").encode()
     cell = _Cell(session, endpoint, plan)
     cell.prepare(scenario, seed=plan.seed * 1_000_003 + zlib.crc32(key))
     warm_workers = concurrency if request_rate is None else plan.warmup_requests
@@ -1217,4 +1229,32 @@ def wait_until_idle(endpoint: Endpoint, deadline: Deadline | None, limit_s: floa
                 break
         else:
             time.sleep(min(0.2, left))
+    return time.perf_counter() - started
+
+
+def flush_cache(endpoint: Endpoint, timeout: float = 5.0) -> bool:
+    """``POST /flush_cache`` (SGLang empties its radix/prefix cache; it refuses, HTTP 400, while requests run).
+    False when the server refused or has no such route."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{endpoint.base_url}/flush_cache", data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return 200 <= response.status < 300
+    except (OSError, ValueError, urllib.error.URLError):
+        return False
+
+
+def reset_server(endpoint: Endpoint, deadline: Deadline | None, limit_s: float) -> float:
+    """Before each load step of a capacity ladder: wait until the server is idle (``wait_until_idle``: an
+    overloaded step's backlog drains) and empty its prefix cache (``flush_cache``), so every step starts from the
+    state of a fresh server whatever the steps before it did (the step's warm-up requests, if any, then warm it
+    alike). Returns the wall seconds spent."""
+    started = time.perf_counter()
+    waited = wait_until_idle(endpoint, deadline, limit_s)
+    if not flush_cache(endpoint) and _load(endpoint, 5.0):
+        # requests still running (the drain hit its limit, or one arrived late): once more after they end
+        wait_until_idle(endpoint, deadline, max(0.0, limit_s - waited))
+        flush_cache(endpoint)
     return time.perf_counter() - started

@@ -30,6 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pytest_autotuner import __version__
+from pytest_autotuner.core.capacity import ladder_resolution
 from pytest_autotuner.core.gpu_pool import gpus_needed
 from pytest_autotuner.core.plan import CellKey
 from pytest_autotuner.core.scoring import OBJECTIVE_METRICS, fixed_cells, gpu_divisor, objective_value
@@ -46,6 +47,7 @@ __all__ = [
     "Baseline",
     "BaselineComparison",
     "MetricChange",
+    "capacity_change",
     "compare",
     "fingerprint",
     "make_baseline",
@@ -113,6 +115,8 @@ class Baseline(_Strict):
     cells: list[BaselineCell]
     #: maximize_goodput: each confirmation run's capacity (the objective, per GPU under per_gpu)
     capacity_runs: list[float] | None = None
+    #: maximize_goodput: the relative step two correct answers may differ by (``capacity.ladder_resolution``)
+    capacity_resolution: float | None = None
 
     def cell(self, key: CellKey) -> BaselineCell | None:
         return next((c for c in self.cells if c.key == key), None)
@@ -200,20 +204,39 @@ def _capacity_runs(spec: TaskSpec, best: Confirmation) -> list[float]:
     return [round(objective_value(run, name, divisor), 6) for run in best.runs]
 
 
-def _capacity_change(baseline: Baseline, spec: TaskSpec, best: Confirmation) -> MetricChange | None:
-    """maximize_goodput: the runs' capacities against the baseline's (lower = a regression). The ladder's cells
-    are not compared: each run bisects to its own loads, so their keys do not line up."""
-    if not baseline.capacity_runs:
-        return None
-    before_runs, now_runs = baseline.capacity_runs, _capacity_runs(spec, best)
+def _capacity_resolution(spec: TaskSpec, best: Confirmation) -> float:
+    tolerance = spec.benchmark.capacity.tolerance if spec.benchmark.capacity is not None else 0.05
+    return round(ladder_resolution([c for run in best.runs for c in run.capacities], tolerance), 6)
+
+
+def capacity_change(
+    name: str,
+    key: CellKey,
+    before_runs: Sequence[float],
+    now_runs: Sequence[float],
+    tolerance: float,
+    resolution: float,
+) -> MetricChange:
+    """The runs' capacities against the baseline's (lower = a regression). A ladder answers the held end of a
+    bracket up to ``resolution`` wide (``ladder_resolution``), so two runs of one server may differ by that much
+    with nothing changed: the change must pass the tolerance plus the resolution, and the runs' spread (the
+    t-test over runs, as for other metrics)."""
     before, now = float(np.mean(before_runs)), float(np.mean(now_runs))
-    name = "capacity" + (" per GPU" if spec.optimization.per_gpu else "")
-    tol = spec.regression.metrics.get(name, spec.regression.metrics.get("capacity", spec.regression.tolerance))
     change = (now - before) / before if before else 0.0
     p = p_worse(before_runs, now_runs, higher_is_worse=False)
-    return MetricChange(
-        name, CellKey(" + ".join(spec.benchmark.traffic_scenarios), 0), before, now, change, -change, p, tol
-    )
+    return MetricChange(name, key, before, now, change, -change, p, tolerance + resolution)
+
+
+def _capacity_change(baseline: Baseline, spec: TaskSpec, best: Confirmation) -> MetricChange | None:
+    """maximize_goodput: ``capacity_change`` of the confirmed runs against the baseline's. The ladder's cells are
+    not compared: each run bisects to its own loads, so their keys do not line up."""
+    if not baseline.capacity_runs:
+        return None
+    name = "capacity" + (" per GPU" if spec.optimization.per_gpu else "")
+    tol = spec.regression.metrics.get(name, spec.regression.metrics.get("capacity", spec.regression.tolerance))
+    resolution = max(baseline.capacity_resolution or 0.0, _capacity_resolution(spec, best))
+    key = CellKey(" + ".join(spec.benchmark.traffic_scenarios), 0)
+    return capacity_change(name, key, baseline.capacity_runs, _capacity_runs(spec, best), tol, resolution)
 
 
 def make_baseline(spec: TaskSpec, best: Confirmation, fp: dict[str, Any]) -> Baseline:
@@ -227,6 +250,7 @@ def make_baseline(spec: TaskSpec, best: Confirmation, fp: dict[str, Any]) -> Bas
         runs=len(best.runs),
         fingerprint=fp,
         capacity_runs=_capacity_runs(spec, best) if spec.optimization.uses_capacity else None,
+        capacity_resolution=_capacity_resolution(spec, best) if spec.optimization.uses_capacity else None,
         cells=[
             BaselineCell(
                 scenario=key.scenario,

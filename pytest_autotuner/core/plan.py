@@ -83,6 +83,9 @@ class BenchmarkPlan:
     # against ``slo``
     capacity: CapacityLimits | None = None
     slo: Slo | None = None
+    # a capacity ladder's step: draw requests from ``seed`` alone (not the cell's load) and the Poisson gaps from
+    # a stream of their own, so every load meets the same unit-rate arrivals, scaled (common random numbers)
+    common_arrivals: bool = False
 
     def stall_seconds(self) -> float:
         """Server seconds of silence (requests in flight, no byte from the server) that stall the trial.

@@ -456,6 +456,28 @@ class CapacitySettings(_Model):
         "least 20), so a queue the server cannot drain has time to build; `max_time_per_iteration` (at least "
         "this) bounds the step. concurrency load: each step sends `max_requests_per_iteration` requests.",
     )
+    min_step_requests: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="rate load: requests a step sends at least (it then lasts longer than step_seconds); default: "
+        "sized from the SLO's tightest percentile so that it can hold with `confidence` (P99: 368, P95: 72, "
+        "P90: 36 at 95%).",
+    )
+    confidence: float = Field(
+        0.95,
+        ge=0.5,
+        lt=1,
+        description="Two-sided confidence of each SLO statistic's interval: a step holds when every interval is "
+        "within its threshold, breaks when one is wholly above, and is measured again when one straddles.",
+    )
+    max_repeats: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="Measurements of one step at most (each from a drained server with an empty cache, on its own "
+        "arrivals, pooled) while an interval straddles its threshold; then the point estimate decides.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CapacitySettings:

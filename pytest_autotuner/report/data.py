@@ -11,6 +11,7 @@ import platform
 from typing import TYPE_CHECKING, Any
 
 import pytest_autotuner
+from pytest_autotuner.core.capacity import capacity_spread, ladder_resolution
 from pytest_autotuner.core.gpu_pool import gpus_needed
 from pytest_autotuner.core.metrics import json_safe
 from pytest_autotuner.core.scoring import OBJECTIVE_METRICS
@@ -286,7 +287,18 @@ def results_summary(outcome: TaskOutcome) -> dict[str, Any]:
         }
         ladders = [c.as_dict() for run in best.runs for c in run.capacities]
         if ladders:  # maximize_goodput: each confirmation run's load ladder (its steps are cells above)
-            best_block["capacity"] = {"unit": ladder_unit(outcome), "runs": ladders}
+            answers = [c.capacity for run in best.runs for c in run.capacities]
+            best_block["capacity"] = {
+                "unit": ladder_unit(outcome),
+                "runs": ladders,
+                # the confirmed capacity's spread over the runs (max / min - 1) and the ladder's resolution
+                "run_capacities": answers,
+                "spread": capacity_spread(answers),
+                "resolution": ladder_resolution(
+                    [c for run in best.runs for c in run.capacities],
+                    spec.benchmark.capacity.tolerance if spec.benchmark.capacity else 0.05,
+                ),
+            }
     baseline = outcome.baseline
     return json_safe(
         {

@@ -128,6 +128,11 @@ def _ladders(result: TaskOutcome) -> list[dict[str, Any]]:
                             "throughput": _number(step.throughput, 2),
                             "goodput": _number(step.goodput, 2),
                             "reason": step.reason,
+                            "verdict": step.verdict,
+                            "requests": step.requests or "",
+                            "repeats": step.repeats,
+                            "intervals": [i.describe() for i in step.intervals],
+                            "undecided": not step.decided,
                         }
                         for n, step in enumerate(ladder.steps, 1)
                     ],

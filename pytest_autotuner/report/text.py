@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from pytest_autotuner.core.capacity import capacity_spread
 from pytest_autotuner.core.formatting import describe_params, format_gain, format_limit, format_objective, format_p
 from pytest_autotuner.core.objectives import OBJECTIVE_DEFS
 from pytest_autotuner.core.trial import FailureClass
@@ -172,6 +173,15 @@ def answer_line(outcome: TaskOutcome) -> str | None:
         text = f"holds no load from {lowest} up at {slos} ({where})"
     else:
         text = f"holds {'at least ' if ceiling else ''}{_capacity_amount(value, outcome)} at {slos} ({where})"
+    answers = [c.capacity for r in runs for c in r.capacities]
+    if len(answers) > 1 and value > 0:  # the confirmed value with its spread over the runs
+        spread = capacity_spread(answers)
+        scale = value / (sum(answers) / len(answers)) if sum(answers) else 1.0  # per GPU like the value
+        text += (
+            f" [{len(answers)} runs {min(answers) * scale:.3g}-{max(answers) * scale:.3g}, spread {spread:.1%}]"
+            if math.isfinite(spread)
+            else f" [{len(answers)} runs, one holding nothing]"
+        )
     versus = outcome.defaults
     if versus is None or versus.confirmation is None:
         return safe(text)

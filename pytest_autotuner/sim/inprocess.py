@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.trial import ParamValue
     from pytest_autotuner.sim.perf_model import EngineConfig, MemoryPlan
 
-__all__ = ["FAILURE_CLASSES", "run_benchmark_in_process", "simulate_requests"]
+__all__ = ["ARRIVAL_STREAM", "FAILURE_CLASSES", "run_benchmark_in_process", "simulate_requests"]
+
+ARRIVAL_STREAM = 7  #: ``default_rng([seed, ARRIVAL_STREAM])`` draws a ladder step's Poisson gaps (client too)
 
 FAILURE_CLASSES = {
     "oom": FailureClass.OOM,
@@ -63,7 +65,7 @@ def run_benchmark_in_process(
                 "the replies or the file's text); run it against the simulator process (`runtime: sim`)"
             )
         # the traffic is the plan's, as the client's: the same prompts for every trial (``seed`` is the server's)
-        rng = np.random.default_rng([plan.seed, index])
+        rng = np.random.default_rng([plan.seed, 0 if plan.common_arrivals else index])
         cells.append(_simulate_cell(cfg, memory, plan, scenario, concurrency, rate, rng=rng, seed=seed, noise=noise))
     return BenchResult(cells, server_info(args, cfg, memory))
 
@@ -151,7 +153,9 @@ def _simulate_cell(
         return SimRequest(rid=sent - 1, arrival=at, input_tokens=n_in, output_tokens=n_out, tokens=tokens)
 
     if rate is not None:
-        gaps = rng.exponential(1.0 / rate, total)
+        # a ladder step: the same unit-rate arrivals at every load (``BenchmarkPlan.common_arrivals``)
+        arrivals = np.random.default_rng([plan.seed, ARRIVAL_STREAM]) if plan.common_arrivals else rng
+        gaps = arrivals.exponential(1.0 / rate, total)
         times = np.cumsum(gaps) - gaps[0]
         schedule = [make(float(t)) for t in times if t <= plan.max_time]
 

@@ -352,7 +352,8 @@ def test_spec_errors_name_the_field_and_the_value(tmp_path: Path, overrides: dic
 def test_a_valid_goodput_spec_loads_with_defaults(tmp_path: Path) -> None:
     loaded = load_spec(write(tmp_path))
     plan = plan_from_spec(loaded, 0)
-    assert plan.capacity == CapacityLimits()
+    # the step size follows the SLO's P99 (368 requests to hold with 95% confidence), not a fixed 20
+    assert plan.capacity == CapacityLimits(min_step_requests=368)
     assert plan.slo == loaded.slo
     assert plan.scenarios == (parse_scenario("D(100,100)"),)
 
@@ -405,7 +406,9 @@ def test_a_concurrency_ladder_runs_closed_loop_steps_of_the_plans_request_count(
     ladder = result.capacities[0]
     assert ladder.capacity == 24.0
     assert all(rates == () and len(conc) == 1 and n == 40 for conc, rates, n in seen)
-    assert [c.concurrency for c in result.cells] == [int(step.load) for step in ladder.steps]
+    # 40 requests cannot place a P99 with 95% confidence: each step is measured max_repeats times (3), pooled
+    assert all(step.repeats == 3 and not step.decided for step in ladder.steps if step.holds)
+    assert [c.concurrency for c in result.cells] == [int(s.load) for s in ladder.steps for _ in range(s.repeats)]
     assert score_result(result, s.optimization, s.slo).objective == 24.0
 
 
@@ -469,7 +472,8 @@ def test_goodput_per_gpu_beside_ttft_measures_ttft_on_the_fixed_cells_and_select
     outcome = run_task(s, TaskOptions(seed=1, study_name="unit"), trial_evaluate(calls), None)
     # every launch: the fixed cell first, a drain, then the ladder
     launches = "".join("|" if c == "fixed" else "d" if c == "drain" else "s" for c in calls).split("|")[1:]
-    assert len(launches) == 6 + 2 and all(run.startswith("ds") for run in launches)
+    # every step (each measurement of one) starts from a drained server
+    assert len(launches) == 6 + 2 and all(run and set(run.split("ds")) == {""} for run in launches)
     by_params = {tuple(sorted(t.params.items())): t for t in outcome.trials}
     assert len(by_params) == 6
     for trial in outcome.trials:
