@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_autotuner.core.gpu_pool import PARALLEL_FLAGS, gpus_needed
+from pytest_autotuner.core.interrupts import signals_held
 from pytest_autotuner.core.samplers import make_sampler
 from pytest_autotuner.core.sglang_defaults import defaults_in_space
 from pytest_autotuner.core.trial import Params
@@ -252,8 +253,16 @@ def _open_journal(path: Path, notes: list[str]) -> Any:
             f"{path}: cannot write the study journal ({err.strerror}); fix its permissions or choose another "
             "--autotune-report-dir"
         ) from None
+
+    class _HeldBackend(JournalFileBackend):
+        """Each append whole, lock taken and released, before a Ctrl-C or SIGTERM stops the run (``interrupts``)."""
+
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            with signals_held():
+                super().append_logs(logs)
+
     try:
-        return JournalStorage(JournalFileBackend(str(path)))  # replays the journal
+        return JournalStorage(_HeldBackend(str(path)))  # replays the journal
     except Exception as err:  # Optuna asserts or raises on records it cannot apply
         raise _unreplayable(path, err) from None
 

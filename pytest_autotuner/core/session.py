@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pytest_autotuner.core.gpu_pool import GpuPool, gpus_needed
+from pytest_autotuner.core.interrupts import signals_held
 from pytest_autotuner.core.metrics import BenchResult, CellSummary, json_safe
 from pytest_autotuner.core.pareto import dominates
 from pytest_autotuner.core.pruning import BestSoFar, PruningRule, plan_cells
@@ -323,32 +324,49 @@ class TuningSession:
     # -- one evaluation -----------------------------------------------------------------------------------
 
     def _evaluate_with_timeout(self, params: Params, deadline: Deadline) -> BenchResult:
+        """``evaluate`` in a thread of its own, bounded by ``timeout_per_iteration``.
+
+        Once the session is stopping (Ctrl-C or SIGTERM here, or in the thread that runs the search), every
+        evaluation ends as the interruption (``KeyboardInterrupt``) after its server is torn down, whatever it
+        returned or raised: a failure the interruption caused (the cancelled deadline, a benchmark cut short) is
+        not the configuration's. The wait is on an Event the thread sets as it ends, never ``Thread.join``: a
+        KeyboardInterrupt inside ``join`` marks the thread stopped while it still runs (CPython 3.9-3.12,
+        bpo-45274's fix), and the session then read a result that was never written (``KeyError: 'result'``).
+        """
         timeout = self.spec.optimization.timeout_per_iteration
         outcome: dict[str, Any] = {}
+        ended = threading.Event()
 
         def target() -> None:
             try:
                 outcome["result"] = self.evaluate(params, deadline)
             except BaseException as err:  # carried to the session thread
                 outcome["error"] = err
+            finally:
+                ended.set()
 
         worker = threading.Thread(target=target, name="autotune-trial", daemon=True)
-        worker.start()
-        give_up = time.monotonic() + timeout
+        interrupt: BaseException | None = None
         try:
-            while worker.is_alive() and time.monotonic() < give_up and not self._stopping.is_set():
-                worker.join(min(0.2, max(0.0, give_up - time.monotonic())))
-        except BaseException:  # Ctrl-C / SIGTERM in this thread: let the runtime tear down, then go on
+            worker.start()
+            give_up = time.monotonic() + timeout
+            while not ended.is_set() and time.monotonic() < give_up and not self._stopping.is_set():
+                ended.wait(min(0.2, max(0.0, give_up - time.monotonic())))
+        except BaseException as err:  # Ctrl-C / SIGTERM in this thread: let the runtime tear down, then go on
             self._stopping.set()
-        if worker.is_alive():
+            interrupt = err
+        if not ended.is_set():
             deadline.cancel()
-            worker.join(_TEARDOWN_GRACE_S)
-            if self._stopping.is_set():
-                raise KeyboardInterrupt("tuning session interrupted")
-            raise TrialFailure(
-                FailureClass.TRIAL_TIMEOUT,
-                f"the trial ran longer than optimization.timeout_per_iteration ({timeout:g} s)",
-            )
+            ended.wait(_TEARDOWN_GRACE_S)
+            if not self._stopping.is_set():
+                raise TrialFailure(
+                    FailureClass.TRIAL_TIMEOUT,
+                    f"the trial ran longer than optimization.timeout_per_iteration ({timeout:g} s)",
+                )
+        if self._stopping.is_set():
+            if interrupt is not None:
+                raise interrupt
+            raise KeyboardInterrupt("tuning session interrupted")
         if "error" in outcome:
             raise outcome["error"]
         return outcome["result"]
@@ -483,7 +501,8 @@ class TuningSession:
                     attrs = _trial_attrs(
                         score, result, measured.log_tail, duration, devices, measured.cost, measured.partial_cells
                     )
-                    self.search_state.record(proposal, score, attrs)
+                    with signals_held():  # a finished trial is recorded whole, or the interrupt would lose it
+                        self.search_state.record(proposal, score, attrs)
                     repeat_of = proposal.trial.user_attrs.get("repeat_of")
                     repeat: dict[str, Any] = {}
                     if self.spec.optimization.multi_objective:

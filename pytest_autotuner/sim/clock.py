@@ -101,8 +101,14 @@ class VirtualClock:
 
     # -- changing the bounds -------------------------------------------------------------------------
 
+    def in_step(self, replica: int) -> bool:
+        """Whether the replica has computed a step that is not emitted yet (its end bounds the others)."""
+        return self._steps[replica] != math.inf
+
     def begin_step(self, replica: int, end: float) -> None:
         self._steps[replica] = end
+        if len(self._steps) > 1:
+            self.notify()  # a replica waiting for this one to begin its step (``SimServer._begins_before``)
 
     def emitted(self, replica: int) -> None:
         """The replica's step is out: its end no longer bounds simulated time."""

@@ -150,6 +150,7 @@ class SimServer:
         self._incoming: list[_Arrival] = []  # received, replica not chosen yet (a heap by arrival, order)
         self._queued: list[list[_Arrival]] = [[] for _ in self.schedulers]  # chosen replica, not yet arrived
         self._robin = itertools.count()
+        self._at = [0.0] * len(self.schedulers)  # each replica's time: the end of its last emitted step
         self._seq = itertools.count()
         self._promises: dict[str, float] = {}  # "<token>@end|start" -> promised simulated arrival
         self._early: dict[str, asyncio.Future[float]] = {}  # requests that came before their promise
@@ -190,6 +191,23 @@ class SimServer:
         first = [q[0].at for q in (self._queued[index], self._incoming) if q]
         return max(clock, min(first)) if first else None
 
+    def _begins_before(self, index: int, t: float) -> bool:
+        """Whether another replica, one that has not computed its next step yet, will begin it before ``t``.
+
+        Its step may end before ``t``, and what ends then (a closed loop's promised follower, assigned round-robin
+        to any replica) must be in place before a step beginning at ``t`` is computed, and out to the client
+        before a step ending at ``t`` is emitted: the clock knows only steps already computed
+        (``VirtualClock.begin_step``), so without this the replicas' drivers would go in the order asyncio wakes
+        them whenever both are due (a busy host, a high speed-up), and the timeline would depend on it.
+        """
+        for other in range(len(self.schedulers)):
+            if other == index or self.clock.in_step(other):
+                continue
+            begins = self._next_start(other, self._at[other])
+            if begins is not None and begins < t:
+                return True
+        return False
+
     async def _drive(self, index: int) -> None:
         sched, clock = self.schedulers[index], self.clock
         interval = self.config.stream_interval
@@ -202,17 +220,25 @@ class SimServer:
             if not clock.may_step(start, index):
                 await clock.wait_for_step(start, index)
                 continue  # what changed may also change the start
+            if self._begins_before(index, start):
+                await clock.changed()  # that replica steps first (``begin_step`` notifies)
+                continue
             self._assign(start)
             self._enter(index, start)
             if not sched.busy:
                 continue  # what arrived went to other replicas
             outcome = sched.step(start)
             clock.begin_step(index, outcome.end)
-            while not clock.may_emit(outcome.end, index):
-                await clock.wait_for_emit(outcome.end, index)
+            while True:  # each condition read once a turn: ``may_emit`` turns true as the wall clock moves
+                if not clock.may_emit(outcome.end, index):
+                    await clock.wait_for_emit(outcome.end, index)
+                elif self._begins_before(index, outcome.end):
+                    await clock.changed()  # another replica's earlier step first (``begin_step`` notifies)
+                else:
+                    break
             self._lag.append(-clock.wall_delay(outcome.end))
+            at = self._at[index] = outcome.end
             clock.emitted(index)
-            at = outcome.end
             for req in outcome.produced:
                 live = self._live.get(req.rid)
                 if live is not None and chunk_due(req.generated, req.output_tokens, interval):
@@ -319,6 +345,9 @@ class SimServer:
         early = self._early.pop(key, None)
         if early is not None:
             if not early.done():
+                # held until that request's handler, woken by the result, has it in the queue (``_arrival_of``):
+                # a driver woken first would otherwise compute the step it belongs to without it
+                self.clock.hold(key, at)
                 early.set_result(at)
             return
         if key in self._withdrawn:  # the client said it will not come (its request failed on its side)
@@ -364,6 +393,7 @@ class SimServer:
             return None
         finally:
             self._early.pop(key, None)
+            self.clock.release(key)  # ``_promise``'s hold: the caller queues the request before it next awaits
 
     # -- HTTP ----------------------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from pytest_autotuner.sim.clock import VirtualClock
@@ -102,3 +104,22 @@ def test_then_header(header: str, expected: tuple[bool, float | None]) -> None:
 def test_then_header_rejects_what_it_cannot_schedule(header: str) -> None:
     with pytest.raises(ValueError):
         parse_then(header)
+
+
+def test_a_computed_step_is_known_to_the_other_replicas_and_wakes_them() -> None:
+    # a replica waits for another that will begin a step earlier than its own (``SimServer._begins_before``): the
+    # other's ``begin_step`` must wake it, and from then on the other's step end bounds it like any computed step
+    async def scenario() -> None:
+        c, wall = clock(replicas=2)
+        waiting = asyncio.ensure_future(c.changed())
+        await asyncio.sleep(0)
+        assert not waiting.done() and not c.in_step(1)
+        c.begin_step(1, 0.5)
+        await asyncio.wait_for(waiting, 5.0)  # woken, not left waiting for a notify that never comes
+        assert c.in_step(1)
+        wall.t += 1.0
+        assert not c.may_step(0.6, 0) and c.may_step(0.6, 1)  # replica 0 waits for the end replica 1 owes
+        c.emitted(1)
+        assert not c.in_step(1) and c.may_step(0.6, 0)
+
+    asyncio.run(scenario())

@@ -1,0 +1,124 @@
+"""A Ctrl-C or SIGTERM in the session's thread ends an evaluation as the interruption, and a write to the study is
+never cut in half (``core/interrupts.py``). The whole run, signalled at many points, is in
+tests/integration/test_interrupts.py; these send the signal to this process while a confirmation run is under way."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from factories import result, spec
+from test_search import make_search
+
+from pytest_autotuner.core.interrupts import signals_held
+from pytest_autotuner.core.metrics import BenchResult
+from pytest_autotuner.core.session import TuningSession
+from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # the plugin's SIGTERM handler
+
+
+@pytest.fixture
+def handlers() -> Iterator[None]:
+    """SIGINT as Python's default, SIGTERM raising KeyboardInterrupt as the plugin's: restored afterwards."""
+    previous = {s: signal.signal(s, h) for s, h in ((signal.SIGINT, signal.default_int_handler),
+                                                    (signal.SIGTERM, _raise_interrupt))}  # fmt: skip
+    yield
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+def _signal_later(signum: int, after: float) -> threading.Timer:
+    timer = threading.Timer(after, os.kill, (os.getpid(), signum))
+    timer.start()
+    return timer
+
+
+@pytest.mark.usefixtures("handlers")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_inside_a_held_block_is_delivered_when_the_block_ends(signum: int) -> None:
+    steps = []
+    with pytest.raises(KeyboardInterrupt), signals_held():
+        os.kill(os.getpid(), signum)
+        for step in range(20):  # many bytecodes, and sleeps: the handler would run here if not held
+            time.sleep(0.005)
+            steps.append(step)
+    assert len(steps) == 20
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is _raise_interrupt
+
+
+@pytest.mark.usefixtures("handlers")
+def test_a_held_block_without_a_signal_changes_nothing() -> None:
+    with signals_held():
+        pass
+    assert signal.getsignal(signal.SIGTERM) is _raise_interrupt
+
+
+def _blocks_until_cancelled(torn_down: list[str]) -> Callable[[Params, Deadline], BenchResult]:
+    def evaluate(params: Params, deadline: Deadline) -> BenchResult:
+        while not deadline.wait(0.01):
+            pass
+        torn_down.append("server")  # what a runtime does when its deadline is cancelled
+        raise TrialFailure(FailureClass.TRIAL_TIMEOUT, "trial deadline cancelled during the benchmark")
+
+    return evaluate
+
+
+def _ignores_the_cancel(torn_down: list[str]) -> Callable[[Params, Deadline], BenchResult]:
+    def evaluate(params: Params, deadline: Deadline) -> BenchResult:
+        while not deadline.wait(0.01):
+            pass
+        torn_down.append("server")
+        return result(1.0)  # a run that finished anyway: still not this configuration's measurement
+
+    return evaluate
+
+
+def _fails_on_the_cancel(torn_down: list[str]) -> Callable[[Params, Deadline], BenchResult]:
+    def evaluate(params: Params, deadline: Deadline) -> BenchResult:
+        while not deadline.wait(0.01):
+            pass
+        torn_down.append("server")
+        raise ConnectionResetError("the server went away")  # a failure the interruption caused
+
+    return evaluate
+
+
+@pytest.mark.usefixtures("handlers")
+@pytest.mark.parametrize("after", [0.0, 0.05, 0.3])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("make", [_blocks_until_cancelled, _ignores_the_cancel, _fails_on_the_cancel])
+def test_a_signal_during_a_confirmation_run_is_the_interruption_not_a_failure(
+    make: Callable[[list[str]], Callable[[Params, Deadline], BenchResult]], signum: int, after: float
+) -> None:
+    s = spec(optimization={"strategy": "grid", "max_iterations": 1, "confirm_runs": 2, "remeasure_best": False})
+    torn_down: list[str] = []
+    timers: list[threading.Timer] = []
+    blocking = make(torn_down)
+
+    def evaluate(params: Params, deadline: Deadline) -> BenchResult:
+        timers.append(_signal_later(signum, after))  # lands while this run is under way
+        return blocking(params, deadline)
+
+    session = TuningSession(spec=s, search=make_search(s), evaluate=lambda params, deadline: result(1.0))
+    session.search()
+    candidate = session.ranked_candidates()[0]
+    session.evaluate = evaluate
+    events = []
+    session.on_trial = events.append
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            session.confirm(candidate)
+    finally:
+        for timer in timers:
+            timer.cancel()
+    assert len(timers) == 1  # the first run was interrupted, no second one started
+    assert torn_down == ["server"]  # the deadline was cancelled and the evaluate ended before the interrupt went on
+    assert events == [] and session.confirmation_failures == []  # no run reported, none counted as failed
