@@ -252,6 +252,27 @@ def _money(value: float | None, currency: str) -> str:
     return f"{symbol}{value:,.2f}" if value >= 0.1 else f"{symbol}{value:.3g}"
 
 
+def _by_load(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Cost rows by the load they were measured at: a fixed cell alone; the ladder steps of every confirmation run
+    (each at the load its run found) together, as "<scenario> (the capacity of N runs)"."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        label = str(row["cell"])
+        if label.endswith("(ladder)"):
+            label = label.split(" rate=")[0].split(" c=")[0]
+            label = f"{label} (the capacity found, {{n}} run(s))"
+        groups.setdefault(label, []).append(row)
+    return [(label.replace("{n}", str(len(group))), group) for label, group in groups.items()]
+
+
+def _money_range(values: list[float | None], currency: str) -> str:
+    known = sorted(v for v in values if v is not None and math.isfinite(v))
+    if not known:
+        return "n/a"
+    low, high = _money(known[0], currency), _money(known[-1], currency)
+    return low if low == high else f"{low}-{high}"
+
+
 def serving_cost_line(outcome: TaskOutcome) -> str:
     """'serving cost at $2.49 per GPU-hour (source): the best $0.41 per 1M output tokens, ...; this tuning run
     0.2 GPU-hours, $0.50'; "" without ``cost.gpu_hour``."""
@@ -264,11 +285,11 @@ def serving_cost_line(outcome: TaskOutcome) -> str:
     head = f"serving cost at {_money(block['gpu_hour'], currency)} {block['price']} ({block['source']})"
     parts = []
     for side in ("best", "defaults"):
-        for row in block.get(side, []):
-            parts.append(
-                f"{'the ' if side == 'best' else ''}{side} {_money(row['per_million_output_tokens'], currency)} per "
-                f"1M output tokens, {_money(row['per_1000_requests'], currency)} per 1,000 requests at {row['cell']}"
-            )
+        who = "the best" if side == "best" else "defaults"
+        for label, rows in _by_load(block.get(side, [])):
+            tokens = _money_range([r["per_million_output_tokens"] for r in rows], currency)
+            requests = _money_range([r["per_1000_requests"] for r in rows], currency)
+            parts.append(f"{who} {tokens} per 1M output tokens, {requests} per 1,000 requests at {label}")
     per_dollar = block.get("per_dollar")
     if per_dollar:
         value = per_dollar["value"]
