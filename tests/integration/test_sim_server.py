@@ -115,6 +115,7 @@ def test_models_and_server_info(shared: SimProcess) -> None:
         # one entry per replica, as SGLang's (bench_serving reads internal_states[0] after a run)
         assert info["internal_states"][0]["memory_usage"]["token_capacity"] == info["max_total_num_tokens"]
         assert info["sim_token_counting"] == "word rule" and info["sim_tokenizer"] is None
+        assert info["sim_pricing"].startswith(("aiconfigurator-core", "roofline"))
     assert sim.status("/health_generate") == 200
     assert sim.post("/flush_cache", b"")[0] == 200
 
@@ -237,7 +238,9 @@ def test_malformed_sse_every_nth_stream(launch: Any) -> None:
 
 
 def test_startup_delay_pushes_readiness_back(launch: Any) -> None:
-    sim = launch(*FAST, "--sim-startup-delay", "1.5")
+    # the delay counts from the process's start; the roofline keeps what comes before listening short (the kernel
+    # tables load there, 1-3 s on a busy runner, which would use the delay up before the port opens)
+    sim = launch(*FAST, "--sim-startup-delay", "1.5", "--sim-pricing", "roofline")
     sim.wait_listening()
     started = time.monotonic()
     sim.wait_ready()
