@@ -116,6 +116,7 @@ _MODELLED: dict[str, dict[str, Any]] = {
     "random-seed": {"type": int, "default": None},
     "tp-size": {"dest": "tp_size", "type": _positive_int, "default": 1},
     "dp-size": {"dest": "dp_size", "type": _positive_int, "default": 1},
+    "ep-size": {"dest": "ep_size", "type": _positive_int, "default": 1},  # MoE, priced by the kernel tables
     "mem-fraction-static": {"type": _fraction, "default": None},
     "chunked-prefill-size": {"type": _chunk_size, "default": None},
     "max-prefill-tokens": {"type": _positive_int, "default": 16384},
@@ -261,10 +262,12 @@ def unmodelled_flags(args: argparse.Namespace) -> list[str]:
 
 
 def _unmodelled(args: argparse.Namespace, cfg: EngineConfig) -> list[str]:
-    """``unmodelled_flags``, plus ``--quantization`` where the roofline (which ignores it) prices the run."""
+    """``unmodelled_flags``, plus ``--quantization`` and ``--ep-size`` where the roofline (which ignores them)
+    prices the run."""
     out = unmodelled_flags(args)
-    if args.quantization is not None and not cfg.priced_by_kernels and "quantization" not in " ".join(out):
-        out = sorted([*out, "quantization"])
+    for flag, set_ in (("quantization", args.quantization is not None), ("ep-size", args.ep_size > 1)):
+        if set_ and not cfg.priced_by_kernels and flag not in out:
+            out = sorted([*out, flag])
     return out
 
 
@@ -311,7 +314,8 @@ def resolve_model(args: argparse.Namespace) -> tuple[ModelProfile, Pricing]:
             model, in_table = model_profile(args.model_path), False
         except ValueError as why:
             raise ValueError(f"{exc}; nor can the kernel tables price it: {why}") from None
-    if model.num_heads % args.tp_size or args.tp_size * args.dp_size > args.sim_num_gpus:
+    invalid = args.tp_size % args.ep_size if args.ep_size > 1 else 0
+    if invalid or model.num_heads % args.tp_size or args.tp_size * args.dp_size > args.sim_num_gpus:
         # SGLang refuses this parallelism at startup (plan_memory says so): nothing to price
         return model, Pricing("roofline", note="not priced: the parallelism is invalid")
     pricing = choose_pricing(
@@ -323,6 +327,7 @@ def resolve_model(args: argparse.Namespace) -> tuple[ModelProfile, Pricing]:
         kv_cache_dtype=args.kv_cache_dtype,
         roofline_knows_model=in_table and _roofline_knows(args.model_path),
         force=args.sim_pricing,
+        ep=args.ep_size,
     )
     return model, pricing
 
@@ -350,6 +355,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         gpu=gpu,
         tp=args.tp_size,
         dp=args.dp_size,
+        ep=args.ep_size,
         num_gpus=args.sim_num_gpus,
         mem_fraction_static=args.mem_fraction_static or default_mem_fraction(args, chunk),
         chunked_prefill_size=chunk,

@@ -96,7 +96,7 @@ def cache_dir() -> Path:
 
 
 #: Bump when what this module stores changes, so no process reads an entry of another layout.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 
 
 def _cache_key(*parts: Any) -> str:
@@ -233,6 +233,7 @@ class Pricing:
     gemm_quant: str | None = None
     kv_quant: str | None = None  # the KV cache's bytes
     kv_attention_tables: bool = True  # False: no attention table reads an fp8 KV cache; the 16-bit one prices it
+    ep: int = 1  # --ep-size: experts over ep ranks, each expert's weights over tp / ep (MoE models)
     note: str = ""  # why the roofline prices this run
 
     @property
@@ -242,6 +243,8 @@ class Pricing:
     def describe(self) -> str:
         if self.model == "kernels":
             quant = "".join(f", {k} {v}" for k, v in (("weights", self.gemm_quant), ("KV", self.kv_quant)) if v)
+            if self.ep > 1:
+                quant += f", expert parallel {self.ep}"
             if self.kv_quant and not self.kv_attention_tables:
                 quant += " (attention priced on the 16-bit KV tables: none for an fp8 KV cache)"
             return f"{LIBRARY} {library_version()} (SGLang {self.tables} tables on {self.system}{quant})"
@@ -264,6 +267,7 @@ def choose_pricing(
     kv_cache_dtype: str = "auto",
     roofline_knows_model: bool = False,
     force: str = "auto",
+    ep: int = 1,
 ) -> Pricing:
     """The library where it has tables for the model, GPU and settings; else the roofline for the models and
     GPUs it is calibrated for (``roofline_knows_model``), with the reason; else ValueError saying what is missing.
@@ -283,12 +287,12 @@ def choose_pricing(
     if system is None:
         reason = f"{LIBRARY} has no tables for GPU {gpu!r}"
     elif path is not None:
-        key = _cache_key("pricing", path, _config_digest(path), system, sglang_version, tp, gemm, kv)
+        key = _cache_key("pricing", path, _config_digest(path), system, sglang_version, tp, gemm, kv, ep)
         cached = _cache_get(key, ".json")
         if cached is not None:
             decision = json.loads(cached)
         else:
-            decision = _decide(path, system, sglang_version, tp, gemm, kv)
+            decision = _decide(path, system, sglang_version, tp, gemm, kv, ep)
             _cache_put(key, ".json", json.dumps(decision).encode())
         if "reason" not in decision:
             return Pricing(**decision)
@@ -302,12 +306,14 @@ def choose_pricing(
     )
 
 
-def _decide(path: str, system: str, sglang_version: str, tp: int, gemm: str | None, kv: str | None) -> dict[str, Any]:
+def _decide(
+    path: str, system: str, sglang_version: str, tp: int, gemm: str | None, kv: str | None, ep: int = 1
+) -> dict[str, Any]:
     """``Pricing`` fields when the library prices one step of each kind for these settings, else ``reason``."""
     tables = table_version(system, sglang_version)
     if tables is None:
         return {"reason": f"{LIBRARY} {library_version()} has no SGLang tables for {system}"}
-    pricing = Pricing("kernels", path, system, tables, gemm, kv)
+    pricing = Pricing("kernels", path, system, tables, gemm, kv, ep=ep)
     try:
         _probe(pricing, tp)
     except ValueError as exc:
@@ -363,8 +369,8 @@ def _handle(pricing: Pricing, tp: int) -> _Engine:
             "sglang",
             backend_version=pricing.tables,
             tp_size=tp,
-            moe_tp_size=tp,  # SGLang shards experts like the dense layers unless --ep-size says otherwise
-            moe_ep_size=1,
+            moe_tp_size=tp // pricing.ep,  # SGLang shards each expert over tp / ep GPUs, the experts over ep
+            moe_ep_size=pricing.ep,
             gemm_quant_mode=pricing.gemm_quant,
             moe_quant_mode=pricing.gemm_quant,
             kvcache_quant_mode=pricing.attention_kv_quant,
@@ -485,8 +491,8 @@ def _estimate_memory(pricing: Pricing, tp: int) -> KernelMemory:
             memory_fraction_kind="of_total",
             memory_fraction_value=1.0,
             tp_size=tp,
-            moe_tp_size=tp,
-            moe_ep_size=1,
+            moe_tp_size=tp // pricing.ep,
+            moe_ep_size=pricing.ep,
             gemm_quant_mode=pricing.gemm_quant,
             moe_quant_mode=pricing.gemm_quant,
             kvcache_quant_mode=pricing.kv_quant,

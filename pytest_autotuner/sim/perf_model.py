@@ -82,6 +82,7 @@ class EngineConfig:
     gpu: GpuProfile
     tp: int = 1
     dp: int = 1
+    ep: int = 1
     num_gpus: int = 1
     mem_fraction_static: float = 0.835
     chunked_prefill_size: int = 8192  # <= 0: disabled
@@ -169,6 +170,11 @@ def plan_memory(cfg: EngineConfig) -> MemoryPlan:
         raise StartupFailure(
             "invalid_parallelism",
             f"Number of attention heads ({m.num_heads}) must be divisible by tensor parallel size ({cfg.tp}).",
+        )
+    if cfg.ep > 1 and cfg.tp % cfg.ep:
+        raise StartupFailure(
+            "invalid_parallelism",
+            f"AssertionError: tp_size ({cfg.tp}) must be divisible by ep_size ({cfg.ep})",
         )
     if cfg.tp * cfg.dp > cfg.num_gpus:
         raise StartupFailure(
