@@ -287,6 +287,7 @@ def choose_pricing(
     if system is None:
         reason = f"{LIBRARY} has no tables for GPU {gpu!r}"
     elif path is not None:
+        ep = ep if _is_moe(path) else 1  # a dense model has no experts to spread: --ep-size changes nothing
         key = _cache_key("pricing", path, _config_digest(path), system, sglang_version, tp, gemm, kv, ep)
         cached = _cache_get(key, ".json")
         if cached is not None:
@@ -515,6 +516,24 @@ def kernel_memory(cfg: EngineConfig) -> KernelMemory:
     return _memory(cfg.pricing, cfg.tp)
 
 
+def _config_file(path: str) -> Path:
+    """The config.json the library reads for ``path`` (a local folder, or a bundled Hugging Face id)."""
+    if (Path(path) / "config.json").is_file():
+        return Path(path) / "config.json"
+    import aiconfigurator_core
+
+    return Path(aiconfigurator_core.__file__).parent / "model_configs" / f"{path.replace('/', '--')}_config.json"
+
+
+def _is_moe(path: str) -> bool:
+    try:
+        raw = json.loads(_config_file(path).read_text())
+    except (OSError, ValueError):
+        return False
+    cfg = raw.get("text_config") or raw
+    return any(cfg.get(k) for k in ("num_experts", "num_local_experts", "n_routed_experts"))
+
+
 def model_profile(model_path: str) -> ModelProfile:
     """The architecture the scheduler and memory checks need for a model the library knows (its bundled config
     or the local folder's), for models outside the roofline's table; ValueError saying why not."""
@@ -523,12 +542,7 @@ def model_profile(model_path: str) -> ModelProfile:
     path, reason = library_model(model_path)
     if path is None:
         raise ValueError(reason)
-    if (Path(path) / "config.json").is_file():
-        source = Path(path) / "config.json"
-    else:
-        import aiconfigurator_core
-
-        source = Path(aiconfigurator_core.__file__).parent / "model_configs" / f"{path.replace('/', '--')}_config.json"
+    source = _config_file(path)
     raw = json.loads(source.read_text())
     cfg = raw.get("text_config") or raw
     try:

@@ -185,6 +185,9 @@ def test_expert_parallelism_costs_what_the_library_says() -> None:
     assert "ep-size" not in server_info(args, ep, plan_memory(ep))["sim_unmodelled_flags"]
     with pytest.raises(StartupFailure, match="must be divisible by ep_size"):
         plan_memory(_cfg(QWEN_MOE, "--sim-gpu", "h200", "--tp-size", "4", "--sim-num-gpus", "4", "--ep-size", "3"))
+    # a dense model has no experts: the same pricing
+    dense = _cfg(LLAMA_8B, "--tp-size", "2", "--sim-num-gpus", "2", "--ep-size", "2")
+    assert dense.pricing == _cfg(LLAMA_8B, "--tp-size", "2", "--sim-num-gpus", "2").pricing
     # on the roofline it has no effect, and says so
     llama = parse_argv(["--model-path", LLAMA_8B, "--sim-pricing", "roofline", "--ep-size", "2", "--tp-size", "2",
                         "--sim-num-gpus", "2"])  # fmt: skip
