@@ -98,7 +98,7 @@ def test_a_model_the_simulator_cannot_price_fails_collection_with_the_reason(pyt
     result.stdout.fnmatch_lines([
         "*nope.json: model.id_or_path: `--model-path` 'acme/NoSuchModel-7B' is not a model the simulator knows*"
         "; nor can the kernel tables price it: 'acme/NoSuchModel-7B' is neither a local folder with a config.json "
-        "nor one of the 89 Hugging Face ids aiconfigurator-core 0.12.0 ships a config for",
+        "nor one of the * Hugging Face ids aiconfigurator-core 0.12.* ships a config for",
     ])  # fmt: skip
     # a model only the kernel tables know runs with no download, priced by them (the report's environment says so)
     result = pytester.runpytest_subprocess("--autotune", "-p", "no:cacheprovider", "tuning_specs/moe.json")
