@@ -237,11 +237,17 @@ def _profile(gpu_name: str) -> Any:
     raise SystemExit(f"no simulator profile for GPU {gpu_name!r}; known: {', '.join(GPUS)}")
 
 
-def simulated_cost(data: dict[str, Any]) -> Any:
-    """The simulator's step cost for the timed model on the timed GPU, default flags."""
-    from pytest_autotuner.sim.perf_model import MODELS, EngineConfig, StepCost
+def simulated_cost(data: dict[str, Any], pricing: str = "roofline") -> Any:
+    """The simulator's step cost for the timed model on the timed GPU, default flags; ``pricing="kernels"``:
+    aiconfigurator-core's tables (``--sim-pricing kernels``), as the simulator prices by default."""
+    from pytest_autotuner.sim.perf_model import MODELS, EngineConfig, StepCost, make_step_cost
 
     model = MODELS[data.get("model_key", "llama-3.1-8b")]  # the first timings were all of the 8B
+    if pricing == "kernels":
+        from pytest_autotuner.sim.cli import engine_config, parse_argv
+
+        argv = ["--model-path", model.name, "--sim-gpu", _profile(data["gpu"]).name, "--sim-pricing", "kernels"]
+        return make_step_cost(engine_config(parse_argv(argv)))
     return StepCost(EngineConfig(model=model, gpu=_profile(data["gpu"])))
 
 
@@ -255,11 +261,11 @@ def simulated_decode_ms(cost: Any, batch: int, context: int) -> float:
     return float(cost(decode_batch=batch, decode_context=batch * context)) * 1e3
 
 
-def compare(timings: Path) -> None:
+def compare(timings: Path, pricing: str = "roofline") -> None:
     data = json.loads(timings.read_text())
     gpu = _profile(data["gpu"])
-    cost = simulated_cost(data)
-    print(f"{data['model']} on {data['gpu']} (simulator profile {gpu.name})")
+    cost = simulated_cost(data, pricing)
+    print(f"{data['model']} on {data['gpu']} (simulator profile {gpu.name}, priced by the {pricing})")
     print(f"torch {data['torch']}, transformers {data['transformers']}")
     prim = data["primitives"]
     copy = prim["copy_bandwidth_gbs"]
@@ -324,11 +330,13 @@ def main() -> int:
     run.add_argument("--shapes", type=_shapes, default=DECODE_SHAPES, help="decode shapes, e.g. 1x1024,64x1024")
     show = sub.add_parser("compare", help="print measured against simulated step times")
     show.add_argument("timings", type=Path, help="a file written by `measure`")
+    show.add_argument("--pricing", choices=("roofline", "kernels"), default="roofline",
+                      help="the roofline, or aiconfigurator-core's tables (the simulator's default)")  # fmt: skip
     args = parser.parse_args()
     if args.command == "measure":
         measure(args.out, args.model, args.repeats, args.shapes, args.fused)
     else:
-        compare(args.timings)
+        compare(args.timings, args.pricing)
     return 0
 
 

@@ -107,16 +107,23 @@ class SpecFile(pytest.File):
         yield item
 
     def _check_sim_flags(self, spec: TaskSpec) -> None:
-        """On the simulator the preflight is a table lookup: a bad flag fails collection, before any item runs."""
+        """On the simulator the preflight is a table lookup: a bad flag, or a model the simulator cannot price,
+        fails collection, before any item runs."""
         options = self.config.stash[_options_key]
         if (options.runtime or spec.runtime) != "sim" or spec.model is None:
             return
         from pytest_autotuner.runtimes import create_host, flag_problems
 
-        table = create_host("sim", spec, seed=0).argument_table()
+        host = create_host("sim", spec, seed=0)
+        table = host.argument_table()
         problems = flag_problems(spec, "sim", table) if table is not None else ""
         if problems:
             raise self.CollectError(problems)
+        from pytest_autotuner.sim.cli import pricing_problem
+
+        problem = pricing_problem(spec.model.id_or_path, spec.simulator.gpu, getattr(host, "sglang_version", None))
+        if problem:
+            raise self.CollectError(f"{self.path}: model.id_or_path: {problem}")
 
 
 class AutotuneFailure(Exception):

@@ -57,8 +57,8 @@ __all__ = [
 FORMAT_VERSION = 2  # 2 adds cells' request_rate; format 1 files (closed loop only) read the same
 _READABLE_FORMATS = (1, FORMAT_VERSION)
 #: Fingerprint fields that must match for a comparison to mean something (tool version and date need not).
-#: The simulator's speed-up, noise, GPU, performance-model version and token counting change what it measures,
-#: so they count.
+#: The simulator's speed-up, noise, GPU, performance-model version, pricing (kernel tables or roofline) and token
+#: counting change what it measures, so they count.
 FINGERPRINT_KEYS = (
     "runtime",
     "image",
@@ -71,6 +71,7 @@ FINGERPRINT_KEYS = (
     "sim_speedup",
     "sim_noise",
     "sim_model_version",
+    "sim_pricing",
     "sim_token_counting",
 )
 _SAMPLE_METRICS = ("ttft", "tpot", "e2e")
@@ -167,9 +168,13 @@ def fingerprint(spec: TaskSpec, runtime: Mapping[str, str], server_info: Mapping
         "sim_speedup": _text(server_info.get("sim_speedup")) if sim else "",
         "sim_noise": _text(server_info.get("sim_noise")) if sim else "",
         "sim_model_version": _text(server_info.get("sim_model_version")) if sim else "",
-        **({"sim_token_counting": _token_counting(server_info)} if sim else {}),
+        **(_sim_facts(server_info) if sim else {}),
         "tool_version": __version__,
     }
+
+
+def _sim_facts(server_info: Mapping[str, Any]) -> dict[str, str]:
+    return {"sim_pricing": _text(server_info.get("sim_pricing")), "sim_token_counting": _token_counting(server_info)}
 
 
 def _token_counting(server_info: Mapping[str, Any]) -> str:

@@ -23,7 +23,10 @@ if TYPE_CHECKING:
 __all__ = ["GPU_MEMORY_MIB", "defaults_in_space", "sglang_defaults"]
 
 #: total memory nvidia-smi reports for the GPUs the simulator models, in MiB
-GPU_MEMORY_MIB: dict[str, float] = {"h100": 81559, "h200": 143771, "a100-80g": 81920}
+GPU_MEMORY_MIB: dict[str, float] = {"h100": 81559, "h200": 143771, "a100-80g": 81920,
+                                    # nvidia-smi totals of the GPUs aiconfigurator-core prices (its systems/*.yaml)
+                                    "b200": 184320, "b300": 275040, "gb200": 189471, "gb300": 284208, "l40s": 46068,
+                                    "rtx-pro-6000": 97887}  # fmt: skip
 
 _FIXED: dict[str, ParamValue] = {
     "tp-size": 1,

@@ -697,7 +697,7 @@ class Slo(_Model):
 class SimulatorSettings(_Model):
     """Options of the built-in simulator runtime (``--sim-*`` flags)."""
 
-    gpu: Literal["h100", "h200", "a100-80g"] = "h100"
+    gpu: Literal["h100", "h200", "a100-80g", "b200", "b300", "gb200", "gb300", "l40s", "rtx-pro-6000"] = "h100"
     num_gpus: int = Field(1, ge=1, le=MAX_GPUS)
     speedup: float = Field(1.0, gt=0, le=1e6, description="Simulated seconds per wall second.")
     startup_scale: float = Field(1.0, gt=0, le=1e6, description="Multiplies the simulated startup time.")

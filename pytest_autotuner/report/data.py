@@ -182,6 +182,7 @@ def environment(outcome: TaskOutcome) -> dict[str, Any]:
         ),
         **_unmodelled(outcome),
         **_token_counting(outcome),
+        **_pricing(outcome),
         "tool_version": pytest_autotuner.__version__,
         "optuna_version": optuna.__version__,
         "python": platform.python_version(),
@@ -251,6 +252,12 @@ def pareto_block(outcome: TaskOutcome) -> dict[str, Any] | None:
         ],
         "dominated_trials": [t.number for t in pareto.dominated],
     }
+
+
+def _pricing(outcome: TaskOutcome) -> dict[str, str]:
+    """On the simulator: what priced its steps (aiconfigurator-core's kernel tables, or the roofline and why)."""
+    how = outcome.server_info.get("sim_pricing") if outcome.runtime == "sim" else None
+    return {"sim_pricing": str(how)} if how else {}
 
 
 def _token_counting(outcome: TaskOutcome) -> dict[str, str]:

@@ -7,6 +7,10 @@ flags plus ``--sim-*`` flags, see ``cli.py``), or evaluate configurations withou
 
 Modelling choices worth knowing when reading results:
 
+- Step times and KV capacity: from aiconfigurator-core's measured SGLang kernel tables wherever they cover the
+  model, GPU and settings (``kernels.py``), else from the roofline in ``perf_model.py`` for the three Llama models
+  on h100/h200/a100-80g; ``/get_server_info`` says which (``sim_pricing``).
+
 - Time: the scheduler works in simulated seconds, which run at ``speedup`` times the wall clock but never past
   a step not yet emitted or an arrival a client promised (``clock.py``). Responses carry the simulated
   arrival (``X-Sim-Arrival``) and every streamed write its simulated time (``: sim-time`` SSE comment), and the
@@ -25,7 +29,7 @@ Modelling choices worth knowing when reading results:
   ``prompt_tokens_details.cached_tokens`` (always; SGLang only with ``--enable-cache-report``).
 - Prefill first, as SGLang's scheduler: a step prefills whenever a prefill batch can be formed, so without
   ``--enable-mixed-chunk`` decoding requests wait for every chunk of a long prompt (with it, prefill steps also
-  advance them); unchunked prefill batches lose GEMM efficiency beyond 4k tokens.
+  advance them); on the roofline, unchunked prefill batches lose GEMM efficiency beyond 4k tokens.
 - Noise: a per-run step-time factor ``exp(N(0, noise))`` shared by all replicas, times per-step jitter
   ``1 + N(0, noise)``; all seeded, so the same seed, flags and traffic give the same timeline.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -15,7 +16,15 @@ from pytest_autotuner.core.sglang_args import (
     table_from_actions,
 )
 from pytest_autotuner.core.tokens import WORD_RULE, TokenCounter, load_tokenizer, tokenizer_file
-from pytest_autotuner.sim.perf_model import GPUS, SIM_MODEL_VERSION, EngineConfig, MemoryPlan, lookup_model
+from pytest_autotuner.sim.kernels import FP8_QUANTIZATIONS, Pricing, choose_pricing, model_profile
+from pytest_autotuner.sim.perf_model import (
+    GPUS,
+    SIM_MODEL_VERSION,
+    EngineConfig,
+    MemoryPlan,
+    ModelProfile,
+    lookup_model,
+)
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.trial import ParamValue
@@ -28,6 +37,8 @@ __all__ = [
     "engine_config",
     "params_to_argv",
     "parse_argv",
+    "pricing_problem",
+    "resolve_model",
     "server_info",
     "sim_table",
     "token_counter",
@@ -105,6 +116,7 @@ _MODELLED: dict[str, dict[str, Any]] = {
     "random-seed": {"type": int, "default": None},
     "tp-size": {"dest": "tp_size", "type": _positive_int, "default": 1},
     "dp-size": {"dest": "dp_size", "type": _positive_int, "default": 1},
+    "ep-size": {"dest": "ep_size", "type": _positive_int, "default": 1},  # MoE, priced by the kernel tables
     "mem-fraction-static": {"type": _fraction, "default": None},
     "chunked-prefill-size": {"type": _chunk_size, "default": None},
     "max-prefill-tokens": {"type": _positive_int, "default": 16384},
@@ -118,10 +130,12 @@ _MODELLED: dict[str, dict[str, Any]] = {
     "disable-radix-cache": {"action": "store_true"},  # the radix cache (sim/radix_cache.py) is on otherwise
     "enable-cache-report": {"action": "store_true"},  # accepted: the simulator always reports cached tokens
     "kv-cache-dtype": {"default": "auto"},
+    "quantization": {"default": None},  # fp8 priced by the kernel tables (kernels.py); the roofline ignores it
     "stream-interval": {"type": _positive_int, "default": 1},
 }
 #: Values of modelled flags the performance model knows; others are accepted and reported as not modelled.
-MODELLED_VALUES = {"schedule-policy": SCHEDULE_POLICIES, "kv-cache-dtype": KV_CACHE_DTYPES}
+MODELLED_VALUES = {"schedule-policy": SCHEDULE_POLICIES, "kv-cache-dtype": KV_CACHE_DTYPES,
+                   "quantization": FP8_QUANTIZATIONS}  # fmt: skip
 _UNMODELLED_PREFIX = "unmodelled:"
 _NUMERIC_TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float}
 
@@ -191,6 +205,10 @@ def build_parser(*, raising: bool = False, version: str = DEFAULT_VERSION) -> ar
     sim.add_argument("--sim-sglang-version", choices=SHIPPED_VERSIONS, default=version,
                      help="the SGLang release whose flags the simulator accepts")  # fmt: skip
     sim.add_argument("--sim-gpu", choices=sorted(GPUS), default="h100")
+    sim.add_argument("--sim-pricing", choices=("auto", "kernels", "roofline"), default="auto",
+                     help="what prices steps and memory: aiconfigurator-core's kernel tables where they cover the "
+                     "model, GPU and settings, else the roofline for the models it is calibrated for (auto); "
+                     "only the tables (kernels); only the roofline (roofline)")  # fmt: skip
     sim.add_argument("--sim-num-gpus", type=_positive_int, default=1, help="GPUs visible to the server")
     sim.add_argument("--sim-speedup", type=_positive_float, default=DEFAULT_SPEEDUP, help="simulated s per wall s")
     sim.add_argument(
@@ -243,6 +261,16 @@ def unmodelled_flags(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def _unmodelled(args: argparse.Namespace, cfg: EngineConfig) -> list[str]:
+    """``unmodelled_flags``, plus ``--quantization`` and ``--ep-size`` where the roofline (which ignores them)
+    prices the run."""
+    out = unmodelled_flags(args)
+    for flag, set_ in (("quantization", args.quantization is not None), ("ep-size", args.ep_size > 1)):
+        if set_ and not cfg.priced_by_kernels and flag not in out:
+            out = sorted([*out, flag])
+    return out
+
+
 def _sglang_args(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if not k.startswith(("sim_", _UNMODELLED_PREFIX))}
 
@@ -257,9 +285,69 @@ def default_mem_fraction(args: argparse.Namespace, chunked_prefill_size: int) ->
     return float(defaults["mem-fraction-static"])
 
 
+#: Architectures the roofline's Llama-style parameter and KV arithmetic describes (a local folder of another
+#: architecture, MoE above all, is priced by the kernel tables or refused).
+_ROOFLINE_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")
+
+
+def _roofline_knows(model_path: str) -> bool:
+    from pathlib import Path
+
+    config = Path(model_path) / "config.json"
+    if not config.is_file():
+        return True  # lookup_model found it in the roofline's table
+    try:
+        raw = json.loads(config.read_text())
+        archs = raw.get("architectures") or ["LlamaForCausalLM"]
+    except (OSError, ValueError, AttributeError):
+        return False
+    moe = any(k in raw for k in ("num_experts", "num_local_experts", "n_routed_experts"))
+    return archs[0] in _ROOFLINE_ARCHITECTURES and not moe
+
+
+def resolve_model(args: argparse.Namespace) -> tuple[ModelProfile, Pricing]:
+    """The model's profile and what prices it (``kernels.choose_pricing``); ValueError naming what is missing."""
+    try:
+        model, in_table = lookup_model(args.model_path), True
+    except ValueError as exc:
+        try:
+            model, in_table = model_profile(args.model_path), False
+        except ValueError as why:
+            raise ValueError(f"{exc}; nor can the kernel tables price it: {why}") from None
+    invalid = args.tp_size % args.ep_size if args.ep_size > 1 else 0
+    if invalid or model.num_heads % args.tp_size or args.tp_size * args.dp_size > args.sim_num_gpus:
+        # SGLang refuses this parallelism at startup (plan_memory says so): nothing to price
+        return model, Pricing("roofline", note="not priced: the parallelism is invalid")
+    pricing = choose_pricing(
+        args.model_path,
+        args.sim_gpu,
+        args.sim_sglang_version,
+        tp=args.tp_size,
+        quantization=args.quantization,
+        kv_cache_dtype=args.kv_cache_dtype,
+        roofline_knows_model=in_table and _roofline_knows(args.model_path),
+        force=args.sim_pricing,
+        ep=args.ep_size,
+    )
+    return model, pricing
+
+
+def pricing_problem(model_path: str, gpu: str, sglang_version: str | None = None) -> str | None:
+    """Why the simulator cannot price ``model_path`` on ``gpu`` at SGLang's defaults (None when it can): the
+    collection-time check of a spec that runs on the simulator."""
+    argv = ["--model-path", model_path, "--sim-gpu", gpu]
+    if sglang_version is not None:
+        argv += ["--sim-sglang-version", sglang_version]
+    try:
+        resolve_model(parse_argv(argv, raising=True))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def engine_config(args: argparse.Namespace) -> EngineConfig:
-    """Resolve parsed flags into an EngineConfig (model lookup may raise ValueError)."""
-    model = lookup_model(args.model_path)
+    """Resolve parsed flags into an EngineConfig (model lookup and pricing may raise ValueError)."""
+    model, pricing = resolve_model(args)
     gpu = GPUS[args.sim_gpu]
     chunk = 8192 if args.chunked_prefill_size is None else args.chunked_prefill_size
     return EngineConfig(
@@ -267,6 +355,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         gpu=gpu,
         tp=args.tp_size,
         dp=args.dp_size,
+        ep=args.ep_size,
         num_gpus=args.sim_num_gpus,
         mem_fraction_static=args.mem_fraction_static or default_mem_fraction(args, chunk),
         chunked_prefill_size=chunk,
@@ -282,6 +371,8 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         stream_interval=args.stream_interval,
         context_length=args.context_length,
         slowdown=args.sim_slowdown,
+        quantization=args.quantization,
+        pricing=pricing,
     )
 
 
@@ -333,13 +424,14 @@ def server_info(
         max_total_num_tokens=memory.max_total_num_tokens,
         version=f"{args.sim_sglang_version}-sim",
         sim_sglang_version=args.sim_sglang_version,
-        sim_unmodelled_flags=unmodelled_flags(args),
+        sim_unmodelled_flags=_unmodelled(args, cfg),
         sim_speedup=args.sim_speedup,
         sim_gpu=cfg.gpu.name,
         sim_num_gpus=cfg.num_gpus,
         sim_model=cfg.model.name,
         sim_noise=args.sim_noise,
         sim_model_version=SIM_MODEL_VERSION,
+        sim_pricing=cfg.pricing.describe() if cfg.pricing is not None else "roofline",
         sim_token_counting="word rule" if counter is WORD_RULE else "tokenizer",
         sim_tokenizer=getattr(counter, "path", None),
         sim_tokenizer_sha256=getattr(counter, "digest", None),

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_autotuner.core.models import MODELS, ModelProfile, lookup_model
+
+if TYPE_CHECKING:
+    from pytest_autotuner.sim.kernels import Pricing
 
 __all__ = [
     "GPUS",
@@ -24,6 +27,7 @@ __all__ = [
     "StartupFailure",
     "StepCost",
     "lookup_model",
+    "make_step_cost",
     "plan_memory",
     "step_time",
 ]
@@ -42,7 +46,9 @@ GIB = 1024**3
 #:    first request that arrives only (closed-loop followers and bursts used to join all at once); in process,
 #:    the traffic is drawn from the plan's seed, as the client draws it (it was drawn from the noise seed, so
 #:    every repeat of a configuration saw other requests).
-SIM_MODEL_VERSION = 6
+#: 7: step times and KV capacity from aiconfigurator-core's measured SGLang kernel tables wherever it has them
+#:    (``kernels.py``); the roofline only where it cannot price (``sim_pricing`` says which priced a run).
+SIM_MODEL_VERSION = 7
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,13 @@ GPUS: dict[str, GpuProfile] = {
     "h100": GpuProfile("h100", 80e9, 989e12, 3.35e12, 450e9),
     "h200": GpuProfile("h200", 141e9, 989e12, 4.8e12, 450e9),
     "a100-80g": GpuProfile("a100-80g", 80e9, 312e12, 2.0e12, 300e9),
+    # Priced by aiconfigurator-core only (kernels.py); figures from its system specs (systems/*.yaml).
+    "b200": GpuProfile("b200", 193.3e9, 2250e12, 7.7e12, 900e9),
+    "b300": GpuProfile("b300", 288.4e9, 2250e12, 7.75e12, 900e9),
+    "gb200": GpuProfile("gb200", 198.7e9, 2500e12, 8.0e12, 900e9),
+    "gb300": GpuProfile("gb300", 298.0e9, 2500e12, 8.0e12, 900e9),
+    "l40s": GpuProfile("l40s", 48.3e9, 362e12, 0.864e12, 64e9),
+    "rtx-pro-6000": GpuProfile("rtx-pro-6000", 102.6e9, 468e12, 1.792e12, 64e9),
 }
 
 
@@ -69,6 +82,7 @@ class EngineConfig:
     gpu: GpuProfile
     tp: int = 1
     dp: int = 1
+    ep: int = 1
     num_gpus: int = 1
     mem_fraction_static: float = 0.835
     chunked_prefill_size: int = 8192  # <= 0: disabled
@@ -84,6 +98,12 @@ class EngineConfig:
     stream_interval: int = 1
     context_length: int | None = None
     slowdown: float = 1.0
+    quantization: str | None = None
+    pricing: Pricing | None = None  # None: the roofline (``kernels.choose_pricing`` picks)
+
+    @property
+    def priced_by_kernels(self) -> bool:
+        return self.pricing is not None and self.pricing.model == "kernels"
 
     @property
     def graph_max_bs(self) -> int:
@@ -112,6 +132,19 @@ class MemoryPlan:
     available_gpu_mem_gb: float  # what is left after the static pool, per GPU
 
 
+_NOT_ENOUGH_MEMORY = "RuntimeError: Not enough memory. Please try to increase --mem-fraction-static."
+
+
+def _kernel_tokens(cfg: EngineConfig) -> int:
+    """The KV pool for ``cfg`` from the library's weights and KV bytes per token (SGLang's static pool)."""
+    from pytest_autotuner.sim.kernels import kernel_memory
+
+    tokens = kernel_memory(cfg).kv_tokens(cfg.mem_fraction_static)
+    if tokens <= 0:
+        raise StartupFailure("kv_cache_oom", _NOT_ENOUGH_MEMORY)
+    return tokens
+
+
 # Memory outside the static pool: CUDA context + NCCL buffers + allocator slack (fits SGLang leaving
 # ~0.835 as a safe default on 80 GB while 0.9+ becomes risky for the larger models / graph batch sizes).
 _BASE_RESERVE = 3.0e9
@@ -138,6 +171,11 @@ def plan_memory(cfg: EngineConfig) -> MemoryPlan:
             "invalid_parallelism",
             f"Number of attention heads ({m.num_heads}) must be divisible by tensor parallel size ({cfg.tp}).",
         )
+    if cfg.ep > 1 and cfg.tp % cfg.ep:
+        raise StartupFailure(
+            "invalid_parallelism",
+            f"AssertionError: tp_size ({cfg.tp}) must be divisible by ep_size ({cfg.ep})",
+        )
     if cfg.tp * cfg.dp > cfg.num_gpus:
         raise StartupFailure(
             "invalid_parallelism",
@@ -145,13 +183,14 @@ def plan_memory(cfg: EngineConfig) -> MemoryPlan:
             f"{cfg.tp * cfg.dp} GPUs, {cfg.num_gpus} visible)",
         )
     total = cfg.gpu.memory_bytes
-    kv_per_gpu = m.kv_bytes_per_token(cfg.kv_cache_dtype) / min(cfg.tp, m.num_kv_heads)
-    budget = total * cfg.mem_fraction_static - m.weight_bytes / cfg.tp
-    if budget <= 0:
-        raise StartupFailure(
-            "kv_cache_oom", "RuntimeError: Not enough memory. Please try to increase --mem-fraction-static."
-        )
-    tokens = int(budget / kv_per_gpu)
+    if cfg.priced_by_kernels:
+        tokens = _kernel_tokens(cfg)
+    else:
+        kv_per_gpu = m.kv_bytes_per_token(cfg.kv_cache_dtype) / min(cfg.tp, m.num_kv_heads)
+        budget = total * cfg.mem_fraction_static - m.weight_bytes / cfg.tp
+        if budget <= 0:
+            raise StartupFailure("kv_cache_oom", _NOT_ENOUGH_MEMORY)
+        tokens = int(budget / kv_per_gpu)
     free = total * (1.0 - cfg.mem_fraction_static)
     need = _runtime_reserve(cfg)
     if need > free:
@@ -233,6 +272,15 @@ class StepCost:
         return (t_gpu + t_comm + t_launch + t_cpu) * self._slowdown
 
 
+def make_step_cost(cfg: EngineConfig) -> Any:
+    """The step-time model that prices ``cfg``: the library's kernel tables, or the roofline (``StepCost``)."""
+    if cfg.priced_by_kernels:
+        from pytest_autotuner.sim.kernels import KernelStepCost
+
+        return KernelStepCost(cfg)
+    return StepCost(cfg)
+
+
 def step_time(cfg: EngineConfig, **work: Any) -> float:
     """One step's seconds for ``cfg`` (see StepCost for the keyword arguments); convenient, not fast."""
-    return StepCost(cfg)(**work)
+    return float(make_step_cost(cfg)(**work))

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pytest_autotuner.core.tokens import OUTPUT_WORDS
-from pytest_autotuner.sim.perf_model import StepCost
+from pytest_autotuner.sim.perf_model import make_step_cost
 from pytest_autotuner.sim.radix_cache import RadixCache, RadixNode
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ class Scheduler:
         self, *, config: EngineConfig, memory: MemoryPlan, seed: int = 0, noise: float = 0.0, replica: int = 0
     ) -> None:
         self.config = config
-        self._cost = StepCost(config)
+        self._cost = make_step_cost(config)
         self.capacity = memory.max_total_num_tokens
         self.max_running = memory.max_running_requests
         self.replica = replica

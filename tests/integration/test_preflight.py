@@ -84,3 +84,24 @@ def test_a_range_of_300_million_values_starts_its_trials_at_once(pytester: pytes
     )
     trial_lines = [line for line in result.stdout.str().splitlines() if line.strip().startswith("trial #")]
     assert len(trial_lines) == 2
+
+
+def test_a_model_the_simulator_cannot_price_fails_collection_with_the_reason(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("aiconfigurator_core", reason="the [kernels] extra (part of [dev]) is not installed")
+    write_specs(
+        pytester,
+        moe=sim_spec("moe", model={"id_or_path": "Qwen/Qwen3-30B-A3B"}, simulator={**FAST_SIM, "gpu": "b200"}),
+        nope=sim_spec("nope", model={"id_or_path": "acme/NoSuchModel-7B"}),
+    )
+    result = pytester.runpytest_subprocess("--autotune", "-p", "no:cacheprovider", "tuning_specs/nope.json")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([
+        "*nope.json: model.id_or_path: `--model-path` 'acme/NoSuchModel-7B' is not a model the simulator knows*"
+        "; nor can the kernel tables price it: 'acme/NoSuchModel-7B' is neither a local folder with a config.json "
+        "nor one of the * Hugging Face ids aiconfigurator-core 0.12.* ships a config for",
+    ])  # fmt: skip
+    # a model only the kernel tables know runs with no download, priced by them (the report's environment says so)
+    result = pytester.runpytest_subprocess("--autotune", "-p", "no:cacheprovider", "tuning_specs/moe.json")
+    result.assert_outcomes(passed=1)
+    report = json.loads(next(pytester.path.glob("reports/moe/results.json")).read_text())
+    assert report["environment"]["sim_pricing"].startswith("aiconfigurator-core")
