@@ -137,8 +137,10 @@ def cell_breakdown(cell: CellMetrics) -> dict[str, Any]:
         "prefill_share": share(prefill),
         "waiting_and_prefill_share": share(before_first),
         "decode_share": share(e2e - before_first),
-        # Little's law over the cell: the requests the server held at once, on average
+        # Little's law over the cell: the requests the server held at once, on average (queued ones too), and
+        # with the server's timings those it ran at once (in prefill or decode, past their queueing)
         "mean_in_flight": busy / cell.duration if cell.duration > 0 else None,
+        "mean_running": (e2e - queued) / cell.duration if queued is not None and cell.duration > 0 else None,
     }
 
 
@@ -148,6 +150,8 @@ def _line(cell: str, best: dict[str, Any], defaults: dict[str, Any]) -> str | No
     ratio = best["mean_in_flight"] / defaults["mean_in_flight"]
     held = f"the best holds {ratio:.2g}x as many requests at once"
     if defaults["queueing_share"] is not None and best["queueing_share"] is not None:
+        if best["mean_running"] and defaults["mean_running"]:
+            held = f"the best runs {best['mean_running'] / defaults['mean_running']:.2g}x as many requests at once"
         return (
             f"at {cell} the defaults queue {defaults['queueing_share']:.0%} of E2E and prefill "
             f"{defaults['prefill_share']:.0%} (the best {best['queueing_share']:.0%} and {best['prefill_share']:.0%}); "

@@ -166,7 +166,11 @@ def test_server_timings_split_the_time_before_the_first_token_into_queueing_and_
     assert best["queueing_share"] == pytest.approx(0.075)  # 3/4 of a TTFT that is a tenth of E2E
     assert best["prefill_share"] == pytest.approx(0.025)
     assert best["decode_share"] == pytest.approx(0.9)
+    assert best["mean_running"] == pytest.approx(best["mean_in_flight"] * 0.925)  # all but the queued time
     assert block["source"].startswith("the server's per-request timings")
+    (line,) = block["lines"]  # SGLang's defaults measured beside the best
+    assert line.startswith("at D(100,100) c=4 the defaults queue ") and "x as many requests at once" in line
+    assert "the best runs " in line  # running, not held: with the server's timings queued requests are left out
 
 
 @settings(max_examples=100, deadline=None)
