@@ -22,8 +22,10 @@ def cell(
     scenario: str = "D(100,100)",
     concurrency: int = 4,
     spread: float = 0.0,
+    queue: float | None = None,
 ) -> CellMetrics:
-    """A cell of n successful requests whose E2E latencies spread linearly around ``e2e``."""
+    """A cell of n successful requests whose E2E latencies spread linearly around ``e2e``; with ``queue``, each
+    says (as the simulator does) that that share of its TTFT was queueing before its prefill started."""
     records = []
     for i in range(n):
         latency = e2e * (1 + spread * (i / max(n - 1, 1) - 0.5))
@@ -34,6 +36,7 @@ def cell(
                 send_time=i * 0.01, requested_input_tokens=100, requested_output_tokens=out_tokens,
                 input_tokens=100, output_tokens=out_tokens, ttft=first, e2e=latency,
                 chunk_times=tuple(first + j * gap for j in range(out_tokens)), chunk_tokens=(1,) * out_tokens,
+                queue_time=None if queue is None else queue * first,
             )
         )  # fmt: skip
     duration = n * e2e / concurrency

@@ -9,6 +9,10 @@ on its own clock (response header ``X-Sim-Arrival``, an SSE comment ``: sim-time
 TTFT, ITL, E2E, send times and the cell's duration are differences of those stamps, exactly what the simulated
 server did, whatever its speed-up and however busy this machine is. A server without stamps (real SGLang) is
 timed by this client's clock: wall seconds times ``endpoint.time_scale`` k (1 for real servers).
+The simulator's first write of a request also says when its prefill started (``: sim-prefill <s>``): the
+record's ``queue_time`` is that minus its arrival (None for a server that does not say). Sent in the stream,
+not fetched from ``/sim/timeline`` afterwards: it is on the same clock as the other stamps, needs no matching of
+requests to timeline rows, and is there for an incomplete request too.
 ``plan.max_time`` and ``plan.request_timeout`` are server seconds, so wall limits are those divided by k.
 
 Arrivals the simulator can count on: each request names itself (``X-Sim-Token``) and announces the request
@@ -127,6 +131,8 @@ _STALL_WALL_FLOOR_UNANSWERED = 2.0  # the same for a simulator whose clock does 
 _SERVER_INFO_TIMEOUT = 10.0  # wall seconds, at most
 _SIM_TIME = b": sim-time "  # SSE comment with the server's time of the write that follows (the simulator)
 _SIM_TIME_AT = len(_SIM_TIME)
+_SIM_PREFILL = b": sim-prefill "  # SSE comment in the first write: the server's time the request's prefill began
+_SIM_PREFILL_AT = len(_SIM_PREFILL)
 
 
 class _GcPause:
@@ -161,7 +167,8 @@ class StreamParser:
     """Incremental parser of one OpenAI SSE stream: feed it bytes with their arrival time."""
 
     __slots__ = ("_chat", "_last_completion", "_tail", "_usage_tokens", "attached", "chunk_times", "done", "done_at",
-                 "error", "error_detail", "finished", "head", "last_at", "server_at", "texts", "usage")  # fmt: skip
+                 "error", "error_detail", "finished", "head", "last_at", "prefill_at", "server_at", "texts",
+                 "usage")  # fmt: skip
 
     def __init__(self, api: str = "chat", *, keep_text: bool = False) -> None:
         self._chat, self._tail = api == "chat", b""
@@ -173,6 +180,7 @@ class StreamParser:
         # has, ``chunk_times`` and ``done_at`` are server times, not arrival times.
         self.server_at: float | None = None
         self.chunk_times: list[float] = []  # arrival (or server) times of content chunks
+        self.prefill_at: float | None = None  # the server's time its prefill started (``: sim-prefill``), if said
         self._usage_tokens: list[int] | None = None  # per-chunk tokens when the server sends usage per chunk
         self._last_completion = 0
         self.usage: dict[str, Any] | None = None
@@ -195,6 +203,12 @@ class StreamParser:
                 if line.startswith(_SIM_TIME):  # the server's time of what follows
                     try:
                         at = self.server_at = float(line[_SIM_TIME_AT:])
+                    except ValueError:
+                        self.error, self.error_detail = "malformed_sse", line[:200].decode(errors="replace")
+                        return True
+                elif line.startswith(_SIM_PREFILL):  # when the server started its prefill (queueing ended)
+                    try:
+                        self.prefill_at = float(line[_SIM_PREFILL_AT:])
                     except ValueError:
                         self.error, self.error_detail = "malformed_sse", line[:200].decode(errors="replace")
                         return True
@@ -731,6 +745,8 @@ class _Cell:
         if arrival is not None and (parser.server_at is not None or error is not None):  # server time
             end = parser.done_at if parser.done else (parser.server_at or arrival)
             record = self._record(index, parser, error, detail, scheduled, send_time=arrival, start=arrival, end=end)
+            if record.ok and parser.prefill_at is not None:
+                record = dataclasses.replace(record, queue_time=max(0.0, parser.prefill_at - arrival))
             self.arrivals[id(record)] = arrival  # made relative to the cell's first arrival in run_cell
             self.server_stamps = True
             if error is None:
@@ -786,9 +802,11 @@ class _Cell:
         k = self.k
         req_in, req_out = self.lengths[index]
         waited = (self.cut_at - start) * k
+        queued = None
         if arrival is not None and parser.server_at is not None:  # server time: stamps, then wall since the last
             times = tuple(t - arrival for t in parser.chunk_times)
             waited = parser.server_at - arrival + max(0.0, self.cut_at - parser.last_at) * k
+            queued = None if parser.prefill_at is None else max(0.0, parser.prefill_at - arrival)
         else:
             times = tuple((t - start) * k for t in parser.chunk_times)
         waited = max([waited, *times])
@@ -804,6 +822,7 @@ class _Cell:
             error=INCOMPLETE,
             error_detail=f"still running {waited:.3g} s after it was sent when the cell ended",
             waited=waited,
+            queue_time=queued,
         )
         self.records.append(record)
         if arrival is not None:

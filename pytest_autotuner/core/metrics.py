@@ -92,6 +92,9 @@ class RequestRecord:
     cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens (None when not reported)
     turn: int | None = None  # multi-turn traffic (C, dataset): the request's turn in its session, from 0
     waited: float | None = None  # incomplete: seconds from send to the end of its cell (a lower bound on its E2E)
+    #: seconds from arrival to the start of its prefill (admission to a batch), when the server says (the
+    #: simulator's ``: sim-prefill`` stamp); None for a server that does not (real SGLang's client timings)
+    queue_time: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -106,6 +109,14 @@ class RequestRecord:
     def failed(self) -> bool:
         """Finished badly: an HTTP, connection, timeout or stream error (not an incomplete request)."""
         return self.error is not None and self.error != INCOMPLETE
+
+    @property
+    def prefill_time(self) -> float | None:
+        """Seconds from the start of its prefill to its first token (``ttft - queue_time``); None unless both
+        are known."""
+        if self.ttft is None or self.queue_time is None:
+            return None
+        return max(0.0, self.ttft - self.queue_time)
 
     @property
     def tpot(self) -> float | None:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEPLOY_FOLDER",
+    "cell_breakdown",
     "cost_block",
     "deploy_block",
     "deploy_params",
@@ -105,28 +106,69 @@ def importance_block(outcome: TaskOutcome, importances: dict[str, float] | None 
 # -- why it wins: where a request's time goes -------------------------------------------------------------------
 
 
-def _cell_breakdown(cell: CellMetrics) -> dict[str, Any]:
+def cell_breakdown(cell: CellMetrics) -> dict[str, Any]:
+    """Means over the cell's finished requests. With the server's timings on every one of them (``queue_time``)
+    the time before the first token is split into queueing (arrival to admission) and prefill (admission to the
+    first token); otherwise those two stay None and only the split at the first token is given."""
     done = [r for r in cell.ok_records if r.e2e is not None and r.ttft is not None]
     e2e = sum(r.e2e or 0.0 for r in done)
     before_first = sum(r.ttft or 0.0 for r in done)
     busy = sum(r.e2e or 0.0 for r in done) + sum(r.waited or 0.0 for r in cell.records if r.incomplete)
+    server = bool(done) and all(r.queue_time is not None for r in done)
+    queued = sum(min(r.queue_time or 0.0, r.ttft or 0.0) for r in done) if server else None
+    prefill = before_first - queued if queued is not None else None
+
+    def mean(total: float | None) -> float | None:
+        return total / len(done) if done and total is not None else None
+
+    def share(part: float | None) -> float | None:
+        return part / e2e if e2e > 0 and part is not None else None
+
     return {
         "cell": cell.label,
         "requests": len(done),
-        "mean_e2e": e2e / len(done) if done else None,
-        "mean_waiting_and_prefill": before_first / len(done) if done else None,
-        "mean_decode": (e2e - before_first) / len(done) if done else None,
-        "waiting_and_prefill_share": before_first / e2e if e2e > 0 else None,
-        "decode_share": (e2e - before_first) / e2e if e2e > 0 else None,
-        # Little's law over the cell: the requests the server held at once, on average
+        "server_timings": server,
+        "mean_e2e": mean(e2e),
+        "mean_queueing": mean(queued),
+        "mean_prefill": mean(prefill),
+        "mean_waiting_and_prefill": mean(before_first),
+        "mean_decode": mean(e2e - before_first),
+        "queueing_share": share(queued),
+        "prefill_share": share(prefill),
+        "waiting_and_prefill_share": share(before_first),
+        "decode_share": share(e2e - before_first),
+        # Little's law over the cell: the requests the server held at once, on average (queued ones too), and
+        # with the server's timings those it ran at once (in prefill or decode, past their queueing)
         "mean_in_flight": busy / cell.duration if cell.duration > 0 else None,
+        "mean_running": (e2e - queued) / cell.duration if queued is not None and cell.duration > 0 else None,
     }
+
+
+def _line(cell: str, best: dict[str, Any], defaults: dict[str, Any]) -> str | None:
+    if defaults["waiting_and_prefill_share"] is None or not best["mean_in_flight"] or not defaults["mean_in_flight"]:
+        return None
+    ratio = best["mean_in_flight"] / defaults["mean_in_flight"]
+    held = f"the best holds {ratio:.2g}x as many requests at once"
+    if defaults["queueing_share"] is not None and best["queueing_share"] is not None:
+        if best["mean_running"] and defaults["mean_running"]:
+            held = f"the best runs {best['mean_running'] / defaults['mean_running']:.2g}x as many requests at once"
+        return (
+            f"at {cell} the defaults queue {defaults['queueing_share']:.0%} of E2E and prefill "
+            f"{defaults['prefill_share']:.0%} (the best {best['queueing_share']:.0%} and {best['prefill_share']:.0%}); "
+            + held
+        )
+    return (
+        f"at {cell} the defaults spend {defaults['waiting_and_prefill_share']:.0%} of E2E before the first token "
+        f"(the best {best['waiting_and_prefill_share']:.0%}); " + held
+    )
 
 
 def time_breakdown(outcome: TaskOutcome) -> dict[str, Any] | None:
     """Where the time of a request goes, for the confirmed best and SGLang's defaults side by side, per cell:
-    before the first token (queueing and prefill) and after it (decode), from the client's per-request timings,
-    and how many requests the server held at once."""
+    queueing (arrival to admission to a prefill batch), prefill (to the first token) and decode (to the end),
+    from the server's per-request timings where it gives them (the simulator always); for a server that does
+    not, split at the first token only (queueing and prefill together), from the client's timings. Also how
+    many requests the server held at once."""
     best = outcome.best
     if best is None:
         return None
@@ -135,28 +177,30 @@ def time_breakdown(outcome: TaskOutcome) -> dict[str, Any] | None:
     rows: dict[str, dict[str, Any]] = {}
     for side, confirmation in (("best", best), ("defaults", defaults)):
         for cell in measured_cells(confirmation) if confirmation is not None else []:
-            rows.setdefault(cell.label, {"cell": cell.label})[side] = _cell_breakdown(cell)
+            rows.setdefault(cell.label, {"cell": cell.label})[side] = cell_breakdown(cell)
     lines = []
     for row in rows.values():
         b, d = row.get("best"), row.get("defaults")
-        if b and d and d["waiting_and_prefill_share"] is not None and b["mean_in_flight"] and d["mean_in_flight"]:
-            ratio = b["mean_in_flight"] / d["mean_in_flight"]
-            lines.append(
-                f"at {row['cell']} the defaults spend {d['waiting_and_prefill_share']:.0%} of E2E before the first "
-                f"token (the best {b['waiting_and_prefill_share']:.0%}); the best holds {ratio:.2g}x as many "
-                "requests at once"
-            )
-    server = (
-        "the simulator's per-request timeline (/sim/timeline) is not collected yet"
-        if outcome.runtime == "sim"
-        else "SGLang's Prometheus metrics (--enable-metrics) are aggregates and are not read yet"
-    )
-    return {
-        "source": "client timings per request: time to first token (queueing and prefill together) and after it "
-        f"(decode); queueing and prefill are not told apart: {server}",
-        "cells": list(rows.values()),
-        "lines": lines,
-    }
+        line = _line(row["cell"], b, d) if b and d else None
+        if line:
+            lines.append(line)
+    sides = [c for row in rows.values() for c in (row.get("best"), row.get("defaults")) if c and c["requests"]]
+    if sides and all(c["server_timings"] for c in sides):
+        source = (
+            "the server's per-request timings: queueing from arrival to admission to a prefill batch, prefill from "
+            "admission to the first token, decode from the first token to the end"
+        )
+    else:
+        why = (
+            "the simulator did not report when its requests were admitted"
+            if outcome.runtime == "sim"
+            else "SGLang's Prometheus metrics (--enable-metrics) are aggregates, not per-request timings"
+        )
+        source = (
+            "client timings per request: time to first token (queueing and prefill together) and after it "
+            f"(decode); queueing and prefill are not told apart: {why}"
+        )
+    return {"source": source, "cells": list(rows.values()), "lines": lines}
 
 
 # -- what it costs ---------------------------------------------------------------------------------------------

@@ -363,7 +363,10 @@ def _explained_context(result: TaskOutcome) -> dict[str, Any]:
                     "cell": row["cell"],
                     "side": side,
                     "e2e": format_seconds(cell["mean_e2e"]),
-                    "before_first": format_seconds(cell["mean_waiting_and_prefill"]),
+                    "before_first": format_seconds(cell["mean_waiting_and_prefill"])
+                    if cell["mean_queueing"] is None
+                    else f"{format_seconds(cell['mean_queueing'])} queueing + "
+                    f"{format_seconds(cell['mean_prefill'])} prefill",
                     "decode": format_seconds(cell["mean_decode"]),
                     "share": "n/a" if share is None else f"{share:.0%}",
                     "in_flight": _number(cell["mean_in_flight"]),

@@ -219,4 +219,5 @@ def _record(req: SimRequest, requested: tuple[int, int], interval: int, *, open_
         chunk_tokens=tuple(sizes),
         scheduled_time=req.arrival if open_loop else None,
         cached_tokens=req.cached_tokens,
+        queue_time=None if req.prefill_start is None else req.prefill_start - req.arrival,
     )

@@ -85,6 +85,8 @@ class SimRequest:
     replica: int = 0
     token_times: list[float] = field(default_factory=list)
     finish_time: float | None = None
+    #: start of the step that first admitted it to a prefill batch (its queueing ends, its prefill begins)
+    prefill_start: float | None = None
     retractions: int = 0
     # Scheduler state of the current admission.
     prefill_target: int = 0
@@ -210,6 +212,9 @@ class Scheduler:
         """Run one iteration beginning at simulated time ``start``."""
         batch = self._prefill_batch()  # prefill first whenever a prefill batch can be formed, as SGLang
         if batch:
+            for req, _ in batch:
+                if req.prefill_start is None:  # a retracted request's re-prefill keeps its first admission
+                    req.prefill_start = start
             outcome = self._run_prefill(start, batch)
         elif self.running:
             outcome = self._run_decode(start)

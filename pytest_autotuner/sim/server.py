@@ -473,6 +473,7 @@ class SimServer:
                 "rid": r.rid,
                 "replica": r.replica,
                 "arrival": r.arrival,
+                "prefill_start": r.prefill_start,
                 "first_token": r.first_token_time,
                 "finish": r.finish_time,
                 "input_tokens": r.input_tokens,

@@ -2,7 +2,9 @@
 
 Every write of a request that asks for stamps (``X-Sim-Token`` or ``X-Sim-Stamps`` request header: the
 project's client) starts with an SSE comment line ``: sim-time <seconds>`` carrying the simulated time at which
-its tokens were produced. Other clients get SGLang's plain stream: SSE allows comment lines, but SGLang's own
+its tokens were produced; the first write also carries ``: sim-prefill <seconds>``, when the request was
+first admitted to a prefill batch (its queueing ends there; the client keeps it as the record's
+``queue_time``). Other clients get SGLang's plain stream: SSE allows comment lines, but SGLang's own
 ``bench_serving`` parses every non-empty line as ``data:`` JSON and fails on them. With the request's simulated
 arrival (the ``X-Sim-Arrival`` response header) the benchmark client measures in server time, so neither the
 speed-up nor the host's load reaches the measurement (see ``clock.py`` and ``bench/client.py``).
@@ -23,11 +25,12 @@ if TYPE_CHECKING:
     from pytest_autotuner.sim.protocol import ResponseShape
     from pytest_autotuner.sim.scheduler import SimRequest
 
-__all__ = ["SIM_TIME_PREFIX", "LiveRequest", "sim_time_line"]
+__all__ = ["SIM_PREFILL_PREFIX", "SIM_TIME_PREFIX", "LiveRequest", "sim_time_line"]
 
 _MARK = "\x00"
 _MALFORMED_LINE = b'data: {"id": "broken", "choices": [{"delta": \n\n'
 SIM_TIME_PREFIX = b": sim-time "  # the comment line that opens every write, then the simulated seconds
+SIM_PREFILL_PREFIX = b": sim-prefill "  # in the first write: when the request's prefill started (simulated s)
 
 
 def sim_time_line(at: float) -> bytes:
@@ -100,13 +103,13 @@ class LiveRequest:
         if self.stopped:
             assert self.stop_after is not None
             if self._transport is not None and not self._broken and self.sent < self.stop_after:
-                self._write((sim_time_line(at) if self.stamped else b"") + self._content(min(upto, self.stop_after)))
+                self._write(self._stamp(at) + self._content(min(upto, self.stop_after)))
                 self.sent = min(upto, self.stop_after)
             if finished:
                 self.done.set()
             return
         if not self._broken:
-            payload = (sim_time_line(at) if self.stamped else b"") + self._content(upto)
+            payload = self._stamp(at) + self._content(upto)
             if self._malformed and 2 * upto >= self.sim.output_tokens:
                 payload += _MALFORMED_LINE
                 self._malformed = False
@@ -116,6 +119,14 @@ class LiveRequest:
         self.sent = upto
         if finished:
             self.done.set()
+
+    def _stamp(self, at: float) -> bytes:
+        """The comment lines that open a write: its simulated time, and in the first one the prefill start."""
+        if not self.stamped:
+            return b""
+        start = self.sim.prefill_start
+        first = b"%b%a\n" % (SIM_PREFILL_PREFIX, start) if self.sent == 0 and start is not None else b""
+        return sim_time_line(at) + first
 
     def _content(self, upto: int) -> bytes:
         if self._template is None:  # native /generate streams the cumulative text

@@ -70,6 +70,13 @@ def test_the_report_folder_holds_valid_deploy_files_linked_from_results(recorded
     cells = results["time_breakdown"]["cells"]
     assert sorted(c["cell"] for c in cells) == ["D(64,32) c=4", "D(64,32) c=8"]
     assert all(0 < c["best"]["waiting_and_prefill_share"] < 1 and c["best"]["mean_in_flight"] > 0 for c in cells)
+    # the simulator says when each request's prefill started: queueing and prefill are told apart
+    assert results["time_breakdown"]["source"].startswith("the server's per-request timings")
+    for c in cells:
+        best = c["best"]
+        assert best["mean_queueing"] >= 0 and best["mean_prefill"] > 0
+        parts = best["mean_queueing"] + best["mean_prefill"] + best["mean_decode"]
+        assert parts == pytest.approx(best["mean_e2e"])
     versus = results["vs_defaults"]
     if versus["confirmation_runs"] and not versus["defaults_chosen"]:  # SGLang's defaults, side by side
         assert all(c["defaults"]["mean_e2e"] > 0 for c in cells)

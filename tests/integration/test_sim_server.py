@@ -46,9 +46,10 @@ def launch(tmp_path: Path) -> Iterator[Any]:
 
 
 def _events(raw: bytes) -> list[Any]:
-    """The data lines of a stream; every other line must be a write's ``: sim-time`` stamp."""
+    """The data lines of a stream; every other line must be a write's ``: sim-time`` stamp (or the first write's
+    ``: sim-prefill``)."""
     lines = [line for line in raw.decode().split("\n") if line]
-    data = [line for line in lines if not line.startswith(": sim-time ")]
+    data = [line for line in lines if not line.startswith((": sim-time ", ": sim-prefill "))]
     assert all(line.startswith("data: ") for line in data), lines
     return [line[6:] if line[6:] == "[DONE]" else json.loads(line[6:]) for line in data]
 
@@ -272,6 +273,11 @@ def test_every_write_carries_its_simulated_time_and_the_response_its_arrival(sha
     assert len(stamps) == 4  # one write per token at stream interval 1; the tail goes with the last
     assert stamps == sorted(stamps) and stamps[0] == pytest.approx(row["first_token"], abs=1e-9)
     assert stamps[-1] == pytest.approx(row["finish"], abs=1e-9)
+    lines = raw.decode().split("\n")
+    (prefill,) = [float(line[14:]) for line in lines if line.startswith(": sim-prefill ")]  # the first write's
+    assert prefill == row["prefill_start"] and arrival <= prefill < stamps[0]
+    first_write = next(i for i, line in enumerate(lines) if line.startswith(": sim-time "))
+    assert lines[first_write + 1] == f": sim-prefill {prefill!r}"
 
 
 def test_a_plain_client_gets_sglangs_stream_without_stamps(shared: SimProcess) -> None:

@@ -147,3 +147,38 @@ def test_the_server_prefills_a_closed_loops_burst_one_request_first_as_in_proces
     assert len(rows) == 4 and len({r["arrival"] for r in rows}) == 1
     firsts = sorted(r["first_token"] for r in rows)
     assert firsts[0] < firsts[1] == firsts[2] == firsts[3]
+
+
+@pytest.fixture
+def narrow_server(tmp_path: Path) -> Iterator[SimProcess]:
+    sim = _launch(tmp_path, "--max-running-requests", "8")  # a batch of 8: at c=64 most requests must queue
+    try:
+        yield sim
+    finally:
+        sim.kill()
+
+
+@pytest.mark.parametrize(("concurrency", "requests"), [(1, 6), (64, 96)])
+def test_client_queue_times_are_the_timelines_admissions(
+    narrow_server: SimProcess, concurrency: int, requests: int
+) -> None:
+    """Every record carries the simulator's queue time (arrival to the start of its prefill, from the first
+    write's ``: sim-prefill`` stamp), exactly the timeline's: none at c=1, where each request finds the server
+    idle, and most requests wait under overload (c=64 on a batch of 8)."""
+    plan = BenchmarkPlan(
+        (parse_scenario(SCENARIO),), (concurrency,), max_requests=requests, warmup_requests=concurrency
+    )
+    (cell,) = _measure(narrow_server, plan)
+    assert cell.completed == requests
+    rows = _timeline(narrow_server, skip=concurrency)
+    theirs = sorted(row["prefill_start"] - row["arrival"] for row in rows)
+    ours = sorted(r.queue_time for r in cell.records if r.queue_time is not None)
+    assert ours == pytest.approx(theirs, abs=EXACT)
+    assert all(r.prefill_time is not None and r.prefill_time > 0 for r in cell.records)
+    if concurrency == 1:
+        assert max(ours) == pytest.approx(0.0, abs=EXACT)
+    else:
+        waited = [q for q in ours if q > 0]
+        assert len(waited) > requests / 2
+        mean_ttft = sum(r.ttft or 0.0 for r in cell.records) / requests
+        assert sum(ours) / requests > 0.5 * mean_ttft  # queueing, not prefill, is most of the wait

@@ -9,10 +9,10 @@ from factories import run_session, synthetic_evaluate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_autotuner.core.metrics import BenchResult
+from pytest_autotuner.core.metrics import BenchResult, CellMetrics, RequestRecord
 from pytest_autotuner.core.task import TaskOutcome
 from pytest_autotuner.report.data import MIN_IMPORTANCE_TRIALS, results_summary
-from pytest_autotuner.report.explain import gpu_price, serving_cost_line
+from pytest_autotuner.report.explain import cell_breakdown, gpu_price, serving_cost_line, time_breakdown
 from pytest_autotuner.report.plots import render_plots
 from pytest_autotuner.report.text import summary_lines
 from pytest_autotuner.report.tradeoff import TradeoffPoint, tradeoff_frontier
@@ -146,3 +146,56 @@ def test_per_dollar_without_a_price_or_per_gpu_is_refused_naming_what_is_missing
         factories.spec(optimization={"objective": "maximize_throughput", "per_gpu": True, "per_dollar": True})
     with pytest.raises(ValueError, match=r"lacks `optimization.per_gpu`: true;"):
         factories.spec(optimization={"objective": "maximize_throughput", "per_dollar": True}, cost={"gpu_hour": 1})
+
+
+def test_server_timings_split_the_time_before_the_first_token_into_queueing_and_prefill(
+    enough: TaskOutcome,
+) -> None:
+    (row,) = time_breakdown(enough)["cells"]  # type: ignore[index]
+    assert row["best"]["mean_queueing"] is None  # the factory's records carry no server timings
+    assert "queueing and prefill are not told apart" in time_breakdown(enough)["source"]  # type: ignore[index]
+
+    queued = run_session(
+        factories.spec(optimization={"max_iterations": 12, "n_initial_random": 2}),
+        lambda params, deadline: factories.result(factories.latency_model(params), queue=0.75),
+    )
+    block = time_breakdown(queued)
+    assert block is not None
+    best = block["cells"][0]["best"]
+    assert best["server_timings"]
+    assert best["queueing_share"] == pytest.approx(0.075)  # 3/4 of a TTFT that is a tenth of E2E
+    assert best["prefill_share"] == pytest.approx(0.025)
+    assert best["decode_share"] == pytest.approx(0.9)
+    assert best["mean_running"] == pytest.approx(best["mean_in_flight"] * 0.925)  # all but the queued time
+    assert block["source"].startswith("the server's per-request timings")
+    (line,) = block["lines"]  # SGLang's defaults measured beside the best
+    assert line.startswith("at D(100,100) c=4 the defaults queue ") and "x as many requests at once" in line
+    assert "the best runs " in line  # running, not held: with the server's timings queued requests are left out
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    timings=st.lists(
+        st.tuples(st.floats(0.01, 100), st.floats(0, 1), st.floats(0, 1.5), st.booleans()), min_size=1, max_size=20
+    )
+)
+def test_queueing_prefill_and_decode_add_up_to_e2e_or_fall_back_to_the_first_token(
+    timings: list[tuple[float, float, float, bool]],
+) -> None:
+    """Any mix of requests: with the queue time on every one the three parts are non-negative and add up to E2E
+    (a queue time past the first token, which a server should not report, is capped there); if one lacks it the
+    cell keeps only the split at the first token."""
+    records = [
+        RequestRecord(
+            0.0, 10, 10, output_tokens=10, ttft=e2e * first, e2e=e2e, queue_time=e2e * first * q if say else None
+        )
+        for e2e, first, q, say in timings
+    ]
+    row = cell_breakdown(CellMetrics("D(10,10)", 4, 10.0, records))
+    assert row["mean_waiting_and_prefill"] + row["mean_decode"] == pytest.approx(row["mean_e2e"])
+    if all(say for *_, say in timings):
+        assert row["mean_queueing"] >= 0 and row["mean_prefill"] >= -1e-9
+        parts = row["mean_queueing"] + row["mean_prefill"] + row["mean_decode"]
+        assert parts == pytest.approx(row["mean_e2e"])
+    else:
+        assert row["mean_queueing"] is None and row["mean_prefill"] is None and not row["server_timings"]
