@@ -735,7 +735,8 @@ class _Cell:
             self.live_arrivals.pop(index, None)
             self.progress_at = time.perf_counter()
             if parser.server_at is not None or arrival is not None:
-                self.server_progress = max(self.server_progress, parser.server_at or -math.inf, arrival or -math.inf)
+                stamps = [t for t in (parser.server_at, arrival) if t is not None]  # 0.0 is a time too
+                self.server_progress = max(self.server_progress, *stamps)
         if parser.texts is not None:
             self.replies[index] = "".join(parser.texts).strip()
         if error is None and parser.error is not None:
@@ -1041,7 +1042,8 @@ async def run_cell(
     warm_workers = concurrency if request_rate is None else plan.warmup_requests
     watch = _stall_watch(cell, CellKey(scenario.text, concurrency, request_rate).label, endpoint)
     if cell.simulated:  # the watchdog measures the simulator's silence from here on its clock
-        cell.server_progress = await cell.sim_now() or -math.inf
+        started = await cell.sim_now()
+        cell.server_progress = -math.inf if started is None else started
     with paused_gc():
         if plan.warmup_requests:
             warmup = cell.closed_loop(plan.max_requests, plan.warmup_requests, warm_workers, keep=False)
@@ -1093,7 +1095,8 @@ def _stall_watch(cell: _Cell, label: str, endpoint: Endpoint) -> Callable[[float
     wall = limit_s / cell.k
 
     async def watch(now: float) -> None:
-        quiet = cell.silence(now) * cell.k
+        silent = cell.silence(now)  # wall seconds
+        quiet = silent * cell.k
         if quiet < limit_s:
             return
         if cell.simulated:
@@ -1104,9 +1107,9 @@ def _stall_watch(cell: _Cell, label: str, endpoint: Endpoint) -> Callable[[float
                 quiet = cell.server_silence(sim_now)
                 if quiet < limit_s:
                     return
-            elif cell.silence(now) < max(wall, _STALL_WALL_FLOOR_UNANSWERED):
+            elif silent < max(wall, _STALL_WALL_FLOOR_UNANSWERED):
                 return
-        elif cell.silence(now) < max(wall, _STALL_WALL_FLOOR):
+        elif silent < max(wall, _STALL_WALL_FLOOR):
             return
         finished = sum(1 for r in cell.records if r.ok or r.failed)
         raise TrialFailure(
