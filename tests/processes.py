@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from pytest_autotuner.runtimes.process import free_port, release_port
 
 
 def interruptible() -> None:
@@ -34,15 +35,10 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class SimProcess:
     def __init__(self, tmp: Path, *flags: str, model: str = "meta-llama/Llama-3.2-1B-Instruct") -> None:
-        self.port = _free_port()
+        # below the outgoing-connection range, so no client socket takes it before the simulator binds it
+        self.port = free_port(room=1)
         self.base = f"http://127.0.0.1:{self.port}"
         self.stderr_path = tmp / f"sim-{self.port}.log"
         argv = [sys.executable, "-m", "pytest_autotuner.sim", "--model-path", model, "--host", "127.0.0.1"]
@@ -104,3 +100,4 @@ class SimProcess:
             self.proc.kill()
         self.proc.wait(timeout=10)
         self._stderr.close()
+        release_port(self.port)

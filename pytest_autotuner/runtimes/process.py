@@ -15,12 +15,14 @@ import ctypes
 import logging
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -38,7 +40,7 @@ from pytest_autotuner.runtimes.base import (
     wait_until_ready,
 )
 
-__all__ = ["ProcessHost", "ProcessServer", "die_with_parent", "free_port"]
+__all__ = ["ProcessHost", "ProcessServer", "die_with_parent", "free_port", "lost_port_race", "release_port"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,14 +87,57 @@ def _bindable(port: int) -> bool:
     return True
 
 
+_PORT_IN_USE = re.compile(r"address already in use|Errno 98\b|EADDRINUSE", re.I)
+_LAUNCH_ATTEMPTS = 4  # a port taken between our check and the server's bind is retried on a fresh one
+_RESERVED_FOR_S = 3600.0  # a port handed out and never released is free again after this long
+_reserved: dict[int, tuple[float, int]] = {}  # port -> (when drawn, its room)
+_reserved_lock = threading.Lock()
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections (32768 where it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(room: int = _DERIVED_PORT_ROOM) -> int:
-    """A free 127.0.0.1 port whose derived ports (port + 233 and up) are free too."""
+    """A free 127.0.0.1 port whose derived ports (port + 233 and up) are free too.
+
+    Drawn below the kernel's range for outgoing connections where there is room, so no client socket of this
+    host (the benchmark's, a test's) is given the port between this check and the server's bind (SGLang binds
+    its HTTP port only after loading the model). The port and its derived range stay reserved in this process
+    until ``release_port``, so two trials launched at once cannot both draw them. A server can still lose the
+    race to another program: ``ProcessHost.launch`` then retries on a new port.
+    """
+    top = _ephemeral_low() - room
+    low, high = (10000, top) if top - 10000 >= 2000 else (20000, 60000 - room)
     rng = random.Random()
     for _ in range(200):
-        port = rng.randrange(20000, 60000 - room)
-        if all(_bindable(p) for p in (port, port + 233, port + 234, port + room - 1)):
-            return port
-    raise RuntimeError("no free port with room for SGLang's derived ports between 20000 and 60000")
+        port = rng.randrange(low, high)
+        now = time.monotonic()
+        with _reserved_lock:
+            for taken, (at, _) in list(_reserved.items()):
+                if now - at > _RESERVED_FOR_S:
+                    del _reserved[taken]
+            if any(port < taken + span and taken < port + room for taken, (_, span) in _reserved.items()):
+                continue
+            if all(_bindable(p) for p in (port, port + 233, port + 234, port + room - 1)):
+                _reserved[port] = (now, room)
+                return port
+    raise RuntimeError(f"no free port with room for SGLang's derived ports between {low} and {high}")
+
+
+def release_port(port: int) -> None:
+    """The server on ``port`` has stopped: the port may be drawn again."""
+    with _reserved_lock:
+        _reserved.pop(port, None)
+
+
+def lost_port_race(failure: TrialFailure) -> bool:
+    """Whether a startup failure is the server finding its port taken (another program bound it first)."""
+    return bool(_PORT_IN_USE.search(f"{failure.message}\n{failure.log_tail or ''}"))
 
 
 class ProcessServer:
@@ -101,6 +146,7 @@ class ProcessServer:
     def __init__(self, proc: subprocess.Popen[bytes], log_path: Path, env: Mapping[str, str]) -> None:
         self.proc = proc
         self.endpoint = Endpoint("", "")  # set once the server is ready
+        self.port = 0  # the port drawn for it, released when it stops
         self._log_path = log_path
         self._env = env
         self._kept_log = ""  # the log's end, read at teardown
@@ -111,6 +157,9 @@ class ProcessServer:
 
     def is_alive(self) -> bool:
         return self.proc.poll() is None
+
+    def has_exited(self) -> bool:
+        return self.proc.poll() is not None
 
     def log_tail(self, lines: int = 40) -> str:
         text = self._read_log() if self._log_path.exists() else self._kept_log
@@ -243,8 +292,41 @@ class ProcessHost:
 
     @contextlib.contextmanager
     def launch(self, params: Mapping[str, ParamValue], *, deadline: Deadline, label: str) -> Iterator[ProcessServer]:
-        port = free_port()
-        argv = self.command(params, port, deadline.devices, self.next_launch())
+        launch = self.next_launch()
+        for attempt in range(1, _LAUNCH_ATTEMPTS + 1):
+            port = free_port()
+            try:
+                server = self._start(self.command(params, port, deadline.devices, launch), deadline, label)
+            except BaseException:
+                release_port(port)
+                raise
+            server.port = port
+            try:
+                base_url = f"http://127.0.0.1:{port}"
+                model_name, info = wait_until_ready(
+                    base_url,
+                    deadline=deadline,
+                    timeout=self.readiness_timeout,
+                    exited=server.has_exited,
+                    on_exit=server.startup_failure,
+                )
+            except TrialFailure as failure:
+                self._stop(server)
+                if attempt < _LAUNCH_ATTEMPTS and lost_port_race(failure) and not deadline.expired:
+                    logger.info("port %d was taken before the server bound it; launching again on another", port)
+                    continue
+                raise
+            except BaseException:
+                self._stop(server)
+                raise
+            break
+        try:
+            server.endpoint = Endpoint(base_url, model_name, self.time_scale(info), info)
+            yield server
+        finally:
+            self._stop(server)
+
+    def _start(self, argv: list[str], deadline: Deadline, label: str) -> ProcessServer:
         fd, log_name = tempfile.mkstemp(prefix=f"autotune-{label}-", suffix=".log")
         logger.debug("launching %s", " ".join(argv))
         env = (
@@ -263,21 +345,16 @@ class ProcessHost:
         server = ProcessServer(proc, Path(log_name), self.env)
         with self._lock:
             self._live.add(server)
+        return server
+
+    def _stop(self, server: ProcessServer) -> None:
         try:
-            base_url = f"http://127.0.0.1:{port}"
-            model_name, info = wait_until_ready(
-                base_url,
-                deadline=deadline,
-                timeout=self.readiness_timeout,
-                exited=lambda: proc.poll() is not None,
-                on_exit=server.startup_failure,
-            )
-            server.endpoint = Endpoint(base_url, model_name, self.time_scale(info), info)
-            yield server
-        finally:
             server.stop()
+        finally:
             with self._lock:
                 self._live.discard(server)
+            if server.port:
+                release_port(server.port)
 
     def close(self) -> None:
         """Stop any server still running (a launch whose teardown was cut short)."""

@@ -201,3 +201,41 @@ def test_a_server_that_cannot_print_its_help_makes_the_runtime_unavailable() -> 
     host = ProcessHost(model=MODEL, python=sys.executable, env={**os.environ, "PYTHONPATH": str(REPO)})
     with pytest.raises(RuntimeUnavailable, match="No module named 'sglang'"):
         host.argument_table()
+
+
+@pytest.mark.parametrize("taken", [0, 1, 3, 4])
+def test_a_port_taken_before_the_server_binds_it_is_retried_on_another(
+    taken: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another program binds the drawn port between the check and the server's bind (a clean clone's CI failed a
+    confirmation run on it): the launch goes on on a fresh port, up to four tries, and then names the cause."""
+    from pytest_autotuner.runtimes import process
+
+    real_free_port = process.free_port
+    squatters: list[socket.socket] = []
+
+    def free_port_then_taken() -> int:
+        port = real_free_port()
+        if len(squatters) < taken:
+            squatter = socket.socket()
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+            squatters.append(squatter)
+        return port
+
+    monkeypatch.setattr(process, "free_port", free_port_then_taken)
+    try:
+        if taken < 4:
+            with runtime().launch({}, deadline=Deadline(60), label="squatted") as server:
+                port = int(server.endpoint.base_url.rsplit(":", 1)[1])
+                assert port not in {s.getsockname()[1] for s in squatters}
+                assert _get_json(f"{server.endpoint.base_url}/health", timeout=5.0)[0] == 200
+        else:
+            with pytest.raises(TrialFailure) as caught, runtime().launch({}, deadline=Deadline(60), label="squatted"):
+                pass
+            assert caught.value.failure_class is FailureClass.LAUNCH_FAILED
+            assert "address already in use" in caught.value.message
+    finally:
+        for squatter in squatters:
+            squatter.close()
+    assert not [p for p in servers_of_this_test() if alive(p)]
