@@ -97,6 +97,7 @@ except ImportError:  # pragma: no cover
     from json import loads as _json_loads  # type: ignore[assignment,unused-ignore]
 
 from pytest_autotuner.bench.prompts import PromptFactory
+from pytest_autotuner.bench.server_metrics import read_queue_times
 from pytest_autotuner.core.dataset import load_conversations, sample_exchanges
 from pytest_autotuner.core.metrics import INCOMPLETE, BenchResult, CellMetrics, RequestRecord
 from pytest_autotuner.core.plan import CellKey
@@ -1033,8 +1034,12 @@ async def run_cell(
     request_rate: float | None = None,
     *,
     deadline: Deadline | None = None,
+    server_metrics: bool = False,
 ) -> CellMetrics:
-    """Measure one cell: closed loop at ``concurrency``, or open loop at ``request_rate`` when given."""
+    """Measure one cell: closed loop at ``concurrency``, or open loop at ``request_rate`` when given.
+
+    With ``server_metrics`` (the server answers ``/metrics`` with SGLang's queue-time histogram) the histogram is
+    read before and after the measured requests, for the cell's mean queueing time (``server_metrics.py``)."""
     # a ladder step draws from its seed alone, so every load sends the same requests (``common_arrivals``)
     key = (scenario.text if plan.common_arrivals else f"{scenario.text}|{concurrency}|{request_rate}").encode()
     cell = _Cell(session, endpoint, plan)
@@ -1050,6 +1055,7 @@ async def run_cell(
             await _supervise([warmup], float("inf"), deadline, watch=watch)
         cell.reset_clock()
         cell.track_precision(concurrency)
+        queue_before = await read_queue_times(session, endpoint.base_url, _METRICS_TIMEOUT) if server_metrics else None
         if request_rate is None:
             measured = cell.closed_loop(0, plan.max_requests, concurrency, keep=True)
         else:
@@ -1063,6 +1069,8 @@ async def run_cell(
             on_stop=cell.precision_cut,
             watch=watch,
         )
+        queue_after = await read_queue_times(session, endpoint.base_url, _METRICS_TIMEOUT) if queue_before else None
+    window = queue_after.since(queue_before) if queue_after and queue_before else None
     records = sorted(cell.in_server_time(cell.records), key=lambda r: r.send_time)
     duration = cell.server_duration()
     if duration is None:
@@ -1079,9 +1087,13 @@ async def run_cell(
         request_rate,
         precision_stop=cell.stopped_for_precision,
         half_width=None if tracker is None else tracker.half_width,
+        server_queue=(window.seconds, window.requests) if window is not None and window.requests else None,
     )
     logger.debug("cell %s: %d requests, errors %s", metrics.label, len(records), dict(metrics.errors))
     return metrics
+
+
+_METRICS_TIMEOUT = 5.0  # one read of /metrics (Prometheus text of a few hundred series)
 
 
 def _stall_watch(cell: _Cell, label: str, endpoint: Endpoint) -> Callable[[float], Awaitable[None]]:
@@ -1183,10 +1195,13 @@ async def _run(
     info_timeout = min(_SERVER_INFO_TIMEOUT, deadline.remaining() if deadline else _SERVER_INFO_TIMEOUT)
     async with new_session() as session:
         result = BenchResult([], await _server_info(session, endpoint, max(0.1, info_timeout)))
+        server_metrics = await read_queue_times(session, endpoint.base_url, max(0.1, info_timeout)) is not None
         for scenario, concurrency, rate in plan.cells():
             if deadline is not None and deadline.expired:
                 raise TrialFailure(FailureClass.TRIAL_TIMEOUT, "trial deadline passed between cells")
-            cell = await run_cell(session, endpoint, plan, scenario, concurrency, rate, deadline=deadline)
+            cell = await run_cell(
+                session, endpoint, plan, scenario, concurrency, rate, deadline=deadline, server_metrics=server_metrics
+            )
             result.cells.append(cell)
             if on_cell is not None:
                 on_cell(cell)

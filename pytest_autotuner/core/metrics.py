@@ -228,6 +228,8 @@ class CellMetrics:
     precision_stop: bool = False  # ended early: its metric's interval reached ``benchmark.precision``
     half_width: float | None = None  # achieved relative 95% half-width of that metric (None: precision unset)
     ladder: bool = False  # a load step of the capacity search (``CellKey.ladder``)
+    # (seconds, requests): the server's queue-time histogram over the cell (SGLang --enable-metrics), else None
+    server_queue: tuple[float, int] | None = None
     _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -396,6 +398,7 @@ class CellMetrics:
             "errors": dict(self.errors),
             "precision_stop": self.precision_stop,
             "half_width": self.half_width,
+            "server_queue_mean": self.server_queue[0] / self.server_queue[1] if self.server_queue else None,
             "cached_tokens": self.cached_tokens,
             "cache_hit_rate": self.cache_hit_rate,
             **({"cache_hit_rate_by_turn": by_turn} if by_turn else {}),
@@ -558,6 +561,9 @@ class BenchResult:
                 merged.duration += cell.duration
                 merged.records.extend(cell.records)
                 merged.precision_stop = merged.precision_stop and cell.precision_stop
+                if cell.server_queue is not None:
+                    seconds, requests = merged.server_queue or (0.0, 0)
+                    merged.server_queue = (seconds + cell.server_queue[0], requests + cell.server_queue[1])
                 if cell.half_width is not None:
                     merged.half_width = max(merged.half_width or 0.0, cell.half_width)
         info = results[0].server_info if results else {}

@@ -107,15 +107,22 @@ def importance_block(outcome: TaskOutcome, importances: dict[str, float] | None 
 
 
 def cell_breakdown(cell: CellMetrics) -> dict[str, Any]:
-    """Means over the cell's finished requests. With the server's timings on every one of them (``queue_time``)
-    the time before the first token is split into queueing (arrival to admission) and prefill (admission to the
-    first token); otherwise those two stay None and only the split at the first token is given."""
+    """Means over the cell's finished requests. With the server's timings on every one of them (``queue_time``,
+    the simulator's) the time before the first token is split into queueing (arrival to admission) and prefill
+    (admission to the first token) request by request; with SGLang's queue-time histogram over the cell
+    (``server_queue``, from ``--enable-metrics``) by the cell's mean queueing time; otherwise those two stay None
+    and only the split at the first token is given (``server_timings``: "per-request", "metrics" or None)."""
     done = [r for r in cell.ok_records if r.e2e is not None and r.ttft is not None]
     e2e = sum(r.e2e or 0.0 for r in done)
     before_first = sum(r.ttft or 0.0 for r in done)
     busy = sum(r.e2e or 0.0 for r in done) + sum(r.waited or 0.0 for r in cell.records if r.incomplete)
-    server = bool(done) and all(r.queue_time is not None for r in done)
-    queued = sum(min(r.queue_time or 0.0, r.ttft or 0.0) for r in done) if server else None
+    queued: float | None = None
+    timings: str | None = None
+    if done and all(r.queue_time is not None for r in done):
+        queued, timings = sum(min(r.queue_time or 0.0, r.ttft or 0.0) for r in done), "per-request"
+    elif done and cell.server_queue is not None and cell.server_queue[1] > 0:
+        mean_queue = cell.server_queue[0] / cell.server_queue[1]
+        queued, timings = min(mean_queue * len(done), before_first), "metrics"
     prefill = before_first - queued if queued is not None else None
 
     def mean(total: float | None) -> float | None:
@@ -127,7 +134,7 @@ def cell_breakdown(cell: CellMetrics) -> dict[str, Any]:
     return {
         "cell": cell.label,
         "requests": len(done),
-        "server_timings": server,
+        "server_timings": timings,
         "mean_e2e": mean(e2e),
         "mean_queueing": mean(queued),
         "mean_prefill": mean(prefill),
@@ -185,16 +192,24 @@ def time_breakdown(outcome: TaskOutcome) -> dict[str, Any] | None:
         if line:
             lines.append(line)
     sides = [c for row in rows.values() for c in (row.get("best"), row.get("defaults")) if c and c["requests"]]
-    if sides and all(c["server_timings"] for c in sides):
+    kinds = {c["server_timings"] for c in sides}
+    if sides and kinds == {"per-request"}:
         source = (
             "the server's per-request timings: queueing from arrival to admission to a prefill batch, prefill from "
             "admission to the first token, decode from the first token to the end"
+        )
+    elif sides and None not in kinds:
+        source = (
+            "SGLang's metrics (--enable-metrics): each cell's mean queueing time from the server's queue-time "
+            "histogram (sglang:queue_time_seconds, read before and after the cell), prefill as the rest of the time "
+            "to first token, decode from the first token to the end (client timings)"
         )
     else:
         why = (
             "the simulator did not report when its requests were admitted"
             if outcome.runtime == "sim"
-            else "SGLang's Prometheus metrics (--enable-metrics) are aggregates, not per-request timings"
+            else "the server has no queue-time metrics: launch it with --enable-metrics (a spec's extra_args) "
+            "for the split"
         )
         source = (
             "client timings per request: time to first token (queueing and prefill together) and after it "

@@ -128,6 +128,7 @@ _MODELLED: dict[str, dict[str, Any]] = {
     "disable-cuda-graph": {"action": "store_true"},
     "enable-mixed-chunk": {"action": "store_true"},
     "disable-radix-cache": {"action": "store_true"},  # the radix cache (sim/radix_cache.py) is on otherwise
+    "enable-metrics": {"action": "store_true"},  # mounts /metrics with SGLang's queue-time histogram (server.py)
     "enable-cache-report": {"action": "store_true"},  # accepted: the simulator always reports cached tokens
     "kv-cache-dtype": {"default": "auto"},
     "quantization": {"default": None},  # fp8 priced by the kernel tables (kernels.py); the roofline ignores it

@@ -131,6 +131,29 @@ class StepOutcome:
     finished: list[SimRequest]
 
 
+#: SGLang's buckets of ``sglang:queue_time_seconds`` (seconds)
+QUEUE_TIME_BUCKETS = (0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0,
+                      80.0, 90.0, 100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0, 900.0, 1000.0, 1200.0,
+                      1400.0, 1600.0, 1800.0, 2000.0, 2500.0, 3000.0)  # fmt: skip
+
+
+@dataclass
+class QueueTimeHistogram:
+    """A Prometheus histogram: the count and sum of the observations, and per bucket the count at or below it."""
+
+    total: float = 0.0
+    count: int = 0
+    buckets: list[int] = field(default_factory=lambda: [0] * len(QUEUE_TIME_BUCKETS))
+
+    def observe(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        self.total += seconds
+        self.count += 1
+        for i, bound in enumerate(QUEUE_TIME_BUCKETS):
+            if seconds <= bound:
+                self.buckets[i] += 1
+
+
 class Scheduler:
     """The scheduler of one replica; deterministic for a given seed and arrival sequence."""
 
@@ -158,6 +181,9 @@ class Scheduler:
         self._ratio = self._init_ratio
         self._decay = (self._init_ratio - self._min_ratio) / 600
         self.steps = 0
+        # SGLang's ``sglang:queue_time_seconds`` histogram (--enable-metrics): arrival to admission, observed
+        # when a request is first admitted to a prefill batch
+        self.queue_times = QueueTimeHistogram()
 
     def reject_reason(self, req: SimRequest) -> str | None:
         """Why SGLang would refuse this request up front (HTTP 400), or None."""
@@ -215,6 +241,7 @@ class Scheduler:
             for req, _ in batch:
                 if req.prefill_start is None:  # a retracted request's re-prefill keeps its first admission
                     req.prefill_start = start
+                    self.queue_times.observe(start - req.arrival)
             outcome = self._run_prefill(start, batch)
         elif self.running:
             outcome = self._run_decode(start)

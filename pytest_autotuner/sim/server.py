@@ -56,7 +56,7 @@ from pytest_autotuner.sim.protocol import (
     parse_generation,
     sse,
 )
-from pytest_autotuner.sim.scheduler import Scheduler, SimRequest, chunk_due
+from pytest_autotuner.sim.scheduler import QUEUE_TIME_BUCKETS, Scheduler, SimRequest, chunk_due
 from pytest_autotuner.sim.streaming import LiveRequest
 
 if TYPE_CHECKING:
@@ -411,6 +411,8 @@ class SimServer:
         r.add_post("/v1/completions", self.completions)
         r.add_post("/generate", self.generate)
         r.add_route("*", "/flush_cache", self.flush_cache)
+        if self.args.enable_metrics:  # SGLang mounts /metrics only with --enable-metrics
+            r.add_get("/metrics", self.metrics)
         r.add_get("/sim/timeline", self.sim_timeline)
         r.add_get("/sim/now", self.sim_clock)
         r.add_post("/sim/release", self.sim_release)
@@ -457,6 +459,30 @@ class SimServer:
             running = len(sched.running) + (sched.prefilling is not None)
             loads.append({"dp_rank": i, "num_reqs": waiting + running, "num_waiting_reqs": waiting})
         return web.json_response(loads)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """SGLang's Prometheus text: the queue-time histogram (per replica, as its ``dp_rank`` label) and the
+        running and waiting request gauges, in simulated seconds."""
+        lines = [
+            "# HELP sglang:queue_time_seconds Histogram of queueing time in seconds.",
+            "# TYPE sglang:queue_time_seconds histogram",
+        ]
+        model = self.served_model.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        for i, sched in enumerate(self.schedulers):
+            hist, labels = sched.queue_times, f'dp_rank="{i}",model_name="{model}"'
+            for bound, count in zip(QUEUE_TIME_BUCKETS, hist.buckets, strict=True):
+                lines.append(f'sglang:queue_time_seconds_bucket{{le="{bound}",{labels}}} {float(count)}')
+            lines.append(f'sglang:queue_time_seconds_bucket{{le="+Inf",{labels}}} {float(hist.count)}')
+            lines.append(f"sglang:queue_time_seconds_count{{{labels}}} {float(hist.count)}")
+            lines.append(f"sglang:queue_time_seconds_sum{{{labels}}} {hist.total!r}")
+        for name, doc, value in (
+            ("num_running_reqs", "The number of running requests.", lambda s: len(s.running)),
+            ("num_queue_reqs", "The number of requests in the waiting queue.", lambda s: len(s.waiting)),
+        ):
+            lines += [f"# HELP sglang:{name} {doc}", f"# TYPE sglang:{name} gauge"]
+            for i, sched in enumerate(self.schedulers):
+                lines.append(f'sglang:{name}{{dp_rank="{i}",model_name="{model}"}} {float(value(sched))}')
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def model_info(self, request: web.Request) -> web.Response:
         return web.json_response({"model_path": self.args.model_path, "is_generation": True})

@@ -177,23 +177,27 @@ def test_server_timings_split_the_time_before_the_first_token_into_queueing_and_
 @given(
     timings=st.lists(
         st.tuples(st.floats(0.01, 100), st.floats(0, 1), st.floats(0, 1.5), st.booleans()), min_size=1, max_size=20
-    )
+    ),
+    histogram=st.none() | st.tuples(st.floats(0, 1e4), st.integers(0, 50)),
 )
 def test_queueing_prefill_and_decode_add_up_to_e2e_or_fall_back_to_the_first_token(
-    timings: list[tuple[float, float, float, bool]],
+    timings: list[tuple[float, float, float, bool]], histogram: tuple[float, int] | None
 ) -> None:
     """Any mix of requests: with the queue time on every one the three parts are non-negative and add up to E2E
-    (a queue time past the first token, which a server should not report, is capped there); if one lacks it the
-    cell keeps only the split at the first token."""
+    (a queue time past the first token, which a server should not report, is capped there); if one lacks it, the
+    server's queue-time histogram over the cell (SGLang's --enable-metrics) splits by its mean, capped the same
+    way; with neither the cell keeps only the split at the first token."""
     records = [
         RequestRecord(
             0.0, 10, 10, output_tokens=10, ttft=e2e * first, e2e=e2e, queue_time=e2e * first * q if say else None
         )
         for e2e, first, q, say in timings
     ]
-    row = cell_breakdown(CellMetrics("D(10,10)", 4, 10.0, records))
+    row = cell_breakdown(CellMetrics("D(10,10)", 4, 10.0, records, server_queue=histogram))
     assert row["mean_waiting_and_prefill"] + row["mean_decode"] == pytest.approx(row["mean_e2e"])
-    if all(say for *_, say in timings):
+    told = all(say for *_, say in timings) or (histogram is not None and histogram[1] > 0)
+    if told:
+        assert row["server_timings"] == ("per-request" if all(say for *_, say in timings) else "metrics")
         assert row["mean_queueing"] >= 0 and row["mean_prefill"] >= -1e-9
         parts = row["mean_queueing"] + row["mean_prefill"] + row["mean_decode"]
         assert parts == pytest.approx(row["mean_e2e"])
