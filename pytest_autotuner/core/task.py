@@ -189,6 +189,44 @@ def pareto_front_of(spec: TaskSpec, trials: list[TrialRecord] | tuple[TrialRecor
 
 
 @dataclass(frozen=True)
+class TrialCounts:
+    """How the trials of one item ended, counted once for every output (results.json, the report page, the run
+    index, the terminal and job summaries): a pruned trial is not a failed one, and only a measured trial can be
+    feasible or meet its SLOs."""
+
+    total: int
+    measured: int  # produced a measurement (it may still miss an SLO)
+    feasible: int  # measured within the hard SLO limits
+    meets_slos: int  # measured and meeting every SLO
+    failed: int  # ended without a measurement, early stopping aside
+    pruned: int  # ended by early stopping after part of its cells
+    repeats: int  # repeat runs of an earlier trial's configuration (``optimization.remeasure_best``)
+    duplicates_skipped: int  # proposals of an already measured configuration, answered from the record
+
+    @classmethod
+    def of(cls, trials: tuple[TrialRecord, ...], duplicates_skipped: int = 0) -> TrialCounts:
+        return cls(
+            total=len(trials),
+            measured=sum(t.measured for t in trials),
+            feasible=sum(t.measured and t.feasible for t in trials),
+            meets_slos=sum(t.measured and t.meets_slos for t in trials),
+            failed=sum(t.failure is not None and not t.pruned for t in trials),
+            pruned=sum(t.pruned for t in trials),
+            repeats=sum(t.repeat_of is not None for t in trials),
+            duplicates_skipped=duplicates_skipped,
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+    @property
+    def text(self) -> str:
+        """'12 (2 failed, 1 pruned)': the trials and how many ended without a measurement."""
+        pruned = f", {self.pruned} pruned" if self.pruned else ""
+        return f"{self.total} ({self.failed} failed{pruned})"
+
+
+@dataclass(frozen=True)
 class TaskOutcome:
     """Everything one tuning item found and decided; every output reads this and never recomputes it."""
 
@@ -218,6 +256,10 @@ class TaskOutcome:
     @property
     def slo_checks(self) -> tuple[SloCheck, ...]:
         return self.best.score.slo_checks if self.best else ()
+
+    @property
+    def counts(self) -> TrialCounts:
+        return TrialCounts.of(self.trials, self.duplicates_skipped)
 
     @property
     def failure_counts(self) -> Counter[str]:

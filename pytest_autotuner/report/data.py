@@ -277,7 +277,6 @@ def results_summary(outcome: TaskOutcome) -> dict[str, Any]:
 
     spec = outcome.spec
     best = outcome.best
-    trials = outcome.trials
     best_block: dict[str, Any] | None = None
     if best is not None:
         best_block = {
@@ -323,15 +322,7 @@ def results_summary(outcome: TaskOutcome) -> dict[str, Any]:
             "best": best_block,
             "slo_checks": [slo_check_dict(c) for c in outcome.slo_checks],
             "vs_defaults": _defaults_block(outcome),
-            "trials": {
-                "total": len(trials),
-                "measured": sum(t.measured for t in trials),
-                "feasible": sum(t.feasible for t in trials),
-                "meets_slos": sum(t.meets_slos for t in trials),
-                "failed": sum(t.failure is not None and not t.pruned for t in trials),
-                "pruned": sum(t.pruned for t in trials),
-                "duplicates_skipped": outcome.duplicates_skipped,
-            },
+            "trials": outcome.counts.as_dict(),
             "cost": {**outcome.cost.as_dict(), "text": cost_line(outcome)},
             "failure_counts": dict(outcome.failure_counts),
             "baseline": {

@@ -277,7 +277,6 @@ def render_report(
     from pytest_autotuner.report.plots import render_plots
 
     spec = result.spec
-    trials = result.trials
     return (
         _jinja()
         .get_template("report.html.j2")
@@ -297,14 +296,7 @@ def render_report(
             param_names=list(spec.parameters),
             trial_rows=_trial_rows(result),
             pareto=_pareto_context(result),
-            counts={
-                "total": len(trials),
-                "feasible": sum(t.feasible and t.failure is None for t in trials),
-                "meets_slos": sum(t.meets_slos for t in trials),
-                "failed": sum(t.failure is not None and not t.pruned for t in trials),
-                "pruned": sum(t.pruned for t in trials),
-                "duplicates": result.duplicates_skipped,
-            },
+            counts=result.counts,
             cost_text=cost_line(result),
             explained=_explained_context(result),
             failure_groups=_failure_groups(result),
@@ -415,8 +407,7 @@ def write_index(
                 if result.best
                 else "no configuration measured",
                 "params": describe_params(result.best.params) if result.best else "",
-                "trials": len(result.trials),
-                "failed": sum(t.failure is not None for t in result.trials),
+                "counts": result.counts,
                 "link": link,
             }
         )

@@ -24,9 +24,7 @@ def _cell(text: str) -> str:
 
 
 def _trials_cell(result: TaskOutcome) -> str:
-    failed = sum(t.failure is not None and not t.pruned for t in result.trials)
-    pruned = sum(t.pruned for t in result.trials)
-    return f"{len(result.trials)} ({failed} failed{f', {pruned} pruned' if pruned else ''}); {cost_line(result)}"
+    return f"{result.counts.text}; {cost_line(result)}"
 
 
 def github_step_summary(entries: list[tuple[TaskOutcome, Path | None]], report_dir: Path) -> str:
