@@ -71,9 +71,9 @@ from pytest_autotuner.core.metrics import BenchResult
 from pytest_autotuner.core.objectives import objective_def
 from pytest_autotuner.core.optuna_compat import quiet_optuna_logging
 from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scoring import TrialScore, score_failure, score_result
+from pytest_autotuner.core.scoring import TrialScore, rank_key, score_failure, score_result
 from pytest_autotuner.core.search import Search
-from pytest_autotuner.core.session import TrialRecord, TuningSession, by_configuration, rank_key
+from pytest_autotuner.core.session import TrialRecord, TuningSession, by_configuration
 from pytest_autotuner.core.space import SearchSpace
 from pytest_autotuner.core.spec import TaskSpec
 from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure

@@ -47,6 +47,7 @@ __all__ = [
     "fixed_cells",
     "gpu_divisor",
     "objective_value",
+    "rank_key",
     "score_failure",
     "score_result",
 ]
@@ -287,3 +288,12 @@ def score_failure(failure: FailureClass, optimization: Optimization, message: st
         values = tuple(_failure_value(name, shortfall, timeout) for name in optimization.objective_names)
         objectives = dict.fromkeys(optimization.objective_names)
     return TrialScore(value, None, math.nan, 1.0 + shortfall, (), failure, message, values, objectives)
+
+
+def rank_key(meets_slos: bool, feasible: bool, value: float, maximize: bool) -> tuple[bool, bool, float]:
+    """Sort key, best first: meeting every SLO first, then feasible, then by score in the objective's direction.
+
+    The one ordering of "better" used by the search's new-best marks, patience, the choice of candidates to
+    confirm, the choice among confirmations and the report's best-so-far line.
+    """
+    return (not meets_slos, not feasible, -value if maximize else value)

@@ -36,7 +36,7 @@ from pytest_autotuner.core.interrupts import signals_held
 from pytest_autotuner.core.metrics import BenchResult, CellSummary, json_safe
 from pytest_autotuner.core.pareto import dominates
 from pytest_autotuner.core.pruning import BestSoFar, PruningRule, plan_cells
-from pytest_autotuner.core.scoring import TrialScore, score_failure, score_result
+from pytest_autotuner.core.scoring import TrialScore, rank_key, score_failure, score_result
 from pytest_autotuner.core.trial import CellRule, Deadline, FailureClass, Params, TrialFailure
 
 if TYPE_CHECKING:
@@ -53,7 +53,6 @@ __all__ = [
     "TrialRecord",
     "TuningSession",
     "by_configuration",
-    "rank_key",
     "trial_cost",
 ]
 
@@ -247,15 +246,6 @@ class Confirmation:
     @property
     def server_info(self) -> dict[str, Any]:
         return self.runs[0].server_info if self.runs else {}
-
-
-def rank_key(meets_slos: bool, feasible: bool, value: float, maximize: bool) -> tuple[bool, bool, float]:
-    """Sort key, best first: meeting every SLO first, then feasible, then by score in the objective's direction.
-
-    The one ordering of "better" used by the search's new-best marks, patience, the choice of candidates to
-    confirm, the choice among confirmations and the report's best-so-far line.
-    """
-    return (not meets_slos, not feasible, -value if maximize else value)
 
 
 def by_configuration(records: list[TrialRecord], maximize: bool) -> list[TrialRecord]:

@@ -25,9 +25,10 @@ from pytest_autotuner.core.baseline import compare, fingerprint, make_baseline
 from pytest_autotuner.core.formatting import describe_params
 from pytest_autotuner.core.gpu_pool import GpuPool, gpus_needed
 from pytest_autotuner.core.pareto import SelectRule, front_indices, select_order
-from pytest_autotuner.core.scoring import gpu_divisor, objective_value
+from pytest_autotuner.core.samplers import startup_trials
+from pytest_autotuner.core.scoring import gpu_divisor, objective_value, rank_key
 from pytest_autotuner.core.search import Search, study_name_for
-from pytest_autotuner.core.session import Confirmation, EvaluateFn, TrialEvent, TrialRecord, TuningSession, rank_key
+from pytest_autotuner.core.session import Confirmation, EvaluateFn, TrialEvent, TrialRecord, TuningSession
 from pytest_autotuner.core.space import SearchSpace
 from pytest_autotuner.core.stats import ALPHA, p_worse
 from pytest_autotuner.core.verdict import Verdict, decide, no_baseline
@@ -248,6 +249,11 @@ class TaskOutcome:
     mode: str = "tune"  # "check": no search, the baseline's configuration was measured (--autotune-check)
     baseline_objective: float | None = None  # the compared baseline's objective value (None: no baseline)
     pareto: ParetoFront | None = None  # a multi-objective search's front and the select rule's choice
+    # what the search knew about its space, recorded for the outputs (which rebuild nothing): the space's
+    # fingerprint, the random trials TPE started with (0 for other strategies) and the parameters' distributions
+    space_fingerprint: str = ""
+    startup_trials: int = 0
+    distributions: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def is_check(self) -> bool:
@@ -419,6 +425,13 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         mode="check" if options.check else "tune",
         baseline_objective=baseline.objective_value if baseline is not None else None,
         pareto=pareto,
+        space_fingerprint=space.fingerprint(),
+        startup_trials=(
+            startup_trials(spec.optimization.n_initial_random, space.grid_size)
+            if spec.optimization.strategy == "bayesian"
+            else 0
+        ),
+        distributions=space.distributions(),
     )
 
 

@@ -15,7 +15,6 @@ from pytest_autotuner.core.capacity import capacity_spread, ladder_resolution
 from pytest_autotuner.core.gpu_pool import gpus_needed
 from pytest_autotuner.core.metrics import json_safe
 from pytest_autotuner.core.scoring import OBJECTIVE_METRICS
-from pytest_autotuner.core.space import SearchSpace
 from pytest_autotuner.report.text import answer_line, baseline_text, cost_line, defaults_line
 
 if TYPE_CHECKING:
@@ -167,10 +166,7 @@ def environment(outcome: TaskOutcome) -> dict[str, Any]:
         gpus: str = f"{spec.simulator.num_gpus} x {spec.simulator.gpu} (simulated)"
     else:
         gpus = ", ".join(str(g) for g in spec.gpus) if spec.gpus else "all visible"
-    try:
-        space_fingerprint = SearchSpace.from_spec(spec).fingerprint()
-    except Exception:  # a report must not fail on a space it cannot rebuild
-        space_fingerprint = "unknown"
+    space_fingerprint = outcome.space_fingerprint or "unknown"
     return {
         "runtime": outcome.runtime,
         "image": outcome.fingerprint.get("image") or spec.runtime_image_tag,
@@ -369,9 +365,8 @@ def importance_trials(outcome: TaskOutcome) -> tuple[list[Any], list[str]]:
     them): what the fANOVA importance rests on."""
     import optuna
 
-    try:
-        distributions = SearchSpace.from_spec(outcome.spec).distributions()
-    except Exception:
+    distributions = dict(outcome.distributions)
+    if not distributions:
         return [], []
     trials = []
     for record in outcome.trials:

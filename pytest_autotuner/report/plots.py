@@ -24,10 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from pytest_autotuner.core.pareto import within_bound
-from pytest_autotuner.core.samplers import startup_trials
-from pytest_autotuner.core.scoring import OBJECTIVE_METRICS
-from pytest_autotuner.core.session import rank_key
-from pytest_autotuner.core.space import SearchSpace
+from pytest_autotuner.core.scoring import OBJECTIVE_METRICS, rank_key
 from pytest_autotuner.report.data import param_importances, pareto_front, trial_latency_throughput
 from pytest_autotuner.report.text import safe
 
@@ -145,8 +142,8 @@ def convergence_figure(result: TaskOutcome) -> Figure:
     if chosen is not None and math.isfinite(chosen.value):
         ax.scatter([chosen.number], [min(chosen.value, ymax)], marker="*", s=170, color=GREEN, zorder=5,
                    label="chosen best (confirmed)")  # fmt: skip
-    n_random = startup_trials(spec.optimization.n_initial_random, SearchSpace.from_spec(spec).grid_size)
-    if spec.optimization.strategy == "bayesian" and n_random and trials:
+    n_random = result.startup_trials
+    if n_random and trials:
         edge = trials[min(n_random, len(trials)) - 1].number + 0.5
         ax.axvspan(trials[0].number - 0.5, edge, color=GREY, alpha=0.18, label="random startup", zorder=0)
     ax.set_ylim(ymin, ymax)

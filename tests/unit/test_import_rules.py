@@ -1,0 +1,174 @@
+"""The layers of the package, read from its source: the core imports no edge, the renderers do not reach back into
+the search, and no two packages import each other (a cycle, planted or grown, fails here with its path).
+
+Imports under ``if TYPE_CHECKING:`` are annotations only and do not count; imports inside functions do (they run).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).parents[2] / "pytest_autotuner"
+
+#: what the renderers may not import: what only the search knows is recorded on the outcome instead
+RENDERERS = ("pytest_autotuner.report",)
+SEARCH_MODULES = (
+    "pytest_autotuner.core.session",
+    "pytest_autotuner.core.samplers",
+    "pytest_autotuner.core.space",
+    "pytest_autotuner.core.search",
+)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(tree: ast.AST, module: str) -> Iterator[str]:
+    """Absolute names a module imports at run time (``if TYPE_CHECKING:`` blocks skipped)."""
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            stack.extend(node.orelse)
+            continue
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".")[: -node.level]
+                yield ".".join([*base, node.module] if node.module else base)
+            elif node.module:
+                yield node.module
+                yield from (f"{node.module}.{alias.name}" for alias in node.names)
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """module -> the modules of the same top package it imports (from ``root``, a package folder)."""
+    top = root.name
+    modules: dict[str, Path] = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        tree = ast.parse(path.read_text(), str(path))
+        found = set()
+        for imported in _imports(tree, package + ".x"):
+            if imported.split(".")[0] == top:
+                while imported and imported not in modules:
+                    imported = imported.rpartition(".")[0]
+                if imported and imported != name:
+                    found.add(imported)
+        graph[name] = found
+    return graph
+
+
+def layer_of(module: str, depth: int = 2) -> str:
+    """``pytest_autotuner.core.metrics`` -> ``pytest_autotuner.core``; a top module is its own layer."""
+    return ".".join(module.split(".")[:depth])
+
+
+def package_cycle(graph: Mapping[str, set[str]], depth: int = 2) -> list[str] | None:
+    """A cycle among the layers (packages at ``depth``), as the path that closes it; None when there is none."""
+    edges: dict[str, set[str]] = {}
+    for module, imported in graph.items():
+        for other in imported:
+            a, b = layer_of(module, depth), layer_of(other, depth)
+            if a != b and a != layer_of(module, 1) and b != layer_of(other, 1):
+                edges.setdefault(a, set()).add(b)
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt] if nxt in path else [*path, nxt]
+            if nxt not in state:
+                found = visit(nxt, [*path, nxt])
+                if found:
+                    return found
+        state[node] = 2
+        return None
+
+    for start in sorted(edges):
+        if start not in state:
+            found = visit(start, [start])
+            if found:
+                return found
+    return None
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    return import_graph(PACKAGE)
+
+
+def test_the_core_imports_no_edge(graph: dict[str, set[str]]) -> None:
+    leaks = {
+        # the package root holds only ``__version__`` (its own test below keeps it so)
+        module: sorted(i for i in imported if not i.startswith("pytest_autotuner.core") and i != "pytest_autotuner")
+        for module, imported in graph.items()
+        if module.startswith("pytest_autotuner.core")
+    }
+    assert {m: i for m, i in leaks.items() if i} == {}
+
+
+def test_the_package_root_imports_nothing(graph: dict[str, set[str]]) -> None:
+    assert graph["pytest_autotuner"] == set()
+
+
+def test_renderers_read_the_outcome_not_the_search(graph: dict[str, set[str]]) -> None:
+    reaching = {
+        module: sorted(i for i in imported if i.startswith(SEARCH_MODULES))
+        for module, imported in graph.items()
+        if module.startswith(RENDERERS)
+    }
+    assert {m: i for m, i in reaching.items() if i} == {}
+
+
+def test_no_two_packages_import_each_other(graph: dict[str, set[str]]) -> None:
+    assert package_cycle(graph) is None
+
+
+def _write(root: Path, files: Mapping[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root / "pkg"
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"pkg/__init__.py": "", "pkg/a/__init__.py": "", "pkg/a/m.py": "from pkg.b import n\n",
+         "pkg/b/__init__.py": "", "pkg/b/n.py": "def f():\n    from pkg.a.m import x\n"},  # a function-level import
+        {"pkg/__init__.py": "", "pkg/a/__init__.py": "from . import m\n", "pkg/a/m.py": "from ..c import o\n",
+         "pkg/b/__init__.py": "", "pkg/b/n.py": "import pkg.a.m\n",
+         "pkg/c/__init__.py": "", "pkg/c/o.py": "from pkg.b.n import y\n"},  # relative imports, three packages
+    ],
+)  # fmt: skip
+def test_a_planted_cycle_is_found_with_its_path(tmp_path: Path, files: Mapping[str, str]) -> None:
+    cycle = package_cycle(import_graph(_write(tmp_path, files)))
+    assert cycle is not None and cycle[0] == cycle[-1] and len(cycle) >= 3
+
+
+def test_annotation_only_imports_are_no_cycle(tmp_path: Path) -> None:
+    files = {
+        "pkg/__init__.py": "",
+        "pkg/a/__init__.py": "",
+        "pkg/a/m.py": "from pkg.b import n\n",
+        "pkg/b/__init__.py": "",
+        "pkg/b/n.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.a.m import x\n",
+    }
+    assert package_cycle(import_graph(_write(tmp_path, files))) is None
