@@ -65,11 +65,11 @@ def _censored_text(count: int, wait: tuple[float, float] | None) -> str:
     return f"{count} (waited {format_seconds(wait[0])}-{format_seconds(wait[1])})" if wait else str(count)
 
 
-def _best_context(result: TaskOutcome) -> dict[str, Any] | None:
-    best = result.best
+def _best_context(outcome: TaskOutcome) -> dict[str, Any] | None:
+    best = outcome.best
     if best is None:
         return None
-    versus = result.defaults
+    versus = outcome.defaults
     gain = versus.gain if versus is not None and not versus.defaults_chosen else None
     cells = [
         {
@@ -89,16 +89,16 @@ def _best_context(result: TaskOutcome) -> dict[str, Any] | None:
         for cell in best.merged.cells
     ]
     return {
-        "params": {**best.params, **(server_choices(result) if versus and versus.defaults_chosen else {})},
-        "objective": format_objective(best.score.objective, result.spec.optimization.objective),
+        "params": {**best.params, **(server_choices(outcome) if versus and versus.defaults_chosen else {})},
+        "objective": format_objective(best.score.objective, outcome.spec.optimization.objective),
         "source_trial": best.source_trial,
         "runs": len(best.runs),
         "failures": best.failures,
         "cells": cells,
-        "answer": answer_line(result),
-        "objective_label": objective_label(result),
-        "ladders": _ladders(result),
-        "versus_defaults": defaults_line(result),
+        "answer": answer_line(outcome),
+        "objective_label": objective_label(outcome),
+        "ladders": _ladders(outcome),
+        "versus_defaults": defaults_line(outcome),
         "gain_over_defaults": None if gain is None else format_gain(gain),
         "gain_p": ""
         if versus is None
@@ -106,9 +106,9 @@ def _best_context(result: TaskOutcome) -> dict[str, Any] | None:
     }
 
 
-def _ladders(result: TaskOutcome) -> list[dict[str, Any]]:
+def _ladders(outcome: TaskOutcome) -> list[dict[str, Any]]:
     """maximize_goodput: each confirmation run's load steps in the order run, and where it broke."""
-    best = result.best
+    best = outcome.best
     if best is None:
         return []
     out = []
@@ -141,7 +141,7 @@ def _ladders(result: TaskOutcome) -> list[dict[str, Any]]:
     return out
 
 
-def _slo_rows(result: TaskOutcome) -> list[dict[str, Any]]:
+def _slo_rows(outcome: TaskOutcome) -> list[dict[str, Any]]:
     return [
         {
             "cell": c.cell,
@@ -154,17 +154,17 @@ def _slo_rows(result: TaskOutcome) -> list[dict[str, Any]]:
             "passed": c.passed,
             "hard": c.hard_fail,
         }
-        for c in result.slo_checks
+        for c in outcome.slo_checks
     ]
 
 
-def _trial_rows(result: TaskOutcome) -> list[dict[str, Any]]:
-    objective = result.spec.optimization.objective
-    source = result.best.source_trial if result.best else None
+def _trial_rows(outcome: TaskOutcome) -> list[dict[str, Any]]:
+    objective = outcome.spec.optimization.objective
+    source = outcome.best.source_trial if outcome.best else None
     return [
         {
             "number": t.number,
-            "params": [t.params.get(n, "server" if n in t.server_chose else "") for n in result.spec.parameters],
+            "params": [t.params.get(n, "server" if n in t.server_chose else "") for n in outcome.spec.parameters],
             "objective": format_objective(t.objective, objective),
             "feasible": t.feasible,
             "status": trial_status(t),
@@ -174,16 +174,16 @@ def _trial_rows(result: TaskOutcome) -> list[dict[str, Any]]:
             "defaults": t.origin == "sglang_defaults",
             "repeat_of": t.repeat_of,
         }
-        for t in sorted(result.trials, key=lambda t: t.number)
+        for t in sorted(outcome.trials, key=lambda t: t.number)
     ]
 
 
 _BETTER = {"maximize": "higher", "minimize": "lower"}
 
 
-def _pareto_context(result: TaskOutcome) -> dict[str, Any] | None:
+def _pareto_context(outcome: TaskOutcome) -> dict[str, Any] | None:
     """The Pareto front's table: one row per configuration on the front, objectives formatted."""
-    block = pareto_block(result)
+    block = pareto_block(outcome)
     if block is None:
         return None
     names = [o["name"] for o in block["objectives"]]
@@ -208,9 +208,9 @@ def _pareto_context(result: TaskOutcome) -> dict[str, Any] | None:
     }
 
 
-def _failure_groups(result: TaskOutcome) -> list[dict[str, Any]]:
+def _failure_groups(outcome: TaskOutcome) -> list[dict[str, Any]]:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for t in sorted(result.trials, key=lambda t: t.number):
+    for t in sorted(outcome.trials, key=lambda t: t.number):
         if t.failure:
             groups[t.failure].append(
                 {
@@ -223,11 +223,11 @@ def _failure_groups(result: TaskOutcome) -> list[dict[str, Any]]:
     return [{"name": name, "trials": trials} for name, trials in sorted(groups.items(), key=lambda g: -len(g[1]))]
 
 
-def _baseline_class(result: TaskOutcome) -> str:
-    baseline = result.baseline
-    if baseline is not None and baseline.regressed and result.new_baseline is None:
+def _baseline_class(outcome: TaskOutcome) -> str:
+    baseline = outcome.baseline
+    if baseline is not None and baseline.regressed and outcome.new_baseline is None:
         return "bad"
-    if result.new_baseline is not None or (baseline is not None and baseline.compared):
+    if outcome.new_baseline is not None or (baseline is not None and baseline.compared):
         return "ok"
     return "warn"
 
@@ -270,45 +270,45 @@ def history_context(entries: Sequence[HistoryEntry], skipped: Sequence[str] = ()
 
 
 def render_report(
-    result: TaskOutcome, history: Sequence[HistoryEntry] | None = None, history_skipped: Sequence[str] = ()
+    outcome: TaskOutcome, history: Sequence[HistoryEntry] | None = None, history_skipped: Sequence[str] = ()
 ) -> str:
     """The HTML page of one tuning item (self-contained: inline CSS, plots as data: URIs); with ``history``, its
     trends over runs."""
     from pytest_autotuner.report.plots import render_plots
 
-    spec = result.spec
+    spec = outcome.spec
     return (
         _jinja()
         .get_template("report.html.j2")
         .render(
             spec=spec,
-            mode=result.mode,
-            verdict=result.verdict,
+            mode=outcome.mode,
+            verdict=outcome.verdict,
             history=None if history is None else history_context(history, history_skipped),
-            has_best=result.best is not None,
-            slo_count=len(result.slo_checks),
-            slo_passed=sum(c.passed for c in result.slo_checks),
-            baseline_text=baseline_text(result),
-            baseline_class=_baseline_class(result),
-            best=_best_context(result),
-            slo_rows=_slo_rows(result),
-            plots=render_plots(result),
+            has_best=outcome.best is not None,
+            slo_count=len(outcome.slo_checks),
+            slo_passed=sum(c.passed for c in outcome.slo_checks),
+            baseline_text=baseline_text(outcome),
+            baseline_class=_baseline_class(outcome),
+            best=_best_context(outcome),
+            slo_rows=_slo_rows(outcome),
+            plots=render_plots(outcome),
             param_names=list(spec.parameters),
-            trial_rows=_trial_rows(result),
-            pareto=_pareto_context(result),
-            counts=result.counts,
-            cost_text=cost_line(result),
-            explained=_explained_context(result),
-            failure_groups=_failure_groups(result),
-            environment=environment(result),
-            stopped_early=result.stopped_early,
-            duration=result.duration,
+            trial_rows=_trial_rows(outcome),
+            pareto=_pareto_context(outcome),
+            counts=outcome.counts,
+            cost_text=cost_line(outcome),
+            explained=_explained_context(outcome),
+            failure_groups=_failure_groups(outcome),
+            environment=environment(outcome),
+            stopped_early=outcome.stopped_early,
+            duration=outcome.duration,
         )
     )
 
 
 def write_report(
-    result: TaskOutcome,
+    outcome: TaskOutcome,
     report_dir: Path,
     history: Sequence[HistoryEntry] | None = None,
     history_skipped: Sequence[str] = (),
@@ -317,32 +317,32 @@ def write_report(
     verdict-bearing results.json first); return the page's path. Other files in the folder (the study journal)
     are left alone. ``history``: the spec's runs (``--autotune-history``), drawn as trends.
     """
-    folder = Path(report_dir) / result.spec.slug
-    summary = results_summary(result)
+    folder = Path(report_dir) / outcome.spec.slug
+    summary = results_summary(outcome)
     write_atomically(folder / "results.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    write_atomically(folder / "trials.csv", trials_frame(result).to_csv(index=False))
-    _write_deploy(result, folder)
+    write_atomically(folder / "trials.csv", trials_frame(outcome).to_csv(index=False))
+    _write_deploy(outcome, folder)
     page = folder / "index.html"
-    write_atomically(page, render_report(result, history, history_skipped))
-    logger.info("report of %s written to %s", result.spec.task_name, page)
+    write_atomically(page, render_report(outcome, history, history_skipped))
+    logger.info("report of %s written to %s", outcome.spec.task_name, page)
     return page
 
 
-def _write_deploy(result: TaskOutcome, folder: Path) -> None:
+def _write_deploy(outcome: TaskOutcome, folder: Path) -> None:
     """The confirmed best's deploy files in ``folder/deploy`` (results.json and the page link them)."""
     from pytest_autotuner.deploy import deploy_files, write_deploy_folder
     from pytest_autotuner.report.explain import DEPLOY_FOLDER, deploy_params
 
-    params = deploy_params(result)
+    params = deploy_params(outcome)
     if params is not None:
-        write_deploy_folder(folder / DEPLOY_FOLDER, deploy_files(result.spec, params))
+        write_deploy_folder(folder / DEPLOY_FOLDER, deploy_files(outcome.spec, params))
 
 
-def _explained_context(result: TaskOutcome) -> dict[str, Any]:
+def _explained_context(outcome: TaskOutcome) -> dict[str, Any]:
     """The page's deploy links, time breakdown and serving cost (``explain.py``)."""
     from pytest_autotuner.report.explain import cost_block, deploy_block, serving_cost_line, time_breakdown
 
-    breakdown = time_breakdown(result)
+    breakdown = time_breakdown(outcome)
     rows = []
     for row in breakdown["cells"] if breakdown else []:
         for side in ("best", "defaults"):
@@ -365,18 +365,18 @@ def _explained_context(result: TaskOutcome) -> dict[str, Any]:
                 }
             )
     return {
-        "deploy": deploy_block(result),
+        "deploy": deploy_block(outcome),
         "breakdown": None if breakdown is None else {**breakdown, "rows": rows},
-        "serving_cost": serving_cost_line(result) if cost_block(result) is not None else "",
+        "serving_cost": serving_cost_line(outcome) if cost_block(outcome) is not None else "",
     }
 
 
 def _comparison_groups(results: list[TaskOutcome]) -> list[list[TaskOutcome]]:
     """Sessions over the same parameters and objective, when they used more than one strategy."""
     groups: dict[tuple[Any, ...], list[TaskOutcome]] = defaultdict(list)
-    for result in results:
-        opt = result.spec.optimization
-        groups[(tuple(sorted(result.spec.parameters)), opt.objective)].append(result)
+    for outcome in results:
+        opt = outcome.spec.optimization
+        groups[(tuple(sorted(outcome.spec.parameters)), opt.objective)].append(outcome)
     return [g for g in groups.values() if len({r.spec.optimization.strategy for r in g}) > 1]
 
 
@@ -392,33 +392,33 @@ def write_index(
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for result, page in entries:
-        objective = result.spec.optimization.objective
+    for outcome, page in entries:
+        objective = outcome.spec.optimization.objective
         link = Path(os.path.relpath(page, report_dir)).as_posix() if page is not None else None
         rows.append(
             {
-                "task": result.spec.task_name,
-                "ok": result.verdict.passed,
-                "status": result.verdict.status,
-                "headline": result.verdict.headline,
-                "baseline": baseline_text(result),
-                "strategy": "check" if result.is_check else result.spec.optimization.strategy,
-                "objective": f"{objective}: {format_objective(result.best.score.objective, objective)}"
-                if result.best
+                "task": outcome.spec.task_name,
+                "ok": outcome.verdict.passed,
+                "status": outcome.verdict.status,
+                "headline": outcome.verdict.headline,
+                "baseline": baseline_text(outcome),
+                "strategy": "check" if outcome.is_check else outcome.spec.optimization.strategy,
+                "objective": f"{objective}: {format_objective(outcome.best.score.objective, objective)}"
+                if outcome.best
                 else "no configuration measured",
-                "params": describe_params(result.best.params) if result.best else "",
-                "counts": result.counts,
+                "params": describe_params(outcome.best.params) if outcome.best else "",
+                "counts": outcome.counts,
                 "link": link,
             }
         )
     comparisons = [
         {"tasks": ", ".join(r.spec.task_name for r in group), "uri": strategy_comparison_plot(group)}
-        for group in _comparison_groups([result for result, _page in entries if not result.is_check])
+        for group in _comparison_groups([outcome for outcome, _page in entries if not outcome.is_check])
     ]
     trend_sections = [
-        {"task": result.spec.task_name, **history_context(histories[result.spec.slug])}
-        for result, _page in entries
-        if histories and histories.get(result.spec.slug)
+        {"task": outcome.spec.task_name, **history_context(histories[outcome.spec.slug])}
+        for outcome, _page in entries
+        if histories and histories.get(outcome.spec.slug)
     ]
     html = (
         _jinja()

@@ -89,15 +89,15 @@ def _axis_cap(values: list[float]) -> float:
     return top
 
 
-def convergence_figure(result: TaskOutcome) -> Figure:
+def convergence_figure(outcome: TaskOutcome) -> Figure:
     """Objective score per trial, best so far, failures at the top edge, the random startup phase shaded, SGLang's
     defaults ringed."""
-    spec = result.spec
+    spec = outcome.spec
     maximize = spec.optimization.direction == "maximize"
     fig = _figure(10.0, 3.6)
     ax = fig.add_subplot()
     _style(ax)
-    trials = sorted(result.trials, key=lambda t: t.number)
+    trials = sorted(outcome.trials, key=lambda t: t.number)
     ok = [t for t in trials if t.measured and t.feasible and math.isfinite(t.value)]
     slo_hard = [t for t in trials if t.measured and not t.feasible and t.objective is not None]
     failed = [t for t in trials if not t.measured]
@@ -122,7 +122,7 @@ def convergence_figure(result: TaskOutcome) -> Figure:
     if failed:
         ax.scatter([t.number for t in failed], [ymax] * len(failed), marker="x", s=30, color=RED,
                    label="failed trial", zorder=4, clip_on=False)  # fmt: skip
-    defaults = result.defaults_trial
+    defaults = outcome.defaults_trial
     if defaults is not None and defaults in inside:
         ax.scatter([defaults.number], [defaults.value], s=110, facecolors="none", edgecolors=GREEN, linewidths=1.5,
                    label="SGLang defaults", zorder=4)  # fmt: skip
@@ -138,11 +138,11 @@ def convergence_figure(result: TaskOutcome) -> Figure:
             best_y.append(min(leader.value, ymax))
     if best_x:
         ax.step(best_x, best_y, where="post", color=GREEN, linewidth=2, label="best so far", zorder=2)
-    chosen = next((t for t in trials if result.best and t.number == result.best.source_trial), None)
+    chosen = next((t for t in trials if outcome.best and t.number == outcome.best.source_trial), None)
     if chosen is not None and math.isfinite(chosen.value):
         ax.scatter([chosen.number], [min(chosen.value, ymax)], marker="*", s=170, color=GREEN, zorder=5,
                    label="chosen best (confirmed)")  # fmt: skip
-    n_random = result.startup_trials
+    n_random = outcome.startup_trials
     if n_random and trials:
         edge = trials[min(n_random, len(trials)) - 1].number + 0.5
         ax.axvspan(trials[0].number - 0.5, edge, color=GREY, alpha=0.18, label="random startup", zorder=0)
@@ -176,10 +176,10 @@ def _numeric(values: Sequence[object]) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
-def parameter_figure(result: TaskOutcome) -> Figure | None:
+def parameter_figure(outcome: TaskOutcome) -> Figure | None:
     """Objective against each parameter, one panel per parameter; categories at evenly spaced positions."""
-    trials = [t for t in result.trials if t.measured and t.objective is not None]
-    names = list(result.spec.parameters)
+    trials = [t for t in outcome.trials if t.measured and t.objective is not None]
+    names = list(outcome.spec.parameters)
     if not trials or not names:
         return None
     ncols = min(4, len(names))
@@ -195,7 +195,7 @@ def parameter_figure(result: TaskOutcome) -> Figure | None:
         if _numeric(values):
             xs: list[float] = [float(v) for v in values]
         else:
-            declared = result.spec.parameters[name]
+            declared = outcome.spec.parameters[name]
             choices: list[object] = list(declared) if isinstance(declared, list) else []
             choices += [v for v in dict.fromkeys(values) if v not in choices]
             xs = [float(choices.index(v)) for v in values]
@@ -206,14 +206,14 @@ def parameter_figure(result: TaskOutcome) -> Figure | None:
         ax.set_title(name, fontsize=9)
     for index in range(len(names), nrows * ncols):
         axes[index // ncols][index % ncols].set_visible(False)
-    axes[0][0].set_ylabel(result.spec.optimization.objective, fontsize=8)
+    axes[0][0].set_ylabel(outcome.spec.optimization.objective, fontsize=8)
     return fig
 
 
-def pareto_figure(result: TaskOutcome) -> Figure | None:
+def pareto_figure(outcome: TaskOutcome) -> Figure | None:
     """Mean E2E latency against output throughput for every measured trial; the Pareto front highlighted."""
     pairs: list[tuple[TrialRecord, tuple[float, float]]] = []
-    for t in result.trials:
+    for t in outcome.trials:
         point = trial_latency_throughput(t)
         if t.measured and all(math.isfinite(v) for v in point):
             pairs.append((t, point))
@@ -227,8 +227,8 @@ def pareto_figure(result: TaskOutcome) -> Figure | None:
     ax.scatter([p[1] for p in points], [p[0] for p in points], s=16, color=GREY, label="measured trial")
     ax.plot([points[i][1] for i in front], [points[i][0] for i in front], "-o", color=RED, markersize=5,
             linewidth=1.5, label="Pareto front")  # fmt: skip
-    if result.best is not None:
-        source = next((p for t, p in pairs if t.number == result.best.source_trial), None)
+    if outcome.best is not None:
+        source = next((p for t, p in pairs if t.number == outcome.best.source_trial), None)
         if source is not None:
             ax.scatter([source[1]], [source[0]], marker="*", s=160, color=GREEN, zorder=5, label="best (chosen)")
     ax.set_xlabel("output throughput (tok/s, mean over cells)")
@@ -237,10 +237,10 @@ def pareto_figure(result: TaskOutcome) -> Figure | None:
     return fig
 
 
-def objectives_figure(result: TaskOutcome) -> Figure | None:
+def objectives_figure(outcome: TaskOutcome) -> Figure | None:
     """A multi-objective search's trials in objective space (one panel per pair of objectives): the Pareto front
     in red, dominated trials faded, the configuration the select rule chose starred, each ``within`` bound dashed."""
-    pareto = result.pareto
+    pareto = outcome.pareto
     if pareto is None or not pareto.considered:
         return None
     names = pareto.objectives
@@ -249,7 +249,7 @@ def objectives_figure(result: TaskOutcome) -> Figure | None:
     fig.subplots_adjust(wspace=0.35)
     axes = fig.subplots(1, len(pairs), squeeze=False)[0]
     front = {t.number for t in pareto.front}
-    chosen = result.best.source_trial if result.best is not None else None
+    chosen = outcome.best.source_trial if outcome.best is not None else None
     bounds = {names.index(name): tol for name, tol in pareto.rule.within.items()}
     for ax, (i, j) in zip(axes, pairs, strict=True):
         _style(ax)
@@ -294,18 +294,18 @@ def _strategy_figure(results: list[TaskOutcome]) -> Figure:
     fig = _figure(6.5, 3.2)
     ax = fig.add_subplot()
     _style(ax)
-    for result in results:
-        maximize = result.spec.optimization.direction == "maximize"
+    for outcome in results:
+        maximize = outcome.spec.optimization.direction == "maximize"
         best, xs, ys = math.nan, [], []
-        for position, t in enumerate(sorted(result.trials, key=lambda r: r.number), start=1):
+        for position, t in enumerate(sorted(outcome.trials, key=lambda r: r.number), start=1):
             if t.measured and t.feasible and (math.isnan(best) or (t.value > best if maximize else t.value < best)):
                 best = t.value
             if not math.isnan(best):
                 xs.append(position)
                 ys.append(best)
-        strategy = result.spec.optimization.strategy
+        strategy = outcome.spec.optimization.strategy
         ax.step(xs, ys, where="post", linewidth=2, color=_STRATEGY_COLORS.get(strategy),
-                label=f"{strategy} ({safe(result.spec.task_name, 60)})")  # fmt: skip
+                label=f"{strategy} ({safe(outcome.spec.task_name, 60)})")  # fmt: skip
     ax.set_xlabel("trials evaluated")
     ax.set_ylabel(f"best score ({results[0].spec.optimization.objective})")
     ax.legend(fontsize=7, frameon=False)
@@ -326,29 +326,29 @@ def _timed(name: str, title: str, build: Callable[[], Figure | None], note: str,
     return PlotImage(name, title, uri, time.perf_counter() - started, "" if uri else note, wide)
 
 
-def render_plots(result: TaskOutcome) -> list[PlotImage]:
+def render_plots(outcome: TaskOutcome) -> list[PlotImage]:
     """Every plot of a session's page, each timed (the benchmark reads the breakdown)."""
     started = time.perf_counter()
-    importances = param_importances(result)
+    importances = param_importances(outcome)
     importance_s = time.perf_counter() - started
     from pytest_autotuner.report.explain import importance_block
     from pytest_autotuner.report.tradeoff import has_several_loads, tradeoff_figure
 
-    warning = importance_block(result, importances)["warning"] if not importances else ""
+    warning = importance_block(outcome, importances)["warning"] if not importances else ""
     importance = _timed("importance", "Parameter importance",
                         lambda: importance_figure(importances) if importances else None,
                         warning or "the importance could not be computed")  # fmt: skip
     plots = [
-        _timed("convergence", "Convergence (score per trial)", lambda: convergence_figure(result), "no trials",
+        _timed("convergence", "Convergence (score per trial)", lambda: convergence_figure(outcome), "no trials",
                wide=True),
-        *([_timed("objectives", "Pareto front (dominated trials faded)", lambda: objectives_figure(result),
-                  "no measured trials", wide=True)] if result.pareto is not None else []),
+        *([_timed("objectives", "Pareto front (dominated trials faded)", lambda: objectives_figure(outcome),
+                  "no measured trials", wide=True)] if outcome.pareto is not None else []),
         dataclasses.replace(importance, seconds=importance.seconds + importance_s),
-        _timed("pareto", "Latency against throughput", lambda: pareto_figure(result), "no measured trials"),
-        *([_timed("tradeoff", "Tokens/s per user against tokens/s per GPU", lambda: tradeoff_figure(result),
-                  "no cell with a throughput and a TPOT")] if has_several_loads(result) else []),
+        _timed("pareto", "Latency against throughput", lambda: pareto_figure(outcome), "no measured trials"),
+        *([_timed("tradeoff", "Tokens/s per user against tokens/s per GPU", lambda: tradeoff_figure(outcome),
+                  "no cell with a throughput and a TPOT")] if has_several_loads(outcome) else []),
         _timed("parameters", "Objective against each parameter (blue: meets SLOs, orange: misses)",
-               lambda: parameter_figure(result), "no measured trials", wide=True),
+               lambda: parameter_figure(outcome), "no measured trials", wide=True),
     ]  # fmt: skip
     logger.debug("plots: %s", {p.name: round(p.seconds, 3) for p in plots})
     return plots

@@ -23,8 +23,8 @@ def _cell(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|").replace("\n", " ")
 
 
-def _trials_cell(result: TaskOutcome) -> str:
-    return f"{result.counts.text}; {cost_line(result)}"
+def _trials_cell(outcome: TaskOutcome) -> str:
+    return f"{outcome.counts.text}; {cost_line(outcome)}"
 
 
 def github_step_summary(entries: list[tuple[TaskOutcome, Path | None]], report_dir: Path) -> str:
@@ -36,36 +36,36 @@ def github_step_summary(entries: list[tuple[TaskOutcome, Path | None]], report_d
         "| | spec | objective | best config | trials | baseline | report |",
         "|---|---|---|---|---|---|---|",
     ]
-    for (result, page), passed in zip(entries, ok, strict=True):
-        objective = result.spec.optimization.objective
-        best = result.best
+    for (outcome, page), passed in zip(entries, ok, strict=True):
+        objective = outcome.spec.optimization.objective
+        best = outcome.best
         value = format_objective(best.score.objective, objective) if best else "n/a"
-        versus = result.defaults
-        answer = answer_line(result)
+        versus = outcome.defaults
+        answer = answer_line(outcome)
         if answer:
             value = answer
         elif versus is not None and versus.defaults_chosen:
             value += " (SGLang defaults: tuning found nothing significantly better)"
         elif versus is not None and versus.gain is not None:
             value += f" ({format_gain(versus.gain)} than SGLang defaults, p = {format_p(versus.p_value)})"
-        if result.pareto is not None:
-            value += f"; Pareto front of {len(result.pareto.front)}, select: {result.pareto.describe_rule()}"
+        if outcome.pareto is not None:
+            value += f"; Pareto front of {len(outcome.pareto.front)}, select: {outcome.pareto.describe_rule()}"
         params = f"`{describe_params(best.params)}`" if best else "none measured"
-        checks = result.slo_checks
+        checks = outcome.slo_checks
         slo = f" ({sum(c.passed for c in checks)}/{len(checks)} SLO checks)" if checks else ""
         cells = [
-            (":white_check_mark: " if passed else ":x: ") + result.verdict.status,
-            _cell(result.spec.task_name) + slo,
-            _cell(f"{objective_label(result)}: {value}"),
+            (":white_check_mark: " if passed else ":x: ") + outcome.verdict.status,
+            _cell(outcome.spec.task_name) + slo,
+            _cell(f"{objective_label(outcome)}: {value}"),
             _cell(params),
-            "check (no search)" if result.is_check else _trials_cell(result),
-            _cell(baseline_text(result)),
+            "check (no search)" if outcome.is_check else _trials_cell(outcome),
+            _cell(baseline_text(outcome)),
             f"`{_cell(str(page))}`" if page else "none",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    for (result, _page), passed in zip(entries, ok, strict=True):
+    for (outcome, _page), passed in zip(entries, ok, strict=True):
         if not passed:
-            lines += ["", f"**{_cell(result.spec.task_name)}**: {_cell(result.verdict.headline)}"]
+            lines += ["", f"**{_cell(outcome.spec.task_name)}**: {_cell(outcome.verdict.headline)}"]
     lines += ["", f"Reports: `{_cell(str(Path(report_dir) / 'index.html'))}` (also in the job's artifacts)", ""]
     return "\n".join(lines)
 

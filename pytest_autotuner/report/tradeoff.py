@@ -28,16 +28,16 @@ class TradeoffPoint:
     per_user: float  # output tokens/s per user: 1 / mean TPOT
 
 
-def has_several_loads(result: TaskOutcome) -> bool:
+def has_several_loads(outcome: TaskOutcome) -> bool:
     """More than one concurrency or request rate was measured (fixed cells or a capacity ladder's steps)."""
-    loads = {(c.key.concurrency, c.key.rate) for t in result.trials for c in t.cells}
+    loads = {(c.key.concurrency, c.key.rate) for t in outcome.trials for c in t.cells}
     return len(loads) > 1
 
 
-def tradeoff_points(result: TaskOutcome) -> list[TradeoffPoint]:
+def tradeoff_points(outcome: TaskOutcome) -> list[TradeoffPoint]:
     """Every measured trial's cells with a throughput and a TPOT."""
     points = []
-    for trial in result.trials:
+    for trial in outcome.trials:
         if not trial.measured:
             continue
         gpus = gpus_needed(trial.params)
@@ -58,9 +58,9 @@ def tradeoff_frontier(points: list[TradeoffPoint]) -> list[TradeoffPoint]:
     return front
 
 
-def tradeoff_figure(result: TaskOutcome) -> Figure | None:
+def tradeoff_figure(outcome: TaskOutcome) -> Figure | None:
     """Tokens/s per user against tokens/s per GPU; the frontier in red, the best's points starred."""
-    points = tradeoff_points(result)
+    points = tradeoff_points(outcome)
     if not points:
         return None
     front = tradeoff_frontier(points)
@@ -71,7 +71,7 @@ def tradeoff_figure(result: TaskOutcome) -> Figure | None:
                label="configuration x load")  # fmt: skip
     ax.plot([p.per_gpu for p in front], [p.per_user for p in front], "-o", color=RED, markersize=4, linewidth=1.4,
             label="frontier")  # fmt: skip
-    best = result.best.source_trial if result.best is not None else None
+    best = outcome.best.source_trial if outcome.best is not None else None
     mine = [p for p in points if p.trial == best]
     if mine:
         ax.scatter([p.per_gpu for p in mine], [p.per_user for p in mine], marker="*", s=140, color=GREEN, zorder=5,
