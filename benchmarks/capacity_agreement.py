@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_autotuner.bench.client import reset_server, run_benchmark
+from pytest_autotuner.bench.client import run_benchmark
+from pytest_autotuner.bench.server_control import reset_server
 from pytest_autotuner.core.capacity import CapacityLimits
 from pytest_autotuner.core.spec import TaskSpec
 from pytest_autotuner.core.trial import Deadline

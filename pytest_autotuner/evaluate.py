@@ -178,7 +178,7 @@ def make_evaluate(host: RuntimeHost, plan: BenchmarkPlan, *, client_process: boo
             try:
                 # the client reports each cell to the deadline, whose rule may prune the trial (TrialFailure)
                 if plan.capacity is not None:
-                    from pytest_autotuner.bench.client import reset_server
+                    from pytest_autotuner.bench.server_control import reset_server
 
                     endpoint = server.endpoint
                     # wall seconds a backlog may take to drain: an overloaded step's whole queue (the 32 req/s

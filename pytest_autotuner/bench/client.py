@@ -1,8 +1,11 @@
 """Benchmark client: drives an OpenAI-compatible streaming server (SGLang) through a BenchmarkPlan.
 
-Metric definitions match SGLang's ``bench_serving`` (see ``metrics.py``). One aiohttp session with an
-unlimited connector is shared by all cells; the SSE stream is read in large blocks and split into lines here,
-with one ``json.loads`` per data line and no tokenizing on the event loop.
+Here: the cell (requests prepared, closed and open loops, sessions, limits, the stall watchdog) and the run of a
+plan's cells. Beside it: ``stream.py`` (SSE parsing and the stamping of reads), ``server_control.py`` (drain and
+flush between load steps), ``server_metrics.py`` (SGLang's queue-time histogram), ``prompts.py`` and
+``datasets.py`` (what is sent). Metric definitions match SGLang's ``bench_serving`` (see ``metrics.py``).
+One aiohttp session with an unlimited connector is shared by all cells; the SSE stream is read in large blocks
+and split into lines, with one ``json.loads`` per data line and no tokenizing on the event loop.
 
 Times are server seconds. The built-in simulator says when each request arrived and each chunk was produced
 on its own clock (response header ``X-Sim-Arrival``, an SSE comment ``: sim-time <s>`` before each write); then
@@ -36,10 +39,10 @@ content chunks the deltas of ``completion_tokens`` are used; otherwise each chun
 chunk), the surplus is spread evenly over the chunks, earliest chunks first.
 
 Arrival times: every socket read is stamped with ``time.perf_counter()`` the moment the event loop hands it
-to the connection's protocol (``_StampingHandler``, installed by ``StampingConnector``; the request's parser
-reaches the connection through a context variable). Its bytes are parsed soon after, one connection per loop
-iteration with a poll in between (``_Burst``), so a burst of reads (a decode step writing to every stream)
-does not stamp the last read after parsing all the others. The request's
+to the connection's protocol (``stream._StampingHandler``, installed by ``stream.StampingConnector``; the
+request's parser reaches the connection through a context variable). Its bytes are parsed soon after, one
+connection per loop iteration with a poll in between (``_Burst``), so a burst of reads (a decode step writing to
+every stream) does not stamp the last read after parsing all the others. The request's
 task sleeps until the end of the response instead of waking once per chunk. Reading chunks in the task (the
 usual ``async for`` over the body) would stamp each chunk after every task woken before it in that loop
 iteration: with hundreds of streams that is milliseconds of error in ITL (p99 lag 1-40 ms against 0.7-1.3 ms at
@@ -63,41 +66,37 @@ cyclic objects per request behind, so nothing piles up meanwhile (see ``benchmar
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import contextvars
 import dataclasses
-import functools
-import gc
 import itertools
 import json
 import logging
 import math
 import sys
-import threading
 import time
 import uuid
 import zlib
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import numpy as np
-from aiohttp.client_proto import ResponseHandler
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout as _timeout
 else:  # pragma: no cover - aiohttp requires async-timeout before 3.11
     from async_timeout import timeout as _timeout
 
-try:  # 4x faster on the per-chunk path when available; the stdlib parser otherwise
-    from orjson import loads as _json_loads
-except ImportError:  # pragma: no cover
-    from json import loads as _json_loads  # type: ignore[assignment,unused-ignore]
-
 from pytest_autotuner.bench.prompts import PromptFactory
 from pytest_autotuner.bench.server_metrics import read_queue_times
+from pytest_autotuner.bench.stream import (
+    SINK,
+    StreamParser,
+    StreamStopped,
+    new_session,
+    paused_gc,
+)
 from pytest_autotuner.core.dataset import load_conversations, sample_exchanges
 from pytest_autotuner.core.metrics import INCOMPLETE, BenchResult, CellMetrics, RequestRecord
 from pytest_autotuner.core.plan import CellKey
@@ -109,289 +108,17 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.scenarios import Conversations, Scenario
     from pytest_autotuner.runtimes.base import Endpoint
 
-__all__ = [
-    "StampingConnector",
-    "StreamParser",
-    "flush_cache",
-    "new_session",
-    "paused_gc",
-    "reset_server",
-    "run_benchmark",
-    "run_cell",
-]
+__all__ = ["run_benchmark", "run_cell"]
 
 logger = logging.getLogger(__name__)
 
 _READ_BUFSIZE = 1 << 21
 _HEADERS = {"Content-Type": "application/json"}
 _CONNECTION_BACKOFF = 0.01  # wall seconds a closed-loop worker waits after a connection error
-_ERROR_HEAD = 300  # bytes of an HTTP error's body kept for its message
 _DEADLINE_POLL = 0.05  # wall seconds between checks of the trial deadline (and of the stall watchdog)
 _STALL_WALL_FLOOR = 0.5  # wall seconds: the least silence of a real server taken for a stall
 _STALL_WALL_FLOOR_UNANSWERED = 2.0  # the same for a simulator whose clock does not answer
 _SERVER_INFO_TIMEOUT = 10.0  # wall seconds, at most
-_SIM_TIME = b": sim-time "  # SSE comment with the server's time of the write that follows (the simulator)
-_SIM_TIME_AT = len(_SIM_TIME)
-_SIM_PREFILL = b": sim-prefill "  # SSE comment in the first write: the server's time the request's prefill began
-_SIM_PREFILL_AT = len(_SIM_PREFILL)
-
-
-class _GcPause:
-    """Process-wide count of cells in progress; automatic GC is off while it is above zero."""
-
-    lock = threading.Lock()
-    holders = 0
-    was_enabled = True
-
-
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """Automatic garbage collection off for the block; re-enabled when the last concurrent block ends.
-
-    Leaves GC off if it was off before the first block began.
-    """
-    with _GcPause.lock:
-        if _GcPause.holders == 0:
-            _GcPause.was_enabled = gc.isenabled()
-            gc.disable()
-        _GcPause.holders += 1
-    try:
-        yield
-    finally:
-        with _GcPause.lock:
-            _GcPause.holders -= 1
-            if _GcPause.holders == 0 and _GcPause.was_enabled:
-                gc.enable()
-
-
-class StreamParser:
-    """Incremental parser of one OpenAI SSE stream: feed it bytes with their arrival time."""
-
-    __slots__ = ("_chat", "_last_completion", "_tail", "_usage_tokens", "attached", "chunk_times", "done", "done_at",
-                 "error", "error_detail", "finished", "head", "last_at", "prefill_at", "server_at", "texts",
-                 "usage")  # fmt: skip
-
-    def __init__(self, api: str = "chat", *, keep_text: bool = False) -> None:
-        self._chat, self._tail = api == "chat", b""
-        self.texts: list[str] | None = [] if keep_text else None  # the reply's text pieces (multi-turn chats)
-        self.attached = False  # fed by the connection's protocol (StampingConnector), not by the reading task
-        self.head = b""  # the first bytes of the body, for the message of an HTTP error
-        self.done_at = self.last_at = 0.0  # arrival of data: [DONE] / of the latest bytes
-        # The server's time of its latest write (``: sim-time`` lines), None while the stream has none. Once it
-        # has, ``chunk_times`` and ``done_at`` are server times, not arrival times.
-        self.server_at: float | None = None
-        self.chunk_times: list[float] = []  # arrival (or server) times of content chunks
-        self.prefill_at: float | None = None  # the server's time its prefill started (``: sim-prefill``), if said
-        self._usage_tokens: list[int] | None = None  # per-chunk tokens when the server sends usage per chunk
-        self._last_completion = 0
-        self.usage: dict[str, Any] | None = None
-        self.done = self.finished = False  # saw data: [DONE] / saw a finish_reason
-        self.error: str | None = None
-        self.error_detail = ""
-
-    def feed(self, data: bytes, now: float) -> bool:
-        """Consume bytes that arrived at ``now``; True once the stream is over ([DONE] or malformed)."""
-        if self.done or self.error:
-            return True
-        self.last_at = now
-        if len(self.head) < _ERROR_HEAD:
-            self.head += data[: _ERROR_HEAD - len(self.head)]
-        lines = (self._tail + data).split(b"\n") if self._tail else data.split(b"\n")
-        self._tail = lines.pop()
-        at = now if self.server_at is None else self.server_at
-        for line in lines:
-            if not line.startswith(b"data:"):
-                if line.startswith(_SIM_TIME):  # the server's time of what follows
-                    try:
-                        at = self.server_at = float(line[_SIM_TIME_AT:])
-                    except ValueError:
-                        self.error, self.error_detail = "malformed_sse", line[:200].decode(errors="replace")
-                        return True
-                elif line.startswith(_SIM_PREFILL):  # when the server started its prefill (queueing ended)
-                    try:
-                        self.prefill_at = float(line[_SIM_PREFILL_AT:])
-                    except ValueError:
-                        self.error, self.error_detail = "malformed_sse", line[:200].decode(errors="replace")
-                        return True
-                continue  # blank separators, other comments, event: lines
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                self.done, self.done_at = True, at
-                return True
-            try:
-                obj = _json_loads(payload)
-                choices = obj["choices"]
-            except (ValueError, KeyError, TypeError):
-                self.error, self.error_detail = "malformed_sse", payload[:200].decode(errors="replace")
-                return True
-            usage = obj.get("usage")
-            if choices:
-                choice = choices[0]
-                if self._chat:
-                    delta = choice.get("delta")
-                    text = delta.get("content") if delta else None
-                else:
-                    text = choice.get("text")
-                if text:
-                    self.chunk_times.append(at)
-                    if self.texts is not None:
-                        self.texts.append(text)
-                    if usage:
-                        self._count_usage(usage)
-                if choice.get("finish_reason") is not None:
-                    self.finished = True
-            if usage:
-                self.usage = usage
-        return False
-
-    def _count_usage(self, usage: dict[str, Any]) -> None:
-        completion = int(usage.get("completion_tokens") or 0)
-        if self._usage_tokens is None:
-            self._usage_tokens = [1] * (len(self.chunk_times) - 1)
-        self._usage_tokens.append(max(0, completion - self._last_completion))
-        self._last_completion = completion
-
-    @property
-    def completion_tokens(self) -> int:
-        """``usage.completion_tokens``, else the number of content chunks."""
-        if self.usage and self.usage.get("completion_tokens") is not None:
-            return int(self.usage["completion_tokens"])
-        return len(self.chunk_times)
-
-    @property
-    def prompt_tokens(self) -> int:
-        return int(self.usage.get("prompt_tokens") or 0) if self.usage else 0
-
-    @property
-    def cached_tokens(self) -> int | None:
-        """``usage.prompt_tokens_details.cached_tokens``; None when the server does not report it."""
-        details = self.usage.get("prompt_tokens_details") if self.usage else None
-        cached = details.get("cached_tokens") if isinstance(details, dict) else None
-        return int(cached) if isinstance(cached, int) and not isinstance(cached, bool) else None
-
-    def chunk_tokens(self) -> list[int]:
-        """Tokens carried by each content chunk (see the module docstring)."""
-        n = len(self.chunk_times)
-        if self._usage_tokens is not None and len(self._usage_tokens) == n:
-            return self._usage_tokens
-        extra = self.completion_tokens - n
-        if n == 0 or extra <= 0:
-            return [1] * n
-        base, rest = divmod(extra, n)
-        return [1 + base + (1 if i < rest else 0) for i in range(n)]
-
-
-class _StreamStopped(Exception):
-    """Set on a response body whose SSE stream turned malformed, to wake the request that waits for its end."""
-
-
-_SINK: contextvars.ContextVar[StreamParser | None] = contextvars.ContextVar("autotuner_sse_sink", default=None)
-
-
-class _Burst:
-    """Socket reads waiting to be parsed: each is stamped as it arrives and parsed one per loop iteration.
-
-    When a decode step writes a chunk to every stream at once, hundreds of reads arrive within a millisecond or
-    two. Parsing each on arrival (aiohttp's HTTP parser, then ours, about 15 us) stamps the later ones after all
-    that work for the earlier ones: p99 lag 5.7-6.4 ms at 512 streams. Stamping costs well under a microsecond,
-    so reads are only stamped on arrival, and one connection's reads are parsed per loop iteration, with a poll
-    of the sockets in between that stamps whatever arrived meanwhile: p99 0.6-0.8 ms, for about a fifth more CPU
-    per chunk (``benchmarks/RESULTS.md``).
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.handlers: collections.deque[_StampingHandler] = collections.deque()
-
-    def add(self, handler: _StampingHandler) -> None:
-        if not self.handlers:
-            self.loop.call_soon(self.flush)
-        self.handlers.append(handler)
-
-    def flush(self) -> None:
-        self.handlers.popleft().flush()
-        if self.handlers:
-            self.loop.call_soon(self.flush)  # after the next poll
-
-
-class _StampingHandler(ResponseHandler):
-    """aiohttp's connection protocol, also stamping each socket read on arrival and parsing its body soon after,
-    between polls (``_Burst``)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, burst: _Burst | None = None) -> None:
-        super().__init__(loop)
-        self.sink: StreamParser | None = None
-        self._burst = burst or _Burst(loop)
-        self._pending: list[tuple[float, bytes]] = []
-
-    def data_received(self, data: bytes) -> None:
-        if not data or self.sink is None:  # an empty call is aiohttp resuming its parser, not a socket read
-            self.flush()
-            super().data_received(data)
-            return
-        self._pending.append((time.perf_counter(), data))
-        if len(self._pending) == 1:
-            self._burst.add(self)
-
-    def flush(self) -> None:
-        """Parse the reads stamped so far, in order (also before an end of stream, so nothing is overtaken)."""
-        while self._pending:
-            pending, self._pending = self._pending, []
-            for now, data in pending:
-                self._parse(now, data)
-
-    def _parse(self, now: float, data: bytes) -> None:
-        before = self._payload  # the releasing of a finished response may clear it during the call
-        super().data_received(data)
-        sink, payload = self.sink, self._payload or before
-        if sink is None or payload is None or payload.exception() is not None:
-            return
-        body = payload.read_nowait()  # draining may resume aiohttp's parser: data_received(b"") above
-        if body and sink.feed(body, now) and sink.error is not None:
-            payload.set_exception(_StreamStopped(sink.error))
-
-    def eof_received(self) -> None:
-        self.flush()
-        super().eof_received()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.flush()
-        super().connection_lost(exc)
-
-
-@functools.cache
-def _warn_unstamped() -> None:
-    logger.warning("aiohttp %s does not fit _StampingHandler: chunks stamped in tasks", aiohttp.__version__)
-
-
-class StampingConnector(aiohttp.TCPConnector):
-    """A TCPConnector whose connections stamp and parse SSE bytes as they arrive (see the module docstring).
-
-    ``connect`` hands the connection the parser of the request being sent (``_SINK``, set by that request's
-    task), so the parser sees the first body bytes, even those that arrive with the headers.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        factory = getattr(self, "_factory", None)
-        fits = "_payload" in ResponseHandler.__init__.__code__.co_names
-        if fits and isinstance(factory, functools.partial) and factory.func is ResponseHandler:
-            burst = _Burst(self._loop)
-            self._factory = cast(
-                "functools.partial[ResponseHandler]",
-                functools.partial(_StampingHandler, burst=burst, **factory.keywords),
-            )
-        else:  # pragma: no cover - a future aiohttp
-            _warn_unstamped()
-
-    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
-        conn = await super().connect(req, traces, timeout)
-        protocol = conn.protocol
-        if isinstance(protocol, _StampingHandler):
-            sink = protocol.sink = _SINK.get()
-            if sink is not None:
-                sink.attached = True
-        return conn
 
 
 def _runs(starts: list[int]) -> list[tuple[int, int]]:
@@ -403,11 +130,6 @@ def _runs(starts: list[int]) -> list[tuple[int, int]]:
         else:
             out.append((s, i + 1))
     return out
-
-
-def new_session() -> aiohttp.ClientSession:
-    """The session the client needs: unlimited connections that stamp chunks on arrival."""
-    return aiohttp.ClientSession(connector=StampingConnector(limit=0))
 
 
 def _classify(exc: BaseException) -> tuple[str, str]:
@@ -695,7 +417,7 @@ class _Cell:
             headers["X-Sim-After"] = after
         if think:
             headers["X-Sim-Think"] = repr(think)
-        token = _SINK.set(parser)
+        token = SINK.set(parser)
         start = time.perf_counter()
         measured = index < self.plan.max_requests
         self.in_flight += measured
@@ -716,7 +438,7 @@ class _Cell:
                         arrival = self.live_arrivals[index] = float(stamp)
                 if resp.status // 100 != 2:
                     error = "http_status"
-                    with contextlib.suppress(asyncio.TimeoutError, TimeoutError, aiohttp.ClientError, _StreamStopped):
+                    with contextlib.suppress(asyncio.TimeoutError, TimeoutError, aiohttp.ClientError, StreamStopped):
                         await self._read_body(resp.content, parser, min(1.0, self._left(start)))
                     detail = f"HTTP {resp.status}: {parser.head.decode(errors='replace')}"
                 else:
@@ -724,13 +446,13 @@ class _Cell:
         except asyncio.CancelledError:
             self._record_incomplete(index, start, parser, scheduled, arrival)
             raise
-        except _StreamStopped:
+        except StreamStopped:
             pass  # parser.error says why
         except Exception as exc:
             if not (parser.done and isinstance(exc, (asyncio.TimeoutError, TimeoutError))):
                 error, detail = _classify(exc)
         finally:
-            _SINK.reset(token)
+            SINK.reset(token)
             self.in_flight -= measured
             self.live.pop(index, None)
             self.live_arrivals.pop(index, None)
@@ -1227,71 +949,3 @@ def run_benchmark(
     ``deadline.report_cell`` sees each cell that passed those checks, and its rule may prune the trial there.
     """
     return asyncio.run(_run(endpoint, plan, deadline, on_cell))
-
-
-def _load(endpoint: Endpoint, timeout: float) -> int | None:
-    """Requests the server holds (``/get_load``'s ``num_reqs`` summed over ranks), None when it does not say."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{endpoint.base_url}/get_load", timeout=timeout) as response:
-            body = json.loads(response.read(65536))
-    except (OSError, ValueError, urllib.error.URLError):
-        return None
-    ranks = body if isinstance(body, list) else [body]
-    counts = [r.get("num_reqs") for r in ranks if isinstance(r, dict)]
-    if not counts or not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
-        return None
-    return sum(counts)  # type: ignore[arg-type]
-
-
-def wait_until_idle(endpoint: Endpoint, deadline: Deadline | None, limit_s: float) -> float:
-    """After an overloaded load step: wait (up to ``limit_s`` wall seconds and the trial's deadline) until the
-    server reports no request left, so the next step does not start behind the last one's backlog. SGLang aborts
-    the requests of a client that went away; a server without ``/get_load`` is not waited on. Returns the wall
-    seconds waited."""
-    started = time.perf_counter()
-    while True:
-        left = limit_s - (time.perf_counter() - started)
-        if deadline is not None:
-            left = min(left, deadline.remaining())
-        if left <= 0:
-            break
-        load = _load(endpoint, min(5.0, left))
-        if not load:
-            break
-        if deadline is not None:
-            if deadline.wait(min(0.2, left)):
-                break
-        else:
-            time.sleep(min(0.2, left))
-    return time.perf_counter() - started
-
-
-def flush_cache(endpoint: Endpoint, timeout: float = 5.0) -> bool:
-    """``POST /flush_cache`` (SGLang empties its radix/prefix cache; it refuses, HTTP 400, while requests run).
-    False when the server refused or has no such route."""
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(f"{endpoint.base_url}/flush_cache", data=b"", method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return 200 <= response.status < 300
-    except (OSError, ValueError, urllib.error.URLError):
-        return False
-
-
-def reset_server(endpoint: Endpoint, deadline: Deadline | None, limit_s: float) -> float:
-    """Before each load step of a capacity ladder: wait until the server is idle (``wait_until_idle``: an
-    overloaded step's backlog drains) and empty its prefix cache (``flush_cache``), so every step starts from the
-    state of a fresh server whatever the steps before it did (the step's warm-up requests, if any, then warm it
-    alike). Returns the wall seconds spent."""
-    started = time.perf_counter()
-    waited = wait_until_idle(endpoint, deadline, limit_s)
-    if not flush_cache(endpoint) and _load(endpoint, 5.0):
-        # requests still running (the drain hit its limit, or one arrived late): once more after they end
-        wait_until_idle(endpoint, deadline, max(0.0, limit_s - waited))
-        flush_cache(endpoint)
-    return time.perf_counter() - started

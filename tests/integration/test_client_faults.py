@@ -18,8 +18,9 @@ import pytest
 from aiohttp import web
 from aiohttp.client_proto import ResponseHandler
 
-from pytest_autotuner.bench import client
-from pytest_autotuner.bench.client import StreamParser, new_session, paused_gc, run_benchmark, run_cell
+from pytest_autotuner.bench import client, stream
+from pytest_autotuner.bench.client import run_benchmark, run_cell
+from pytest_autotuner.bench.stream import StreamParser, new_session, paused_gc
 from pytest_autotuner.core.metrics import CellMetrics
 from pytest_autotuner.core.plan import BenchmarkPlan
 from pytest_autotuner.core.scenarios import parse_scenario
@@ -391,17 +392,17 @@ def test_an_aiohttp_that_does_not_fit_keeps_its_protocol_and_says_so(
         def __init__(self) -> None:
             self.payload = None
 
-    monkeypatch.setattr(client, "ResponseHandler", Renamed)
-    client._warn_unstamped.cache_clear()
+    monkeypatch.setattr(stream, "ResponseHandler", Renamed)
+    stream._warn_unstamped.cache_clear()
 
     async def factory_name() -> str:
-        connector = client.StampingConnector(limit=0)
+        connector = stream.StampingConnector(limit=0)
         await connector.close()
         return str(connector._factory.func.__name__)  # type: ignore[attr-defined]
 
     assert asyncio.run(factory_name()) == "ResponseHandler"
     assert "chunks stamped in tasks" in caplog.text
-    client._warn_unstamped.cache_clear()
+    stream._warn_unstamped.cache_clear()
 
 
 def test_reads_are_stamped_on_arrival_and_parsed_one_connection_per_loop_iteration(
@@ -409,15 +410,15 @@ def test_reads_are_stamped_on_arrival_and_parsed_one_connection_per_loop_iterati
 ) -> None:
     parsed: list[tuple[str, float, bytes]] = []
 
-    def record(self: client._StampingHandler, now: float, data: bytes) -> None:
+    def record(self: stream._StampingHandler, now: float, data: bytes) -> None:
         parsed.append((self.name, now, data))  # type: ignore[attr-defined]
 
-    monkeypatch.setattr(client._StampingHandler, "_parse", record)
+    monkeypatch.setattr(stream._StampingHandler, "_parse", record)
 
     async def scenario() -> list[float]:
         loop = asyncio.get_running_loop()
-        burst = client._Burst(loop)
-        first, second = client._StampingHandler(loop, burst=burst), client._StampingHandler(loop, burst=burst)
+        burst = stream._Burst(loop)
+        first, second = stream._StampingHandler(loop, burst=burst), stream._StampingHandler(loop, burst=burst)
         first.name, second.name = "first", "second"  # type: ignore[attr-defined]
         first.sink = second.sink = StreamParser()
         before = time.perf_counter()
@@ -438,11 +439,11 @@ def test_reads_are_stamped_on_arrival_and_parsed_one_connection_per_loop_iterati
 
 def test_the_end_of_a_stream_parses_its_waiting_reads_first(monkeypatch: pytest.MonkeyPatch) -> None:
     events: list[str] = []
-    monkeypatch.setattr(client._StampingHandler, "_parse", lambda self, now, data: events.append(data.decode()))
+    monkeypatch.setattr(stream._StampingHandler, "_parse", lambda self, now, data: events.append(data.decode()))
     monkeypatch.setattr(ResponseHandler, "eof_received", lambda self: events.append("eof"))
 
     async def scenario() -> None:
-        handler = client._StampingHandler(asyncio.get_running_loop())
+        handler = stream._StampingHandler(asyncio.get_running_loop())
         handler.sink = StreamParser()
         handler.data_received(b"last")
         handler.eof_received()

@@ -342,7 +342,7 @@ def test_a_withdrawn_promise_lets_time_go_on_and_an_unkept_one_is_dropped_after_
 
 
 def test_get_load_counts_requests_in_the_server_and_the_ladder_waits_for_it_to_drain(launch: Any) -> None:
-    from pytest_autotuner.bench.client import wait_until_idle
+    from pytest_autotuner.bench.server_control import wait_until_idle
     from pytest_autotuner.runtimes.base import Endpoint
 
     sim = launch("--sim-startup-scale", "0.02")
@@ -365,7 +365,7 @@ def test_get_load_counts_requests_in_the_server_and_the_ladder_waits_for_it_to_d
 def test_a_server_without_get_load_is_not_waited_on() -> None:
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from pytest_autotuner.bench.client import wait_until_idle
+    from pytest_autotuner.bench.server_control import wait_until_idle
     from pytest_autotuner.runtimes.base import Endpoint
 
     class NotFound(BaseHTTPRequestHandler):

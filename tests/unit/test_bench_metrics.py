@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_autotuner.bench.client import StreamParser
+from pytest_autotuner.bench.stream import StreamParser
 from pytest_autotuner.core.metrics import INCOMPLETE, BenchResult, CellMetrics, CellSummary, RequestRecord, summarize
 from pytest_autotuner.core.plan import CellKey
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from pytest_autotuner.bench.client import StreamParser, _Cell
+from pytest_autotuner.bench.client import _Cell
+from pytest_autotuner.bench.stream import StreamParser
 from pytest_autotuner.core.metrics import RequestRecord
 from pytest_autotuner.core.plan import BenchmarkPlan
 from pytest_autotuner.core.scenarios import parse_scenario
