@@ -702,6 +702,14 @@ class SimulatorSettings(_Model):
     speedup: float = Field(1.0, gt=0, le=1e6, description="Simulated seconds per wall second.")
     startup_scale: float = Field(1.0, gt=0, le=1e6, description="Multiplies the simulated startup time.")
     noise: float | None = Field(None, ge=0, le=10)
+    speculative_acceptance: list[Annotated[float, Field(gt=0, le=1)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Speculative decoding: the probability that draft position i is accepted given that every "
+        "position before it was, one rate per position (the last repeats), e.g. [0.8, 0.7, 0.6]; measure it on a "
+        "real server (sglang:spec_accept_length). Default: by algorithm (docs/runtimes.md).",
+    )
     extra_args: list[str] = Field(
         default_factory=list,
         max_length=MAX_ARGS,

@@ -80,6 +80,8 @@ class SimHost(ProcessHost):
             sim_flags += ["--sim-noise", str(s.noise)]
         if s.tokenizer_path is not None:
             sim_flags += ["--sim-tokenizer", s.tokenizer_path]
+        if s.speculative_acceptance:
+            sim_flags += ["--sim-spec-acceptance", ",".join(f"{rate:g}" for rate in s.speculative_acceptance)]
         return [*sim_flags, *s.extra_args]
 
     def time_scale(self, server_info: Mapping[str, object]) -> float:

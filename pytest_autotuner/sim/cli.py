@@ -25,6 +25,7 @@ from pytest_autotuner.sim.perf_model import (
     ModelProfile,
     lookup_model,
 )
+from pytest_autotuner.sim.speculative import Speculation, parse_acceptance
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.trial import ParamValue
@@ -62,6 +63,13 @@ class ParamError(ValueError):
 class _RaisingParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise ParamError(message)
+
+
+def _acceptance(text: str) -> tuple[float, ...]:
+    try:
+        return parse_acceptance(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -133,6 +141,11 @@ _MODELLED: dict[str, dict[str, Any]] = {
     "kv-cache-dtype": {"default": "auto"},
     "quantization": {"default": None},  # fp8 priced by the kernel tables (kernels.py); the roofline ignores it
     "stream-interval": {"type": _positive_int, "default": 1},
+    # speculative decoding (speculative.py): the draft length, top-k and verified tree nodes
+    "speculative-algorithm": {"default": None},
+    "speculative-num-steps": {"type": _positive_int, "default": None},
+    "speculative-eagle-topk": {"type": _positive_int, "default": None},
+    "speculative-num-draft-tokens": {"type": _positive_int, "default": None},
 }
 #: Values of modelled flags the performance model knows; others are accepted and reported as not modelled.
 MODELLED_VALUES = {"schedule-policy": SCHEDULE_POLICIES, "kv-cache-dtype": KV_CACHE_DTYPES,
@@ -221,6 +234,13 @@ def build_parser(*, raising: bool = False, version: str = DEFAULT_VERSION) -> ar
     )
     sim.add_argument("--sim-seed", type=int, default=None, help="default: --random-seed, else 0")
     sim.add_argument("--sim-noise", type=_non_negative_float, default=0.03, help="relative run-to-run noise")
+    sim.add_argument(
+        "--sim-spec-acceptance",
+        type=_acceptance,
+        default=None,
+        help="speculative decoding: per-position acceptance rates, e.g. 0.8,0.7,0.6 (default: "
+        "by algorithm, speculative.py)",
+    )
     sim.add_argument("--sim-slowdown", type=_positive_float, default=1.0, help="step-time factor (regressions)")
     sim.add_argument("--sim-crash-after", type=_positive_int, default=None, help="exit when request N+1 arrives")
     sim.add_argument("--sim-hang-after", type=_positive_int, default=None, help="stop responding after N requests")
@@ -374,6 +394,21 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         slowdown=args.sim_slowdown,
         quantization=args.quantization,
         pricing=pricing,
+        speculation=_speculation(args, model),
+    )
+
+
+def _speculation(args: argparse.Namespace, model: ModelProfile) -> Speculation | None:
+    if not args.speculative_algorithm:
+        return None
+    return Speculation.resolve(
+        args.speculative_algorithm,
+        args.speculative_num_steps,
+        args.speculative_eagle_topk,
+        args.speculative_num_draft_tokens,
+        architecture="DeepseekV3" if "deepseek" in args.model_path.lower() else "LlamaForCausalLM",
+        num_layers=model.num_layers,
+        acceptance=args.sim_spec_acceptance,
     )
 
 
@@ -437,6 +472,19 @@ def server_info(
         sim_tokenizer=getattr(counter, "path", None),
         sim_tokenizer_sha256=getattr(counter, "digest", None),
     )
+    spec = cfg.speculation
+    if spec is not None:
+        info["sim_speculation"] = {
+            "algorithm": spec.algorithm,
+            "num_steps": spec.num_steps,
+            "topk": spec.topk,
+            "num_draft_tokens": spec.draft_tokens,
+            "acceptance": list(spec.acceptance),
+            "acceptance_source": (
+                "--sim-spec-acceptance" if args.sim_spec_acceptance else f"default for {spec.algorithm}"
+            ),
+            "expected_tokens_per_step": round(spec.expected_tokens(), 4),
+        }
     return info
 
 

@@ -15,6 +15,7 @@ from pytest_autotuner.core.models import MODELS, ModelProfile, lookup_model
 
 if TYPE_CHECKING:
     from pytest_autotuner.sim.kernels import Pricing
+    from pytest_autotuner.sim.speculative import Speculation
 
 __all__ = [
     "GPUS",
@@ -100,6 +101,7 @@ class EngineConfig:
     slowdown: float = 1.0
     quantization: str | None = None
     pricing: Pricing | None = None  # None: the roofline (``kernels.choose_pricing`` picks)
+    speculation: Speculation | None = None  # --speculative-algorithm (``speculative.py``); None: plain decode
 
     @property
     def priced_by_kernels(self) -> bool:

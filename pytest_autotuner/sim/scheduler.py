@@ -63,9 +63,15 @@ def stream_chunk_sizes(output_tokens: int, interval: int) -> list[int]:
     return [1] + [interval] * (rest // interval) + ([rest % interval] if rest % interval else [])
 
 
-def chunk_due(generated: int, output_tokens: int, interval: int) -> bool:
-    """Whether the token count ``generated`` closes a streamed chunk (see stream_chunk_sizes)."""
-    return generated == 1 or (generated - 1) % interval == 0 or generated >= output_tokens
+def chunk_due(generated: int, output_tokens: int, interval: int, sent: int | None = None) -> bool:
+    """Whether the token count ``generated`` closes a streamed chunk (see stream_chunk_sizes). With ``sent`` (the
+    tokens already streamed) a step that produced several tokens (speculative decoding) closes a chunk when it
+    crossed a chunk boundary, not only when it landed on one."""
+    if generated == 1 or generated >= output_tokens:
+        return True
+    if sent is not None and generated - sent > 1:
+        return sent == 0 or (generated - 1) // interval > (sent - 1) // interval
+    return (generated - 1) % interval == 0
 
 
 @dataclass(eq=False)
@@ -168,6 +174,7 @@ class Scheduler:
         # The run factor is shared by all replicas of one server run; per-step jitter is per replica.
         self._run_factor = math.exp(random.Random(f"run:{seed}").gauss(0.0, noise)) if noise > 0 else 1.0
         self._rng = random.Random(f"{seed}:{replica}")
+        self._spec_rng = random.Random(f"spec:{seed}:{replica}")  # accepted draft lengths, apart from the jitter
         self._jitter = noise
         self.waiting: deque[SimRequest] = deque()
         self.prefilling: SimRequest | None = None  # a partially prefilled (chunked) request
@@ -377,13 +384,23 @@ class Scheduler:
         return StepOutcome(start, end, produced, finished)
 
     def _run_decode(self, start: float) -> StepOutcome:
+        spec = self.config.speculation
+        per_request = spec.draft_tokens if spec is not None else 1  # KV slots a step needs per request
         # Retract until the new tokens fit once unlocked cache entries are evicted: a retracted request's cached
         # prefix stays in the tree (evictable), so counting the tree as used would retract every request.
-        while self.running and self.kv_used - self._evictable + len(self.running) > self.capacity:
+        while self.running and self.kv_used - self._evictable + len(self.running) * per_request > self.capacity:
             self._retract(self.running[-1])
-        self._make_room(len(self.running))
+        self._make_room(len(self.running) * per_request)
         context = sum(r.context for r in self.running)
-        seconds = self._cost(decode_batch=len(self.running), decode_context=context)
+        batch = len(self.running)
+        if spec is None:
+            seconds = self._cost(decode_batch=batch, decode_context=context)
+        else:
+            # drafting: num_steps passes over batch x topk tokens, each a fraction of a target pass; verifying:
+            # one target pass over batch x draft_tokens tokens that reads each request's KV once
+            draft = spec.num_steps * spec.draft_fraction * self._cost(decode_batch=batch * spec.topk,
+                                                                        decode_context=context)  # fmt: skip
+            seconds = draft + self._cost(decode_batch=batch * spec.draft_tokens, decode_context=context)
         end = start + self._noisy(seconds)
         produced: list[SimRequest] = []
         finished: list[SimRequest] = []
@@ -414,15 +431,18 @@ class Scheduler:
 
     def _advance_decoders(self, end: float, produced: list[SimRequest], finished: list[SimRequest]) -> None:
         still: list[SimRequest] = []
+        spec = self.config.speculation
+        n = 0
         for req in self.running:
-            req.token_times.append(end)
-            req.context += 1
+            tokens = 1 if spec is None else spec.draw(self._spec_rng, req.output_tokens - req.generated)
+            req.token_times.extend([end] * tokens)
+            req.context += tokens
+            n += tokens
             produced.append(req)
             if req.generated >= req.output_tokens:
                 self._finish(req, end, finished)
             else:
                 still.append(req)
-        n = len(self.running)
         self._private += n
         self._reserved -= n
         self.running = still

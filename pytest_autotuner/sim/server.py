@@ -241,7 +241,7 @@ class SimServer:
             clock.emitted(index)
             for req in outcome.produced:
                 live = self._live.get(req.rid)
-                if live is not None and chunk_due(req.generated, req.output_tokens, interval):
+                if live is not None and chunk_due(req.generated, req.output_tokens, interval, live.sent):
                     live.advance(req.generated, outcome.end)
             for req in outcome.finished:
                 live = self._live.get(req.rid)
