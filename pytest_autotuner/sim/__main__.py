@@ -29,7 +29,8 @@ logger = logging.getLogger("pytest_autotuner.sim")
 def startup_seconds(cfg: EngineConfig) -> float:
     """Simulated startup: ~15 s for 1B, ~42 s for 8B on one GPU (weights load at ~0.5 GB/s per GPU)."""
     graphs = 0.0 if cfg.disable_cuda_graph else 3.0
-    return 7.0 + 2.0 * cfg.model.weight_bytes / 1e9 / cfg.tp + graphs
+    factor = cfg.distortion.startup if cfg.distortion is not None else 1.0
+    return (7.0 + 2.0 * cfg.model.weight_bytes / 1e9 / cfg.tp + graphs) * factor
 
 
 async def _serve(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from pytest_autotuner.core.sglang_args import (
     table_from_actions,
 )
 from pytest_autotuner.core.tokens import WORD_RULE, TokenCounter, load_tokenizer, tokenizer_file
+from pytest_autotuner.sim.distortion import load_distortion
 from pytest_autotuner.sim.kernels import FP8_QUANTIZATIONS, Pricing, choose_pricing, model_profile
 from pytest_autotuner.sim.perf_model import (
     GPUS,
@@ -241,6 +242,12 @@ def build_parser(*, raising: bool = False, version: str = DEFAULT_VERSION) -> ar
         help="speculative decoding: per-position acceptance rates, e.g. 0.8,0.7,0.6 (default: "
         "by algorithm, speculative.py)",
     )
+    sim.add_argument(
+        "--sim-distortion",
+        default=None,
+        metavar="FILE",
+        help="a JSON reality stand-in: GPU, step-time factors, per-flag effects (distortion.py)",
+    )
     sim.add_argument("--sim-slowdown", type=_positive_float, default=1.0, help="step-time factor (regressions)")
     sim.add_argument("--sim-crash-after", type=_positive_int, default=None, help="exit when request N+1 arrives")
     sim.add_argument("--sim-hang-after", type=_positive_int, default=None, help="stop responding after N requests")
@@ -367,7 +374,17 @@ def pricing_problem(model_path: str, gpu: str, sglang_version: str | None = None
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
-    """Resolve parsed flags into an EngineConfig (model lookup and pricing may raise ValueError)."""
+    """Resolve parsed flags into an EngineConfig (model lookup, pricing and a distortion file may raise
+    ValueError). A ``--sim-distortion`` file's GPU and noise replace ``--sim-gpu`` and ``--sim-noise`` in
+    ``args`` (the server prices and jitters as the stand-in reality does)."""
+    distortion = None
+    if args.sim_distortion:
+        distortion = load_distortion(args.sim_distortion, set(GPUS))
+        if distortion.gpu is not None:
+            args.sim_gpu = distortion.gpu
+        if distortion.noise is not None:
+            args.sim_noise = distortion.noise
+        distortion = distortion.for_flags(_flag_values(args))
     model, pricing = resolve_model(args)
     gpu = GPUS[args.sim_gpu]
     chunk = 8192 if args.chunked_prefill_size is None else args.chunked_prefill_size
@@ -395,7 +412,22 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         quantization=args.quantization,
         pricing=pricing,
         speculation=_speculation(args, model),
+        distortion=distortion,
     )
+
+
+def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """Each SGLang flag's value on this server: the modelled ones as resolved (their defaults where not given),
+    the others as given."""
+    values: dict[str, Any] = {
+        name: getattr(args, how.get("dest", _dest(name)), None) for name, how in _MODELLED.items()
+    }
+    for key, value in vars(args).items():
+        if key.startswith(_UNMODELLED_PREFIX):
+            values[key.removeprefix(_UNMODELLED_PREFIX)] = value
+    for name in ("disable-cuda-graph", "enable-mixed-chunk", "disable-radix-cache", "enable-metrics"):
+        values[name] = bool(values.get(name))
+    return values
 
 
 def _speculation(args: argparse.Namespace, model: ModelProfile) -> Speculation | None:
@@ -472,6 +504,8 @@ def server_info(
         sim_tokenizer=getattr(counter, "path", None),
         sim_tokenizer_sha256=getattr(counter, "digest", None),
     )
+    if cfg.distortion is not None:
+        info["sim_distortion"] = {"path": cfg.distortion.source, "sha256": cfg.distortion.digest}
     spec = cfg.speculation
     if spec is not None:
         info["sim_speculation"] = {

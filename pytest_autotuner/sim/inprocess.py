@@ -66,7 +66,8 @@ def run_benchmark_in_process(
             )
         # the traffic is the plan's, as the client's: the same prompts for every trial (``seed`` is the server's)
         rng = np.random.default_rng([plan.seed, 0 if plan.common_arrivals else index])
-        cells.append(_simulate_cell(cfg, memory, plan, scenario, concurrency, rate, rng=rng, seed=seed, noise=noise))
+        cells.append(_simulate_cell(cfg, memory, plan, scenario, concurrency, rate, rng=rng, seed=seed,
+                                    noise=args.sim_noise))  # fmt: skip  # a distortion file may replace it
     return BenchResult(cells, server_info(args, cfg, memory))
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_autotuner.core.models import MODELS, ModelProfile, lookup_model
 
 if TYPE_CHECKING:
+    from pytest_autotuner.sim.distortion import Distortion
     from pytest_autotuner.sim.kernels import Pricing
     from pytest_autotuner.sim.speculative import Speculation
 
@@ -102,6 +103,7 @@ class EngineConfig:
     quantization: str | None = None
     pricing: Pricing | None = None  # None: the roofline (``kernels.choose_pricing`` picks)
     speculation: Speculation | None = None  # --speculative-algorithm (``speculative.py``); None: plain decode
+    distortion: Distortion | None = None  # --sim-distortion (``distortion.py``), resolved for these flags
 
     @property
     def priced_by_kernels(self) -> bool:
@@ -205,6 +207,8 @@ def plan_memory(cfg: EngineConfig) -> MemoryPlan:
             "3. disable torch compile by not using --enable-torch-compile 4. disable CUDA graph by "
             "--disable-cuda-graph. (Not recommended. Huge performance loss)",
         )
+    if cfg.distortion is not None:
+        tokens = max(1, int(tokens * cfg.distortion.memory))
     default_mrr = int(min(max(tokens / cfg.context_len * 512, 2048), 4096, tokens / 2))
     mrr = cfg.max_running_requests or default_mrr
     return MemoryPlan(tokens, max(1, min(mrr, max(1, tokens // 2))), (free - need) / 1e9)

@@ -358,6 +358,8 @@ class Scheduler:
             prefill_attention_pairs=pairs,
             prefill_context=ctx,
         )
+        if self.config.distortion is not None:
+            seconds = self.config.distortion.step(seconds, prefill=True, waiting=len(self.waiting))
         end = start + self._noisy(seconds)
         produced: list[SimRequest] = []
         finished: list[SimRequest] = []
@@ -401,6 +403,8 @@ class Scheduler:
             draft = spec.num_steps * spec.draft_fraction * self._cost(decode_batch=batch * spec.topk,
                                                                         decode_context=context)  # fmt: skip
             seconds = draft + self._cost(decode_batch=batch * spec.draft_tokens, decode_context=context)
+        if self.config.distortion is not None:
+            seconds = self.config.distortion.step(seconds, prefill=False, waiting=len(self.waiting))
         end = start + self._noisy(seconds)
         produced: list[SimRequest] = []
         finished: list[SimRequest] = []

@@ -383,3 +383,14 @@ def test_a_server_without_get_load_is_not_waited_on() -> None:
         assert waited < 60  # an hour's limit, and it did not wait (a 404 says nothing about load)
     finally:
         server.shutdown()
+
+
+def test_a_bad_distortion_file_stops_the_start_naming_file_field_and_value(tmp_path: Path) -> None:
+    reality = tmp_path / "reality.json"
+    reality.write_text('{"decode": -2}')
+    sim = SimProcess(tmp_path, "--sim-distortion", str(reality))
+    try:
+        assert sim.proc.wait(timeout=60) == 1
+    finally:
+        sim.kill()
+    assert f"{reality}: decode must be in (0, 100], got -2" in sim.stderr
