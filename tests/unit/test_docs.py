@@ -45,3 +45,13 @@ def test_the_first_spec_in_the_readme_is_a_valid_spec() -> None:
     readme = (ROOT / "README.md").read_text()
     block = readme.split("## A first spec", 1)[1].split("```json", 1)[1].split("```", 1)[0]
     TaskSpec.model_validate_json(block)
+
+
+def test_the_spec_field_tables_are_the_schemas() -> None:
+    from pytest_autotuner.core.spec import spec_json_schema
+    from pytest_autotuner.schema.tables import field_tables
+
+    page = (ROOT / "docs" / "spec-fields.md").read_text()
+    assert page == field_tables(spec_json_schema()), (
+        "docs/spec-fields.md is stale: python -m pytest_autotuner.schema --tables docs/spec-fields.md"
+    )
