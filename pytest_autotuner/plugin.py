@@ -237,6 +237,13 @@ class TuningItem(pytest.Item):
             from pytest_autotuner.core.search import default_storage_url
 
             storage = default_storage_url(options.report_dir, spec.slug)
+        plan = plan_from_spec(spec, seed)
+        screen, no_screen = None, ""
+        if spec.optimization.screening and not options.check:
+            from pytest_autotuner.screen import make_screen
+
+            runner_gpus = spec.simulator.num_gpus if spec.runtime == "sim" else max(1, len(gpu_ids))
+            screen, no_screen = make_screen(spec, plan, num_gpus=runner_gpus, seed=seed)
         task_options = TaskOptions(
             runtime=spec.runtime,
             seed=seed,
@@ -254,9 +261,11 @@ class TuningItem(pytest.Item):
             runtime_facts=host.fingerprint_facts(),
             on_trial=lambda event: self._progress(event, spec.optimization.objective, spec.optimization.per_gpu),
             on_note=self._say,
+            screen=screen,
+            no_screen=no_screen,
         )
         # concurrent trials each get a client process of their own: one interpreter lock would be their bottleneck
-        evaluate = make_evaluate(host, plan_from_spec(spec, seed), client_process=workers > 1)
+        evaluate = make_evaluate(host, plan, client_process=workers > 1)
         return run_task(spec, task_options, evaluate, baseline)
 
     def _finish(self, outcome: TaskOutcome) -> None:

@@ -110,7 +110,16 @@ def study_name_for(spec: TaskSpec, runtime: str) -> str:
         exclude={
             "description": True,
             "initial_configs": True,
-            "optimization": {"max_iterations", "patience", "confirm_runs", "confirm_top", "start_from_defaults"},
+            "optimization": {
+                "max_iterations",
+                "patience",
+                "confirm_runs",
+                "confirm_top",
+                "start_from_defaults",
+                "screening",
+                "screen_size",
+                "screen_seeds",
+            },
         },
     )
     relevant["runtime"] = runtime
@@ -321,9 +330,11 @@ class Search:
         grace_period: int = 120,
         gpu_memory_mib: float | None = None,
         max_gpus: int | None = None,
+        screened: Sequence[Params] = (),
     ) -> None:
         """``gpu_memory_mib``: the GPUs' memory, which some of SGLang's defaults depend on (None: an H100 80GB).
-        ``max_gpus``: the runner's GPUs; configurations needing more are never proposed (None: no limit)."""
+        ``max_gpus``: the runner's GPUs; configurations needing more are never proposed (None: no limit).
+        ``screened``: configurations a screen ranked best, tried after the spec's and SGLang's defaults."""
         import optuna
 
         self.spec = spec
@@ -366,6 +377,8 @@ class Search:
                 server_chooses = [name for name in space.names if name not in defaults]
                 attrs = {"origin": "sglang_defaults", "server_chooses": server_chooses}
                 self.study.enqueue_trial(defaults, user_attrs=attrs, skip_if_exists=True)
+        for params in screened:  # the screen's best, after the defaults (``core/screening.py``)
+            self.study.enqueue_trial(dict(params), user_attrs={"origin": "screen"}, skip_if_exists=True)
 
     def _finite_order(self) -> _GridOrder | None:
         """Seeded order of the grid points, for grid and random strategies on a finite space (never listed).

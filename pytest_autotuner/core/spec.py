@@ -243,6 +243,14 @@ class Optimization(_Model):
         True,
         description="bayesian: evaluate SGLang's default flags (moved to the nearest values in the space) first.",
     )
+    screening: bool = Field(
+        False,
+        description="Before the first real trial, score up to `screen_size` configurations on the in-process "
+        "simulator (the spec's model, traffic and SLOs; `simulator.gpu`) and give the first trials to its "
+        "`screen_seeds` best, apart from each other; the search goes on as usual after them (docs/search.md).",
+    )
+    screen_size: int = Field(500, ge=1, le=100_000, description="Configurations the screen scores at most.")
+    screen_seeds: int = Field(4, ge=1, le=64, description="Real trials given to the screen's best configurations.")
     early_stopping: bool = Field(
         True,
         description="Stop a search trial after any cell once it cannot become the best (recorded `pruned`): a cell "

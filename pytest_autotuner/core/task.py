@@ -27,6 +27,7 @@ from pytest_autotuner.core.gpu_pool import GpuPool, gpus_needed
 from pytest_autotuner.core.pareto import SelectRule, front_indices, select_order
 from pytest_autotuner.core.samplers import startup_trials
 from pytest_autotuner.core.scoring import gpu_divisor, objective_value, rank_key
+from pytest_autotuner.core.screening import ScreenFn, screen_space
 from pytest_autotuner.core.search import Search, study_name_for
 from pytest_autotuner.core.session import Confirmation, EvaluateFn, TrialEvent, TrialRecord, TuningSession
 from pytest_autotuner.core.space import SearchSpace
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.baseline import Baseline, BaselineComparison
     from pytest_autotuner.core.scoring import SloCheck
     from pytest_autotuner.core.spec import TaskSpec
+    from pytest_autotuner.core.trial import Params
 
 __all__ = [
     "DefaultsComparison",
@@ -74,6 +76,8 @@ class TaskOptions:
     runtime_facts: Mapping[str, str] = field(default_factory=dict)  # runtime, image, image_digest
     on_trial: Callable[[TrialEvent], None] = _ignore
     on_note: Callable[[str], None] = _ignore  # progress lines between trials
+    screen: ScreenFn | None = None  # the cheap model ``optimization.screening`` scores with (core/screening.py)
+    no_screen: str = ""  # why there is none, when the spec asks for screening
 
 
 @dataclass(frozen=True)
@@ -330,6 +334,32 @@ def _versus_defaults(
     )
 
 
+def _screen(spec: TaskSpec, space: SearchSpace, options: TaskOptions) -> tuple[Params, ...]:
+    """The configurations ``optimization.screening`` hands to the first trials (none when it is off or has no
+    model; the notes say which)."""
+    opt = spec.optimization
+    if not opt.screening:
+        return ()
+    if options.screen is None:
+        options.on_note(f"{spec.task_name}: screening off: {options.no_screen or 'no model to screen with'}")
+        return ()
+    max_gpus = len(options.gpu_ids) or None
+    score = options.screen
+
+    def hostable(params: Params) -> float | None:
+        return score(params) if max_gpus is None or gpus_needed(params) <= max_gpus else None
+
+    def progress(done: int, total: int) -> None:
+        options.on_note(f"{spec.task_name}: screening {done:,}/{total:,}")
+
+    screening = screen_space(space, hostable, size=opt.screen_size, seeds=opt.screen_seeds, seed=options.seed,
+                             on_progress=progress)  # fmt: skip
+    options.on_note(f"{spec.task_name}: {screening.summary}")
+    for params, predicted in zip(screening.seeds, screening.predicted, strict=True):
+        options.on_note(f"  screen: {describe_params(params)} (predicted score {predicted:.4g})")
+    return screening.seeds
+
+
 def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baseline: Baseline | None) -> TaskOutcome:
     """Tune ``spec`` with ``evaluate`` (or check the baseline's configuration, ``options.check``) and decide the
     item's verdict (see the module docstring)."""
@@ -337,6 +367,7 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
     if options.check and baseline is None:
         return _check_without_baseline(spec, options, started)
     space = SearchSpace.from_spec(spec)
+    screened = () if options.check else _screen(spec, space, options)
     search = Search(
         spec=spec,
         space=space,
@@ -347,6 +378,7 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         grace_period=options.grace_period,
         gpu_memory_mib=options.gpu_memory_mib,
         max_gpus=len(options.gpu_ids) or None,
+        screened=screened,
     )
     for note in search.notes:  # a repaired journal, a lock taken over from a run that died
         options.on_note(f"{spec.task_name}: {note}")

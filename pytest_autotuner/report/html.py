@@ -172,6 +172,7 @@ def _trial_rows(outcome: TaskOutcome) -> list[dict[str, Any]]:
             "duration": _number(t.duration),
             "best": t.number == source,
             "defaults": t.origin == "sglang_defaults",
+            "screen": t.origin == "screen",
             "repeat_of": t.repeat_of,
         }
         for t in sorted(outcome.trials, key=lambda t: t.number)

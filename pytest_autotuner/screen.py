@@ -1,0 +1,70 @@
+"""The model ``optimization.screening`` scores configurations with: the in-process simulator configured as the
+runner (the spec's model and traffic, ``simulator.gpu`` and the runner's GPU count, the SGLang version the
+spec's image names), without its fault or distortion flags: a screen knows the simulator's model, not the
+reality it stands in for.
+
+Each configuration runs the spec's cells in simulated time (no HTTP, no noise) on at most ``SCREEN_REQUESTS``
+requests a cell, and is scored as a real trial is (``score_result``: the objective with the SLO penalties), ranked
+as the session ranks (meeting every SLO first, then feasible, then by score). ``make_screen`` says why it cannot
+screen a spec instead of guessing: no model, a model the simulator cannot price, traffic only the benchmark
+client can send (multi-turn chats, datasets), or a capacity ladder (searched by the client).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING
+
+from pytest_autotuner.core.gpu_pool import gpus_needed
+from pytest_autotuner.core.scoring import rank_key, score_result
+from pytest_autotuner.core.sglang_args import imitated_version
+from pytest_autotuner.core.trial import TrialFailure
+
+if TYPE_CHECKING:
+    from pytest_autotuner.core.plan import BenchmarkPlan
+    from pytest_autotuner.core.screening import ScreenFn
+    from pytest_autotuner.core.spec import TaskSpec
+    from pytest_autotuner.core.trial import Params
+
+__all__ = ["SCREEN_REQUESTS", "make_screen"]
+
+SCREEN_REQUESTS = 64  #: requests a cell at most: the ranking needs a sample, not a measurement
+
+
+def make_screen(spec: TaskSpec, plan: BenchmarkPlan, *, num_gpus: int, seed: int) -> tuple[ScreenFn | None, str]:
+    """(the screen, "") or (None, why the spec cannot be screened)."""
+    from pytest_autotuner.sim.cli import pricing_problem
+
+    if spec.model is None:
+        return None, "the spec names no model"
+    if spec.optimization.uses_capacity:
+        return None, "the capacity ladder (maximize_goodput) is searched by the benchmark client, not in process"
+    for scenario in plan.scenarios:
+        if scenario.chat is not None or scenario.dataset is not None:
+            return None, f"{scenario.text}: multi-turn and dataset traffic need the benchmark client"
+    model, gpu = spec.model.id_or_path, spec.simulator.gpu
+    version = imitated_version(spec.simulator.sglang_version, (spec.runtime_image_tag,))
+    problem = pricing_problem(model, gpu, version)
+    if problem is not None:
+        return None, f"the simulator cannot price {model} on {gpu}: {problem}"
+    small = dataclasses.replace(
+        plan, max_requests=min(plan.max_requests, SCREEN_REQUESTS), warmup_requests=0, precision=None
+    )
+    maximize = spec.optimization.direction == "maximize"
+
+    def score(params: Params) -> float | None:
+        from pytest_autotuner.sim.inprocess import run_benchmark_in_process
+
+        argv = {**params, "sim-sglang-version": version}
+        try:
+            result = run_benchmark_in_process(model, argv, small, gpu=gpu, num_gpus=num_gpus, seed=seed, noise=0.0)
+        except (ValueError, TrialFailure):
+            return None  # a flag the simulator refuses, a server that would not start: not scorable
+        scored = score_result(result, spec.optimization, spec.slo, gpus_needed(params))
+        if scored.failure is not None or not math.isfinite(scored.value):
+            return None
+        misses, infeasible, value = rank_key(scored.meets_slos, scored.feasible, scored.value, maximize)
+        return value + 1e15 * misses + 2e15 * infeasible  # the session's order, as one number
+
+    return score, ""
