@@ -6,13 +6,17 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pytest_autotuner.runtimes.process import free_port, release_port
+
+T = TypeVar("T")
 
 
 def interruptible() -> None:
@@ -101,3 +105,21 @@ class SimProcess:
         self.proc.wait(timeout=10)
         self._stderr.close()
         release_port(self.port)
+
+
+def gather_in_threads(work: Callable[[], list[T]], threads: int) -> list[T]:
+    """Run ``work`` in ``threads`` threads at once and return everything they returned, in no order."""
+    gathered: list[T] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        mine = work()
+        with lock:
+            gathered.extend(mine)
+
+    started = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join()
+    return gathered

@@ -37,12 +37,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Distortion", "FlagEffect", "load_distortion"]
+__all__ = ["Distortion", "Effects", "FlagEffect", "load_distortion"]
 
 _FACTORS = ("prefill", "decode", "memory", "startup")
 _ADDENDS = ("per_step_s", "per_waiting_s")
 _TOP = {"gpu", "noise", "flags", *_FACTORS, *_ADDENDS}
 _EFFECT = {"flag", "value", *_FACTORS, *_ADDENDS}
+
+
+@dataclass(frozen=True)
+class Effects:
+    """Factors on step times, KV capacity and startup, and seconds added to steps."""
+
+    prefill: float = 1.0
+    decode: float = 1.0
+    memory: float = 1.0
+    startup: float = 1.0
+    per_step_s: float = 0.0
+    per_waiting_s: float = 0.0
+
+    def and_then(self, other: Effects) -> Effects:
+        """Both at once: factors multiply, added seconds add."""
+        return Effects(self.prefill * other.prefill, self.decode * other.decode, self.memory * other.memory,
+                       self.startup * other.startup, self.per_step_s + other.per_step_s,
+                       self.per_waiting_s + other.per_waiting_s)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -52,12 +70,7 @@ class FlagEffect:
     flag: str
     value: Any = None
     any_value: bool = True
-    prefill: float = 1.0
-    decode: float = 1.0
-    memory: float = 1.0
-    startup: float = 1.0
-    per_step_s: float = 0.0
-    per_waiting_s: float = 0.0
+    effects: Effects = field(default_factory=Effects)
 
     def applies(self, given: Any) -> bool:
         return given is not None if self.any_value else given == self.value
@@ -71,33 +84,30 @@ class Distortion:
     digest: str = ""
     gpu: str | None = None
     noise: float | None = None
-    prefill: float = 1.0
-    decode: float = 1.0
-    memory: float = 1.0
-    startup: float = 1.0
-    per_step_s: float = 0.0
-    per_waiting_s: float = 0.0
-    flags: tuple[FlagEffect, ...] = field(default=())
+    effects: Effects = field(default_factory=Effects)
+    flags: tuple[FlagEffect, ...] = ()
+
+    @property
+    def memory(self) -> float:
+        return self.effects.memory
+
+    @property
+    def startup(self) -> float:
+        return self.effects.startup
 
     def for_flags(self, values: dict[str, Any]) -> Distortion:
         """The distortion with the effects of the flags this server runs with folded in (``values``: flag name
         -> the value it resolved to, SGLang's default where not given)."""
-        prefill, decode, memory, startup = self.prefill, self.decode, self.memory, self.startup
-        per_step, per_waiting = self.per_step_s, self.per_waiting_s
+        effects = self.effects
         for effect in self.flags:
             if effect.applies(values.get(effect.flag)):
-                prefill *= effect.prefill
-                decode *= effect.decode
-                memory *= effect.memory
-                startup *= effect.startup
-                per_step += effect.per_step_s
-                per_waiting += effect.per_waiting_s
-        return Distortion(self.source, self.digest, self.gpu, self.noise, prefill, decode, memory, startup,
-                          per_step, per_waiting, ())  # fmt: skip
+                effects = effects.and_then(effect.effects)
+        return Distortion(self.source, self.digest, self.gpu, self.noise, effects)
 
     def step(self, seconds: float, *, prefill: bool, waiting: int) -> float:
         """A step's seconds as the distorted server takes them."""
-        return seconds * (self.prefill if prefill else self.decode) + self.per_step_s + self.per_waiting_s * waiting
+        e = self.effects
+        return seconds * (e.prefill if prefill else e.decode) + e.per_step_s + e.per_waiting_s * waiting
 
 
 def _number(path: Path, where: str, value: Any, *, low: float, high: float, addend: bool = False) -> float:
@@ -159,5 +169,5 @@ def load_distortion(path: str | Path, gpus: set[str]) -> Distortion:
         if not isinstance(flag, str) or not flag.strip("-"):
             raise ValueError(f"{path}: {where}flag must name an SGLang flag, got {flag!r}")
         factors = _fields(path, where, {k: v for k, v in effect.items() if k not in ("flag", "value")}, _EFFECT)
-        parsed.append(FlagEffect(flag.lstrip("-"), effect.get("value"), "value" not in effect, **factors))
-    return Distortion(str(path), hashlib.sha256(data).hexdigest(), gpu, noise, flags=tuple(parsed), **values)
+        parsed.append(FlagEffect(flag.lstrip("-"), effect.get("value"), "value" not in effect, Effects(**factors)))
+    return Distortion(str(path), hashlib.sha256(data).hexdigest(), gpu, noise, Effects(**values), tuple(parsed))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
-import threading
 from pathlib import Path
+
+from processes import gather_in_threads
 
 from pytest_autotuner.runtimes.process import free_port, release_port
 
@@ -23,21 +24,7 @@ def test_ports_lie_below_the_outgoing_range_with_room_for_derived_ports() -> Non
 
 
 def test_threads_drawing_at_once_never_share_a_port_or_its_derived_range() -> None:
-    drawn: list[int] = []
-    lock = threading.Lock()
-
-    def draw() -> None:
-        for _ in range(5):
-            port = free_port()
-            with lock:
-                drawn.append(port)
-
-    threads = [threading.Thread(target=draw) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    drawn.sort()
+    drawn = sorted(gather_in_threads(lambda: [free_port() for _ in range(5)], threads=4))
     assert len(drawn) == 20
     assert all(b - a >= 300 for a, b in itertools.pairwise(drawn))
     for port in drawn:

@@ -13,6 +13,7 @@ from typing import Any, get_args
 import docker
 import pytest
 from factories import spec as make_spec
+from processes import gather_in_threads
 
 from pytest_autotuner.core.spec import RUNTIME_KINDS, DockerSettings, TaskSpec
 from pytest_autotuner.runtimes import RuntimeUnavailable, create_host
@@ -140,19 +141,7 @@ def test_close_lets_go_of_the_client_once(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_sim_launches_get_distinct_deterministic_seeds_from_concurrent_workers() -> None:
     host = SimHost(model=MODEL, settings=make_spec().simulator, seed=7)
-    numbers: list[int] = []
-    lock = threading.Lock()
-
-    def worker() -> None:
-        mine = [host.next_launch() for _ in range(200)]
-        with lock:
-            numbers.extend(mine)
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    numbers = gather_in_threads(lambda: [host.next_launch() for _ in range(200)], threads=8)
     assert sorted(numbers) == list(range(1, 1601))
     argv = host.command({}, port=30000, launch=3)
     assert argv[argv.index("--sim-seed") + 1] == str(sim_seed(7, 3)) == str((7 * 1000 + 3) * 100_003 + 1)
