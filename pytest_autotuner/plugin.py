@@ -242,8 +242,18 @@ class TuningItem(pytest.Item):
         if spec.optimization.screening and not options.check:
             from pytest_autotuner.screen import make_screen
 
-            runner_gpus = spec.simulator.num_gpus if spec.runtime == "sim" else max(1, len(gpu_ids))
-            screen, no_screen = make_screen(spec, plan, num_gpus=runner_gpus, seed=seed)
+            if spec.runtime == "sim":
+                screen, no_screen = make_screen(spec, plan, gpu=spec.simulator.gpu, num_gpus=spec.simulator.num_gpus,
+                                                seed=seed)  # fmt: skip
+            else:
+                from pytest_autotuner.runtimes.gpus import runner_gpu
+
+                gpu, name = runner_gpu(gpu_ids)
+                if gpu is None:
+                    no_screen = f"the simulator has no GPU like this runner's ({name})"
+                else:
+                    self._say(f"{spec.task_name}: screening as on {gpu} (nvidia-smi: {name})")
+                    screen, no_screen = make_screen(spec, plan, gpu=gpu, num_gpus=len(gpu_ids), seed=seed)
         task_options = TaskOptions(
             runtime=spec.runtime,
             seed=seed,

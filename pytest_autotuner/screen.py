@@ -1,7 +1,7 @@
 """The model ``optimization.screening`` scores configurations with: the in-process simulator configured as the
-runner (the spec's model and traffic, ``simulator.gpu`` and the runner's GPU count, the SGLang version the
-spec's image names), without its fault or distortion flags: a screen knows the simulator's model, not the
-reality it stands in for.
+runner (the spec's model and traffic, the runner's GPU (``simulator.gpu`` on the simulator, nvidia-smi's name
+on a real runner, ``runtimes.gpus.simulated_gpu``) and GPU count, the SGLang version the spec's image names),
+without its fault or distortion flags: a screen knows the simulator's model, not the reality it stands in for.
 
 Each configuration runs the spec's cells in simulated time (no HTTP, no noise) on at most ``SCREEN_REQUESTS``
 requests a cell, and is scored as a real trial is (``score_result``: the objective with the SLO penalties), ranked
@@ -32,8 +32,11 @@ __all__ = ["SCREEN_REQUESTS", "make_screen"]
 SCREEN_REQUESTS = 64  #: requests a cell at most: the ranking needs a sample, not a measurement
 
 
-def make_screen(spec: TaskSpec, plan: BenchmarkPlan, *, num_gpus: int, seed: int) -> tuple[ScreenFn | None, str]:
-    """(the screen, "") or (None, why the spec cannot be screened)."""
+def make_screen(
+    spec: TaskSpec, plan: BenchmarkPlan, *, gpu: str, num_gpus: int, seed: int
+) -> tuple[ScreenFn | None, str]:
+    """(the screen, "") or (None, why the spec cannot be screened). ``gpu``: the simulator's GPU for the runner's
+    (``simulator.gpu`` on the simulator, nvidia-smi's on a real runner)."""
     from pytest_autotuner.sim.cli import pricing_problem
 
     if spec.model is None:
@@ -43,7 +46,7 @@ def make_screen(spec: TaskSpec, plan: BenchmarkPlan, *, num_gpus: int, seed: int
     for scenario in plan.scenarios:
         if scenario.chat is not None or scenario.dataset is not None:
             return None, f"{scenario.text}: multi-turn and dataset traffic need the benchmark client"
-    model, gpu = spec.model.id_or_path, spec.simulator.gpu
+    model = spec.model.id_or_path
     version = imitated_version(spec.simulator.sglang_version, (spec.runtime_image_tag,))
     problem = pricing_problem(model, gpu, version)
     if problem is not None:

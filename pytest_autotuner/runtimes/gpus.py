@@ -64,3 +64,37 @@ def gpu_memory_mib(spec: TaskSpec, runtime: str, ids: list[int]) -> float | None
         return None
     known = [sizes[i] for i in ids if i in sizes]
     return min(known) if known else None
+
+
+#: nvidia-smi's GPU names -> the simulator's GPUs (``simulator.gpu``), most specific first; matched on the name
+#: with spaces and dashes removed, case-insensitive (e.g. "NVIDIA H100 80GB HBM3" -> h100)
+_GPU_NAMES: tuple[tuple[str, str], ...] = (
+    ("gb300", "gb300"),
+    ("gb200", "gb200"),
+    ("b300", "b300"),
+    ("b200", "b200"),
+    ("h200", "h200"),
+    ("h100", "h100"),
+    ("h800", "h100"),  # the H100's export variant: same SMs and HBM, less NVLink
+    ("a10080gb", "a100-80g"),
+    ("a100sxm480gb", "a100-80g"),
+    ("l40s", "l40s"),
+    ("rtxpro6000", "rtx-pro-6000"),
+)
+
+
+def simulated_gpu(name: str) -> str | None:
+    """The simulator's GPU for an nvidia-smi name, or None when it has none like it."""
+    key = name.lower().replace(" ", "").replace("-", "").replace("_", "")
+    return next((gpu for part, gpu in _GPU_NAMES if part in key), None)
+
+
+def runner_gpu(ids: list[int]) -> tuple[str | None, str]:
+    """(the simulator's GPU for the first of ``ids``, its nvidia-smi name): (None, why) when unknown."""
+    rows = _query_gpus("index", "name") if ids else None
+    names = {row[0]: row[1] for row in rows or [] if len(row) >= 2}
+    name = names.get(str(ids[0])) if ids else None
+    if name is None:
+        return None, "no GPU name from nvidia-smi"
+    gpu = simulated_gpu(name)
+    return gpu, name

@@ -33,13 +33,15 @@ def test_detection_prefers_the_spec_then_the_simulated_host_then_cuda_visible_de
 
 @pytest.fixture
 def fake_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An nvidia-smi on PATH listing an H100 and two H200s, for the two queries the tool makes."""
+    """An nvidia-smi on PATH listing an H100 and two 141 GB GPUs (named an H200 and, to test an unknown name, a
+    T4), for the three queries the tool makes."""
     fake = tmp_path / "nvidia-smi"
     fake.write_text(
         '#!/bin/sh\n[ "$2" = "--format=csv,noheader,nounits" ] || exit 9\n'
         'case "$1" in\n'
         '  --query-gpu=index) printf "0\\n1\\n2\\n" ;;\n'
         '  --query-gpu=index,memory.total) printf "0, 81559\\n1, 143771\\n2, 143771\\n" ;;\n'
+        '  --query-gpu=index,name) printf "0, NVIDIA H100 80GB HBM3\\n1, NVIDIA H200\\n2, Tesla T4\\n" ;;\n'
         "  *) exit 9 ;;\n"
         "esac\n"
     )
@@ -59,6 +61,17 @@ def test_gpu_memory_is_the_smallest_of_the_gpus_used_as_nvidia_smi_reports_it() 
     assert gpu_memory_mib(spec(), "docker", [7]) is None  # not a GPU nvidia-smi lists
     assert gpu_memory_mib(spec(), "docker", []) is None
     assert gpu_memory_mib(spec(simulator={"gpu": "h200"}), "sim", [0]) == 143771  # the simulated GPU's
+
+
+@pytest.mark.usefixtures("fake_nvidia_smi")
+def test_the_screen_prices_the_runners_own_gpu_by_its_nvidia_smi_name() -> None:
+    from pytest_autotuner.runtimes.gpus import runner_gpu
+
+    assert runner_gpu([1, 0]) == ("h200", "NVIDIA H200")
+    assert runner_gpu([0]) == ("h100", "NVIDIA H100 80GB HBM3")
+    assert runner_gpu([2]) == (None, "Tesla T4")
+    assert runner_gpu([5]) == (None, "no GPU name from nvidia-smi")
+    assert runner_gpu([]) == (None, "no GPU name from nvidia-smi")
 
 
 def test_without_nvidia_smi_no_gpu_and_no_memory_are_known(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -219,3 +232,26 @@ def test_a_space_where_nothing_fits_proposes_nothing_and_says_why() -> None:
     )
     assert search.propose() is None
     assert search.study.get_trials() == []  # no trial opened and closed to find out
+
+
+@pytest.mark.parametrize(
+    ("name", "gpu"),
+    [
+        ("NVIDIA H100 80GB HBM3", "h100"),
+        ("NVIDIA H100 PCIe", "h100"),
+        ("NVIDIA H200", "h200"),
+        ("NVIDIA H800", "h100"),
+        ("NVIDIA A100-SXM4-80GB", "a100-80g"),
+        ("NVIDIA A100 80GB PCIe", "a100-80g"),
+        ("NVIDIA B200", "b200"),
+        ("NVIDIA GB200", "gb200"),
+        ("NVIDIA L40S", "l40s"),
+        ("NVIDIA RTX PRO 6000 Blackwell Server Edition", "rtx-pro-6000"),
+        ("NVIDIA A100-SXM4-40GB", None),  # a 40 GB A100: the simulator has none like it
+        ("Tesla T4", None),
+    ],
+)
+def test_nvidia_smi_names_map_to_the_simulators_gpus(name: str, gpu: str | None) -> None:
+    from pytest_autotuner.runtimes.gpus import simulated_gpu
+
+    assert simulated_gpu(name) == gpu
