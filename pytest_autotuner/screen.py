@@ -14,27 +14,37 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pytest_autotuner.core.gpu_pool import gpus_needed
-from pytest_autotuner.core.scoring import rank_key, score_result
+from pytest_autotuner.core.scoring import rank_number, score_result
 from pytest_autotuner.core.sglang_args import imitated_version
 from pytest_autotuner.core.trial import TrialFailure
 
 if TYPE_CHECKING:
+    from pytest_autotuner.core.calibration import PredictFn
     from pytest_autotuner.core.plan import BenchmarkPlan
     from pytest_autotuner.core.screening import ScreenFn
     from pytest_autotuner.core.spec import TaskSpec
     from pytest_autotuner.core.trial import Params
 
-__all__ = ["SCREEN_REQUESTS", "make_screen"]
+__all__ = ["SCREEN_REQUESTS", "Screen", "make_screen"]
 
 SCREEN_REQUESTS = 64  #: requests a cell at most: the ranking needs a sample, not a measurement
 
 
+@dataclass(frozen=True)
+class Screen:
+    """The screen's model: a configuration's score, and its prediction per cell (for the calibration)."""
+
+    score: ScreenFn
+    predict: PredictFn
+
+
 def make_screen(
     spec: TaskSpec, plan: BenchmarkPlan, *, gpu: str, num_gpus: int, seed: int
-) -> tuple[ScreenFn | None, str]:
+) -> tuple[Screen | None, str]:
     """(the screen, "") or (None, why the spec cannot be screened). ``gpu``: the simulator's GPU for the runner's
     (``simulator.gpu`` on the simulator, nvidia-smi's on a real runner)."""
     from pytest_autotuner.sim.cli import pricing_problem
@@ -56,7 +66,7 @@ def make_screen(
     )
     maximize = spec.optimization.direction == "maximize"
 
-    def score(params: Params) -> float | None:
+    def predict(params: Params) -> tuple[float, dict[str, dict[str, float]]] | None:
         from pytest_autotuner.sim.inprocess import run_benchmark_in_process
 
         argv = {**params, "sim-sglang-version": version}
@@ -67,7 +77,11 @@ def make_screen(
         scored = score_result(result, spec.optimization, spec.slo, gpus_needed(params))
         if scored.failure is not None or not math.isfinite(scored.value):
             return None
-        misses, infeasible, value = rank_key(scored.meets_slos, scored.feasible, scored.value, maximize)
-        return value + 1e15 * misses + 2e15 * infeasible  # the session's order, as one number
+        cells = {c.label: {"ttft": c.summary("ttft").mean, "tpot": c.summary("tpot").mean} for c in result.cells}
+        return rank_number(scored.meets_slos, scored.feasible, scored.value, maximize), cells
 
-    return score, ""
+    def score(params: Params) -> float | None:
+        prediction = predict(params)
+        return None if prediction is None else prediction[0]
+
+    return Screen(score, predict), ""

@@ -48,6 +48,7 @@ __all__ = [
     "gpu_divisor",
     "objective_value",
     "rank_key",
+    "rank_number",
     "score_failure",
     "score_result",
 ]
@@ -297,3 +298,9 @@ def rank_key(meets_slos: bool, feasible: bool, value: float, maximize: bool) -> 
     confirm, the choice among confirmations and the report's best-so-far line.
     """
     return (not meets_slos, not feasible, -value if maximize else value)
+
+
+def rank_number(meets_slos: bool, feasible: bool, value: float, maximize: bool) -> float:
+    """``rank_key`` as one number, lower is better (scores far below 1e15 in magnitude, as objectives are)."""
+    misses, infeasible, signed = rank_key(meets_slos, feasible, value, maximize)
+    return signed + 1e15 * misses + 2e15 * infeasible

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_autotuner.core.baseline import compare, fingerprint, make_baseline
+from pytest_autotuner.core.calibration import Calibration, Observation, PredictFn, fit_calibration
 from pytest_autotuner.core.formatting import describe_params
 from pytest_autotuner.core.gpu_pool import GpuPool, gpus_needed
 from pytest_autotuner.core.pareto import SelectRule, front_indices, select_order
 from pytest_autotuner.core.samplers import startup_trials
-from pytest_autotuner.core.scoring import gpu_divisor, objective_value, rank_key
-from pytest_autotuner.core.screening import ScreenFn, screen_space
+from pytest_autotuner.core.scoring import gpu_divisor, objective_value, rank_key, rank_number
+from pytest_autotuner.core.screening import ScreenFn, Screening, screen_space
 from pytest_autotuner.core.search import Search, study_name_for
 from pytest_autotuner.core.session import Confirmation, EvaluateFn, TrialEvent, TrialRecord, TuningSession
 from pytest_autotuner.core.space import SearchSpace
@@ -77,6 +78,7 @@ class TaskOptions:
     on_trial: Callable[[TrialEvent], None] = _ignore
     on_note: Callable[[str], None] = _ignore  # progress lines between trials
     screen: ScreenFn | None = None  # the cheap model ``optimization.screening`` scores with (core/screening.py)
+    predict: PredictFn | None = None  # the same model's per-cell predictions, for the calibration
     no_screen: str = ""  # why there is none, when the spec asks for screening
 
 
@@ -258,6 +260,9 @@ class TaskOutcome:
     space_fingerprint: str = ""
     startup_trials: int = 0
     distributions: Mapping[str, Any] = field(default_factory=dict)
+    # optimization.screening: what the screen scored and seeded, and how the real trials compared with its model
+    screening: Screening | None = None
+    calibration: Calibration | None = None
 
     @property
     def is_check(self) -> bool:
@@ -334,15 +339,15 @@ def _versus_defaults(
     )
 
 
-def _screen(spec: TaskSpec, space: SearchSpace, options: TaskOptions) -> tuple[Params, ...]:
-    """The configurations ``optimization.screening`` hands to the first trials (none when it is off or has no
+def _screen(spec: TaskSpec, space: SearchSpace, options: TaskOptions) -> Screening | None:
+    """What ``optimization.screening`` scored and hands to the first trials (None when it is off or has no
     model; the notes say which)."""
     opt = spec.optimization
     if not opt.screening:
-        return ()
+        return None
     if options.screen is None:
         options.on_note(f"{spec.task_name}: screening off: {options.no_screen or 'no model to screen with'}")
-        return ()
+        return None
     max_gpus = len(options.gpu_ids) or None
     score = options.screen
 
@@ -357,7 +362,23 @@ def _screen(spec: TaskSpec, space: SearchSpace, options: TaskOptions) -> tuple[P
     options.on_note(f"{spec.task_name}: {screening.summary}")
     for params, predicted in zip(screening.seeds, screening.predicted, strict=True):
         options.on_note(f"  screen: {describe_params(params)} (predicted score {predicted:.4g})")
-    return screening.seeds
+    return screening
+
+
+def _calibrate(spec: TaskSpec, records: list[TrialRecord], predict: PredictFn) -> Calibration:
+    """The real trials against the screen's model (``core/calibration.py``)."""
+    maximize = spec.optimization.direction == "maximize"
+    observations = []
+    for record in records:
+        if not record.measured or record.repeat_of is not None:
+            continue
+        prediction = predict(dict(record.params))
+        if prediction is None:
+            continue
+        measured = {c.label: {"ttft": c.value("ttft"), "tpot": c.value("tpot")} for c in record.cells}
+        score = rank_number(record.meets_slos, record.feasible, record.value, maximize)
+        observations.append(Observation(record.number, prediction[1], measured, prediction[0], score))
+    return fit_calibration(observations)
 
 
 def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baseline: Baseline | None) -> TaskOutcome:
@@ -367,7 +388,7 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
     if options.check and baseline is None:
         return _check_without_baseline(spec, options, started)
     space = SearchSpace.from_spec(spec)
-    screened = () if options.check else _screen(spec, space, options)
+    screening = None if options.check else _screen(spec, space, options)
     search = Search(
         spec=spec,
         space=space,
@@ -378,7 +399,7 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         grace_period=options.grace_period,
         gpu_memory_mib=options.gpu_memory_mib,
         max_gpus=len(options.gpu_ids) or None,
-        screened=screened,
+        screened=screening.seeds if screening is not None else (),
     )
     for note in search.notes:  # a repaired journal, a lock taken over from a run that died
         options.on_note(f"{spec.task_name}: {note}")
@@ -428,6 +449,10 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         if best is not None and not note:
             new_baseline = make_baseline(spec, best, fp)
     records, duplicates = ([], 0) if options.check else session.records()
+    calibration = None
+    if screening is not None and options.predict is not None and records:
+        calibration = _calibrate(spec, records, options.predict)
+        options.on_note(f"{spec.task_name}: {calibration.text}")
     verdict = decide(
         task=spec.task_name,
         trials=records,
@@ -464,6 +489,8 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
             else 0
         ),
         distributions=space.distributions(),
+        screening=screening,
+        calibration=calibration,
     )
 
 

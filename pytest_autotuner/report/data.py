@@ -15,7 +15,7 @@ from pytest_autotuner.core.capacity import capacity_spread, ladder_resolution
 from pytest_autotuner.core.gpu_pool import gpus_needed
 from pytest_autotuner.core.metrics import json_safe
 from pytest_autotuner.core.scoring import OBJECTIVE_METRICS
-from pytest_autotuner.report.text import answer_line, baseline_text, cost_line, defaults_line
+from pytest_autotuner.report.text import answer_line, baseline_text, cost_line, defaults_line, screening_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -267,6 +267,26 @@ def _token_counting(outcome: TaskOutcome) -> dict[str, str]:
     return {"token_counting": "word rule: one token per whitespace-separated word (no tokenizer.json given)"}
 
 
+def screening_block(outcome: TaskOutcome) -> dict[str, Any] | None:
+    """``optimization.screening``: what the screen scored, the trials it seeded, and the calibration (the real
+    trials against the simulator: fitted TTFT and TPOT factors, rank agreement); None when it did not run."""
+    screening = outcome.screening
+    if screening is None:
+        return None
+    seeded = [t.number for t in outcome.trials if t.origin == "screen"]
+    return {
+        "screened": screening.scored,
+        "not_scorable": screening.unscored,
+        "seconds": screening.seconds,
+        "seeds": [
+            {"params": dict(p), "predicted_score": v} for p, v in zip(screening.seeds, screening.predicted, strict=True)
+        ],
+        "seeded_trials": seeded,
+        "calibration": outcome.calibration.as_dict() if outcome.calibration is not None else None,
+        "text": screening_line(outcome),
+    }
+
+
 def results_summary(outcome: TaskOutcome) -> dict[str, Any]:
     """The machine-readable summary written as results.json."""
     from pytest_autotuner.report.explain import explained  # it reads this module's importance helpers
@@ -319,6 +339,7 @@ def results_summary(outcome: TaskOutcome) -> dict[str, Any]:
             "slo_checks": [slo_check_dict(c) for c in outcome.slo_checks],
             "vs_defaults": _defaults_block(outcome),
             "trials": outcome.counts.as_dict(),
+            "screening": screening_block(outcome),
             "cost": {**outcome.cost.as_dict(), "text": cost_line(outcome)},
             "failure_counts": dict(outcome.failure_counts),
             "baseline": {

@@ -28,6 +28,7 @@ __all__ = [
     "pareto_line",
     "progress_line",
     "safe",
+    "screening_line",
     "server_choices",
     "summary_lines",
 ]
@@ -223,6 +224,16 @@ def server_choices(outcome: TaskOutcome) -> dict[str, str]:
     return chosen
 
 
+def screening_line(outcome: TaskOutcome) -> str:
+    """'screening: 80 configurations scored, 3 trials seeded; the server against the simulator ...'."""
+    screening = outcome.screening
+    if screening is None:
+        return ""
+    seeded = sum(t.origin == "screen" for t in outcome.trials)
+    text = f"screening: {screening.scored:,} configurations scored on the simulator, {seeded} trials seeded"
+    return text + (f"; {outcome.calibration.text}" if outcome.calibration is not None else "")
+
+
 def summary_lines(outcome: TaskOutcome, report_path: str | None) -> list[str]:
     spec = outcome.spec
     objective = spec.optimization.objective
@@ -266,6 +277,9 @@ def summary_lines(outcome: TaskOutcome, report_path: str | None) -> list[str]:
     failed = [(k, v) for k, v in outcome.failure_counts.most_common() if k != FailureClass.PRUNED.value]
     if failed:
         lines.append("  failed trials: " + ", ".join(f"{k} x{v}" for k, v in failed))
+    screening = screening_line(outcome)
+    if screening:
+        lines.append(f"  {screening}")
     lines.append(f"  {cost_line(outcome)}")
     from pytest_autotuner.report.explain import serving_cost_line  # explain reads data, which reads this module
 

@@ -4,14 +4,20 @@ screen says why and searches as before."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
-from test_plugin import sim_spec, write_specs
+from test_plugin import FAST_SIM, sim_spec, write_specs
 
 pytestmark = pytest.mark.slow
 
 
 def test_the_screens_best_go_first_and_are_marked(pytester: pytest.Pytester) -> None:
+    """The simulator the trials run on decodes 1.6x slower than the screen's model knows (a distortion file):
+    the calibration after the search finds that factor in TPOT and none in TTFT."""
+    reality = pytester.path / "reality.json"
+    reality.write_text(json.dumps({"decode": 1.6}))
     spec = sim_spec(
         "screened",
         parameters={
@@ -28,6 +34,7 @@ def test_the_screens_best_go_first_and_are_marked(pytester: pytest.Pytester) -> 
             "screening": True,
             "screen_seeds": 2,
         },
+        simulator={**FAST_SIM, "extra_args": ["--sim-distortion", str(reality)]},
     )
     write_specs(pytester, screened=spec)
     result = pytester.runpytest_subprocess("--autotune", "-p", "no:cacheprovider", timeout=300)
@@ -41,6 +48,13 @@ def test_the_screens_best_go_first_and_are_marked(pytester: pytest.Pytester) -> 
     )
     trials = pd.read_csv(pytester.path / "reports" / "screened" / "trials.csv").sort_values("number")
     assert list(trials["origin"].fillna(""))[:3] == ["sglang_defaults", "screen", "screen"]
+    block = json.loads((pytester.path / "reports" / "screened" / "results.json").read_text())["screening"]
+    assert block["screened"] == 24 and block["seeded_trials"] == list(trials["number"])[1:3]
+    calibration = block["calibration"]
+    assert calibration["trials"] >= 2
+    assert calibration["decode_factor"] == pytest.approx(1.6, rel=0.1)
+    assert calibration["prefill_factor"] == pytest.approx(1.0, rel=0.15)
+    result.stdout.fnmatch_lines(["*screening: 24 configurations scored on the simulator, 2 trials seeded; the server*"])
 
 
 def test_a_spec_the_screen_cannot_model_searches_as_before_and_says_why(pytester: pytest.Pytester) -> None:
