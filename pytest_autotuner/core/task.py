@@ -388,7 +388,7 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
     if options.check and baseline is None:
         return _check_without_baseline(spec, options, started)
     space = SearchSpace.from_spec(spec)
-    screening = None if options.check else _screen(spec, space, options)
+    screening = None if options.check or options.report_only else _screen(spec, space, options)
     search = Search(
         spec=spec,
         space=space,
