@@ -194,6 +194,13 @@ def engine() -> Iterator[Any]:
             problem = f"the test image {TEST_IMAGE} is missing (build it with .ci/start-docker)"
     if problem:
         _unavailable(problem)  # outside the except blocks: no chained traceback in the report
+    # what a killed earlier run on this machine left (a SIGKILLed pytest cleans nothing up) goes as the next
+    # session's sweep removes it, so each test below checks only what this run leaves
+    sweeper = make_host()
+    try:
+        sweeper.remove_leftovers()
+    finally:
+        sweeper.close()
     yield client
     client.close()
 
