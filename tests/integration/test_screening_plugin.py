@@ -22,7 +22,7 @@ def test_the_screens_best_go_first_and_are_marked(pytester: pytest.Pytester) -> 
         "screened",
         parameters={
             "chunked-prefill-size": [512, 1024, 2048, 4096],
-            "max-running-requests": [2, 8, 32],
+            "max-running-requests": [8, 32],  # >= the 4 streams: TTFT has no queueing to distort
             "schedule-policy": ["fcfs", "lpm"],
         },
         optimization={
@@ -41,7 +41,7 @@ def test_the_screens_best_go_first_and_are_marked(pytester: pytest.Pytester) -> 
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [
-            "*screened: screened 24 configurations on the simulator in *; its 2 best*",
+            "*screened: screened 16 configurations on the simulator in *; its 2 best*",
             "*  screen: chunked-prefill-size=* (predicted score *)",
             "*  screen: chunked-prefill-size=* (predicted score *)",
         ]
@@ -49,12 +49,12 @@ def test_the_screens_best_go_first_and_are_marked(pytester: pytest.Pytester) -> 
     trials = pd.read_csv(pytester.path / "reports" / "screened" / "trials.csv").sort_values("number")
     assert list(trials["origin"].fillna(""))[:3] == ["sglang_defaults", "screen", "screen"]
     block = json.loads((pytester.path / "reports" / "screened" / "results.json").read_text())["screening"]
-    assert block["screened"] == 24 and block["seeded_trials"] == list(trials["number"])[1:3]
+    assert block["screened"] == 16 and block["seeded_trials"] == list(trials["number"])[1:3]
     calibration = block["calibration"]
     assert calibration["trials"] >= 2
     assert calibration["decode_factor"] == pytest.approx(1.6, rel=0.1)
     assert calibration["prefill_factor"] == pytest.approx(1.0, rel=0.15)
-    result.stdout.fnmatch_lines(["*screening: 24 configurations scored on the simulator, 2 trials seeded; the server*"])
+    result.stdout.fnmatch_lines(["*screening: 16 configurations scored on the simulator, 2 trials seeded; the server*"])
 
 
 def test_a_spec_the_screen_cannot_model_searches_as_before_and_says_why(pytester: pytest.Pytester) -> None:
