@@ -56,14 +56,14 @@ def test_configurations_needing_more_gpus_than_simulated_are_not_trials(pytester
 def test_flags_the_simulator_does_not_model_run_and_the_report_says_they_had_no_effect(
     pytester: pytest.Pytester,
 ) -> None:
-    params = {"kv-cache-dtype": ["auto", "fp8_e5m2"], "speculative-algorithm": ["EAGLE"]}
+    params = {"kv-cache-dtype": ["auto", "fp8_e5m2"], "sampling-backend": ["pytorch"]}
     write_specs(pytester, spec=sim_spec("unmodelled", parameters=params))
     result = pytester.runpytest_subprocess("--autotune", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     (results,) = (pytester.path / "reports").glob("*/results.json")
     environment = json.loads(results.read_text())["environment"]
     assert environment["sglang_version"] == "0.5.23-sim"
-    assert environment["no_effect_in_simulation"] == "speculative-algorithm (accepted by the simulator, not modelled)"
+    assert environment["no_effect_in_simulation"] == "sampling-backend (accepted by the simulator, not modelled)"
     assert environment["fingerprint"]["sglang_version"] == "0.5.23-sim"
 
 
