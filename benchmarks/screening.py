@@ -102,8 +102,7 @@ def run(task: TaskSpec, distortion: Path, truths: dict[str, float], seed: int) -
     if task.optimization.screening:
         screen, why = make_screen(task, plan, gpu="h100", num_gpus=1, seed=seed)
         assert screen is not None, why
-    options = TaskOptions(seed=seed, study_name=f"bench-{seed}", screen=screen.score if screen else None,
-                          predict=screen.predict if screen else None)  # fmt: skip
+    options = TaskOptions(seed=seed, study_name=f"bench-{seed}", predict=screen)
     outcome = run_task(task, options, reality(distortion, plan, 0.03, seed), None)
     optimum = min(truths.values())
     within = optimum + abs(optimum) * 0.01  # scores are negated throughputs here: 1% of the optimum

@@ -271,8 +271,7 @@ class TuningItem(pytest.Item):
             runtime_facts=host.fingerprint_facts(),
             on_trial=lambda event: self._progress(event, spec.optimization.objective, spec.optimization.per_gpu),
             on_note=self._say,
-            screen=screen.score if screen is not None else None,
-            predict=screen.predict if screen is not None else None,
+            predict=screen,
             no_screen=no_screen,
         )
         # concurrent trials each get a client process of their own: one interpreter lock would be their bottleneck

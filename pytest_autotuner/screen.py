@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pytest_autotuner.core.gpu_pool import gpus_needed
@@ -25,28 +24,20 @@ from pytest_autotuner.core.trial import TrialFailure
 if TYPE_CHECKING:
     from pytest_autotuner.core.calibration import PredictFn
     from pytest_autotuner.core.plan import BenchmarkPlan
-    from pytest_autotuner.core.screening import ScreenFn
     from pytest_autotuner.core.spec import TaskSpec
     from pytest_autotuner.core.trial import Params
 
-__all__ = ["SCREEN_REQUESTS", "Screen", "make_screen"]
+__all__ = ["SCREEN_REQUESTS", "make_screen"]
 
 SCREEN_REQUESTS = 64  #: requests a cell at most: the ranking needs a sample, not a measurement
 
 
-@dataclass(frozen=True)
-class Screen:
-    """The screen's model: a configuration's score, and its prediction per cell (for the calibration)."""
-
-    score: ScreenFn
-    predict: PredictFn
-
-
 def make_screen(
     spec: TaskSpec, plan: BenchmarkPlan, *, gpu: str, num_gpus: int, seed: int
-) -> tuple[Screen | None, str]:
-    """(the screen, "") or (None, why the spec cannot be screened). ``gpu``: the simulator's GPU for the runner's
-    (``simulator.gpu`` on the simulator, nvidia-smi's on a real runner)."""
+) -> tuple[PredictFn | None, str]:
+    """(the screen's model, "") or (None, why the spec cannot be screened): a configuration's score as the
+    session ranks it and its mean TTFT and TPOT per cell (``core/calibration.PredictFn``). ``gpu``: the
+    simulator's GPU for the runner's (``simulator.gpu`` on the simulator, nvidia-smi's on a real runner)."""
     from pytest_autotuner.sim.cli import pricing_problem
 
     if spec.model is None:
@@ -80,8 +71,4 @@ def make_screen(
         cells = {c.label: {"ttft": c.summary("ttft").mean, "tpot": c.summary("tpot").mean} for c in result.cells}
         return rank_number(scored.meets_slos, scored.feasible, scored.value, maximize), cells
 
-    def score(params: Params) -> float | None:
-        prediction = predict(params)
-        return None if prediction is None else prediction[0]
-
-    return Screen(score, predict), ""
+    return predict, ""

@@ -28,7 +28,7 @@ from pytest_autotuner.core.gpu_pool import GpuPool, gpus_needed
 from pytest_autotuner.core.pareto import SelectRule, front_indices, select_order
 from pytest_autotuner.core.samplers import startup_trials
 from pytest_autotuner.core.scoring import gpu_divisor, objective_value, rank_key, rank_number
-from pytest_autotuner.core.screening import ScreenFn, Screening, screen_space
+from pytest_autotuner.core.screening import Screening, screen_space
 from pytest_autotuner.core.search import Search, study_name_for
 from pytest_autotuner.core.session import Confirmation, EvaluateFn, TrialEvent, TrialRecord, TuningSession
 from pytest_autotuner.core.space import SearchSpace
@@ -77,8 +77,9 @@ class TaskOptions:
     runtime_facts: Mapping[str, str] = field(default_factory=dict)  # runtime, image, image_digest
     on_trial: Callable[[TrialEvent], None] = _ignore
     on_note: Callable[[str], None] = _ignore  # progress lines between trials
-    screen: ScreenFn | None = None  # the cheap model ``optimization.screening`` scores with (core/screening.py)
-    predict: PredictFn | None = None  # the same model's per-cell predictions, for the calibration
+    # the cheap model ``optimization.screening`` scores with (its score ranks the screen, core/screening.py) and
+    # whose per-cell predictions the calibration compares the real trials with (core/calibration.py)
+    predict: PredictFn | None = None
     no_screen: str = ""  # why there is none, when the spec asks for screening
 
 
@@ -339,20 +340,36 @@ def _versus_defaults(
     )
 
 
-def _screen(spec: TaskSpec, space: SearchSpace, options: TaskOptions) -> Screening | None:
+def _memoized(predict: PredictFn) -> PredictFn:
+    """``predict`` asked once per configuration: the calibration compares the seeded trials with the
+    predictions the screen already made for them."""
+    known: dict[tuple[tuple[str, object], ...], Any] = {}
+
+    def once(params: Params) -> Any:
+        key = tuple(sorted(params.items()))
+        if key not in known:
+            known[key] = predict(params)
+        return known[key]
+
+    return once
+
+
+def _screen(spec: TaskSpec, space: SearchSpace, options: TaskOptions, predict: PredictFn | None) -> Screening | None:
     """What ``optimization.screening`` scored and hands to the first trials (None when it is off or has no
     model; the notes say which)."""
     opt = spec.optimization
     if not opt.screening:
         return None
-    if options.screen is None:
+    if predict is None:
         options.on_note(f"{spec.task_name}: screening off: {options.no_screen or 'no model to screen with'}")
         return None
     max_gpus = len(options.gpu_ids) or None
-    score = options.screen
 
     def hostable(params: Params) -> float | None:
-        return score(params) if max_gpus is None or gpus_needed(params) <= max_gpus else None
+        if max_gpus is not None and gpus_needed(params) > max_gpus:
+            return None
+        prediction = predict(params)
+        return None if prediction is None else prediction[0]
 
     def progress(done: int, total: int) -> None:
         options.on_note(f"{spec.task_name}: screening {done:,}/{total:,}")
@@ -388,7 +405,8 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
     if options.check and baseline is None:
         return _check_without_baseline(spec, options, started)
     space = SearchSpace.from_spec(spec)
-    screening = None if options.check or options.report_only else _screen(spec, space, options)
+    predict = _memoized(options.predict) if options.predict is not None else None
+    screening = None if options.check or options.report_only else _screen(spec, space, options, predict)
     search = Search(
         spec=spec,
         space=space,
@@ -450,8 +468,8 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
             new_baseline = make_baseline(spec, best, fp)
     records, duplicates = ([], 0) if options.check else session.records()
     calibration = None
-    if screening is not None and options.predict is not None and records:
-        calibration = _calibrate(spec, records, options.predict)
+    if screening is not None and predict is not None and records:
+        calibration = _calibrate(spec, records, predict)
         options.on_note(f"{spec.task_name}: {calibration.text}")
     verdict = decide(
         task=spec.task_name,

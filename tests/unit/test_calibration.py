@@ -67,8 +67,7 @@ def test_a_screened_session_reports_its_calibration() -> None:
 
     notes: list[str] = []
     spec = factories.spec(optimization={"max_iterations": 8, "screening": True, "screen_seeds": 2})
-    outcome = run_session(spec, factories.synthetic_evaluate(), screen=factories.latency_model, predict=predict,
-                          on_note=notes.append)  # fmt: skip
+    outcome = run_session(spec, factories.synthetic_evaluate(), predict=predict, on_note=notes.append)
     calibration = outcome.calibration
     assert calibration is not None and calibration.trials >= MIN_TRIALS
     assert calibration.prefill == pytest.approx(2.0) and calibration.decode == pytest.approx(1.0)

@@ -61,7 +61,8 @@ def test_a_large_space_is_sampled_not_listed_and_unscorable_points_are_counted()
 def test_the_first_trials_after_the_defaults_are_the_screens_seeds() -> None:
     notes: list[str] = []
     spec = factories.spec(optimization={"max_iterations": 8, "screening": True, "screen_seeds": 3})
-    outcome = run_session(spec, factories.synthetic_evaluate(), screen=landscape, on_note=notes.append)
+    outcome = run_session(spec, factories.synthetic_evaluate(), predict=lambda p: (landscape(p), {}),
+                          on_note=notes.append)  # fmt: skip
     trials = sorted(outcome.trials, key=lambda t: t.number)
     assert trials[0].origin == "sglang_defaults"
     screened = screen_space(seed_space(), landscape, size=500, seeds=3)
