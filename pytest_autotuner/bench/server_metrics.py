@@ -26,6 +26,8 @@ __all__ = ["QueueTimes", "parse_queue_times", "read_queue_times"]
 
 logger = logging.getLogger(__name__)
 
+_MAX_BYTES = 16 << 20  # SGLang's /metrics is a few hundred KB; what lies past this is not read
+
 _SERIES = re.compile(
     r"^sglang:queue_time_seconds_(sum|count)(?:\{[^}]*\})?\s+(\S+)(?:\s+\d+)?\s*$",
     re.MULTILINE,
@@ -75,7 +77,12 @@ async def read_queue_times(session: aiohttp.ClientSession, base_url: str, timeou
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             if resp.status != 200:
                 return None
-            text = await resp.text(errors="replace")
+            body = bytearray()
+            async for chunk in resp.content.iter_chunked(1 << 16):  # bounded: an answer is never read whole
+                body += chunk[: _MAX_BYTES - len(body)]
+                if len(body) >= _MAX_BYTES:
+                    break
+            text = body.decode("utf-8", "replace")
     except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, UnicodeError) as exc:
         logger.debug("no /metrics from %s: %s", base_url, exc)
         return None
