@@ -39,6 +39,7 @@ from typing import Any
 
 __all__ = ["Distortion", "Effects", "FlagEffect", "load_distortion"]
 
+_MAX_BYTES = 1_000_000
 _FACTORS = ("prefill", "decode", "memory", "startup")
 _ADDENDS = ("per_step_s", "per_waiting_s")
 _TOP = {"gpu", "noise", "flags", *_FACTORS, *_ADDENDS}
@@ -139,11 +140,12 @@ def load_distortion(path: str | Path, gpus: set[str]) -> Distortion:
     """Read and check a distortion file; ValueError naming the file, the field and the value."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(_MAX_BYTES + 1)  # never the whole of a huge file (or /dev/zero)
     except OSError as exc:
         raise ValueError(f"--sim-distortion {path}: cannot read it ({exc.strerror or exc})") from None
-    if len(data) > 1_000_000:
-        raise ValueError(f"{path}: a distortion file is at most 1 MB, this one is {len(data):,} bytes")
+    if len(data) > _MAX_BYTES:
+        raise ValueError(f"{path}: a distortion file is at most 1 MB, this one is longer")
     try:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -131,3 +131,10 @@ def test_a_bad_file_is_refused_naming_the_file_field_and_value(
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"--sim-distortion .*missing\.json: cannot read it"):
         engine_config(parse_argv(["--model-path", MODEL, "--sim-distortion", str(tmp_path / "missing.json")]))
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "big"])
+def test_a_huge_file_is_refused_without_reading_it_whole(tmp_path: Path, source: str) -> None:
+    path = Path(source) if source.startswith("/") else write(tmp_path, "{" + " " * 2_000_000 + "}")
+    with pytest.raises(ValueError, match="at most 1 MB"):
+        engine_config(parse_argv(["--model-path", MODEL, "--sim-distortion", str(path)]))
