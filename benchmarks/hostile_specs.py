@@ -19,7 +19,8 @@ from pathlib import Path
 CHILD = textwrap.dedent(
     """
     import json, resource, sys, time
-    from pytest_autotuner.core.spec import SpecError, TaskSpec, load_spec
+    from pytest_autotuner.core.spec import SpecError, TaskSpec
+    from pytest_autotuner.inputs import load_spec
     from pytest_autotuner.core.space import SearchSpace
     from pytest_autotuner.core.search import Search
     kind, payload, *rest = json.loads(sys.argv[1])

@@ -87,7 +87,8 @@ class SpecFile(pytest.File):
     """A tuning spec file; collects one TuningItem."""
 
     def collect(self) -> Iterator[pytest.Item]:
-        from pytest_autotuner.core.spec import SpecError, load_spec
+        from pytest_autotuner.core.spec import SpecError
+        from pytest_autotuner.inputs import load_spec
 
         try:
             spec = load_spec(self.path)
@@ -227,16 +228,18 @@ class TuningItem(pytest.Item):
         from pytest_autotuner.baseline_file import baseline_path
         from pytest_autotuner.core.task import TaskOptions, run_task
         from pytest_autotuner.evaluate import make_evaluate, plan_from_spec
+        from pytest_autotuner.interrupts import signals_held
         from pytest_autotuner.runtimes.gpus import detect_gpus, gpu_memory_mib
 
         options = self.options
         gpu_ids = detect_gpus(spec, spec.runtime)
         workers = options.workers or max(1, len(gpu_ids))  # default: as many trials as the GPUs fit
-        storage = options.storage
-        if storage is None:
-            from pytest_autotuner.core.search import default_storage_url
+        storage = None
+        if not options.check:  # a check runs no search: it opens no study
+            from pytest_autotuner.study_storage import default_storage_url, open_storage
 
-            storage = default_storage_url(options.report_dir, spec.slug)
+            url = options.storage or default_storage_url(options.report_dir, spec.slug)
+            storage = open_storage(url, options.grace_period)
         plan = plan_from_spec(spec, seed)
         screen, no_screen = None, ""
         if spec.optimization.screening and not options.check:
@@ -273,6 +276,7 @@ class TuningItem(pytest.Item):
             on_note=self._say,
             predict=screen,
             no_screen=no_screen,
+            writes_held=signals_held,
         )
         # concurrent trials each get a client process of their own: one interpreter lock would be their bottleneck
         evaluate = make_evaluate(host, plan, client_process=workers > 1)

@@ -97,11 +97,12 @@ from pytest_autotuner.bench.stream import (
     new_session,
     paused_gc,
 )
-from pytest_autotuner.core.dataset import load_conversations, sample_exchanges
+from pytest_autotuner.core.dataset import sample_exchanges
 from pytest_autotuner.core.metrics import INCOMPLETE, BenchResult, CellMetrics, RequestRecord
 from pytest_autotuner.core.plan import CellKey
 from pytest_autotuner.core.precision import PrecisionTracker
 from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
+from pytest_autotuner.inputs import load_conversations
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.plan import BenchmarkPlan

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pytest_autotuner.core.tokens import TokenizerError, TokenizerFile, load_tokenizer
+from pytest_autotuner.core.tokens import TokenizerError
+from pytest_autotuner.inputs import TokenizerFile, load_tokenizer
 
 __all__ = ["PROMPT_WORDS", "PromptFactory", "SharedPrompt"]
 

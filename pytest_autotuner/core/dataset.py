@@ -12,16 +12,14 @@ with the server's tokenizer when it has one.
 
 The path is relative to the spec file; the file is read when the spec is loaded (a missing, unreadable or
 empty dataset, or one over ``MAX_DATASET_BYTES``, is a collection error) and again by the benchmark client,
-a line at a time each time.
+a line at a time each time: opened at the edge (``pytest_autotuner.inputs.load_conversations``), parsed here
+(``read_conversations``) from the stream it is given.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
-import os
-import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
@@ -36,8 +34,7 @@ __all__ = [
     "Exchange",
     "exchanges",
     "first_exchange",
-    "load_conversations",
-    "load_exchanges",
+    "read_conversations",
     "sample_exchanges",
 ]
 
@@ -108,42 +105,14 @@ def first_exchange(obj: Any) -> Exchange | None:
     return found[0] if found else None
 
 
-def load_exchanges(path: str) -> tuple[Exchange, ...]:
-    """Every replayable first exchange of the JSONL file at ``path``; raises DatasetError when there is none."""
-    return tuple(c[0] for c in load_conversations(path))
-
-
-@functools.lru_cache(maxsize=8)
-def load_conversations(path: str) -> tuple[Conversation, ...]:
-    """Every replayable conversation of the JSONL file at ``path``; raises DatasetError when there is none.
-
-    Streamed a line at a time and bounded: a file over ``MAX_DATASET_BYTES`` or a line over ``MAX_LINE_BYTES``
-    is an error as soon as it shows (a regular file's size is known before reading; ``/dev/zero`` or a pipe
-    fails at the limit it reaches first), so neither the collection nor the client reads an unbounded file.
-    """
-    try:
-        status = os.stat(path)  # before opening: opening a FIFO would wait for a writer
-        if not stat.S_ISREG(status.st_mode):
-            raise DatasetError(
-                f"the dataset {path} is not a regular file (a device, a pipe or a folder); a dataset is a JSONL "
-                f"file of at most {MAX_DATASET_BYTES // 2**20} MiB"
-            )
-        if status.st_size > MAX_DATASET_BYTES:
-            raise DatasetError(_too_big(path, f"is {status.st_size:,} bytes"))
-        with open(path, "rb") as handle:
-            return _read_conversations(path, handle)
-    except OSError as err:
-        raise DatasetError(f"cannot read the dataset {path} ({err.strerror})") from None
-
-
-def _too_big(path: str, what: str) -> str:
+def too_big(path: str, what: str) -> str:
     return (
         f"the dataset {path} {what}, over the limit of {MAX_DATASET_BYTES // 2**20} MiB ({MAX_DATASET_BYTES:,} "
         "bytes); replay a sample of it (python -m pytest_autotuner.bench.datasets convert DUMP OUT --limit N)"
     )
 
 
-def _read_conversations(path: str, handle: BinaryIO) -> tuple[Conversation, ...]:
+def read_conversations(path: str, handle: BinaryIO) -> tuple[Conversation, ...]:
     found = []
     total = 0
     for number in itertools.count(1):
@@ -152,7 +121,7 @@ def _read_conversations(path: str, handle: BinaryIO) -> tuple[Conversation, ...]
             break
         total += len(line)
         if total > MAX_DATASET_BYTES:
-            raise DatasetError(_too_big(path, f"holds more than {MAX_DATASET_BYTES:,} bytes"))
+            raise DatasetError(too_big(path, f"holds more than {MAX_DATASET_BYTES:,} bytes"))
         if len(line) > MAX_LINE_BYTES:
             raise DatasetError(
                 f"{path}:{number}: a line is over {MAX_LINE_BYTES // 2**20} MiB ({MAX_LINE_BYTES:,} bytes), the "

@@ -1,19 +1,17 @@
 """The models the simulator knows and what the project reads of a model: architecture and context length.
 
-A profile comes from a local Hugging Face folder's ``config.json``, or from the table of the models the
-simulator is calibrated for (an id, case and separators ignored, ``-Instruct`` optional). The simulator's
-performance model sizes the KV pool and step times from it; spec validation checks traffic against its
-context length.
+A profile comes from a local Hugging Face folder's ``config.json`` (read at the edge, ``inputs.lookup_model``;
+parsed here, ``profile_from_config``), or from the table of the models the simulator is calibrated for (an id,
+case and separators ignored, ``-Instruct`` optional). The simulator's performance model sizes the KV pool and
+step times from it; spec validation checks traffic against its context length.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
-__all__ = ["MODELS", "ModelProfile", "context_length_of", "lookup_model"]
+__all__ = ["MODELS", "ModelProfile", "known_model", "profile_from_config", "unknown_model"]
 
 
 @dataclass(frozen=True)
@@ -64,27 +62,29 @@ def _normalise(name: str) -> str:
 _KNOWN = {_normalise(k): v for k, v in MODELS.items()}
 
 
-def lookup_model(model_path: str) -> ModelProfile:
-    """Profile for a model id (case and separators ignored, ``-Instruct`` optional) or a local HF dir."""
-    path = Path(model_path)
-    if (path / "config.json").is_file():
-        return _from_config(path / "config.json")
-    profile = _KNOWN.get(_normalise(model_path))
-    if profile is None:
-        known = ", ".join(p.name for p in MODELS.values())
-        raise ValueError(
-            f"`--model-path` {model_path!r} is not a model the simulator knows; use one of {known} "
-            "(optionally with -Instruct), or a local directory containing a Hugging Face config.json"
-        )
-    return profile
+def known_model(model_path: str) -> ModelProfile | None:
+    """The profile of a model id the simulator is calibrated for (case and separators ignored, ``-Instruct``
+    optional), else None. A local folder's ``config.json`` is read at the edge (``inputs.lookup_model``)."""
+    return _KNOWN.get(_normalise(model_path))
 
 
-def _from_config(config_file: Path) -> ModelProfile:
+def unknown_model(model_path: str) -> ValueError:
+    """The error for a model the simulator knows neither by id nor by a local config.json."""
+    known = ", ".join(p.name for p in MODELS.values())
+    return ValueError(
+        f"`--model-path` {model_path!r} is not a model the simulator knows; use one of {known} "
+        "(optionally with -Instruct), or a local directory containing a Hugging Face config.json"
+    )
+
+
+def profile_from_config(cfg: object, name: str, where: str) -> ModelProfile:
+    """The profile a Hugging Face ``config.json`` (parsed: ``cfg``) describes; ``where`` names the file in errors."""
     try:
-        cfg = json.loads(config_file.read_text())
+        if not isinstance(cfg, dict):
+            raise TypeError(f"a JSON object, not {type(cfg).__name__}")
         hidden, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
         return ModelProfile(
-            name=config_file.parent.name,
+            name=name,
             num_layers=int(cfg["num_hidden_layers"]),
             hidden_size=hidden,
             num_heads=heads,
@@ -96,15 +96,6 @@ def _from_config(config_file: Path) -> ModelProfile:
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise ValueError(
-            f"{config_file}: cannot read the model architecture ({exc!r}); it needs num_hidden_layers, "
+            f"{where}: cannot read the model architecture ({exc!r}); it needs num_hidden_layers, "
             "hidden_size, num_attention_heads, num_key_value_heads and vocab_size"
         ) from exc
-
-
-def context_length_of(model_path: str) -> int | None:
-    """The context length of a model the project knows (a local folder with a config.json, or a known id);
-    None for any other model (a hub id the simulator has no profile for)."""
-    try:
-        return lookup_model(model_path).context_length
-    except ValueError:
-        return None

@@ -21,6 +21,7 @@ benchmark, times ``gpus_needed``) and what early stopping saved (``trial_cost``)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -28,11 +29,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pytest_autotuner.core.gpu_pool import GpuPool, gpus_needed
-from pytest_autotuner.core.interrupts import signals_held
 from pytest_autotuner.core.metrics import BenchResult, CellSummary, json_safe
 from pytest_autotuner.core.pareto import dominates
 from pytest_autotuner.core.pruning import BestSoFar, PruningRule, plan_cells
@@ -296,8 +297,12 @@ class TuningSession:
         on_trial: Callable[[TrialEvent], None] | None = None,
         workers: int = 1,
         gpu_pool: GpuPool | None = None,
+        writes_held: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
+        """``writes_held``: a context in which a Ctrl-C or SIGTERM waits, so that a finished trial is written to
+        the study whole (the plugin passes ``pytest_autotuner.interrupts.signals_held``)."""
         self.spec = spec
+        self._writes_held = writes_held
         self.search_state = search
         self.evaluate = evaluate
         self.max_iterations = max_iterations or spec.optimization.max_iterations
@@ -491,7 +496,7 @@ class TuningSession:
                     attrs = _trial_attrs(
                         score, result, measured.log_tail, duration, devices, measured.cost, measured.partial_cells
                     )
-                    with signals_held():  # a finished trial is recorded whole, or the interrupt would lose it
+                    with self._writes_held():  # a finished trial is recorded whole, or the interrupt would lose it
                         self.search_state.record(proposal, score, attrs)
                     repeat_of = proposal.trial.user_attrs.get("repeat_of")
                     repeat: dict[str, Any] = {}

@@ -9,11 +9,11 @@ the table of the server it will run once per session (``RuntimeHost.argument_tab
 - ``parse_help(text)``: argparse help -> ``ArgumentTable`` (options, value kinds, choices, defaults the help
   shows). Help does not say a value's type (int, float); ``ArgumentTable.with_types_from`` borrows it from a
   shipped table of the same options.
-- ``shipped_table(version)``: tables generated from SGLang's own ``ServerArgs.add_cli_args`` (one JSON per
-  version under ``core/sglang_tables``; regenerate with ``python -m pytest_autotuner.core.sglang_args``).
+- ``table_from_actions``: a table from SGLang's own ``ServerArgs.add_cli_args`` (the shipped tables, one JSON per
+  version, are read at the edge: ``pytest_autotuner.sglang_tables.shipped_table``).
 - ``imitated_version(...)``: the version the simulator imitates for a spec.
 
-Pure: no process, network or edge import; the data files are read with ``importlib.resources``.
+Pure: no file, process, network or edge import.
 """
 
 from __future__ import annotations
@@ -21,12 +21,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import json
 import re
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Literal
 
 __all__ = [
@@ -39,7 +36,6 @@ __all__ = [
     "check_value",
     "imitated_version",
     "parse_help",
-    "shipped_table",
     "table_from_actions",
     "version_from_tag",
 ]
@@ -278,15 +274,6 @@ def table_from_actions(actions: Iterable[Any], version: str, source: str = "") -
     return ArgumentTable(version, tuple(options), source)
 
 
-@functools.cache
-def shipped_table(version: str) -> ArgumentTable:
-    """The shipped table of SGLang ``version`` (one of ``SHIPPED_VERSIONS``)."""
-    if version not in SHIPPED_VERSIONS:
-        raise ValueError(f"no shipped argument table for SGLang {version}; shipped: {', '.join(SHIPPED_VERSIONS)}")
-    text = resources.files("pytest_autotuner.core").joinpath("sglang_tables", f"{version}.json").read_text("utf-8")
-    return ArgumentTable.from_json(json.loads(text), source=f"the shipped table of SGLang {version}")
-
-
 def version_from_tag(reference: str) -> str | None:
     """The shipped version an image tag names (``v0.5.2-cu126`` -> ``0.5.2``), else None."""
     tag = reference.rsplit(":", 1)[-1] if ":" in reference.rsplit("/", 1)[-1] else reference
@@ -406,21 +393,3 @@ def check_argv(table: ArgumentTable, argv: Sequence[str]) -> list[str]:
             if problem:
                 problems.append(problem)
     return problems
-
-
-def _generate(server_args_json: str, out_dir: str) -> None:
-    """Write the shipped table of the version a ``server-args.json`` describes into ``out_dir``."""
-    with open(server_args_json, encoding="utf-8") as file:
-        data = json.load(file)
-    table = table_from_actions(data["arguments"], str(data["sglang_version"]))
-    path = f"{out_dir}/{table.version}.json"
-    with open(path, "w", encoding="utf-8") as file:
-        json.dump(table.as_json(), file, separators=(",", ":"))
-        file.write("\n")
-    print(f"{path}: {len(table.options)} options")
-
-
-if __name__ == "__main__":  # python -m pytest_autotuner.core.sglang_args <server-args.json>... <out dir>
-    *sources, out = sys.argv[1:]
-    for source in sources:
-        _generate(source, out)

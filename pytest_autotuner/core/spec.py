@@ -11,6 +11,10 @@ and mapping has a documented maximum length; numbers are finite; ``additional_pa
 counts of a traffic scenario are capped (``scenarios.MAX_TOKENS_PER_REQUEST``). Error messages show a value
 only through ``_preview``, which never serialises more than it prints.
 
+The file and the files a spec names (datasets, a tokenizer, a model folder) are read at the edge
+(``pytest_autotuner.inputs``: ``load_spec``) and handed in: ``parse_spec`` takes the file's bytes, and the
+validators read through the ``SpecFiles`` the validation context carries.
+
 Flags the runtime sets itself (``RUNTIME_OWNED_FLAGS``: address, port, model) cannot be tuned or passed in
 ``extra_args``: see ``owned_flags_in``.
 """
@@ -24,7 +28,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     BaseModel,
@@ -39,13 +43,13 @@ from pydantic import (
     model_validator,
 )
 
-from pytest_autotuner.core.dataset import DatasetError, load_exchanges
-from pytest_autotuner.core.models import context_length_of
+from pytest_autotuner.core.dataset import DatasetError
+from pytest_autotuner.core.models import known_model
 from pytest_autotuner.core.objectives import OBJECTIVE_DEFS, objective_direction
 from pytest_autotuner.core.runtime_kinds import RUNTIME_KINDS, RuntimeKind
 from pytest_autotuner.core.scenarios import MAX_CELL_TOKENS, ScenarioError, longest_request, parse_scenario
 from pytest_autotuner.core.sglang_args import SHIPPED_VERSIONS
-from pytest_autotuner.core.tokens import TokenizerError, load_tokenizer
+from pytest_autotuner.core.tokens import TokenizerError
 
 __all__ = [
     "MAX_GRID_POINTS",
@@ -67,9 +71,10 @@ __all__ = [
     "Slo",
     "SloMetric",
     "SpecError",
+    "SpecFiles",
     "TaskSpec",
-    "load_spec",
     "owned_flags_in",
+    "parse_spec",
     "spec_json_schema",
 ]
 
@@ -121,6 +126,24 @@ def owned_flags_in(args: Iterable[str], extra: Sequence[str] = ()) -> list[str]:
         if name and any(flag == name or flag.startswith(name) for flag in owned):
             found.append(arg)
     return found
+
+
+class SpecFiles(Protocol):
+    """What validating a spec reads from disk, injected through the validation context (``files``) by the edge
+    (``pytest_autotuner.inputs.SPEC_FILES``, which ``inputs.load_spec`` passes): validated without it, a spec
+    is checked alone (its datasets, tokenizer and model folder unread; context lengths of known ids only)."""
+
+    def read_dataset(self, path: str) -> object:
+        """Read the dataset at ``path``; raises DatasetError naming what is wrong."""
+        ...
+
+    def read_tokenizer(self, path: str) -> str:
+        """The absolute path of the tokenizer.json ``path`` names; raises TokenizerError when unusable."""
+        ...
+
+    def context_length(self, model_path: str) -> int | None:
+        """The context length of the model (a local folder's config.json or a known id), else None."""
+        ...
 
 
 class SpecError(ValueError):
@@ -616,12 +639,13 @@ class Benchmark(_Model):
     def _datasets_readable(self, info: ValidationInfo) -> Benchmark:
         context = info.context if isinstance(info.context, dict) else {}
         self._spec_dir = str(context.get("spec_dir", "."))
+        files: SpecFiles | None = context.get("files")
         for i, text in enumerate(self.traffic_scenarios):
             scenario = parse_scenario(text)
-            if scenario.dataset is None:
+            if scenario.dataset is None or files is None:
                 continue
             try:
-                load_exchanges(str(Path(self._spec_dir, scenario.dataset).resolve()))
+                files.read_dataset(str(Path(self._spec_dir, scenario.dataset).resolve()))
             except DatasetError as err:
                 raise ValueError(f"{_AT}traffic_scenarios.{i}{_AT}{text!r}: {err}") from None
         return self
@@ -755,8 +779,9 @@ class SimulatorSettings(_Model):
             return self
         context = info.context if isinstance(info.context, dict) else {}
         path = Path(str(context.get("spec_dir", ".")), self.tokenizer).resolve()
+        files: SpecFiles | None = context.get("files")
         try:
-            self._tokenizer_path = load_tokenizer(path).path
+            self._tokenizer_path = str(path) if files is None else files.read_tokenizer(str(path))
         except TokenizerError as err:
             raise ValueError(f"`simulator.tokenizer` is {_preview(self.tokenizer, 200)}: {err}") from None
         return self
@@ -990,12 +1015,17 @@ class TaskSpec(_Model):
         return self
 
     @model_validator(mode="after")
-    def _traffic_fits_the_context(self) -> TaskSpec:
+    def _traffic_fits_the_context(self, info: ValidationInfo) -> TaskSpec:
         """Requests of a scenario must fit the model's context (SGLang answers HTTP 400 to longer ones); a
         dataset's are cut to fit by the client, so only generated traffic is checked."""
         if self.model is None:
             return self
-        context = context_length_of(self.model.id_or_path)
+        files: SpecFiles | None = info.context.get("files") if isinstance(info.context, dict) else None
+        if files is not None:
+            context = files.context_length(self.model.id_or_path)
+        else:
+            known = known_model(self.model.id_or_path)
+            context = known.context_length if known is not None else None
         tuned = self.parameters.get("context-length")
         if isinstance(tuned, list) and tuned and all(isinstance(v, int) and not isinstance(v, bool) for v in tuned):
             context = max(int(v) for v in tuned)  # the largest a trial may run with
@@ -1308,17 +1338,12 @@ def _format_errors(path: Path, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_spec(path: str | Path) -> TaskSpec:
-    """Load and validate a JSON or YAML spec file; raises SpecError with a user-facing message.
-
-    Bounded in time and memory whatever the file holds (see the module docstring).
-    """
-    path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_SPEC_BYTES + 1)
-    except OSError as err:
-        raise SpecError(f"{path}: cannot read the spec ({err.strerror})") from None
+def parse_spec(path: Path, data: bytes, files: SpecFiles | None = None) -> TaskSpec:
+    """Validate the bytes of a JSON or YAML spec file (read at the edge, ``inputs.load_spec``, at most
+    ``MAX_SPEC_BYTES``); ``path`` names it in errors and its folder is what its relative paths are relative to.
+    ``files`` reads the files the spec names (datasets, a tokenizer, a model folder); None checks the spec alone.
+    Raises SpecError with a user-facing message; bounded in time and memory whatever the bytes hold (see the
+    module docstring)."""
     if len(data) > MAX_SPEC_BYTES:
         raise SpecError(f"{path}: the spec is over {MAX_SPEC_BYTES // 1024} KiB; a tuning spec is a short file")
     try:
@@ -1334,7 +1359,7 @@ def load_spec(path: str | Path) -> TaskSpec:
     _check_depth(path, raw)
     raw.setdefault("task_name", path.name.split(".")[0])
     try:
-        return TaskSpec.model_validate(raw, context={"spec_dir": str(path.parent)})
+        return TaskSpec.model_validate(raw, context={"spec_dir": str(path.parent), "files": files})
     except ValidationError as err:
         raise SpecError(_format_errors(path, err)) from None
     except RecursionError:

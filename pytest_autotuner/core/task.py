@@ -14,10 +14,12 @@ is printed or written (the plugin writes the new baseline the outcome carries).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +31,7 @@ from pytest_autotuner.core.pareto import SelectRule, front_indices, select_order
 from pytest_autotuner.core.samplers import startup_trials
 from pytest_autotuner.core.scoring import gpu_divisor, objective_value, rank_key, rank_number
 from pytest_autotuner.core.screening import Screening, screen_space
-from pytest_autotuner.core.search import Search, study_name_for
+from pytest_autotuner.core.search import Search, StudyStorage, study_name_for
 from pytest_autotuner.core.session import Confirmation, EvaluateFn, TrialEvent, TrialRecord, TuningSession
 from pytest_autotuner.core.space import SearchSpace
 from pytest_autotuner.core.stats import ALPHA, p_worse
@@ -62,7 +64,7 @@ class TaskOptions:
 
     runtime: str = "sim"
     seed: int = 0
-    storage: str | None = None  # Optuna storage URL; None: in memory
+    storage: StudyStorage | None = None  # opened at the edge (``study_storage.open_storage``); None: in memory
     local_storage: bool = True  # a storage only this process uses (trials left running were interrupted)
     study_name: str | None = None  # default: ``study_name_for(spec, runtime)``
     grace_period: int = 120
@@ -81,6 +83,8 @@ class TaskOptions:
     # whose per-cell predictions the calibration compares the real trials with (core/calibration.py)
     predict: PredictFn | None = None
     no_screen: str = ""  # why there is none, when the spec asks for screening
+    # a context in which Ctrl-C and SIGTERM wait, so a finished trial is written whole (``interrupts.signals_held``)
+    writes_held: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
 
 
 @dataclass(frozen=True)
@@ -424,7 +428,13 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
     gpu_pool = GpuPool(list(options.gpu_ids)) if options.gpu_ids else None
     workers = options.workers or (gpu_pool.total if gpu_pool else 1)
     session = TuningSession(
-        spec=spec, search=search, evaluate=evaluate, on_trial=options.on_trial, workers=workers, gpu_pool=gpu_pool
+        spec=spec,
+        search=search,
+        evaluate=evaluate,
+        on_trial=options.on_trial,
+        workers=workers,
+        gpu_pool=gpu_pool,
+        writes_held=options.writes_held,
     )
     defaults: DefaultsComparison | None = None
     pareto: ParetoFront | None = None

@@ -7,27 +7,22 @@ the requested length by its count (as SGLang's ``bench_serving --dataset-name ra
 both fall back to the word rule: one token per whitespace-separated word, plus one more per 10 characters of
 a long word, its tokens the words themselves (a long word cut into 10-character pieces).
 
-A path may name the ``tokenizer.json`` file or the folder holding it (a model folder).
+A path may name the ``tokenizer.json`` file or the folder holding it (a model folder); the file is read at the
+edge (``pytest_autotuner.inputs.load_tokenizer``).
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from collections.abc import Hashable, Sequence
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 __all__ = [
     "OUTPUT_WORDS",
     "WORD_RULE",
     "TokenCounter",
     "TokenizerError",
-    "TokenizerFile",
     "WordRule",
-    "load_tokenizer",
     "output_keys",
-    "tokenizer_file",
     "word_tokens",
 ]
 
@@ -77,51 +72,3 @@ class WordRule:
 
 
 WORD_RULE = WordRule()
-
-
-class TokenizerFile:
-    """A Hugging Face ``tokenizer.json`` read with the ``tokenizers`` package; tokens are its ids."""
-
-    def __init__(self, path: Path) -> None:
-        try:
-            from tokenizers import Tokenizer
-        except ImportError:  # a declared dependency; only a broken install lacks it
-            raise TokenizerError(f"cannot read {path}: the `tokenizers` package is not installed") from None
-        try:
-            self._tok: Any = Tokenizer.from_file(str(path))
-        except Exception as err:  # tokenizers raises a bare Exception for malformed files
-            raise TokenizerError(f"cannot read the tokenizer {path}: {str(err)[:200]}") from None
-        self.path = str(path)
-        self.description = f"tokenizer {path}"
-        #: identifies the vocabulary wherever the file lies (baseline fingerprints compare it across machines)
-        self.digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-    def encode(self, text: str) -> tuple[Hashable, ...]:
-        return tuple(self.ids(text))
-
-    def ids(self, text: str) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=False).ids)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return str(self._tok.decode(list(ids), skip_special_tokens=False))
-
-
-def tokenizer_file(path: str | Path) -> Path | None:
-    """The ``tokenizer.json`` that ``path`` names (the file, or a folder holding one), or None."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "tokenizer.json"
-    return p if p.is_file() else None
-
-
-@functools.lru_cache(maxsize=8)
-def _load(path: str) -> TokenizerFile:
-    return TokenizerFile(Path(path))
-
-
-def load_tokenizer(path: str | Path) -> TokenizerFile:
-    """The tokenizer at ``path`` (file or folder); raises TokenizerError naming the path when unusable."""
-    found = tokenizer_file(path)
-    if found is None:
-        raise TokenizerError(f"{path} is neither a tokenizer.json file nor a folder holding one")
-    return _load(str(found.resolve()))

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_autotuner.core.gpu_pool import gpus_needed
-from pytest_autotuner.core.sglang_args import check_argv, imitated_version, shipped_table
+from pytest_autotuner.core.sglang_args import check_argv, imitated_version
 from pytest_autotuner.runtimes.base import server_argv
+from pytest_autotuner.sglang_tables import shipped_table
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.spec import TaskSpec

@@ -20,9 +20,9 @@ from pytest_autotuner.core.sglang_args import (
     SHIPPED_VERSIONS,
     ArgumentTable,
     parse_help,
-    shipped_table,
 )
 from pytest_autotuner.core.trial import Deadline, FailureClass, ParamValue, TrialFailure
+from pytest_autotuner.sglang_tables import shipped_table
 
 __all__ = [
     "SECRET_ENV_VARS",

@@ -12,10 +12,11 @@ from pytest_autotuner.core.sglang_args import (
     SHIPPED_VERSIONS,
     ArgumentTable,
     Option,
-    shipped_table,
     table_from_actions,
 )
-from pytest_autotuner.core.tokens import WORD_RULE, TokenCounter, load_tokenizer, tokenizer_file
+from pytest_autotuner.core.tokens import WORD_RULE, TokenCounter
+from pytest_autotuner.inputs import load_tokenizer, tokenizer_file
+from pytest_autotuner.sglang_tables import shipped_table
 from pytest_autotuner.sim.distortion import load_distortion
 from pytest_autotuner.sim.kernels import FP8_QUANTIZATIONS, Pricing, choose_pricing, model_profile
 from pytest_autotuner.sim.perf_model import (

@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pytest_autotuner.core.models import MODELS, ModelProfile, lookup_model
+from pytest_autotuner.core.models import MODELS, ModelProfile
+from pytest_autotuner.inputs import lookup_model
 
 if TYPE_CHECKING:
     from pytest_autotuner.sim.distortion import Distortion

@@ -66,7 +66,7 @@ HOLDER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from pytest_autotuner.core.search import lock_journal
+    from pytest_autotuner.study_storage import lock_journal
     lock_journal(Path(sys.argv[1]))
     print("locked", flush=True)
     sys.stdin.read()

@@ -488,7 +488,8 @@ CHILD = textwrap.dedent(
     """
     import json, resource, sys, traceback
     resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
-    from pytest_autotuner.core.spec import SpecError, load_spec
+    from pytest_autotuner.core.spec import SpecError
+    from pytest_autotuner.inputs import load_spec
     from pytest_autotuner.core.space import SearchSpace
     from pytest_autotuner.core.search import Search
     from pytest_autotuner.core.spec import TaskSpec

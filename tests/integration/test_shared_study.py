@@ -112,7 +112,7 @@ def test_three_workers_share_one_study_and_a_report_job_judges_it(tmp_path: Path
     results = json.loads((tmp_path / "reports" / task / "results.json").read_text())
     # the product's ranking: a configuration measured twice (a new best's repeat run) by the mean of its runs
     from pytest_autotuner.core.session import TrialRecord, by_configuration
-    from pytest_autotuner.core.spec import load_spec
+    from pytest_autotuner.inputs import load_spec
 
     maximize = load_spec(tmp_path / "tuning_specs" / f"{task}.json").optimization.direction == "maximize"
     ranked = by_configuration([TrialRecord.from_trial(t) for t in measured], maximize)
@@ -178,12 +178,13 @@ def test_trials_of_a_worker_killed_before_its_heartbeat_thread_are_failed_after_
     from pytest_autotuner.core import optuna_compat
     from pytest_autotuner.core.search import Search
     from pytest_autotuner.core.space import SearchSpace
+    from pytest_autotuner.study_storage import open_storage
 
     s = spec(task_name=f"early-{uuid.uuid4().hex[:8]}", optimization={"max_iterations": 6, "seed": 3})
 
     def worker() -> Search:
-        return Search(spec=s, space=SearchSpace.from_spec(s), storage=postgres_url, study_name=s.task_name, seed=3,
-                      local_storage=False, grace_period=1)  # fmt: skip
+        return Search(spec=s, space=SearchSpace.from_spec(s), storage=open_storage(postgres_url, 1),
+                      study_name=s.task_name, seed=3, local_storage=False, grace_period=1)  # fmt: skip
 
     dead = worker()
     asked = dead._ask()  # then the worker dies: no heartbeat thread, no tell

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pytest_autotuner.bench.prompts import PromptFactory
-from pytest_autotuner.core.tokens import load_tokenizer
+from pytest_autotuner.inputs import load_tokenizer
 
 SHIPPED_TOKENIZER = Path(__file__).parents[2] / "tuning_specs" / "tokenizers" / "sim-bpe"
 

@@ -18,10 +18,11 @@ from pytest_autotuner.core.plan import BenchmarkPlan
 from pytest_autotuner.core.scenarios import parse_scenario
 from pytest_autotuner.core.scoring import cell_checks, fixed_cells, score_result
 from pytest_autotuner.core.session import Confirmation, TrialEvent
-from pytest_autotuner.core.spec import SpecError, load_spec
+from pytest_autotuner.core.spec import SpecError
 from pytest_autotuner.core.task import TaskOptions, run_task
 from pytest_autotuner.core.trial import Deadline, Params
 from pytest_autotuner.evaluate import plan_from_spec, run_ladder, run_trial
+from pytest_autotuner.inputs import load_spec
 from pytest_autotuner.report.data import results_summary
 from pytest_autotuner.report.text import answer_line, progress_line, summary_lines
 

@@ -87,7 +87,9 @@ def test_a_check_whose_runs_all_fail_says_so_in_check_words() -> None:
 
 
 def test_a_check_adds_no_trial_to_the_tuning_study(tmp_path: Path) -> None:
-    storage = f"journal:{tmp_path}/study.journal"
+    from pytest_autotuner.study_storage import open_storage
+
+    storage = open_storage(f"journal:{tmp_path}/study.journal")
     tuned = run_task(SPEC, TaskOptions(seed=1, storage=storage, update_baseline=True), Server(), None)
     assert tuned.new_baseline is not None
     run_task(SPEC, TaskOptions(seed=1, storage=storage, check=True), Server(), tuned.new_baseline)

@@ -15,7 +15,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_autotuner.core.spec import TaskSpec, load_spec
+from pytest_autotuner.core.spec import TaskSpec
 from pytest_autotuner.core.trial import ParamValue
 from pytest_autotuner.deploy import (
     DEPLOY_FILES,
@@ -29,6 +29,7 @@ from pytest_autotuner.deploy import (
 )
 from pytest_autotuner.deploy.drift import command_of
 from pytest_autotuner.deploy.kubernetes import shm_quantity
+from pytest_autotuner.inputs import load_spec
 
 SPECS = sorted(Path(__file__).parents[2].joinpath("tuning_specs").glob("*.json"))
 KUBERNETES = kubernetes_validate.latest_version()

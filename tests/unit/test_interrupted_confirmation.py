@@ -1,5 +1,5 @@
 """A Ctrl-C or SIGTERM in the session's thread ends an evaluation as the interruption, and a write to the study is
-never cut in half (``core/interrupts.py``). The whole run, signalled at many points, is in
+never cut in half (``pytest_autotuner/interrupts.py``). The whole run, signalled at many points, is in
 tests/integration/test_interrupts.py; these send the signal to this process while a confirmation run is under way."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import pytest
 from factories import result, spec
 from test_search import make_search
 
-from pytest_autotuner.core.interrupts import signals_held
 from pytest_autotuner.core.metrics import BenchResult
 from pytest_autotuner.core.session import TuningSession
 from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.interrupts import signals_held
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

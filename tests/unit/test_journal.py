@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_autotuner.core.search import Search, StudyStorageError, lock_journal, repair_journal
+from pytest_autotuner.core.search import Search, StudyStorageError
 from pytest_autotuner.core.space import SearchSpace
 from pytest_autotuner.core.spec import TaskSpec
+from pytest_autotuner.study_storage import lock_journal, open_storage, repair_journal
 
 
 def make_spec() -> TaskSpec:
@@ -26,7 +27,11 @@ def make_spec() -> TaskSpec:
 def open_search(journal: Path) -> Search:
     spec = make_spec()
     return Search(
-        spec=spec, space=SearchSpace.from_spec(spec), storage=f"journal:{journal}", study_name="journal", seed=1
+        spec=spec,
+        space=SearchSpace.from_spec(spec),
+        storage=open_storage(f"journal:{journal}"),
+        study_name="journal",
+        seed=1,
     )
 
 
@@ -103,7 +108,7 @@ HOLDER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from pytest_autotuner.core.search import lock_journal
+    from pytest_autotuner.study_storage import lock_journal
     lock_journal(Path(sys.argv[1]))
     print("locked", flush=True)
     sys.stdin.read()

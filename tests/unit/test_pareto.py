@@ -19,8 +19,9 @@ from pytest_autotuner.core.pareto import SelectRule, dominates, front_indices, h
 from pytest_autotuner.core.scoring import score_result
 from pytest_autotuner.core.search import study_name_for
 from pytest_autotuner.core.space import SearchSpace
-from pytest_autotuner.core.spec import SpecError, load_spec
+from pytest_autotuner.core.spec import SpecError
 from pytest_autotuner.core.trial import Deadline, Params
+from pytest_autotuner.inputs import load_spec
 from pytest_autotuner.report.data import results_summary
 from pytest_autotuner.report.html import render_report
 from pytest_autotuner.report.summary import github_step_summary

@@ -7,17 +7,18 @@ from pathlib import Path
 import pytest
 from factories import spec, synthetic_evaluate
 
-from pytest_autotuner.core.search import Search, default_storage_url, study_name_for
+from pytest_autotuner.core.search import Search, study_name_for
 from pytest_autotuner.core.session import TuningSession
 from pytest_autotuner.core.space import SearchSpace
 from pytest_autotuner.core.trial import Params
+from pytest_autotuner.study_storage import default_storage_url, open_storage
 
 
 def make_search(s, storage: str | None = None, seed: int = 1) -> Search:
     return Search(
         spec=s,
         space=SearchSpace.from_spec(s),
-        storage=storage,
+        storage=open_storage(storage) if storage else None,
         study_name=study_name_for(s, "sim"),
         seed=seed,
     )

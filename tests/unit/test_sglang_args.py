@@ -14,11 +14,11 @@ from pytest_autotuner.core.sglang_args import (
     check_spec_flags,
     imitated_version,
     parse_help,
-    shipped_table,
     table_from_actions,
     version_from_tag,
 )
 from pytest_autotuner.core.spec import RangeParam
+from pytest_autotuner.sglang_tables import shipped_table
 
 DATA = Path(__file__).parent.parent / "data"
 

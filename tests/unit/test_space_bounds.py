@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 
 from pytest_autotuner.core.search import Search
 from pytest_autotuner.core.space import Categorical, SearchSpace
-from pytest_autotuner.core.spec import MAX_GRID_POINTS, SpecError, TaskSpec, load_spec
+from pytest_autotuner.core.spec import MAX_GRID_POINTS, SpecError, TaskSpec
+from pytest_autotuner.inputs import load_spec
 
 T = TypeVar("T")
 CPU_BOUND = 1.0  #: CPU seconds for collection, and for each proposal

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_autotuner.core.spec import SpecError, TaskSpec, load_spec, spec_json_schema
+from pytest_autotuner.core.spec import SpecError, TaskSpec, spec_json_schema
+from pytest_autotuner.inputs import load_spec
 
 SEED_SHORT = {
     "optimization": {"strategy": "bayesian", "objective": "minimize_latency", "max_iterations": 50},

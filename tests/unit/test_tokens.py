@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from factories import spec as make_spec
 
-from pytest_autotuner.core.spec import SpecError, load_spec
-from pytest_autotuner.core.tokens import WORD_RULE, TokenizerError, load_tokenizer, output_keys
+from pytest_autotuner.core.spec import SpecError
+from pytest_autotuner.core.tokens import WORD_RULE, TokenizerError, output_keys
+from pytest_autotuner.inputs import load_spec, load_tokenizer
 from pytest_autotuner.runtimes.sim import SimHost
 from pytest_autotuner.sim.cli import parse_argv, token_counter
 from pytest_autotuner.sim.protocol import parse_generation

@@ -24,7 +24,8 @@ from pytest_autotuner.core.scenarios import (
     ScenarioError,
     parse_scenario,
 )
-from pytest_autotuner.core.spec import SpecError, load_spec
+from pytest_autotuner.core.spec import SpecError
+from pytest_autotuner.inputs import load_spec
 
 _FIELDS = {"D": 2, "N": 4, "U": 4, "P": 5, "C": 6}
 
