@@ -38,8 +38,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pytest_autotuner.bench import client
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scenarios import parse_scenario
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.spec.scenarios import parse_scenario
 from pytest_autotuner.runtimes.base import Endpoint
 
 CELL_SECONDS = 3.0

@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pytest_autotuner.core.metrics import BenchResult, CellMetrics, RequestRecord
-from pytest_autotuner.core.search import Search, study_name_for
-from pytest_autotuner.core.session import SessionResult, TuningSession
-from pytest_autotuner.core.space import SearchSpace
-from pytest_autotuner.core.spec import TaskSpec
-from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics, RequestRecord
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.outcome.session import SessionResult, TuningSession
+from pytest_autotuner.core.search.space import SearchSpace
+from pytest_autotuner.core.search.study import Search, study_name_for
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.report import write_report
 from pytest_autotuner.report.plots import render_plots
 

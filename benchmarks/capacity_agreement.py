@@ -44,9 +44,9 @@ from typing import Any
 
 from pytest_autotuner.bench.client import run_benchmark
 from pytest_autotuner.bench.server_control import reset_server
-from pytest_autotuner.core.capacity import CapacityLimits
-from pytest_autotuner.core.spec import TaskSpec
-from pytest_autotuner.core.trial import Deadline
+from pytest_autotuner.core.measure.trial import Deadline
+from pytest_autotuner.core.spec.capacity_limits import CapacityLimits
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.evaluate import plan_from_spec, run_ladder
 from pytest_autotuner.runtimes.base import Endpoint
 

@@ -8,9 +8,9 @@ on a fresh server: the clean state ``run_ladder`` now gives each step on a real 
 own server seed, so with noise its own run-to-run factor and step jitter; arrivals are the plan's (seeded per load).
 
 For each noise level: ``--runs`` ladders; the spread of each confirmation (``confirm_runs`` 2: consecutive pairs)
-as max / min - 1, and of all runs; then the gate (``core.baseline.capacity_change``, the spec's default tolerance
-0.10 plus the ladders' resolution) on ``--draws`` random (baseline of 5 runs, now of 2 other runs) draws: every
-flagged draw is a false regression (nothing changed). ``--rule old`` judges as before issue 29 (one step of
+as max / min - 1, and of all runs; then the gate (``core.outcome.baseline.capacity_change``, the spec's default
+tolerance 0.10 plus the ladders' resolution) on ``--draws`` random (baseline of 5 runs, now of 2 other runs)
+draws: every flagged draw is a false regression (nothing changed). ``--rule old`` judges as before issue 29 (one step of
 rate x step_seconds requests, at least 20, its point estimate; no repeats; each load its own arrival sample).
 
     python benchmarks/capacity_repeatability.py [--runs 25] [--noise 0 0.03 0.1] [--rule new|old]
@@ -25,12 +25,12 @@ import statistics
 import time
 import zlib
 
-from pytest_autotuner.core.baseline import capacity_change
-from pytest_autotuner.core.capacity import CapacityResult, capacity_spread, ladder_resolution
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.plan import BenchmarkPlan, CellKey
-from pytest_autotuner.core.spec import TaskSpec
-from pytest_autotuner.core.trial import Deadline
+from pytest_autotuner.core.measure.capacity import CapacityResult, capacity_spread, ladder_resolution
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.plan import BenchmarkPlan, CellKey
+from pytest_autotuner.core.measure.trial import Deadline
+from pytest_autotuner.core.outcome.baseline import capacity_change
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.evaluate import plan_from_spec, run_ladder
 from pytest_autotuner.sim.inprocess import run_benchmark_in_process
 

@@ -21,12 +21,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_autotuner.core.capacity import CapacityLimits, judge_step
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scoring import cell_checks
-from pytest_autotuner.core.spec import TaskSpec
-from pytest_autotuner.core.trial import Deadline
+from pytest_autotuner.core.measure.capacity import judge_step
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.measure.scoring import cell_checks
+from pytest_autotuner.core.measure.trial import Deadline
+from pytest_autotuner.core.spec.capacity_limits import CapacityLimits
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.evaluate import plan_from_spec, run_ladder
 from pytest_autotuner.sim.inprocess import run_benchmark_in_process
 

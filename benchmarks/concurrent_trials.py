@@ -28,9 +28,9 @@ import threading
 import time
 from typing import Any
 
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.spec import TaskSpec
-from pytest_autotuner.core.trial import Deadline, Params
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.trial import Deadline, Params
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.evaluate import make_evaluate, plan_from_spec
 from pytest_autotuner.runtimes import create_runtime
 

@@ -17,9 +17,9 @@ import time
 
 from per_gpu_capacity import in_process_evaluate
 
-from pytest_autotuner.core.scoring import fixed_cells
-from pytest_autotuner.core.spec import TaskSpec
-from pytest_autotuner.core.task import TaskOptions, run_task
+from pytest_autotuner.core.measure.scoring import fixed_cells
+from pytest_autotuner.core.outcome.task import TaskOptions, run_task
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.report.text import answer_line, summary_lines
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"

@@ -19,10 +19,10 @@ from pathlib import Path
 CHILD = textwrap.dedent(
     """
     import json, resource, sys, time
-    from pytest_autotuner.core.spec import SpecError, TaskSpec
+    from pytest_autotuner.core.spec.task_spec import SpecError, TaskSpec
     from pytest_autotuner.inputs import load_spec
-    from pytest_autotuner.core.space import SearchSpace
-    from pytest_autotuner.core.search import Search
+    from pytest_autotuner.core.search.space import SearchSpace
+    from pytest_autotuner.core.search.study import Search
     kind, payload, *rest = json.loads(sys.argv[1])
     max_gpus = rest[0] if rest else None
     start = time.perf_counter()

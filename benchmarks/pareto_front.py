@@ -16,7 +16,7 @@ feasible measured trials (``TaskOutcome.pareto``, the product's own front, after
 
 Hypervolume: each objective normalised to [0, 1] over the feasible points of the exhaustive sweep (0 = the best
 value of that objective, 1 = the worst; throughput flipped, so both are minimised), reference point (1.1, 1.1)
-(10% beyond the worst feasible value of each objective), computed exactly by ``core/pareto.hypervolume`` and
+(10% beyond the worst feasible value of each objective), computed exactly by ``core/outcome/pareto.hypervolume`` and
 checked against Optuna's (``optuna_compat.optuna_hypervolume``). The ratio is a search's hypervolume over the
 exhaustive front's. Acceptance (issue 18): at least 95% after 30 trials.
 
@@ -34,14 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.optuna_compat import optuna_hypervolume, quiet_optuna_logging
-from pytest_autotuner.core.pareto import front_indices, hypervolume
-from pytest_autotuner.core.scoring import score_result
-from pytest_autotuner.core.space import SearchSpace
-from pytest_autotuner.core.spec import TaskSpec
-from pytest_autotuner.core.task import TaskOptions, TaskOutcome, run_task
-from pytest_autotuner.core.trial import Deadline, Params
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.scoring import score_result
+from pytest_autotuner.core.measure.trial import Deadline, Params
+from pytest_autotuner.core.outcome.pareto import front_indices, hypervolume
+from pytest_autotuner.core.outcome.task import TaskOptions, TaskOutcome, run_task
+from pytest_autotuner.core.search.optuna_compat import optuna_hypervolume, quiet_optuna_logging
+from pytest_autotuner.core.search.space import SearchSpace
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.evaluate import plan_from_spec
 from pytest_autotuner.sim import run_benchmark_in_process
 

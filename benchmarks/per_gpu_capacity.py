@@ -15,12 +15,12 @@ from __future__ import annotations
 import itertools
 import time
 
-from pytest_autotuner.core.gpu_pool import gpus_needed
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.spec import TaskSpec
-from pytest_autotuner.core.task import TaskOptions, run_task
-from pytest_autotuner.core.trial import Deadline, Params
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.measure.trial import Deadline, Params
+from pytest_autotuner.core.outcome.task import TaskOptions, run_task
+from pytest_autotuner.core.search.gpu_pool import gpus_needed
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.evaluate import plan_from_spec, run_trial
 from pytest_autotuner.report.text import answer_line
 from pytest_autotuner.sim.inprocess import run_benchmark_in_process

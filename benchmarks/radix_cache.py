@@ -28,9 +28,9 @@ from pathlib import Path
 from sim_fidelity import simulator
 
 from pytest_autotuner.bench.client import run_benchmark
-from pytest_autotuner.core.metrics import CellMetrics
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scenarios import parse_scenario
+from pytest_autotuner.core.measure.metrics import CellMetrics
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.spec.scenarios import parse_scenario
 from pytest_autotuner.runtimes.base import Endpoint
 from pytest_autotuner.sim.inprocess import run_benchmark_in_process
 

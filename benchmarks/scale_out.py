@@ -60,8 +60,8 @@ def true_latency_ms(params: dict[str, bool | int | float | str]) -> float:
     Measured latencies on a 2-core machine running 8 simulators at speed-up 10 carry contention noise, so the
     search quality of the two runs is compared on this value for the configuration each run chose.
     """
-    from pytest_autotuner.core.scoring import score_result
-    from pytest_autotuner.core.spec import TaskSpec
+    from pytest_autotuner.core.measure.scoring import score_result
+    from pytest_autotuner.core.spec.task_spec import TaskSpec
     from pytest_autotuner.evaluate import plan_from_spec
     from pytest_autotuner.sim import run_benchmark_in_process
 

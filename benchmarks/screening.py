@@ -29,13 +29,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scoring import rank_number, score_result
-from pytest_autotuner.core.space import SearchSpace
-from pytest_autotuner.core.spec import TaskSpec
-from pytest_autotuner.core.task import TaskOptions, run_task
-from pytest_autotuner.core.trial import Deadline, Params
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.measure.scoring import rank_number, score_result
+from pytest_autotuner.core.measure.trial import Deadline, Params
+from pytest_autotuner.core.outcome.task import TaskOptions, run_task
+from pytest_autotuner.core.search.space import SearchSpace
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.evaluate import plan_from_spec
 from pytest_autotuner.screen import make_screen
 from pytest_autotuner.sim.inprocess import run_benchmark_in_process

@@ -23,8 +23,8 @@ import logging
 import time
 from typing import Any
 
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scenarios import parse_scenario
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.spec.scenarios import parse_scenario
 from pytest_autotuner.sim.cli import engine_config, parse_argv
 from pytest_autotuner.sim.inprocess import run_benchmark_in_process
 from pytest_autotuner.sim.perf_model import step_time

@@ -12,8 +12,8 @@ import argparse
 import statistics
 import time
 
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scenarios import parse_scenario
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.spec.scenarios import parse_scenario
 from pytest_autotuner.sim.inprocess import run_benchmark_in_process
 
 MODEL = "Llama-3.1-8B"

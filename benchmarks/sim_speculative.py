@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import time
 
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scenarios import parse_scenario
-from pytest_autotuner.core.spec import TaskSpec
-from pytest_autotuner.core.task import TaskOptions, run_task
-from pytest_autotuner.core.trial import Deadline, Params
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.measure.trial import Deadline, Params
+from pytest_autotuner.core.outcome.task import TaskOptions, run_task
+from pytest_autotuner.core.spec.scenarios import parse_scenario
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.sim.inprocess import run_benchmark_in_process
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"

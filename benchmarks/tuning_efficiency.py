@@ -66,17 +66,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_autotuner.core.gpu_pool import GpuPool, gpus_needed
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.objectives import objective_def
-from pytest_autotuner.core.optuna_compat import quiet_optuna_logging
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scoring import TrialScore, rank_key, score_failure, score_result
-from pytest_autotuner.core.search import Search
-from pytest_autotuner.core.session import TrialRecord, TuningSession, by_configuration
-from pytest_autotuner.core.space import SearchSpace
-from pytest_autotuner.core.spec import TaskSpec
-from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.measure.scoring import TrialScore, rank_key, score_failure, score_result
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.outcome.session import TrialRecord, TuningSession, by_configuration
+from pytest_autotuner.core.search.gpu_pool import GpuPool, gpus_needed
+from pytest_autotuner.core.search.optuna_compat import quiet_optuna_logging
+from pytest_autotuner.core.search.space import SearchSpace
+from pytest_autotuner.core.search.study import Search
+from pytest_autotuner.core.spec.objectives import objective_def
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.evaluate import plan_from_spec, run_ladder
 from pytest_autotuner.sim import run_benchmark_in_process
 from pytest_autotuner.sim.__main__ import startup_seconds
@@ -182,7 +182,7 @@ CASES = {
         ),
     ),
     # the goodput issue's objective: the highest request rate one server holds with every SLO met (a ladder of
-    # load steps per trial, core/capacity.py)
+    # load steps per trial, core/measure/capacity.py)
     "h4": Case(
         "h4",
         "H4: Llama-3.1-70B on 8x H100, maximize_goodput: the highest rate held at TTFT p99 <= 1 s and mean TPOT "
@@ -370,7 +370,7 @@ def _unique_tpe(**kwargs: Any) -> Callable[[TaskSpec, SearchSpace, int], Any]:
     """Our bayesian sampler as make_sampler builds it, with ``kwargs`` changed."""
 
     def build(spec: TaskSpec, space: SearchSpace, seed: int) -> Any:
-        from pytest_autotuner.core import samplers
+        from pytest_autotuner.core.search import samplers
 
         options = {**samplers.tpe_options(spec.optimization, space), **kwargs}
         return samplers._unique_tpe_class()(space, seed=seed, **options)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pytest_autotuner.core.baseline import Baseline, parse_baseline
+from pytest_autotuner.core.outcome.baseline import Baseline, parse_baseline
 from pytest_autotuner.files import write_atomically
 
 __all__ = ["baseline_path", "load_baseline", "write_baseline"]

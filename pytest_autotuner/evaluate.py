@@ -7,17 +7,18 @@ import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.core.capacity import CapacityLimits, LadderSearch, judge_step, sized_step_requests, step_seed
-from pytest_autotuner.core.metrics import BenchResult, CellMetrics
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.precision import PRECISION_METRICS
-from pytest_autotuner.core.scenarios import parse_scenario
-from pytest_autotuner.core.scoring import cell_checks
-from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.measure.capacity import LadderSearch, judge_step, sized_step_requests, step_seed
+from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.measure.precision import PRECISION_METRICS
+from pytest_autotuner.core.measure.scoring import cell_checks
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.spec.capacity_limits import CapacityLimits
+from pytest_autotuner.core.spec.scenarios import parse_scenario
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.session import EvaluateFn
-    from pytest_autotuner.core.spec import TaskSpec
+    from pytest_autotuner.core.outcome.session import EvaluateFn
+    from pytest_autotuner.core.spec.task_spec import TaskSpec
     from pytest_autotuner.runtimes.base import Endpoint, RuntimeHost
 
 __all__ = ["make_evaluate", "plan_from_spec", "run_ladder", "run_trial"]
@@ -69,7 +70,7 @@ def run_ladder(
     deadline: Deadline,
     drain: Callable[[], object] | None = None,
 ) -> BenchResult:
-    """The capacity search on one server (``core/capacity.py``): each load step is one benchmark of the plan's
+    """The capacity search on one server (``core/measure/capacity.py``): each load step is one benchmark of the plan's
     scenarios at that load, judged against the plan's SLOs; returns every step's cells and the ladder.
 
     Every measurement starts from the same server state, whatever the ladder did before: ``drain`` (idle server,

@@ -16,7 +16,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from pytest_autotuner.core.trends import HistoryEntry, RunInfo, parse_history_entry
+from pytest_autotuner.core.outcome.trends import HistoryEntry, RunInfo, parse_history_entry
 from pytest_autotuner.files import write_atomically
 
 __all__ = ["append_history", "load_history", "run_info"]

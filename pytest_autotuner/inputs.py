@@ -1,6 +1,7 @@
 """The files a spec names, read at the edge and bounded: the spec file, its datasets, its tokenizer, a local model
-folder's config.json. The core parses what is read here (``core.spec.parse_spec``, ``core.dataset
-.read_conversations``, ``core.models.profile_from_config``) and validates a spec's files through ``SPEC_FILES``.
+folder's config.json. The core parses what is read here (``core.spec.task_spec.parse_spec``,
+``core.spec.dataset.read_conversations``, ``core.spec.models.profile_from_config``) and validates a spec's files
+through ``SPEC_FILES``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_autotuner.core.dataset import (
+from pytest_autotuner.core.spec.dataset import (
     MAX_DATASET_BYTES,
     Conversation,
     DatasetError,
@@ -22,9 +23,9 @@ from pytest_autotuner.core.dataset import (
     read_conversations,
     too_big,
 )
-from pytest_autotuner.core.models import ModelProfile, known_model, profile_from_config, unknown_model
-from pytest_autotuner.core.spec import MAX_SPEC_BYTES, SpecError, TaskSpec, parse_spec
-from pytest_autotuner.core.tokens import TokenizerError
+from pytest_autotuner.core.spec.models import ModelProfile, known_model, profile_from_config, unknown_model
+from pytest_autotuner.core.spec.task_spec import MAX_SPEC_BYTES, SpecError, TaskSpec, parse_spec
+from pytest_autotuner.core.spec.tokens import TokenizerError
 
 __all__ = [
     "SPEC_FILES",
@@ -155,7 +156,7 @@ def context_length_of(model_path: str) -> int | None:
 
 
 class _SpecFiles:
-    """``core.spec.SpecFiles``: what validating a spec reads, from disk."""
+    """``core.spec.task_spec.SpecFiles``: what validating a spec reads, from disk."""
 
     def read_dataset(self, path: str) -> object:
         return load_exchanges(path)

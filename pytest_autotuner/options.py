@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_autotuner.core.runtime_kinds import RUNTIME_KINDS
+from pytest_autotuner.core.spec.runtime_kinds import RUNTIME_KINDS
 
 __all__ = ["Options", "add_options", "read_options"]
 

@@ -2,7 +2,7 @@
 
 The plugin composes the core and the edges and maps the outcome to pytest; it decides nothing itself. Options
 are read once in ``pytest_configure``; an item builds its runtime and evaluate function, calls
-``core.task.run_task`` and turns the ``TaskOutcome`` into the item's result, the report and the summary, all
+``core.outcome.task.run_task`` and turns the ``TaskOutcome`` into the item's result, the report and the summary, all
 printing the outcome's one ``Verdict``. Heavy libraries are imported only when an item runs, so plain
 ``pytest`` without ``--autotune`` costs nothing.
 """
@@ -24,11 +24,11 @@ import pytest
 from pytest_autotuner.options import Options, add_options, read_options
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.baseline import Baseline
-    from pytest_autotuner.core.session import TrialEvent
-    from pytest_autotuner.core.spec import TaskSpec
-    from pytest_autotuner.core.task import TaskOutcome
-    from pytest_autotuner.core.trends import HistoryEntry
+    from pytest_autotuner.core.outcome.baseline import Baseline
+    from pytest_autotuner.core.outcome.session import TrialEvent
+    from pytest_autotuner.core.outcome.task import TaskOutcome
+    from pytest_autotuner.core.outcome.trends import HistoryEntry
+    from pytest_autotuner.core.spec.task_spec import TaskSpec
     from pytest_autotuner.runtimes import RuntimeHost
 
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
@@ -49,7 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
     options = read_options(config)
     if options is None:
         return
-    from pytest_autotuner.core.optuna_compat import quiet_optuna_logging  # imports Optuna: only with --autotune
+    from pytest_autotuner.core.search.optuna_compat import quiet_optuna_logging  # imports Optuna: only with --autotune
 
     quiet_optuna_logging()
     config.addinivalue_line("markers", "autotune: a tuning session collected from a tuning spec")
@@ -87,7 +87,7 @@ class SpecFile(pytest.File):
     """A tuning spec file; collects one TuningItem."""
 
     def collect(self) -> Iterator[pytest.Item]:
-        from pytest_autotuner.core.spec import SpecError
+        from pytest_autotuner.core.spec.task_spec import SpecError
         from pytest_autotuner.inputs import load_spec
 
         try:
@@ -226,7 +226,7 @@ class TuningItem(pytest.Item):
 
     def _run(self, spec: TaskSpec, seed: int, host: RuntimeHost, baseline: Baseline | None) -> TaskOutcome:
         from pytest_autotuner.baseline_file import baseline_path
-        from pytest_autotuner.core.task import TaskOptions, run_task
+        from pytest_autotuner.core.outcome.task import TaskOptions, run_task
         from pytest_autotuner.evaluate import make_evaluate, plan_from_spec
         from pytest_autotuner.interrupts import signals_held
         from pytest_autotuner.runtimes.gpus import detect_gpus, gpu_memory_mib
@@ -325,7 +325,7 @@ class TuningItem(pytest.Item):
         folder = self.options.history_dir
         if folder is None:
             return None, []
-        from pytest_autotuner.core.trends import history_entry
+        from pytest_autotuner.core.outcome.trends import history_entry
         from pytest_autotuner.history import append_history, load_history, run_info
 
         entry = history_entry(outcome, run_info(self.config.rootpath))
@@ -393,7 +393,7 @@ class TuningItem(pytest.Item):
         self._say(progress_line(event, objective, per_gpu=per_gpu))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        from pytest_autotuner.core.search import StudyStorageError
+        from pytest_autotuner.core.search.study import StudyStorageError
 
         if isinstance(excinfo.value, (AutotuneFailure, StudyStorageError)):
             return str(excinfo.value)

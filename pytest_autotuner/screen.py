@@ -16,16 +16,16 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.core.gpu_pool import gpus_needed
-from pytest_autotuner.core.scoring import rank_number, score_result
-from pytest_autotuner.core.sglang_args import imitated_version
-from pytest_autotuner.core.trial import TrialFailure
+from pytest_autotuner.core.measure.scoring import rank_number, score_result
+from pytest_autotuner.core.measure.trial import TrialFailure
+from pytest_autotuner.core.search.gpu_pool import gpus_needed
+from pytest_autotuner.core.spec.sglang_args import imitated_version
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.calibration import PredictFn
-    from pytest_autotuner.core.plan import BenchmarkPlan
-    from pytest_autotuner.core.spec import TaskSpec
-    from pytest_autotuner.core.trial import Params
+    from pytest_autotuner.core.measure.plan import BenchmarkPlan
+    from pytest_autotuner.core.measure.trial import Params
+    from pytest_autotuner.core.search.calibration import PredictFn
+    from pytest_autotuner.core.spec.task_spec import TaskSpec
 
 __all__ = ["SCREEN_REQUESTS", "make_screen"]
 
@@ -36,7 +36,7 @@ def make_screen(
     spec: TaskSpec, plan: BenchmarkPlan, *, gpu: str, num_gpus: int, seed: int
 ) -> tuple[PredictFn | None, str]:
     """(the screen's model, "") or (None, why the spec cannot be screened): a configuration's score as the
-    session ranks it and its mean TTFT and TPOT per cell (``core/calibration.PredictFn``). ``gpu``: the
+    session ranks it and its mean TTFT and TPOT per cell (``core/search/calibration.PredictFn``). ``gpu``: the
     simulator's GPU for the runner's (``simulator.gpu`` on the simulator, nvidia-smi's on a real runner)."""
     from pytest_autotuner.sim.cli import pricing_problem
 

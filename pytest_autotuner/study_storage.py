@@ -1,5 +1,5 @@
 """Where a tuning study is kept: journal files under the report folder, or a shared database; opened here, at
-the edge, and handed to the search (``core.search.StudyStorage``).
+the edge, and handed to the search (``core.search.study.StudyStorage``).
 
 Local journals (``journal:<file>``, by default ``reports/<task>/study.journal``) survive torn writes and
 concurrent runs: a run takes an exclusive lock on ``<file>.owner`` (``flock``, so a killed run's lock is free at
@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from pytest_autotuner.core.search import StudyStorage, StudyStorageError, unreplayable
+from pytest_autotuner.core.search.study import StudyStorage, StudyStorageError, unreplayable
 from pytest_autotuner.interrupts import signals_held
 
 __all__ = ["default_storage_url", "lock_journal", "open_storage", "repair_journal"]

@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from pytest_autotuner.core.metrics import BenchResult, CellMetrics, RequestRecord
-from pytest_autotuner.core.spec import TaskSpec
-from pytest_autotuner.core.task import TaskOptions, TaskOutcome, run_task
-from pytest_autotuner.core.trial import Deadline, Params
+from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics, RequestRecord
+from pytest_autotuner.core.measure.trial import Deadline, Params
+from pytest_autotuner.core.outcome.task import TaskOptions, TaskOutcome, run_task
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 
 
 def cell(

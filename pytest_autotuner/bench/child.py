@@ -28,13 +28,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, TrialFailure
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from pytest_autotuner.core.metrics import BenchResult, CellSummary
-    from pytest_autotuner.core.plan import BenchmarkPlan
+    from pytest_autotuner.core.measure.metrics import BenchResult, CellSummary
+    from pytest_autotuner.core.measure.plan import BenchmarkPlan
     from pytest_autotuner.runtimes.base import Endpoint
 
 __all__ = ["run_benchmark_in_child"]

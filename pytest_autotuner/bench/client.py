@@ -25,11 +25,11 @@ simulator then holds its clock until the follower is there, so this client's rea
 on a loaded machine, times the speed-up) does not thin the simulated batch (see ``sim/server.py``). Real
 servers ignore these headers.
 
-Traffic with structure (``core/scenarios.py``): ``P(...)`` requests share their group's system prompt (a system
+Traffic with structure (``core/spec/scenarios.py``): ``P(...)`` requests share their group's system prompt (a system
 message, or the head of a completions prompt); ``C(...)`` sessions resend their history with the replies this
 client received (``_Cell.sessions``: one user per worker, turns in order, ``X-Sim-Think`` announces the think
 time); ``dataset(...)`` replays a file's conversations as such sessions, every exchange in order
-(``core/dataset.py``). Prompts are built by the tokenizer the simulator counts with when it names one in
+(``core/spec/dataset.py``). Prompts are built by the tokenizer the simulator counts with when it names one in
 ``/get_server_info`` (``sim_tokenizer``), else by the plan's tokenizer or the word rule. Each record keeps the server's
 ``usage.prompt_tokens_details.cached_tokens``.
 
@@ -97,16 +97,16 @@ from pytest_autotuner.bench.stream import (
     new_session,
     paused_gc,
 )
-from pytest_autotuner.core.dataset import sample_exchanges
-from pytest_autotuner.core.metrics import INCOMPLETE, BenchResult, CellMetrics, RequestRecord
-from pytest_autotuner.core.plan import CellKey
-from pytest_autotuner.core.precision import PrecisionTracker
-from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
+from pytest_autotuner.core.measure.metrics import INCOMPLETE, BenchResult, CellMetrics, RequestRecord
+from pytest_autotuner.core.measure.plan import CellKey
+from pytest_autotuner.core.measure.precision import PrecisionTracker
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, TrialFailure
+from pytest_autotuner.core.spec.dataset import sample_exchanges
 from pytest_autotuner.inputs import load_conversations
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.plan import BenchmarkPlan
-    from pytest_autotuner.core.scenarios import Conversations, Scenario
+    from pytest_autotuner.core.measure.plan import BenchmarkPlan
+    from pytest_autotuner.core.spec.scenarios import Conversations, Scenario
     from pytest_autotuner.runtimes.base import Endpoint
 
 __all__ = ["run_benchmark", "run_cell"]
@@ -185,7 +185,7 @@ class _Cell:
         self.replies: dict[int, str] = {}  # the reply text of each turn, resent in the session's later turns
 
     def track_precision(self, concurrency: int) -> None:
-        """Stop the measured phase once the objective's metric is precise enough (``core/precision.py``); at
+        """Stop the measured phase once the objective's metric is precise enough (``core/measure/precision.py``); at
         least one completed request per concurrent stream, so a closed loop's first wave is not the sample."""
         plan = self.plan
         if plan.precision is None:
@@ -273,7 +273,7 @@ class _Cell:
         ]
 
     def _prepare_replay(self, dataset: str, factory: PromptFactory) -> None:
-        """Dataset replay: conversations drawn by seed, each a session of its exchanges (``core/dataset.py``).
+        """Dataset replay: conversations drawn by seed, each a session of its exchanges (``core/spec/dataset.py``).
 
         Lengths are counted as the server counts (its tokenizer when the factory has it, else words) and kept
         within the server's context, as bench_serving filters: a first message too long is cut to fit, and a

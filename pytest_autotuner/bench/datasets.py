@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from pytest_autotuner.core.dataset import first_exchange
-from pytest_autotuner.core.tokens import OUTPUT_WORDS
+from pytest_autotuner.core.spec.dataset import first_exchange
+from pytest_autotuner.core.spec.tokens import OUTPUT_WORDS
 
 __all__ = ["convert", "generate", "main"]
 

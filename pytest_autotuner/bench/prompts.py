@@ -6,7 +6,7 @@ each of these words (with its leading space) to a single token, so the length is
 The requested and the actual counts are both recorded; actual counts always come from the server's ``usage``.
 
 With ``tokenizer`` naming a local ``tokenizer.json`` (or a folder holding one; read with the ``tokenizers``
-package, ``core/tokens.py``), prompts are built from token ids and come out at the exact length by that
+package, ``core/spec/tokens.py``), prompts are built from token ids and come out at the exact length by that
 tokenizer's count (before any chat template), as SGLang ``bench_serving``'s random dataset builds them: ids
 of the word text are cut to the length, decoded, re-encoded and corrected until the count is exact. Nothing is
 ever downloaded from the hub.
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pytest_autotuner.core.tokens import TokenizerError
+from pytest_autotuner.core.spec.tokens import TokenizerError
 from pytest_autotuner.inputs import TokenizerFile, load_tokenizer
 
 __all__ = ["PROMPT_WORDS", "PromptFactory", "SharedPrompt"]

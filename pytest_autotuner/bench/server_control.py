@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.trial import Deadline
+    from pytest_autotuner.core.measure.trial import Deadline
     from pytest_autotuner.runtimes.base import Endpoint
 
 __all__ = ["flush_cache", "reset_server", "wait_until_idle"]

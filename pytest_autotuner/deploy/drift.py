@@ -18,8 +18,8 @@ import yaml
 from pytest_autotuner.deploy.launch import SERVER_MODULE, gpu_count, server_flags
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.spec import TaskSpec
-    from pytest_autotuner.core.trial import ParamValue
+    from pytest_autotuner.core.measure.trial import ParamValue
+    from pytest_autotuner.core.spec.task_spec import TaskSpec
 
 __all__ = ["command_of", "deploy_drift", "flag_values"]
 

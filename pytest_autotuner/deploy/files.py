@@ -13,8 +13,8 @@ from pytest_autotuner.deploy.launch import launch_argv, shell_line, spec_sglang_
 from pytest_autotuner.files import write_atomically
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.spec import TaskSpec
-    from pytest_autotuner.core.trial import ParamValue
+    from pytest_autotuner.core.measure.trial import ParamValue
+    from pytest_autotuner.core.spec.task_spec import TaskSpec
 
 __all__ = [
     "DEPLOY_FILES",

@@ -23,8 +23,8 @@ from pytest_autotuner.deploy.launch import (
 )
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.spec import TaskSpec
-    from pytest_autotuner.core.trial import ParamValue
+    from pytest_autotuner.core.measure.trial import ParamValue
+    from pytest_autotuner.core.spec.task_spec import TaskSpec
 
 __all__ = ["kubernetes_manifests", "kubernetes_yaml", "shm_quantity"]
 

@@ -9,14 +9,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.core.gpu_pool import gpus_needed
-from pytest_autotuner.core.sglang_args import check_argv, imitated_version
+from pytest_autotuner.core.search.gpu_pool import gpus_needed
+from pytest_autotuner.core.spec.sglang_args import check_argv, imitated_version
 from pytest_autotuner.runtimes.base import server_argv
 from pytest_autotuner.sglang_tables import shipped_table
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.spec import TaskSpec
-    from pytest_autotuner.core.trial import ParamValue
+    from pytest_autotuner.core.measure.trial import ParamValue
+    from pytest_autotuner.core.spec.task_spec import TaskSpec
 
 __all__ = [
     "CONTAINER_HF_CACHE",

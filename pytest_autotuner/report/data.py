@@ -11,18 +11,18 @@ import platform
 from typing import TYPE_CHECKING, Any
 
 import pytest_autotuner
-from pytest_autotuner.core.capacity import capacity_spread, ladder_resolution
-from pytest_autotuner.core.gpu_pool import gpus_needed
-from pytest_autotuner.core.metrics import json_safe
-from pytest_autotuner.core.scoring import OBJECTIVE_METRICS
+from pytest_autotuner.core.measure.capacity import capacity_spread, ladder_resolution
+from pytest_autotuner.core.measure.metrics import json_safe
+from pytest_autotuner.core.measure.scoring import OBJECTIVE_METRICS
+from pytest_autotuner.core.search.gpu_pool import gpus_needed
 from pytest_autotuner.report.text import answer_line, baseline_text, cost_line, defaults_line, screening_line
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from pytest_autotuner.core.scoring import SloCheck
-    from pytest_autotuner.core.session import TrialRecord
-    from pytest_autotuner.core.task import TaskOutcome
+    from pytest_autotuner.core.measure.scoring import SloCheck
+    from pytest_autotuner.core.outcome.session import TrialRecord
+    from pytest_autotuner.core.outcome.task import TaskOutcome
 
 __all__ = [
     "CELL_COLUMNS",

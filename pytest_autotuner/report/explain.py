@@ -9,14 +9,14 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from pytest_autotuner.core.gpu_pool import gpus_needed
+from pytest_autotuner.core.search.gpu_pool import gpus_needed
 from pytest_autotuner.report.data import MIN_IMPORTANCE_TRIALS, importance_trials, param_importances
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.metrics import CellMetrics
-    from pytest_autotuner.core.session import Confirmation
-    from pytest_autotuner.core.task import TaskOutcome
-    from pytest_autotuner.core.trial import ParamValue
+    from pytest_autotuner.core.measure.metrics import CellMetrics
+    from pytest_autotuner.core.measure.trial import ParamValue
+    from pytest_autotuner.core.outcome.session import Confirmation
+    from pytest_autotuner.core.outcome.task import TaskOutcome
 
 __all__ = [
     "DEPLOY_FOLDER",
@@ -285,7 +285,7 @@ def cost_block(outcome: TaskOutcome) -> dict[str, Any] | None:
 def _per_dollar(outcome: TaskOutcome, price: float) -> dict[str, Any] | None:
     """``optimization.per_dollar``: the best's per-GPU objective at the price of a GPU-hour (a rate becomes an
     amount per currency unit: tok/s per GPU -> output tokens per dollar)."""
-    from pytest_autotuner.core.scoring import OBJECTIVE_METRICS
+    from pytest_autotuner.core.measure.scoring import OBJECTIVE_METRICS
 
     best = outcome.best
     if best is None or best.score.objective is None or not math.isfinite(best.score.objective):

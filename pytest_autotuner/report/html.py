@@ -12,7 +12,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_autotuner.core.formatting import describe_params, format_gain, format_objective, format_p, format_seconds
+from pytest_autotuner.core.measure.formatting import (
+    describe_params,
+    format_gain,
+    format_objective,
+    format_p,
+    format_seconds,
+)
 from pytest_autotuner.files import write_atomically
 from pytest_autotuner.report.data import environment, pareto_block, results_summary, trial_status, trials_frame
 from pytest_autotuner.report.text import (
@@ -27,8 +33,8 @@ from pytest_autotuner.report.text import (
 if TYPE_CHECKING:
     import jinja2
 
-    from pytest_autotuner.core.task import TaskOutcome
-    from pytest_autotuner.core.trends import HistoryEntry
+    from pytest_autotuner.core.outcome.task import TaskOutcome
+    from pytest_autotuner.core.outcome.trends import HistoryEntry
 
 __all__ = ["render_report", "write_index", "write_report"]
 
@@ -238,7 +244,7 @@ LAST_RUNS = 10  # rows of the history's table of last runs
 
 def history_context(entries: Sequence[HistoryEntry], skipped: Sequence[str] = ()) -> dict[str, Any]:
     """The history section of a page: the trend plot and the last runs, newest first (``entries`` oldest first)."""
-    from pytest_autotuner.core.trends import fingerprint_changes, trends
+    from pytest_autotuner.core.outcome.trends import fingerprint_changes, trends
     from pytest_autotuner.report.plots import trend_plot
 
     ordered = sorted(entries, key=lambda e: e.date)

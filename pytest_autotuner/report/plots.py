@@ -23,17 +23,17 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from pytest_autotuner.core.pareto import within_bound
-from pytest_autotuner.core.scoring import OBJECTIVE_METRICS, rank_key
+from pytest_autotuner.core.measure.scoring import OBJECTIVE_METRICS, rank_key
+from pytest_autotuner.core.outcome.pareto import within_bound
 from pytest_autotuner.report.data import param_importances, pareto_front, trial_latency_throughput
 from pytest_autotuner.report.text import safe
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from pytest_autotuner.core.session import TrialRecord
-    from pytest_autotuner.core.task import TaskOutcome
-    from pytest_autotuner.core.trends import Trend
+    from pytest_autotuner.core.outcome.session import TrialRecord
+    from pytest_autotuner.core.outcome.task import TaskOutcome
+    from pytest_autotuner.core.outcome.trends import Trend
 
 #: user text (task names, parameter values) is drawn as is, never parsed as mathtext ("$...$")
 _PLAIN_TEXT: dict[Any, Any] = {"text.parse_math": False, "text.usetex": False}

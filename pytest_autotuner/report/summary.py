@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.core.formatting import describe_params, format_gain, format_objective, format_p
+from pytest_autotuner.core.measure.formatting import describe_params, format_gain, format_objective, format_p
 from pytest_autotuner.report.text import answer_line, baseline_text, cost_line, objective_label
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.task import TaskOutcome
+    from pytest_autotuner.core.outcome.task import TaskOutcome
 
 __all__ = ["append_step_summary", "github_step_summary"]
 

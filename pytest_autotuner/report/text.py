@@ -9,15 +9,21 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.core.capacity import capacity_spread
-from pytest_autotuner.core.formatting import describe_params, format_gain, format_limit, format_objective, format_p
-from pytest_autotuner.core.objectives import OBJECTIVE_DEFS
-from pytest_autotuner.core.trial import FailureClass
+from pytest_autotuner.core.measure.capacity import capacity_spread
+from pytest_autotuner.core.measure.formatting import (
+    describe_params,
+    format_gain,
+    format_limit,
+    format_objective,
+    format_p,
+)
+from pytest_autotuner.core.measure.trial import FailureClass
+from pytest_autotuner.core.spec.objectives import OBJECTIVE_DEFS
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.session import Confirmation, TrialEvent
-    from pytest_autotuner.core.task import TaskOutcome
-    from pytest_autotuner.core.trial import Params
+    from pytest_autotuner.core.measure.trial import Params
+    from pytest_autotuner.core.outcome.session import Confirmation, TrialEvent
+    from pytest_autotuner.core.outcome.task import TaskOutcome
 
 __all__ = [
     "answer_line",

@@ -7,13 +7,13 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.core.gpu_pool import gpus_needed
+from pytest_autotuner.core.search.gpu_pool import gpus_needed
 from pytest_autotuner.report.plots import BLUE, GREEN, GREY, RED, _figure, _style
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from pytest_autotuner.core.task import TaskOutcome
+    from pytest_autotuner.core.outcome.task import TaskOutcome
 
 __all__ = ["TradeoffPoint", "has_several_loads", "tradeoff_figure", "tradeoff_frontier", "tradeoff_points"]
 

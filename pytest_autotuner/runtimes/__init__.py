@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.core.runtime_kinds import RUNTIME_KINDS
+from pytest_autotuner.core.spec.runtime_kinds import RUNTIME_KINDS
 from pytest_autotuner.runtimes.base import Endpoint, RuntimeHost, RuntimeUnavailable, Server, server_argv
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.sglang_args import ArgumentTable
-    from pytest_autotuner.core.spec import TaskSpec
+    from pytest_autotuner.core.spec.sglang_args import ArgumentTable
+    from pytest_autotuner.core.spec.task_spec import TaskSpec
 
 __all__ = [
     "RUNTIME_KINDS",
@@ -57,7 +57,7 @@ def create_host(kind: str, spec: TaskSpec, *, seed: int) -> RuntimeHost:
 def flag_problems(spec: TaskSpec, kind: str, table: ArgumentTable) -> str:
     """The preflight's verdict on a spec: "" when every tuned parameter, initial configuration and extra argument
     fits ``table``, else one message listing each problem (no trial should run)."""
-    from pytest_autotuner.core.sglang_args import check_spec_flags
+    from pytest_autotuner.core.spec.sglang_args import check_spec_flags
 
     parameters: dict[str, object] = dict(spec.parameters)
     for config in spec.initial_configs:

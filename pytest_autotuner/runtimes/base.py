@@ -15,13 +15,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pytest_autotuner.core.sglang_args import (
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, ParamValue, TrialFailure
+from pytest_autotuner.core.spec.sglang_args import (
     DEFAULT_VERSION,
     SHIPPED_VERSIONS,
     ArgumentTable,
     parse_help,
 )
-from pytest_autotuner.core.trial import Deadline, FailureClass, ParamValue, TrialFailure
 from pytest_autotuner.sglang_tables import shipped_table
 
 __all__ = [

@@ -21,7 +21,8 @@ killed outright leaves its containers to the next session's sweep: ``prepare()``
 longer running (``remove_leftovers``), before the session's first trial.
 
 The model, address and port flags belong to the runtime: a spec that tunes one or passes one in
-``docker.extra_args`` is refused at collection (``core/spec.py``: ``RUNTIME_OWNED_FLAGS``, ``owned_flags_in``).
+``docker.extra_args`` is refused at collection (``core/spec/task_spec.py``: ``RUNTIME_OWNED_FLAGS``,
+``owned_flags_in``).
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_autotuner.core.gpu_pool import gpus_needed
-from pytest_autotuner.core.sglang_args import ArgumentTable, version_from_tag
-from pytest_autotuner.core.trial import Deadline, FailureClass, ParamValue, TrialFailure
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, ParamValue, TrialFailure
+from pytest_autotuner.core.search.gpu_pool import gpus_needed
+from pytest_autotuner.core.spec.sglang_args import ArgumentTable, version_from_tag
 from pytest_autotuner.files import write_atomically
 from pytest_autotuner.runtimes.base import (
     SECRET_ENV_VARS,
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.containers import Container
 
-    from pytest_autotuner.core.spec import DockerSettings, TaskSpec
+    from pytest_autotuner.core.spec.task_spec import DockerSettings, TaskSpec
 
 __all__ = [
     "LABEL_HOST",

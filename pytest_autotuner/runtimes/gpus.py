@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.spec import TaskSpec
+    from pytest_autotuner.core.spec.task_spec import TaskSpec
 
 __all__ = ["detect_gpus", "gpu_memory_mib"]
 
@@ -54,7 +54,7 @@ def gpu_memory_mib(spec: TaskSpec, runtime: str, ids: list[int]) -> float | None
     """Total memory of the smallest of the GPUs ``ids``, in MiB, as SGLang sees it (it sizes some defaults by it);
     the simulated GPU's for the simulator; None when unknown (no GPU, or no nvidia-smi)."""
     if runtime == "sim":
-        from pytest_autotuner.core.sglang_defaults import GPU_MEMORY_MIB
+        from pytest_autotuner.core.search.sglang_defaults import GPU_MEMORY_MIB
 
         return GPU_MEMORY_MIB[spec.simulator.gpu]
     rows = _query_gpus("index", "memory.total") if ids else None

@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from pytest_autotuner.core.sglang_args import ArgumentTable
-from pytest_autotuner.core.spec import owned_flags_in
-from pytest_autotuner.core.trial import Deadline, ParamValue, TrialFailure
+from pytest_autotuner.core.measure.trial import Deadline, ParamValue, TrialFailure
+from pytest_autotuner.core.spec.sglang_args import ArgumentTable
+from pytest_autotuner.core.spec.task_spec import owned_flags_in
 from pytest_autotuner.runtimes.base import (
     Endpoint,
     RuntimeUnavailable,

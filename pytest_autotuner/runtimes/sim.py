@@ -7,11 +7,11 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.core.sglang_args import ArgumentTable, imitated_version
+from pytest_autotuner.core.spec.sglang_args import ArgumentTable, imitated_version
 from pytest_autotuner.runtimes.process import ProcessHost
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.spec import SimulatorSettings
+    from pytest_autotuner.core.spec.task_spec import SimulatorSettings
 
 __all__ = ["SimHost", "sim_seed"]
 

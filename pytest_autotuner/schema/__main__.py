@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pytest_autotuner.core.spec import spec_json_schema
+from pytest_autotuner.core.spec.task_spec import spec_json_schema
 from pytest_autotuner.files import write_atomically
 from pytest_autotuner.schema.tables import field_tables
 

@@ -1,4 +1,4 @@
-"""The argument tables shipped for each SGLang version in ``core.sglang_args.SHIPPED_VERSIONS``: one JSON per
+"""The argument tables shipped for each SGLang version in ``core.spec.sglang_args.SHIPPED_VERSIONS``: one JSON per
 version in this folder, generated from SGLang's own ``ServerArgs.add_cli_args`` (the ``server-args.json`` that
 ``.ci`` tooling dumps from an installed SGLang). Regenerate with
 
@@ -11,7 +11,7 @@ import functools
 import json
 from importlib import resources
 
-from pytest_autotuner.core.sglang_args import SHIPPED_VERSIONS, ArgumentTable
+from pytest_autotuner.core.spec.sglang_args import SHIPPED_VERSIONS, ArgumentTable
 
 __all__ = ["shipped_table"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from pytest_autotuner.core.sglang_args import table_from_actions
+from pytest_autotuner.core.spec.sglang_args import table_from_actions
 
 
 def generate(server_args_json: str, out_dir: str) -> None:

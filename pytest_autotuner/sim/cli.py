@@ -7,14 +7,14 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pytest_autotuner.core.sglang_args import (
+from pytest_autotuner.core.spec.sglang_args import (
     DEFAULT_VERSION,
     SHIPPED_VERSIONS,
     ArgumentTable,
     Option,
     table_from_actions,
 )
-from pytest_autotuner.core.tokens import WORD_RULE, TokenCounter
+from pytest_autotuner.core.spec.tokens import WORD_RULE, TokenCounter
 from pytest_autotuner.inputs import load_tokenizer, tokenizer_file
 from pytest_autotuner.sglang_tables import shipped_table
 from pytest_autotuner.sim.distortion import load_distortion
@@ -30,7 +30,7 @@ from pytest_autotuner.sim.perf_model import (
 from pytest_autotuner.sim.speculative import Speculation, parse_acceptance
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.trial import ParamValue
+    from pytest_autotuner.core.measure.trial import ParamValue
 
 __all__ = [
     "DEFAULT_SPEEDUP",
@@ -306,7 +306,7 @@ def _sglang_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def default_mem_fraction(args: argparse.Namespace, chunked_prefill_size: int) -> float:
     """The mem-fraction-static SGLang picks for these flags on the simulated GPU (see sglang_defaults)."""
-    from pytest_autotuner.core.sglang_defaults import GPU_MEMORY_MIB, sglang_defaults
+    from pytest_autotuner.core.search.sglang_defaults import GPU_MEMORY_MIB, sglang_defaults
 
     defaults = sglang_defaults(GPU_MEMORY_MIB[args.sim_gpu], tp_size=args.tp_size,
                                chunked_prefill_size=chunked_prefill_size, cuda_graph_max_bs=args.cuda_graph_max_bs,

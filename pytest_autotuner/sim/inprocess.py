@@ -9,16 +9,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pytest_autotuner.core.metrics import BenchResult, CellMetrics, RequestRecord
-from pytest_autotuner.core.trial import FailureClass, TrialFailure
+from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics, RequestRecord
+from pytest_autotuner.core.measure.trial import FailureClass, TrialFailure
 from pytest_autotuner.sim.cli import engine_config, params_to_argv, parse_argv, server_info
 from pytest_autotuner.sim.perf_model import StartupFailure, plan_memory
 from pytest_autotuner.sim.scheduler import Scheduler, SimRequest, stream_chunk_sizes
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.plan import BenchmarkPlan
-    from pytest_autotuner.core.scenarios import Scenario
-    from pytest_autotuner.core.trial import ParamValue
+    from pytest_autotuner.core.measure.plan import BenchmarkPlan
+    from pytest_autotuner.core.measure.trial import ParamValue
+    from pytest_autotuner.core.spec.scenarios import Scenario
     from pytest_autotuner.sim.perf_model import EngineConfig, MemoryPlan
 
 __all__ = ["ARRIVAL_STREAM", "FAILURE_CLASSES", "run_benchmark_in_process", "simulate_requests"]

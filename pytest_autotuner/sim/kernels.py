@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.models import ModelProfile
+    from pytest_autotuner.core.spec.models import ModelProfile
     from pytest_autotuner.sim.perf_model import EngineConfig
 
 __all__ = [
@@ -537,7 +537,7 @@ def _is_moe(path: str) -> bool:
 def model_profile(model_path: str) -> ModelProfile:
     """The architecture the scheduler and memory checks need for a model the library knows (its bundled config
     or the local folder's), for models outside the roofline's table; ValueError saying why not."""
-    from pytest_autotuner.core.models import ModelProfile
+    from pytest_autotuner.core.spec.models import ModelProfile
 
     path, reason = library_model(model_path)
     if path is None:

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pytest_autotuner.core.models import MODELS, ModelProfile
+from pytest_autotuner.core.spec.models import MODELS, ModelProfile
 from pytest_autotuner.inputs import lookup_model
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Request parsing and response bodies in SGLang's OpenAI-compatible and native formats.
 
-Token counting (``core/tokens.py``): with a tokenizer (``--sim-tokenizer``, or the ``tokenizer.json`` of a
+Token counting (``core/spec/tokens.py``): with a tokenizer (``--sim-tokenizer``, or the ``tokenizer.json`` of a
 local model folder) a prompt is its token ids, as SGLang counts it; without one, the word rule: each
 whitespace-separated word is one token, plus one more per 10 characters of a long word. The prompt's tokens
 are the keys of the radix cache. A chat request's prompt is its messages' contents, each stripped, joined by
@@ -16,12 +16,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pytest_autotuner.core.tokens import OUTPUT_WORDS, WORD_RULE, word_tokens
+from pytest_autotuner.core.spec.tokens import OUTPUT_WORDS, WORD_RULE, word_tokens
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
 
-    from pytest_autotuner.core.tokens import TokenCounter
+    from pytest_autotuner.core.spec.tokens import TokenCounter
 
 __all__ = [
     "GenerationRequest",

@@ -41,7 +41,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.core.tokens import OUTPUT_WORDS
+from pytest_autotuner.core.spec.tokens import OUTPUT_WORDS
 from pytest_autotuner.sim.perf_model import make_step_cost
 from pytest_autotuner.sim.radix_cache import RadixCache, RadixNode
 

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from pytest_autotuner.core.tokens import WORD_RULE, output_keys
+from pytest_autotuner.core.spec.tokens import WORD_RULE, output_keys
 from pytest_autotuner.sim.clock import VirtualClock
 from pytest_autotuner.sim.protocol import (
     RequestError,
@@ -62,7 +62,7 @@ from pytest_autotuner.sim.streaming import LiveRequest
 if TYPE_CHECKING:
     import argparse
 
-    from pytest_autotuner.core.tokens import TokenCounter
+    from pytest_autotuner.core.spec.tokens import TokenCounter
     from pytest_autotuner.sim.perf_model import EngineConfig, MemoryPlan
     from pytest_autotuner.sim.protocol import Api, GenerationRequest
 
@@ -134,7 +134,7 @@ class SimServer:
         counter: TokenCounter = WORD_RULE,
     ) -> None:
         self.args = args
-        self.counter = counter  # counts prompts and gives the radix cache its keys (``core/tokens.py``)
+        self.counter = counter  # counts prompts and gives the radix cache its keys (``core/spec/tokens.py``)
         self._output_keys = output_keys(counter)
         self.config = config
         self.info = info

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_autotuner.core.capacity import capacity_spread
-from pytest_autotuner.core.spec import TaskSpec
-from pytest_autotuner.core.trial import Deadline
+from pytest_autotuner.core.measure.capacity import capacity_spread
+from pytest_autotuner.core.measure.trial import Deadline
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.evaluate import make_evaluate, plan_from_spec
 from pytest_autotuner.runtimes import create_host
 

@@ -16,9 +16,9 @@ from processes import SimProcess
 
 from pytest_autotuner.bench.child import run_benchmark_in_child
 from pytest_autotuner.bench.client import run_benchmark
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scenarios import parse_scenario
-from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, TrialFailure
+from pytest_autotuner.core.spec.scenarios import parse_scenario
 from pytest_autotuner.runtimes.base import Endpoint
 
 

@@ -21,10 +21,10 @@ from aiohttp.client_proto import ResponseHandler
 from pytest_autotuner.bench import client, stream
 from pytest_autotuner.bench.client import run_benchmark, run_cell
 from pytest_autotuner.bench.stream import StreamParser, new_session, paused_gc
-from pytest_autotuner.core.metrics import CellMetrics
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scenarios import parse_scenario
-from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
+from pytest_autotuner.core.measure.metrics import CellMetrics
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, TrialFailure
+from pytest_autotuner.core.spec.scenarios import parse_scenario
 from pytest_autotuner.runtimes.base import Endpoint
 
 

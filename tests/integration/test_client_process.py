@@ -18,7 +18,7 @@ from test_client_faults import FakeSglang, ServerThread, endpoint, fake, make_pl
 
 from pytest_autotuner.bench.child import run_benchmark_in_child
 from pytest_autotuner.bench.client import run_benchmark
-from pytest_autotuner.core.trial import Deadline, FailureClass, ParamValue, TrialFailure
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, ParamValue, TrialFailure
 from pytest_autotuner.evaluate import make_evaluate
 from pytest_autotuner.runtimes.base import Endpoint
 

@@ -27,8 +27,8 @@ from factories import spec as make_spec
 from processes import interruptible
 from pydantic import ValidationError
 
-from pytest_autotuner.core.spec import DockerSettings
-from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, TrialFailure
+from pytest_autotuner.core.spec.task_spec import DockerSettings
 from pytest_autotuner.runtimes import RuntimeUnavailable
 from pytest_autotuner.runtimes.docker import (
     LABEL_HOST,
@@ -361,8 +361,8 @@ def test_an_error_in_the_benchmark_still_removes_the_container(client: Any, host
 
 
 def test_a_crash_during_the_benchmark_is_classified_crashed(client: Any, host_of: Any) -> None:
-    from pytest_autotuner.core.plan import BenchmarkPlan
-    from pytest_autotuner.core.scenarios import parse_scenario
+    from pytest_autotuner.core.measure.plan import BenchmarkPlan
+    from pytest_autotuner.core.spec.scenarios import parse_scenario
     from pytest_autotuner.evaluate import make_evaluate
 
     plan = BenchmarkPlan(

@@ -11,10 +11,10 @@ import pytest
 from processes import SimProcess
 
 from pytest_autotuner.bench.client import run_benchmark
-from pytest_autotuner.core.metrics import CellMetrics
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scenarios import parse_scenario
-from pytest_autotuner.core.trial import Deadline
+from pytest_autotuner.core.measure.metrics import CellMetrics
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.measure.trial import Deadline
+from pytest_autotuner.core.spec.scenarios import parse_scenario
 from pytest_autotuner.report.explain import cell_breakdown
 from pytest_autotuner.runtimes.base import Endpoint
 

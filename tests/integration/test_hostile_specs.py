@@ -488,11 +488,11 @@ CHILD = textwrap.dedent(
     """
     import json, resource, sys, traceback
     resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
-    from pytest_autotuner.core.spec import SpecError
+    from pytest_autotuner.core.spec.task_spec import SpecError
     from pytest_autotuner.inputs import load_spec
-    from pytest_autotuner.core.space import SearchSpace
-    from pytest_autotuner.core.search import Search
-    from pytest_autotuner.core.spec import TaskSpec
+    from pytest_autotuner.core.search.space import SearchSpace
+    from pytest_autotuner.core.search.study import Search
+    from pytest_autotuner.core.spec.task_spec import TaskSpec
 
     def peak():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -600,7 +600,7 @@ def test_huge_spaces_are_searched_without_listing_them(
 
 
 def test_distinct_task_names_get_distinct_report_folders(results: dict[str, dict[str, Any]]) -> None:
-    from pytest_autotuner.core.spec import TaskSpec
+    from pytest_autotuner.core.spec.task_spec import TaskSpec
 
     names = ["team/a", "team_a", "team a", "team\\a", "TEAM_A", "team_a."]
     slugs = [TaskSpec.model_validate({"task_name": n, "parameters": {"x": [1]}}).slug for n in names]

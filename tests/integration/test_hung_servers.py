@@ -27,11 +27,11 @@ import pytest
 from processes import SimProcess
 
 from pytest_autotuner.bench.client import run_benchmark
-from pytest_autotuner.core.capacity import CapacityLimits
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scenarios import parse_scenario
-from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, TrialFailure
+from pytest_autotuner.core.spec.capacity_limits import CapacityLimits
+from pytest_autotuner.core.spec.scenarios import parse_scenario
 from pytest_autotuner.evaluate import run_ladder
 from pytest_autotuner.runtimes.base import Endpoint
 

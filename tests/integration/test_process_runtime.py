@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from processes import descendants, interruptible
 
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scenarios import parse_scenario
-from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, TrialFailure
+from pytest_autotuner.core.spec.scenarios import parse_scenario
 from pytest_autotuner.evaluate import make_evaluate
 from pytest_autotuner.runtimes.base import _get_json
 from pytest_autotuner.runtimes.process import ProcessHost

@@ -15,9 +15,9 @@ import factories
 import pytest
 from integration.cdp import headless_chromium, load_page
 
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.task import TaskOptions, TaskOutcome, run_task
-from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.outcome.task import TaskOptions, TaskOutcome, run_task
 from pytest_autotuner.report import write_index, write_report
 
 SCRIPT_PAYLOAD = "<script>window.__pwned=1</script>"

@@ -111,7 +111,7 @@ def test_three_workers_share_one_study_and_a_report_job_judges_it(tmp_path: Path
     assert not [line for line in report.stdout.splitlines() if line.strip().startswith("trial ")]
     results = json.loads((tmp_path / "reports" / task / "results.json").read_text())
     # the product's ranking: a configuration measured twice (a new best's repeat run) by the mean of its runs
-    from pytest_autotuner.core.session import TrialRecord, by_configuration
+    from pytest_autotuner.core.outcome.session import TrialRecord, by_configuration
     from pytest_autotuner.inputs import load_spec
 
     maximize = load_spec(tmp_path / "tuning_specs" / f"{task}.json").optimization.direction == "maximize"
@@ -175,9 +175,9 @@ def test_trials_of_a_worker_killed_before_its_heartbeat_thread_are_failed_after_
     from factories import spec
     from optuna.trial import TrialState
 
-    from pytest_autotuner.core import optuna_compat
-    from pytest_autotuner.core.search import Search
-    from pytest_autotuner.core.space import SearchSpace
+    from pytest_autotuner.core.search import optuna_compat
+    from pytest_autotuner.core.search.space import SearchSpace
+    from pytest_autotuner.core.search.study import Search
     from pytest_autotuner.study_storage import open_storage
 
     s = spec(task_name=f"early-{uuid.uuid4().hex[:8]}", optimization={"max_iterations": 6, "seed": 3})

@@ -12,8 +12,8 @@ import pytest
 from processes import SimProcess
 
 from pytest_autotuner.bench.client import run_benchmark
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scenarios import parse_scenario
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.spec.scenarios import parse_scenario
 from pytest_autotuner.runtimes.base import Endpoint
 
 FAST = ["--sim-speedup", "20", "--sim-startup-scale", "0.02", "--sim-noise", "0"]

@@ -15,14 +15,14 @@ import pytest
 from processes import SimProcess
 
 from pytest_autotuner.bench.client import run_benchmark
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scenarios import parse_scenario
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.spec.scenarios import parse_scenario
 from pytest_autotuner.runtimes.base import Endpoint
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from pytest_autotuner.core.metrics import CellMetrics
+    from pytest_autotuner.core.measure.metrics import CellMetrics
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 SCENARIO = "N(2048,256)/(32,8)"

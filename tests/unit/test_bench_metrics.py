@@ -10,8 +10,15 @@ import numpy as np
 import pytest
 
 from pytest_autotuner.bench.stream import StreamParser
-from pytest_autotuner.core.metrics import INCOMPLETE, BenchResult, CellMetrics, CellSummary, RequestRecord, summarize
-from pytest_autotuner.core.plan import CellKey
+from pytest_autotuner.core.measure.metrics import (
+    INCOMPLETE,
+    BenchResult,
+    CellMetrics,
+    CellSummary,
+    RequestRecord,
+    summarize,
+)
+from pytest_autotuner.core.measure.plan import CellKey
 
 
 def sse(*objs: Any, done: bool = True) -> bytes:

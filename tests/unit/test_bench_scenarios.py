@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_autotuner.core.scenarios import ACCEPTED_FORMS, ScenarioError, parse_scenario
+from pytest_autotuner.core.spec.scenarios import ACCEPTED_FORMS, ScenarioError, parse_scenario
 
 
 def test_deterministic_scenario() -> None:

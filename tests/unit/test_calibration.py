@@ -12,8 +12,8 @@ from factories import run_session
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_autotuner.core.calibration import MIN_TAU, MIN_TRIALS, Observation, fit_calibration, kendall_tau
-from pytest_autotuner.core.trial import Params
+from pytest_autotuner.core.measure.trial import Params
+from pytest_autotuner.core.search.calibration import MIN_TAU, MIN_TRIALS, Observation, fit_calibration, kendall_tau
 
 
 @given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=2, max_size=30, unique=True))

@@ -1,4 +1,4 @@
-"""maximize_goodput: the capacity ladder (core/capacity.py), its scoring, per_gpu, the spec errors, the baseline
+"""maximize_goodput: the capacity ladder (core/measure/capacity.py), its scoring, per_gpu, the spec errors, the baseline
 gate on capacities and the operators' summary line, through ``run_task`` with a synthetic server."""
 
 from __future__ import annotations
@@ -10,17 +10,18 @@ from pathlib import Path
 import pytest
 from factories import cell, spec
 
-from pytest_autotuner.core.baseline import compare, make_baseline
-from pytest_autotuner.core.capacity import CapacityLimits, CapacityResult, LadderSearch, Step, judge_step
-from pytest_autotuner.core.gpu_pool import gpus_needed
-from pytest_autotuner.core.metrics import BenchResult, CellMetrics
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scenarios import parse_scenario
-from pytest_autotuner.core.scoring import cell_checks, fixed_cells, score_result
-from pytest_autotuner.core.session import Confirmation, TrialEvent
-from pytest_autotuner.core.spec import SpecError
-from pytest_autotuner.core.task import TaskOptions, run_task
-from pytest_autotuner.core.trial import Deadline, Params
+from pytest_autotuner.core.measure.capacity import CapacityResult, LadderSearch, Step, judge_step
+from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.measure.scoring import cell_checks, fixed_cells, score_result
+from pytest_autotuner.core.measure.trial import Deadline, Params
+from pytest_autotuner.core.outcome.baseline import compare, make_baseline
+from pytest_autotuner.core.outcome.session import Confirmation, TrialEvent
+from pytest_autotuner.core.outcome.task import TaskOptions, run_task
+from pytest_autotuner.core.search.gpu_pool import gpus_needed
+from pytest_autotuner.core.spec.capacity_limits import CapacityLimits
+from pytest_autotuner.core.spec.scenarios import parse_scenario
+from pytest_autotuner.core.spec.task_spec import SpecError
 from pytest_autotuner.evaluate import plan_from_spec, run_ladder, run_trial
 from pytest_autotuner.inputs import load_spec
 from pytest_autotuner.report.data import results_summary
@@ -360,7 +361,7 @@ def test_a_valid_goodput_spec_loads_with_defaults(tmp_path: Path) -> None:
 
 
 def test_the_history_keeps_the_capacity_and_the_baseline_comparison_of_a_goodput_item() -> None:
-    from pytest_autotuner.core.trends import RunInfo, history_entry
+    from pytest_autotuner.core.outcome.trends import RunInfo, history_entry
 
     s = goodput_spec(strategy="grid")
     first = run_task(s, TaskOptions(seed=1, study_name="unit"), ladder_evaluate([]), None)

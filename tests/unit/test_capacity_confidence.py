@@ -1,5 +1,5 @@
-"""Issue 29: a load step's verdict carries its uncertainty (core/capacity.py), every step is measured from the same
-server state on arrivals seeded by its load alone (evaluate.run_ladder), and repeat runs of one configuration
+"""Issue 29: a load step's verdict carries its uncertainty (core/measure/capacity.py), every step is measured from
+the same server state on arrivals seeded by its load alone (evaluate.run_ladder), and repeat runs of one configuration
 agree; the neighbours of the reported case (a P99 decided by one short step's arrival sample) as a family."""
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.stats import binom
 
-from pytest_autotuner.core.baseline import capacity_change, compare, make_baseline
-from pytest_autotuner.core.capacity import (
-    CapacityLimits,
+from pytest_autotuner.core.measure.capacity import (
     Interval,
     Step,
     capacity_spread,
@@ -28,10 +26,12 @@ from pytest_autotuner.core.capacity import (
     sized_step_requests,
     step_seed,
 )
-from pytest_autotuner.core.metrics import BenchResult, CellMetrics, RequestRecord
-from pytest_autotuner.core.plan import BenchmarkPlan, CellKey
-from pytest_autotuner.core.task import TaskOptions, run_task
-from pytest_autotuner.core.trial import Deadline, Params
+from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics, RequestRecord
+from pytest_autotuner.core.measure.plan import BenchmarkPlan, CellKey
+from pytest_autotuner.core.measure.trial import Deadline, Params
+from pytest_autotuner.core.outcome.baseline import capacity_change, compare, make_baseline
+from pytest_autotuner.core.outcome.task import TaskOptions, run_task
+from pytest_autotuner.core.spec.capacity_limits import CapacityLimits
 from pytest_autotuner.evaluate import plan_from_spec, run_ladder
 from pytest_autotuner.report.data import results_summary
 from pytest_autotuner.report.html import render_report

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from factories import cell, run_session, spec
 
-from pytest_autotuner.core.baseline import compare, parse_baseline
-from pytest_autotuner.core.metrics import BenchResult, CellMetrics
-from pytest_autotuner.core.plan import CellKey
-from pytest_autotuner.core.trial import Deadline, Params
+from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics
+from pytest_autotuner.core.measure.plan import CellKey
+from pytest_autotuner.core.measure.trial import Deadline, Params
+from pytest_autotuner.core.outcome.baseline import compare, parse_baseline
 
 KEYS = [CellKey("D(100,100)", 2), CellKey("D(100,100)", 4), CellKey("D(100,100)", 0, 1.0),
         CellKey("D(100,100)", 0, 8.0)]  # fmt: skip

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_autotuner.core.metrics import (
+from pytest_autotuner.core.measure.metrics import (
     INCOMPLETE,
     CellMetrics,
     CellSummary,
@@ -16,9 +16,9 @@ from pytest_autotuner.core.metrics import (
     censored_summary,
     summarize,
 )
-from pytest_autotuner.core.scoring import cell_checks
-from pytest_autotuner.core.spec import Slo
-from pytest_autotuner.core.verdict import slo_table
+from pytest_autotuner.core.measure.scoring import cell_checks
+from pytest_autotuner.core.outcome.verdict import slo_table
+from pytest_autotuner.core.spec.task_spec import Slo
 
 STATS = ("mean", "p50", "p90", "p95", "p99", "max")
 seconds = st.floats(min_value=0.0, max_value=1e4, allow_nan=False, allow_infinity=False)

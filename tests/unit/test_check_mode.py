@@ -7,12 +7,12 @@ from pathlib import Path
 
 import factories
 
-from pytest_autotuner.core.baseline import Baseline
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.session import TrialEvent
-from pytest_autotuner.core.task import TaskOptions, TaskOutcome, run_task
-from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
-from pytest_autotuner.core.verdict import ReasonKind
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.outcome.baseline import Baseline
+from pytest_autotuner.core.outcome.session import TrialEvent
+from pytest_autotuner.core.outcome.task import TaskOptions, TaskOutcome, run_task
+from pytest_autotuner.core.outcome.verdict import ReasonKind
 from pytest_autotuner.report.data import results_summary
 from pytest_autotuner.report.text import progress_line, summary_lines
 

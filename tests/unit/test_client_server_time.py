@@ -9,9 +9,9 @@ import pytest
 
 from pytest_autotuner.bench.client import _Cell
 from pytest_autotuner.bench.stream import StreamParser
-from pytest_autotuner.core.metrics import RequestRecord
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scenarios import parse_scenario
+from pytest_autotuner.core.measure.metrics import RequestRecord
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.spec.scenarios import parse_scenario
 from pytest_autotuner.runtimes.base import Endpoint
 
 

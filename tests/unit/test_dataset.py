@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pytest_autotuner.bench.datasets import convert, generate, main
-from pytest_autotuner.core.dataset import DatasetError, sample_exchanges
-from pytest_autotuner.core.spec import SpecError
+from pytest_autotuner.core.spec.dataset import DatasetError, sample_exchanges
+from pytest_autotuner.core.spec.task_spec import SpecError
 from pytest_autotuner.inputs import load_exchanges, load_spec
 
 SHIPPED = Path(__file__).parents[2] / "tuning_specs" / "datasets" / "synthetic-chat.jsonl"

@@ -15,8 +15,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_autotuner.core.spec import TaskSpec
-from pytest_autotuner.core.trial import ParamValue
+from pytest_autotuner.core.measure.trial import ParamValue
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.deploy import (
     DEPLOY_FILES,
     deploy_drift,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_autotuner.core.spec import TaskSpec
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -48,7 +48,7 @@ def test_the_first_spec_in_the_readme_is_a_valid_spec() -> None:
 
 
 def test_the_spec_field_tables_are_the_schemas() -> None:
-    from pytest_autotuner.core.spec import spec_json_schema
+    from pytest_autotuner.core.spec.task_spec import spec_json_schema
     from pytest_autotuner.schema.tables import field_tables
 
     page = (ROOT / "docs" / "spec-fields.md").read_text()

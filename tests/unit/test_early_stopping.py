@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 from factories import cell, run_session, spec
 
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.session import trial_cost
-from pytest_autotuner.core.task import StudyCost
-from pytest_autotuner.core.trial import Deadline, Params
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.trial import Deadline, Params
+from pytest_autotuner.core.outcome.session import trial_cost
+from pytest_autotuner.core.outcome.task import StudyCost
 from pytest_autotuner.report.text import cost_line, progress_line
 
 # chunked-prefill-size -> (E2E at concurrency 1, E2E at 8, TTFT): 512 is good, 2048 close to it,

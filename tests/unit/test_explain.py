@@ -9,8 +9,8 @@ from factories import run_session, synthetic_evaluate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_autotuner.core.metrics import BenchResult, CellMetrics, RequestRecord
-from pytest_autotuner.core.task import TaskOutcome
+from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics, RequestRecord
+from pytest_autotuner.core.outcome.task import TaskOutcome
 from pytest_autotuner.report.data import MIN_IMPORTANCE_TRIALS, results_summary
 from pytest_autotuner.report.explain import cell_breakdown, gpu_price, serving_cost_line, time_breakdown
 from pytest_autotuner.report.plots import render_plots

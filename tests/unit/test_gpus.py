@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from factories import result, spec
 
-from pytest_autotuner.core.gpu_pool import GpuPool, gpus_needed
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.search import Search, study_name_for
-from pytest_autotuner.core.session import TuningSession
-from pytest_autotuner.core.space import SearchSpace
-from pytest_autotuner.core.trial import Deadline, Params
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.trial import Deadline, Params
+from pytest_autotuner.core.outcome.session import TuningSession
+from pytest_autotuner.core.search.gpu_pool import GpuPool, gpus_needed
+from pytest_autotuner.core.search.space import SearchSpace
+from pytest_autotuner.core.search.study import Search, study_name_for
 from pytest_autotuner.runtimes.gpus import detect_gpus, gpu_memory_mib
 
 

@@ -17,10 +17,10 @@ PACKAGE = Path(__file__).parents[2] / "pytest_autotuner"
 #: what the renderers may not import: what only the search knows is recorded on the outcome instead
 RENDERERS = ("pytest_autotuner.report",)
 SEARCH_MODULES = (
-    "pytest_autotuner.core.session",
-    "pytest_autotuner.core.samplers",
-    "pytest_autotuner.core.space",
-    "pytest_autotuner.core.search",
+    "pytest_autotuner.core.outcome.session",
+    "pytest_autotuner.core.search.samplers",
+    "pytest_autotuner.core.search.space",
+    "pytest_autotuner.core.search.study",
 )
 
 
@@ -74,7 +74,7 @@ def import_graph(root: Path) -> dict[str, set[str]]:
 
 
 def layer_of(module: str, depth: int = 2) -> str:
-    """``pytest_autotuner.core.metrics`` -> ``pytest_autotuner.core``; a top module is its own layer."""
+    """``pytest_autotuner.core.measure.metrics`` -> ``pytest_autotuner.core``; a top module is its own layer."""
     return ".".join(module.split(".")[:depth])
 
 
@@ -138,6 +138,26 @@ def test_renderers_read_the_outcome_not_the_search(graph: dict[str, set[str]]) -
 
 def test_no_two_packages_import_each_other(graph: dict[str, set[str]]) -> None:
     assert package_cycle(graph) is None
+    core = {m: {i for i in imported if i.startswith("pytest_autotuner.core.")} for m, imported in graph.items()
+            if m.startswith("pytest_autotuner.core.")}  # fmt: skip
+    assert package_cycle(core, depth=3) is None  # the core's own packages
+
+
+#: the core's packages, each importing only those before it
+CORE_ORDER = ("spec", "measure", "search", "outcome")
+
+
+def test_the_core_packages_import_only_those_before_them(graph: dict[str, set[str]]) -> None:
+    inside = [m for m in graph if m.startswith("pytest_autotuner.core.")]
+    assert {m.split(".")[2] for m in inside} == set(CORE_ORDER)  # every core module lives in one of them
+    backwards = sorted(
+        f"{module} -> {other}"
+        for module in inside
+        for other in graph[module]
+        if other.startswith("pytest_autotuner.core.")
+        and CORE_ORDER.index(other.split(".")[2]) > CORE_ORDER.index(module.split(".")[2])
+    )
+    assert backwards == []
 
 
 def _write(root: Path, files: Mapping[str, str]) -> Path:
@@ -184,9 +204,9 @@ FILE_CALLS = ("open", "read_text", "read_bytes", "write_text", "write_bytes", "m
 #: does more, and when it does less than listed here: the list only shrinks, and each entry is a job to move.
 NOT_YET_PURE: dict[str, set[str]] = {
     # the trial pool, the hard per-trial timeout and the Ctrl-C flag: threads the session starts itself
-    "pytest_autotuner.core.session": {"threading", "concurrent"},
-    "pytest_autotuner.core.gpu_pool": {"threading"},  # a Condition: trials wait for GPUs
-    "pytest_autotuner.core.trial": {"threading"},  # Deadline's cancel flag is a threading.Event
+    "pytest_autotuner.core.outcome.session": {"threading", "concurrent"},
+    "pytest_autotuner.core.search.gpu_pool": {"threading"},  # a Condition: trials wait for GPUs
+    "pytest_autotuner.core.measure.trial": {"threading"},  # Deadline's cancel flag is a threading.Event
 }
 
 

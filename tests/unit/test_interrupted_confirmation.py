@@ -14,9 +14,9 @@ import pytest
 from factories import result, spec
 from test_search import make_search
 
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.session import TuningSession
-from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.outcome.session import TuningSession
 from pytest_autotuner.interrupts import signals_held
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_autotuner.core.search import Search, StudyStorageError
-from pytest_autotuner.core.space import SearchSpace
-from pytest_autotuner.core.spec import TaskSpec
+from pytest_autotuner.core.search.space import SearchSpace
+from pytest_autotuner.core.search.study import Search, StudyStorageError
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.study_storage import lock_journal, open_storage, repair_journal
 
 

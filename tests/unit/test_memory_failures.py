@@ -6,9 +6,9 @@ from typing import Any
 
 from factories import spec
 
-from pytest_autotuner.core.memory_failures import certain_to_fail
-from pytest_autotuner.core.samplers import grid_candidates
-from pytest_autotuner.core.space import SearchSpace
+from pytest_autotuner.core.search.memory_failures import certain_to_fail
+from pytest_autotuner.core.search.samplers import grid_candidates
+from pytest_autotuner.core.search.space import SearchSpace
 
 _SPACE = {
     "tp-size": [1, 2, 4],

@@ -15,8 +15,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from pytest_autotuner.core import optuna_compat
-from pytest_autotuner.core.optuna_compat import ChoosingTPESampler, TPEModel
+from pytest_autotuner.core.search import optuna_compat
+from pytest_autotuner.core.search.optuna_compat import ChoosingTPESampler, TPEModel
 
 # Study.ask warns that heartbeats are meant for Study.optimize; the plugin runs them itself, as these tests do
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
@@ -64,7 +64,7 @@ def test_importing_with_an_unverified_optuna_warns_and_still_works() -> None:
         "import warnings, optuna; optuna.__version__ = '6.1.0'\n"
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"
-        "    from pytest_autotuner.core import optuna_compat\n"
+        "    from pytest_autotuner.core.search import optuna_compat\n"
         "print([str(w.message) for w in caught if w.category is optuna_compat.OptunaVersionWarning])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -290,8 +290,8 @@ def test_quiet_optuna_logging_sets_optuna_to_warnings_only() -> None:
 def test_building_a_search_leaves_optuna_logging_alone() -> None:
     from factories import spec
 
-    from pytest_autotuner.core.search import Search
-    from pytest_autotuner.core.space import SearchSpace
+    from pytest_autotuner.core.search.space import SearchSpace
+    from pytest_autotuner.core.search.study import Search
 
     optuna.logging.set_verbosity(optuna.logging.DEBUG)
     s = spec()

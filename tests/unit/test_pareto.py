@@ -13,14 +13,14 @@ import optuna
 import pytest
 from factories import cell, run_session, spec
 
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.optuna_compat import optuna_hypervolume
-from pytest_autotuner.core.pareto import SelectRule, dominates, front_indices, hypervolume, select_order
-from pytest_autotuner.core.scoring import score_result
-from pytest_autotuner.core.search import study_name_for
-from pytest_autotuner.core.space import SearchSpace
-from pytest_autotuner.core.spec import SpecError
-from pytest_autotuner.core.trial import Deadline, Params
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.scoring import score_result
+from pytest_autotuner.core.measure.trial import Deadline, Params
+from pytest_autotuner.core.outcome.pareto import SelectRule, dominates, front_indices, hypervolume, select_order
+from pytest_autotuner.core.search.optuna_compat import optuna_hypervolume
+from pytest_autotuner.core.search.space import SearchSpace
+from pytest_autotuner.core.search.study import study_name_for
+from pytest_autotuner.core.spec.task_spec import SpecError
 from pytest_autotuner.inputs import load_spec
 from pytest_autotuner.report.data import results_summary
 from pytest_autotuner.report.html import render_report
@@ -233,15 +233,15 @@ def test_both_samplers_search_three_objectives(sampler: str) -> None:
 
 
 def test_the_sampler_option_builds_nsga2() -> None:
-    from pytest_autotuner.core.samplers import make_sampler
+    from pytest_autotuner.core.search.samplers import make_sampler
 
     s = multi_spec(sampler="nsga2")
     assert isinstance(make_sampler(s.optimization, SearchSpace.from_spec(s), 0), optuna.samplers.NSGAIISampler)  # type: ignore[attr-defined]
 
 
 def test_early_stopping_keeps_trials_that_may_be_on_the_front() -> None:
-    from pytest_autotuner.core.search import Search
-    from pytest_autotuner.core.session import TuningSession
+    from pytest_autotuner.core.outcome.session import TuningSession
+    from pytest_autotuner.core.search.study import Search
 
     s = multi_spec()
     search = Search(spec=s, space=SearchSpace.from_spec(s), storage=None, study_name="x", seed=0)  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""Early stopping's rule (core/pruning.py) and the precision stop rule (core/precision.py), on synthetic cells."""
+"""Early stopping's rule (core/measure/pruning.py) and the precision stop rule (core/measure/precision.py), on
+synthetic cells."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ import numpy as np
 import pytest
 from factories import cell, spec
 
-from pytest_autotuner.core.metrics import BenchResult, CellMetrics, CellSummary, json_safe
-from pytest_autotuner.core.precision import (
+from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics, CellSummary, json_safe
+from pytest_autotuner.core.measure.precision import (
     PrecisionTracker,
     ratio_relative_half_width,
     relative_half_width,
 )
-from pytest_autotuner.core.pruning import BestSoFar, PruningRule, partial_value, plan_cells, prune_reason
-from pytest_autotuner.core.scoring import score_result
-from pytest_autotuner.core.trial import Deadline, FailureClass, TrialFailure
+from pytest_autotuner.core.measure.pruning import BestSoFar, PruningRule, partial_value, plan_cells, prune_reason
+from pytest_autotuner.core.measure.scoring import score_result
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, TrialFailure
 
 HARD_TTFT = {"ttft": {"p90": {"threshold": 0.5, "hard_fail": True, "fail_ratio": 0.5}}}
 

@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 from factories import run_session
 
-from pytest_autotuner.core.baseline import BaselineComparison, MetricChange
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.plan import CellKey
-from pytest_autotuner.core.space import SearchSpace
-from pytest_autotuner.core.task import TaskOutcome
-from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
-from pytest_autotuner.core.verdict import decide
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.plan import CellKey
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.outcome.baseline import BaselineComparison, MetricChange
+from pytest_autotuner.core.outcome.task import TaskOutcome
+from pytest_autotuner.core.outcome.verdict import decide
+from pytest_autotuner.core.search.space import SearchSpace
 from pytest_autotuner.deploy import DEPLOY_FILES
 from pytest_autotuner.report import write_report
 

@@ -7,9 +7,9 @@ import math
 import pytest
 from factories import cell, result, spec
 
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.scoring import check_slos, objective_value, score_failure, score_result
-from pytest_autotuner.core.trial import FailureClass
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.scoring import check_slos, objective_value, score_failure, score_result
+from pytest_autotuner.core.measure.trial import FailureClass
 
 
 def latency_spec(threshold: float = 1.0, **slo_extra: object):

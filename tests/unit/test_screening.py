@@ -10,9 +10,9 @@ from factories import run_session
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_autotuner.core.screening import screen_space
-from pytest_autotuner.core.space import SearchSpace
-from pytest_autotuner.core.trial import Params
+from pytest_autotuner.core.measure.trial import Params
+from pytest_autotuner.core.search.screening import screen_space
+from pytest_autotuner.core.search.space import SearchSpace
 
 
 def seed_space() -> SearchSpace:
@@ -82,7 +82,7 @@ def test_screening_without_a_model_says_why_and_searches_as_before() -> None:
 
 @pytest.mark.parametrize("screening", [False, True])
 def test_screening_does_not_change_the_study_name(screening: bool) -> None:
-    from pytest_autotuner.core.search import study_name_for
+    from pytest_autotuner.core.search.study import study_name_for
 
     plain = factories.spec()
     other = factories.spec(optimization={"screening": screening, "screen_size": 77, "screen_seeds": 5})

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from factories import spec, synthetic_evaluate
 
-from pytest_autotuner.core.search import Search, study_name_for
-from pytest_autotuner.core.session import TuningSession
-from pytest_autotuner.core.space import SearchSpace
-from pytest_autotuner.core.trial import Params
+from pytest_autotuner.core.measure.trial import Params
+from pytest_autotuner.core.outcome.session import TuningSession
+from pytest_autotuner.core.search.space import SearchSpace
+from pytest_autotuner.core.search.study import Search, study_name_for
 from pytest_autotuner.study_storage import default_storage_url, open_storage
 
 
@@ -41,7 +41,7 @@ def test_no_configuration_is_evaluated_twice(strategy: str) -> None:
 
 @pytest.mark.parametrize("strategy", ["bayesian", "random"])
 def test_a_new_best_is_measured_again_at_once_and_nothing_else_twice(strategy: str) -> None:
-    from pytest_autotuner.core.session import TrialEvent
+    from pytest_autotuner.core.outcome.session import TrialEvent
 
     s = spec(optimization={"strategy": strategy, "max_iterations": 40, "confirm_runs": 0})
     calls: list[Params] = []

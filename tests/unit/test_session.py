@@ -7,8 +7,8 @@ import time
 
 from factories import latency_model, result, run_session, spec, synthetic_evaluate
 
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
 from pytest_autotuner.report.text import progress_line
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_autotuner.core.sglang_args import (
+from pytest_autotuner.core.spec.sglang_args import (
     DEFAULT_VERSION,
     SHIPPED_VERSIONS,
     check_argv,
@@ -17,7 +17,7 @@ from pytest_autotuner.core.sglang_args import (
     table_from_actions,
     version_from_tag,
 )
-from pytest_autotuner.core.spec import RangeParam
+from pytest_autotuner.core.spec.task_spec import RangeParam
 from pytest_autotuner.sglang_tables import shipped_table
 
 DATA = Path(__file__).parent.parent / "data"

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 import pytest
 from factories import spec
 
-from pytest_autotuner.core.sglang_defaults import GPU_MEMORY_MIB, defaults_in_space, sglang_defaults
-from pytest_autotuner.core.space import SearchSpace
+from pytest_autotuner.core.search.sglang_defaults import GPU_MEMORY_MIB, defaults_in_space, sglang_defaults
+from pytest_autotuner.core.search.space import SearchSpace
 
 
 def defaults(parameters: Mapping[str, object], gpu_memory_mib: float | None = None) -> dict[str, object]:

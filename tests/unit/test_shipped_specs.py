@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_autotuner.core.search import Search, study_name_for
-from pytest_autotuner.core.sglang_args import imitated_version
-from pytest_autotuner.core.space import SearchSpace
+from pytest_autotuner.core.search.space import SearchSpace
+from pytest_autotuner.core.search.study import Search, study_name_for
+from pytest_autotuner.core.spec.sglang_args import imitated_version
 from pytest_autotuner.inputs import load_spec
 from pytest_autotuner.runtimes import flag_problems
 from pytest_autotuner.sglang_tables import shipped_table

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scenarios import parse_scenario
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.spec.scenarios import parse_scenario
 from pytest_autotuner.sim import DEFAULT_SPEEDUP, ParamError, build_parser
 from pytest_autotuner.sim.cli import engine_config, params_to_argv, parse_argv
 from pytest_autotuner.sim.inprocess import run_benchmark_in_process

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_autotuner.core.metrics import CellMetrics
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scenarios import parse_scenario
+from pytest_autotuner.core.measure.metrics import CellMetrics
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.spec.scenarios import parse_scenario
 from pytest_autotuner.sim.__main__ import startup_seconds
 from pytest_autotuner.sim.cli import engine_config, parse_argv
 from pytest_autotuner.sim.inprocess import run_benchmark_in_process

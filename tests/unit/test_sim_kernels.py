@@ -157,7 +157,7 @@ def test_what_cannot_be_priced_is_an_error_naming_what_is_missing(tmp_path: Path
 
 
 def test_the_bundled_llama_1b_config_matches_the_roofline_table() -> None:
-    from pytest_autotuner.core.models import MODELS
+    from pytest_autotuner.core.spec.models import MODELS
 
     path, reason = library_model("meta-llama/Llama-3.2-1B-Instruct")
     assert path is not None, reason

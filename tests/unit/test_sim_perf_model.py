@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scenarios import parse_scenario
-from pytest_autotuner.core.trial import FailureClass, TrialFailure
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.measure.trial import FailureClass, TrialFailure
+from pytest_autotuner.core.spec.scenarios import parse_scenario
 from pytest_autotuner.sim import GPUS, EngineConfig, StartupFailure, lookup_model, plan_memory
 from pytest_autotuner.sim.inprocess import run_benchmark_in_process
 

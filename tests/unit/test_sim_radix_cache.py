@@ -160,8 +160,8 @@ def test_kv_accounting_returns_to_the_cache_alone_when_idle(policy: str) -> None
 
 @pytest.mark.parametrize("scenario", ["C(2,2,10,4)", "dataset(chat.jsonl)"])
 def test_the_in_process_simulator_refuses_traffic_only_the_client_can_send(scenario: str) -> None:
-    from pytest_autotuner.core.plan import BenchmarkPlan
-    from pytest_autotuner.core.scenarios import parse_scenario
+    from pytest_autotuner.core.measure.plan import BenchmarkPlan
+    from pytest_autotuner.core.spec.scenarios import parse_scenario
     from pytest_autotuner.sim.inprocess import run_benchmark_in_process
 
     plan = BenchmarkPlan((parse_scenario(scenario),), (1,), max_requests=2)

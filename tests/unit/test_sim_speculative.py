@@ -14,10 +14,10 @@ from factories import run_session
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.plan import BenchmarkPlan
-from pytest_autotuner.core.scenarios import parse_scenario
-from pytest_autotuner.core.trial import Deadline, Params
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.measure.trial import Deadline, Params
+from pytest_autotuner.core.spec.scenarios import parse_scenario
 from pytest_autotuner.sim.cli import parse_argv, unmodelled_flags
 from pytest_autotuner.sim.inprocess import run_benchmark_in_process
 from pytest_autotuner.sim.scheduler import chunk_due

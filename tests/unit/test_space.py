@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from factories import spec
 
-from pytest_autotuner.core.space import Categorical, FloatRange, IntRange, SearchSpace
+from pytest_autotuner.core.search.space import Categorical, FloatRange, IntRange, SearchSpace
 
 
 def test_seed_space_has_80_grid_points_in_spec_order() -> None:

@@ -25,9 +25,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from pytest_autotuner.core.search import Search
-from pytest_autotuner.core.space import Categorical, SearchSpace
-from pytest_autotuner.core.spec import MAX_GRID_POINTS, SpecError, TaskSpec
+from pytest_autotuner.core.search.space import Categorical, SearchSpace
+from pytest_autotuner.core.search.study import Search
+from pytest_autotuner.core.spec.task_spec import MAX_GRID_POINTS, SpecError, TaskSpec
 from pytest_autotuner.inputs import load_spec
 
 T = TypeVar("T")

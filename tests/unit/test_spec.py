@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_autotuner.core.spec import SpecError, TaskSpec, spec_json_schema
+from pytest_autotuner.core.spec.task_spec import SpecError, TaskSpec, spec_json_schema
 from pytest_autotuner.inputs import load_spec
 
 SEED_SHORT = {

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from pytest_autotuner.core.search import SHUFFLE_LIMIT, _AffinePermutation
-from pytest_autotuner.core.space import SearchSpace
-from pytest_autotuner.core.spec import TaskSpec, _preview, owned_flags_in
+from pytest_autotuner.core.search.space import SearchSpace
+from pytest_autotuner.core.search.study import SHUFFLE_LIMIT, _AffinePermutation
+from pytest_autotuner.core.spec.task_spec import TaskSpec, _preview, owned_flags_in
 
 
 def space_of(parameters: dict[str, object]) -> SearchSpace:

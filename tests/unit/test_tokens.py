@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from factories import spec as make_spec
 
-from pytest_autotuner.core.spec import SpecError
-from pytest_autotuner.core.tokens import WORD_RULE, TokenizerError, output_keys
+from pytest_autotuner.core.spec.task_spec import SpecError
+from pytest_autotuner.core.spec.tokens import WORD_RULE, TokenizerError, output_keys
 from pytest_autotuner.inputs import load_spec, load_tokenizer
 from pytest_autotuner.runtimes.sim import SimHost
 from pytest_autotuner.sim.cli import parse_argv, token_counter
@@ -127,7 +127,7 @@ def test_generated_traffic_must_fit_the_models_context(
 
 
 def test_the_baseline_fingerprint_tells_token_counting_apart_by_the_tokenizers_content() -> None:
-    from pytest_autotuner.core.baseline import fingerprint
+    from pytest_autotuner.core.outcome.baseline import fingerprint
     from pytest_autotuner.sim.cli import engine_config, server_info
     from pytest_autotuner.sim.perf_model import plan_memory
 

@@ -17,14 +17,14 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from pytest_autotuner.core.scenarios import (
+from pytest_autotuner.core.spec.scenarios import (
     MAX_CELL_TOKENS,
     MAX_PROMPTS,
     MAX_TOKENS_PER_REQUEST,
     ScenarioError,
     parse_scenario,
 )
-from pytest_autotuner.core.spec import SpecError
+from pytest_autotuner.core.spec.task_spec import SpecError
 from pytest_autotuner.inputs import load_spec
 
 _FIELDS = {"D": 2, "N": 4, "U": 4, "P": 5, "C": 6}

@@ -10,11 +10,11 @@ from pathlib import Path
 import factories
 import pytest
 
-from pytest_autotuner.core.baseline import Baseline
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.task import TaskOptions, TaskOutcome, run_task
-from pytest_autotuner.core.trends import HistoryEntry, RunInfo, fingerprint_changes, history_entry, trends
-from pytest_autotuner.core.trial import Deadline, Params
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.trial import Deadline, Params
+from pytest_autotuner.core.outcome.baseline import Baseline
+from pytest_autotuner.core.outcome.task import TaskOptions, TaskOutcome, run_task
+from pytest_autotuner.core.outcome.trends import HistoryEntry, RunInfo, fingerprint_changes, history_entry, trends
 from pytest_autotuner.history import append_history, load_history, run_info
 from pytest_autotuner.report import write_index, write_report
 from pytest_autotuner.report.plots import trend_figure

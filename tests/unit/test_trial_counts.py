@@ -14,10 +14,10 @@ import factories
 import pytest
 from factories import run_session
 
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.session import TrialRecord
-from pytest_autotuner.core.task import TaskOutcome, TrialCounts
-from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.outcome.session import TrialRecord
+from pytest_autotuner.core.outcome.task import TaskOutcome, TrialCounts
 from pytest_autotuner.report import write_report
 from pytest_autotuner.report.html import write_index
 from pytest_autotuner.report.summary import github_step_summary

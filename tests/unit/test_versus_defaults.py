@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from factories import latency_model, result, run_session, spec
 
-from pytest_autotuner.core.formatting import format_gain
-from pytest_autotuner.core.metrics import BenchResult
-from pytest_autotuner.core.spec import TaskSpec
-from pytest_autotuner.core.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.measure.formatting import format_gain
+from pytest_autotuner.core.measure.metrics import BenchResult
+from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.report import write_report
 from pytest_autotuner.report.plots import convergence_figure
 from pytest_autotuner.report.summary import github_step_summary

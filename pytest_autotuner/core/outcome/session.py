@@ -7,7 +7,7 @@ its own. It runs ``evaluate`` in a worker thread so ``timeout_per_iteration`` ho
 does not return: on timeout the deadline is cancelled (runtimes tear their server down when they see it) and
 the trial is recorded as ``trial_timeout``.
 
-Early stopping: each search trial's Deadline carries a ``PruningRule`` (core/pruning.py) with the best complete
+Early stopping: each search trial's Deadline carries a ``PruningRule`` (core/measure/pruning.py) with the best complete
 trial so far; ``Deadline.report_cell`` applies it after each cell and a trial that cannot win ends as
 ``pruned`` (scored like a failure that got far). Confirmation runs carry no rule.
 
@@ -33,18 +33,18 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pytest_autotuner.core.gpu_pool import GpuPool, gpus_needed
-from pytest_autotuner.core.metrics import BenchResult, CellSummary, json_safe
-from pytest_autotuner.core.pareto import dominates
-from pytest_autotuner.core.pruning import BestSoFar, PruningRule, plan_cells
-from pytest_autotuner.core.scoring import TrialScore, rank_key, score_failure, score_result
-from pytest_autotuner.core.trial import CellRule, Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.measure.metrics import BenchResult, CellSummary, json_safe
+from pytest_autotuner.core.measure.pruning import BestSoFar, PruningRule, plan_cells
+from pytest_autotuner.core.measure.scoring import TrialScore, rank_key, score_failure, score_result
+from pytest_autotuner.core.measure.trial import CellRule, Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.outcome.pareto import dominates
+from pytest_autotuner.core.search.gpu_pool import GpuPool, gpus_needed
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
-    from pytest_autotuner.core.search import Proposal, Search
-    from pytest_autotuner.core.spec import TaskSpec
+    from pytest_autotuner.core.search.study import Proposal, Search
+    from pytest_autotuner.core.spec.task_spec import TaskSpec
 
 __all__ = [
     "Confirmation",
@@ -171,7 +171,7 @@ class TrialRecord:
 
     @property
     def pruned(self) -> bool:
-        """Stopped by early stopping after part of its cells (``core/pruning.py``)."""
+        """Stopped by early stopping after part of its cells (``core/measure/pruning.py``)."""
         return self.failure == FailureClass.PRUNED.value
 
     @property

@@ -9,7 +9,7 @@ Scores are finite and direction-aware (Optuna handles the direction, no sign tri
   Optuna constraint is positive. Failed trials get constraints above every SLO violation, graded by how far
   the trial got, so TPE's constraint-aware split still learns from them.
 
-``maximize_goodput`` (``core/capacity.py``): the objective is the capacity the load ladder found (mean over
+``maximize_goodput`` (``core/measure/capacity.py``): the objective is the capacity the load ladder found (mean over
 repeat runs), with no penalty (the SLOs define it); its SLO checks are those of each run's highest held step, or
 of its lowest step when none held (then the trial misses its SLOs, scores 0 and is infeasible). Among several
 objectives (``optimization.objectives``) the others are averaged over the fixed cells only (``fixed_cells``: the
@@ -17,7 +17,7 @@ spec's own loads, never the ladder's steps), whose SLO checks give the penalty (
 capacity) and the hard-SLO constraint; a ladder that held no load adds its lowest step's checks and makes the trial
 infeasible, as alone.
 
-``optimization.per_gpu``: objectives marked ``per_gpu`` in ``core/objectives.py`` (throughput, goodput) are
+``optimization.per_gpu``: objectives marked ``per_gpu`` in ``core/spec/objectives.py`` (throughput, goodput) are
 divided by the GPUs the configuration uses (``gpus`` passed by the caller: tp x dp x pp of its flags).
 """
 
@@ -29,14 +29,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.core.capacity import mean_capacity
-from pytest_autotuner.core.objectives import OBJECTIVE_DEFS, objective_direction
-from pytest_autotuner.core.trial import FailureClass
+from pytest_autotuner.core.measure.capacity import mean_capacity
+from pytest_autotuner.core.measure.trial import FailureClass
+from pytest_autotuner.core.spec.objectives import OBJECTIVE_DEFS, objective_direction
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.capacity import CapacityResult, Step
-    from pytest_autotuner.core.metrics import BenchResult, CellMetrics
-    from pytest_autotuner.core.spec import Optimization, Slo
+    from pytest_autotuner.core.measure.capacity import CapacityResult, Step
+    from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics
+    from pytest_autotuner.core.spec.task_spec import Optimization, Slo
 
 __all__ = [
     "OBJECTIVE_METRICS",

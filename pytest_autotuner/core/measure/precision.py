@@ -26,7 +26,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pytest_autotuner.core.objectives import OBJECTIVE_DEFS
+from pytest_autotuner.core.spec.objectives import OBJECTIVE_DEFS
 
 __all__ = ["PRECISION_METRICS", "Z_95", "PrecisionTracker", "ratio_relative_half_width", "relative_half_width"]
 

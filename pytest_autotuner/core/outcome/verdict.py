@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from pytest_autotuner.core.formatting import describe_params, format_p, format_seconds, text_table
-from pytest_autotuner.core.stats import ALPHA
+from pytest_autotuner.core.measure.formatting import describe_params, format_p, format_seconds, text_table
+from pytest_autotuner.core.measure.stats import ALPHA
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.baseline import BaselineComparison
-    from pytest_autotuner.core.scoring import SloCheck
-    from pytest_autotuner.core.session import Confirmation, TrialRecord
+    from pytest_autotuner.core.measure.scoring import SloCheck
+    from pytest_autotuner.core.outcome.baseline import BaselineComparison
+    from pytest_autotuner.core.outcome.session import Confirmation, TrialRecord
 
 __all__ = ["Reason", "ReasonKind", "Verdict", "decide", "no_baseline", "slo_table"]
 

@@ -43,13 +43,13 @@ from pydantic import (
     model_validator,
 )
 
-from pytest_autotuner.core.dataset import DatasetError
-from pytest_autotuner.core.models import known_model
-from pytest_autotuner.core.objectives import OBJECTIVE_DEFS, objective_direction
-from pytest_autotuner.core.runtime_kinds import RUNTIME_KINDS, RuntimeKind
-from pytest_autotuner.core.scenarios import MAX_CELL_TOKENS, ScenarioError, longest_request, parse_scenario
-from pytest_autotuner.core.sglang_args import SHIPPED_VERSIONS
-from pytest_autotuner.core.tokens import TokenizerError
+from pytest_autotuner.core.spec.dataset import DatasetError
+from pytest_autotuner.core.spec.models import known_model
+from pytest_autotuner.core.spec.objectives import OBJECTIVE_DEFS, objective_direction
+from pytest_autotuner.core.spec.runtime_kinds import RUNTIME_KINDS, RuntimeKind
+from pytest_autotuner.core.spec.scenarios import MAX_CELL_TOKENS, ScenarioError, longest_request, parse_scenario
+from pytest_autotuner.core.spec.sglang_args import SHIPPED_VERSIONS
+from pytest_autotuner.core.spec.tokens import TokenizerError
 
 __all__ = [
     "MAX_GRID_POINTS",
@@ -81,7 +81,7 @@ __all__ = [
 STRATEGIES = ("bayesian", "grid", "random")
 SAMPLERS = ("tpe", "nsga2")  #: the model behind the bayesian strategy
 MIN_OBJECTIVES, MAX_OBJECTIVES = 2, 3  #: of a multi-objective search (``optimization.objectives``)
-OBJECTIVES = tuple(OBJECTIVE_DEFS)  #: the names of ``core/objectives.py``'s table
+OBJECTIVES = tuple(OBJECTIVE_DEFS)  #: the names of ``core/spec/objectives.py``'s table
 _PARAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _AT = "\x00"  # brackets a parameter name inside a validator message, so the error names its path
 
@@ -447,7 +447,7 @@ class Optimization(_Model):
 
     @property
     def uses_capacity(self) -> bool:
-        """A trial runs the capacity search (``benchmark.capacity``, core/capacity.py): an objective needs it.
+        """A trial runs the capacity search (``benchmark.capacity``, core/measure/capacity.py): an objective needs it.
 
         With other objectives beside it, a trial also runs the spec's own cells (``num_concurrency``,
         ``request_rates``), on which those are measured (``ladder_only`` False)."""
@@ -465,7 +465,7 @@ class Optimization(_Model):
 
 
 class CapacitySettings(_Model):
-    """The capacity search of ``maximize_goodput`` (core/capacity.py): a ladder of load steps on one server."""
+    """The capacity search of ``maximize_goodput`` (core/measure/capacity.py): a ladder of load steps on one server."""
 
     load: Literal["rate", "concurrency"] = Field(
         "rate",
@@ -1048,7 +1048,7 @@ class TaskSpec(_Model):
         bench = self.benchmark
         measured, how = bench.max_requests_per_iteration, "`max_requests_per_iteration`"
         if self.optimization.uses_capacity:
-            from pytest_autotuner.core.capacity import CapacityLimits
+            from pytest_autotuner.core.spec.capacity_limits import CapacityLimits
 
             limits = CapacityLimits(**bench.capacity.model_dump()) if bench.capacity else CapacityLimits()
             step = limits.step_requests(limits.max, measured)

@@ -137,7 +137,7 @@ class Scenario:
         if self.chat is not None:
             return [(self.chat.prompt_tokens(i % self.chat.turns), self.chat.output) for i in range(n)]
         if self.dataset is not None:
-            raise ValueError(f"{self.text!r}: a dataset's lengths come from its file (core.dataset), not sample()")
+            raise ValueError(f"{self.text!r}: a dataset's lengths come from its file (core.spec.dataset), not sample()")
         if self.kind in ("D", "P"):
             return [(self.input[0], self.output[0])] * n
         if self.kind == "N":

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pytest_autotuner.core.gpu_pool import PARALLEL_FLAGS
+from pytest_autotuner.core.search.gpu_pool import PARALLEL_FLAGS
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution

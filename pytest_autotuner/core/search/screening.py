@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pytest_autotuner.core.space import SearchSpace
-from pytest_autotuner.core.trial import Params
+from pytest_autotuner.core.measure.trial import Params
+from pytest_autotuner.core.search.space import SearchSpace
 
 __all__ = ["ScreenFn", "Screening", "screen_space"]
 

@@ -30,16 +30,16 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pytest_autotuner import __version__
-from pytest_autotuner.core.capacity import ladder_resolution
-from pytest_autotuner.core.gpu_pool import gpus_needed
-from pytest_autotuner.core.plan import CellKey
-from pytest_autotuner.core.scoring import OBJECTIVE_METRICS, fixed_cells, gpu_divisor, objective_value
-from pytest_autotuner.core.stats import ALPHA, holm, p_worse
+from pytest_autotuner.core.measure.capacity import ladder_resolution
+from pytest_autotuner.core.measure.plan import CellKey
+from pytest_autotuner.core.measure.scoring import OBJECTIVE_METRICS, fixed_cells, gpu_divisor, objective_value
+from pytest_autotuner.core.measure.stats import ALPHA, holm, p_worse
+from pytest_autotuner.core.search.gpu_pool import gpus_needed
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.metrics import BenchResult, CellMetrics
-    from pytest_autotuner.core.session import Confirmation
-    from pytest_autotuner.core.spec import TaskSpec
+    from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics
+    from pytest_autotuner.core.outcome.session import Confirmation
+    from pytest_autotuner.core.spec.task_spec import TaskSpec
 
 __all__ = [
     "ALPHA",

@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from pytest_autotuner.core.scoring import OBJECTIVE_METRICS
-from pytest_autotuner.core.trial import ParamValue
+from pytest_autotuner.core.measure.scoring import OBJECTIVE_METRICS
+from pytest_autotuner.core.measure.trial import ParamValue
 
 __all__ = [
     "describe_params",

@@ -36,12 +36,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from pytest_autotuner.core.plan import CellKey
+from pytest_autotuner.core.measure.plan import CellKey
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from pytest_autotuner.core.capacity import CapacityResult
+    from pytest_autotuner.core.measure.capacity import CapacityResult
 
 __all__ = [
     "ERROR_KINDS",

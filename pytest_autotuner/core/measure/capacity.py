@@ -58,14 +58,20 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from pytest_autotuner.core.spec.capacity_limits import (
+    DEFAULT_CONFIDENCE,
+    MIN_STEP_REQUESTS,
+    CapacityLimits,
+    LoadKind,
+)
+
 if TYPE_CHECKING:
-    from pytest_autotuner.core.metrics import CellMetrics
-    from pytest_autotuner.core.scoring import SloCheck
-    from pytest_autotuner.core.spec import Slo
+    from pytest_autotuner.core.measure.metrics import CellMetrics
+    from pytest_autotuner.core.measure.scoring import SloCheck
+    from pytest_autotuner.core.spec.task_spec import Slo
 
 __all__ = [
     "CEILING_MARGIN",
-    "CapacityLimits",
     "CapacityResult",
     "Interval",
     "LadderSearch",
@@ -81,51 +87,9 @@ __all__ = [
     "step_seed",
 ]
 
-MIN_STEP_REQUESTS = 20  #: requests of a rate step, at least (tail percentiles need samples)
-DEFAULT_CONFIDENCE = 0.95  #: two-sided confidence of a step statistic's interval
-DEFAULT_MAX_REPEATS = 3  #: a step whose interval straddles its threshold is measured up to this many times
 BLOCKS = 8  #: consecutive blocks of a measurement's requests for batch means (``batch_interval``)
-MAX_STEP_REQUESTS = 100_000  #: requests of a rate step, at most
 #: The first (overloaded) step's completed requests per second, times this, caps the bracket.
 CEILING_MARGIN = 1.25
-LoadKind = Literal["rate", "concurrency"]
-
-
-@dataclass(frozen=True)
-class CapacityLimits:
-    """``benchmark.capacity`` as the ladder uses it."""
-
-    load: LoadKind = "rate"
-    min: float = 0.25
-    max: float = 64.0
-    max_steps: int = 8
-    tolerance: float = 0.05
-    step_seconds: float = 30.0  # rate load: seconds of arrivals per step
-    #: rate load: requests a step sends at least; None: sized from the SLO's percentile (``sized_step_requests``)
-    min_step_requests: int | None = None
-    confidence: float = DEFAULT_CONFIDENCE  # of each SLO statistic's interval (two-sided)
-    max_repeats: int = DEFAULT_MAX_REPEATS  # measurements of one step at most while its verdict is uncertain
-
-    def step_requests(self, load: float, closed_loop_requests: int) -> int:
-        """Requests one step sends: rate x step_seconds, at least ``min_step_requests`` (else
-        ``MIN_STEP_REQUESTS``) for a rate, so every step lasts as long, a short burst cannot hide an overload and
-        a tail percentile has the samples to say something; the plan's count for a concurrency."""
-        if self.load == "concurrency":
-            return closed_loop_requests
-        floor = max(MIN_STEP_REQUESTS, self.min_step_requests or 0)
-        return min(MAX_STEP_REQUESTS, max(floor, math.ceil(load * self.step_seconds)))
-
-    def step_max_time(self, load: float, requests: int, max_time: float) -> float:
-        """The time limit of one step: ``max_time`` stretched by as much as the step's arrivals outlast
-        ``step_seconds`` (a low rate sized up to a percentile's sample), so the limit still cuts an overload,
-        not a step that is merely longer."""
-        if self.load == "concurrency" or load <= 0:
-            return max_time
-        return max_time * max(1.0, requests / (load * self.step_seconds))
-
-    @property
-    def unit(self) -> str:
-        return "req/s" if self.load == "rate" else "concurrent requests"
 
 
 @dataclass(frozen=True)

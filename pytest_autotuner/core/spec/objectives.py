@@ -2,7 +2,7 @@
 
 Each entry says which cell metric it reads, its unit, its direction, whether ``optimization.per_gpu`` divides it
 (throughput and goodput are capacities a fleet buys per GPU; a latency is not), what the precision rule estimates
-for it, and whether it is measured by the capacity search (``core/capacity.py``: a ladder of load steps on one
+for it, and whether it is measured by the capacity search (``core/measure/capacity.py``: a ladder of load steps on one
 server) instead of fixed cells (alone; beside other objectives, a trial runs both: ``evaluate.run_trial``).
 """
 
@@ -32,7 +32,7 @@ OBJECTIVE_DEFS: dict[str, ObjectiveDef] = {
         ObjectiveDef("maximize_throughput", "output_throughput", "tok/s", "maximize", True, "throughput"),
         ObjectiveDef("minimize_ttft", "ttft", "s", "minimize", precision_metric="ttft"),
         ObjectiveDef("minimize_tpot", "tpot", "s", "minimize", precision_metric="tpot"),
-        # the highest load at which every SLO holds (see core/capacity.py for why the load, not the goodput)
+        # the highest load at which every SLO holds (see core/measure/capacity.py for why the load, not the goodput)
         ObjectiveDef("maximize_goodput", "capacity", "req/s", "maximize", True, None, capacity=True),
     )
 }

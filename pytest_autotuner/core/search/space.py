@@ -15,8 +15,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.core.spec import RangeParam, TaskSpec
-from pytest_autotuner.core.trial import Params, ParamValue
+from pytest_autotuner.core.measure.trial import Params, ParamValue
+from pytest_autotuner.core.spec.task_spec import RangeParam, TaskSpec
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -219,7 +219,7 @@ class SearchSpace:
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 
     def contains(self, params: Mapping[str, ParamValue]) -> bool:
-        from pytest_autotuner.core import optuna_compat
+        from pytest_autotuner.core.search import optuna_compat
 
         dists = self.distributions()
         if set(params) != set(dists):

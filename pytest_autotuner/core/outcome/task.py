@@ -23,25 +23,25 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_autotuner.core.baseline import compare, fingerprint, make_baseline
-from pytest_autotuner.core.calibration import Calibration, Observation, PredictFn, fit_calibration
-from pytest_autotuner.core.formatting import describe_params
-from pytest_autotuner.core.gpu_pool import GpuPool, gpus_needed
-from pytest_autotuner.core.pareto import SelectRule, front_indices, select_order
-from pytest_autotuner.core.samplers import startup_trials
-from pytest_autotuner.core.scoring import gpu_divisor, objective_value, rank_key, rank_number
-from pytest_autotuner.core.screening import Screening, screen_space
-from pytest_autotuner.core.search import Search, StudyStorage, study_name_for
-from pytest_autotuner.core.session import Confirmation, EvaluateFn, TrialEvent, TrialRecord, TuningSession
-from pytest_autotuner.core.space import SearchSpace
-from pytest_autotuner.core.stats import ALPHA, p_worse
-from pytest_autotuner.core.verdict import Verdict, decide, no_baseline
+from pytest_autotuner.core.measure.formatting import describe_params
+from pytest_autotuner.core.measure.scoring import gpu_divisor, objective_value, rank_key, rank_number
+from pytest_autotuner.core.measure.stats import ALPHA, p_worse
+from pytest_autotuner.core.outcome.baseline import compare, fingerprint, make_baseline
+from pytest_autotuner.core.outcome.pareto import SelectRule, front_indices, select_order
+from pytest_autotuner.core.outcome.session import Confirmation, EvaluateFn, TrialEvent, TrialRecord, TuningSession
+from pytest_autotuner.core.outcome.verdict import Verdict, decide, no_baseline
+from pytest_autotuner.core.search.calibration import Calibration, Observation, PredictFn, fit_calibration
+from pytest_autotuner.core.search.gpu_pool import GpuPool, gpus_needed
+from pytest_autotuner.core.search.samplers import startup_trials
+from pytest_autotuner.core.search.screening import Screening, screen_space
+from pytest_autotuner.core.search.space import SearchSpace
+from pytest_autotuner.core.search.study import Search, StudyStorage, study_name_for
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.baseline import Baseline, BaselineComparison
-    from pytest_autotuner.core.scoring import SloCheck
-    from pytest_autotuner.core.spec import TaskSpec
-    from pytest_autotuner.core.trial import Params
+    from pytest_autotuner.core.measure.scoring import SloCheck
+    from pytest_autotuner.core.measure.trial import Params
+    from pytest_autotuner.core.outcome.baseline import Baseline, BaselineComparison
+    from pytest_autotuner.core.spec.task_spec import TaskSpec
 
 __all__ = [
     "DefaultsComparison",
@@ -79,8 +79,8 @@ class TaskOptions:
     runtime_facts: Mapping[str, str] = field(default_factory=dict)  # runtime, image, image_digest
     on_trial: Callable[[TrialEvent], None] = _ignore
     on_note: Callable[[str], None] = _ignore  # progress lines between trials
-    # the cheap model ``optimization.screening`` scores with (its score ranks the screen, core/screening.py) and
-    # whose per-cell predictions the calibration compares the real trials with (core/calibration.py)
+    # the cheap model ``optimization.screening`` scores with (its score ranks the screen, core/search/screening.py) and
+    # whose per-cell predictions the calibration compares the real trials with (core/search/calibration.py)
     predict: PredictFn | None = None
     no_screen: str = ""  # why there is none, when the spec asks for screening
     # a context in which Ctrl-C and SIGTERM wait, so a finished trial is written whole (``interrupts.signals_held``)
@@ -387,7 +387,7 @@ def _screen(spec: TaskSpec, space: SearchSpace, options: TaskOptions, predict: P
 
 
 def _calibrate(spec: TaskSpec, records: list[TrialRecord], predict: PredictFn) -> Calibration:
-    """The real trials against the screen's model (``core/calibration.py``)."""
+    """The real trials against the screen's model (``core/search/calibration.py``)."""
     maximize = spec.optimization.direction == "maximize"
     observations = []
     for record in records:

@@ -9,7 +9,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.metrics import CellMetrics, CellSummary
+    from pytest_autotuner.core.measure.metrics import CellMetrics, CellSummary
 
 __all__ = ["CellRule", "Deadline", "FailureClass", "ParamValue", "Params", "TrialFailure"]
 
@@ -35,7 +35,7 @@ class FailureClass(str, Enum):
     CRASHED = "crashed"  # died during the benchmark
     STALLED = "stalled"  # alive, but too few requests finished within a cell's time limit
     BENCHMARK_ERRORS = "benchmark_errors"  # too many failed requests
-    PRUNED = "pruned"  # stopped after a cell because it could not win (core/pruning.py): measured partly
+    PRUNED = "pruned"  # stopped after a cell because it could not win (core/measure/pruning.py): measured partly
     UNKNOWN = "unknown"
 
     @property
@@ -110,7 +110,7 @@ class Deadline:
 
     def report_cell(self, cell: CellMetrics | CellSummary) -> None:
         """One more finished cell; raises ``TrialFailure(PRUNED, reason)`` when the rule stops the trial."""
-        from pytest_autotuner.core.metrics import CellSummary, json_safe
+        from pytest_autotuner.core.measure.metrics import CellSummary, json_safe
 
         if not isinstance(cell, CellSummary):
             cell = CellSummary.from_dict(json_safe(cell.as_dict()))

@@ -27,12 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pytest_autotuner.core.formatting import format_objective
-from pytest_autotuner.core.metrics import CellSummary
-from pytest_autotuner.core.scoring import OBJECTIVE_METRICS, SloCheck
+from pytest_autotuner.core.measure.formatting import format_objective
+from pytest_autotuner.core.measure.metrics import CellSummary
+from pytest_autotuner.core.measure.scoring import OBJECTIVE_METRICS, SloCheck
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.spec import Optimization, Slo, TaskSpec
+    from pytest_autotuner.core.spec.task_spec import Optimization, Slo, TaskSpec
 
 __all__ = ["BestSoFar", "PruningRule", "partial_value", "plan_cells", "prune_reason"]
 

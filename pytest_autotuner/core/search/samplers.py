@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pytest_autotuner.core.gpu_pool import PARALLEL_FLAGS
+from pytest_autotuner.core.search.gpu_pool import PARALLEL_FLAGS
 
 if TYPE_CHECKING:
     import optuna
@@ -73,10 +73,10 @@ if TYPE_CHECKING:
     from optuna.study import Study
     from optuna.trial import FrozenTrial
 
-    from pytest_autotuner.core.optuna_compat import TPEModel
-    from pytest_autotuner.core.space import Dimension, SearchSpace
-    from pytest_autotuner.core.spec import Optimization
-    from pytest_autotuner.core.trial import ParamValue
+    from pytest_autotuner.core.measure.trial import ParamValue
+    from pytest_autotuner.core.search.optuna_compat import TPEModel
+    from pytest_autotuner.core.search.space import Dimension, SearchSpace
+    from pytest_autotuner.core.spec.task_spec import Optimization
 
 __all__ = [
     "DEFAULT_STARTUP",
@@ -186,7 +186,7 @@ def _taken_keys(study: Study, trial: FrozenTrial, search_space: dict[str, BaseDi
 def _internal(dim: Dimension, dist: BaseDistribution, values: Sequence[ParamValue]) -> list[float]:
     """``values`` of ``dim`` in ``dist``'s internal representation. A list's value is its position, known
     without a search (``to_internal_repr`` looks each up in the choices: 10,000 values would cost 10^8 steps)."""
-    from pytest_autotuner.core.space import Categorical
+    from pytest_autotuner.core.search.space import Categorical
 
     if isinstance(dim, Categorical) and values is dim.choices:
         return [float(i) for i in range(len(values))]  # the distribution's choices are the list, in order
@@ -217,7 +217,7 @@ def _twin_choices(dim: Dimension, dist: BaseDistribution) -> list[float]:
     up to ``_MAX_TWIN_VALUES``; of a longer one (a list of up to 10,000 values, a range of up to 10^15, never
     listed) that many, evenly spread by replicas, the largest included, so the cost does not grow with the values.
     Fewer twins exclude fewer points: never wrong, as the exclusion only steers proposals."""
-    from pytest_autotuner.core.space import Categorical
+    from pytest_autotuner.core.search.space import Categorical
 
     values = dim.grid_values()
     if values is not None and len(values) <= _MAX_TWIN_VALUES:
@@ -260,7 +260,7 @@ def over_gpus(
 
     Vectorised over the samples (each distinct value is converted once): it runs on every grid point per proposal.
     """
-    from pytest_autotuner.core.gpu_pool import gpus_needed
+    from pytest_autotuner.core.search.gpu_pool import gpus_needed
 
     n = len(next(iter(samples.values()))) if samples else 0
     need = np.ones(n)
@@ -297,8 +297,8 @@ def _unique_tpe_class() -> Callable[..., optuna.samplers.TPESampler]:
     """Defined lazily: Optuna is imported only when a study is built."""
     from optuna.trial import TrialState
 
-    from pytest_autotuner.core.memory_failures import MEMORY_DIRECTIONS, certain_to_fail
-    from pytest_autotuner.core.optuna_compat import ChoosingTPESampler
+    from pytest_autotuner.core.search.memory_failures import MEMORY_DIRECTIONS, certain_to_fail
+    from pytest_autotuner.core.search.optuna_compat import ChoosingTPESampler
 
     class UniqueTPESampler(ChoosingTPESampler):
         """TPE whose proposal is the best-scoring configuration that no other trial has (see module doc)."""

@@ -25,7 +25,7 @@ Private symbols used, and the public API that is missing:
   samplers.py ranks them itself (no repeats, feasibility). With several objectives ``_split_trials`` ranks by
   non-domination and ``_build_parzen_estimator`` weighs the good trials by hypervolume contribution (MOTPE).
 - ``optuna._hypervolume.compute_hypervolume`` (``optuna_hypervolume``): Optuna's exact hypervolume, the
-  reference ``core/pareto.py``'s own is checked against (tests, ``benchmarks/pareto_front.py``).
+  reference ``core/outcome/pareto.py``'s own is checked against (tests, ``benchmarks/pareto_front.py``).
 
 Public API is used where it exists: a trial is failed with ``Study.tell(number, state=FAIL)`` and trials are
 read with ``Study.get_trials``.

@@ -39,18 +39,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_autotuner.core.gpu_pool import PARALLEL_FLAGS, gpus_needed
-from pytest_autotuner.core.samplers import make_sampler
-from pytest_autotuner.core.sglang_defaults import defaults_in_space
-from pytest_autotuner.core.trial import Params
+from pytest_autotuner.core.measure.trial import Params
+from pytest_autotuner.core.search.gpu_pool import PARALLEL_FLAGS, gpus_needed
+from pytest_autotuner.core.search.samplers import make_sampler
+from pytest_autotuner.core.search.sglang_defaults import defaults_in_space
 
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-    from pytest_autotuner.core.scoring import TrialScore
-    from pytest_autotuner.core.space import Dimension, SearchSpace
-    from pytest_autotuner.core.spec import TaskSpec
+    from pytest_autotuner.core.measure.scoring import TrialScore
+    from pytest_autotuner.core.search.space import Dimension, SearchSpace
+    from pytest_autotuner.core.spec.task_spec import TaskSpec
 
 __all__ = [
     "CONSTRAINT_KEY",
@@ -207,7 +207,7 @@ class Search:
                 server_chooses = [name for name in space.names if name not in defaults]
                 attrs = {"origin": "sglang_defaults", "server_chooses": server_chooses}
                 self.study.enqueue_trial(defaults, user_attrs=attrs, skip_if_exists=True)
-        for params in screened:  # the screen's best, after the defaults (``core/screening.py``)
+        for params in screened:  # the screen's best, after the defaults (``core/search/screening.py``)
             self.study.enqueue_trial(dict(params), user_attrs={"origin": "screen"}, skip_if_exists=True)
 
     def _finite_order(self) -> _GridOrder | None:
@@ -240,7 +240,7 @@ class Search:
         """One line per parameter value, or range of values, that alone needs more GPUs than the runner has (""
         when none does): ``tp-size=4 needs 4 GPUs; this runner has 2: skipped``, ``tp-size=3..64 needs 3 to 64
         GPUs; ...``. Arithmetic on ranges: a range of 10^9 values costs as little as one of 2."""
-        from pytest_autotuner.core.space import Categorical
+        from pytest_autotuner.core.search.space import Categorical
 
         if self.max_gpus is None:
             return ""
@@ -286,7 +286,7 @@ class Search:
         """A trial left RUNNING by a killed run is closed as failed, so the resumed run does not wait for it."""
         from optuna.trial import TrialState
 
-        from pytest_autotuner.core import optuna_compat
+        from pytest_autotuner.core.search import optuna_compat
 
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if optuna_compat.mark_failed(self.study, trial, {"interrupted": True}):
@@ -415,7 +415,7 @@ class Search:
     def _ask(self) -> optuna.Trial:
         """A new trial, with a first heartbeat at once on shared storages: a trial without any is never stale, so
         a worker killed before its trial's heartbeat thread started would leave it running for good."""
-        from pytest_autotuner.core import optuna_compat
+        from pytest_autotuner.core.search import optuna_compat
 
         with warnings.catch_warnings():  # we run the heartbeat thread ourselves (``heartbeat``), not Study.optimize
             warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
@@ -431,7 +431,7 @@ class Search:
         """
         from optuna.trial import TrialState
 
-        from pytest_autotuner.core import optuna_compat
+        from pytest_autotuner.core.search import optuna_compat
 
         if not optuna_compat.heartbeat_enabled(self.study):
             return
@@ -446,7 +446,7 @@ class Search:
 
     def heartbeat(self, proposal: Proposal) -> contextlib.AbstractContextManager[object]:
         """While a trial runs, tell a shared storage that its worker is alive (no-op for local storages)."""
-        from pytest_autotuner.core import optuna_compat
+        from pytest_autotuner.core.search import optuna_compat
 
         return optuna_compat.heartbeat_thread(self.study, proposal.trial)
 
@@ -500,7 +500,7 @@ def hosted_space(space: SearchSpace, max_gpus: int) -> SearchSpace:
     ranges: their upper bound comes down; a listed value is dropped). Its points are points of ``space``; those
     whose sizes together need too many GPUs are still there (``Search.hostable``). Call only when a
     configuration fits (``fewest_gpus`` <= ``max_gpus``)."""
-    from pytest_autotuner.core.space import Categorical, FloatRange, IntRange, SearchSpace
+    from pytest_autotuner.core.search.space import Categorical, FloatRange, IntRange, SearchSpace
 
     clipped: dict[str, Dimension] = {}
     for dim in _gpu_dimensions(space):
@@ -522,7 +522,7 @@ def hosted_space(space: SearchSpace, max_gpus: int) -> SearchSpace:
 def fewest_gpus(space: SearchSpace) -> int:
     """The fewest GPUs a configuration of ``space`` needs (``gpus_needed`` at each parallel size's smallest
     value): arithmetic on ranges (a parallel size needs more GPUs as it grows), a look at each listed value."""
-    from pytest_autotuner.core.space import Categorical
+    from pytest_autotuner.core.search.space import Categorical
 
     fewest = 1
     for dim in _gpu_dimensions(space):

@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pytest_autotuner.core.scenarios import Scenario
+from pytest_autotuner.core.spec.scenarios import Scenario
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.capacity import CapacityLimits
-    from pytest_autotuner.core.spec import Slo
+    from pytest_autotuner.core.spec.capacity_limits import CapacityLimits
+    from pytest_autotuner.core.spec.task_spec import Slo
 
 __all__ = ["STALL_BASE", "STALL_PREFILL_RATE", "BenchmarkPlan", "CellKey"]
 
@@ -30,7 +30,7 @@ class CellKey:
     scenario: str
     concurrency: int
     rate: float | None = None
-    #: a step of the capacity search's load ladder (``core/capacity.py``), never pooled or compared with the
+    #: a step of the capacity search's load ladder (``core/measure/capacity.py``), never pooled or compared with the
     #: spec's own cell at the same load (with ``maximize_goodput`` among several objectives a trial runs both)
     ladder: bool = False
 
@@ -73,13 +73,13 @@ class BenchmarkPlan:
     # (``stall_seconds``); None: derived from the plan
     stall_timeout: float | None = None
     tokenizer: str | None = None  # local tokenizer directory for exact prompt lengths
-    # A cell stops once its metric's 95% interval is within this relative half-width (core/precision.py)
+    # A cell stops once its metric's 95% interval is within this relative half-width (core/measure/precision.py)
     precision: float | None = None
     min_requests_for_precision: int = 20
     precision_metric: str = "e2e"  # e2e | ttft | tpot | throughput (``precision.PRECISION_METRICS``)
     cell_order: Literal["lightest_first", "heaviest_first"] = "heaviest_first"
     dataset_root: str = "."  # the folder ``dataset(...)`` scenario paths are relative to (the spec file's)
-    # maximize_goodput: run a ladder of load steps instead of the cells (core/capacity.py); each step judged
+    # maximize_goodput: run a ladder of load steps instead of the cells (core/measure/capacity.py); each step judged
     # against ``slo``
     capacity: CapacityLimits | None = None
     slo: Slo | None = None
@@ -103,15 +103,14 @@ class BenchmarkPlan:
         """(scenario, concurrency, request_rate) of every cell, heaviest load first (``cell_order``).
 
         Heaviest first: open loop by falling rate, then closed loop by falling concurrency; scenarios in the spec's
-        order at each load. It is the most telling cell for early stopping (``core/pruning.py``): a configuration
-        fails a hard latency SLO mostly under load (queueing behind too few running requests, small batches or
-        chunks), which a light cell cannot show, and a trial infeasible in one cell is infeasible. It is also the
-        cheapest when a request count bounds the cells: a heavy closed-loop cell runs its requests many at a time,
-        a light one a few at a time. On the hard spaces of ``benchmarks/tuning_efficiency.py`` (20 seeds each)
-        heaviest first stopped 20.8 (H1) and 11.9 (H2) of 50 trials per study early against 12.7 and 1.8, and
-        never a trial that would have become the best; lightest first stopped such trials (2 of random's on H2,
-        3 of ours on H1 with an earlier simulator): its margin rule compares light cells, which do not show the
-        heavy cell's SLO penalty.
+        order at each load. It is the most telling cell for early stopping (``core/measure/pruning.py``): a
+        configuration fails a hard latency SLO mostly under load (queueing behind too few running requests, small
+        batches or chunks), which a light cell cannot show, and a trial infeasible in one cell is infeasible. It is also
+        the cheapest when a request count bounds the cells: a heavy closed-loop cell runs its requests many at a time, a
+        light one a few at a time. On the hard spaces of ``benchmarks/tuning_efficiency.py`` (20 seeds each) heaviest
+        first stopped 20.8 (H1) and 11.9 (H2) of 50 trials per study early against 12.7 and 1.8, and never a trial that
+        would have become the best; lightest first stopped such trials (2 of random's on H2, 3 of ours on H1 with an
+        earlier simulator): its margin rule compares light cells, which do not show the heavy cell's SLO penalty.
 
         ``cell_order`` "lightest_first" reverses the order: closed loop by rising concurrency, then open loop by
         rising rate; it stops configurations too slow even when idle after the cheapest cell of a time-bounded

@@ -6,7 +6,7 @@ import contextlib
 import threading
 from collections.abc import Iterator, Mapping
 
-from pytest_autotuner.core.trial import ParamValue
+from pytest_autotuner.core.measure.trial import ParamValue
 
 __all__ = ["PARALLEL_FLAGS", "GpuPool", "gpus_needed"]
 

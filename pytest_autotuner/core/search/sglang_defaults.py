@@ -17,8 +17,8 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.space import Dimension, SearchSpace
-    from pytest_autotuner.core.trial import Params, ParamValue
+    from pytest_autotuner.core.measure.trial import Params, ParamValue
+    from pytest_autotuner.core.search.space import Dimension, SearchSpace
 
 __all__ = ["GPU_MEMORY_MIB", "defaults_in_space", "sglang_defaults"]
 
@@ -135,7 +135,7 @@ def _numeric(value: ParamValue) -> bool:
 
 
 def _nearest(dim: Dimension, default: ParamValue) -> ParamValue | None:
-    from pytest_autotuner.core.space import (  # here: the simulator needs only the table
+    from pytest_autotuner.core.search.space import (  # here: the simulator needs only the table
         Categorical,
         FloatRange,
         IntRange,

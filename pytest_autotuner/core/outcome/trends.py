@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from pytest_autotuner.core.baseline import FINGERPRINT_KEYS, compared_metrics
-from pytest_autotuner.core.scoring import fixed_cells
-from pytest_autotuner.core.verdict import ReasonKind
+from pytest_autotuner.core.measure.scoring import fixed_cells
+from pytest_autotuner.core.outcome.baseline import FINGERPRINT_KEYS, compared_metrics
+from pytest_autotuner.core.outcome.verdict import ReasonKind
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.task import TaskOutcome
+    from pytest_autotuner.core.outcome.task import TaskOutcome
 
 __all__ = [
     "HISTORY_FORMAT",

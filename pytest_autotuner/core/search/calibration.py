@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from pytest_autotuner.core.trial import Params
+from pytest_autotuner.core.measure.trial import Params
 
 __all__ = ["MIN_TAU", "MIN_TRIALS", "Calibration", "Observation", "PredictFn", "fit_calibration", "kendall_tau"]
 

@@ -1,0 +1,3 @@
+"""The task format: a tuning spec (``task_spec``), its traffic (``scenarios``, ``dataset``, ``tokens``), the
+models and objectives it names, SGLang's argument tables and the capacity ladder's limits. Imports nothing
+else of the core."""
