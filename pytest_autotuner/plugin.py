@@ -274,7 +274,8 @@ class TuningItem(pytest.Item):
             runtime_facts=host.fingerprint_facts(),
             on_trial=lambda event: self._progress(event, spec.optimization.objective, spec.optimization.per_gpu),
             on_note=self._say,
-            predict=screen,
+            predict=screen.predict if screen is not None else None,
+            refit=screen.refit if screen is not None else None,
             no_screen=no_screen,
             writes_held=signals_held,
         )

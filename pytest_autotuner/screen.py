@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pytest_autotuner.core.measure.scoring import rank_number, score_result
@@ -24,20 +25,30 @@ from pytest_autotuner.core.spec.sglang_args import imitated_version
 if TYPE_CHECKING:
     from pytest_autotuner.core.measure.plan import BenchmarkPlan
     from pytest_autotuner.core.measure.trial import Params
+    from pytest_autotuner.core.outcome.screen_guide import RefitFn
     from pytest_autotuner.core.search.calibration import PredictFn
     from pytest_autotuner.core.spec.task_spec import TaskSpec
 
-__all__ = ["SCREEN_REQUESTS", "make_screen"]
+__all__ = ["SCREEN_REQUESTS", "Screen", "make_screen"]
 
 SCREEN_REQUESTS = 64  #: requests a cell at most: the ranking needs a sample, not a measurement
 
 
+@dataclass(frozen=True)
+class Screen:
+    """The screen's model: ``predict`` (a configuration's score as the session ranks it and its mean TTFT and
+    TPOT per cell, ``core/search/calibration.PredictFn``) and ``refit`` (the same model with its prefill and
+    decode steps scaled by factors fitted to real trials, ``core/outcome/screen_guide.py``)."""
+
+    predict: PredictFn
+    refit: RefitFn
+
+
 def make_screen(
     spec: TaskSpec, plan: BenchmarkPlan, *, gpu: str, num_gpus: int, seed: int
-) -> tuple[PredictFn | None, str]:
-    """(the screen's model, "") or (None, why the spec cannot be screened): a configuration's score as the
-    session ranks it and its mean TTFT and TPOT per cell (``core/search/calibration.PredictFn``). ``gpu``: the
-    simulator's GPU for the runner's (``simulator.gpu`` on the simulator, nvidia-smi's on a real runner)."""
+) -> tuple[Screen | None, str]:
+    """(the screen's model, "") or (None, why the spec cannot be screened). ``gpu``: the simulator's GPU for the
+    runner's (``simulator.gpu`` on the simulator, nvidia-smi's on a real runner)."""
     from pytest_autotuner.sim.cli import pricing_problem
 
     if spec.model is None:
@@ -57,18 +68,26 @@ def make_screen(
     )
     maximize = spec.optimization.direction == "maximize"
 
-    def predict(params: Params) -> tuple[float, dict[str, dict[str, float]]] | None:
-        from pytest_autotuner.sim.inprocess import run_benchmark_in_process
+    def predictor(factors: tuple[float, float] | None) -> PredictFn:
+        def predict(params: Params) -> tuple[float, dict[str, dict[str, float]]] | None:
+            from pytest_autotuner.sim.inprocess import run_benchmark_in_process
 
-        argv = {**params, "sim-sglang-version": version}
-        try:
-            result = run_benchmark_in_process(model, argv, small, gpu=gpu, num_gpus=num_gpus, seed=seed, noise=0.0)
-        except (ValueError, TrialFailure):
-            return None  # a flag the simulator refuses, a server that would not start: not scorable
-        scored = score_result(result, spec.optimization, spec.slo, gpus_needed(params))
-        if scored.failure is not None or not math.isfinite(scored.value):
-            return None
-        cells = {c.label: {"ttft": c.summary("ttft").mean, "tpot": c.summary("tpot").mean} for c in result.cells}
-        return rank_number(scored.meets_slos, scored.feasible, scored.value, maximize), cells
+            argv = {**params, "sim-sglang-version": version}
+            try:
+                result = run_benchmark_in_process(
+                    model, argv, small, gpu=gpu, num_gpus=num_gpus, seed=seed, noise=0.0, factors=factors
+                )
+            except (ValueError, TrialFailure):
+                return None  # a flag the simulator refuses, a server that would not start: not scorable
+            scored = score_result(result, spec.optimization, spec.slo, gpus_needed(params))
+            if scored.failure is not None or not math.isfinite(scored.value):
+                return None
+            cells = {c.label: {"ttft": c.summary("ttft").mean, "tpot": c.summary("tpot").mean} for c in result.cells}
+            return rank_number(scored.meets_slos, scored.feasible, scored.value, maximize), cells
 
-    return predict, ""
+        return predict
+
+    def refit(prefill: float, decode: float) -> PredictFn:
+        return predictor((prefill, decode))
+
+    return Screen(predictor(None), refit), ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 from collections.abc import Callable, Hashable, Mapping
@@ -12,6 +13,7 @@ import numpy as np
 from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics, RequestRecord
 from pytest_autotuner.core.measure.trial import FailureClass, TrialFailure
 from pytest_autotuner.sim.cli import engine_config, params_to_argv, parse_argv, server_info
+from pytest_autotuner.sim.distortion import Distortion, Effects
 from pytest_autotuner.sim.perf_model import StartupFailure, plan_memory
 from pytest_autotuner.sim.scheduler import Scheduler, SimRequest, stream_chunk_sizes
 
@@ -41,18 +43,23 @@ def run_benchmark_in_process(
     num_gpus: int = 1,
     seed: int = 0,
     noise: float = 0.0,
+    factors: tuple[float, float] | None = None,
 ) -> BenchResult:
     """Simulate every cell of ``plan`` on a server launched with ``params``; times in simulated seconds.
 
     The requests (lengths, shared prompts, Poisson arrivals) are drawn from ``plan.seed``, as the benchmark client
     draws them, so every configuration and every repeat sees the same traffic; ``seed`` and ``noise`` are the
-    server's (its step-time noise). Raises ParamError (a ValueError) for flags the CLI would reject, and
-    TrialFailure when the server would fail at startup.
+    server's (its step-time noise). ``factors`` (prefill, decode) scale its prefill and decode steps, as a
+    distortion file's ``prefill`` and ``decode`` do: the screen's model fitted to real trials. Raises ParamError
+    (a ValueError) for flags the CLI would reject, and TrialFailure when the server would fail at startup.
     """
     argv = ["--model-path", model, "--sim-gpu", gpu, "--sim-num-gpus", str(num_gpus), "--sim-noise", str(noise)]
     argv += params_to_argv(params)
     args = parse_argv(argv, raising=True)
     cfg = engine_config(args)
+    if factors is not None:
+        fitted = Effects(prefill=factors[0], decode=factors[1])
+        cfg = dataclasses.replace(cfg, distortion=Distortion(source="fitted factors", effects=fitted))
     try:
         memory = plan_memory(cfg)
     except StartupFailure as exc:

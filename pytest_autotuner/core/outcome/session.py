@@ -43,6 +43,7 @@ from pytest_autotuner.core.search.gpu_pool import GpuPool, gpus_needed
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
+    from pytest_autotuner.core.outcome.screen_guide import Guidance
     from pytest_autotuner.core.search.study import Proposal, Search
     from pytest_autotuner.core.spec.task_spec import TaskSpec
 
@@ -298,11 +299,15 @@ class TuningSession:
         workers: int = 1,
         gpu_pool: GpuPool | None = None,
         writes_held: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+        after_trial: Callable[[list[TrialRecord]], Guidance] | None = None,
     ) -> None:
         """``writes_held``: a context in which a Ctrl-C or SIGTERM waits, so that a finished trial is written to
         the study whole (the plugin passes ``pytest_autotuner.interrupts.signals_held``)."""
         self.spec = spec
         self._writes_held = writes_held
+        #: asked after each finished search trial (the screen's guide, ``screen_guide.py``): what to try next,
+        #: or why to stop proposing
+        self.after_trial = after_trial
         self.search_state = search
         self.evaluate = evaluate
         self.max_iterations = max_iterations or spec.optimization.max_iterations
@@ -544,6 +549,12 @@ class TuningSession:
                     if proposing and patience and since_improvement >= patience:
                         stopped_early = f"no improvement in the last {patience} trials (optimization.patience)"
                         proposing = False
+                    if proposing and self.after_trial is not None and repeat_of is None:
+                        guidance = self.after_trial(self.records()[0])
+                        for params in guidance.enqueue:
+                            self.search_state.enqueue(dict(params), origin="screen")
+                        if guidance.stop:
+                            stopped_early, proposing = guidance.stop, False
         except BaseException:
             self._stopping.set()  # every running trial cancels its deadline and tears its server down
             pool.shutdown(wait=True, cancel_futures=True)

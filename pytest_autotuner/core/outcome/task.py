@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_autotuner.core.measure.formatting import describe_params
-from pytest_autotuner.core.measure.scoring import gpu_divisor, objective_value, rank_key, rank_number
+from pytest_autotuner.core.measure.scoring import gpu_divisor, objective_value, rank_key
 from pytest_autotuner.core.measure.stats import ALPHA, p_worse
 from pytest_autotuner.core.outcome.baseline import compare, fingerprint, make_baseline
 from pytest_autotuner.core.outcome.pareto import SelectRule, front_indices, select_order
+from pytest_autotuner.core.outcome.screen_guide import Guidance, RefitFn, ScreenGuide, calibrate
 from pytest_autotuner.core.outcome.session import Confirmation, EvaluateFn, TrialEvent, TrialRecord, TuningSession
 from pytest_autotuner.core.outcome.verdict import Verdict, decide, no_baseline
-from pytest_autotuner.core.search.calibration import Calibration, Observation, PredictFn, fit_calibration
+from pytest_autotuner.core.search.calibration import Calibration, PredictFn
 from pytest_autotuner.core.search.gpu_pool import GpuPool, gpus_needed
 from pytest_autotuner.core.search.samplers import startup_trials
 from pytest_autotuner.core.search.screening import Screening, screen_space
@@ -82,6 +83,9 @@ class TaskOptions:
     # the cheap model ``optimization.screening`` scores with (its score ranks the screen, core/search/screening.py) and
     # whose per-cell predictions the calibration compares the real trials with (core/search/calibration.py)
     predict: PredictFn | None = None
+    # the same model with its prefill and decode steps scaled by fitted factors (TTFT, TPOT): what the screen
+    # is rerun on once the real trials calibrate it (``screen_guide.py``); None: rescreens reuse ``predict``
+    refit: RefitFn | None = None
     no_screen: str = ""  # why there is none, when the spec asks for screening
     # a context in which Ctrl-C and SIGTERM wait, so a finished trial is written whole (``interrupts.signals_held``)
     writes_held: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
@@ -386,20 +390,49 @@ def _screen(spec: TaskSpec, space: SearchSpace, options: TaskOptions, predict: P
     return screening
 
 
-def _calibrate(spec: TaskSpec, records: list[TrialRecord], predict: PredictFn) -> Calibration:
-    """The real trials against the screen's model (``core/search/calibration.py``)."""
-    maximize = spec.optimization.direction == "maximize"
-    observations = []
-    for record in records:
-        if not record.measured or record.repeat_of is not None:
-            continue
-        prediction = predict(dict(record.params))
-        if prediction is None:
-            continue
-        measured = {c.label: {"ttft": c.value("ttft"), "tpot": c.value("tpot")} for c in record.cells}
-        score = rank_number(record.meets_slos, record.feasible, record.value, maximize)
-        observations.append(Observation(record.number, prediction[1], measured, prediction[0], score))
-    return fit_calibration(observations)
+def _guide(
+    spec: TaskSpec, space: SearchSpace, options: TaskOptions, screening: Screening | None, predict: PredictFn | None
+) -> ScreenGuide | None:
+    """The screen's guide between trials (``screen_guide.py``), for a screened single-objective search."""
+    if screening is None or predict is None or not screening.seeds or spec.optimization.multi_objective:
+        return None
+    return ScreenGuide(
+        space=space,
+        predict=predict,
+        refit=options.refit,
+        maximize=spec.optimization.direction == "maximize",
+        size=spec.optimization.screen_size,
+        seed=options.seed,
+        max_gpus=len(options.gpu_ids) or None,
+        gpus_needed=gpus_needed,
+    )
+
+
+def _noted(
+    spec: TaskSpec, guide: ScreenGuide, on_note: Callable[[str], None]
+) -> Callable[[list[TrialRecord]], Guidance]:
+    """``guide``, its notes shown as progress lines."""
+
+    def after_trial(records: list[TrialRecord]) -> Guidance:
+        guidance = guide(records)
+        if guidance.note:
+            first, *rest = guidance.note.splitlines()
+            on_note("\n".join([f"{spec.task_name}: {first}", *rest]))
+        return guidance
+
+    return after_trial
+
+
+def _budget_saved(spec: TaskSpec, records: list[TrialRecord]) -> str:
+    """What stopping on the screen's word saved: the trials left in the budget at this run's mean trial cost."""
+    left = spec.optimization.max_iterations - len(records)
+    costs = [r.gpu_seconds for r in records if r.gpu_seconds > 0]
+    if left <= 0:
+        return ""
+    if not costs:
+        return f"; {left} trials of the budget not run"
+    hours = left * sum(costs) / len(costs) / 3600
+    return f"; {left} trials of the budget not run (about {hours:.2g} GPU-hours at this run's mean trial cost)"
 
 
 def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baseline: Baseline | None) -> TaskOutcome:
@@ -427,6 +460,7 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         options.on_note(f"{spec.task_name}: {note}")
     gpu_pool = GpuPool(list(options.gpu_ids)) if options.gpu_ids else None
     workers = options.workers or (gpu_pool.total if gpu_pool else 1)
+    screen_guide = _guide(spec, space, options, screening, predict)
     session = TuningSession(
         spec=spec,
         search=search,
@@ -435,6 +469,7 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         workers=workers,
         gpu_pool=gpu_pool,
         writes_held=options.writes_held,
+        after_trial=None if screen_guide is None else _noted(spec, screen_guide, options.on_note),
     )
     defaults: DefaultsComparison | None = None
     pareto: ParetoFront | None = None
@@ -458,6 +493,8 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         stopped_early = (
             "report only: no trials run (--autotune-report-only)" if options.report_only else session.search()
         )
+        if screen_guide is not None and screen_guide.stopped and stopped_early == screen_guide.stopped:
+            stopped_early += _budget_saved(spec, session.records()[0])
         pareto = pareto_front_of(spec, session.records()[0])
         best, defaults = _confirm(spec, session, pareto)
 
@@ -479,7 +516,7 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
     records, duplicates = ([], 0) if options.check else session.records()
     calibration = None
     if screening is not None and predict is not None and records:
-        calibration = _calibrate(spec, records, predict)
+        calibration = calibrate(records, predict, spec.optimization.direction == "maximize")
         options.on_note(f"{spec.task_name}: {calibration.text}")
     verdict = decide(
         task=spec.task_name,

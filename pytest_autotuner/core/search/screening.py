@@ -9,8 +9,8 @@ first, skipping a configuration that differs from one already taken in fewer tha
 flat optimum does not fill the seeds with neighbours of one point. The search then runs as it would (its
 sampler proposes after the seeds), so a wrong model costs the seeded trials and does not trap the search.
 
-What this slice does not do yet (issue 32): calibrate the model from the real trials, rerun the screen with the
-fitted model, trust it by its rank agreement, stop early on predictions.
+The calibration from the real trials, the rescreens on the fitted model, the trust and the stop on predictions
+are the guide's (``core/outcome/screen_guide.py``).
 """
 
 from __future__ import annotations

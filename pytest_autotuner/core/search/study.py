@@ -308,8 +308,10 @@ class Search:
     def n_evaluated(self) -> int:
         return len(self.evaluated())
 
-    def enqueue(self, params: Params) -> None:
-        self.study.enqueue_trial(params, skip_if_exists=True)
+    def enqueue(self, params: Params, *, origin: str | None = None) -> None:
+        """``params`` as the next trial (once: skipped when the study holds it already); ``origin`` names where
+        it came from (the ``origin`` user attribute, e.g. ``"screen"``)."""
+        self.study.enqueue_trial(params, user_attrs={"origin": origin} if origin else None, skip_if_exists=True)
 
     # -- ask and tell ------------------------------------------------------------------------------------------
 

@@ -270,7 +270,9 @@ class Optimization(_Model):
         False,
         description="Before the first real trial, score up to `screen_size` configurations on the in-process "
         "simulator (the spec's model, traffic and SLOs; `simulator.gpu`) and give the first trials to its "
-        "`screen_seeds` best, apart from each other; the search goes on as usual after them (docs/search.md).",
+        "`screen_seeds` best, apart from each other; then refit the simulator to the real trials every 4 of them, "
+        "rescreen on the fitted model for the next trials while its ranks agree with the measured ones (else drop "
+        "it, saying so), and stop when nothing unmeasured is predicted to beat the best (docs/search.md).",
     )
     screen_size: int = Field(500, ge=1, le=100_000, description="Configurations the screen scores at most.")
     screen_seeds: int = Field(4, ge=1, le=64, description="Real trials given to the screen's best configurations.")
