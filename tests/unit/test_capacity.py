@@ -74,7 +74,8 @@ def test_a_server_that_holds_nothing_measures_min_and_scores_zero() -> None:
 def test_the_overloaded_throughput_bounds_the_bracket_only_when_every_request_finished() -> None:
     search = LadderSearch(CapacityLimits(min=0.25, max=64))
     search.record(Step(64.0, False, "over", throughput=8.0))
-    assert search.next_load() == pytest.approx(10.0 / 2)  # bracket 1.25 x 8 = 10, walked down by half
+    # bracket 1.25 x 8 = 10, walked down by half: to the grid point at or below 5 (loads lie on max x 2^(-k/15))
+    assert 5.0 / 2 ** (1 / 15) < search.next_load() <= 5.0  # type: ignore[operator]
     cut = LadderSearch(CapacityLimits(min=0.25, max=64))
     cut.record(Step(64.0, False, "over", throughput=8.0, incomplete=30))
     assert cut.next_load() == 32.0  # a cut step bounds nothing: walk down from the ceiling
@@ -554,3 +555,31 @@ def test_beside_ttft_a_ladder_holding_nothing_misses_the_slos_and_is_infeasible(
     score = score_result(BenchResult([fixed], {}, (held,)), s.optimization, s.slo)
     assert score.objectives["maximize_goodput"] == 8.0 and score.feasible and score.meets_slos
     assert score.values == (8.0, pytest.approx(0.05))  # no penalty: the fixed cell met its SLO
+
+
+def test_rate_loads_lie_on_one_grid_so_runs_that_saw_different_ceilings_agree() -> None:
+    """Issue 29: the first (overloaded) step's throughput sets the bracket, and it moves with the run's server
+    speed; every later load used to move with it, so one deterministic capacity read 1.71 in one run and 1.83
+    in another. On the grid, runs differ only where a step's verdict does."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    limits = CapacityLimits(min=0.25, max=64, max_steps=12)
+    grid = [64 * 2.0 ** (-k / 15) for k in range(200)]
+
+    @settings(max_examples=200, deadline=None)
+    @given(capacity=st.floats(0.3, 60), overload=st.floats(1.0, 1.3))
+    def agree(capacity: float, overload: float) -> None:
+        def judge(load: float) -> Step:
+            holds = load <= capacity
+            return Step(load, holds, "" if holds else "over", throughput=capacity * overload)
+
+        found = run_search(limits, judge)
+        plain = run_search(limits, oracle(capacity))
+        assert found.capacity == plain.capacity  # the ceiling's throughput does not move the answer
+        for step in found.steps[1:]:
+            assert step.load == limits.min or any(math.isclose(step.load, g) for g in grid)
+        expected = max(g for g in grid if g <= capacity)  # the highest grid point that holds
+        assert found.capacity == pytest.approx(expected)
+
+    agree()

@@ -19,9 +19,13 @@ throughput bounds the answer) with bisection instead of its unit steps down:
    (capacity under latency SLOs is usually 50-90% of the overloaded throughput, so one halving mostly suffices),
    down to ``min``, which is measured last.
 3. **Bisect geometrically** between the highest load that held and the lowest that broke: the next step is
-   their geometric mean (the relative error halves each step: a factor-2 bracket is within 5% after 4 steps),
-   until the bracket is within ``tolerance`` (relative) or ``max_steps`` are spent. Concurrency is bisected on
-   integers and stops when the bracket is one apart.
+   the point of the rate grid nearest their geometric mean (the relative error halves each step: a factor-2
+   bracket is within 5% after 4 steps), until no grid point is left inside the bracket or ``max_steps`` are
+   spent. The grid is ``max x 2^(-k/m)``, ``m`` points to a halving (the fewest whose ratio is at most
+   ``1 + tolerance``: 15 at 5%); the walk down of step 2 lands on it too. Every run of a configuration so tries
+   the same loads: its first step's throughput, which moves with the server's speed, changes how many steps the
+   search takes, not which loads it can answer. Concurrency is bisected on integers and stops when the bracket
+   is one apart.
 
 The answer is the highest load *measured* to hold (0 when none did, "below min"). The search assumes a
 configuration that holds a load holds every lighter one; near the boundary a step may flip with noise, and
@@ -455,7 +459,7 @@ class LadderSearch:
         lo, hi = self._lo, self._hi
         if not self._lo_held:
             # nothing held yet: walk down from the lowest broken load, halving, until a step holds
-            down = math.floor(hi / 2) if self.integer else hi / 2
+            down = math.floor(hi / 2) if self.integer else self._grid(math.ceil(self._index(hi) - 1e-9) + self._halving)
             if down <= limits.min:
                 return self._measure_min()
             return float(down)
@@ -465,12 +469,30 @@ class LadderSearch:
             nxt = float(round(math.sqrt(lo * hi)))
             nxt = min(max(nxt, lo + 1), hi - 1)
         else:
-            if hi <= lo * (1 + limits.tolerance):
+            # the grid points strictly inside the bracket (a higher load has a lower index)
+            first, last = math.floor(self._index(hi) + 1e-9) + 1, math.ceil(self._index(lo) - 1e-9) - 1
+            if first > last:
                 return self._measure_min()
-            nxt = math.sqrt(lo * hi)
+            middle = round((self._index(hi) + self._index(lo)) / 2)
+            nxt = self._grid(min(max(middle, first), last))
         if self._tried(nxt):
             return self._measure_min()
         return nxt
+
+    # Rate loads lie on one geometric grid, ``max x 2 ** (-k / m)`` with ``m`` steps to a halving (the fewest whose
+    # ratio is within ``tolerance``: 15 at 5%): every run of a configuration bisects over the same candidate loads,
+    # so two runs can differ only where a step's verdict differs, not because a slightly faster first step moved
+    # every later load (issue 29: benchmarks/capacity_repeatability.py).
+
+    @property
+    def _halving(self) -> int:
+        return max(1, math.ceil(math.log(2) / math.log(1 + max(self.limits.tolerance, 1e-3)) - 1e-9))
+
+    def _index(self, load: float) -> float:
+        return self._halving * math.log2(self.limits.max / load)
+
+    def _grid(self, index: int) -> float:
+        return self.limits.max * 2.0 ** (-index / self._halving)
 
     def _measure_min(self) -> float | None:
         """The bracket closed: done, unless nothing held yet and ``min`` itself was never measured."""

@@ -480,7 +480,15 @@ class CapacitySettings(_Model):
     )
     max: float = Field(64.0, description="Highest load searched; the first step runs here.")
     max_steps: int = Field(8, description=f"Load steps per trial (2..{MAX_CAPACITY_STEPS}).")
-    tolerance: float = Field(0.05, gt=0, le=1, description="Stop bisecting once the bracket is this close (relative).")
+    tolerance: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description=(
+            "Rates are tried on a grid about this far apart (relative; `max x 2^(-k/m)`, m the fewest points to a "
+            "halving within it); the bisection stops when no grid point is left in the bracket."
+        ),
+    )
     step_seconds: float = Field(
         30.0,
         gt=0,
