@@ -113,7 +113,7 @@ def ours(concurrency: int, requests: int, log: Path) -> tuple[dict[str, float], 
 def theirs(
     concurrency: int, requests: int, log: Path, tmp: Path, script: str, python: str
 ) -> tuple[dict[str, float], list[int]]:
-    sharegpt = tmp / "sharegpt.json"
+    sharegpt = tmp / f"sharegpt-{requests}.json"
     if not sharegpt.exists():  # bench_serving's random dataset reads a ShareGPT JSON array
         # It repeats a message's token ids up to the length and decodes them: a message that starts with a space
         # keeps its words apart where the repeats meet, so the text re-encodes to exactly that many tokens.
@@ -121,7 +121,9 @@ def theirs(
         for row in rows:
             for turn in row["conversations"]:
                 turn["value"] = " " + turn["value"]
-        sharegpt.write_text(json.dumps(rows))
+        # one prompt per conversation: fewer conversations than --num-prompts and it silently sends fewer (the
+        # 2026-12-01 run's c=16 row sent 64 of 128), so the 64 are repeated to at least ``requests``
+        sharegpt.write_text(json.dumps(rows * -(-requests // len(rows))))
     out = tmp / f"bench-serving-{concurrency}.jsonl"
     out.unlink(missing_ok=True)
     with simulator(log) as (base, _):
@@ -135,6 +137,8 @@ def theirs(
         if done.returncode != 0:
             raise RuntimeError(f"bench_serving failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
         result = json.loads(out.read_text().splitlines()[-1])
+        if result.get("completed") != requests:
+            raise RuntimeError(f"bench_serving completed {result.get('completed')} of {requests} requests")
         lengths = prompt_lengths(base)
     figures = {"ttft_ms": result["mean_ttft_ms"] * SPEEDUP, "tpot_ms": result["mean_tpot_ms"] * SPEEDUP,
                "output_throughput": result["output_throughput"] / SPEEDUP}  # fmt: skip

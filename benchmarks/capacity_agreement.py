@@ -159,16 +159,19 @@ def ours(case: Case, log: Path) -> tuple[float, int, CapacityLimits]:
     return ladder.capacity, len(ladder.steps), plan.capacity
 
 
-def sharegpt(tmp: Path) -> Path:
+def sharegpt(tmp: Path, requests: int) -> Path:
     """Our synthetic dataset as the ShareGPT JSON array bench_serving's random dataset reads (each message with a
-    leading space, so that its repeated ids re-encode to exactly the length: see bench_serving_agreement.py)."""
-    path = tmp / "sharegpt.json"
+    leading space, so that its repeated ids re-encode to exactly the length: see bench_serving_agreement.py),
+    its conversations repeated to at least ``requests`` of them: bench_serving's random dataset takes one prompt
+    per conversation and silently sends fewer than ``--num-prompts`` when the file has fewer (our 64 made every
+    probe a 64-request burst, too short to show an overload: the first runs of this benchmark were wrong)."""
+    path = tmp / f"sharegpt-{requests}.json"
     if not path.exists():
         rows = [json.loads(line) for line in DATASET.read_text().splitlines() if line]
         for row in rows:
             for turn in row["conversations"]:
                 turn["value"] = " " + turn["value"]
-        path.write_text(json.dumps(rows))
+        path.write_text(json.dumps(rows * math.ceil(requests / len(rows))))
     return path
 
 
@@ -179,8 +182,9 @@ def bench_serving_holds(
     out = tmp / "bench-serving.jsonl"
     out.unlink(missing_ok=True)
     with simulator(case, tmp / "theirs.log") as (base, _):
+        dataset = sharegpt(tmp, requests)
         argv = [python, script, "--backend", "sglang-oai", "--base-url", base, "--model", case.model,
-                "--tokenizer", str(TOKENIZER), "--dataset-name", "random", "--dataset-path", str(sharegpt(tmp)),
+                "--tokenizer", str(TOKENIZER), "--dataset-name", "random", "--dataset-path", str(dataset),
                 "--random-input-len", str(case.input_len), "--random-output-len", str(case.output_len),
                 "--random-range-ratio", "1", "--num-prompts", str(requests), "--request-rate", str(rate * SPEEDUP),
                 "--warmup-requests", "1", "--seed", "1", "--disable-tqdm", "--output-file", str(out)]  # fmt: skip
@@ -189,6 +193,8 @@ def bench_serving_holds(
         if done.returncode != 0:
             raise RuntimeError(f"bench_serving failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     result = json.loads(out.read_text().splitlines()[-1])
+    if result.get("completed") != requests:
+        raise RuntimeError(f"bench_serving completed {result.get('completed')} of {requests} requests at {rate} req/s")
     ttft = result["p99_ttft_ms"] / 1000 * SPEEDUP
     tpot = result["p99_tpot_ms"] / 1000 * SPEEDUP
     limits = case.slo
