@@ -16,7 +16,7 @@ import time
 from pytest_autotuner.core.measure.metrics import BenchResult
 from pytest_autotuner.core.measure.scoring import score_result
 from pytest_autotuner.core.outcome.baseline import ALPHA, compare, fingerprint, make_baseline
-from pytest_autotuner.core.outcome.session import Confirmation
+from pytest_autotuner.core.outcome.records import Confirmation
 from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.evaluate import plan_from_spec
 from pytest_autotuner.sim.inprocess import run_benchmark_in_process

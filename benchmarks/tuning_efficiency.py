@@ -70,7 +70,8 @@ from pytest_autotuner.core.measure.metrics import BenchResult
 from pytest_autotuner.core.measure.plan import BenchmarkPlan
 from pytest_autotuner.core.measure.scoring import TrialScore, rank_key, score_failure, score_result
 from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
-from pytest_autotuner.core.outcome.session import TrialRecord, TuningSession, by_configuration
+from pytest_autotuner.core.outcome.records import TrialRecord, by_configuration
+from pytest_autotuner.core.outcome.session import TuningSession
 from pytest_autotuner.core.search.gpu_pool import GpuPool, gpus_needed
 from pytest_autotuner.core.search.optuna_compat import quiet_optuna_logging
 from pytest_autotuner.core.search.space import SearchSpace

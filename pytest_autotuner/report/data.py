@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from pytest_autotuner.core.measure.scoring import SloCheck
-    from pytest_autotuner.core.outcome.session import TrialRecord
+    from pytest_autotuner.core.outcome.records import TrialRecord
     from pytest_autotuner.core.outcome.task import TaskOutcome
 
 __all__ = [

@@ -31,7 +31,7 @@ from pytest_autotuner.report.text import safe
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from pytest_autotuner.core.outcome.session import TrialRecord
+    from pytest_autotuner.core.outcome.records import TrialRecord
     from pytest_autotuner.core.outcome.task import TaskOutcome
     from pytest_autotuner.core.outcome.trends import Trend
 

@@ -111,7 +111,7 @@ def test_three_workers_share_one_study_and_a_report_job_judges_it(tmp_path: Path
     assert not [line for line in report.stdout.splitlines() if line.strip().startswith("trial ")]
     results = json.loads((tmp_path / "reports" / task / "results.json").read_text())
     # the product's ranking: a configuration measured twice (a new best's repeat run) by the mean of its runs
-    from pytest_autotuner.core.outcome.session import TrialRecord, by_configuration
+    from pytest_autotuner.core.outcome.records import TrialRecord, by_configuration
     from pytest_autotuner.inputs import load_spec
 
     maximize = load_spec(tmp_path / "tuning_specs" / f"{task}.json").optimization.direction == "maximize"

@@ -16,7 +16,7 @@ from pytest_autotuner.core.measure.plan import BenchmarkPlan
 from pytest_autotuner.core.measure.scoring import cell_checks, fixed_cells, score_result
 from pytest_autotuner.core.measure.trial import Deadline, Params
 from pytest_autotuner.core.outcome.baseline import compare, make_baseline
-from pytest_autotuner.core.outcome.session import Confirmation, TrialEvent
+from pytest_autotuner.core.outcome.records import Confirmation, TrialEvent
 from pytest_autotuner.core.outcome.task import TaskOptions, run_task
 from pytest_autotuner.core.search.gpu_pool import gpus_needed
 from pytest_autotuner.core.spec.capacity_limits import CapacityLimits

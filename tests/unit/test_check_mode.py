@@ -10,7 +10,7 @@ import factories
 from pytest_autotuner.core.measure.metrics import BenchResult
 from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
 from pytest_autotuner.core.outcome.baseline import Baseline
-from pytest_autotuner.core.outcome.session import TrialEvent
+from pytest_autotuner.core.outcome.records import TrialEvent
 from pytest_autotuner.core.outcome.task import TaskOptions, TaskOutcome, run_task
 from pytest_autotuner.core.outcome.verdict import ReasonKind
 from pytest_autotuner.report.data import results_summary

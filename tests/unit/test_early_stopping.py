@@ -9,7 +9,7 @@ from factories import cell, run_session, spec
 
 from pytest_autotuner.core.measure.metrics import BenchResult
 from pytest_autotuner.core.measure.trial import Deadline, Params
-from pytest_autotuner.core.outcome.session import trial_cost
+from pytest_autotuner.core.outcome.records import trial_cost
 from pytest_autotuner.core.outcome.task import StudyCost
 from pytest_autotuner.report.text import cost_line, progress_line
 

@@ -41,7 +41,7 @@ def test_no_configuration_is_evaluated_twice(strategy: str) -> None:
 
 @pytest.mark.parametrize("strategy", ["bayesian", "random"])
 def test_a_new_best_is_measured_again_at_once_and_nothing_else_twice(strategy: str) -> None:
-    from pytest_autotuner.core.outcome.session import TrialEvent
+    from pytest_autotuner.core.outcome.records import TrialEvent
 
     s = spec(optimization={"strategy": strategy, "max_iterations": 40, "confirm_runs": 0})
     calls: list[Params] = []

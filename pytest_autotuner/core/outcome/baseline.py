@@ -38,7 +38,7 @@ from pytest_autotuner.core.search.gpu_pool import gpus_needed
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics
-    from pytest_autotuner.core.outcome.session import Confirmation
+    from pytest_autotuner.core.outcome.records import Confirmation
     from pytest_autotuner.core.spec.task_spec import TaskSpec
 
 __all__ = [

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pytest_autotuner.core.measure.formatting import describe_params
 from pytest_autotuner.core.measure.scoring import rank_number
 from pytest_autotuner.core.measure.trial import Params
-from pytest_autotuner.core.outcome.session import TrialRecord
+from pytest_autotuner.core.outcome.records import TrialRecord
 from pytest_autotuner.core.search.calibration import (
     MIN_TRIALS,
     Calibration,

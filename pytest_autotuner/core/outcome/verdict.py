@@ -18,7 +18,7 @@ from pytest_autotuner.core.measure.stats import ALPHA
 if TYPE_CHECKING:
     from pytest_autotuner.core.measure.scoring import SloCheck
     from pytest_autotuner.core.outcome.baseline import BaselineComparison
-    from pytest_autotuner.core.outcome.session import Confirmation, TrialRecord
+    from pytest_autotuner.core.outcome.records import Confirmation, TrialRecord
 
 __all__ = ["Reason", "ReasonKind", "Verdict", "decide", "no_baseline", "slo_table"]
 
