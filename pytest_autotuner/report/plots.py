@@ -237,6 +237,52 @@ def pareto_figure(outcome: TaskOutcome) -> Figure | None:
     return fig
 
 
+def calibration_figure(outcome: TaskOutcome) -> Figure | None:
+    """``optimization.screening``: each real trial's mean TTFT and TPOT per cell against the screen's prediction
+    for it (log axes), the diagonal (a model that knew the server) and the fitted factor (measured / predicted),
+    with the rank agreement in the title; trials the screen picked are marked."""
+    calibration = outcome.calibration
+    if calibration is None or not calibration.observations:
+        return None
+    picked = {t.number for t in outcome.trials if t.origin == "screen"}
+    fig = _figure(7.6, 3.2, left=0.09, bottom=0.17)
+    tau = "n/a" if calibration.tau is None else f"{calibration.tau:.2f}"
+    fig.suptitle(f"the server against the simulator over {calibration.trials} trials: rank agreement tau = {tau}",
+                 fontsize=8)  # fmt: skip
+    for index, (metric, factor, label) in enumerate(
+        (("ttft", calibration.prefill, "mean TTFT (s)"), ("tpot", calibration.decode, "mean TPOT (s)"))
+    ):
+        ax = fig.add_subplot(1, 2, index + 1)
+        _style(ax)
+        points = [
+            (predicted[metric], obs.measured[cell][metric], obs.trial in picked)
+            for obs in calibration.observations
+            for cell, predicted in obs.predicted.items()
+            if cell in obs.measured
+            and all(v is not None and math.isfinite(v) and v > 0
+                    for v in (predicted.get(metric), obs.measured[cell].get(metric)))
+        ]  # fmt: skip
+        if not points:
+            ax.set_title(f"{label}: nothing to compare", fontsize=8)
+            continue
+        for mine, color, name in ((False, GREY, "search trial"), (True, BLUE, "picked by the screen")):
+            chosen = [(x, y) for x, y, m in points if m == mine]
+            if chosen:
+                ax.scatter([x for x, _ in chosen], [y for _, y in chosen], s=16, color=color, label=name)
+        low = min(min(x, y) for x, y, _ in points) / 1.5
+        high = max(max(x, y) for x, y, _ in points) * 1.5
+        ax.plot([low, high], [low, high], "--", color=GREY, linewidth=1, label="measured = predicted")
+        if factor is not None:
+            ax.plot([low, high], [low * factor, high * factor], "-", color=RED, linewidth=1,
+                    label=f"fitted x{factor:.3g}")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"predicted {label}", fontsize=8)
+        ax.set_ylabel(f"measured {label}", fontsize=8)
+        ax.legend(fontsize=6, frameon=False)
+    return fig
+
+
 def objectives_figure(outcome: TaskOutcome) -> Figure | None:
     """A multi-objective search's trials in objective space (one panel per pair of objectives): the Pareto front
     in red, dominated trials faded, the configuration the select rule chose starred, each ``within`` bound dashed."""
@@ -349,6 +395,9 @@ def render_plots(outcome: TaskOutcome) -> list[PlotImage]:
                   "no cell with a throughput and a TPOT")] if has_several_loads(outcome) else []),
         _timed("parameters", "Objective against each parameter (blue: meets SLOs, orange: misses)",
                lambda: parameter_figure(outcome), "no measured trials", wide=True),
+        *([_timed("calibration", "The simulator's predictions against the measured trials (screening)",
+                  lambda: calibration_figure(outcome), "no trial the simulator could predict", wide=True)]
+          if outcome.calibration is not None else []),
     ]  # fmt: skip
     logger.debug("plots: %s", {p.name: round(p.seconds, 3) for p in plots})
     return plots

@@ -73,3 +73,21 @@ def test_a_screened_session_reports_its_calibration() -> None:
     assert calibration.prefill == pytest.approx(2.0) and calibration.decode == pytest.approx(1.0)
     assert calibration.tau == pytest.approx(1.0) and calibration.trusted
     assert any("the server against the simulator over" in n and "TTFT x2" in n for n in notes)
+
+
+def test_the_report_plots_each_real_trial_against_its_prediction_and_only_for_a_screened_session() -> None:
+    from pytest_autotuner.report.plots import render_plots
+
+    def predict(params: Params) -> tuple[float, dict[str, dict[str, float]]]:
+        real = factories.result(factories.latency_model(params)).cells[0]
+        return factories.latency_model(params), {real.label: {"ttft": real.summary("ttft").mean * 0.8,
+                                                              "tpot": real.summary("tpot").mean}}  # fmt: skip
+
+    spec = factories.spec(optimization={"max_iterations": 6, "screening": True, "screen_seeds": 2})
+    outcome = run_session(spec, factories.synthetic_evaluate(), predict=predict)
+    assert outcome.calibration is not None
+    assert len(outcome.calibration.observations) == outcome.calibration.trials >= MIN_TRIALS
+    plots = {p.name: p for p in render_plots(outcome)}
+    assert plots["calibration"].uri is not None and plots["calibration"].uri.startswith("data:image/png;base64,")
+    plain = run_session(factories.spec(optimization={"max_iterations": 3}), factories.synthetic_evaluate())
+    assert "calibration" not in {p.name for p in render_plots(plain)}

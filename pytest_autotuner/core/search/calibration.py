@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pytest_autotuner.core.measure.trial import Params
 
@@ -50,6 +50,8 @@ class Calibration:
     decode: float | None
     decode_spread: float | None
     tau: float | None
+    #: the trials the fit read, each with the model's prediction beside its measurement (the report's plot)
+    observations: tuple[Observation, ...] = field(default=(), compare=False)
 
     @property
     def trusted(self) -> bool:
@@ -129,4 +131,4 @@ def fit_calibration(observations: Sequence[Observation]) -> Calibration:
     prefill, prefill_spread = _geometric(ratios["ttft"])
     decode, decode_spread = _geometric(ratios["tpot"])
     tau = kendall_tau([o.predicted_score for o in observations], [o.measured_score for o in observations])
-    return Calibration(len(observations), prefill, prefill_spread, decode, decode_spread, tau)
+    return Calibration(len(observations), prefill, prefill_spread, decode, decode_spread, tau, tuple(observations))
