@@ -206,7 +206,6 @@ NOT_YET_PURE: dict[str, set[str]] = {
     # the trial pool, the hard per-trial timeout and the Ctrl-C flag: threads the session starts itself
     "pytest_autotuner.core.outcome.session": {"threading", "concurrent"},
     "pytest_autotuner.core.search.gpu_pool": {"threading"},  # a Condition: trials wait for GPUs
-    "pytest_autotuner.core.measure.trial": {"threading"},  # Deadline's cancel flag is a threading.Event
 }
 
 

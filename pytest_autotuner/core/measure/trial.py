@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from enum import Enum
@@ -12,6 +11,8 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.measure.metrics import CellMetrics, CellSummary
 
 __all__ = ["CellRule", "Deadline", "FailureClass", "ParamValue", "Params", "TrialFailure"]
+
+_CANCEL_POLL_S = 0.02  #: ``Deadline.wait`` sleeps in slices this long, so a cancel ends it within one
 
 ParamValue = bool | int | float | str
 Params = dict[str, ParamValue]
@@ -102,7 +103,7 @@ class Deadline:
         self.cells: list[CellSummary] = []
         self.cell_times: list[float] = []  # time.monotonic() of each report_cell
         self._end = None if seconds is None else time.monotonic() + seconds
-        self._cancelled = threading.Event()
+        self._cancelled = False  # set from another thread (the session's, on Ctrl-C): a plain flag is enough
 
     def start_benchmark(self) -> None:
         """The server is up and the benchmark begins now (separates launch from benchmark time for costs)."""
@@ -124,7 +125,7 @@ class Deadline:
 
     def remaining(self) -> float:
         """Seconds left (inf without a limit, 0 once cancelled or expired)."""
-        if self._cancelled.is_set():
+        if self._cancelled:
             return 0.0
         if self._end is None:
             return float("inf")
@@ -135,13 +136,15 @@ class Deadline:
         return self.remaining() <= 0.0
 
     def cancel(self) -> None:
-        self._cancelled.set()
+        self._cancelled = True
 
     @property
     def cancelled(self) -> bool:
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds`` (bounded by the budget); True if the deadline passed or was cancelled."""
-        self._cancelled.wait(min(seconds, self.remaining()))
+        end = time.monotonic() + min(seconds, self.remaining())
+        while not self._cancelled and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, _CANCEL_POLL_S))  # a cancel is seen within this long
         return self.expired
