@@ -93,3 +93,21 @@ def test_refits_come_every_few_measured_trials() -> None:
     outcome = run_session(screened(40), factories.synthetic_evaluate(), predict=model(), refit=refit)
     measured = [t for t in outcome.trials if t.measured and t.repeat_of is None]
     assert len(fitted) == (len(measured) - MIN_TRIALS) // REFIT_EVERY + 1
+
+
+def test_a_model_blind_to_one_parameter_does_not_stop_the_search_on_agreeing_ranks() -> None:
+    """The model ignores the memory fraction (which moves latency by up to 9% here): its ranks agree with the
+    measured ones well (tau above STOP_TAU), but its errors on the measured trials are larger than the noise, so it
+    may pick trials and may not end the search; the budget runs and the optimum is found."""
+    from pytest_autotuner.core.outcome.screen_guide import STOP_TAU
+
+    def blind(params: Params) -> float:
+        return factories.latency_model({**params, "mem-fraction-static": 0.8})
+
+    notes: list[str] = []
+    outcome = run_session(screened(20), factories.synthetic_evaluate(), predict=model(landscape=blind),
+                          on_note=notes.append)  # fmt: skip
+    assert outcome.calibration is not None and outcome.calibration.tau is not None
+    assert outcome.calibration.tau >= STOP_TAU  # the ranks alone would have stopped it
+    assert outcome.stopped_early == "" and len(outcome.trials) == 20
+    assert any("no stop: it predicts the measured trials only within" in n for n in notes)

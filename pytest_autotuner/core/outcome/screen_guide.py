@@ -10,9 +10,12 @@ ranks) and then:
 - **trusted**: the space is screened again on the model scaled by the fitted factors (the simulator with its
   prefill steps x the TTFT factor and its decode steps x the TPOT factor), and the best configurations it
   predicts that no trial measured yet, chosen apart from each other, are the next trials (``SEED_EACH_REFIT``).
-  From ``2 x MIN_TRIALS`` measured trials on, when none is predicted to beat the best measured configuration by
-  more than the measurement noise (``noise``: relative, on the objective; both predicted by the same fitted
-  model, so a bias common to them cancels), the search stops: the GPU trials left in the budget are saved.
+  From ``2 x MIN_TRIALS`` measured trials on, with a rank agreement of at least ``STOP_TAU``, when none is
+  predicted to beat the best measured configuration by more than the measurement noise (``noise``: relative, on
+  the objective; both predicted by the same fitted model, so a bias common to them cancels), and the fitted
+  model predicts 3 in 4 measured trials within ``STOP_ERROR`` x the noise (ranks can agree while the model is
+  blind to a parameter that moves the objective a little), the search stops: the GPU trials left in the budget
+  are saved.
 
 Pure: the model is injected (``predict``, and ``refit`` for its fitted twin: ``pytest_autotuner/screen.py``).
 """
@@ -37,9 +40,24 @@ from pytest_autotuner.core.search.calibration import (
 from pytest_autotuner.core.search.screening import screen_space
 from pytest_autotuner.core.search.space import SearchSpace
 
-__all__ = ["DEFAULT_NOISE", "REFIT_EVERY", "SEED_EACH_REFIT", "Guidance", "RefitFn", "ScreenGuide", "calibrate"]
+__all__ = [
+    "DEFAULT_NOISE",
+    "REFIT_EVERY",
+    "SEED_EACH_REFIT",
+    "STOP_ERROR",
+    "STOP_TAU",
+    "Guidance",
+    "RefitFn",
+    "ScreenGuide",
+    "calibrate",
+]
 
 REFIT_EVERY = 4  #: measured trials between two fits of the calibration
+#: the rank agreement a stop on the screen's word needs: more than picking trials does (``MIN_TAU``), since a
+#: wrong stop loses the rest of the budget while a wrong pick costs one trial
+STOP_TAU = 0.6
+#: and the fitted model's error on the measured trials (3 in 4 within it) at most this many times the noise
+STOP_ERROR = 2.0
 SEED_EACH_REFIT = 2  #: configurations a trusted rescreen hands to the next trials
 DEFAULT_NOISE = 0.02  #: the objective's run-to-run noise (relative) when the study has no repeat to tell it
 
@@ -97,6 +115,22 @@ class ScreenGuide:
     _next_fit: int = MIN_TRIALS
     _offered: set[tuple[tuple[str, object], ...]] = field(default_factory=set)
 
+    def _error(self, measured: Sequence[TrialRecord], score: Callable[[Params], float | None]) -> float | None:
+        """How far the fitted model is from the measured trials: the 75th percentile of |predicted - measured| /
+        |measured| over those it places in the measured trial's tier (None when it places none). Ranks can agree
+        while the model is blind to a parameter that moves the objective a little; its errors show it."""
+        errors = []
+        for record in measured:
+            predicted = score(dict(record.params))
+            actual = rank_number(record.meets_slos, record.feasible, record.value, self.maximize)
+            if predicted is None or not math.isfinite(predicted) or abs(predicted - actual) >= 1e14 or not actual:
+                continue
+            errors.append(abs(predicted - actual) / abs(actual))
+        if not errors:
+            return None
+        errors.sort()
+        return errors[min(len(errors) - 1, math.ceil(0.75 * len(errors)) - 1)]
+
     def __call__(self, records: Sequence[TrialRecord]) -> Guidance:
         measured = [r for r in records if r.measured and r.repeat_of is None]
         if self.fell_back or len(measured) < self._next_fit:
@@ -133,12 +167,20 @@ class ScreenGuide:
             margin = self.noise * abs(best.value)  # in the objective's units, as the ranks' own differences
             better = [(p, v) for p, v in unmeasured if v < best_predicted - margin]
         fitted_text = f"rescreened {rescreen.scored:,} configurations on the fitted model ({calibration.text})"
-        if not better and len(measured) >= 2 * MIN_TRIALS:
-            self.stopped = (
-                f"no unmeasured configuration is predicted to beat the best measured (trial #{best.number}) by "
-                f"more than the noise ({self.noise:.0%}) on the calibrated simulator (tau = {calibration.tau:.2f})"
+        tau = calibration.tau if calibration.tau is not None else -1.0
+        if not better and len(measured) >= 2 * MIN_TRIALS and tau >= STOP_TAU:
+            error = self._error(measured, score)
+            if error is not None and error <= STOP_ERROR * self.noise:
+                self.stopped = (
+                    f"no unmeasured configuration is predicted to beat the best measured (trial #{best.number}) by "
+                    f"more than the noise ({self.noise:.0%}) on the calibrated simulator (tau = {tau:.2f}; it "
+                    f"predicts the measured trials within {error:.1%}, 3 in 4 of them)"
+                )
+                return Guidance(stop=self.stopped, note=fitted_text)
+            fitted_text += (
+                f"; no stop: it predicts the measured trials only within "
+                f"{'n/a' if error is None else f'{error:.1%}'} (3 in 4 of them), more than {STOP_ERROR:g} x the noise"
             )
-            return Guidance(stop=self.stopped, note=fitted_text)
         chosen = tuple(p for p, _ in better[:SEED_EACH_REFIT])
         self._offered |= {_key(p) for p in chosen}
         lines = [fitted_text] + [f"  screen: next {describe_params(p)}" for p in chosen]
