@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import stat
 from collections.abc import Hashable, Sequence
@@ -132,14 +131,7 @@ def lookup_model(model_path: str) -> ModelProfile:
     """Profile for a model id (case and separators ignored, ``-Instruct`` optional) or a local HF folder."""
     config_file = Path(model_path) / "config.json"
     if config_file.is_file():
-        try:
-            cfg = json.loads(config_file.read_text())
-        except ValueError as exc:
-            raise ValueError(
-                f"{config_file}: cannot read the model architecture ({exc!r}); it needs num_hidden_layers, "
-                "hidden_size, num_attention_heads, num_key_value_heads and vocab_size"
-            ) from exc
-        return profile_from_config(cfg, config_file.parent.name, str(config_file))
+        return profile_from_config(config_file.read_text(), config_file.parent.name, str(config_file))
     profile = known_model(model_path)
     if profile is None:
         raise unknown_model(model_path)

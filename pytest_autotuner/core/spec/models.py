@@ -8,6 +8,7 @@ step times from it; spec validation checks traffic against its context length.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -77,9 +78,10 @@ def unknown_model(model_path: str) -> ValueError:
     )
 
 
-def profile_from_config(cfg: object, name: str, where: str) -> ModelProfile:
-    """The profile a Hugging Face ``config.json`` (parsed: ``cfg``) describes; ``where`` names the file in errors."""
+def profile_from_config(text: str, name: str, where: str) -> ModelProfile:
+    """The profile a Hugging Face ``config.json`` (its ``text``) describes; ``where`` names the file in errors."""
     try:
+        cfg = json.loads(text)
         if not isinstance(cfg, dict):
             raise TypeError(f"a JSON object, not {type(cfg).__name__}")
         hidden, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
