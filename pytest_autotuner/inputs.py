@@ -39,6 +39,9 @@ __all__ = [
 ]
 
 
+MAX_MODEL_CONFIG_BYTES = 2**20  #: a local model folder's config.json, read at most this much
+
+
 def load_spec(path: str | Path) -> TaskSpec:
     """Load and validate a JSON or YAML spec file and the files it names; raises SpecError with a user-facing
     message. At most ``MAX_SPEC_BYTES`` are read, whatever the file is (``/dev/zero`` included)."""
@@ -131,7 +134,13 @@ def lookup_model(model_path: str) -> ModelProfile:
     """Profile for a model id (case and separators ignored, ``-Instruct`` optional) or a local HF folder."""
     config_file = Path(model_path) / "config.json"
     if config_file.is_file():
-        return profile_from_config(config_file.read_text(), config_file.parent.name, str(config_file))
+        with config_file.open("rb") as handle:  # bounded: a model's config.json is kilobytes
+            data = handle.read(MAX_MODEL_CONFIG_BYTES + 1)
+        if len(data) > MAX_MODEL_CONFIG_BYTES:
+            raise ValueError(
+                f"{config_file}: over {MAX_MODEL_CONFIG_BYTES // 2**20} MiB; is this a model's config.json?"
+            )
+        return profile_from_config(data.decode("utf-8", "replace"), config_file.parent.name, str(config_file))
     profile = known_model(model_path)
     if profile is None:
         raise unknown_model(model_path)

@@ -123,3 +123,11 @@ def test_server_info_reports_the_memory_plan_and_version() -> None:
     assert info["max_running_requests"] == 48
     assert info["tp_size"] == 1 and info["mem_fraction_static"] == pytest.approx(0.835)
     assert info["max_total_num_tokens"] > 300_000
+
+
+def test_a_model_config_over_the_bound_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    from pytest_autotuner.inputs import MAX_MODEL_CONFIG_BYTES, lookup_model
+
+    (tmp_path / "config.json").write_bytes(b" " * (MAX_MODEL_CONFIG_BYTES + 10))
+    with pytest.raises(ValueError, match=r"config\.json: over 1 MiB"):
+        lookup_model(str(tmp_path))
