@@ -230,6 +230,7 @@ class TuningItem(pytest.Item):
         from pytest_autotuner.evaluate import make_evaluate, plan_from_spec
         from pytest_autotuner.interrupts import signals_held
         from pytest_autotuner.runtimes.gpus import detect_gpus, gpu_memory_mib
+        from pytest_autotuner.threads import Threads
 
         options = self.options
         gpu_ids = detect_gpus(spec, spec.runtime)
@@ -278,6 +279,7 @@ class TuningItem(pytest.Item):
             refit=screen.refit if screen is not None else None,
             no_screen=no_screen,
             writes_held=signals_held,
+            background=Threads(),
         )
         # concurrent trials each get a client process of their own: one interpreter lock would be their bottleneck
         evaluate = make_evaluate(host, plan, client_process=workers > 1)

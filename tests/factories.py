@@ -11,6 +11,7 @@ from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics, Requ
 from pytest_autotuner.core.measure.trial import Deadline, Params
 from pytest_autotuner.core.outcome.task import TaskOptions, TaskOutcome, run_task
 from pytest_autotuner.core.spec.task_spec import TaskSpec
+from pytest_autotuner.threads import Threads
 
 
 def cell(
@@ -103,4 +104,5 @@ def write_specs(pytester: pytest.Pytester, **specs: dict[str, object]) -> None:
 
 def run_session(s: TaskSpec, evaluate: Callable[[Params, Deadline], BenchResult], **options: object) -> TaskOutcome:
     """A whole tuning item on an in-memory study (seed 1) with an injected evaluate."""
+    options.setdefault("background", Threads())  # as the plugin runs it: evaluations in threads, timeouts enforced
     return run_task(s, TaskOptions(seed=1, study_name="unit", **options), evaluate, None)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from pytest_autotuner.core.search.gpu_pool import GpuPool, gpus_needed
 from pytest_autotuner.core.search.space import SearchSpace
 from pytest_autotuner.core.search.study import Search, study_name_for
 from pytest_autotuner.runtimes.gpus import detect_gpus, gpu_memory_mib
+from pytest_autotuner.threads import Threads
 
 
 def test_gpus_needed_is_tp_times_dp() -> None:
@@ -80,30 +81,43 @@ def test_without_nvidia_smi_no_gpu_and_no_memory_are_known(tmp_path: Path, monke
     assert gpu_memory_mib(spec(), "docker", [0]) is None
 
 
-def test_the_pool_hands_out_disjoint_sets_and_takes_them_back_on_errors() -> None:
+def test_the_pool_hands_out_disjoint_sets_and_takes_them_back() -> None:
     pool = GpuPool([0, 1, 2])
-    with pool.acquire(2) as first:
-        assert first == (0, 1)
-        with pool.acquire(1) as second:
-            assert second == (2,)
-            assert pool.free == 0
-    with pytest.raises(RuntimeError), pool.acquire(3):
-        raise RuntimeError("trial crashed")
+    first = pool.take(2)
+    assert first == (0, 1)
+    assert pool.take(1) == (2,) and pool.free == 0
+    assert pool.take(1) is None  # a trial waits: none is free
+    pool.give_back(first)
+    assert pool.take(2) == (0, 1)
+    pool.give_back((0, 1, 2))
+    pool.give_back((2,))  # given back twice: still three
     assert pool.free == 3
-    with pytest.raises(ValueError, match="4 GPUs requested but the pool has 3"), pool.acquire(4):
-        pass
+    with pytest.raises(ValueError, match="4 GPUs requested but the pool has 3"):
+        pool.take(4)
 
 
 def test_a_trial_waits_until_enough_gpus_are_free() -> None:
-    pool = GpuPool([0, 1])
-    order: list[str] = []
-    with pool.acquire(1):
-        waiter = threading.Thread(target=lambda: (pool.acquire(2).__enter__(), order.append("got 2")))
-        waiter.start()
+    """tp=1 and tp=2 on a 2-GPU runner with two workers: the tp=2 trial starts only after the tp=1 one ended."""
+    s = spec(
+        parameters={"tp-size": [1, 2]},
+        optimization={"strategy": "grid", "max_iterations": 2, "confirm_runs": 0, "start_from_defaults": False},
+    )
+    search = Search(spec=s, space=SearchSpace.from_spec(s), storage=None, study_name=study_name_for(s, "t"), seed=2,
+                    max_gpus=2)  # fmt: skip
+    spans: dict[int, tuple[float, float]] = {}
+
+    def evaluate(params: Params, deadline: Deadline) -> BenchResult:
+        begun = time.monotonic()
         time.sleep(0.3)
-        order.append("released")
-    waiter.join(60)
-    assert order == ["released", "got 2"]
+        spans[int(params["tp-size"])] = (begun, time.monotonic())
+        return result(1.0)
+
+    session = TuningSession(spec=s, search=search, evaluate=evaluate, workers=2, gpu_pool=GpuPool([0, 1]),
+                            background=Threads())  # fmt: skip
+    session.search()
+    (one_start, one_end), (two_start, two_end) = sorted(spans.values())
+    assert one_end <= two_start or two_end <= one_start  # never at once: together they need 3 GPUs
+    assert session.gpu_pool is not None and session.gpu_pool.free == 2
 
 
 def concurrent_session(
@@ -139,7 +153,12 @@ def concurrent_session(
         return result(1.0 + int(params["tp-size"]) / 10)
 
     session = TuningSession(
-        spec=s, search=search, evaluate=evaluate, workers=workers, gpu_pool=GpuPool(list(range(pool_size)))
+        spec=s,
+        search=search,
+        evaluate=evaluate,
+        workers=workers,
+        gpu_pool=GpuPool(list(range(pool_size))),
+        background=Threads(),
     )
     return session, state
 

@@ -200,14 +200,6 @@ IMPURE_IMPORTS = ("os", "fcntl", "threading", "concurrent", "subprocess", "socke
 #: the like are caught by the ``os`` import (a method named ``replace`` is str's or dataclasses')
 FILE_CALLS = ("open", "read_text", "read_bytes", "write_text", "write_bytes", "mkdir", "unlink", "rename", "rmdir")
 
-#: what the core still does that belongs at the edge (issue 30), module by module. The test fails when a module
-#: does more, and when it does less than listed here: the list only shrinks, and each entry is a job to move.
-NOT_YET_PURE: dict[str, set[str]] = {
-    # the trial pool, the hard per-trial timeout and the Ctrl-C flag: threads the session starts itself
-    "pytest_autotuner.core.outcome.session": {"threading", "concurrent"},
-    "pytest_autotuner.core.search.gpu_pool": {"threading"},  # a Condition: trials wait for GPUs
-}
-
 
 def impurities(path: Path) -> set[str]:
     """The impure modules a file imports (top name) and the file calls it makes."""
@@ -232,7 +224,7 @@ def test_the_core_touches_no_file_process_socket_or_thread() -> None:
         impure = impurities(path)
         if impure:
             found[module] = impure
-    assert found == NOT_YET_PURE
+    assert found == {}  # the session's evaluations run in the edge's threads (pytest_autotuner/threads.py)
 
 
 def test_a_planted_file_read_or_thread_is_found(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from pytest_autotuner.core.measure.metrics import BenchResult
 from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
 from pytest_autotuner.core.outcome.session import TuningSession
 from pytest_autotuner.interrupts import signals_held
+from pytest_autotuner.threads import Threads
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -34,10 +35,10 @@ def handlers() -> Iterator[None]:
         signal.signal(signum, handler)
 
 
-def _signal_later(signum: int, after: float) -> threading.Timer:
+def _signal_later(signum: int, after: float, timers: list[threading.Timer]) -> None:
     timer = threading.Timer(after, os.kill, (os.getpid(), signum))
+    timers.append(timer)  # before it can fire: the test counts the runs that started
     timer.start()
-    return timer
 
 
 @pytest.mark.usefixtures("handlers")
@@ -104,10 +105,11 @@ def test_a_signal_during_a_confirmation_run_is_the_interruption_not_a_failure(
     blocking = make(torn_down)
 
     def evaluate(params: Params, deadline: Deadline) -> BenchResult:
-        timers.append(_signal_later(signum, after))  # lands while this run is under way
+        _signal_later(signum, after, timers)  # lands while this run is under way
         return blocking(params, deadline)
 
-    session = TuningSession(spec=s, search=make_search(s), evaluate=lambda params, deadline: result(1.0))
+    session = TuningSession(spec=s, search=make_search(s), evaluate=lambda params, deadline: result(1.0),
+                            background=Threads())  # fmt: skip
     session.search()
     candidate = session.ranked_candidates()[0]
     session.evaluate = evaluate
@@ -122,3 +124,52 @@ def test_a_signal_during_a_confirmation_run_is_the_interruption_not_a_failure(
     assert len(timers) == 1  # the first run was interrupted, no second one started
     assert torn_down == ["server"]  # the deadline was cancelled and the evaluate ended before the interrupt went on
     assert events == [] and session.confirmation_failures == []  # no run reported, none counted as failed
+
+
+@pytest.mark.usefixtures("handlers")
+@pytest.mark.parametrize("workers,pool", [(1, None), (2, 2), (3, 4)])
+@pytest.mark.parametrize("after", [0.0, 0.01, 0.04, 0.12, 0.35])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_at_any_moment_of_a_concurrent_search_stops_every_trial_and_loses_none(
+    signum: int, after: float, workers: int, pool: int | None
+) -> None:
+    """Trials of 30 ms or until cancelled, one to three at once on a GPU pool, tp 1 or 2: a signal at any moment
+    (while a trial starts, runs, waits for GPUs, or is recorded) ends the search as the interruption; every
+    evaluation that began has ended (its deadline cancelled), every GPU is free, no thread is left, and each trial
+    of the study is either recorded or closed as interrupted, none left running."""
+    from optuna.trial import TrialState
+
+    from pytest_autotuner.core.search.gpu_pool import GpuPool
+
+    s = spec(
+        parameters={"tp-size": [1, 2], "chunked-prefill-size": [512, 1024, 2048, 4096]},
+        optimization={"strategy": "grid", "max_iterations": 8, "confirm_runs": 0, "start_from_defaults": False},
+    )
+    begun, ended = [], []
+
+    def evaluate(params: Params, deadline: Deadline) -> BenchResult:
+        begun.append(params)
+        try:
+            if deadline.wait(0.03):  # cancelled: the runtime tears its server down
+                raise TrialFailure(FailureClass.TRIAL_TIMEOUT, "trial deadline cancelled")
+            return result(1.0 + int(params["chunked-prefill-size"]) / 1e4)
+        finally:
+            ended.append(params)
+
+    search = make_search(s)
+    session = TuningSession(spec=s, search=search, evaluate=evaluate, workers=workers, writes_held=signals_held,
+                            gpu_pool=GpuPool(list(range(pool))) if pool else None, background=Threads())  # fmt: skip
+    timer = threading.Timer(after, os.kill, (os.getpid(), signum))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            timer.start()  # inside: at 0 s the signal can land before start returns
+            session.search()
+            time.sleep(5)  # the search ended before the signal: it lands here
+    finally:
+        timer.cancel()
+    assert len(begun) == len(ended)  # no evaluation still running
+    assert not [t for t in threading.enumerate() if t.name == "autotune-trial"]
+    assert session.gpu_pool is None or session.gpu_pool.free == pool
+    assert not session._runs
+    states = [t.state for t in search.study.get_trials()]
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states

@@ -3,9 +3,12 @@
 ``run_task`` (task.py) drives it and decides the verdict; this module only measures.
 
 ``evaluate(params, deadline) -> BenchResult`` is injected: the session does no network or container I/O of
-its own. It runs ``evaluate`` in a worker thread so ``timeout_per_iteration`` holds even for an evaluate that
-does not return: on timeout the deadline is cancelled (runtimes tear their server down when they see it) and
-the trial is recorded as ``trial_timeout``.
+its own, and starts no thread: ``background`` (``Background``) runs each evaluation beside it (the plugin passes
+``pytest_autotuner.threads.Threads``: one thread per evaluation) and everything else happens in the caller's
+thread: proposals, GPU assignment, the ``timeout_per_iteration`` clock, results. On timeout the deadline is
+cancelled (runtimes tear their server down when they see it) and the trial is recorded as ``trial_timeout``.
+Without a ``background`` (``Inline``), an evaluation runs to its end in the caller's thread and nothing can time
+it out: for tests and benchmarks with an evaluate that always returns.
 
 Early stopping: each search trial's Deadline carries a ``PruningRule`` (core/measure/pruning.py) with the best complete
 trial so far; ``Deadline.report_cell`` applies it after each cell and a trial that cannot win ends as
@@ -26,13 +29,11 @@ import contextlib
 import dataclasses
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pytest_autotuner.core.measure.metrics import BenchResult, CellSummary, json_safe
 from pytest_autotuner.core.measure.pruning import BestSoFar, PruningRule, plan_cells
@@ -54,19 +55,110 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.search.study import Proposal, Search
     from pytest_autotuner.core.spec.task_spec import TaskSpec
 
-__all__ = ["EvaluateFn", "TuningSession"]
+__all__ = ["Background", "EvaluateFn", "Inline", "Running", "TuningSession"]
 
 logger = logging.getLogger(__name__)
 
 EvaluateFn = Callable[[Params, Deadline], BenchResult]
-_TEARDOWN_GRACE_S = 60.0  # how long a timed-out evaluate gets to tear its server down
+_TEARDOWN_GRACE_S = 60.0  # how long a timed-out or interrupted evaluate gets to tear its server down
+_POLL_S = 0.2  # the longest the session waits before it looks at its clocks again
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Running(Protocol[T_co]):
+    """One evaluation a ``Background`` prepared: started by ``begin``."""
+
+    def begin(self) -> None:
+        """Start it (returns at once, or, inline, when it has ended)."""
+        ...
+
+    def ended(self) -> bool:
+        """Whether it returned or raised, or never began."""
+        ...
+
+    def outcome(self) -> T_co:
+        """What it returned, or raise what it raised (only once it has ended)."""
+        ...
+
+
+class Background(Protocol):
+    """Runs evaluations beside the session's thread (the edge's threads: ``pytest_autotuner.threads``).
+
+    ``prepare`` and ``begin`` are two steps so that the session holds an evaluation before it starts: a Ctrl-C
+    that lands while it starts finds it, cancels its deadline and waits for its teardown."""
+
+    def prepare(self, work: Callable[[], T]) -> Running[T]:
+        """An evaluation of ``work``, not yet started."""
+        ...
+
+    def wait(self, timeout: float) -> None:
+        """Until an evaluation ends that ended after the last ``wait`` returned, or ``timeout`` seconds."""
+        ...
+
+
+class _Inline(Generic[T]):
+    def __init__(self, work: Callable[[], T]) -> None:
+        self._work = work
+        self._done = False
+        self._value: T | None = None
+        self._error: Exception | None = None
+
+    def begin(self) -> None:
+        try:
+            self._value = self._work()
+        except Exception as err:  # carried like a thread's: the session scores it
+            self._error = err
+        finally:
+            self._done = True
+
+    def ended(self) -> bool:
+        return True  # before begin (never began) and after it (inline: begin returns when it has ended)
+
+    def outcome(self) -> T:
+        if not self._done:
+            raise RuntimeError("the evaluation never began")
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
+class Inline:
+    """No background: ``begin`` runs the evaluation to its end in the caller's thread (one trial at a time, and no
+    timeout can stop it). A Ctrl-C inside it is the caller's."""
+
+    def prepare(self, work: Callable[[], T]) -> Running[T]:
+        return _Inline(work)
+
+    def wait(self, timeout: float) -> None:
+        return None
+
+
+@dataclass
+class _Run:
+    """One evaluation under way: what it measures, on which GPUs, since when, and whether it timed out."""
+
+    key: int  # its trial number; -1: a confirmation run
+    params: Params
+    deadline: Deadline
+    devices: tuple[int, ...]
+    started: float
+    proposal: Proposal | None = None  # None: a confirmation run
+    running: Running[BenchResult] | None = None  # None: not prepared yet
+    held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # the study's heartbeat
+    timed_out_at: float | None = None  # when its deadline was cancelled for running past the timeout
+
+    def ended(self) -> bool:
+        return self.running is None or self.running.ended()
 
 
 class TuningSession:
     """Runs one spec's search and confirmation against an injected evaluate function.
 
-    Up to ``workers`` trials run at once (threads; each launches its own server), each on the GPUs it needs
-    from ``gpu_pool``. Proposals and results go through the main thread, which is also where Ctrl-C lands.
+    Up to ``workers`` trials run at once (each launches its own server), each on the GPUs it needs from
+    ``gpu_pool``; a proposal whose GPUs are busy waits until a running trial gives them back. Proposals, GPUs and
+    results go through the caller's thread, which is also where Ctrl-C lands.
     """
 
     def __init__(
@@ -81,6 +173,7 @@ class TuningSession:
         gpu_pool: GpuPool | None = None,
         writes_held: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
         after_trial: Callable[[list[TrialRecord]], Guidance] | None = None,
+        background: Background | None = None,
     ) -> None:
         """``writes_held``: a context in which a Ctrl-C or SIGTERM waits, so that a finished trial is written to
         the study whole (the plugin passes ``pytest_autotuner.interrupts.signals_held``)."""
@@ -95,8 +188,10 @@ class TuningSession:
         self.on_trial = on_trial or (lambda event: None)
         self.workers = max(1, workers)
         self.gpu_pool = gpu_pool
+        self.background: Background = background or Inline()
         self._results: dict[int, BenchResult] = {}  # this run's measurements, by trial number
-        self._stopping = threading.Event()  # set on Ctrl-C: running trials cancel their deadlines
+        #: evaluations under way, by ``_Run.key``: registered before they start, so an interruption finds each
+        self._runs: dict[int, _Run] = {}
         self.confirmation_failures: list[str] = []  # of candidates none of whose confirmation runs worked
         self.confirmation_gpu_seconds = 0.0  # what this run's confirmation runs cost
         self._total_cells = plan_cells(spec)
@@ -104,96 +199,121 @@ class TuningSession:
 
     # -- one evaluation -----------------------------------------------------------------------------------
 
-    def _evaluate_with_timeout(self, params: Params, deadline: Deadline) -> BenchResult:
-        """``evaluate`` in a thread of its own, bounded by ``timeout_per_iteration``.
-
-        Once the session is stopping (Ctrl-C or SIGTERM here, or in the thread that runs the search), every
-        evaluation ends as the interruption (``KeyboardInterrupt``) after its server is torn down, whatever it
-        returned or raised: a failure the interruption caused (the cancelled deadline, a benchmark cut short) is
-        not the configuration's. The wait is on an Event the thread sets as it ends, never ``Thread.join``: a
-        KeyboardInterrupt inside ``join`` marks the thread stopped while it still runs (CPython 3.9-3.12,
-        bpo-45274's fix), and the session then read a result that was never written (``KeyError: 'result'``).
-        """
-        timeout = self.spec.optimization.timeout_per_iteration
-        outcome: dict[str, Any] = {}
-        ended = threading.Event()
-
-        def target() -> None:
-            try:
-                outcome["result"] = self.evaluate(params, deadline)
-            except BaseException as err:  # carried to the session thread
-                outcome["error"] = err
-            finally:
-                ended.set()
-
-        worker = threading.Thread(target=target, name="autotune-trial", daemon=True)
-        interrupt: BaseException | None = None
-        try:
-            worker.start()
-            give_up = time.monotonic() + timeout
-            while not ended.is_set() and time.monotonic() < give_up and not self._stopping.is_set():
-                ended.wait(min(0.2, max(0.0, give_up - time.monotonic())))
-        except BaseException as err:  # Ctrl-C / SIGTERM in this thread: let the runtime tear down, then go on
-            self._stopping.set()
-            interrupt = err
-        if not ended.is_set():
-            deadline.cancel()
-            ended.wait(_TEARDOWN_GRACE_S)
-            if not self._stopping.is_set():
-                raise TrialFailure(
-                    FailureClass.TRIAL_TIMEOUT,
-                    f"the trial ran longer than optimization.timeout_per_iteration ({timeout:g} s)",
-                )
-        if self._stopping.is_set():
-            if interrupt is not None:
-                raise interrupt
-            raise KeyboardInterrupt("tuning session interrupted")
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["result"]
-
-    def _measure(self, params: Params, rule: CellRule | None = None) -> _Measured:
-        """Evaluate and score one configuration on the GPUs it needs; failures become graded scores."""
-        needed = gpus_needed(params)
-        try:
-            if self.gpu_pool is None:
-                return self._scored(params, (), rule)
+    def _launch(self, params: Params, rule: CellRule | None, proposal: Proposal | None = None) -> _Run | None:
+        """Start evaluating ``params`` on the GPUs it needs; None while they are held by running trials."""
+        devices: tuple[int, ...] = ()
+        if self.gpu_pool is not None:
+            needed = gpus_needed(params)
             if needed > self.gpu_pool.total:  # Search never proposes these (max_gpus): a caller's bug, not a trial
                 raise ValueError(
                     f"{params} needs {needed} GPUs but the runner has {self.gpu_pool.total}; "
                     "give Search max_gpus so such configurations are never proposed"
                 )
-            with self.gpu_pool.acquire(needed, cancelled=self._stopping) as devices:
-                return self._scored(params, devices, rule)
-        except InterruptedError:
-            raise KeyboardInterrupt("tuning session interrupted") from None
-
-    def _scored(self, params: Params, devices: tuple[int, ...], rule: CellRule | None) -> _Measured:
+            taken = self.gpu_pool.take(needed)
+            if taken is None:
+                return None
+            devices = taken
         deadline = Deadline(self.spec.optimization.timeout_per_iteration, devices, rule)
+        run = _Run(
+            proposal.number if proposal is not None else -1, params, deadline, devices, time.monotonic(), proposal
+        )
+        self._runs[run.key] = run  # from here on an interruption finds it, stops it and gives its GPUs back
+        if proposal is not None:
+            run.held.enter_context(self.search_state.heartbeat(proposal))
+        run.running = self.background.prepare(lambda: self.evaluate(params, deadline))
+        run.started = time.monotonic()
+        run.running.begin()
+        return run
+
+    def _give_back(self, devices: tuple[int, ...]) -> None:
+        if self.gpu_pool is not None and devices:
+            self.gpu_pool.give_back(devices)
+
+    def _release(self, run: _Run) -> None:
+        if self._runs.pop(run.key, None) is not None:
+            run.held.close()
+            self._give_back(run.devices)
+
+    def _settled(self, run: _Run, now: float) -> _Measured | None:
+        """``run``'s measurement once it has ended, or once the timeout and the teardown grace after it are spent
+        (``trial_timeout``); None while it goes on. Cancels its deadline when it runs past the timeout."""
+        timeout = self.spec.optimization.timeout_per_iteration
+        if run.ended():
+            return self._finish(run, timed_out=run.timed_out_at is not None)
+        if run.timed_out_at is None:
+            if now - run.started >= timeout:
+                run.deadline.cancel()  # the runtime tears its server down and the evaluation ends
+                run.timed_out_at = now
+            return None
+        if now - run.timed_out_at >= _TEARDOWN_GRACE_S:
+            return self._finish(run, timed_out=True)
+        return None
+
+    def _finish(self, run: _Run, *, timed_out: bool) -> _Measured:
+        """Score an evaluation that ended (or was given up on); failures become graded scores."""
+        self._release(run)
         result: BenchResult | None = None
         log_tail = ""
+        timeout = self.spec.optimization.timeout_per_iteration
         try:
-            result = self._evaluate_with_timeout(params, deadline)
+            if timed_out:
+                raise TrialFailure(
+                    FailureClass.TRIAL_TIMEOUT,
+                    f"the trial ran longer than optimization.timeout_per_iteration ({timeout:g} s)",
+                )
+            assert run.running is not None  # ended and settled: it began
+            result = run.running.outcome()
         except TrialFailure as failure:
             score = score_failure(failure.failure_class, self.spec.optimization, failure.message)
             log_tail = failure.log_tail
         except Exception as err:  # an evaluate bug must not end the whole session
-            logger.exception("evaluate raised for %s", params)
+            logger.error("evaluate raised for %s", run.params, exc_info=err)
             score = score_failure(FailureClass.UNKNOWN, self.spec.optimization, f"{type(err).__name__}: {err}")
         else:
-            score = score_result(result, self.spec.optimization, self.spec.slo, gpus_needed(params))
+            score = score_result(result, self.spec.optimization, self.spec.slo, gpus_needed(run.params))
         bench = self.spec.benchmark
         cost = trial_cost(
-            deadline,
+            run.deadline,
             time.monotonic(),
-            gpus=max(1, gpus_needed(params)),
+            gpus=max(1, gpus_needed(run.params)),
             total_cells=self._total_cells,
             pruned=score.failure == FailureClass.PRUNED,
             max_requests=bench.max_requests_per_iteration,
             max_time=bench.max_time_per_iteration,
         )
-        partial = tuple(deadline.cells) if score.failure is FailureClass.PRUNED else ()
-        return _Measured(score, result, log_tail, devices, cost, partial)
+        partial = tuple(run.deadline.cells) if score.failure is FailureClass.PRUNED else ()
+        return _Measured(score, result, log_tail, run.devices, cost, partial)
+
+    def _stop(self) -> list[_Run]:
+        """The session is interrupted: every evaluation under way cancels its deadline and gets the teardown grace
+        to take its server down; what it returned or raised is not its configuration's measurement. Returns them."""
+        runs = list(self._runs.values())
+        for run in runs:
+            run.deadline.cancel()
+        give_up = time.monotonic() + _TEARDOWN_GRACE_S
+        while any(not run.ended() for run in runs) and time.monotonic() < give_up:
+            self.background.wait(_POLL_S)
+        for run in runs:
+            self._release(run)
+        return runs
+
+    def _measure(self, params: Params) -> _Measured:
+        """Evaluate and score one configuration alone (a confirmation run), waiting in this thread.
+
+        A Ctrl-C or SIGTERM while it runs ends it as the interruption (``KeyboardInterrupt``) after its server is
+        torn down, whatever it then returns or raises: a failure the interruption caused (the cancelled deadline,
+        a benchmark cut short) is not the configuration's.
+        """
+        try:
+            run = self._launch(params, None)
+            if run is None:  # confirmations run after the search, when every GPU is free
+                raise RuntimeError(f"the GPUs {params} needs are held by another evaluation")
+            while (measured := self._settled(run, time.monotonic())) is None:
+                self.background.wait(_POLL_S)
+        except BaseException:
+            self._stop()
+            raise
+        return measured
 
     def _pruning_rule(self) -> CellRule | None:
         """The early-stopping rule for the next search trial, with the best complete trial so far."""
@@ -227,10 +347,6 @@ class TuningSession:
         key = rank_key(best.meets_slos, best.feasible, best.value, maximize)
         self._prune_best = (key, BestSoFar(best.number, best.value, best.feasible, best.cells))
 
-    def _trial_in_worker(self, proposal: Proposal, rule: CellRule | None) -> _Measured:
-        with self.search_state.heartbeat(proposal):
-            return self._measure(proposal.params, rule)
-
     # -- search -------------------------------------------------------------------------------------------
 
     def search(self) -> str:
@@ -247,42 +363,50 @@ class TuningSession:
         best_number: int | None = None  # the best configuration's first trial
         since_improvement = 0
         patience = self.spec.optimization.patience
-        running: dict[Future[_Measured], tuple[Proposal, float]] = {}
+        runs = self._runs  # by trial number
+        waiting: Proposal | None = None  # proposed; its GPUs are held by running trials
         front = _FrontSoFar(self.spec.optimization.directions)
         for record in self.ranked_candidates()[:1]:  # a resumed study's best configuration
             if self._prune_best is None:
                 self._prune_against(record)
             best_number = record.number
-        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="autotune-worker")
         try:
             while True:
-                while proposing and len(running) < self.workers:
-                    if self.search_state.n_evaluated + len(running) >= self.max_iterations:
-                        proposing = False
-                        break
-                    proposal = self.search_state.propose(self.max_iterations)
-                    if proposal is None:
-                        size = self.search_state.space.grid_size
-                        if size is not None and len(self.search_state.claimed()) >= size:
-                            stopped_early = f"every configuration of the space was evaluated ({size})"
-                        proposing = False
-                        break
-                    future = pool.submit(self._trial_in_worker, proposal, self._pruning_rule())
-                    running[future] = (proposal, time.monotonic())
-                if not running:
+                while waiting is not None or (proposing and len(runs) < self.workers):
+                    if waiting is None:
+                        if self.search_state.n_evaluated + len(runs) >= self.max_iterations:
+                            proposing = False
+                            break
+                        waiting = self.search_state.propose(self.max_iterations)
+                        if waiting is None:
+                            size = self.search_state.space.grid_size
+                            if size is not None and len(self.search_state.claimed()) >= size:
+                                stopped_early = f"every configuration of the space was evaluated ({size})"
+                            proposing = False
+                            break
+                    if self._launch(waiting.params, self._pruning_rule(), waiting) is None:
+                        break  # it starts when a running trial gives its GPUs back
+                    waiting = None
+                if not runs:
                     return stopped_early
-                done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
-                for future in done:
-                    proposal, started = running.pop(future)
-                    measured = future.result()
-                    score, result, devices = measured.score, measured.result, measured.devices
-                    duration = time.monotonic() - started
-                    if result is not None:
-                        self._results[proposal.number] = result
-                    attrs = _trial_attrs(
-                        score, result, measured.log_tail, duration, devices, measured.cost, measured.partial_cells
-                    )
+                if not any(run.ended() for run in runs.values()):
+                    self.background.wait(_POLL_S)
+                now = time.monotonic()
+                for run in list(runs.values()):
                     with self._writes_held():  # a finished trial is recorded whole, or the interrupt would lose it
+                        settled = self._settled(run, now)
+                        if settled is None:
+                            continue
+                        proposal, started = run.proposal, run.started
+                        assert proposal is not None  # search runs always have one
+                        measured = settled
+                        score, result, devices = measured.score, measured.result, measured.devices
+                        duration = time.monotonic() - started
+                        if result is not None:
+                            self._results[proposal.number] = result
+                        attrs = _trial_attrs(
+                            score, result, measured.log_tail, duration, devices, measured.cost, measured.partial_cells
+                        )
                         self.search_state.record(proposal, score, attrs)
                     repeat_of = proposal.trial.user_attrs.get("repeat_of")
                     repeat: dict[str, Any] = {}
@@ -305,7 +429,8 @@ class TuningSession:
                                 "repeat_runs": len(again.runs) if again is not None else 0,
                                 "still_best": top_number == repeat_of,
                             }
-                        room = self.search_state.n_evaluated + len(running) < self.max_iterations
+                        busy = len(runs) + (waiting is not None)
+                        room = self.search_state.n_evaluated + busy < self.max_iterations
                         if improved and remeasure and proposing and room:
                             self.search_state.repeat(proposal)  # the next proposal measures it again
                     if improved:
@@ -337,13 +462,9 @@ class TuningSession:
                         if guidance.stop:
                             stopped_early, proposing = guidance.stop, False
         except BaseException:
-            self._stopping.set()  # every running trial cancels its deadline and tears its server down
-            pool.shutdown(wait=True, cancel_futures=True)
-            for proposal, _started in running.values():
-                self.search_state.abandon(proposal, "interrupted")
+            self._stop()  # every running trial cancels its deadline and tears its server down
+            self.search_state.abandon_unfinished("interrupted")  # those and any proposal not yet recorded
             raise
-        finally:
-            pool.shutdown(wait=False)
 
     def records(self) -> tuple[list[TrialRecord], int]:
         """(every evaluated trial of the study, how many repeated proposals were skipped without a run)."""

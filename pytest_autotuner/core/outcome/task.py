@@ -30,7 +30,7 @@ from pytest_autotuner.core.outcome.baseline import compare, fingerprint, make_ba
 from pytest_autotuner.core.outcome.pareto import SelectRule, front_indices, select_order
 from pytest_autotuner.core.outcome.records import Confirmation, TrialEvent, TrialRecord
 from pytest_autotuner.core.outcome.screen_guide import Guidance, RefitFn, ScreenGuide, calibrate
-from pytest_autotuner.core.outcome.session import EvaluateFn, TuningSession
+from pytest_autotuner.core.outcome.session import Background, EvaluateFn, TuningSession
 from pytest_autotuner.core.outcome.verdict import Verdict, decide, no_baseline
 from pytest_autotuner.core.search.calibration import Calibration, PredictFn
 from pytest_autotuner.core.search.gpu_pool import GpuPool, gpus_needed
@@ -90,6 +90,9 @@ class TaskOptions:
     no_screen: str = ""  # why there is none, when the spec asks for screening
     # a context in which Ctrl-C and SIGTERM wait, so a finished trial is written whole (``interrupts.signals_held``)
     writes_held: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
+    # what runs each evaluation beside the session (``pytest_autotuner.threads.Threads``, so trials overlap and
+    # ``timeout_per_iteration`` holds); None: each runs to its end in the caller's thread, one at a time
+    background: Background | None = None
 
 
 @dataclass(frozen=True)
@@ -470,6 +473,7 @@ def run_task(spec: TaskSpec, options: TaskOptions, evaluate: EvaluateFn, baselin
         workers=workers,
         gpu_pool=gpu_pool,
         writes_held=options.writes_held,
+        background=options.background,
         after_trial=None if screen_guide is None else _noted(spec, screen_guide, options.on_note),
     )
     defaults: DefaultsComparison | None = None

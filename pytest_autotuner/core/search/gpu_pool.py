@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 from pytest_autotuner.core.measure.trial import ParamValue
 
@@ -36,12 +34,12 @@ def gpus_needed(params: Mapping[str, ParamValue]) -> int:
 
 
 class GpuPool:
-    """Hands out disjoint sets of device ids; a trial blocks until enough are free."""
+    """Hands out disjoint sets of device ids. Only the session's thread takes and gives back (the session starts a
+    trial when its GPUs are free, and gives them back when it has ended), so the pool needs no lock."""
 
     def __init__(self, ids: list[int]) -> None:
         self.ids = list(ids)
         self._free = list(ids)
-        self._changed = threading.Condition()
 
     @property
     def total(self) -> int:
@@ -49,25 +47,19 @@ class GpuPool:
 
     @property
     def free(self) -> int:
-        with self._changed:
-            return len(self._free)
+        return len(self._free)
 
-    @contextlib.contextmanager
-    def acquire(self, count: int, *, cancelled: threading.Event | None = None) -> Iterator[tuple[int, ...]]:
-        """The lowest ``count`` free ids, held for the duration of the block (released on every exit path)."""
+    def take(self, count: int) -> tuple[int, ...] | None:
+        """The lowest ``count`` free ids, now held; None while fewer are free."""
         if count > self.total:
             raise ValueError(f"{count} GPUs requested but the pool has {self.total}")
-        with self._changed:
-            while len(self._free) < count:
-                if cancelled is not None and cancelled.is_set():
-                    raise InterruptedError("cancelled while waiting for GPUs")
-                self._changed.wait(0.2)
-            taken = tuple(sorted(self._free)[:count])
-            for device in taken:
-                self._free.remove(device)
-        try:
-            yield taken
-        finally:
-            with self._changed:
-                self._free.extend(taken)
-                self._changed.notify_all()
+        if len(self._free) < count:
+            return None
+        taken = tuple(sorted(self._free)[:count])
+        for device in taken:
+            self._free.remove(device)
+        return taken
+
+    def give_back(self, devices: tuple[int, ...]) -> None:
+        """Return ids ``take`` handed out."""
+        self._free.extend(d for d in devices if d in self.ids and d not in self._free)

@@ -170,6 +170,7 @@ class Search:
 
         self.spec = spec
         self.max_gpus = max_gpus
+        self._asked: dict[int, optuna.Trial] = {}  # asked by this process, not yet told (``abandon_unfinished``)
         #: no configuration fits the runner (the fewest GPUs one needs is over ``max_gpus``): nothing to propose
         self._fits_none = max_gpus is not None and fewest_gpus(space) > max_gpus
         #: the space less the parallel sizes that alone need more GPUs than the runner has: grid and random
@@ -422,6 +423,7 @@ class Search:
         with warnings.catch_warnings():  # we run the heartbeat thread ourselves (``heartbeat``), not Study.optimize
             warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
             trial = self.study.ask(self._distributions)
+        self._asked[trial.number] = trial
         optuna_compat.record_heartbeat(self.study, trial)
         return trial
 
@@ -483,11 +485,20 @@ class Search:
             trial.set_user_attr(key, value)
         trial.set_constraint(CONSTRAINT_KEY, score.constraint)
         self.study.tell(trial, score.told)  # the score, or one score per objective (multi-objective)
+        self._asked.pop(trial.number, None)
 
-    def abandon(self, proposal: Proposal, reason: str) -> None:
-        """Close a trial that was interrupted (Ctrl-C), so a resumed run proposes it again."""
-        proposal.trial.set_user_attr("interrupted", reason)
-        self.study.tell(proposal.trial, state=_fail_state())
+    def abandon_unfinished(self, reason: str) -> None:
+        """Close every trial this process asked for and has not told (a Ctrl-C while it was proposed, evaluated,
+        waiting for GPUs or about to be recorded), so a resumed run proposes it again. Other workers' trials of a
+        shared study are theirs."""
+        from optuna.trial import TrialState
+
+        running = {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        for number, trial in list(self._asked.items()):
+            if number in running:
+                trial.set_user_attr("interrupted", reason)
+                self.study.tell(trial, state=_fail_state())
+        self._asked.clear()
 
 
 def _gpu_dimensions(space: SearchSpace) -> list[Dimension]:
