@@ -1,6 +1,6 @@
 """How long writing one session's report takes, for a 200-trial session (budget: under 3 s).
 
-Builds a real SessionResult by running a TuningSession with an injected, instant evaluate over a space large
+Builds a real TaskOutcome by running a tuning item (``run_task``) with an injected, instant evaluate over a space large
 enough for 200 distinct configurations (about 10% of them fail), then times ``write_report`` several times
 and prints the median, the max and the per-plot breakdown.
 
@@ -20,9 +20,7 @@ from typing import Any
 
 from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics, RequestRecord
 from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
-from pytest_autotuner.core.outcome.session import SessionResult, TuningSession
-from pytest_autotuner.core.search.space import SearchSpace
-from pytest_autotuner.core.search.study import Search, study_name_for
+from pytest_autotuner.core.outcome.task import TaskOptions, TaskOutcome, run_task
 from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.report import write_report
 from pytest_autotuner.report.plots import render_plots
@@ -70,11 +68,9 @@ def evaluate(params: Params, deadline: Deadline) -> BenchResult:
     return BenchResult(cells, {"version": "0.5.2"})
 
 
-def build_result(trials: int) -> SessionResult:
+def build_result(trials: int) -> TaskOutcome:
     spec = TaskSpec.model_validate({**SPEC, "optimization": {**SPEC["optimization"], "max_iterations": trials}})
-    space = SearchSpace.from_spec(spec)
-    search = Search(spec=spec, space=space, storage=None, study_name=study_name_for(spec, "sim"), seed=7)
-    result = TuningSession(spec=spec, search=search, evaluate=evaluate).run()
+    result = run_task(spec, TaskOptions(seed=7, study_name="bench-report"), evaluate, None)
     # sampled at random for speed; shown as bayesian so the page includes the startup shading
     optimization = spec.optimization.model_copy(update={"strategy": "bayesian", "n_initial_random": 10})
     return dataclasses.replace(result, spec=spec.model_copy(update={"optimization": optimization}))
@@ -97,7 +93,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            page = write_report(result, Path(tmp), runtime="sim")
+            page = write_report(result, Path(tmp))
             times.append(time.perf_counter() - t0)
         size = page.stat().st_size
     print(f"write_report x{args.repeats}: median {statistics.median(times):.3f} s, max {max(times):.3f} s "

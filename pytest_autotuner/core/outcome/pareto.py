@@ -20,8 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-__all__ = ["SelectRule", "dominates", "front_indices", "hypervolume", "select_order", "within_bound"]
+if TYPE_CHECKING:
+    from pytest_autotuner.core.measure.scoring import TrialScore
+
+__all__ = ["FrontSoFar", "SelectRule", "dominates", "front_indices", "hypervolume", "select_order", "within_bound"]
 
 Direction = str  # "minimize" | "maximize"
 
@@ -114,3 +118,27 @@ def select_order(
             allowed = [i for i in allowed if points[i][name] <= limit]
     sign = -1.0 if directions[rule.best] == "maximize" else 1.0
     return sorted(allowed, key=lambda i: (sign * points[i][rule.best], i))
+
+
+class FrontSoFar:
+    """The Pareto front of the trials seen so far, in the best tier (meets SLOs, then feasible, then measured): a
+    multi-objective search improves when a trial joins it (``new best`` marks and ``patience``)."""
+
+    def __init__(self, directions: tuple[str, ...]) -> None:
+        self._directions = directions
+        self._tier: tuple[bool, bool] | None = None
+        self._points: list[tuple[float, ...]] = []
+
+    def add(self, score: TrialScore) -> bool:
+        """Whether ``score`` joins the front (a better tier, or not weakly dominated within the tier)."""
+        tier = (not score.meets_slos, not score.feasible)
+        point = score.values
+        if self._tier is None or tier < self._tier:
+            self._tier, self._points = tier, [point]
+            return True
+        if tier > self._tier:
+            return False
+        if any(p == point or dominates(p, point, self._directions) for p in self._points):
+            return False
+        self._points = [p for p in self._points if not dominates(point, p, self._directions)] + [point]
+        return True

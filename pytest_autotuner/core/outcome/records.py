@@ -14,14 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pytest_autotuner.core.measure.metrics import BenchResult, CellSummary
+from pytest_autotuner.core.measure.metrics import BenchResult, CellSummary, json_safe
 from pytest_autotuner.core.measure.scoring import TrialScore, rank_key
 from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
-__all__ = ["Confirmation", "TrialCost", "TrialEvent", "TrialRecord", "by_configuration", "trial_cost"]
+__all__ = ["Confirmation", "TrialCost", "TrialEvent", "TrialRecord", "by_configuration", "trial_attrs", "trial_cost"]
 
 
 @dataclass(frozen=True)
@@ -239,3 +239,36 @@ def by_configuration(records: list[TrialRecord], maximize: bool) -> list[TrialRe
             )
         out.append(first)
     return sorted(out, key=lambda r: (*rank_key(r.meets_slos, r.feasible, r.value, maximize), r.number))
+
+
+def trial_attrs(
+    score: TrialScore,
+    result: BenchResult | None,
+    log_tail: str,
+    duration: float,
+    devices: tuple[int, ...] = (),
+    cost: TrialCost | None = None,
+    partial_cells: tuple[CellSummary, ...] = (),
+) -> dict[str, Any]:
+    """The user attrs a finished trial is recorded with: what ``TrialRecord.from_trial`` reads back."""
+    attrs: dict[str, Any] = {
+        "objective": score.objective,
+        "penalty": score.penalty if math.isfinite(score.penalty) else None,
+        "meets_slos": score.meets_slos,
+        "failure": score.failure.value if score.failure else None,
+        "failure_message": score.failure_message[:2000],
+        "log_tail": log_tail[-4000:],
+        "duration": round(duration, 3),
+        "devices": list(devices),
+        **(cost or TrialCost()).as_attrs(),
+    }
+    if score.objectives:  # multi-objective: every objective, unpenalized
+        attrs["objectives"] = {name: value for name, value in score.objectives.items()}
+    if result is not None:
+        attrs["cells"] = [json_safe(cell.as_dict()) for cell in result.cells]
+        if result.capacities:
+            attrs["capacity"] = json_safe(result.capacities[0].as_dict())
+        attrs["server_version"] = str(result.server_info.get("version", ""))
+    elif partial_cells:  # what a pruned trial measured before it was stopped (the report's trials table)
+        attrs["cells"] = [json_safe(cell.as_dict()) for cell in partial_cells]
+    return attrs

@@ -28,24 +28,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from pytest_autotuner.core.measure.metrics import BenchResult, CellSummary, json_safe
 from pytest_autotuner.core.measure.pruning import BestSoFar, PruningRule, plan_cells
 from pytest_autotuner.core.measure.scoring import TrialScore, rank_key, score_failure, score_result
 from pytest_autotuner.core.measure.trial import CellRule, Deadline, FailureClass, Params, TrialFailure
-from pytest_autotuner.core.outcome.pareto import dominates
+from pytest_autotuner.core.outcome.background import Background, Inline, Running
+from pytest_autotuner.core.outcome.pareto import FrontSoFar
 from pytest_autotuner.core.outcome.records import (
     Confirmation,
     TrialCost,
     TrialEvent,
     TrialRecord,
     by_configuration,
+    trial_attrs,
     trial_cost,
 )
 from pytest_autotuner.core.search.gpu_pool import GpuPool, gpus_needed
@@ -55,84 +56,13 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.search.study import Proposal, Search
     from pytest_autotuner.core.spec.task_spec import TaskSpec
 
-__all__ = ["Background", "EvaluateFn", "Inline", "Running", "TuningSession"]
+__all__ = ["EvaluateFn", "TuningSession"]
 
 logger = logging.getLogger(__name__)
 
 EvaluateFn = Callable[[Params, Deadline], BenchResult]
 _TEARDOWN_GRACE_S = 60.0  # how long a timed-out or interrupted evaluate gets to tear its server down
 _POLL_S = 0.2  # the longest the session waits before it looks at its clocks again
-
-T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
-
-
-class Running(Protocol[T_co]):
-    """One evaluation a ``Background`` prepared: started by ``begin``."""
-
-    def begin(self) -> None:
-        """Start it (returns at once, or, inline, when it has ended)."""
-        ...
-
-    def ended(self) -> bool:
-        """Whether it returned or raised, or never began."""
-        ...
-
-    def outcome(self) -> T_co:
-        """What it returned, or raise what it raised (only once it has ended)."""
-        ...
-
-
-class Background(Protocol):
-    """Runs evaluations beside the session's thread (the edge's threads: ``pytest_autotuner.threads``).
-
-    ``prepare`` and ``begin`` are two steps so that the session holds an evaluation before it starts: a Ctrl-C
-    that lands while it starts finds it, cancels its deadline and waits for its teardown."""
-
-    def prepare(self, work: Callable[[], T]) -> Running[T]:
-        """An evaluation of ``work``, not yet started."""
-        ...
-
-    def wait(self, timeout: float) -> None:
-        """Until an evaluation ends that ended after the last ``wait`` returned, or ``timeout`` seconds."""
-        ...
-
-
-class _Inline(Generic[T]):
-    def __init__(self, work: Callable[[], T]) -> None:
-        self._work = work
-        self._done = False
-        self._value: T | None = None
-        self._error: Exception | None = None
-
-    def begin(self) -> None:
-        try:
-            self._value = self._work()
-        except Exception as err:  # carried like a thread's: the session scores it
-            self._error = err
-        finally:
-            self._done = True
-
-    def ended(self) -> bool:
-        return True  # before begin (never began) and after it (inline: begin returns when it has ended)
-
-    def outcome(self) -> T:
-        if not self._done:
-            raise RuntimeError("the evaluation never began")
-        if self._error is not None:
-            raise self._error
-        return self._value  # type: ignore[return-value]
-
-
-class Inline:
-    """No background: ``begin`` runs the evaluation to its end in the caller's thread (one trial at a time, and no
-    timeout can stop it). A Ctrl-C inside it is the caller's."""
-
-    def prepare(self, work: Callable[[], T]) -> Running[T]:
-        return _Inline(work)
-
-    def wait(self, timeout: float) -> None:
-        return None
 
 
 @dataclass
@@ -365,7 +295,7 @@ class TuningSession:
         patience = self.spec.optimization.patience
         runs = self._runs  # by trial number
         waiting: Proposal | None = None  # proposed; its GPUs are held by running trials
-        front = _FrontSoFar(self.spec.optimization.directions)
+        front = FrontSoFar(self.spec.optimization.directions)
         for record in self.ranked_candidates()[:1]:  # a resumed study's best configuration
             if self._prune_best is None:
                 self._prune_against(record)
@@ -404,7 +334,7 @@ class TuningSession:
                         duration = time.monotonic() - started
                         if result is not None:
                             self._results[proposal.number] = result
-                        attrs = _trial_attrs(
+                        attrs = trial_attrs(
                             score, result, measured.log_tail, duration, devices, measured.cost, measured.partial_cells
                         )
                         self.search_state.record(proposal, score, attrs)
@@ -528,30 +458,6 @@ class TuningSession:
         return result, failure + (score.failure_message if result is None else "")
 
 
-class _FrontSoFar:
-    """The Pareto front of the trials seen so far, in the best tier (meets SLOs, then feasible, then measured): a
-    multi-objective search improves when a trial joins it (``new best`` marks and ``patience``)."""
-
-    def __init__(self, directions: tuple[str, ...]) -> None:
-        self._directions = directions
-        self._tier: tuple[bool, bool] | None = None
-        self._points: list[tuple[float, ...]] = []
-
-    def add(self, score: TrialScore) -> bool:
-        """Whether ``score`` joins the front (a better tier, or not weakly dominated within the tier)."""
-        tier = (not score.meets_slos, not score.feasible)
-        point = score.values
-        if self._tier is None or tier < self._tier:
-            self._tier, self._points = tier, [point]
-            return True
-        if tier > self._tier:
-            return False
-        if any(p == point or dominates(p, point, self._directions) for p in self._points):
-            return False
-        self._points = [p for p in self._points if not dominates(point, p, self._directions)] + [point]
-        return True
-
-
 @dataclass(frozen=True)
 class _Measured:
     """One evaluation as the session sees it."""
@@ -562,35 +468,3 @@ class _Measured:
     devices: tuple[int, ...]
     cost: TrialCost
     partial_cells: tuple[CellSummary, ...] = ()  # a pruned trial's cells, up to the one that stopped it
-
-
-def _trial_attrs(
-    score: TrialScore,
-    result: BenchResult | None,
-    log_tail: str,
-    duration: float,
-    devices: tuple[int, ...] = (),
-    cost: TrialCost | None = None,
-    partial_cells: tuple[CellSummary, ...] = (),
-) -> dict[str, Any]:
-    attrs: dict[str, Any] = {
-        "objective": score.objective,
-        "penalty": score.penalty if math.isfinite(score.penalty) else None,
-        "meets_slos": score.meets_slos,
-        "failure": score.failure.value if score.failure else None,
-        "failure_message": score.failure_message[:2000],
-        "log_tail": log_tail[-4000:],
-        "duration": round(duration, 3),
-        "devices": list(devices),
-        **(cost or TrialCost()).as_attrs(),
-    }
-    if score.objectives:  # multi-objective: every objective, unpenalized
-        attrs["objectives"] = {name: value for name, value in score.objectives.items()}
-    if result is not None:
-        attrs["cells"] = [json_safe(cell.as_dict()) for cell in result.cells]
-        if result.capacities:
-            attrs["capacity"] = json_safe(result.capacities[0].as_dict())
-        attrs["server_version"] = str(result.server_info.get("version", ""))
-    elif partial_cells:  # what a pruned trial measured before it was stopped (the report's trials table)
-        attrs["cells"] = [json_safe(cell.as_dict()) for cell in partial_cells]
-    return attrs

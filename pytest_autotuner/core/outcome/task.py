@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 from pytest_autotuner.core.measure.formatting import describe_params
 from pytest_autotuner.core.measure.scoring import gpu_divisor, objective_value, rank_key
 from pytest_autotuner.core.measure.stats import ALPHA, p_worse
+from pytest_autotuner.core.outcome.background import Background
 from pytest_autotuner.core.outcome.baseline import compare, fingerprint, make_baseline
 from pytest_autotuner.core.outcome.pareto import SelectRule, front_indices, select_order
 from pytest_autotuner.core.outcome.records import Confirmation, TrialEvent, TrialRecord
 from pytest_autotuner.core.outcome.screen_guide import Guidance, RefitFn, ScreenGuide, calibrate
-from pytest_autotuner.core.outcome.session import Background, EvaluateFn, TuningSession
+from pytest_autotuner.core.outcome.session import EvaluateFn, TuningSession
 from pytest_autotuner.core.outcome.verdict import Verdict, decide, no_baseline
 from pytest_autotuner.core.search.calibration import Calibration, PredictFn
 from pytest_autotuner.core.search.gpu_pool import GpuPool, gpus_needed
