@@ -23,38 +23,46 @@ longer running (``remove_leftovers``), before the session's first trial.
 The model, address and port flags belong to the runtime: a spec that tunes one or passes one in
 ``docker.extra_args`` is refused at collection (``core/spec/task_spec.py``: ``RUNTIME_OWNED_FLAGS``,
 ``owned_flags_in``).
+
+This module starts, watches and removes containers; what a trial's container is (argv, GPUs, mounts, labels) is
+``docker_spec.py``, the image's presence, pull and digest ``docker_image.py``, its ``--help`` ``docker_preflight.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
-import re
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pytest_autotuner.core.measure.trial import Deadline, FailureClass, ParamValue, TrialFailure
-from pytest_autotuner.core.search.gpu_pool import gpus_needed
-from pytest_autotuner.core.spec.sglang_args import ArgumentTable, version_from_tag
-from pytest_autotuner.files import write_atomically
+from pytest_autotuner.core.spec.sglang_args import ArgumentTable
 from pytest_autotuner.runtimes.base import (
-    SECRET_ENV_VARS,
     Endpoint,
     RuntimeUnavailable,
     classify_startup_failure,
     mask_secrets,
-    server_argv,
     table_from_help,
     tail_lines,
     wait_until_ready,
+)
+from pytest_autotuner.runtimes.docker_image import ensure_image, image_digest
+from pytest_autotuner.runtimes.docker_preflight import help_and_version, help_cache_path
+from pytest_autotuner.runtimes.docker_spec import (
+    LABEL_HOST,
+    LABEL_PID,
+    LABEL_RUNTIME,
+    LABEL_SESSION,
+    LABEL_TASK,
+    LABEL_TRIAL,
+    SESSION_ID,
+    ContainerSpec,
+    default_image,
 )
 
 if TYPE_CHECKING:
@@ -78,33 +86,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LABEL_SESSION = "pytest-autotuner.session"
-LABEL_TRIAL = "pytest-autotuner.trial"
-LABEL_TASK = "pytest-autotuner.task"
-LABEL_HOST = "pytest-autotuner.host"
-LABEL_PID = "pytest-autotuner.pid"
-LABEL_RUNTIME = "pytest-autotuner.runtime"
-
-#: This process's session id: the label that tells its containers from those of other sessions.
-SESSION_ID = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-_CONTAINER_MODEL_DIR = "/model"
-_CONTAINER_HF_CACHE = "/root/.cache/huggingface"
 _LOG_KEEP_LINES = 400
-_PULL_LOG_INTERVAL_S = 5.0
 _PORT_WAIT_S = 10.0
-_PREFLIGHT_TIMEOUT_S = 300.0  # SGLang imports torch before it prints its help
-_VERSION_SCRIPT = "import importlib.metadata as m; print(m.version('sglang'))"
-
-
-def default_image(base_runtime: str, tag: str) -> str:
-    """The public image of a serving engine at ``tag``."""
-    repo = "vllm/vllm-openai" if base_runtime == "vllm" else "lmsysorg/sglang"
-    return f"{repo}:{tag}"
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9_.-]+", "-", text).strip("-.")[:60] or "x"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -185,22 +168,30 @@ class DockerHost:
         client: DockerClient | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        self.model = model
+        self.host_env = dict(os.environ if env is None else env)
+        #: what each trial's container is (argv, GPUs, mounts, labels)
+        self.container_spec = ContainerSpec(
+            model=model,
+            settings=settings,
+            image=image,
+            base_runtime=base_runtime,
+            task=task,
+            gpu_ids=None if gpu_ids is None else list(gpu_ids),
+            session_id=session_id,
+            host_env=self.host_env,
+        )
         self.settings = settings
         self.image = image
         self.image_digest = ""
         self.base_runtime = base_runtime
-        self.task = task
-        self.gpu_ids = None if gpu_ids is None else list(gpu_ids)
         self.readiness_timeout = readiness_timeout
         self.session_id = session_id
-        self.host_env = dict(os.environ if env is None else env)
+        self.host_id = self.container_spec.host_id
         self._client = client
         self._lock = threading.Lock()  # guards preparation and the set of live containers
         self._prepared = False
         self._live: dict[str, Container] = {}
         self._table: ArgumentTable | None = None
-        self.host_id = uuid.uuid4().hex[:12]
 
     @classmethod
     def from_spec(cls, spec: TaskSpec, *, readiness_timeout: float) -> DockerHost:
@@ -238,9 +229,7 @@ class DockerHost:
 
     @property
     def container_port(self) -> int:
-        if self.settings.container_port is not None:
-            return self.settings.container_port
-        return 8000 if self.base_runtime == "vllm" else 30000
+        return self.container_spec.container_port
 
     def fingerprint_facts(self) -> dict[str, str]:
         version = self._table.version if self._table is not None else ""
@@ -263,158 +252,10 @@ class DockerHost:
         return self._table
 
     def help_cache_path(self) -> Path:
-        root = Path(self.host_env.get("PYTEST_AUTOTUNER_CACHE") or Path.home() / ".cache" / "pytest-autotuner")
-        key = hashlib.sha256((self.image_digest or self.image).encode()).hexdigest()[:24]
-        return root / "sglang-help" / f"{key}.json"
+        return help_cache_path(self.image, self.image_digest, self.host_env)
 
     def _help_and_version(self) -> tuple[str, str]:
-        path = self.help_cache_path()
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            cached = json.loads(path.read_text("utf-8"))
-            if cached["image_digest"] == self.image_digest:
-                return str(cached["help"]), str(cached["version"])
-        help_text = self._run_once(["python3", "-m", "sglang.launch_server", "--help"], "help", check=True)
-        version = self._run_once(["python3", "-c", _VERSION_SCRIPT], "version", check=False).strip()
-        version = version if re.fullmatch(r"\d+(\.\d+)+\S*", version) else version_from_tag(self.image) or ""
-        record = {"image": self.image, "image_digest": self.image_digest, "version": version, "help": help_text}
-        with contextlib.suppress(OSError):
-            write_atomically(path, json.dumps(record))
-        return help_text, version
-
-    def _run_once(self, command: list[str], label: str, *, check: bool) -> str:
-        """Run ``command`` in a fresh container of the image (no GPUs, no port), return its output."""
-        import docker
-
-        kwargs = self.create_kwargs({}, f"preflight-{label}")
-        kwargs.update(command=command, ports={}, device_requests=None)
-        container = None
-        try:
-            container = self.client.containers.create(**kwargs)
-            container.start()
-            status = container.wait(timeout=_PREFLIGHT_TIMEOUT_S)
-            output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
-        except Exception as err:  # API errors and the wait's timeout alike
-            if not check:
-                return ""
-            raise RuntimeUnavailable(f"the preflight `{' '.join(command)}` in {self.image} failed: {err}") from None
-        finally:
-            if container is not None:
-                with contextlib.suppress(docker.errors.DockerException):
-                    container.remove(force=True, v=True)
-        code = int(status.get("StatusCode", 1)) if isinstance(status, dict) else 1
-        if code != 0:
-            if not check:
-                return ""
-            tail = tail_lines(mask_secrets(output, self.host_env), 5)
-            raise RuntimeUnavailable(f"`{' '.join(command)}` in {self.image} exited {code}: {tail}")
-        return output
-
-    # ---------------------------------------------------------------------------------------- configuration
-    def model_path_in_container(self) -> str:
-        """``/model`` for a local model directory (mounted there), else the hub id."""
-        return _CONTAINER_MODEL_DIR if Path(self.model).exists() else self.model
-
-    def command(self, params: Mapping[str, ParamValue]) -> list[str]:
-        """The server's argv inside the container (a list: never a shell string)."""
-        port = str(self.container_port)
-        model = self.model_path_in_container()
-        if self.base_runtime == "vllm":  # the vllm image's entrypoint is the OpenAI server
-            head = ["--model", model, "--host", "0.0.0.0", "--port", port]
-        else:
-            head = ["python3", "-m", "sglang.launch_server", "--model-path", model, "--host", "0.0.0.0",
-                    "--port", port]  # fmt: skip
-        return [*head, *server_argv(params), *self.settings.extra_args]
-
-    def device_ids(self, params: Mapping[str, ParamValue], assigned: tuple[int, ...] = ()) -> list[str] | None:
-        """GPU ids for the container ([] = no GPUs, None = all GPUs); ``assigned`` ids come from the GPU pool."""
-        gpus = self.settings.gpus
-        if assigned and gpus == "auto":
-            return [str(i) for i in assigned]
-        if gpus == "none" or gpus == 0:
-            return []
-        if gpus == "all":
-            return None
-        if isinstance(gpus, list):
-            return [str(i) for i in gpus]
-        needed = gpus if isinstance(gpus, int) else gpus_needed(params)
-        pool = self.gpu_ids if self.gpu_ids else list(range(needed))
-        if needed > len(pool):
-            raise TrialFailure(
-                FailureClass.INFEASIBLE,
-                f"the configuration needs {needed} GPUs (tp-size x dp-size) but the spec's gpus list has "
-                f"{len(pool)} ({pool}); lower tp-size/dp-size or list more GPUs in `gpus`",
-            )
-        return [str(i) for i in pool[:needed]]
-
-    def environment(self) -> dict[str, str]:
-        """The container's environment: ``docker.env`` plus the host's HF tokens, passed through."""
-        env = dict(self.settings.env)
-        for name in SECRET_ENV_VARS:
-            if self.host_env.get(name) and name not in env:
-                env[name] = self.host_env[name]
-        return env
-
-    def hf_cache_dir(self) -> Path:
-        if self.settings.hf_cache:
-            return Path(self.settings.hf_cache).expanduser()
-        if self.host_env.get("HF_HOME"):
-            return Path(self.host_env["HF_HOME"]).expanduser()
-        return Path.home() / ".cache" / "huggingface"
-
-    def volumes(self) -> dict[str, dict[str, str]]:
-        """Bind mounts: the model (read-only at /model) or the HF cache, plus ``docker.volumes``."""
-        binds: dict[str, dict[str, str]] = {}
-        model = Path(self.model)
-        if model.exists():
-            binds[str(model.resolve())] = {"bind": _CONTAINER_MODEL_DIR, "mode": "ro"}
-        else:
-            cache = self.hf_cache_dir()
-            with contextlib.suppress(OSError):
-                cache.mkdir(parents=True, exist_ok=True)  # downloads persist across trials
-            binds[str(cache)] = {"bind": _CONTAINER_HF_CACHE, "mode": "rw"}
-        for host, target in self.settings.volumes.items():
-            path, _, mode = target.partition(":")  # the mode was validated with the spec
-            binds[str(Path(host).expanduser())] = {"bind": path, "mode": mode or "rw"}
-        return binds
-
-    def labels(self, label: str) -> dict[str, str]:
-        return {
-            LABEL_SESSION: self.session_id,
-            LABEL_TRIAL: label,
-            LABEL_TASK: self.task,
-            LABEL_HOST: socket.gethostname(),
-            LABEL_PID: str(os.getpid()),
-            LABEL_RUNTIME: self.host_id,
-        }
-
-    def create_kwargs(
-        self, params: Mapping[str, ParamValue], label: str, devices: tuple[int, ...] = ()
-    ) -> dict[str, Any]:
-        """Keyword arguments of ``client.containers.create`` for one configuration."""
-        from docker.types import DeviceRequest
-
-        kwargs: dict[str, Any] = {
-            "image": self.image,
-            "command": self.command(params),
-            "name": f"autotune-{_safe_name(self.task)}-{_safe_name(label)}-{uuid.uuid4().hex[:6]}",
-            "labels": self.labels(label),
-            "environment": self.environment(),
-            "volumes": self.volumes(),
-            "ports": {f"{self.container_port}/tcp": ("127.0.0.1", None)},
-            "detach": True,
-            "init": self.settings.init,
-            "stop_signal": "SIGTERM",
-        }
-        if self.settings.shm_size:
-            kwargs["shm_size"] = self.settings.shm_size
-        if self.settings.ipc_mode:
-            kwargs["ipc_mode"] = self.settings.ipc_mode
-        ids = self.device_ids(params, devices)
-        if ids is None:
-            kwargs["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
-        elif ids:
-            kwargs["device_requests"] = [DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
-        return kwargs
+        return help_and_version(self.client, self.container_spec, self.image_digest)
 
     # ---------------------------------------------------------------------------------- session preparation
     def prepare(self) -> None:
@@ -424,8 +265,8 @@ class DockerHost:
             if self._prepared:
                 return
             self.remove_leftovers()
-            self._ensure_image()
-            self.image_digest = self._digest()
+            ensure_image(self.client, self.image, self.settings.pull)
+            self.image_digest = image_digest(self.client, self.image)
             self._prepared = True
 
     def remove_leftovers(self) -> list[str]:
@@ -449,57 +290,6 @@ class DockerHost:
             removed.append(container.name)
         return removed
 
-    def _ensure_image(self) -> None:
-        import docker
-
-        try:
-            self.client.images.get(self.image)
-            present = True
-        except docker.errors.ImageNotFound:
-            present = False
-        pull = self.settings.pull
-        if not present and pull == "never":
-            raise RuntimeUnavailable(
-                f"the image {self.image} is not on this machine and docker.pull is 'never'; "
-                f"run `docker pull {self.image}` (or build it) first, or set docker.pull to 'missing'"
-            )
-        if pull == "always" or not present:
-            self._pull()
-
-    def _pull(self) -> None:
-        import docker
-        from docker.utils import parse_repository_tag
-
-        repo, tag = parse_repository_tag(self.image)
-        logger.info("pulling %s (this can take minutes for a serving image)", self.image)
-        last_log = 0.0
-        try:
-            for event in self.client.api.pull(repo, tag=tag or "latest", stream=True, decode=True):
-                if "error" in event:
-                    raise docker.errors.APIError(str(event["error"]))
-                status = f"{event.get('id', '')} {event.get('status', '')} {event.get('progress', '')}".strip()
-                now = time.monotonic()
-                if "progress" not in event or now - last_log >= _PULL_LOG_INTERVAL_S:
-                    logger.info("pull %s: %s", self.image, status)
-                    last_log = now
-        except docker.errors.DockerException as err:
-            raise RuntimeUnavailable(
-                f"cannot pull {self.image}: {err}; check the image name and runtime_image_tag, the registry "
-                "login (docker login) and the network, or pull it yourself and set docker.pull 'never'"
-            ) from None
-        logger.info("pulled %s", self.image)
-
-    def _digest(self) -> str:
-        """The image's RepoDigest (``repo@sha256:...``) when it came from a registry, else its image ID."""
-        import docker
-
-        try:
-            image = self.client.images.get(self.image)
-        except docker.errors.DockerException as err:
-            raise RuntimeUnavailable(f"cannot inspect the image {self.image}: {err}") from None
-        digests = image.attrs.get("RepoDigests") or []
-        return str(digests[0]) if digests else str(image.id or "")
-
     # ------------------------------------------------------------------------------------------------ trials
     @contextlib.contextmanager
     def launch(self, params: Mapping[str, ParamValue], *, deadline: Deadline, label: str) -> Iterator[DockerServer]:
@@ -510,7 +300,7 @@ class DockerHost:
         import docker
 
         self.prepare()
-        kwargs = self.create_kwargs(params, label, deadline.devices)
+        kwargs = self.container_spec.create_kwargs(params, label, deadline.devices)
         logger.debug("launching %s: %s", kwargs["name"], " ".join(kwargs["command"]))
         server: DockerServer | None = None
         try:
@@ -518,7 +308,7 @@ class DockerHost:
                 container = self.client.containers.create(**kwargs)
                 with self._lock:
                     self._live[container.id] = container
-                server = DockerServer(container, self.environment() | self.host_env)
+                server = DockerServer(container, self.container_spec.environment() | self.host_env)
                 container.start()
             except docker.errors.ImageNotFound as err:
                 raise TrialFailure(FailureClass.IMAGE_MISSING, f"image {self.image} not found: {err}") from None

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from pytest_autotuner.core.measure.trial import Deadline, FailureClass, TrialFailure
 from pytest_autotuner.core.spec.task_spec import DockerSettings
-from pytest_autotuner.runtimes import RuntimeUnavailable
+from pytest_autotuner.runtimes import RuntimeUnavailable, docker_preflight
 from pytest_autotuner.runtimes.docker import (
     LABEL_HOST,
     LABEL_PID,
@@ -112,7 +112,7 @@ def test_gpus_follow_tp_times_dp_and_the_spec_gpu_list() -> None:
         return DockerHost(model=MODEL, settings=settings or DockerSettings(), image="img:1", gpu_ids=gpu_ids, env={})
 
     runtime = host(gpu_ids=[2, 3, 5])
-    kwargs = runtime.create_kwargs({"tp-size": 2, "dp-size": 1, "enable-mixed-chunk": True}, "trial7")
+    kwargs = runtime.container_spec.create_kwargs({"tp-size": 2, "dp-size": 1, "enable-mixed-chunk": True}, "trial7")
     (request,) = kwargs["device_requests"]
     assert isinstance(request, DeviceRequest)
     assert request.device_ids == ["2", "3"] and request.capabilities == [["gpu"]]
@@ -120,11 +120,11 @@ def test_gpus_follow_tp_times_dp_and_the_spec_gpu_list() -> None:
     assert kwargs["command"][-1] == "--enable-mixed-chunk" and "--dp-size" in kwargs["command"]
     assert kwargs["shm_size"] == "16g" and kwargs["ipc_mode"] == "host"
     assert "HF_TOKEN" not in kwargs["environment"]
-    assert host().create_kwargs({"tp": 2}, "t")["device_requests"][0].device_ids == ["0", "1"]
-    assert host(DockerSettings(gpus="all")).create_kwargs({}, "t")["device_requests"][0].count == -1
-    assert "device_requests" not in host(DockerSettings(gpus=0)).create_kwargs({"tp-size": 4}, "t")
+    assert host().container_spec.create_kwargs({"tp": 2}, "t")["device_requests"][0].device_ids == ["0", "1"]
+    assert host(DockerSettings(gpus="all")).container_spec.create_kwargs({}, "t")["device_requests"][0].count == -1
+    assert "device_requests" not in host(DockerSettings(gpus=0)).container_spec.create_kwargs({"tp-size": 4}, "t")
     with pytest.raises(TrialFailure) as info:
-        runtime.create_kwargs({"tp-size": 2, "dp-size": 2}, "t")
+        runtime.container_spec.create_kwargs({"tp-size": 2, "dp-size": 2}, "t")
     assert info.value.failure_class == FailureClass.INFEASIBLE
 
 
@@ -137,10 +137,10 @@ def test_from_spec_reads_the_image_tag_and_the_docker_section() -> None:
     assert default.image == "lmsysorg/sglang:v0.5.2" and default.settings == DockerSettings()
     vllm = host(base_runtime="vllm")
     assert vllm.image == "vllm/vllm-openai:v0.5.2" and vllm.container_port == 8000
-    assert vllm.command({})[:2] == ["--model", MODEL]
+    assert vllm.container_spec.command({})[:2] == ["--model", MODEL]
     custom = host(docker={"image": "me/sglang:dev", "pull": "always", "shm_size": "32g", "ipc_mode": None})
     assert custom.image == "me/sglang:dev" and custom.settings.pull == "always"
-    kwargs = custom.create_kwargs({}, "t")
+    kwargs = custom.container_spec.create_kwargs({}, "t")
     assert kwargs["shm_size"] == "32g" and "ipc_mode" not in kwargs
     assert custom.image_digest == ""  # known once prepared
 
@@ -286,7 +286,9 @@ def test_the_preflight_reads_the_images_help_once_per_digest(
 
     again = host_of()
     again.host_env["PYTEST_AUTOTUNER_CACHE"] = str(tmp_path / "cache")
-    again._run_once = lambda *a, **k: pytest.fail("the cached help of this digest was not used")
+    monkeypatch.setattr(
+        docker_preflight, "_run_once", lambda *a, **k: pytest.fail("the cached help of this digest was not used")
+    )
     assert again.argument_table().options == table.options
 
 
