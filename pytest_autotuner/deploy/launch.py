@@ -47,7 +47,7 @@ def spec_sglang_version(spec: TaskSpec) -> str:
 
 def deploy_image(spec: TaskSpec) -> str:
     """The image the Docker runtime runs: ``docker.image``, else the engine's public image at the spec's tag."""
-    from pytest_autotuner.runtimes.docker import default_image
+    from pytest_autotuner.runtimes.docker_spec import default_image
 
     return spec.docker.image or default_image(spec.base_runtime, spec.runtime_image_tag)
 

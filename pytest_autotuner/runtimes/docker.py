@@ -58,8 +58,6 @@ from pytest_autotuner.runtimes.docker_spec import (
     LABEL_PID,
     LABEL_RUNTIME,
     LABEL_SESSION,
-    LABEL_TASK,
-    LABEL_TRIAL,
     SESSION_ID,
     ContainerSpec,
     default_image,
@@ -71,18 +69,7 @@ if TYPE_CHECKING:
 
     from pytest_autotuner.core.spec.task_spec import DockerSettings, TaskSpec
 
-__all__ = [
-    "LABEL_HOST",
-    "LABEL_PID",
-    "LABEL_RUNTIME",
-    "LABEL_SESSION",
-    "LABEL_TASK",
-    "LABEL_TRIAL",
-    "SESSION_ID",
-    "DockerHost",
-    "DockerServer",
-    "default_image",
-]
+__all__ = ["DockerHost", "DockerServer"]
 
 logger = logging.getLogger(__name__)
 

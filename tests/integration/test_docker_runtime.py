@@ -30,14 +30,8 @@ from pydantic import ValidationError
 from pytest_autotuner.core.measure.trial import Deadline, FailureClass, TrialFailure
 from pytest_autotuner.core.spec.task_spec import DockerSettings
 from pytest_autotuner.runtimes import RuntimeUnavailable, docker_preflight
-from pytest_autotuner.runtimes.docker import (
-    LABEL_HOST,
-    LABEL_PID,
-    LABEL_SESSION,
-    LABEL_TASK,
-    LABEL_TRIAL,
-    DockerHost,
-)
+from pytest_autotuner.runtimes.docker import DockerHost
+from pytest_autotuner.runtimes.docker_spec import LABEL_HOST, LABEL_PID, LABEL_SESSION, LABEL_TASK, LABEL_TRIAL
 
 pytestmark = pytest.mark.slow
 
