@@ -836,6 +836,8 @@ def _stall_watch(cell: _Cell, label: str, endpoint: Endpoint) -> Callable[[float
             return
         if cell.simulated:
             sim_now = await cell.sim_now()
+            if not cell.live:  # the last waiting request ended while the clock was read: nothing waits
+                return
             if sim_now is not None:
                 if cell.server_progress == -math.inf:  # its clock did not answer when the cell began
                     cell.server_progress = sim_now
