@@ -19,7 +19,8 @@ from pathlib import Path
 CHILD = textwrap.dedent(
     """
     import json, resource, sys, time
-    from pytest_autotuner.core.spec.task_spec import SpecError, TaskSpec
+    from pytest_autotuner.core.spec.spec_text import SpecError
+    from pytest_autotuner.core.spec.task_spec import TaskSpec
     from pytest_autotuner.inputs import load_spec
     from pytest_autotuner.core.search.space import SearchSpace
     from pytest_autotuner.core.search.study import Search

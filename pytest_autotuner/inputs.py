@@ -23,7 +23,8 @@ from pytest_autotuner.core.spec.dataset import (
     too_big,
 )
 from pytest_autotuner.core.spec.models import ModelProfile, known_model, profile_from_config, unknown_model
-from pytest_autotuner.core.spec.task_spec import MAX_SPEC_BYTES, SpecError, TaskSpec, parse_spec
+from pytest_autotuner.core.spec.spec_text import MAX_SPEC_BYTES, SpecError
+from pytest_autotuner.core.spec.task_spec import TaskSpec, parse_spec
 from pytest_autotuner.core.spec.tokens import TokenizerError
 
 __all__ = [

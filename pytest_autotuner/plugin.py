@@ -87,7 +87,7 @@ class SpecFile(pytest.File):
     """A tuning spec file; collects one TuningItem."""
 
     def collect(self) -> Iterator[pytest.Item]:
-        from pytest_autotuner.core.spec.task_spec import SpecError
+        from pytest_autotuner.core.spec.spec_text import SpecError
         from pytest_autotuner.inputs import load_spec
 
         try:

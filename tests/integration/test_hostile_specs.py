@@ -488,7 +488,7 @@ CHILD = textwrap.dedent(
     """
     import json, resource, sys, traceback
     resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
-    from pytest_autotuner.core.spec.task_spec import SpecError
+    from pytest_autotuner.core.spec.spec_text import SpecError
     from pytest_autotuner.inputs import load_spec
     from pytest_autotuner.core.search.space import SearchSpace
     from pytest_autotuner.core.search.study import Search

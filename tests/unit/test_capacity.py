@@ -21,7 +21,7 @@ from pytest_autotuner.core.outcome.task import TaskOptions, run_task
 from pytest_autotuner.core.search.gpu_pool import gpus_needed
 from pytest_autotuner.core.spec.capacity_limits import CapacityLimits
 from pytest_autotuner.core.spec.scenarios import parse_scenario
-from pytest_autotuner.core.spec.task_spec import SpecError
+from pytest_autotuner.core.spec.spec_text import SpecError
 from pytest_autotuner.evaluate import plan_from_spec, run_ladder, run_trial
 from pytest_autotuner.inputs import load_spec
 from pytest_autotuner.report.data import results_summary

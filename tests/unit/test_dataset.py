@@ -10,7 +10,7 @@ import pytest
 
 from pytest_autotuner.bench.datasets import convert, generate, main
 from pytest_autotuner.core.spec.dataset import DatasetError, sample_exchanges
-from pytest_autotuner.core.spec.task_spec import SpecError
+from pytest_autotuner.core.spec.spec_text import SpecError
 from pytest_autotuner.inputs import load_exchanges, load_spec
 
 SHIPPED = Path(__file__).parents[2] / "tuning_specs" / "datasets" / "synthetic-chat.jsonl"

@@ -20,7 +20,7 @@ from pytest_autotuner.core.outcome.pareto import SelectRule, dominates, front_in
 from pytest_autotuner.core.search.optuna_compat import optuna_hypervolume
 from pytest_autotuner.core.search.space import SearchSpace
 from pytest_autotuner.core.search.study import study_name_for
-from pytest_autotuner.core.spec.task_spec import SpecError
+from pytest_autotuner.core.spec.spec_text import SpecError
 from pytest_autotuner.inputs import load_spec
 from pytest_autotuner.report.data import results_summary
 from pytest_autotuner.report.html import render_report

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_autotuner.core.spec.task_spec import SpecError, TaskSpec, spec_json_schema
+from pytest_autotuner.core.spec.spec_text import SpecError
+from pytest_autotuner.core.spec.task_spec import TaskSpec, spec_json_schema
 from pytest_autotuner.inputs import load_spec
 
 SEED_SHORT = {

@@ -9,7 +9,8 @@ import pytest
 
 from pytest_autotuner.core.search.space import SearchSpace
 from pytest_autotuner.core.search.study import SHUFFLE_LIMIT, _AffinePermutation
-from pytest_autotuner.core.spec.task_spec import TaskSpec, _preview, owned_flags_in
+from pytest_autotuner.core.spec.spec_text import preview
+from pytest_autotuner.core.spec.task_spec import TaskSpec, owned_flags_in
 
 
 def space_of(parameters: dict[str, object]) -> SearchSpace:
@@ -75,8 +76,8 @@ def test_a_preview_stops_building_at_its_limit() -> None:
                 yield item
 
     value = Huge(["lol"] * 1_000_000)
-    text = _preview({"x": value}, 80)
+    text = preview({"x": value}, 80)
     assert len(text) <= 80 and text.endswith("...")
     assert Huge.read < 100  # not the million
-    assert _preview("a\x1b[31m", 40) == '"a\\u001b[31m"'
-    assert _preview(10**400, 60) == "<an integer of about 401 digits>"
+    assert preview("a\x1b[31m", 40) == '"a\\u001b[31m"'
+    assert preview(10**400, 60) == "<an integer of about 401 digits>"

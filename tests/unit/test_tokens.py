@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from factories import spec as make_spec
 
-from pytest_autotuner.core.spec.task_spec import SpecError
+from pytest_autotuner.core.spec.spec_text import SpecError
 from pytest_autotuner.core.spec.tokens import WORD_RULE, TokenizerError, output_keys
 from pytest_autotuner.inputs import load_spec, load_tokenizer
 from pytest_autotuner.runtimes.sim import SimHost

@@ -24,7 +24,7 @@ from pytest_autotuner.core.spec.scenarios import (
     ScenarioError,
     parse_scenario,
 )
-from pytest_autotuner.core.spec.task_spec import SpecError
+from pytest_autotuner.core.spec.spec_text import SpecError
 from pytest_autotuner.inputs import load_spec
 
 _FIELDS = {"D": 2, "N": 4, "U": 4, "P": 5, "C": 6}

@@ -3,13 +3,11 @@
 Every validation error names the file, the field path, the bad value and how to fix it.
 
 Specs are edited by anyone and run unattended, so loading is bounded before anything is validated or printed:
-a file is at most ``MAX_SPEC_BYTES``; a YAML document's expanded size (aliases counted at every use) at most
-``MAX_EXPANDED_SIZE`` and its nesting at most ``MAX_DEPTH``, checked on the node graph before any object is
-built; duplicate keys are errors in JSON and YAML; strings are at most ``MAX_STRING`` characters and every list
-and mapping has a documented maximum length; numbers are finite; ``additional_params`` is at most
+the file's text is read by ``spec_text.py`` (its size, a YAML document's expansion and nesting, duplicate keys;
+``preview``, the only way a message shows a value); here, strings are at most ``MAX_STRING`` characters and every
+list and mapping has a documented maximum length; numbers are finite; ``additional_params`` is at most
 ``MAX_ADDITIONAL_PARAMS_BYTES`` of JSON; a grid search covers at most ``MAX_GRID_POINTS`` configurations; token
-counts of a traffic scenario are capped (``scenarios.MAX_TOKENS_PER_REQUEST``). Error messages show a value
-only through ``_preview``, which never serialises more than it prints.
+counts of a traffic scenario are capped (``scenarios.MAX_TOKENS_PER_REQUEST``).
 
 The file and the files a spec names (datasets, a tokenizer, a model folder) are read at the edge
 (``pytest_autotuner.inputs``: ``load_spec``) and handed in: ``parse_spec`` takes the file's bytes, and the
@@ -49,6 +47,7 @@ from pytest_autotuner.core.spec.objectives import OBJECTIVE_DEFS, objective_dire
 from pytest_autotuner.core.spec.runtime_kinds import RUNTIME_KINDS, RuntimeKind
 from pytest_autotuner.core.spec.scenarios import MAX_CELL_TOKENS, ScenarioError, longest_request, parse_scenario
 from pytest_autotuner.core.spec.sglang_args import SHIPPED_VERSIONS
+from pytest_autotuner.core.spec.spec_text import AT, SpecError, cut, format_errors, preview, read_document
 from pytest_autotuner.core.spec.tokens import TokenizerError
 
 __all__ = [
@@ -70,7 +69,6 @@ __all__ = [
     "Select",
     "Slo",
     "SloMetric",
-    "SpecError",
     "SpecFiles",
     "TaskSpec",
     "owned_flags_in",
@@ -83,11 +81,7 @@ SAMPLERS = ("tpe", "nsga2")  #: the model behind the bayesian strategy
 MIN_OBJECTIVES, MAX_OBJECTIVES = 2, 3  #: of a multi-objective search (``optimization.objectives``)
 OBJECTIVES = tuple(OBJECTIVE_DEFS)  #: the names of ``core/spec/objectives.py``'s table
 _PARAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_AT = "\x00"  # brackets a parameter name inside a validator message, so the error names its path
 
-MAX_SPEC_BYTES = 256 * 1024  #: a spec file's size
-MAX_EXPANDED_SIZE = 200_000  #: a YAML document expanded: one per node plus one per character of a scalar
-MAX_DEPTH = 32  #: nesting of lists and mappings
 MAX_STRING = 4096  #: characters of any string value
 MAX_TASK_NAME = 200  #: characters of a task name
 MAX_PARAMETERS = 64  #: tuned parameters
@@ -146,10 +140,6 @@ class SpecFiles(Protocol):
         ...
 
 
-class SpecError(ValueError):
-    """A spec file that cannot be used; the message is meant for the user as is."""
-
-
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, str_max_length=MAX_STRING)
 
@@ -177,7 +167,7 @@ class RangeParam(_Model):
             value = getattr(self, name)
             limit = MAX_INT if isinstance(value, int) else MAX_FLOAT
             if value is not None and abs(value) > limit:
-                raise ValueError(f"`{name}` is {_preview(value, 40)}; keep bounds within +-{limit:.0e}")
+                raise ValueError(f"`{name}` is {preview(value, 40)}; keep bounds within +-{limit:.0e}")
         if self.high < self.low:
             raise ValueError(f"`high` ({self.high:g}) is below `low` ({self.low:g}); swap them")
         if self.step is not None and self.step <= 0:
@@ -324,10 +314,10 @@ class Optimization(_Model):
         for index, name in enumerate(value):
             if name not in OBJECTIVES:
                 raise ValueError(
-                    f"{_AT}{index}{_AT}unknown objective {_preview(name, 60)}; use one of: {', '.join(OBJECTIVES)}"
+                    f"{AT}{index}{AT}unknown objective {preview(name, 60)}; use one of: {', '.join(OBJECTIVES)}"
                 )
             if name in value[:index]:
-                raise ValueError(f"{_AT}{index}{_AT}objective {name!r} is listed twice; list each objective once")
+                raise ValueError(f"{AT}{index}{AT}objective {name!r} is listed twice; list each objective once")
         return value
 
     @field_validator("sampler")
@@ -355,7 +345,7 @@ class Optimization(_Model):
         if self.objectives is None:
             if self.select is not None:
                 raise ValueError(
-                    f"{_AT}select{_AT}a select rule needs `objectives` (two or three); with one `objective` the best "
+                    f"{AT}select{AT}a select rule needs `objectives` (two or three); with one `objective` the best "
                     "configuration is simply the best on it"
                 )
             return self
@@ -365,28 +355,28 @@ class Optimization(_Model):
             for where, name in names:
                 if name not in OBJECTIVES:
                     raise ValueError(
-                        f"{_AT}{where}{_AT}unknown objective {_preview(name, 60)}; use one of `objectives`: {listed}"
+                        f"{AT}{where}{AT}unknown objective {preview(name, 60)}; use one of `objectives`: {listed}"
                     )
                 if name not in self.objectives:
                     raise ValueError(
-                        f"{_AT}{where}{_AT}objective {name!r} is not one of `objectives` ({listed}); add it there or "
+                        f"{AT}{where}{AT}objective {name!r} is not one of `objectives` ({listed}); add it there or "
                         "select on one of them"
                     )
             if self.select.best in self.select.within:
                 raise ValueError(
-                    f"{_AT}select.within.{self.select.best}{_AT}{self.select.best!r} is `select.best`; `within` bounds "
+                    f"{AT}select.within.{self.select.best}{AT}{self.select.best!r} is `select.best`; `within` bounds "
                     "the other objectives"
                 )
         primary = self.select.best if self.select is not None else self.objectives[0]
         if self.objective != primary:
             where = "select.best" if self.select is not None else "the first of `objectives`"
             raise ValueError(
-                f"{_AT}objective{_AT}`objective` is {self.objective!r} but {where} is {primary!r}; with `objectives` "
+                f"{AT}objective{AT}`objective` is {self.objective!r} but {where} is {primary!r}; with `objectives` "
                 f"the primary objective is {where}: leave `objective` out or make them agree"
             )
         if self.strategy == "grid" and len(self.objectives) > 2:
             raise ValueError(
-                f"{_AT}objectives{_AT}three objectives ({listed}) with the grid strategy: a grid is an exhaustive "
+                f"{AT}objectives{AT}three objectives ({listed}) with the grid strategy: a grid is an exhaustive "
                 "sweep whose front over three objectives is rarely small enough to read; use the bayesian strategy, "
                 "or two objectives"
             )
@@ -396,7 +386,7 @@ class Optimization(_Model):
     def _sampler_strategy(self) -> Optimization:
         if self.sampler != "tpe" and self.strategy != "bayesian":
             raise ValueError(
-                f"{_AT}sampler{_AT}sampler {self.sampler!r} is the model of the bayesian strategy, but `strategy` is "
+                f"{AT}sampler{AT}sampler {self.sampler!r} is the model of the bayesian strategy, but `strategy` is "
                 f"{self.strategy!r}; use strategy bayesian or leave `sampler` out"
             )
         return self
@@ -419,7 +409,7 @@ class Optimization(_Model):
         if self.per_gpu and not any(OBJECTIVE_DEFS[name].per_gpu for name in self.objective_names):
             names = " and ".join(repr(n) for n in self.objective_names)
             raise ValueError(
-                f"{_AT}per_gpu{_AT}`per_gpu` is true but the objective {names} is not a capacity a GPU provides "
+                f"{AT}per_gpu{AT}`per_gpu` is true but the objective {names} is not a capacity a GPU provides "
                 "(per_gpu divides throughput and goodput); use maximize_throughput or maximize_goodput, or drop "
                 "per_gpu"
             )
@@ -525,14 +515,14 @@ class CapacitySettings(_Model):
         for name in ("min", "max"):
             value = getattr(self, name)
             if not value > 0 or value > 1e6:
-                raise ValueError(f"{_AT}{name}{_AT}`{name}` is {value:g}; use a positive load up to 1e6")
+                raise ValueError(f"{AT}{name}{AT}`{name}` is {value:g}; use a positive load up to 1e6")
             if self.load == "concurrency" and not float(value).is_integer():
-                raise ValueError(f"{_AT}{name}{_AT}`{name}` is {value:g} but `load` is concurrency; use a whole number")
+                raise ValueError(f"{AT}{name}{AT}`{name}` is {value:g} but `load` is concurrency; use a whole number")
         if self.min > self.max:
-            raise ValueError(f"{_AT}min{_AT}`min` ({self.min:g}) is above `max` ({self.max:g}); swap them")
+            raise ValueError(f"{AT}min{AT}`min` ({self.min:g}) is above `max` ({self.max:g}); swap them")
         if not 2 <= self.max_steps <= MAX_CAPACITY_STEPS:
             raise ValueError(
-                f"{_AT}max_steps{_AT}`max_steps` is {self.max_steps}; use 2 to {MAX_CAPACITY_STEPS} (each step is a "
+                f"{AT}max_steps{AT}`max_steps` is {self.max_steps}; use 2 to {MAX_CAPACITY_STEPS} (each step is a "
                 "cell per scenario on the trial's server; 8 find the load within a few percent)"
             )
         return self
@@ -627,7 +617,7 @@ class Benchmark(_Model):
             try:
                 parse_scenario(value)
             except ScenarioError as err:
-                raise ValueError(f"{_AT}{i}{_AT}{err}") from None
+                raise ValueError(f"{AT}{i}{AT}{err}") from None
         return values
 
     @field_validator("num_concurrency")
@@ -657,7 +647,7 @@ class Benchmark(_Model):
             try:
                 files.read_dataset(str(Path(self._spec_dir, scenario.dataset).resolve()))
             except DatasetError as err:
-                raise ValueError(f"{_AT}traffic_scenarios.{i}{_AT}{text!r}: {err}") from None
+                raise ValueError(f"{AT}traffic_scenarios.{i}{AT}{text!r}: {err}") from None
         return self
 
     @model_validator(mode="after")
@@ -793,7 +783,7 @@ class SimulatorSettings(_Model):
         try:
             self._tokenizer_path = str(path) if files is None else files.read_tokenizer(str(path))
         except TokenizerError as err:
-            raise ValueError(f"`simulator.tokenizer` is {_preview(self.tokenizer, 200)}: {err}") from None
+            raise ValueError(f"`simulator.tokenizer` is {preview(self.tokenizer, 200)}: {err}") from None
         return self
 
     @field_validator("sglang_version")
@@ -838,7 +828,7 @@ class DockerSettings(_Model):
             _, _, mode = target.partition(":")
             if mode and mode not in ("ro", "rw"):
                 raise ValueError(
-                    f"`docker.volumes[{_preview(host, 80)}]` is {_preview(target, 80)}; write the mode as `:ro` or "
+                    f"`docker.volumes[{preview(host, 80)}]` is {preview(target, 80)}; write the mode as `:ro` or "
                     "`:rw` (or leave it out)"
                 )
         return value
@@ -895,8 +885,8 @@ class DeploySettings(_Model):
     def _deploy_suffix(cls, value: str | None) -> str | None:
         if value is not None and not Path(value).name.endswith(".deploy"):
             raise ValueError(
-                f"`deploy.folder` is {_preview(value, 200)}; name a folder ending in .deploy (e.g. "
-                f"{_preview(str(Path(value).with_name(Path(value).name + '.deploy')), 200)}): the plugin never "
+                f"`deploy.folder` is {preview(value, 200)}; name a folder ending in .deploy (e.g. "
+                f"{preview(str(Path(value).with_name(Path(value).name + '.deploy')), 200)}): the plugin never "
                 "collects files in such folders as specs"
             )
         return value
@@ -966,7 +956,7 @@ class TaskSpec(_Model):
         control = next((c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
         if control is not None:
             raise ValueError(
-                f"task_name {_preview(value, 80)} holds the control character {control!r}; use printable text"
+                f"task_name {preview(value, 80)} holds the control character {control!r}; use printable text"
             )
         return value
 
@@ -994,17 +984,17 @@ class TaskSpec(_Model):
             return value
         for name, values in value.items():
             if not isinstance(name, str) or len(name) > 100 or not _PARAM_NAME.match(name):
-                shown = repr(_cut(name, 60)) if isinstance(name, str) else _preview(name, 60)
-                hint = f"; write {_cut(name.lstrip('-'), 60)!r}" if isinstance(name, str) and name[:1] == "-" else ""
+                shown = repr(cut(name, 60)) if isinstance(name, str) else preview(name, 60)
+                hint = f"; write {cut(name.lstrip('-'), 60)!r}" if isinstance(name, str) and name[:1] == "-" else ""
                 raise ValueError(
-                    f"{_AT}{_cut(str(name), 60)}{_AT}parameter name {shown} is not an SGLang flag name like "
+                    f"{AT}{cut(str(name), 60)}{AT}parameter name {shown} is not an SGLang flag name like "
                     f"'tp-size'{hint}"
                 )
             if isinstance(values, list):
                 try:
                     _check_choices(name, values)
                 except ValueError as err:
-                    raise ValueError(f"{_AT}{name}{_AT}{err}") from None
+                    raise ValueError(f"{AT}{name}{AT}{err}") from None
         return value
 
     @model_validator(mode="after")
@@ -1015,13 +1005,13 @@ class TaskSpec(_Model):
             if unknown or missing:
                 raise ValueError(
                     f"initial_configs[{i}] must set exactly the tuned parameters; "
-                    f"unknown: {_cut(repr(unknown), 200) if unknown else 'none'}, "
-                    f"missing: {_cut(repr(missing), 200) if missing else 'none'}"
+                    f"unknown: {cut(repr(unknown), 200) if unknown else 'none'}, "
+                    f"missing: {cut(repr(missing), 200) if missing else 'none'}"
                 )
             for name, value in config.items():
                 problem = _outside(self.parameters[name], value)
                 if problem:
-                    raise ValueError(f"{_AT}initial_configs.{i}.{name}{_AT}value {_preview(value, 60)} {problem}")
+                    raise ValueError(f"{AT}initial_configs.{i}.{name}{AT}value {preview(value, 60)} {problem}")
         return self
 
     @model_validator(mode="after")
@@ -1045,9 +1035,9 @@ class TaskSpec(_Model):
             scenario = parse_scenario(text)
             if scenario.dataset is None and scenario.max_total_tokens > context:
                 raise ValueError(
-                    f"{_AT}benchmark.traffic_scenarios.{i}{_AT}{text!r}: a request needs up to "
+                    f"{AT}benchmark.traffic_scenarios.{i}{AT}{text!r}: a request needs up to "
                     f"{longest_request(scenario)} tokens, over the context length of {context:,} tokens of "
-                    f"{_preview(self.model.id_or_path, 80)}; use shorter lengths"
+                    f"{preview(self.model.id_or_path, 80)}; use shorter lengths"
                 )
         return self
 
@@ -1069,7 +1059,7 @@ class TaskSpec(_Model):
             tokens = scenario.cell_tokens(measured, bench.warmup_requests)
             if tokens is not None and tokens > MAX_CELL_TOKENS:
                 raise ValueError(
-                    f"{_AT}benchmark.traffic_scenarios.{i}{_AT}{text!r}: a cell sends {measured:,} requests ({how}) "
+                    f"{AT}benchmark.traffic_scenarios.{i}{AT}{text!r}: a cell sends {measured:,} requests ({how}) "
                     f"+ {bench.warmup_requests:,} warm-ups of up to {longest_request(scenario)} tokens: "
                     f"{tokens:,} tokens in all, over the limit of {MAX_CELL_TOKENS:,} per cell (the client builds a "
                     "cell's prompts in memory); use fewer requests per cell or shorter lengths"
@@ -1085,13 +1075,13 @@ class TaskSpec(_Model):
             count = raw.count if isinstance(raw, RangeParam) else len(raw)
             if count is None:
                 raise ValueError(
-                    f"{_AT}parameters.{name}{_AT}a float range without `step` has no grid; add a step or use "
+                    f"{AT}parameters.{name}{AT}a float range without `step` has no grid; add a step or use "
                     "the bayesian or random strategy"
                 )
             size *= count
         if size > MAX_GRID_POINTS:
             raise ValueError(
-                f"{_AT}optimization.strategy{_AT}the grid has {size:.3g} configurations, over the limit of "
+                f"{AT}optimization.strategy{AT}the grid has {size:.3g} configurations, over the limit of "
                 f"{MAX_GRID_POINTS:,}; use the bayesian or random strategy, or fewer values or larger steps"
             )
         return self
@@ -1103,27 +1093,27 @@ class TaskSpec(_Model):
             if bench.capacity is not None:
                 names = " and ".join(repr(n) for n in opt.objective_names)
                 raise ValueError(
-                    f"{_AT}benchmark.capacity{_AT}`benchmark.capacity` is set but the objective is {names}; the "
+                    f"{AT}benchmark.capacity{AT}`benchmark.capacity` is set but the objective is {names}; the "
                     "capacity search runs only for maximize_goodput: drop it or change the objective"
                 )
             return self
         goodput = opt.capacity_objective
         if self.slo is None or not self.slo.checks():
             raise ValueError(
-                f"{_AT}slo{_AT}the objective is {goodput!r} but `slo` is "
+                f"{AT}slo{AT}the objective is {goodput!r} but `slo` is "
                 f"{'empty' if self.slo is not None else 'missing'}: goodput is the load at which every SLO holds; "
                 'declare at least one, e.g. "slo": {"ttft": {"p99": {"threshold": 0.2}}}'
             )
         if bench.precision is not None:
             raise ValueError(
-                f"{_AT}benchmark.precision{_AT}`benchmark.precision` is {bench.precision:g} but the objective is "
+                f"{AT}benchmark.precision{AT}`benchmark.precision` is {bench.precision:g} but the objective is "
                 f"{goodput!r}: a load step must run its whole length (a queue that outgrows the server shows "
                 "only late, and tail percentiles need every request), so drop precision"
             )
         if not opt.ladder_only and not {"num_concurrency", "request_rates"} & bench.model_fields_set:
             others = ", ".join(n for n in opt.objective_names if n != goodput)
             raise ValueError(
-                f"{_AT}benchmark.num_concurrency{_AT}{goodput!r} is one of several `objectives`: the others "
+                f"{AT}benchmark.num_concurrency{AT}{goodput!r} is one of several `objectives`: the others "
                 f"({others}) are measured on the spec's own cells at fixed loads, the same for every configuration "
                 "(the ladder's loads differ per configuration), but neither `benchmark.num_concurrency` nor "
                 "`benchmark.request_rates` is set; declare the loads to measure them at, e.g. "
@@ -1132,14 +1122,14 @@ class TaskSpec(_Model):
         capacity = bench.capacity or CapacitySettings()  # type: ignore[call-arg]
         if capacity.load == "rate" and bench.max_time_per_iteration < capacity.step_seconds:
             raise ValueError(
-                f"{_AT}benchmark.max_time_per_iteration{_AT}`benchmark.max_time_per_iteration` is "
+                f"{AT}benchmark.max_time_per_iteration{AT}`benchmark.max_time_per_iteration` is "
                 f"{bench.max_time_per_iteration:g} s, shorter than `benchmark.capacity.step_seconds` "
                 f"({capacity.step_seconds:g} s) of arrivals per load step; raise it (or shorten the steps)"
             )
         chats = [s for s in bench.traffic_scenarios if parse_scenario(s).chat is not None]
         if chats and capacity.load == "rate":
             raise ValueError(
-                f"{_AT}benchmark.capacity.load{_AT}`benchmark.capacity.load` is 'rate' but `traffic_scenarios` has "
+                f"{AT}benchmark.capacity.load{AT}`benchmark.capacity.load` is 'rate' but `traffic_scenarios` has "
                 f"the multi-turn scenario {chats[0]!r}, which runs closed loop only; use load 'concurrency'"
             )
         return self
@@ -1153,7 +1143,7 @@ class TaskSpec(_Model):
                                           ("a `cost.gpu_hour` price", self.cost is None)) if absent
             )  # fmt: skip
             raise ValueError(
-                f"{_AT}optimization.per_dollar{_AT}`optimization.per_dollar` is true but the spec lacks {missing}; "
+                f"{AT}optimization.per_dollar{AT}`optimization.per_dollar` is true but the spec lacks {missing}; "
                 "per dollar is the per-GPU objective divided by the price of a GPU-hour"
             )
         return self
@@ -1163,7 +1153,7 @@ class TaskSpec(_Model):
         owned = owned_flags_in(self.parameters)
         if owned:
             raise ValueError(
-                f"{_AT}parameters.{owned[0]}{_AT}`--{owned[0]}` is set by the runtime itself (address, port and "
+                f"{AT}parameters.{owned[0]}{AT}`--{owned[0]}` is set by the runtime itself (address, port and "
                 "model of the server the tuner talks to); remove the parameter"
             )
         return self
@@ -1174,7 +1164,7 @@ def _outside(raw: list[ParamChoice] | RangeParam, value: ParamChoice) -> str:
     if isinstance(raw, list):
         if any(_same_choice(value, choice) for choice in raw):
             return ""
-        return f"is not one of the listed values {_preview(raw, 120)}"
+        return f"is not one of the listed values {preview(raw, 120)}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"is not a number (the range is {raw.low:g}..{raw.high:g})"
     if not raw.low <= value <= raw.high:
@@ -1212,7 +1202,7 @@ def _refuse_owned(args: list[str], extra: Sequence[str] = ()) -> list[str]:
     owned = owned_flags_in(args, extra)
     if owned:
         raise ValueError(
-            f"{_preview(owned[0], 80)} sets a flag the runtime sets itself (address, port, model"
+            f"{preview(owned[0], 80)} sets a flag the runtime sets itself (address, port, model"
             f"{', ' + ', '.join(extra) if extra else ''}); remove it"
         )
     return args
@@ -1224,18 +1214,18 @@ def _check_choices(name: str, values: list[Any]) -> None:
     kinds = {_choice_kind(v) for v in values}
     if None in kinds:
         bad = next(v for v in values if _choice_kind(v) is None)
-        raise ValueError(f"parameter {name!r}: value {_preview(bad, 60)} is not a number, string or boolean")
+        raise ValueError(f"parameter {name!r}: value {preview(bad, 60)} is not a number, string or boolean")
     if len(kinds) > 1:
         raise ValueError(
-            f"parameter {name!r} mixes value types {sorted(k for k in kinds if k)} in {_preview(values, 120)}; "
+            f"parameter {name!r} mixes value types {sorted(k for k in kinds if k)} in {preview(values, 120)}; "
             "use one type per parameter"
         )
     if len({_choice_key(v) for v in values}) != len(values):
         seen: set[object] = set()
         twice = next(v for v in values if _choice_key(v) in seen or seen.add(_choice_key(v)))  # type: ignore[func-returns-value]
         raise ValueError(
-            f"parameter {name!r} lists the value {_preview(twice, 40)} twice (1024 and 1024.0 are one value) "
-            f"in {_preview(values, 120)}; list each value once"
+            f"parameter {name!r} lists the value {preview(twice, 40)} twice (1024 and 1024.0 are one value) "
+            f"in {preview(values, 120)}; list each value once"
         )
 
 
@@ -1249,258 +1239,20 @@ def _choice_kind(value: Any) -> str | None:
     return None
 
 
-def _cut(text: str, limit: int) -> str:
-    """``text`` with control characters escaped, cut to about ``limit`` characters."""
-    text = text[: limit + 1].encode("unicode_escape").decode("ascii") if not text.isprintable() else text
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _preview(value: Any, limit: int = 120) -> str:
-    """A short JSON-like rendering of ``value`` that never builds more than about ``limit`` characters.
-
-    ``json.dumps(value)[:limit]`` would serialise the whole value first: an expanded alias bomb is gigabytes.
-    """
-    out: list[str] = []
-    budget = [limit]
-
-    def emit(text: str) -> bool:
-        out.append(text[: budget[0]])
-        budget[0] -= len(text)
-        return budget[0] > 0
-
-    def walk(item: Any, depth: int) -> bool:
-        if depth > 8:
-            return emit("...")
-        if isinstance(item, dict):
-            if not emit("{"):
-                return False
-            for i, (key, sub) in enumerate(item.items()):
-                if (i and not emit(", ")) or not walk(key, depth + 1) or not emit(": ") or not walk(sub, depth + 1):
-                    return False
-            return emit("}")
-        if isinstance(item, (list, tuple)):
-            if not emit("["):
-                return False
-            for i, sub in enumerate(item):
-                if (i and not emit(", ")) or not walk(sub, depth + 1):
-                    return False
-            return emit("]")
-        if isinstance(item, str):
-            return emit(json.dumps(item[: budget[0] + 1]))
-        if isinstance(item, bool) or item is None:
-            return emit(json.dumps(item))
-        if isinstance(item, int) and abs(item) >= 10**30:
-            return emit(f"<an integer of about {int(item.bit_length() * 0.30103) + 1} digits>")
-        if isinstance(item, (int, float)):
-            return emit(repr(item))
-        return emit(_cut(repr(item)[: budget[0] + 1], budget[0] + 1))
-
-    if walk(value, 0):
-        return "".join(out)
-    return "".join(out)[: max(limit - 3, 0)] + "..."
-
-
-_UNION_MISMATCH = {"list_type", "model_type", "model_attributes_type", "dict_type"}
-
-
-def _format_errors(path: Path, err: ValidationError) -> str:
-    problems: list[str] = []
-    errors = err.errors()[:40]
-    # pydantic reports union members as extra path segments: keep the data path only
-    members = {"RangeParam", "mean", "percentiles", "bool", "int", "float", "str"}
-    locs = [
-        [
-            _cut(str(p), 60)
-            for p in item["loc"]
-            if str(p) not in members and not str(p).startswith(("list[", "function-", "constrained-"))
-        ]
-        for item in errors
-    ]
-    for item, loc in zip(errors, locs, strict=True):
-        if item["type"] in _UNION_MISMATCH and any(
-            other_item["type"] not in _UNION_MISMATCH and other[: len(loc)] == loc
-            for other_item, other in zip(errors, locs, strict=True)
-        ):
-            continue  # "not a list" next to the range's own errors: the value was meant as the other member
-        msg = item["msg"].removeprefix("Value error, ")
-        named = msg.startswith(_AT)
-        if named:
-            name, _, msg = msg[1:].partition(_AT)
-            loc.append(name)
-        field = ".".join(loc) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            msg = "unknown field; check the spelling against the spec format (see the JSON Schema)"
-        elif item["type"] == "missing":
-            msg = "required field is missing"
-        elif item["type"] == "finite_number":
-            msg = "must be a finite number (not NaN or infinity)"
-        value = item.get("input")
-        scalar = isinstance(value, (int, float, str)) and not isinstance(value, bool)
-        quiet = named or item["type"] == "missing" or "got " in msg or (loc[:1] == ["parameters"] and not scalar)
-        shown = "" if quiet else f" (got {_preview(value)})"
-        line = f"  `{field}`: {_cut(msg, 400)}{shown}"
-        if line not in problems:
-            problems.append(line)
-    count = len(problems) + max(err.error_count() - 40, 0)
-    lines = [f"{path}: invalid tuning spec ({count} problem{'s' * (count > 1)})", *problems[:20]]
-    if count > 20:
-        lines.append(f"  ... and {count - 20} more")
-    return "\n".join(lines)
-
-
 def parse_spec(path: Path, data: bytes, files: SpecFiles | None = None) -> TaskSpec:
     """Validate the bytes of a JSON or YAML spec file (read at the edge, ``inputs.load_spec``, at most
     ``MAX_SPEC_BYTES``); ``path`` names it in errors and its folder is what its relative paths are relative to.
     ``files`` reads the files the spec names (datasets, a tokenizer, a model folder); None checks the spec alone.
     Raises SpecError with a user-facing message; bounded in time and memory whatever the bytes hold (see the
     module docstring)."""
-    if len(data) > MAX_SPEC_BYTES:
-        raise SpecError(f"{path}: the spec is over {MAX_SPEC_BYTES // 1024} KiB; a tuning spec is a short file")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise SpecError(
-            f"{path}:{line}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start}); save the spec as UTF-8"
-        ) from None
-    raw = _parse_text(path, text.removeprefix("\ufeff"))
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: a tuning spec must be a JSON/YAML object, got {type(raw).__name__}")
-    _check_depth(path, raw)
+    raw = read_document(path, data)
     raw.setdefault("task_name", path.name.split(".")[0])
     try:
         return TaskSpec.model_validate(raw, context={"spec_dir": str(path.parent), "files": files})
     except ValidationError as err:
-        raise SpecError(_format_errors(path, err)) from None
+        raise SpecError(format_errors(path, err)) from None
     except RecursionError:
         raise SpecError(f"{path}: the spec is nested too deeply") from None
-
-
-class _DuplicateKey(ValueError):
-    def __init__(self, key: object, where: str = "") -> None:
-        super().__init__(key)
-        self.key = key
-        self.where = where
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
-    return out
-
-
-def _duplicate_message(path: Path, err: _DuplicateKey) -> str:
-    return (
-        f"{path}{err.where}: duplicate key {_preview(err.key, 60)}; each key may appear once in an object "
-        "(otherwise the last one would silently win)"
-    )
-
-
-def _parse_text(path: Path, text: str) -> Any:
-    if path.suffix in (".yaml", ".yml"):
-        return _parse_yaml(path, text)
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicates)
-    except _DuplicateKey as err:
-        raise SpecError(_duplicate_message(path, err)) from None
-    except json.JSONDecodeError as err:
-        raise SpecError(f"{path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}") from None
-    except RecursionError:
-        raise SpecError(f"{path}: the spec is nested too deeply (at most {MAX_DEPTH} levels)") from None
-    except ValueError as err:  # e.g. an integer literal of thousands of digits
-        raise SpecError(f"{path}: not valid JSON: {_cut(str(err), 200)}") from None
-
-
-def _parse_yaml(path: Path, text: str) -> Any:
-    """YAML through the safe loader, with the expanded size, nesting and duplicate keys checked on the node graph
-    before any Python object is built (an alias bomb is a few hundred bytes of nodes shared many times)."""
-    import yaml
-
-    loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    loader = loader_class(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_yaml_nodes(path, node)
-        return loader.construct_document(node)
-    except SpecError:
-        raise
-    except yaml.YAMLError as err:
-        if "nesting depth" in str(err):  # PyYAML 6.0.4's own limit, met before ours on the node graph
-            raise SpecError(f"{path}: the spec is nested too deeply (at most {MAX_DEPTH} levels)") from None
-        raise SpecError(f"{path}: not valid YAML: {_cut(str(err), 400)}") from None
-    except _DuplicateKey as err:
-        raise SpecError(_duplicate_message(path, err)) from None
-    except RecursionError:
-        raise SpecError(f"{path}: the spec is nested too deeply (at most {MAX_DEPTH} levels)") from None
-    except ValueError as err:  # e.g. an integer of thousands of digits
-        raise SpecError(f"{path}: cannot read a YAML value: {_cut(str(err), 200)}") from None
-    finally:
-        loader.dispose()
-
-
-def _check_yaml_nodes(path: Path, root: Any) -> None:
-    """Expanded size (memoised per node, so shared aliases cost nothing to count), nesting depth, cycles and
-    duplicate mapping keys of a composed YAML document."""
-    import yaml
-
-    sizes: dict[int, int] = {}
-    active: set[int] = set()
-
-    def size(node: Any, depth: int) -> int:
-        if id(node) in sizes:
-            return sizes[id(node)]
-        if depth > MAX_DEPTH:
-            raise SpecError(f"{path}:{node.start_mark.line + 1}: the spec is nested more than {MAX_DEPTH} levels")
-        if id(node) in active:
-            raise SpecError(f"{path}:{node.start_mark.line + 1}: an alias refers to itself (a recursive document)")
-        active.add(id(node))
-        total = 1
-        if isinstance(node, yaml.ScalarNode):
-            total += len(node.value)
-        elif isinstance(node, yaml.SequenceNode):
-            total += sum(size(child, depth + 1) for child in node.value)
-        elif isinstance(node, yaml.MappingNode):
-            seen: set[tuple[str, str]] = set()
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
-                    if (key.tag, key.value) in seen:
-                        raise _DuplicateKey(key.value, f":{key.start_mark.line + 1}")
-                    seen.add((key.tag, key.value))
-                total += size(key, depth + 1) + size(value, depth + 1)
-                if total > MAX_EXPANDED_SIZE:
-                    break
-        active.discard(id(node))
-        if total > MAX_EXPANDED_SIZE:
-            raise SpecError(
-                f"{path}:{node.start_mark.line + 1}: the document expands to more than {MAX_EXPANDED_SIZE:,} "
-                "nodes and characters (YAML aliases repeat what they refer to); a tuning spec is small"
-            )
-        sizes[id(node)] = total
-        return total
-
-    size(root, 0)
-
-
-def _check_depth(path: Path, raw: Any) -> None:
-    """Lists and mappings nested at most MAX_DEPTH deep (iterative: the check itself cannot overflow)."""
-    stack = [(raw, 0)]
-    seen = 0
-    while stack:
-        item, depth = stack.pop()
-        seen += 1
-        if depth > MAX_DEPTH:
-            raise SpecError(f"{path}: the spec is nested more than {MAX_DEPTH} levels")
-        if seen > 4 * MAX_EXPANDED_SIZE:
-            raise SpecError(f"{path}: the spec holds too many values")
-        if isinstance(item, dict):
-            stack += [(v, depth + 1) for v in item.values()]
-        elif isinstance(item, list):
-            stack += [(v, depth + 1) for v in item]
 
 
 def spec_json_schema() -> dict[str, Any]:
