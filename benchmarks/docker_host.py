@@ -16,7 +16,7 @@ import argparse
 import statistics
 import time
 
-from pytest_autotuner.core.spec.task_spec import DockerSettings
+from pytest_autotuner.core.spec.runtime_settings import DockerSettings
 from pytest_autotuner.runtimes.docker import DockerHost
 
 

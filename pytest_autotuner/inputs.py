@@ -158,7 +158,7 @@ def context_length_of(model_path: str) -> int | None:
 
 
 class _SpecFiles:
-    """``core.spec.task_spec.SpecFiles``: what validating a spec reads, from disk."""
+    """``core.spec.spec_model.SpecFiles``: what validating a spec reads, from disk."""
 
     def read_dataset(self, path: str) -> object:
         return load_exchanges(path)

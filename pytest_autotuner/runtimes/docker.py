@@ -67,7 +67,8 @@ if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.containers import Container
 
-    from pytest_autotuner.core.spec.task_spec import DockerSettings, TaskSpec
+    from pytest_autotuner.core.spec.runtime_settings import DockerSettings
+    from pytest_autotuner.core.spec.task_spec import TaskSpec
 
 __all__ = ["DockerHost", "DockerServer"]
 

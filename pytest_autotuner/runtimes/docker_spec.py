@@ -23,7 +23,7 @@ from pytest_autotuner.core.search.gpu_pool import gpus_needed
 from pytest_autotuner.runtimes.base import SECRET_ENV_VARS, server_argv
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.spec.task_spec import DockerSettings
+    from pytest_autotuner.core.spec.runtime_settings import DockerSettings
 
 __all__ = [
     "LABEL_HOST",

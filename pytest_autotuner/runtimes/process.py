@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pytest_autotuner.core.measure.trial import Deadline, ParamValue, TrialFailure
 from pytest_autotuner.core.spec.sglang_args import ArgumentTable
-from pytest_autotuner.core.spec.task_spec import owned_flags_in
+from pytest_autotuner.core.spec.spec_model import owned_flags_in
 from pytest_autotuner.runtimes.base import (
     Endpoint,
     RuntimeUnavailable,

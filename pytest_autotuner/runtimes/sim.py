@@ -11,7 +11,7 @@ from pytest_autotuner.core.spec.sglang_args import ArgumentTable, imitated_versi
 from pytest_autotuner.runtimes.process import ProcessHost
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.spec.task_spec import SimulatorSettings
+    from pytest_autotuner.core.spec.runtime_settings import SimulatorSettings
 
 __all__ = ["SimHost", "sim_seed"]
 

@@ -28,7 +28,7 @@ from processes import interruptible
 from pydantic import ValidationError
 
 from pytest_autotuner.core.measure.trial import Deadline, FailureClass, TrialFailure
-from pytest_autotuner.core.spec.task_spec import DockerSettings
+from pytest_autotuner.core.spec.runtime_settings import DockerSettings
 from pytest_autotuner.runtimes import RuntimeUnavailable, docker_preflight
 from pytest_autotuner.runtimes.docker import DockerHost
 from pytest_autotuner.runtimes.docker_spec import LABEL_HOST, LABEL_PID, LABEL_SESSION, LABEL_TASK, LABEL_TRIAL

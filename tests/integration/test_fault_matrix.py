@@ -133,7 +133,7 @@ def test_server_fault_ends_in_its_class_and_leaves_nothing_running(
 
 def test_readiness_timeout_of_the_host_is_its_class_and_stops_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
     from pytest_autotuner.core.measure.trial import Deadline, FailureClass, TrialFailure
-    from pytest_autotuner.core.spec.task_spec import SimulatorSettings
+    from pytest_autotuner.core.spec.runtime_settings import SimulatorSettings
     from pytest_autotuner.runtimes.sim import SimHost
 
     marker = uuid.uuid4().hex

@@ -18,7 +18,7 @@ from pytest_autotuner.core.measure.metrics import (
 )
 from pytest_autotuner.core.measure.scoring import cell_checks
 from pytest_autotuner.core.outcome.verdict import slo_table
-from pytest_autotuner.core.spec.task_spec import Slo
+from pytest_autotuner.core.spec.benchmark_settings import Slo
 
 STATS = ("mean", "p50", "p90", "p95", "p99", "max")
 seconds = st.floats(min_value=0.0, max_value=1e4, allow_nan=False, allow_infinity=False)

@@ -15,7 +15,9 @@ import pytest
 from factories import spec as make_spec
 from processes import gather_in_threads
 
-from pytest_autotuner.core.spec.task_spec import RUNTIME_KINDS, DockerSettings, TaskSpec
+from pytest_autotuner.core.spec.runtime_kinds import RUNTIME_KINDS
+from pytest_autotuner.core.spec.runtime_settings import DockerSettings
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.runtimes import RuntimeUnavailable, create_host
 from pytest_autotuner.runtimes.docker import DockerHost
 from pytest_autotuner.runtimes.process import ProcessHost

@@ -17,7 +17,7 @@ from pytest_autotuner.core.spec.sglang_args import (
     table_from_actions,
     version_from_tag,
 )
-from pytest_autotuner.core.spec.task_spec import RangeParam
+from pytest_autotuner.core.spec.spec_model import RangeParam
 from pytest_autotuner.sglang_tables import shipped_table
 
 DATA = Path(__file__).parent.parent / "data"

@@ -27,8 +27,9 @@ from hypothesis import strategies as st
 
 from pytest_autotuner.core.search.space import Categorical, SearchSpace
 from pytest_autotuner.core.search.study import Search
+from pytest_autotuner.core.spec.spec_model import MAX_GRID_POINTS
 from pytest_autotuner.core.spec.spec_text import SpecError
-from pytest_autotuner.core.spec.task_spec import MAX_GRID_POINTS, TaskSpec
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.inputs import load_spec
 
 T = TypeVar("T")

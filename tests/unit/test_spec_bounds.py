@@ -9,8 +9,9 @@ import pytest
 
 from pytest_autotuner.core.search.space import SearchSpace
 from pytest_autotuner.core.search.study import SHUFFLE_LIMIT, _AffinePermutation
+from pytest_autotuner.core.spec.spec_model import owned_flags_in
 from pytest_autotuner.core.spec.spec_text import preview
-from pytest_autotuner.core.spec.task_spec import TaskSpec, owned_flags_in
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 
 
 def space_of(parameters: dict[str, object]) -> SearchSpace:

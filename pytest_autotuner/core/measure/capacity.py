@@ -72,7 +72,7 @@ from pytest_autotuner.core.spec.capacity_limits import (
 if TYPE_CHECKING:
     from pytest_autotuner.core.measure.metrics import CellMetrics
     from pytest_autotuner.core.measure.scoring import SloCheck
-    from pytest_autotuner.core.spec.task_spec import Slo
+    from pytest_autotuner.core.spec.benchmark_settings import Slo
 
 __all__ = [
     "CEILING_MARGIN",

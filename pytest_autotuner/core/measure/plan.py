@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pytest_autotuner.core.spec.scenarios import Scenario
 
 if TYPE_CHECKING:
+    from pytest_autotuner.core.spec.benchmark_settings import Slo
     from pytest_autotuner.core.spec.capacity_limits import CapacityLimits
-    from pytest_autotuner.core.spec.task_spec import Slo
 
 __all__ = ["STALL_BASE", "STALL_PREFILL_RATE", "BenchmarkPlan", "CellKey"]
 

@@ -32,7 +32,9 @@ from pytest_autotuner.core.measure.metrics import CellSummary
 from pytest_autotuner.core.measure.scoring import OBJECTIVE_METRICS, SloCheck
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.spec.task_spec import Optimization, Slo, TaskSpec
+    from pytest_autotuner.core.spec.benchmark_settings import Slo
+    from pytest_autotuner.core.spec.optimization import Optimization
+    from pytest_autotuner.core.spec.task_spec import TaskSpec
 
 __all__ = ["BestSoFar", "PruningRule", "partial_value", "plan_cells", "prune_reason"]
 

@@ -36,7 +36,8 @@ from pytest_autotuner.core.spec.objectives import OBJECTIVE_DEFS, objective_dire
 if TYPE_CHECKING:
     from pytest_autotuner.core.measure.capacity import CapacityResult, Step
     from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics
-    from pytest_autotuner.core.spec.task_spec import Optimization, Slo
+    from pytest_autotuner.core.spec.benchmark_settings import Slo
+    from pytest_autotuner.core.spec.optimization import Optimization
 
 __all__ = [
     "OBJECTIVE_METRICS",

@@ -76,7 +76,7 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.measure.trial import ParamValue
     from pytest_autotuner.core.search.optuna_compat import TPEModel
     from pytest_autotuner.core.search.space import Dimension, SearchSpace
-    from pytest_autotuner.core.spec.task_spec import Optimization
+    from pytest_autotuner.core.spec.optimization import Optimization
 
 __all__ = [
     "DEFAULT_STARTUP",

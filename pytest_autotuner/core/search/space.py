@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pytest_autotuner.core.measure.trial import Params, ParamValue
-from pytest_autotuner.core.spec.task_spec import RangeParam, TaskSpec
+from pytest_autotuner.core.spec.spec_model import RangeParam
+from pytest_autotuner.core.spec.task_spec import TaskSpec
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
