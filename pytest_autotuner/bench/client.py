@@ -1,9 +1,10 @@
 """Benchmark client: drives an OpenAI-compatible streaming server (SGLang) through a BenchmarkPlan.
 
-Here: the cell (requests prepared, closed and open loops, sessions, limits, the stall watchdog) and the run of a
-plan's cells. Beside it: ``stream.py`` (SSE parsing and the stamping of reads), ``server_control.py`` (drain and
-flush between load steps), ``server_metrics.py`` (SGLang's queue-time histogram), ``prompts.py`` and
-``datasets.py`` (what is sent). Metric definitions match SGLang's ``bench_serving`` (see ``metrics.py``).
+Here: the cell (closed and open loops, sessions, limits, the stall watchdog) and the run of a plan's cells.
+Beside it: ``requests.py`` (what each request sends), ``stream.py`` (SSE parsing and the stamping of reads),
+``server_control.py`` (drain and flush between load steps), ``server_metrics.py`` (SGLang's queue-time
+histogram), ``prompts.py`` and ``datasets.py`` (the texts sent). Metric definitions match SGLang's
+``bench_serving`` (see ``metrics.py``).
 One aiohttp session with an unlimited connector is shared by all cells; the SSE stream is read in large blocks
 and split into lines, with one ``json.loads`` per data line and no tokenizing on the event loop.
 
@@ -25,12 +26,9 @@ simulator then holds its clock until the follower is there, so this client's rea
 on a loaded machine, times the speed-up) does not thin the simulated batch (see ``sim/server.py``). Real
 servers ignore these headers.
 
-Traffic with structure (``core/spec/scenarios.py``): ``P(...)`` requests share their group's system prompt (a system
-message, or the head of a completions prompt); ``C(...)`` sessions resend their history with the replies this
-client received (``_Cell.sessions``: one user per worker, turns in order, ``X-Sim-Think`` announces the think
-time); ``dataset(...)`` replays a file's conversations as such sessions, every exchange in order
-(``core/spec/dataset.py``). Prompts are built by the tokenizer the simulator counts with when it names one in
-``/get_server_info`` (``sim_tokenizer``), else by the plan's tokenizer or the word rule. Each record keeps the server's
+What is sent (each request's lengths and body, multi-turn sessions with the replies received) is prepared by
+``requests.py`` (``CellRequests``) before the cell's first request; ``_Cell.sessions`` runs sessions as users,
+one per worker, turns in order (``X-Sim-Think`` announces the think time). Each record keeps the server's
 ``usage.prompt_tokens_details.cached_tokens``.
 
 Tokens per chunk: OpenAI chunks do not say how many tokens they carry. When the server sends ``usage`` on
@@ -69,7 +67,6 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-import json
 import logging
 import math
 import sys
@@ -77,7 +74,6 @@ import time
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -88,7 +84,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - aiohttp requires async-timeout before 3.11
     from async_timeout import timeout as _timeout
 
-from pytest_autotuner.bench.prompts import PromptFactory
+from pytest_autotuner.bench.requests import CellRequests
 from pytest_autotuner.bench.server_metrics import read_queue_times
 from pytest_autotuner.bench.stream import (
     SINK,
@@ -101,12 +97,10 @@ from pytest_autotuner.core.measure.metrics import INCOMPLETE, BenchResult, CellM
 from pytest_autotuner.core.measure.plan import CellKey
 from pytest_autotuner.core.measure.precision import PrecisionTracker
 from pytest_autotuner.core.measure.trial import Deadline, FailureClass, TrialFailure
-from pytest_autotuner.core.spec.dataset import sample_exchanges
-from pytest_autotuner.inputs import load_conversations
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.measure.plan import BenchmarkPlan
-    from pytest_autotuner.core.spec.scenarios import Conversations, Scenario
+    from pytest_autotuner.core.spec.scenarios import Scenario
     from pytest_autotuner.runtimes.base import Endpoint
 
 __all__ = ["run_benchmark", "run_cell"]
@@ -120,17 +114,6 @@ _DEADLINE_POLL = 0.05  # wall seconds between checks of the trial deadline (and 
 _STALL_WALL_FLOOR = 0.5  # wall seconds: the least silence of a real server taken for a stall
 _STALL_WALL_FLOOR_UNANSWERED = 2.0  # the same for a simulator whose clock does not answer
 _SERVER_INFO_TIMEOUT = 10.0  # wall seconds, at most
-
-
-def _runs(starts: list[int]) -> list[tuple[int, int]]:
-    """(start, stop) of each run of equal values in ``starts`` (the requests of one session)."""
-    out: list[tuple[int, int]] = []
-    for i, s in enumerate(starts):
-        if out and out[-1][0] == s:
-            out[-1] = (s, i + 1)
-        else:
-            out.append((s, i + 1))
-    return out
 
 
 def _classify(exc: BaseException) -> tuple[str, str]:
@@ -172,17 +155,9 @@ class _Cell:
         self.simulated = "sim_speedup" in endpoint.server_info
         self.server_progress = -math.inf
         self.live_arrivals: dict[int, float] = {}
-        # Multi-turn sessions (``C(...)``, ``dataset(...)``): request i's session begins at session_starts[i];
-        # the sessions' request ranges in order; the user's message of each request; think time between turns.
-        self.multi_turn = False
-        self.session_starts: list[int] = []
-        self.sessions_of: list[range] = []
-        self.user_texts: list[str] = []
-        self.system_text: str | None = None
-        self.think = 0.0
         self.server_info = endpoint.server_info
-        self.context_length = int(endpoint.server_info.get("context_length") or 0)  # 0: unknown
-        self.replies: dict[int, str] = {}  # the reply text of each turn, resent in the session's later turns
+        #: what is sent: each request's lengths and body, and the sessions of multi-turn traffic
+        self.requests = CellRequests(plan, endpoint.model_name, endpoint.server_info)
 
     def track_precision(self, concurrency: int) -> None:
         """Stop the measured phase once the objective's metric is precise enough (``core/measure/precision.py``); at
@@ -239,121 +214,17 @@ class _Cell:
             for r in records
         ]
 
-    def tokenizer(self) -> str | None:
-        """The tokenizer prompts are built with: the plan's, else the one the simulator counts with (a local
-        tokenizer.json it names in ``/get_server_info``), so that a prompt of n tokens is n tokens to it."""
-        if self.plan.tokenizer:
-            return self.plan.tokenizer
-        path = self.server_info.get("sim_tokenizer")
-        return path if isinstance(path, str) and Path(path).is_file() else None
-
-    def prepare(self, scenario: Scenario, seed: int) -> None:
-        """Draw the lengths of all requests (measured first, then warm-ups) and encode their bodies."""
-        self.rng = np.random.default_rng(seed)
-        n = self.plan.max_requests + self.plan.warmup_requests
-        factory = PromptFactory(seed=seed, tokenizer=self.tokenizer())
-        if scenario.dataset is not None:
-            self._prepare_replay(scenario.dataset, factory)
-            return
-        self.lengths = scenario.sample(self.rng, n)
-        shared = scenario.shared
-        if scenario.chat is not None:
-            self._prepare_sessions(scenario.chat, factory)
-            return
-        if shared is not None:
-            prompts = factory.build_shared(shared.system, shared.question, shared.assign(self.rng, n))
-            self.bodies = [
-                json.dumps(self._body(p.question, out, system=p.system)).encode()
-                for p, (_, out) in zip(prompts, self.lengths, strict=True)
-            ]
-            return
-        texts = factory.build([i for i, _ in self.lengths])
-        self.bodies = [
-            json.dumps(self._body(prompt, out)).encode() for prompt, (_, out) in zip(texts, self.lengths, strict=True)
-        ]
-
-    def _prepare_replay(self, dataset: str, factory: PromptFactory) -> None:
-        """Dataset replay: conversations drawn by seed, each a session of its exchanges (``core/spec/dataset.py``).
-
-        Lengths are counted as the server counts (its tokenizer when the factory has it, else words) and kept
-        within the server's context, as bench_serving filters: a first message too long is cut to fit, and a
-        conversation ends before the turn whose history and reply would not fit. Warm-ups are first exchanges
-        of conversations of their own."""
-        conversations = load_conversations(str(Path(self.plan.dataset_root, dataset).resolve()))
-        measured, warm = self.plan.max_requests, self.plan.warmup_requests
-        context = self.context_length
-        self.lengths, self.user_texts, self.session_starts = [], [], []
-        self.bodies, self.think = [], 0.0
-        picks = iter(sample_exchanges(conversations, self.rng, measured + warm))
-        while len(self.lengths) < measured:
-            start, history = len(self.lengths), 0
-            for turn, exchange in enumerate(next(picks)):
-                text, out = exchange.prompt, exchange.output_tokens
-                if context and turn == 0:
-                    out = max(1, min(out, context // 2))
-                    text = factory.truncate(text, context - out - 1)
-                n_in = history + factory.count(text)
-                if (context and n_in + out > context) or len(self.lengths) >= measured:
-                    break
-                self.lengths.append((n_in, out))
-                self.user_texts.append(text)
-                self.session_starts.append(start)
-                history = n_in + out
-        self.sessions_of = [range(s, e) for s, e in _runs(self.session_starts)]
-        self.bodies = [b""] * len(self.lengths)
-        for _ in range(warm):
-            first = next(picks)[0]
-            out = max(1, min(first.output_tokens, context // 2)) if context else first.output_tokens
-            text = factory.truncate(first.prompt, context - out - 1) if context else first.prompt
-            self.lengths.append((factory.count(text), out))
-            self.bodies.append(json.dumps(self._body(text, out)).encode())
-        self.multi_turn = True
-        self.system_text = None
-
-    def _prepare_sessions(self, chat: Conversations, factory: PromptFactory) -> None:
-        """Multi-turn chats: one system prompt, a user message per turn; bodies are built when a turn is sent
-        (they carry the replies received). Warm-ups are first turns of sessions of their own."""
-        self.multi_turn, self.think = True, chat.think
-        self.system_text = factory.build([chat.system])[0] if chat.system else None
-        measured, warm = self.plan.max_requests, self.plan.warmup_requests
-        count = chat.requests(measured)
-        self.user_texts = factory.build([chat.input] * (count + warm))
-        self.session_starts = [i - i % chat.turns for i in range(count)]
-        self.sessions_of = [range(s, min(count, s + chat.turns)) for s in range(0, count, chat.turns)]
-        self.bodies = [b""] * (measured + warm)
-        for k in range(warm):
-            body = self._body(self.user_texts[-warm + k], chat.output, system=self.system_text)
-            self.bodies[measured + k] = json.dumps(body).encode()
-
-    def _turn_body(self, index: int) -> bytes:
-        """A turn of a session: the system prompt, the session's earlier turns and their replies, its message."""
-        first = self.session_starts[index]
-        messages = [{"role": "system", "content": self.system_text}] if self.system_text is not None else []
-        for j in range(first, index):
-            messages.append({"role": "user", "content": self.user_texts[j]})
-            messages.append({"role": "assistant", "content": self.replies.get(j, "")})
-        messages.append({"role": "user", "content": self.user_texts[index]})
-        body: dict[str, Any] = {"model": self.model}
-        if self.plan.api == "chat":
-            body["messages"] = messages
-        else:  # a plain transcript: the same tokens in the same order
-            body["prompt"] = " ".join(str(m["content"]).strip() for m in messages if m["content"])
-        body.update(stream=True, stream_options={"include_usage": True}, max_tokens=self.lengths[index][1],
-                    ignore_eos=True)  # fmt: skip
-        body.update(self.plan.additional_params)
-        return json.dumps(body).encode()
-
     async def sessions(self, count: int, workers: int, keep: bool) -> None:
         """``workers`` users, each running one session's turns in order (thinking between them), then the next.
 
         To the simulator: like ``closed_loop``, with the next turn promised ``think`` seconds after a reply ends
         (``X-Sim-Think``) and the next session's first turn at the end of the last.
         """
-        sessions = [r for r in self.sessions_of if r.start < count]
+        sessions = [r for r in self.requests.sessions_of if r.start < count]
         claim = itertools.count()
         n = max(1, min(workers, len(sessions)))
         starters = [next(claim) for _ in range(n)]
-        think_s = self.think
+        think_s = self.requests.think
 
         async def worker(k: int) -> None:
             session = starters[k]
@@ -364,7 +235,7 @@ class _Cell:
                 last = min(count, turns.stop) - 1
                 for i in range(turns.start, last + 1):
                     think = think_s if i < last else 0.0
-                    self.bodies[i] = self._turn_body(i)
+                    self.requests.bodies[i] = self.requests.turn_body(i)
                     record = await self.send(i, then=then, after=after, think=think)
                     if keep:
                         self.keep(record)
@@ -381,18 +252,6 @@ class _Cell:
 
         await _supervise([worker(k) for k in range(n)], float("inf"), None)
 
-    def _body(self, prompt: str, out: int, *, system: str | None = None) -> dict[str, Any]:
-        """A request body; ``system`` goes first (a system message, or the head of a completions prompt)."""
-        body: dict[str, Any] = {"model": self.model}
-        if self.plan.api == "chat":
-            system_messages = [{"role": "system", "content": system}] if system is not None else []
-            body["messages"] = [*system_messages, {"role": "user", "content": prompt}]
-        else:
-            body["prompt"] = prompt if system is None else f"{system} {prompt}"
-        body.update(stream=True, stream_options={"include_usage": True}, max_tokens=out, ignore_eos=True)
-        body.update(self.plan.additional_params)
-        return body
-
     async def send(
         self,
         index: int,
@@ -407,7 +266,9 @@ class _Cell:
         ``then`` and ``after`` announce arrivals to the simulator (``X-Sim-Then`` / ``X-Sim-After``, see the
         module docstring); the record is in server time when the response is stamped.
         """
-        parser = StreamParser(self.plan.api, keep_text=True) if self.multi_turn else StreamParser(self.plan.api)
+        parser = (
+            StreamParser(self.plan.api, keep_text=True) if self.requests.multi_turn else StreamParser(self.plan.api)
+        )
         error: str | None = None
         detail = ""
         arrival: float | None = None
@@ -428,7 +289,7 @@ class _Cell:
         try:
             async with self.session.post(
                 self.url,
-                data=self.bodies[index],
+                data=self.requests.bodies[index],
                 headers=headers,
                 timeout=self.timeout,
                 read_bufsize=_READ_BUFSIZE,
@@ -462,7 +323,7 @@ class _Cell:
                 stamps = [t for t in (parser.server_at, arrival) if t is not None]  # 0.0 is a time too
                 self.server_progress = max(self.server_progress, *stamps)
         if parser.texts is not None:
-            self.replies[index] = "".join(parser.texts).strip()
+            self.requests.replies[index] = "".join(parser.texts).strip()
         if error is None and parser.error is not None:
             error, detail = parser.error, parser.error_detail
         elif error is None and not (parser.done or parser.finished):
@@ -498,7 +359,7 @@ class _Cell:
         scale: float = 1.0,
     ) -> RequestRecord:
         """The record of request ``index``: chunk times and E2E counted from ``start``, times ``scale``."""
-        req_in, req_out = self.lengths[index]
+        req_in, req_out = self.requests.lengths[index]
         if error is not None:
             return RequestRecord(send_time, req_in, req_out, scheduled_time=scheduled, error=error, error_detail=detail)
         times = tuple((t - start) * scale for t in parser.chunk_times)
@@ -514,7 +375,9 @@ class _Cell:
             chunk_tokens=tuple(parser.chunk_tokens()),
             scheduled_time=scheduled,
             cached_tokens=parser.cached_tokens,
-            turn=index - self.session_starts[index] if self.multi_turn and index < len(self.session_starts) else None,
+            turn=index - self.requests.session_starts[index]
+            if self.requests.multi_turn and index < len(self.requests.session_starts)
+            else None,
         )
 
     def _record_incomplete(
@@ -525,7 +388,7 @@ class _Cell:
         if index >= self.plan.max_requests or self.cut_at is None:
             return  # a warm-up, or a trial deadline (the trial fails anyway)
         k = self.k
-        req_in, req_out = self.lengths[index]
+        req_in, req_out = self.requests.lengths[index]
         waited = (self.cut_at - start) * k
         queued = None
         if arrival is not None and parser.server_at is not None:  # server time: stamps, then wall since the last
@@ -614,7 +477,7 @@ class _Cell:
         every request promises a follower at its end; a worker that runs out of requests withdraws its promise.
         """
         claim = itertools.count(first)
-        if self.multi_turn and first < self.plan.max_requests:
+        if self.requests.multi_turn and first < self.plan.max_requests:
             await self.sessions(count, workers, keep)
             return
         stop = first + count
@@ -663,7 +526,7 @@ class _Cell:
         in server time even when this client sends late.
         """
         # a ladder step: the same unit-rate arrivals at every load, scaled (``BenchmarkPlan.common_arrivals``)
-        arrivals = np.random.default_rng([self.plan.seed, 7]) if self.plan.common_arrivals else self.rng
+        arrivals = np.random.default_rng([self.plan.seed, 7]) if self.plan.common_arrivals else self.requests.rng
         gaps = arrivals.exponential(1.0 / rate, self.plan.max_requests)
         schedule = np.cumsum(gaps) - gaps[0]  # server seconds after the cell start; first at 0
         times = schedule.tolist()
@@ -766,7 +629,7 @@ async def run_cell(
     # a ladder step draws from its seed alone, so every load sends the same requests (``common_arrivals``)
     key = (scenario.text if plan.common_arrivals else f"{scenario.text}|{concurrency}|{request_rate}").encode()
     cell = _Cell(session, endpoint, plan)
-    cell.prepare(scenario, seed=plan.seed * 1_000_003 + zlib.crc32(key))
+    cell.requests.prepare(scenario, seed=plan.seed * 1_000_003 + zlib.crc32(key))
     warm_workers = concurrency if request_rate is None else plan.warmup_requests
     watch = _stall_watch(cell, CellKey(scenario.text, concurrency, request_rate).label, endpoint)
     if cell.simulated:  # the watchdog measures the simulator's silence from here on its clock

@@ -60,7 +60,7 @@ def test_an_unreadable_stamp_is_a_malformed_stream() -> None:
 def make_cell(time_scale: float = 10.0) -> _Cell:
     plan = BenchmarkPlan((parse_scenario("N(16,0)/(4,0)"),), (1,), max_requests=3, warmup_requests=0)
     cell = _Cell(None, Endpoint("http://127.0.0.1:1", "m", time_scale=time_scale), plan)  # type: ignore[arg-type]
-    cell.prepare(plan.scenarios[0], seed=1)
+    cell.requests.prepare(plan.scenarios[0], seed=1)
     return cell
 
 
