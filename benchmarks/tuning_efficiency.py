@@ -372,9 +372,10 @@ def _unique_tpe(**kwargs: Any) -> Callable[[TaskSpec, SearchSpace, int], Any]:
 
     def build(spec: TaskSpec, space: SearchSpace, seed: int) -> Any:
         from pytest_autotuner.core.search import samplers
+        from pytest_autotuner.core.search.tpe import UniqueTPESampler
 
         options = {**samplers.tpe_options(spec.optimization, space), **kwargs}
-        return samplers._unique_tpe_class()(space, seed=seed, **options)
+        return UniqueTPESampler(space, seed=seed, **options)
 
     return build
 

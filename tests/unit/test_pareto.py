@@ -233,7 +233,7 @@ def test_both_samplers_search_three_objectives(sampler: str) -> None:
 
 
 def test_the_sampler_option_builds_nsga2() -> None:
-    from pytest_autotuner.core.search.samplers import make_sampler
+    from pytest_autotuner.core.search.tpe import make_sampler
 
     s = multi_spec(sampler="nsga2")
     assert isinstance(make_sampler(s.optimization, SearchSpace.from_spec(s), 0), optuna.samplers.NSGAIISampler)  # type: ignore[attr-defined]

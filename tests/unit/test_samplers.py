@@ -14,12 +14,12 @@ from pytest_autotuner.core.search.samplers import (
     best_unseen,
     config_key,
     grid_candidates,
-    make_sampler,
     over_gpus,
     startup_trials,
 )
 from pytest_autotuner.core.search.space import SearchSpace
 from pytest_autotuner.core.search.study import CONSTRAINT_KEY
+from pytest_autotuner.core.search.tpe import make_sampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -109,14 +109,14 @@ _FAILING_SPACE = {"tp-size": [1, 2, 4], "mem-fraction-static": [0.7, 0.75, 0.8, 
 
 
 def test_failed_configurations_are_avoided_after_the_start() -> None:
-    from pytest_autotuner.core.search.samplers import _unique_tpe_class
+    from pytest_autotuner.core.search.tpe import UniqueTPESampler
 
     s = spec(parameters=_FAILING_SPACE, optimization={"n_initial_random": 2, "max_iterations": 30})
     failures = tpe_failures = 0
     for seed in range(6):
         study, space = _study(s, seed=seed)
         failures += _failures_after_start(study, space)
-        tpe_only = _unique_tpe_class()(space, n_startup_trials=2, seed=seed, explore=0.0)
+        tpe_only = UniqueTPESampler(space, n_startup_trials=2, seed=seed, explore=0.0)
         tpe_failures += _failures_after_start(optuna.create_study(sampler=tpe_only, direction="minimize"), space)
     # a third of the space fails: uniform sampling would fail about 4 of each 11, 24 in all. TPE counts infeasible
     # trials among the bad ones; the default sampler's uniform share (explore 0.25) fails like uniform sampling
@@ -179,11 +179,11 @@ def test_config_key_is_none_for_a_partial_trial() -> None:
 
 
 def _proposals(explore: float, value_of: Callable[[dict[str, Any]], float]) -> list[str]:
-    from pytest_autotuner.core.search.samplers import _unique_tpe_class
+    from pytest_autotuner.core.search.tpe import UniqueTPESampler
 
     s = spec(parameters=_FAILING_SPACE, optimization={"n_initial_random": 2, "max_iterations": 30})
     space = SearchSpace.from_spec(s)
-    sampler = _unique_tpe_class()(space, n_startup_trials=2, seed=3, explore=explore, layout_sweep=False)
+    sampler = UniqueTPESampler(space, n_startup_trials=2, seed=3, explore=explore, layout_sweep=False)
     study = optuna.create_study(sampler=sampler, direction="maximize")
     out = []
     for _ in range(10):
@@ -207,13 +207,11 @@ def test_an_explore_share_of_one_ignores_what_the_trials_measured() -> None:
 
 
 def _layouts_by_trial(layout_sweep: bool, seed: int) -> list[tuple[int, int]]:
-    from pytest_autotuner.core.search.samplers import _unique_tpe_class
+    from pytest_autotuner.core.search.tpe import UniqueTPESampler
 
     s = spec(parameters={"tp-size": [1, 2, 4], "dp-size": [1, 2], "chunked-prefill-size": [1024, 2048, 4096, 8192]})
     space = SearchSpace.from_spec(s)
-    sampler = _unique_tpe_class()(
-        space, n_startup_trials=2, seed=seed, explore=0.0, layout_sweep=layout_sweep, max_gpus=4
-    )
+    sampler = UniqueTPESampler(space, n_startup_trials=2, seed=seed, explore=0.0, layout_sweep=layout_sweep, max_gpus=4)
     study = optuna.create_study(sampler=sampler, direction="maximize")
     layouts = []
     for _ in range(7):
@@ -240,12 +238,12 @@ def test_without_the_sweep_tpe_leaves_layouts_untried() -> None:
 def test_the_sweep_proposes_the_best_point_of_each_layout_it_visits() -> None:
     # every tp 1 and tp 2 point measured: large chunks are good, the policy does not matter; the sweep then
     # tries tp 4 and tp 8 with what TPE learned (the largest chunk), not at random
-    from pytest_autotuner.core.search.samplers import _unique_tpe_class
+    from pytest_autotuner.core.search.tpe import UniqueTPESampler
 
     chunks = [512, 1024, 2048, 4096, 8192]
     s = spec(parameters={"tp-size": [1, 2, 4, 8], "chunked-prefill-size": chunks, "schedule-policy": ["lpm", "fcfs"]})
     space = SearchSpace.from_spec(s)
-    sampler = _unique_tpe_class()(space, n_startup_trials=20, seed=5, explore=0.0)
+    sampler = UniqueTPESampler(space, n_startup_trials=20, seed=5, explore=0.0)
     study = optuna.create_study(sampler=sampler, direction="maximize")
     for tp in (1, 2):
         for chunk in chunks:
@@ -300,12 +298,12 @@ def test_a_configuration_certain_to_fail_like_an_earlier_one_is_never_proposed(s
 
 
 def test_after_the_sweep_the_layout_share_goes_to_the_least_tried_of_the_better_half() -> None:
-    from pytest_autotuner.core.search.samplers import _unique_tpe_class
+    from pytest_autotuner.core.search.tpe import UniqueTPESampler
 
     quality = {(4, 1): 5.0, (2, 2): 4.0, (2, 1): 3.0, (1, 2): 2.0, (1, 1): 1.0}  # the 5 layouts that fit 4 GPUs
     s = spec(parameters={"tp-size": [1, 2, 4], "dp-size": [1, 2], "chunked-prefill-size": [1024, 2048, 4096, 8192]})
     space = SearchSpace.from_spec(s)
-    sampler = _unique_tpe_class()(space, n_startup_trials=2, seed=7, max_gpus=4, layout_share=1.0)
+    sampler = UniqueTPESampler(space, n_startup_trials=2, seed=7, max_gpus=4, layout_share=1.0)
     study = optuna.create_study(sampler=sampler, direction="maximize")
     layouts = []
     for _ in range(14):
@@ -388,7 +386,7 @@ def test_per_gpu_the_sweep_visits_every_layout_that_fits(seed: int) -> None:
 def test_the_sweep_takes_fewer_rounds_where_three_would_spend_more_than_its_budget(
     layouts: int, budget: int | None, expected: int
 ) -> None:
-    from pytest_autotuner.core.search.samplers import sweep_rounds
+    from pytest_autotuner.core.search.tpe import sweep_rounds
 
     assert sweep_rounds(3, layouts, budget) == expected
 
@@ -411,7 +409,7 @@ def test_more_replicas_are_better_unless_per_gpu_or_with_dp_attention(
 def test_a_layout_is_dominated_only_by_one_with_the_same_tensor_and_pipeline_sizes() -> None:
     from optuna.distributions import IntDistribution
 
-    from pytest_autotuner.core.search.samplers import _undominated
+    from pytest_autotuner.core.search.tpe import _undominated
 
     names = ["tp-size", "dp-size", "pp-size"]
     search_space: dict[str, Any] = {name: IntDistribution(1, 8) for name in names}
@@ -422,7 +420,7 @@ def test_a_layout_is_dominated_only_by_one_with_the_same_tensor_and_pipeline_siz
 def _sweep_of_a_new_layout(coverage: bool, seed: int) -> list[dict[str, Any]]:
     """Every tp 1 point measured (large chunks and small CUDA graphs look best there), then the sweep's three
     trials of tp 2."""
-    from pytest_autotuner.core.search.samplers import _unique_tpe_class
+    from pytest_autotuner.core.search.tpe import UniqueTPESampler
 
     chunks, graphs = [1024, 4096, 8192], [32, 128, 512]
     s = spec(
@@ -434,7 +432,7 @@ def _sweep_of_a_new_layout(coverage: bool, seed: int) -> list[dict[str, Any]]:
         }
     )
     space = SearchSpace.from_spec(s)
-    sampler = _unique_tpe_class()(
+    sampler = UniqueTPESampler(
         space, n_startup_trials=18, seed=seed, explore=0.0, sweep_rounds=3, layout_coverage=coverage
     )
     study = optuna.create_study(sampler=sampler, direction="maximize")

@@ -22,7 +22,7 @@ Private symbols used, and the public API that is missing:
 - ``TPESampler._sample`` and its helpers ``_build_parzen_estimator``, ``_compute_acquisition_func``,
   ``_rng``, ``_n_ei_candidates``, and ``optuna.samplers._tpe.sampler._split_trials``, ``default_gamma`` and
   ``default_gamma_multiobjective`` (``ChoosingTPESampler``): TPE offers no hook to choose among its candidates;
-  samplers.py ranks them itself (no repeats, feasibility). With several objectives ``_split_trials`` ranks by
+  tpe.py ranks them itself (no repeats, feasibility). With several objectives ``_split_trials`` ranks by
   non-domination and ``_build_parzen_estimator`` weighs the good trials by hypervolume contribution (MOTPE).
 - ``optuna._hypervolume.compute_hypervolume`` (``optuna_hypervolume``): Optuna's exact hypervolume, the
   reference ``core/outcome/pareto.py``'s own is checked against (tests, ``benchmarks/pareto_front.py``).

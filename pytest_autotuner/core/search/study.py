@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_autotuner.core.measure.trial import Params
 from pytest_autotuner.core.search.gpu_pool import PARALLEL_FLAGS, gpus_needed
-from pytest_autotuner.core.search.samplers import make_sampler
 from pytest_autotuner.core.search.sglang_defaults import defaults_in_space
 
 if TYPE_CHECKING:
@@ -168,6 +167,8 @@ class Search:
         ``screened``: configurations a screen ranked best, tried after the spec's and SGLang's defaults."""
         import optuna
 
+        from pytest_autotuner.core.search import tpe
+
         self.spec = spec
         self.max_gpus = max_gpus
         self._asked: dict[int, optuna.Trial] = {}  # asked by this process, not yet told (``abandon_unfinished``)
@@ -187,7 +188,7 @@ class Search:
             self.study = optuna.create_study(
                 study_name=study_name,
                 storage=storage.optuna if storage is not None else None,
-                sampler=make_sampler(spec.optimization, space, seed, max_gpus=max_gpus),
+                sampler=tpe.make_sampler(spec.optimization, space, seed, max_gpus=max_gpus),
                 directions=list(spec.optimization.directions),  # one, or one per objective of ``objectives``
                 load_if_exists=True,
             )
