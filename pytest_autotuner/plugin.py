@@ -5,6 +5,9 @@ are read once in ``pytest_configure``; an item builds its runtime and evaluate f
 ``core.outcome.task.run_task`` and turns the ``TaskOutcome`` into the item's result, the report and the summary, all
 printing the outcome's one ``Verdict``. Heavy libraries are imported only when an item runs, so plain
 ``pytest`` without ``--autotune`` costs nothing.
+
+Why one module of about 460 lines: pytest's hooks, the item and the terminal summary are one surface; the options
+are options.py and the work is run_task.
 """
 
 from __future__ import annotations

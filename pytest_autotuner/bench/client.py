@@ -59,6 +59,9 @@ stops the event loop for tens of milliseconds, and every chunk that arrives mean
 is measurement error in TTFT and ITL, in bursts. Automatic collection is therefore off while any cell runs
 (``paused_gc``, shared by concurrent trials) and back on when the last one ends; the client leaves about two
 cyclic objects per request behind, so nothing piles up meanwhile (see ``benchmarks/bench_client.py``).
+
+Why one module of about 820 lines: a cell's loops (closed, open, sessions), its limits and its watchdog share the
+cell's in-flight state; what is sent is requests.py, parsing and stamping stream.py, draining server_control.py.
 """
 
 from __future__ import annotations

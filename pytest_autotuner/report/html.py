@@ -1,4 +1,8 @@
-"""Write a session's report folder (index.html, trials.csv, results.json) and the run's index page."""
+"""Write a session's report folder (index.html, trials.csv, results.json) and the run's index page.
+
+Why one module of about 440 lines: the page's and the run index's template contexts (the markup is in templates/);
+the frozen report view of issue 30 would leave only rendering here.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""The simulator's command line: SGLang's launch flags plus ``--sim-*`` flags, for CLI and in-process."""
+"""The simulator's command line: SGLang's launch flags plus ``--sim-*`` flags, for CLI and in-process.
+
+Why one module of about 530 lines: one table of the SGLang flags the simulator reads and its own ``--sim-*`` flags,
+grouped by subject.
+"""
 
 from __future__ import annotations
 

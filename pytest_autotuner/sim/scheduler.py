@@ -30,6 +30,8 @@ SGLang's scheduler, documented so results can be read):
   falls back to fcfs when more than 128 requests wait, and becomes fcfs when the radix cache is disabled, as
   SGLang's ``SchedulePolicy`` does (``_determine_active_policy``, ``_validate_and_adjust_policy``).
   ``dfs-weight`` is simulated as ``lpm``.
+
+Why one module of about 470 lines: the scheduler's rules (above) and the code that applies them, read together.
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ it would join with a client that reacts in zero time; a promise not kept within 
 after its time came is dropped (counted in ``/sim/timeline`` as ``late_promises``). Requests that arrive at
 the same simulated time enter the queue in token order, so a run is reproducible whatever the wall-clock order
 of their bytes.
+
+Why one module of about 610 lines: SGLang's endpoints and the simulator's own share the server's state; the clock,
+the scheduler and the streaming helpers are modules of their own.
 """
 
 from __future__ import annotations

@@ -50,6 +50,9 @@ with, or stand in for, a fixed cell at the same load.
 
 Confirmation repeats the whole search on each run; a run's value is its own capacity and the confirmed value is
 their mean, so the defaults comparison and the baseline gate test per-run capacities like any other objective.
+
+Why one module of about 610 lines: the ladder, its per-step statistics and the step verdicts are one procedure,
+specified by this docstring.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ Prefix cache: ``cached_tokens`` is the server's ``usage.prompt_tokens_details.ca
 ``--enable-cache-report``; the simulator always), None when the server did not say. A cell's
 ``cache_hit_rate`` is cached / prompt tokens over the completed requests that reported it (NaN when none did);
 for multi-turn traffic ``cache_hit_rate_by_turn`` is the same per turn number (each turn resends more history).
+
+Why one module of about 570 lines: the records, the cell aggregates and their definitions (bench_serving's, with
+censored requests in every statistic) are read together.
 """
 
 from __future__ import annotations

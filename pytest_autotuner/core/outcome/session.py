@@ -21,6 +21,10 @@ stopping prunes on hard SLOs only (a trial behind on the primary objective may s
 Cost: every trial records the GPU-seconds it held (``TrialCost``: wall seconds from launch to the end of its
 benchmark, times ``gpus_needed``) and what early stopping saved (``trial_cost``), in its user attrs. What is
 recorded (trials, costs, events, confirmations, the ranking by configuration) is ``records.py``.
+
+Why one module of about 470 lines: the search loop, its timeout clock and the confirmation runs share the registry
+of evaluations under way (an interruption finds each there); records, the background protocol and the Pareto front
+live elsewhere.
 """
 
 from __future__ import annotations
