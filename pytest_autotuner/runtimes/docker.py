@@ -21,7 +21,7 @@ killed outright leaves its containers to the next session's sweep: ``prepare()``
 longer running (``remove_leftovers``), before the session's first trial.
 
 The model, address and port flags belong to the runtime: a spec that tunes one or passes one in
-``docker.extra_args`` is refused at collection (``core/spec/task_spec.py``: ``RUNTIME_OWNED_FLAGS``,
+``docker.extra_args`` is refused at collection (``core/spec/spec_model.py``: ``RUNTIME_OWNED_FLAGS``,
 ``owned_flags_in``).
 
 This module starts, watches and removes containers; what a trial's container is (argv, GPUs, mounts, labels) is
