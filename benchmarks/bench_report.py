@@ -20,7 +20,8 @@ from typing import Any
 
 from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics, RequestRecord
 from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
-from pytest_autotuner.core.outcome.task import TaskOptions, TaskOutcome, run_task
+from pytest_autotuner.core.outcome.outcome import TaskOutcome
+from pytest_autotuner.core.outcome.task import TaskOptions, run_task
 from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.report import write_report
 from pytest_autotuner.report.plots import render_plots

@@ -25,7 +25,8 @@ import argparse
 import time
 from typing import Any
 
-from pytest_autotuner.core.outcome.task import TaskOptions, TaskOutcome, run_task
+from pytest_autotuner.core.outcome.outcome import TaskOutcome
+from pytest_autotuner.core.outcome.task import TaskOptions, run_task
 from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.evaluate import make_evaluate, plan_from_spec
 from pytest_autotuner.runtimes import create_host

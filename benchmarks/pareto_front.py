@@ -37,8 +37,9 @@ import numpy as np
 from pytest_autotuner.core.measure.metrics import BenchResult
 from pytest_autotuner.core.measure.scoring import score_result
 from pytest_autotuner.core.measure.trial import Deadline, Params
+from pytest_autotuner.core.outcome.outcome import TaskOutcome
 from pytest_autotuner.core.outcome.pareto import front_indices, hypervolume
-from pytest_autotuner.core.outcome.task import TaskOptions, TaskOutcome, run_task
+from pytest_autotuner.core.outcome.task import TaskOptions, run_task
 from pytest_autotuner.core.search.optuna_compat import optuna_hypervolume, quiet_optuna_logging
 from pytest_autotuner.core.search.space import SearchSpace
 from pytest_autotuner.core.spec.task_spec import TaskSpec

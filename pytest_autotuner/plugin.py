@@ -28,8 +28,8 @@ from pytest_autotuner.options import Options, add_options, read_options
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.outcome.baseline import Baseline
+    from pytest_autotuner.core.outcome.outcome import TaskOutcome
     from pytest_autotuner.core.outcome.records import TrialEvent
-    from pytest_autotuner.core.outcome.task import TaskOutcome
     from pytest_autotuner.core.outcome.trends import HistoryEntry
     from pytest_autotuner.core.spec.task_spec import TaskSpec
     from pytest_autotuner.runtimes import RuntimeHost

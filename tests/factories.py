@@ -9,7 +9,8 @@ import pytest
 
 from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics, RequestRecord
 from pytest_autotuner.core.measure.trial import Deadline, Params
-from pytest_autotuner.core.outcome.task import TaskOptions, TaskOutcome, run_task
+from pytest_autotuner.core.outcome.outcome import TaskOutcome
+from pytest_autotuner.core.outcome.task import TaskOptions, run_task
 from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.threads import Threads
 

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from pytest_autotuner.core.measure.scoring import SloCheck
+    from pytest_autotuner.core.outcome.outcome import TaskOutcome
     from pytest_autotuner.core.outcome.records import TrialRecord
-    from pytest_autotuner.core.outcome.task import TaskOutcome
 
 __all__ = [
     "CELL_COLUMNS",

@@ -15,8 +15,8 @@ from pytest_autotuner.report.data import MIN_IMPORTANCE_TRIALS, importance_trial
 if TYPE_CHECKING:
     from pytest_autotuner.core.measure.metrics import CellMetrics
     from pytest_autotuner.core.measure.trial import ParamValue
+    from pytest_autotuner.core.outcome.outcome import TaskOutcome
     from pytest_autotuner.core.outcome.records import Confirmation
-    from pytest_autotuner.core.outcome.task import TaskOutcome
 
 __all__ = [
     "DEPLOY_FOLDER",

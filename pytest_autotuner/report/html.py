@@ -37,7 +37,7 @@ from pytest_autotuner.report.text import (
 if TYPE_CHECKING:
     import jinja2
 
-    from pytest_autotuner.core.outcome.task import TaskOutcome
+    from pytest_autotuner.core.outcome.outcome import TaskOutcome
     from pytest_autotuner.core.outcome.trends import HistoryEntry
 
 __all__ = ["render_report", "write_index", "write_report"]

@@ -33,8 +33,8 @@ from pytest_autotuner.report.text import safe
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+    from pytest_autotuner.core.outcome.outcome import TaskOutcome
     from pytest_autotuner.core.outcome.records import TrialRecord
-    from pytest_autotuner.core.outcome.task import TaskOutcome
     from pytest_autotuner.core.outcome.trends import Trend
 
 #: user text (task names, parameter values) is drawn as is, never parsed as mathtext ("$...$")

@@ -11,7 +11,7 @@ from pytest_autotuner.core.measure.formatting import describe_params, format_gai
 from pytest_autotuner.report.text import answer_line, baseline_text, cost_line, objective_label
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.outcome.task import TaskOutcome
+    from pytest_autotuner.core.outcome.outcome import TaskOutcome
 
 __all__ = ["append_step_summary", "github_step_summary"]
 

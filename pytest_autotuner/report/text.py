@@ -22,8 +22,8 @@ from pytest_autotuner.core.spec.objectives import OBJECTIVE_DEFS
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.measure.trial import Params
+    from pytest_autotuner.core.outcome.outcome import TaskOutcome
     from pytest_autotuner.core.outcome.records import Confirmation, TrialEvent
-    from pytest_autotuner.core.outcome.task import TaskOutcome
 
 __all__ = [
     "answer_line",

@@ -13,7 +13,7 @@ from pytest_autotuner.report.plots import BLUE, GREEN, GREY, RED, _figure, _styl
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from pytest_autotuner.core.outcome.task import TaskOutcome
+    from pytest_autotuner.core.outcome.outcome import TaskOutcome
 
 __all__ = ["TradeoffPoint", "has_several_loads", "tradeoff_figure", "tradeoff_frontier", "tradeoff_points"]
 

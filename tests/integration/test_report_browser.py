@@ -17,7 +17,8 @@ from integration.cdp import headless_chromium, load_page
 
 from pytest_autotuner.core.measure.metrics import BenchResult
 from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
-from pytest_autotuner.core.outcome.task import TaskOptions, TaskOutcome, run_task
+from pytest_autotuner.core.outcome.outcome import TaskOutcome
+from pytest_autotuner.core.outcome.task import TaskOptions, run_task
 from pytest_autotuner.report import write_index, write_report
 
 SCRIPT_PAYLOAD = "<script>window.__pwned=1</script>"

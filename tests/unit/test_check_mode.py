@@ -10,8 +10,9 @@ import factories
 from pytest_autotuner.core.measure.metrics import BenchResult
 from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
 from pytest_autotuner.core.outcome.baseline import Baseline
+from pytest_autotuner.core.outcome.outcome import TaskOutcome
 from pytest_autotuner.core.outcome.records import TrialEvent
-from pytest_autotuner.core.outcome.task import TaskOptions, TaskOutcome, run_task
+from pytest_autotuner.core.outcome.task import TaskOptions, run_task
 from pytest_autotuner.core.outcome.verdict import ReasonKind
 from pytest_autotuner.report.data import results_summary
 from pytest_autotuner.report.text import progress_line, summary_lines

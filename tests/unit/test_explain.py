@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics, RequestRecord
-from pytest_autotuner.core.outcome.task import TaskOutcome
+from pytest_autotuner.core.outcome.outcome import TaskOutcome
 from pytest_autotuner.report.data import MIN_IMPORTANCE_TRIALS, results_summary
 from pytest_autotuner.report.explain import cell_breakdown, gpu_price, serving_cost_line, time_breakdown
 from pytest_autotuner.report.plots import render_plots

@@ -16,7 +16,7 @@ from pytest_autotuner.core.measure.metrics import BenchResult
 from pytest_autotuner.core.measure.plan import CellKey
 from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
 from pytest_autotuner.core.outcome.baseline import BaselineComparison, MetricChange
-from pytest_autotuner.core.outcome.task import TaskOutcome
+from pytest_autotuner.core.outcome.outcome import TaskOutcome
 from pytest_autotuner.core.outcome.verdict import decide
 from pytest_autotuner.core.search.space import SearchSpace
 from pytest_autotuner.deploy import DEPLOY_FILES

@@ -11,7 +11,8 @@ import pytest
 
 from pytest_autotuner.core.measure.metrics import BenchResult
 from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
-from pytest_autotuner.core.outcome.task import TaskOptions, TaskOutcome, run_task
+from pytest_autotuner.core.outcome.outcome import TaskOutcome
+from pytest_autotuner.core.outcome.task import TaskOptions, run_task
 from pytest_autotuner.report import append_step_summary, github_step_summary, write_index, write_report
 from pytest_autotuner.report.data import param_importances, pareto_front
 from pytest_autotuner.report.plots import convergence_figure

@@ -13,7 +13,8 @@ import pytest
 from pytest_autotuner.core.measure.metrics import BenchResult
 from pytest_autotuner.core.measure.trial import Deadline, Params
 from pytest_autotuner.core.outcome.baseline import Baseline
-from pytest_autotuner.core.outcome.task import TaskOptions, TaskOutcome, run_task
+from pytest_autotuner.core.outcome.outcome import TaskOutcome
+from pytest_autotuner.core.outcome.task import TaskOptions, run_task
 from pytest_autotuner.core.outcome.trends import HistoryEntry, RunInfo, fingerprint_changes, history_entry, trends
 from pytest_autotuner.history import append_history, load_history, run_info
 from pytest_autotuner.report import write_index, write_report

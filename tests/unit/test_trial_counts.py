@@ -16,8 +16,8 @@ from factories import run_session
 
 from pytest_autotuner.core.measure.metrics import BenchResult
 from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
+from pytest_autotuner.core.outcome.outcome import TaskOutcome, TrialCounts
 from pytest_autotuner.core.outcome.records import TrialRecord
-from pytest_autotuner.core.outcome.task import TaskOutcome, TrialCounts
 from pytest_autotuner.report import write_report
 from pytest_autotuner.report.html import write_index
 from pytest_autotuner.report.summary import github_step_summary

@@ -25,7 +25,7 @@ from pytest_autotuner.core.outcome.baseline import FINGERPRINT_KEYS, compared_me
 from pytest_autotuner.core.outcome.verdict import ReasonKind
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.outcome.task import TaskOutcome
+    from pytest_autotuner.core.outcome.outcome import TaskOutcome
 
 __all__ = [
     "HISTORY_FORMAT",
