@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from factories import latency_model, result, run_session, spec, synthetic_evaluate
 
 from pytest_autotuner.core.measure.metrics import BenchResult
@@ -184,3 +185,30 @@ def test_without_remeasure_best_the_lucky_run_keeps_the_best() -> None:
     out = run_session(s, lambda p, d: result(1.0 if dict(p) == a else 0.5))
     assert out.best is not None and dict(out.best.params) != a
     assert all(t.repeat_of is None for t in out.trials)
+
+
+@pytest.mark.parametrize("strategy", ["bayesian", "random", "grid"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_threads_and_inline_run_the_same_search(strategy: str, seed: int) -> None:
+    """The session's thread decides everything; where an evaluation runs (a thread of its own, or the caller's)
+    changes nothing a one-worker search proposes, records or confirms."""
+    from pytest_autotuner.core.outcome.background import Inline
+    from pytest_autotuner.threads import Threads
+
+    s = spec(
+        parameters={"tp-size": [1, 2], "chunked-prefill-size": [512, 1024, 2048, 4096], "max-running-requests":
+                    {"low": 8, "high": 128, "step": 8}},
+        optimization={"strategy": strategy, "max_iterations": 12, "confirm_runs": 1, "seed": seed},
+    )  # fmt: skip
+
+    def evaluate(params: Params, deadline: Deadline) -> BenchResult:
+        return result(
+            1.0 + int(params["chunked-prefill-size"]) / 4096 - abs(int(params["max-running-requests"]) - 64) / 256
+        )
+
+    runs = [run_session(s, evaluate, background=background) for background in (Threads(), Inline())]
+    threaded, inline = ([(t.number, dict(t.params), t.objective) for t in out.trials] for out in runs)
+    assert threaded == inline and len(threaded) == 12
+    assert runs[0].best is not None and runs[1].best is not None
+    assert runs[0].best.params == runs[1].best.params
+    assert runs[0].verdict.status == runs[1].verdict.status
