@@ -77,11 +77,11 @@ class _Run:
     params: Params
     deadline: Deadline
     devices: tuple[int, ...]
-    started: float
     proposal: Proposal | None = None  # None: a confirmation run
     running: Running[BenchResult] | None = None  # None: not prepared yet
     held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # the study's heartbeat
     timed_out_at: float | None = None  # when its deadline was cancelled for running past the timeout
+    started: float = 0.0  # when it began (monotonic seconds)
 
     def ended(self) -> bool:
         return self.running is None or self.running.ended()
@@ -148,9 +148,7 @@ class TuningSession:
                 return None
             devices = taken
         deadline = Deadline(self.spec.optimization.timeout_per_iteration, devices, rule)
-        run = _Run(
-            proposal.number if proposal is not None else -1, params, deadline, devices, time.monotonic(), proposal
-        )
+        run = _Run(proposal.number if proposal is not None else -1, params, deadline, devices, proposal)
         self._runs[run.key] = run  # from here on an interruption finds it, stops it and gives its GPUs back
         if proposal is not None:
             run.held.enter_context(self.search_state.heartbeat(proposal))
@@ -159,14 +157,11 @@ class TuningSession:
         run.running.begin()
         return run
 
-    def _give_back(self, devices: tuple[int, ...]) -> None:
-        if self.gpu_pool is not None and devices:
-            self.gpu_pool.give_back(devices)
-
     def _release(self, run: _Run) -> None:
         if self._runs.pop(run.key, None) is not None:
             run.held.close()
-            self._give_back(run.devices)
+            if self.gpu_pool is not None:
+                self.gpu_pool.give_back(run.devices)
 
     def _settled(self, run: _Run, now: float) -> _Measured | None:
         """``run``'s measurement once it has ended, or once the timeout and the teardown grace after it are spent

@@ -285,7 +285,7 @@ class Search:
 
     def _close_unhostable(self, trial: optuna.trial.Trial) -> None:
         trial.set_user_attr("unhostable", gpus_needed(trial.params))
-        self.study.tell(trial, state=_fail_state())
+        self._tell(trial, state=_fail_state())
 
     def _fail_interrupted_trials(self) -> None:
         """A trial left RUNNING by a killed run is closed as failed, so the resumed run does not wait for it."""
@@ -410,12 +410,12 @@ class Search:
         original = self._first_by_key(trials).get(self.space.key(proposal.trial.params))
         if original is not None and "repeat_of" not in proposal.trial.user_attrs:
             proposal.trial.set_user_attr("duplicate_of", original.number)
-            self.study.tell(proposal.trial, state=_fail_state())
+            self._tell(proposal.trial, state=_fail_state())
             logger.debug("proposal %s repeats trial %d; drawing another", proposal.params, original.number)
             return True, None
         if budget is not None and len(trials) >= budget:  # trials, a repeat run too, not configurations
             proposal.trial.set_user_attr("over_budget", True)
-            self.study.tell(proposal.trial, state=_fail_state())
+            self._tell(proposal.trial, state=_fail_state())
             return False, None
         return False, proposal
 
@@ -488,7 +488,12 @@ class Search:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         trial.set_constraint(CONSTRAINT_KEY, score.constraint)
-        self.study.tell(trial, score.told)  # the score, or one score per objective (multi-objective)
+        self._tell(trial, score.told)  # the score, or one score per objective (multi-objective)
+
+    def _tell(self, trial: optuna.trial.Trial, *args: Any, **kwargs: Any) -> None:
+        """Tell the study how a trial this process asked for ended (``Study.tell``'s arguments); it is no longer
+        this process's to abandon."""
+        self.study.tell(trial, *args, **kwargs)
         self._asked.pop(trial.number, None)
 
     def abandon_unfinished(self, reason: str) -> None:

@@ -21,9 +21,7 @@ from pydantic import (
 from pytest_autotuner.core.spec.objectives import OBJECTIVE_DEFS
 from pytest_autotuner.core.spec.spec_text import preview
 
-__all__ = [  # noqa: RUF022
-    "MAX_OBJECTIVES",
-    "MIN_OBJECTIVES",
+__all__ = [
     "MAX_ADDITIONAL_PARAMS_BYTES",
     "MAX_ARGS",
     "MAX_CAPACITY_STEPS",
@@ -35,10 +33,12 @@ __all__ = [  # noqa: RUF022
     "MAX_INITIAL_CONFIGS",
     "MAX_INT",
     "MAX_LIST",
+    "MAX_OBJECTIVES",
     "MAX_PARAMETERS",
     "MAX_RANGE_POINTS",
     "MAX_STRING",
     "MAX_TASK_NAME",
+    "MIN_OBJECTIVES",
     "OBJECTIVES",
     "PARAM_NAME",
     "RUNTIME_OWNED_FLAGS",
