@@ -17,7 +17,13 @@ The simulator's first write of a request also says when its prefill started (``:
 record's ``queue_time`` is that minus its arrival (None for a server that does not say). Sent in the stream,
 not fetched from ``/sim/timeline`` afterwards: it is on the same clock as the other stamps, needs no matching of
 requests to timeline rows, and is there for an incomplete request too.
-``plan.max_time`` and ``plan.request_timeout`` are server seconds, so wall limits are those divided by k.
+``plan.max_time`` and ``plan.request_timeout`` are server seconds. For a real server the wall limits are those
+(k = 1). For the simulator the verdicts are in its time: a request is timed out when its stamps say it took
+longer, and the cell is cut once the simulator's clock is ``max_time`` past the first arrival and this client
+has read what was written before then (``_catch_up``; what it read later is censored at the cut). The wall
+limits (those divided by k) are only where that check begins, plus ``_SIM_HOST_LAG`` wall seconds of backstop:
+at speed-up 1,000 a busy host or this client's own reading falls behind the simulator by more than
+request_timeout / k, and wall limits alone timed healthy requests out.
 
 Arrivals the simulator can count on: each request names itself (``X-Sim-Token``) and announces the request
 that will follow it (``X-Sim-Then``: at its end in a closed loop, ``+gap`` after its arrival in an open loop
@@ -60,7 +66,7 @@ is measurement error in TTFT and ITL, in bursts. Automatic collection is therefo
 (``paused_gc``, shared by concurrent trials) and back on when the last one ends; the client leaves about two
 cyclic objects per request behind, so nothing piles up meanwhile (see ``benchmarks/bench_client.py``).
 
-Why one module of about 820 lines: a cell's loops (closed, open, sessions), its limits and its watchdog share the
+Why one module of about 980 lines: a cell's loops (closed, open, sessions), its limits and its watchdog share the
 cell's in-flight state; what is sent is requests.py, parsing and stamping stream.py, draining server_control.py.
 """
 
@@ -76,7 +82,7 @@ import sys
 import time
 import uuid
 import zlib
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -116,7 +122,12 @@ _CONNECTION_BACKOFF = 0.01  # wall seconds a closed-loop worker waits after a co
 _DEADLINE_POLL = 0.05  # wall seconds between checks of the trial deadline (and of the stall watchdog)
 _STALL_WALL_FLOOR = 0.5  # wall seconds: the least silence of a real server taken for a stall
 _STALL_WALL_FLOOR_UNANSWERED = 2.0  # the same for a simulator whose clock does not answer
+_STALL_CONFIRM = 0.5  # wall seconds a simulator seen silent must go on doing nothing for the cell (``_stall_watch``)
 _SERVER_INFO_TIMEOUT = 10.0  # wall seconds, at most
+# wall seconds the host may fall behind a simulator's clock before the client's wall limits (a request's timeout,
+# a cell's max_time: server seconds / speed-up) give up on it; the verdicts themselves are in server time
+_SIM_HOST_LAG = 30.0
+_CLOCK_STUCK = 2.5  # wall seconds: longer than a promise is held for a late client (``sim.server.PROMISE_GRACE``)
 
 
 def _classify(exc: BaseException) -> tuple[str, str]:
@@ -127,6 +138,31 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     return "other", f"{type(exc).__name__}: {exc}"
 
 
+def _seconds(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerView:
+    """What ``/sim/now?tag=`` says: the simulator's clock; for a simulator that tracks them (else None), the
+    simulated time of the latest write to each of the cell's requests it still runs, by token, and the latest
+    write to any of the cell's requests."""
+
+    now: float
+    progress: Mapping[str, float] | None = None
+    last: float | None = None
+
+    @classmethod
+    def of(cls, body: object) -> ServerView | None:
+        if not isinstance(body, dict) or (now := _seconds(body.get("now"))) is None:
+            return None
+        raw = body.get("progress")
+        progress = (
+            {str(k): t for k, v in raw.items() if (t := _seconds(v)) is not None} if isinstance(raw, dict) else None
+        )
+        return cls(now, progress, _seconds(body.get("last")))
+
+
 class _Cell:
     """One (scenario, load) cell: its precomputed requests, its clock and its records."""
 
@@ -134,7 +170,11 @@ class _Cell:
         self.session, self.plan, self.model, self.k = session, plan, endpoint.model_name, endpoint.time_scale
         path = "/v1/chat/completions" if plan.api == "chat" else "/v1/completions"
         self.url = endpoint.base_url.rstrip("/") + path
-        self.timeout_s = plan.request_timeout / self.k
+        self.simulated = "sim_speedup" in endpoint.server_info
+        # The simulator's clock does not run while the host keeps it from working, so a wall limit of
+        # request_timeout / k would time requests out for the host's lag (0.12 s at speed-up 1000): its wall
+        # limit is a backstop and a request is judged on its server time (``_over_time``).
+        self.timeout_s = plan.request_timeout / self.k + (_SIM_HOST_LAG if self.simulated else 0.0)
         self.timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         self.t0 = self.last_end = 0.0
         self.records: list[RequestRecord] = []
@@ -155,8 +195,8 @@ class _Cell:
         self.progress_at = 0.0
         # The same in the simulator's time (it stamps): its clock when the cell began, the latest stamp of a
         # finished request, and the arrival stamp of each request still running.
-        self.simulated = "sim_speedup" in endpoint.server_info
         self.server_progress = -math.inf
+        self.server_cut: float | None = None  # the simulator's clock when the measured phase was cut
         self.live_arrivals: dict[int, float] = {}
         self.server_info = endpoint.server_info
         #: what is sent: each request's lengths and body, and the sessions of multi-turn traffic
@@ -200,6 +240,39 @@ class _Cell:
         self.t0 = self.last_end = time.perf_counter()
         self.arrivals.clear()
         self.server_end = -math.inf
+
+    def censor_at_cut(self) -> None:
+        """The measured phase was cut at ``server_cut`` (server time): what this client read after that instant
+        did not happen within the cell. A request that arrived later is left out (the load would not have sent
+        it); one that finished later is still running at the cut (incomplete, with what it had by then)."""
+        cut = self.server_cut
+        if cut is None:
+            return
+        kept: list[RequestRecord] = []
+        for record in self.records:
+            arrival = self.arrivals.get(id(record))
+            if arrival is not None and arrival > cut:
+                del self.arrivals[id(record)]
+                continue
+            if arrival is not None and record.ok and record.e2e is not None and arrival + record.e2e > cut:
+                waited = cut - arrival
+                had = [(t, n) for t, n in zip(record.chunk_times, record.chunk_tokens, strict=False) if t <= waited]
+                censored = dataclasses.replace(
+                    record,
+                    output_tokens=sum(n for _, n in had),
+                    ttft=had[0][0] if had else None,
+                    e2e=None,
+                    chunk_times=tuple(t for t, _ in had),
+                    chunk_tokens=tuple(n for _, n in had),
+                    error=INCOMPLETE,
+                    error_detail=f"still running {waited:.3g} s after it was sent when the cell ended",
+                    waited=waited,
+                )
+                del self.arrivals[id(record)]
+                self.arrivals[id(censored)] = arrival
+                record = censored
+            kept.append(record)
+        self.records[:] = kept
 
     def server_duration(self) -> float | None:
         """Server seconds from the first arrival to the last end of the measured requests, if the server stamps."""
@@ -333,6 +406,8 @@ class _Cell:
             error, detail = "truncated_stream", "stream ended without finish_reason or [DONE]"
         if arrival is not None and (parser.server_at is not None or error is not None):  # server time
             end = parser.done_at if parser.done else (parser.server_at or arrival)
+            if error is None and end - arrival > self.plan.request_timeout:
+                error, detail = "timeout", self._over_time(end - arrival)
             record = self._record(index, parser, error, detail, scheduled, send_time=arrival, start=arrival, end=end)
             if record.ok and parser.prefill_at is not None:
                 record = dataclasses.replace(record, queue_time=max(0.0, parser.prefill_at - arrival))
@@ -383,6 +458,10 @@ class _Cell:
             else None,
         )
 
+    def _over_time(self, waited: float) -> str:
+        limit = self.plan.request_timeout
+        return f"request timed out: {waited:.3g} s of server time, over the request timeout {limit:g} s"
+
     def _record_incomplete(
         self, index: int, start: float, parser: StreamParser, scheduled: float | None, arrival: float | None
     ) -> None:
@@ -394,13 +473,25 @@ class _Cell:
         req_in, req_out = self.requests.lengths[index]
         waited = (self.cut_at - start) * k
         queued = None
-        if arrival is not None and parser.server_at is not None:  # server time: stamps, then wall since the last
+        if arrival is not None and self.server_cut is not None:  # server time: the simulator's clock at the cut
+            times = tuple(t - arrival for t in parser.chunk_times)
+            waited = max(parser.server_at or arrival, self.server_cut) - arrival
+            queued = None if parser.prefill_at is None else max(0.0, parser.prefill_at - arrival)
+        elif arrival is not None and parser.server_at is not None:  # server time: stamps, then wall since the last
             times = tuple(t - arrival for t in parser.chunk_times)
             waited = parser.server_at - arrival + max(0.0, self.cut_at - parser.last_at) * k
             queued = None if parser.prefill_at is None else max(0.0, parser.prefill_at - arrival)
         else:
             times = tuple((t - start) * k for t in parser.chunk_times)
         waited = max([waited, *times])
+        if arrival is not None and waited > self.plan.request_timeout:  # as it would have ended, in server time
+            record = RequestRecord(
+                (start - self.t0) * k, req_in, req_out, scheduled_time=scheduled, error="timeout",
+                error_detail=self._over_time(waited),
+            )  # fmt: skip
+            self.records.append(record)
+            self.arrivals[id(record)] = arrival
+            return
         record = RequestRecord(
             send_time=(start - self.t0) * k,
             requested_input_tokens=req_in,
@@ -419,22 +510,29 @@ class _Cell:
         if arrival is not None:
             self.arrivals[id(record)] = arrival  # its send time in server time, as a finished request's
 
-    def server_silence(self, sim_now: float) -> float:
+    def server_silence(self, view: ServerView) -> float:
         """Simulated seconds since the server last did anything for this cell (a stamp of a finished request,
-        the arrival or the latest write of one still running), at its time ``sim_now``."""
+        the arrival or the latest write of one still running, as read here or as the server says), at its time."""
         stamps = [p.server_at for p in self.live.values() if p.server_at is not None]
-        last = max([self.server_progress, *stamps, *self.live_arrivals.values()])
-        return max(0.0, sim_now - last)
+        said = [] if view.last is None else [view.last]
+        last = max([self.server_progress, *stamps, *self.live_arrivals.values(), *said])
+        return max(0.0, view.now - last)
 
     async def sim_now(self) -> float | None:
         """The simulator's clock (``/sim/now``); None when it does not answer within a wall second."""
+        view = await self.server_view()
+        return None if view is None else view.now
+
+    async def server_view(self) -> ServerView | None:
+        """The simulator's clock and what it did for this cell's requests (``/sim/now?tag=``); None when it does
+        not answer within a wall second."""
         try:
-            async with self.session.get(self.base_url + "/sim/now", timeout=aiohttp.ClientTimeout(total=1.0)) as r:
+            url = f"{self.base_url}/sim/now?tag={self.tag}"
+            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=1.0)) as r:
                 body = await r.json(content_type=None)
-            now = body.get("now") if isinstance(body, dict) else None
-            return float(now) if isinstance(now, int | float) and not isinstance(now, bool) else None
         except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, ValueError):
             return None
+        return ServerView.of(body)
 
     def silence(self, now: float) -> float:
         """Wall seconds since the server last did anything for this cell while requests wait on it (0: none
@@ -566,13 +664,15 @@ async def _supervise(
     stop: asyncio.Event | None = None,
     on_stop: Callable[[float], None] | None = None,
     watch: Callable[[float], Awaitable[None]] | None = None,
+    until: Callable[[float], Awaitable[float]] | None = None,
 ) -> None:
     """Run ``coros`` until done or ``wall_limit``; then cancel what is left. Raises on the trial deadline.
 
     ``on_cut(now)`` is called when ``wall_limit`` ends with coroutines still running, before they are
     cancelled (so their requests can be recorded as incomplete at that moment). ``stop`` ends the run early
     the same way once set (the precision rule), calling ``on_stop(now)`` instead. ``watch(now)`` is called at
-    least every ``_DEADLINE_POLL`` seconds and may raise (the stall watchdog).
+    least every ``_DEADLINE_POLL`` seconds and may raise (the stall watchdog). At ``wall_limit``, ``until(now)``
+    may ask for more wall seconds (a simulator whose clock the host held has not reached the limit in its time).
     """
     tasks = [asyncio.ensure_future(c) for c in coros]
     end = time.perf_counter() + wall_limit
@@ -603,6 +703,10 @@ async def _supervise(
                     on_stop(now)
                 break
             if now >= end:
+                extra = await until(now) if pending and until is not None else 0.0
+                if extra > 0:
+                    end = time.perf_counter() + extra
+                    continue
                 if pending and on_cut is not None:
                     on_cut(now)
                 break
@@ -657,16 +761,21 @@ async def run_cell(
             stop=cell.enough,
             on_stop=cell.precision_cut,
             watch=watch,
+            until=_catch_up(cell) if cell.simulated else None,
         )
         queue_after = await read_queue_times(session, endpoint.base_url, _METRICS_TIMEOUT) if queue_before else None
     window = queue_after.since(queue_before) if queue_after and queue_before else None
+    cell.censor_at_cut()
     records = sorted(cell.in_server_time(cell.records), key=lambda r: r.send_time)
     duration = cell.server_duration()
     if duration is None:
         duration = (cell.last_end - cell.t0) * cell.k
     if cell.cut_at is not None:
         # cut at the time limit: the window runs to the cut (requests still running were part of it)
-        duration = max(duration, (cell.cut_at - cell.t0) * cell.k)
+        if cell.server_cut is not None and cell.arrivals:  # the window is the cell's max_time in server time
+            duration = cell.server_cut - min(cell.arrivals.values())
+        else:
+            duration = max(duration, (cell.cut_at - cell.t0) * cell.k)
     tracker = cell.tracker
     metrics = CellMetrics(
         scenario.text,
@@ -685,15 +794,64 @@ async def run_cell(
 _METRICS_TIMEOUT = 5.0  # one read of /metrics (Prometheus text of a few hundred series)
 
 
+def _catch_up(cell: _Cell) -> Callable[[float], Awaitable[float]]:
+    """The simulator's cell limit in its own time: the measured phase ends ``max_time`` server seconds after its
+    first arrival, at ``limit``, whatever this host's pace. At the wall limit (``max_time`` / k) this asks for more
+    wall time while the simulator's clock has not reached ``limit`` (a busy host held it), or while a request
+    still running here has writes stamped before ``limit`` that this client has not read yet (at a high speed-up
+    the client reads behind the server); at most ``_SIM_HOST_LAG`` wall seconds in all, and no longer once its
+    clock has stood still for ``_CLOCK_STUCK`` wall seconds (a hung replica's step holds it; the watchdog and
+    ``min_completed`` judge that server). Then the cut is at ``limit`` (``server_cut``; ``censor_at_cut`` judges
+    the records against it), or, given up, now."""
+    backstop: list[float] = []
+    clock: list[tuple[float, float]] = []  # (its clock, wall time) when the clock last moved
+
+    async def more(now: float) -> float:
+        if not backstop:
+            backstop.append(now + _SIM_HOST_LAG)
+        if now >= backstop[0]:
+            return 0.0
+        view = await cell.server_view()
+        origin = min([*cell.arrivals.values(), *cell.live_arrivals.values()], default=None)
+        if view is None or origin is None:  # the host is still busy: no answer, or nothing arrived yet
+            return _DEADLINE_POLL
+        limit = origin + cell.plan.max_time
+        if view.now < limit:
+            if not clock or view.now > clock[0][0]:
+                clock[:] = [(view.now, now)]
+            elif now - clock[0][1] >= _CLOCK_STUCK:
+                return 0.0
+            return max(_DEADLINE_POLL, (limit - view.now) / cell.k)
+        if view.progress is not None:
+            for index, parser in cell.live.items():
+                written = view.progress.get(cell.token(index))
+                if written is None:
+                    return _DEADLINE_POLL  # not there yet, or finished there and not yet read here
+                arrival = cell.live_arrivals.get(index)
+                read = parser.server_at if parser.server_at is not None else arrival
+                if (read is None and written <= limit) or (read is not None and read < min(written, limit)):
+                    return _DEADLINE_POLL  # what it did before the limit is still on its way here
+        cell.server_cut = limit
+        return 0.0
+
+    return more
+
+
 def _stall_watch(cell: _Cell, label: str, endpoint: Endpoint) -> Callable[[float], Awaitable[None]]:
     """The stall watchdog of a cell: fails the trial as ``stalled`` once the server has sent nothing for
     ``plan.stall_seconds()`` server seconds while requests wait on it, however many finished before.
 
     The simulator's silence is read on its own clock (``/sim/now``), which never runs ahead of what it did (a
     busy host, or a step not yet emitted, holds it), so neither this machine's load nor the speed-up can make a
-    healthy simulator look silent. A real server's is wall seconds, at least ``_STALL_WALL_FLOOR`` of them."""
+    healthy simulator look silent. A real server's is wall seconds, at least ``_STALL_WALL_FLOOR`` of them.
+
+    One exception: a simulator this host froze (a busy runner) finds its clock ahead when it runs again, until its
+    driver has emitted the steps now overdue. So a simulator's silence is a stall only once what it says it last
+    did for the cell (``ServerView.last``) has not moved for ``_STALL_CONFIRM`` wall seconds since it was first
+    seen silent: a frozen one catching up writes meanwhile, a hung one does not."""
     limit_s = cell.plan.stall_seconds()
     wall = limit_s / cell.k
+    suspect: list[tuple[float | None, float]] = []  # (what it last did, wall time) when first seen silent
 
     async def watch(now: float) -> None:
         silent = cell.silence(now)  # wall seconds
@@ -701,15 +859,24 @@ def _stall_watch(cell: _Cell, label: str, endpoint: Endpoint) -> Callable[[float
         if quiet < limit_s:
             return
         if cell.simulated:
-            sim_now = await cell.sim_now()
+            view = await cell.server_view()
             if not cell.live:  # the last waiting request ended while the clock was read: nothing waits
                 return
-            if sim_now is not None:
+            if view is not None:
                 if cell.server_progress == -math.inf:  # its clock did not answer when the cell began
-                    cell.server_progress = sim_now
-                quiet = cell.server_silence(sim_now)
+                    cell.server_progress = view.now
+                if view.progress is not None and not view.progress:
+                    return  # it runs none of them: all written, this host is still reading (nothing waits on it)
+                quiet = cell.server_silence(view)
                 if quiet < limit_s:
+                    suspect.clear()
                     return
+                if view.last is not None or view.progress is not None:  # it says what it did: confirm
+                    if not suspect or suspect[0][0] != view.last:
+                        suspect[:] = [(view.last, now)]
+                        return
+                    if now - suspect[0][1] < _STALL_CONFIRM:
+                        return
             elif silent < max(wall, _STALL_WALL_FLOOR_UNANSWERED):
                 return
         elif silent < max(wall, _STALL_WALL_FLOOR):

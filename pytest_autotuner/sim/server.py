@@ -30,7 +30,7 @@ after its time came is dropped (counted in ``/sim/timeline`` as ``late_promises`
 the same simulated time enter the queue in token order, so a run is reproducible whatever the wall-clock order
 of their bytes.
 
-Why one module of about 610 lines: SGLang's endpoints and the simulator's own share the server's state; the clock,
+Why one module of about 640 lines: SGLang's endpoints and the simulator's own share the server's state; the clock,
 the scheduler and the streaming helpers are modules of their own.
 """
 
@@ -76,6 +76,7 @@ logger = logging.getLogger(__name__)
 _MEAN_NATURAL_LENGTH = 256  # without ignore_eos, a request stops after ~Exp(256) tokens (seeded)
 #: Wall seconds a promised arrival may be late (after its simulated time came) before it is given up.
 PROMISE_GRACE = 2.0
+_TAGS_KEPT = 1024  # token tags (a benchmark cell each) whose finished requests' progress ``/sim/now`` remembers
 _UNORDERED = 1 << 62  # the order of requests without a token: after every token, then by receipt
 
 
@@ -161,6 +162,8 @@ class SimServer:
         self._given_up: set[str] = set()  # promises dropped as late: their request is stamped on arrival
         self._withdrawn: set[str] = set()  # promises the client withdrew before they were made
         self._live: dict[int, LiveRequest] = {}
+        self._finished_progress: dict[str, float] = {}  # token tag -> latest write of its finished requests
+        self._named: dict[int, LiveRequest] = {}  # requests with an ``X-Sim-Token`` taken in and not yet answered
         self.timeline: list[SimRequest] = []
         self.ready = False
         self.hung = False  # the whole server stopped responding (--sim-hang-after / --sim-hang-at)
@@ -520,8 +523,24 @@ class SimServer:
     async def sim_clock(self, request: web.Request) -> web.Response:
         """The simulated time now (``clock.py``: bounded by steps not yet emitted and arrivals still owed, so a
         busy host or a late client never makes it run ahead of what the server did): the benchmark client's stall
-        watchdog measures the server's silence in it."""
-        return web.json_response({"now": self.sim_now()})
+        watchdog measures the server's silence in it.
+
+        ``?tag=T``: also ``progress``, for each request still running here whose ``X-Sim-Token`` is ``T.<n>``, the
+        simulated time of its latest write (its arrival before the first), and ``last``, the latest of those and of
+        the finished requests of ``T``: what the server has done for them, which the client may not have read yet
+        when this host is slower than the speed-up."""
+        body: dict[str, Any] = {"now": self.sim_now()}
+        tag = request.query.get("tag")
+        if tag:
+            prefix = tag + "."
+            progress = {
+                live.token: live.progress_at
+                for live in self._named.values()
+                if live.token is not None and live.token.startswith(prefix) and live.progress_at is not None
+            }
+            last = max([*progress.values(), self._finished_progress.get(tag, -math.inf)])
+            body["progress"], body["last"] = progress, (last if last > -math.inf else None)
+        return web.json_response(body)
 
     async def sim_release(self, request: web.Request) -> web.Response:
         """Withdraw the promise named by ``X-Sim-After``: that request will not come."""
@@ -578,7 +597,9 @@ class SimServer:
         arrival = await self._arrival_of(promised) if promised else None
         if arrival is None:
             arrival = received
+        live.token, live.progress_at = token, arrival
         if token:
+            self._named[id(live)] = live
             if at_end:
                 live.follow_up, live.think = f"{token}@end", think
             if after is not None:
@@ -597,6 +618,12 @@ class SimServer:
             return web.json_response(body, headers=stamp)
         finally:
             self._live.pop(live.sim.rid, None)
+            self._named.pop(id(live), None)
+            if live.token and live.progress_at is not None:
+                tag = live.token.rpartition(".")[0]
+                self._finished_progress[tag] = max(self._finished_progress.pop(tag, -math.inf), live.progress_at)
+                if len(self._finished_progress) > _TAGS_KEPT:
+                    del self._finished_progress[next(iter(self._finished_progress))]  # the longest unused
 
     async def _stream(self, request: web.Request, live: LiveRequest, stamp: dict[str, str]) -> web.StreamResponse:
         headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **stamp}

@@ -60,6 +60,9 @@ class LiveRequest:
         self._due_at = 0.0
         self.follow_up: str | None = None  # promise key of the request the client sends at this one's end
         self.think = 0.0  # simulated seconds after this one's end that the follower arrives
+        self.token: str | None = None  # the client's name for it (``X-Sim-Token``)
+        #: simulated time of its arrival, then of its latest write: what the server last did for it
+        self.progress_at: float | None = None
         self._transport: asyncio.BaseTransport | None = None
         self._broken = False
         self._malformed = malformed
@@ -103,6 +106,7 @@ class LiveRequest:
         if self.stopped:
             assert self.stop_after is not None
             if self._transport is not None and not self._broken and self.sent < self.stop_after:
+                self.progress_at = at
                 self._write(self._stamp(at) + self._content(min(upto, self.stop_after)))
                 self.sent = min(upto, self.stop_after)
             if finished:
@@ -115,6 +119,7 @@ class LiveRequest:
                 self._malformed = False
             if finished:
                 payload += self._tail(upto)
+            self.progress_at = at
             self._write(payload)
         self.sent = upto
         if finished:

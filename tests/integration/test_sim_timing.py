@@ -8,6 +8,10 @@ exactly (to float rounding), which a wall-clock measurement could not pass on a 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -209,3 +213,57 @@ def test_speculative_steps_stream_several_tokens_per_chunk_and_every_token_arriv
             assert max(chunks) < 128 / interval  # several tokens a chunk
         tpot[name] = cell.summary("tpot").mean
     assert tpot["speculative"] < tpot["plain"] / 2
+
+
+def _stalled_host(proc: Any, at: float, pause: float) -> threading.Thread:
+    """Freeze the simulator process (SIGSTOP) ``at`` wall seconds from now for ``pause`` seconds: a host too
+    busy to run it, as a loaded CI runner is now and then."""
+
+    def freeze() -> None:
+        time.sleep(at)
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(pause)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+
+    thread = threading.Thread(target=freeze, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture(scope="module")
+def reference_figures(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[float, ...]]:
+    sim = _launch(tmp_path_factory.mktemp("reference"), "--sim-speedup", "10")
+    try:
+        return _figures(_measure(sim, STALL_PLAN))
+    finally:
+        sim.kill()
+
+
+# max_time 60 and the request timeout 30 server seconds: at speed-up 10,000 that is 6 and 3 wall milliseconds
+STALL_PLAN = BenchmarkPlan(
+    (parse_scenario(SCENARIO),), (8,), request_rates=(20.0,), max_requests=32, warmup_requests=2, max_time=60.0,
+    request_timeout=30.0,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("speedup", ["1000", "10000"])
+@pytest.mark.parametrize(("at", "pause"), [(0.0, 0.4), (0.0, 1.5), (0.02, 0.8)])
+def test_a_plan_measures_the_same_at_any_speedup_while_the_host_stalls_the_simulator(
+    tmp_path: Path, reference_figures: list[tuple[float, ...]], speedup: str, at: float, pause: float
+) -> None:
+    """The family of "the host could not keep up": the simulator frozen for up to 1.5 wall seconds, at the start
+    or during a cell, at speed-ups where that is hours of server time. Its clock does not run while it does
+    nothing, so the client's limits (the request timeout, the cell's max_time) must be judged in server time too,
+    not in wall seconds divided by the speed-up: the figures are those of an unhurried run at speed-up 10."""
+    sim = _launch(tmp_path, "--sim-speedup", speedup)
+    try:
+        freezer = _stalled_host(sim.proc, at, pause)
+        figures = _figures(_measure(sim, STALL_PLAN))
+        freezer.join()
+    finally:
+        sim.kill()
+    assert len(figures) == len(reference_figures)
+    for a, b in zip(figures, reference_figures, strict=True):
+        assert a == pytest.approx(b, abs=EXACT)
