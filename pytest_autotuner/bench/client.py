@@ -765,6 +765,11 @@ async def run_cell(
         )
         queue_after = await read_queue_times(session, endpoint.base_url, _METRICS_TIMEOUT) if queue_before else None
     window = queue_after.since(queue_before) if queue_after and queue_before else None
+    if cell.simulated and cell.server_cut is None and cell.arrivals and not cell.stopped_for_precision:
+        limit = min(cell.arrivals.values()) + plan.max_time
+        if cell.server_end > limit:  # done while the wall limit waited on its clock: past max_time all the same
+            cell.server_cut = limit
+            cell.cut(time.perf_counter())
     cell.censor_at_cut()
     records = sorted(cell.in_server_time(cell.records), key=lambda r: r.send_time)
     duration = cell.server_duration()
