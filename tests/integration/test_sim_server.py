@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -394,3 +395,36 @@ def test_a_bad_distortion_file_stops_the_start_naming_file_field_and_value(tmp_p
     finally:
         sim.kill()
     assert f"{reality}: decode must be in (0, 100], got -2" in sim.stderr
+
+
+def test_sim_now_says_what_it_last_did_for_a_cells_requests(launch: Any) -> None:
+    """``/sim/now?tag=T`` (the client's stall watchdog and cell limit read it): the requests of ``T`` still in the
+    server with the simulated time of their latest write (their arrival before any), and ``last``, the latest
+    write to any request of ``T``, finished ones included; other tags and untagged requests are not counted."""
+    sim = launch(*FAST, "--sim-hang-after", "2")
+    sim.wait_ready()
+    assert set(sim.get_json("/sim/now")) == {"now"}
+    before = sim.get_json("/sim/now?tag=t")
+    assert before["progress"] == {} and before["last"] is None
+    _, raw = _post(sim, CHAT, Token="t.0")
+    end = _stamps(raw)[-1]
+    _post(sim, CHAT, Token="u.0")  # another cell's: its writes are not t's
+    view = sim.get_json("/sim/now?tag=t")
+    assert view["progress"] == {} and view["last"] == end
+
+    def never_answered() -> None:
+        with contextlib.suppress(OSError):  # timed out, or cut when the server is killed
+            _post(sim, CHAT, Token="t.1")
+
+    hung = threading.Thread(target=never_answered, daemon=True)
+    hung.start()  # the third request: the server hangs and never answers it
+    deadline = time.monotonic() + 5
+    while "t.1" not in sim.get_json("/sim/now?tag=t")["progress"]:
+        assert time.monotonic() < deadline, "the hung request never showed up in /sim/now"
+        time.sleep(0.05)
+    view = sim.get_json("/sim/now?tag=t")
+    (arrival,) = view["progress"].values()
+    assert arrival >= end and view["last"] == arrival  # taken in, nothing written since
+    time.sleep(0.2)
+    later = sim.get_json("/sim/now?tag=t")
+    assert later["progress"] == view["progress"] and later["now"] > arrival  # its clock runs; nothing is done
