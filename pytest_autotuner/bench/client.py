@@ -197,6 +197,8 @@ class _Cell:
         # finished request, and the arrival stamp of each request still running.
         self.server_progress = -math.inf
         self.server_cut: float | None = None  # the simulator's clock when the measured phase was cut
+        #: an open loop's next request not yet sent: its scheduled server seconds after the cell start
+        self.next_scheduled: float | None = None
         self.live_arrivals: dict[int, float] = {}
         self.server_info = endpoint.server_info
         #: what is sent: each request's lengths and body, and the sessions of multi-turn traffic
@@ -640,6 +642,7 @@ class _Cell:
 
         try:
             for i, at in enumerate(times):
+                self.next_scheduled = at
                 delay = self.t0 + at / self.k - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -648,6 +651,7 @@ class _Cell:
                         await asyncio.shield(self._withdraw(f"{self.token(i - 1)}@start"))
                     break
                 tasks.append(asyncio.create_task(one(i, at)))
+            self.next_scheduled = None
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
@@ -827,6 +831,8 @@ def _catch_up(cell: _Cell) -> Callable[[float], Awaitable[float]]:
             elif now - clock[0][1] >= _CLOCK_STUCK:
                 return 0.0
             return max(_DEADLINE_POLL, (limit - view.now) / cell.k)
+        if not cell.live and (cell.next_scheduled is None or cell.next_scheduled <= cell.plan.max_time):
+            return _DEADLINE_POLL  # between requests (all answered, or the next one due before the limit)
         if view.progress is not None:
             for index, parser in cell.live.items():
                 written = view.progress.get(cell.token(index))

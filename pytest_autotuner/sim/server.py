@@ -532,6 +532,17 @@ class SimServer:
         body: dict[str, Any] = {"now": self.sim_now()}
         tag = request.query.get("tag")
         if tag:
+            # the time up to which it has done its work: a replica that has work and is not hung is no further
+            # than its next step (after this host froze the server, its clock reads ahead until it catches up)
+            for index, sched in enumerate(self.schedulers):
+                if self.hung or index in self.hung_replicas:
+                    continue
+                if sched.busy:
+                    body["now"] = min(body["now"], self._at[index])
+                if self._queued[index]:
+                    body["now"] = min(body["now"], max(self._at[index], self._queued[index][0].at))
+            if self._incoming and not self.hung:
+                body["now"] = min(body["now"], self._incoming[0].at)
             prefix = tag + "."
             progress = {
                 live.token: live.progress_at

