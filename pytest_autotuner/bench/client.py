@@ -475,22 +475,22 @@ class _Cell:
         req_in, req_out = self.requests.lengths[index]
         waited = (self.cut_at - start) * k
         queued = None
-        if arrival is not None and self.server_cut is not None:  # server time: the simulator's clock at the cut
+        if arrival is not None and (self.server_cut is not None or parser.server_at is not None):  # server time
             times = tuple(t - arrival for t in parser.chunk_times)
-            waited = max(parser.server_at or arrival, self.server_cut) - arrival
             queued = None if parser.prefill_at is None else max(0.0, parser.prefill_at - arrival)
-        elif arrival is not None and parser.server_at is not None:  # server time: stamps, then wall since the last
-            times = tuple(t - arrival for t in parser.chunk_times)
-            waited = parser.server_at - arrival + max(0.0, self.cut_at - parser.last_at) * k
-            queued = None if parser.prefill_at is None else max(0.0, parser.prefill_at - arrival)
+            if self.server_cut is not None:  # the simulator's clock at the cut
+                waited = max(parser.server_at or arrival, self.server_cut) - arrival
+            else:  # its stamps, then wall seconds since the last
+                assert parser.server_at is not None
+                waited = parser.server_at - arrival + max(0.0, self.cut_at - parser.last_at) * k
         else:
             times = tuple((t - start) * k for t in parser.chunk_times)
         waited = max([waited, *times])
         if arrival is not None and waited > self.plan.request_timeout:  # as it would have ended, in server time
-            record = RequestRecord(
-                (start - self.t0) * k, req_in, req_out, scheduled_time=scheduled, error="timeout",
-                error_detail=self._over_time(waited),
-            )  # fmt: skip
+            detail, send_time = self._over_time(waited), (start - self.t0) * k
+            record = self._record(
+                index, parser, "timeout", detail, scheduled, send_time=send_time, start=start, end=start
+            )
             self.records.append(record)
             self.arrivals[id(record)] = arrival
             return
