@@ -151,6 +151,7 @@ class ServerView:
     now: float
     progress: Mapping[str, float] | None = None
     last: float | None = None
+    late: int = 0  # the cell's arrivals the simulator could not place where their promise said (this host lagged)
 
     @classmethod
     def of(cls, body: object) -> ServerView | None:
@@ -160,7 +161,8 @@ class ServerView:
         progress = (
             {str(k): t for k, v in raw.items() if (t := _seconds(v)) is not None} if isinstance(raw, dict) else None
         )
-        return cls(now, progress, _seconds(body.get("last")))
+        late = body.get("late")
+        return cls(now, progress, _seconds(body.get("last")), late if type(late) is int and late > 0 else 0)
 
 
 class _Cell:
@@ -276,17 +278,28 @@ class _Cell:
             kept.append(record)
         self.records[:] = kept
 
+    def origin(self, *, live: bool = False) -> float | None:
+        """Server time of the measured phase's first arrival (with ``live``, counting requests not yet answered);
+        None before any arrived or when the server does not stamp."""
+        return min([*self.arrivals.values(), *(self.live_arrivals.values() if live else ())], default=None)
+
+    def server_limit(self, *, live: bool = False) -> float | None:
+        """Server time at which the measured phase reaches ``max_time``: the cell's limit in the server's time."""
+        origin = self.origin(live=live)
+        return None if origin is None else origin + self.plan.max_time
+
     def server_duration(self) -> float | None:
         """Server seconds from the first arrival to the last end of the measured requests, if the server stamps."""
-        if not self.arrivals or self.server_end == -math.inf:
+        origin = self.origin()
+        if origin is None or self.server_end == -math.inf:
             return None
-        return self.server_end - min(self.arrivals.values())
+        return self.server_end - origin
 
     def in_server_time(self, records: list[RequestRecord]) -> list[RequestRecord]:
         """Records with send times counted from the first server arrival (stamped ones; the others as measured)."""
-        if not self.arrivals:
+        origin = self.origin()
+        if origin is None:
             return records
-        origin = min(self.arrivals.values())
         return [
             dataclasses.replace(r, send_time=self.arrivals[id(r)] - origin) if id(r) in self.arrivals else r
             for r in records
@@ -769,20 +782,22 @@ async def run_cell(
         )
         queue_after = await read_queue_times(session, endpoint.base_url, _METRICS_TIMEOUT) if queue_before else None
     window = queue_after.since(queue_before) if queue_after and queue_before else None
-    if cell.simulated and cell.server_cut is None and cell.arrivals and not cell.stopped_for_precision:
-        limit = min(cell.arrivals.values()) + plan.max_time
-        if cell.server_end > limit:  # done while the wall limit waited on its clock: past max_time all the same
-            cell.server_cut = limit
-            cell.cut(time.perf_counter())
+    limit = cell.server_limit() if cell.simulated and not cell.stopped_for_precision else None
+    if cell.server_cut is None and limit is not None and cell.server_end > limit:
+        # done while the wall limit waited on its clock: past max_time all the same
+        cell.server_cut = limit
+        cell.cut(time.perf_counter())
     cell.censor_at_cut()
+    if cell.simulated:
+        await _check_host_kept_up(cell, CellKey(scenario.text, concurrency, request_rate).label)
     records = sorted(cell.in_server_time(cell.records), key=lambda r: r.send_time)
     duration = cell.server_duration()
     if duration is None:
         duration = (cell.last_end - cell.t0) * cell.k
     if cell.cut_at is not None:
         # cut at the time limit: the window runs to the cut (requests still running were part of it)
-        if cell.server_cut is not None and cell.arrivals:  # the window is the cell's max_time in server time
-            duration = cell.server_cut - min(cell.arrivals.values())
+        if cell.server_cut is not None and (origin := cell.origin()) is not None:  # the cell's max_time, server time
+            duration = cell.server_cut - origin
         else:
             duration = max(duration, (cell.cut_at - cell.t0) * cell.k)
     tracker = cell.tracker
@@ -803,6 +818,21 @@ async def run_cell(
 _METRICS_TIMEOUT = 5.0  # one read of /metrics (Prometheus text of a few hundred series)
 
 
+async def _check_host_kept_up(cell: _Cell, label: str) -> None:
+    """Fail the cell when the simulator placed some of its arrivals late: this client fell more than
+    ``sim.server.PROMISE_GRACE`` wall seconds behind the simulator's clock, so the load it served was lighter and
+    later than the plan's, and its figures would not be the configuration's. A host too slow for the speed-up is
+    not the configuration's fault; the operator lowers ``simulator.speedup``."""
+    view = await cell.server_view()
+    if view is not None and view.late:
+        raise TrialFailure(
+            FailureClass.HOST_TOO_SLOW,
+            f"cell {label}: this host could not keep up with the simulator at speed-up {cell.k:g}: {view.late} "
+            "request(s) reached it after it had stopped waiting for them, so it did not serve the planned load; "
+            "lower `simulator.speedup` (or run fewer trials at once)",
+        )
+
+
 def _catch_up(cell: _Cell) -> Callable[[float], Awaitable[float]]:
     """The simulator's cell limit in its own time: the measured phase ends ``max_time`` server seconds after its
     first arrival, at ``limit``, whatever this host's pace. At the wall limit (``max_time`` / k) this asks for more
@@ -821,10 +851,9 @@ def _catch_up(cell: _Cell) -> Callable[[float], Awaitable[float]]:
         if now >= backstop[0]:
             return 0.0
         view = await cell.server_view()
-        origin = min([*cell.arrivals.values(), *cell.live_arrivals.values()], default=None)
-        if view is None or origin is None:  # the host is still busy: no answer, or nothing arrived yet
+        limit = cell.server_limit(live=True)
+        if view is None or limit is None:  # the host is still busy: no answer, or nothing arrived yet
             return _DEADLINE_POLL
-        limit = origin + cell.plan.max_time
         if view.now < limit:
             if not clock or view.now > clock[0][0]:
                 clock[:] = [(view.now, now)]

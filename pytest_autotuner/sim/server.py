@@ -159,6 +159,7 @@ class SimServer:
         self._promises: dict[str, float] = {}  # "<token>@end|start" -> promised simulated arrival
         self._early: dict[str, asyncio.Future[float]] = {}  # requests that came before their promise
         self._late_promises = 0
+        self._late_by_tag: dict[str, int] = {}  # token tag -> arrivals it could not place on its clock (late)
         self._given_up: set[str] = set()  # promises dropped as late: their request is stamped on arrival
         self._withdrawn: set[str] = set()  # promises the client withdrew before they were made
         self._live: dict[int, LiveRequest] = {}
@@ -383,12 +384,22 @@ class SimServer:
         self.clock.release(key)
         return at
 
+    def _count_late(self, key: str) -> None:
+        """An arrival of the cell that ``key`` names came, but not when its promise said (the client fell more
+        than ``PROMISE_GRACE`` wall seconds behind, or its promise never came): it was stamped on arrival, later
+        than the load meant. Promises of requests that never come (a cell cut short) are not counted here."""
+        tag = key.partition("@")[0].rpartition(".")[0]
+        self._late_by_tag[tag] = self._late_by_tag.pop(tag, 0) + 1
+        if len(self._late_by_tag) > _TAGS_KEPT:
+            del self._late_by_tag[next(iter(self._late_by_tag))]
+
     async def _arrival_of(self, key: str) -> float | None:
         """The promised arrival of the request keeping ``key``; waits a while if the promise is not made yet."""
         if key in self._promises:
             return self._withdraw(key)
         if key in self._given_up:
             self._given_up.discard(key)
+            self._count_late(key)
             return None
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._early[key] = future
@@ -396,6 +407,7 @@ class SimServer:
             return await asyncio.wait_for(future, PROMISE_GRACE)
         except (asyncio.TimeoutError, TimeoutError):
             logger.warning("request %s came without its promise: stamped on arrival", key)
+            self._count_late(key)
             return None
         finally:
             self._early.pop(key, None)
@@ -528,7 +540,8 @@ class SimServer:
         ``?tag=T``: also ``progress``, for each request still running here whose ``X-Sim-Token`` is ``T.<n>``, the
         simulated time of its latest write (its arrival before the first), and ``last``, the latest of those and of
         the finished requests of ``T``: what the server has done for them, which the client may not have read yet
-        when this host is slower than the speed-up."""
+        when this host is slower than the speed-up; and ``late``, how many of ``T``'s arrivals came too late to be
+        placed where their promise said (the load the simulator served was not the one the client meant)."""
         body: dict[str, Any] = {"now": self.sim_now()}
         tag = request.query.get("tag")
         if tag:
@@ -551,6 +564,7 @@ class SimServer:
             }
             last = max([*progress.values(), self._finished_progress.get(tag, -math.inf)])
             body["progress"], body["last"] = progress, (last if last > -math.inf else None)
+            body["late"] = self._late_by_tag.get(tag, 0)
         return web.json_response(body)
 
     async def sim_release(self, request: web.Request) -> web.Response:

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from processes import SimProcess
 
+from pytest_autotuner.bench import client as client_module
 from pytest_autotuner.bench.client import run_benchmark
 from pytest_autotuner.core.measure.plan import BenchmarkPlan
-from pytest_autotuner.core.measure.trial import TrialFailure
+from pytest_autotuner.core.measure.trial import FailureClass, TrialFailure
 from pytest_autotuner.core.spec.scenarios import parse_scenario
 from pytest_autotuner.runtimes.base import Endpoint
 
@@ -282,3 +283,40 @@ def test_a_plan_measures_the_same_at_any_speedup_while_the_host_stalls_the_simul
     assert len(figures) == len(reference_figures)
     for a, b in zip(figures, reference_figures, strict=True):
         assert a == pytest.approx(b, abs=EXACT)
+
+
+LAG_PLANS = {
+    "closed loop": BenchmarkPlan((parse_scenario(SCENARIO),), (4,), max_requests=24, warmup_requests=0),
+    "open loop": BenchmarkPlan(
+        (parse_scenario(SCENARIO),), (8,), request_rates=(20.0,), max_requests=24, warmup_requests=0
+    ),
+}
+
+
+@pytest.mark.parametrize("loop", sorted(LAG_PLANS))
+def test_a_client_that_falls_behind_the_simulator_fails_the_cell_as_host_too_slow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loop: str
+) -> None:
+    """The other side of "the host could not keep up": the client's event loop blocked for 3 wall seconds, longer
+    than the simulator holds its clock for a promised arrival (``PROMISE_GRACE``, 2 s). The simulator then stamps
+    that request on arrival, later than the load meant, and the figures are no longer the plan's: the client must
+    not report them but fail the cell as ``host_too_slow``, naming the speed-up to lower."""
+    sim = _launch(tmp_path, "--sim-speedup", "100")
+    real_token = client_module._Cell.token
+    blocked: list[int] = []
+
+    def token(self: Any, index: int) -> str:
+        if index == 8 and not blocked:
+            blocked.append(index)
+            time.sleep(3.0)  # the whole event loop waits: a host too busy to run the client
+        return real_token(self, index)
+
+    monkeypatch.setattr(client_module._Cell, "token", token)
+    try:
+        with pytest.raises(TrialFailure) as failed:
+            _measure(sim, LAG_PLANS[loop])
+    finally:
+        sim.kill()
+    assert blocked
+    assert failed.value.failure_class is FailureClass.HOST_TOO_SLOW, failed.value.message
+    assert "speed-up 100" in failed.value.message and "simulator.speedup" in failed.value.message

@@ -36,6 +36,7 @@ class FailureClass(str, Enum):
     CRASHED = "crashed"  # died during the benchmark
     STALLED = "stalled"  # alive, but too few requests finished within a cell's time limit
     BENCHMARK_ERRORS = "benchmark_errors"  # too many failed requests
+    HOST_TOO_SLOW = "host_too_slow"  # the simulator's speed-up outran this host's client: its load was not the plan's
     PRUNED = "pruned"  # stopped after a cell because it could not win (core/measure/pruning.py): measured partly
     UNKNOWN = "unknown"
 
@@ -55,6 +56,7 @@ _PROGRESS = {
     FailureClass.UNKNOWN: 2,
     FailureClass.READINESS_TIMEOUT: 3,
     FailureClass.TRIAL_TIMEOUT: 4,
+    FailureClass.HOST_TOO_SLOW: 4,
     FailureClass.STALLED: 5,
     FailureClass.CRASHED: 5,
     FailureClass.BENCHMARK_ERRORS: 5,
