@@ -66,7 +66,7 @@ is measurement error in TTFT and ITL, in bursts. Automatic collection is therefo
 (``paused_gc``, shared by concurrent trials) and back on when the last one ends; the client leaves about two
 cyclic objects per request behind, so nothing piles up meanwhile (see ``benchmarks/bench_client.py``).
 
-Why one module of about 980 lines: a cell's loops (closed, open, sessions), its limits and its watchdog share the
+Why one module of about 1,030 lines: a cell's loops (closed, open, sessions), its limits and its watchdog share the
 cell's in-flight state; what is sent is requests.py, parsing and stamping stream.py, draining server_control.py.
 """
 

@@ -30,7 +30,7 @@ after its time came is dropped (counted in ``/sim/timeline`` as ``late_promises`
 the same simulated time enter the queue in token order, so a run is reproducible whatever the wall-clock order
 of their bytes.
 
-Why one module of about 640 lines: SGLang's endpoints and the simulator's own share the server's state; the clock,
+Why one module of about 660 lines: SGLang's endpoints and the simulator's own share the server's state; the clock,
 the scheduler and the streaming helpers are modules of their own.
 """
 

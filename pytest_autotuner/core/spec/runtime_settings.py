@@ -36,7 +36,13 @@ class SimulatorSettings(SpecModel):
 
     gpu: Literal["h100", "h200", "a100-80g", "b200", "b300", "gb200", "gb300", "l40s", "rtx-pro-6000"] = "h100"
     num_gpus: int = Field(1, ge=1, le=MAX_GPUS)
-    speedup: float = Field(1.0, gt=0, le=1e6, description="Simulated seconds per wall second.")
+    speedup: float = Field(
+        100.0,
+        gt=0,
+        le=1e6,
+        description="Simulated seconds per wall second. The figures are in the simulator's time and do not depend "
+        "on it; a host too slow for it fails the trial as host_too_slow (docs/runtimes.md).",
+    )
     startup_scale: float = Field(1.0, gt=0, le=1e6, description="Multiplies the simulated startup time.")
     noise: float | None = Field(None, ge=0, le=10)
     speculative_acceptance: list[Annotated[float, Field(gt=0, le=1)]] | None = Field(
