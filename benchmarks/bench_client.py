@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from pytest_autotuner.bench import cell as bench_cell
 from pytest_autotuner.bench import client
 from pytest_autotuner.core.measure.plan import BenchmarkPlan
 from pytest_autotuner.core.spec.scenarios import parse_scenario
@@ -129,7 +130,7 @@ def _serve(port_queue: Any) -> None:
     asyncio.run(main())
 
 
-class _LagParser(client.StreamParser):
+class _LagParser(bench_cell.StreamParser):
     """The client's parser, also keeping (arrival time, bytes) of each read for the lag analysis."""
 
     instances: ClassVar[list[_LagParser]] = []
@@ -242,7 +243,7 @@ def main() -> None:
     port = ports.get(timeout=30)
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {0})
-    client.StreamParser = _LagParser  # type: ignore[misc]
+    bench_cell.StreamParser = _LagParser  # type: ignore[misc]
     rows = [(c, r, False) for c in CONCURRENCIES for r in TARGET_RATES] + [(c, r, True) for c, r in BATCHED]
     if args.rows:
         pairs = (row.split("x") for row in args.rows.split(","))

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.client_proto import ResponseHandler
 
+from pytest_autotuner.bench import cell as cell_module
 from pytest_autotuner.bench import client, stream
 from pytest_autotuner.bench.client import run_benchmark, run_cell
 from pytest_autotuner.bench.stream import StreamParser, new_session, paused_gc
@@ -379,7 +380,7 @@ def test_new_session_feeds_parsers_from_the_connection_protocol(server: ServerTh
             return await run_cell(session, endpoint(server), plan, plan.scenarios[0], 2)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(client, "StreamParser", Spy)
+        patch.setattr(cell_module, "StreamParser", Spy)
         metrics = asyncio.run(cell())
     assert metrics.completed == 6 and len(parsers) == 6 and all(p.attached and p.done for p in parsers)
     assert all(r.output_tokens == 6 and sum(r.chunk_tokens) == 6 for r in metrics.records)
@@ -481,7 +482,7 @@ def test_cancelling_a_request_as_its_body_ends_still_cancels_it() -> None:
     async def scenario() -> None:
         body, parser = _Body(), StreamParser()
         parser.attached = True
-        reading = asyncio.create_task(client._Cell._read_body(body, parser, 10.0))  # type: ignore[arg-type]
+        reading = asyncio.create_task(cell_module.Cell._read_body(body, parser, 10.0))  # type: ignore[arg-type]
         await asyncio.sleep(0)  # now waiting for the end of the body
         body.end.set_result(None)
         reading.cancel()
@@ -498,7 +499,7 @@ def test_bytes_left_in_the_body_at_its_end_are_parsed() -> None:
         body, parser = _Body(rest=chunk), StreamParser()
         parser.attached = True
         body.end.set_result(None)
-        await client._Cell._read_body(body, parser, 10.0)  # type: ignore[arg-type]
+        await cell_module.Cell._read_body(body, parser, 10.0)  # type: ignore[arg-type]
         return parser
 
     parser = asyncio.run(scenario())

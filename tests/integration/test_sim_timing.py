@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from processes import SimProcess
 
-from pytest_autotuner.bench import client as client_module
+from pytest_autotuner.bench import cell as cell_module
 from pytest_autotuner.bench.client import run_benchmark
 from pytest_autotuner.core.measure.plan import BenchmarkPlan
 from pytest_autotuner.core.measure.trial import FailureClass, TrialFailure
@@ -302,7 +302,7 @@ def test_a_client_that_falls_behind_the_simulator_fails_the_cell_as_host_too_slo
     that request on arrival, later than the load meant, and the figures are no longer the plan's: the client must
     not report them but fail the cell as ``host_too_slow``, naming the speed-up to lower."""
     sim = _launch(tmp_path, "--sim-speedup", "100")
-    real_token = client_module._Cell.token
+    real_token = cell_module.Cell.token
     blocked: list[int] = []
 
     def token(self: Any, index: int) -> str:
@@ -311,7 +311,7 @@ def test_a_client_that_falls_behind_the_simulator_fails_the_cell_as_host_too_slo
             time.sleep(3.0)  # the whole event loop waits: a host too busy to run the client
         return real_token(self, index)
 
-    monkeypatch.setattr(client_module._Cell, "token", token)
+    monkeypatch.setattr(cell_module.Cell, "token", token)
     try:
         with pytest.raises(TrialFailure) as failed:
             _measure(sim, LAG_PLANS[loop])

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pytest_autotuner.bench.client import _Cell
+from pytest_autotuner.bench.cell import Cell
 from pytest_autotuner.bench.stream import StreamParser
 from pytest_autotuner.core.measure.metrics import RequestRecord
 from pytest_autotuner.core.measure.plan import BenchmarkPlan
@@ -57,9 +57,9 @@ def test_an_unreadable_stamp_is_a_malformed_stream() -> None:
     assert parser.error == "malformed_sse"
 
 
-def make_cell(time_scale: float = 10.0) -> _Cell:
+def make_cell(time_scale: float = 10.0) -> Cell:
     plan = BenchmarkPlan((parse_scenario("N(16,0)/(4,0)"),), (1,), max_requests=3, warmup_requests=0)
-    cell = _Cell(None, Endpoint("http://127.0.0.1:1", "m", time_scale=time_scale), plan)  # type: ignore[arg-type]
+    cell = Cell(None, Endpoint("http://127.0.0.1:1", "m", time_scale=time_scale), plan)  # type: ignore[arg-type]
     cell.requests.prepare(plan.scenarios[0], seed=1)
     return cell
 

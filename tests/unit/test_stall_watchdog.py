@@ -1,4 +1,4 @@
-"""The stall watchdog (``bench/client._stall_watch``) judges silence only while requests wait on the server.
+"""The stall watchdog (``bench/limits.stall_watch``) judges silence only while requests wait on the server.
 
 Its read of the simulator's clock is an await: the last waiting request can end during it, and a server that
 answered everything is not silent, however far its clock ran while nothing waited (at speed-up 1,000 it ran
@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from pytest_autotuner.bench.client import ServerView, _stall_watch
+from pytest_autotuner.bench.cell import ServerView
+from pytest_autotuner.bench.limits import stall_watch
 from pytest_autotuner.core.measure.trial import TrialFailure
 from pytest_autotuner.runtimes.base import Endpoint
 
@@ -63,7 +64,7 @@ def test_silence_is_a_stall_only_while_a_request_still_waits(
     clock_ahead: float, silent: float, ends_on_read: bool
 ) -> None:
     cell = _Cell(silent, clock_ahead, ends_on_read)
-    watch = _stall_watch(cell, "c=1", Endpoint("http://127.0.0.1:1", "m"))  # type: ignore[arg-type]
+    watch = stall_watch(cell, "c=1", Endpoint("http://127.0.0.1:1", "m"))  # type: ignore[arg-type]
     stalled = not ends_on_read and silent * cell.k >= 6.0 and clock_ahead >= 6.0
     if stalled:
         with pytest.raises(TrialFailure, match=r"sent nothing for .* while 1 request\(s\) waited"):
@@ -100,7 +101,7 @@ def test_a_simulator_seen_silent_stalls_only_once_it_has_done_nothing_for_a_whil
     writes: list[float], reads: list[float], stalled: bool
 ) -> None:
     cell = _FrozenThenCaughtUp(silent=3.0, clock_ahead=1e6, ends_on_read=False, writes=writes)
-    watch = _stall_watch(cell, "c=1", Endpoint("http://127.0.0.1:1", "m"))  # type: ignore[arg-type]
+    watch = stall_watch(cell, "c=1", Endpoint("http://127.0.0.1:1", "m"))  # type: ignore[arg-type]
 
     async def run() -> None:
         for now in reads:
@@ -125,7 +126,7 @@ class _AllWritten(_Cell):
 
 def test_a_simulator_that_wrote_everything_is_not_silent_while_this_client_reads_behind() -> None:
     cell = _AllWritten(silent=3.0, clock_ahead=1e6, ends_on_read=False)
-    watch = _stall_watch(cell, "c=1", Endpoint("http://127.0.0.1:1", "m"))  # type: ignore[arg-type]
+    watch = stall_watch(cell, "c=1", Endpoint("http://127.0.0.1:1", "m"))  # type: ignore[arg-type]
 
     async def run() -> None:
         for now in (0.0, 1.0, 2.0, 30.0):
