@@ -130,7 +130,8 @@ async def run_cell(
     cell = Cell(session, endpoint, plan)
     cell.requests.prepare(scenario, seed=plan.seed * 1_000_003 + zlib.crc32(key))
     warm_workers = concurrency if request_rate is None else plan.warmup_requests
-    watch = stall_watch(cell, CellKey(scenario.text, concurrency, request_rate).label, endpoint)
+    label = CellKey(scenario.text, concurrency, request_rate).label
+    watch = stall_watch(cell, label, endpoint)
     if cell.simulated:  # the watchdog measures the simulator's silence from here on its clock
         started = await cell.sim_now()
         cell.server_progress = -math.inf if started is None else started
@@ -164,7 +165,7 @@ async def run_cell(
         cell.cut(time.perf_counter())
     cell.censor_at_cut()
     if cell.simulated:
-        await check_host_kept_up(cell, CellKey(scenario.text, concurrency, request_rate).label)
+        await check_host_kept_up(cell, label)
     records = sorted(cell.in_server_time(cell.records), key=lambda r: r.send_time)
     duration = cell.server_duration()
     if duration is None:

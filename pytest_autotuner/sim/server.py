@@ -46,7 +46,7 @@ import random
 import sys
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
@@ -76,7 +76,8 @@ logger = logging.getLogger(__name__)
 _MEAN_NATURAL_LENGTH = 256  # without ignore_eos, a request stops after ~Exp(256) tokens (seeded)
 #: Wall seconds a promised arrival may be late (after its simulated time came) before it is given up.
 PROMISE_GRACE = 2.0
-_TAGS_KEPT = 1024  # token tags (a benchmark cell each) whose finished requests' progress ``/sim/now`` remembers
+_V = TypeVar("_V")
+_TAGS_KEPT = 1024  # token tags (a benchmark cell each) whose progress and late arrivals ``/sim/now`` remembers
 _UNORDERED = 1 << 62  # the order of requests without a token: after every token, then by receipt
 
 
@@ -111,6 +112,19 @@ def _order(token: str | None, receipt: int) -> int:
         if number.isdigit():
             return int(number)
     return _UNORDERED + receipt
+
+
+def _tag_of(token: str) -> str:
+    """The cell tag of an ``X-Sim-Token`` (``<tag>.<n>``)."""
+    return token.rpartition(".")[0]
+
+
+def _keep_recent(by_tag: dict[str, _V], tag: str, value: _V) -> None:
+    """Set ``by_tag[tag]`` as the most recently used entry, forgetting the longest unused past ``_TAGS_KEPT``."""
+    by_tag.pop(tag, None)
+    by_tag[tag] = value
+    if len(by_tag) > _TAGS_KEPT:
+        del by_tag[next(iter(by_tag))]
 
 
 @dataclass(order=True)
@@ -388,10 +402,8 @@ class SimServer:
         """An arrival of the cell that ``key`` names came, but not when its promise said (the client fell more
         than ``PROMISE_GRACE`` wall seconds behind, or its promise never came): it was stamped on arrival, later
         than the load meant. Promises of requests that never come (a cell cut short) are not counted here."""
-        tag = key.partition("@")[0].rpartition(".")[0]
-        self._late_by_tag[tag] = self._late_by_tag.pop(tag, 0) + 1
-        if len(self._late_by_tag) > _TAGS_KEPT:
-            del self._late_by_tag[next(iter(self._late_by_tag))]
+        tag = _tag_of(key.partition("@")[0])
+        _keep_recent(self._late_by_tag, tag, self._late_by_tag.get(tag, 0) + 1)
 
     async def _arrival_of(self, key: str) -> float | None:
         """The promised arrival of the request keeping ``key``; waits a while if the promise is not made yet."""
@@ -645,10 +657,9 @@ class SimServer:
             self._live.pop(live.sim.rid, None)
             self._named.pop(id(live), None)
             if live.token and live.progress_at is not None:
-                tag = live.token.rpartition(".")[0]
-                self._finished_progress[tag] = max(self._finished_progress.pop(tag, -math.inf), live.progress_at)
-                if len(self._finished_progress) > _TAGS_KEPT:
-                    del self._finished_progress[next(iter(self._finished_progress))]  # the longest unused
+                tag = _tag_of(live.token)
+                latest = max(self._finished_progress.get(tag, -math.inf), live.progress_at)
+                _keep_recent(self._finished_progress, tag, latest)
 
     async def _stream(self, request: web.Request, live: LiveRequest, stamp: dict[str, str]) -> web.StreamResponse:
         headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **stamp}
