@@ -313,15 +313,24 @@ def _money(value: float | None, currency: str) -> str:
 
 def _by_load(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
     """Cost rows by the load they were measured at: a fixed cell alone; the ladder steps of every confirmation run
-    (each at the load its run found) together, as "<scenario> (the capacity of N runs)"."""
+    (each at the load its run found; runs that found the same load share a step) together, as "<scenario> (at the
+    capacity found)" or "<scenario> (at the N capacities the runs found)"."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         label = str(row["cell"])
         if label.endswith("(ladder)"):
-            label = label.split(" rate=")[0].split(" c=")[0]
-            label = f"{label} (the capacity found, {{n}} run(s))"
+            label = label.split(" rate=")[0].split(" c=")[0] + " (at {capacities})"
         groups.setdefault(label, []).append(row)
-    return [(label.replace("{n}", str(len(group))), group) for label, group in groups.items()]
+    return [
+        (
+            label.replace(
+                "{capacities}",
+                "the capacity found" if len(group) == 1 else f"the {len(group)} capacities the runs found",
+            ),
+            group,
+        )
+        for label, group in groups.items()
+    ]
 
 
 def _money_range(values: list[float | None], currency: str) -> str:

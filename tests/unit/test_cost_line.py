@@ -20,8 +20,14 @@ def test_the_ladder_steps_of_every_confirmation_run_are_one_range() -> None:
         row("D(1000,200) rate=5.82266/s (ladder)", 1.34, 0.27),
     ]
     ((label, group),) = _by_load(rows)
-    assert label == "D(1000,200) (the capacity found, 2 run(s))"
+    assert label == "D(1000,200) (at the 2 capacities the runs found)"
     assert _money_range([r["per_million_output_tokens"] for r in group], "USD") == "$1.34-$1.40"  # type: ignore[misc]
+
+
+def test_runs_that_found_the_same_capacity_read_as_one_capacity_not_one_run() -> None:
+    """Two confirmation runs that both held 20 req/s share one ladder step: that is one capacity, not "1 run"."""
+    ((label, _),) = _by_load([row("D(1000,200) rate=20/s (ladder)", 0.22, 0.0448)])
+    assert label == "D(1000,200) (at the capacity found)"
 
 
 def test_a_range_of_one_value_or_none_reads_plainly() -> None:
