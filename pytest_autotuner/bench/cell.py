@@ -59,6 +59,16 @@ def _seconds(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _count(value: object) -> int:
+    return value if type(value) is int and value > 0 else 0
+
+
+def _promised(token: str, then: str) -> list[str]:
+    """The promise keys an ``X-Sim-Then`` header makes (``sim/server.py``): ``end`` and ``+<s>`` parts."""
+    parts = [part.strip() for part in then.split(",")]
+    return [f"{token}@end" for p in parts if p == "end"] + [f"{token}@start" for p in parts if p.startswith("+")]
+
+
 @dataclasses.dataclass(frozen=True)
 class ServerView:
     """What ``/sim/now?tag=`` says: the simulator's clock; for a simulator that tracks them (else None), the
@@ -69,6 +79,7 @@ class ServerView:
     progress: Mapping[str, float] | None = None
     last: float | None = None
     late: int = 0  # the cell's arrivals the simulator could not place where their promise said (this host lagged)
+    owed: int = 0  # the cell's promised arrivals its clock is held for: it waits on this client, not a hung step
 
     @classmethod
     def of(cls, body: object) -> ServerView | None:
@@ -78,8 +89,8 @@ class ServerView:
         progress = (
             {str(k): t for k, v in raw.items() if (t := _seconds(v)) is not None} if isinstance(raw, dict) else None
         )
-        late = body.get("late")
-        return cls(now, progress, _seconds(body.get("last")), late if type(late) is int and late > 0 else 0)
+        late, owed = body.get("late"), body.get("owed")
+        return cls(now, progress, _seconds(body.get("last")), _count(late), _count(owed))
 
 
 class Cell:
@@ -104,6 +115,9 @@ class Cell:
         self.arrivals: dict[int, float] = {}  # id(record) -> the server's arrival stamp
         self.server_end = -math.inf
         self.server_stamps = False  # the server stamps its responses (the simulator): it keeps promises
+        #: arrivals announced to the simulator (``X-Sim-Then``) and not yet kept or withdrawn: withdrawn when the
+        #: cell ends (``withdraw_owed``), or the simulator would hold its clock for them into the next cell
+        self.owed: set[str] = set()
         # ``plan.precision``: the running estimate of the objective's metric, and the signal that it is enough
         self.tracker: PrecisionTracker | None = None
         self.enough: asyncio.Event | None = None
@@ -242,9 +256,12 @@ class Cell:
         error: str | None = None
         detail = ""
         arrival: float | None = None
-        headers = {**_HEADERS, "X-Sim-Token": self.token(index)}
+        name = self.token(index)
+        headers = {**_HEADERS, "X-Sim-Token": name}
         if then:
             headers["X-Sim-Then"] = then
+            if self.simulated:
+                self.owed.update(_promised(name, then))
         if after:
             headers["X-Sim-After"] = after
         if think:
@@ -268,6 +285,7 @@ class Cell:
                 if stamp is not None:
                     with contextlib.suppress(ValueError):
                         arrival = self.live_arrivals[index] = float(stamp)
+                    self.owed.discard(after or "")  # stamped: the simulator placed it, keeping that promise
                 if resp.status // 100 != 2:
                     error = "http_status"
                     with contextlib.suppress(asyncio.TimeoutError, TimeoutError, aiohttp.ClientError, StreamStopped):
@@ -292,6 +310,8 @@ class Cell:
             if parser.server_at is not None or arrival is not None:
                 stamps = [t for t in (parser.server_at, arrival) if t is not None]  # 0.0 is a time too
                 self.server_progress = max(self.server_progress, *stamps)
+        if after and arrival is None and after in self.owed:  # it never reached the simulator's clock (an error
+            await asyncio.shield(self.withdraw(after))  # answer before it was placed): do not let that promise hold it
         if parser.texts is not None:
             self.requests.replies[index] = "".join(parser.texts).strip()
         if error is None and parser.error is not None:
@@ -472,8 +492,15 @@ class Cell:
         if record.failed and id(record) in self.arrivals:
             await asyncio.shield(self.withdraw(f"{self.token(index)}@end"))
 
+    async def withdraw_owed(self) -> None:
+        """At the end of a cell's phase (done, cut or stopped for precision): withdraw every promise of its that no
+        request kept, such as an open loop's next arrival after the cut, so none holds the simulator's clock."""
+        owed, self.owed = sorted(self.owed), set()
+        await asyncio.gather(*(self.withdraw(promise) for promise in owed))
+
     async def withdraw(self, promise: str) -> None:
         """Tell the simulator that the request promised as ``promise`` will not come."""
+        self.owed.discard(promise)
         url = self.base_url + "/sim/release"
         with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, TimeoutError):
             async with self.session.post(url, headers={"X-Sim-After": promise}, timeout=self.timeout):

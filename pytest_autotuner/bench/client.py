@@ -139,6 +139,7 @@ async def run_cell(
         if plan.warmup_requests:
             warmup = closed_loop(cell, plan.max_requests, plan.warmup_requests, warm_workers, keep=False)
             await supervise([warmup], float("inf"), deadline, watch=watch)
+            await cell.withdraw_owed()
         cell.reset_clock()
         cell.track_precision(concurrency)
         queue_before = await read_queue_times(session, endpoint.base_url, _METRICS_TIMEOUT) if server_metrics else None
@@ -156,6 +157,7 @@ async def run_cell(
             watch=watch,
             until=catch_up(cell) if cell.simulated else None,
         )
+        await cell.withdraw_owed()
         queue_after = await read_queue_times(session, endpoint.base_url, _METRICS_TIMEOUT) if queue_before else None
     window = queue_after.since(queue_before) if queue_after and queue_before else None
     limit = cell.server_limit() if cell.simulated and not cell.stopped_for_precision else None

@@ -33,7 +33,7 @@ DEADLINE_POLL = 0.05  # wall seconds between checks of the trial deadline (and o
 _STALL_WALL_FLOOR = 0.5  # wall seconds: the least silence of a real server taken for a stall
 _STALL_WALL_FLOOR_UNANSWERED = 2.0  # the same for a simulator whose clock does not answer
 _STALL_CONFIRM = 0.5  # wall seconds a simulator seen silent must go on doing nothing for the cell (``stall_watch``)
-_CLOCK_STUCK = 2.5  # wall seconds: longer than a promise is held for a late client (``sim.server.PROMISE_GRACE``)
+_CLOCK_STUCK = 2.5  # wall seconds a clock stands still, held by none of the cell's promises (a hung step)
 
 
 async def supervise(
@@ -105,9 +105,9 @@ def catch_up(cell: Cell) -> Callable[[float], Awaitable[float]]:
     wall time while the simulator's clock has not reached ``limit`` (a busy host held it), or while a request
     still running here has writes stamped before ``limit`` that this client has not read yet (at a high speed-up
     the client reads behind the server); at most ``SIM_HOST_LAG`` wall seconds in all, and no longer once its
-    clock has stood still for ``_CLOCK_STUCK`` wall seconds (a hung replica's step holds it; the watchdog and
-    ``min_completed`` judge that server). Then the cut is at ``limit`` (``server_cut``; ``censor_at_cut`` judges
-    the records against it), or, given up, now."""
+    clock has stood still for ``_CLOCK_STUCK`` wall seconds, held for none of the cell's promises (a hung
+    replica's step holds it; the watchdog and ``min_completed`` judge that server). Then the cut is at ``limit``
+    (``server_cut``; ``censor_at_cut`` judges the records against it), or, given up, now."""
     backstop: list[float] = []
     clock: list[tuple[float, float]] = []  # (its clock, wall time) when the clock last moved
 
@@ -121,7 +121,7 @@ def catch_up(cell: Cell) -> Callable[[float], Awaitable[float]]:
         if view is None or limit is None:  # the host is still busy: no answer, or nothing arrived yet
             return DEADLINE_POLL
         if view.now < limit:
-            if not clock or view.now > clock[0][0]:
+            if not clock or view.now > clock[0][0] or view.owed:  # held for this client's arrival: not stuck
                 clock[:] = [(view.now, now)]
             elif now - clock[0][1] >= _CLOCK_STUCK:
                 return 0.0
@@ -199,8 +199,8 @@ def stall_watch(cell: Cell, label: str, endpoint: Endpoint) -> Callable[[float],
 
 
 async def check_host_kept_up(cell: Cell, label: str) -> None:
-    """Fail the cell when the simulator placed some of its arrivals late: this client fell more than
-    ``sim.server.PROMISE_GRACE`` wall seconds behind the simulator's clock, so the load it served was lighter and
+    """Fail the cell when the simulator placed some of its arrivals late: this client fell more than the
+    simulator's ``--sim-promise-patience`` (10 wall s) behind its clock, so the load it served was lighter and
     later than the plan's, and its figures would not be the configuration's. A host too slow for the speed-up is
     not the configuration's fault; the operator lowers ``simulator.speedup``."""
     view = await cell.server_view()

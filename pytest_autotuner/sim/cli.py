@@ -56,6 +56,10 @@ SIM_VERSION = f"{DEFAULT_VERSION}-sim"  # the default; a server reports the vers
 
 #: Simulated seconds per wall second by default; 1 keeps wall-clock jitter small against real latencies.
 DEFAULT_SPEEDUP = 1.0
+#: Wall seconds the simulator's clock waits for a promised arrival after its time came (``server.py``): long
+#: enough for a client on a host busy with two trials and two CPU burners (seen 2-3 s behind at speed-up 100),
+#: short enough that a client that died without withdrawing its promises does not hold the clock for long.
+DEFAULT_PROMISE_PATIENCE = 10.0
 
 #: The policies and KV dtypes the performance model tells apart; a version's other choices run as fcfs / 16-bit.
 SCHEDULE_POLICIES = ("fcfs", "lpm", "dfs-weight", "lof", "random", "priority")
@@ -231,6 +235,9 @@ def build_parser(*, raising: bool = False, version: str = DEFAULT_VERSION) -> ar
                      "only the tables (kernels); only the roofline (roofline)")  # fmt: skip
     sim.add_argument("--sim-num-gpus", type=_positive_int, default=1, help="GPUs visible to the server")
     sim.add_argument("--sim-speedup", type=_positive_float, default=DEFAULT_SPEEDUP, help="simulated s per wall s")
+    sim.add_argument("--sim-promise-patience", type=_positive_float, default=DEFAULT_PROMISE_PATIENCE,
+                     help="wall seconds the clock waits for an arrival a client promised, after its time "
+                     "came, before it goes on without it (a client further behind fails as host_too_slow)")  # fmt: skip
     sim.add_argument(
         "--sim-tokenizer",
         default=None,

@@ -25,8 +25,11 @@ be independent of how fast the client reacts):
   promise that will not be kept (the closed loop ran out of requests).
 
 A promise holds simulated time at the promised instant until it is kept, so the request joins exactly the step
-it would join with a client that reacts in zero time; a promise not kept within ``PROMISE_GRACE`` wall seconds
-after its time came is dropped (counted in ``/sim/timeline`` as ``late_promises``). Requests that arrive at
+it would join with a client that reacts in zero time, however far a busy host let the client fall behind. Only
+a promise not kept within ``--sim-promise-patience`` wall seconds (10 by default) after its time came is
+dropped, so that a client that died does not stop the clock for good (counted in ``/sim/timeline`` as
+``late_promises``; ``/sim/now?tag=`` tells the cell's client, which then fails it as ``host_too_slow``); a
+client withdraws the promises it will not keep when its cell ends (``POST /sim/release``). Requests that arrive at
 the same simulated time enter the queue in token order, so a run is reproducible whatever the wall-clock order
 of their bytes.
 
@@ -74,8 +77,10 @@ __all__ = ["PROMISE_GRACE", "SimServer", "parse_then", "parse_think"]
 logger = logging.getLogger(__name__)
 
 _MEAN_NATURAL_LENGTH = 256  # without ignore_eos, a request stops after ~Exp(256) tokens (seeded)
-#: Wall seconds a promised arrival may be late (after its simulated time came) before it is given up.
+#: Wall seconds a request that keeps a promise waits for the server to make it (its predecessor's handler or
+#: step has not run yet); longer means the predecessor failed here and the promise never comes.
 PROMISE_GRACE = 2.0
+_WITHDRAWN = -math.inf  # an early request's promise was withdrawn: it is stamped on arrival, and not late
 _V = TypeVar("_V")
 _TAGS_KEPT = 1024  # token tags (a benchmark cell each) whose progress and late arrivals ``/sim/now`` remembers
 _UNORDERED = 1 << 62  # the order of requests without a token: after every token, then by receipt
@@ -157,6 +162,7 @@ class SimServer:
         self.config = config
         self.info = info
         self.speedup: float = args.sim_speedup
+        self.patience: float = args.sim_promise_patience
         self.served_model: str = info["served_model_name"]
         seed = args.sim_seed if args.sim_seed is not None else (args.random_seed or 0)
         self.schedulers = [
@@ -379,7 +385,7 @@ class SimServer:
         self._expire_later(key, at)
 
     def _expire_later(self, key: str, at: float) -> None:
-        delay = max(0.0, self.clock.wall_delay(at)) + PROMISE_GRACE
+        delay = max(0.0, self.clock.wall_delay(at)) + self.patience
         asyncio.get_running_loop().call_later(delay, self._expire, key, at)
 
     def _expire(self, key: str, at: float) -> None:
@@ -388,7 +394,7 @@ class SimServer:
         if self.clock.wall_delay(at) > 0:  # its time has not come yet (the clock was held): wait again
             self._expire_later(key, at)
             return
-        logger.warning("promised request %s did not arrive within %.1f s: simulated time goes on", key, PROMISE_GRACE)
+        logger.warning("promised request %s did not arrive within %.1f s: simulated time goes on", key, self.patience)
         self._late_promises += 1
         self._given_up.add(key)
         self._withdraw(key)
@@ -400,7 +406,7 @@ class SimServer:
 
     def _count_late(self, key: str) -> None:
         """An arrival of the cell that ``key`` names came, but not when its promise said (the client fell more
-        than ``PROMISE_GRACE`` wall seconds behind, or its promise never came): it was stamped on arrival, later
+        than ``patience`` wall seconds behind, or its promise never came): it was stamped on arrival, later
         than the load meant. Promises of requests that never come (a cell cut short) are not counted here."""
         tag = _tag_of(key.partition("@")[0])
         _keep_recent(self._late_by_tag, tag, self._late_by_tag.get(tag, 0) + 1)
@@ -416,7 +422,8 @@ class SimServer:
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._early[key] = future
         try:
-            return await asyncio.wait_for(future, PROMISE_GRACE)
+            at = await asyncio.wait_for(future, PROMISE_GRACE)
+            return None if at == _WITHDRAWN else at
         except (asyncio.TimeoutError, TimeoutError):
             logger.warning("request %s came without its promise: stamped on arrival", key)
             self._count_late(key)
@@ -553,7 +560,8 @@ class SimServer:
         simulated time of its latest write (its arrival before the first), and ``last``, the latest of those and of
         the finished requests of ``T``: what the server has done for them, which the client may not have read yet
         when this host is slower than the speed-up; and ``late``, how many of ``T``'s arrivals came too late to be
-        placed where their promise said (the load the simulator served was not the one the client meant)."""
+        placed where their promise said (the load the simulator served was not the one the client meant); and
+        ``owed``, how many of ``T``'s promised arrivals the clock is held for (it waits for that client)."""
         body: dict[str, Any] = {"now": self.sim_now()}
         tag = request.query.get("tag")
         if tag:
@@ -577,6 +585,8 @@ class SimServer:
             last = max([*progress.values(), self._finished_progress.get(tag, -math.inf)])
             body["progress"], body["last"] = progress, (last if last > -math.inf else None)
             body["late"] = self._late_by_tag.get(tag, 0)
+            # promises of this cell's client the clock is held for: it waits on that client, not a hung step
+            body["owed"] = sum(1 for key in self._promises if _tag_of(key.partition("@")[0]) == tag)
         return web.json_response(body)
 
     async def sim_release(self, request: web.Request) -> web.Response:
@@ -584,8 +594,8 @@ class SimServer:
         key = request.headers.get("X-Sim-After", "")
         if key and key not in self._promises and key.endswith("@end"):
             self._withdrawn.add(key)  # not made yet: its request still runs here; never hold the clock for it
-        if self._withdraw(key) is None:
-            self._early.pop(key, None)
+        if self._withdraw(key) is None and (early := self._early.pop(key, None)) is not None and not early.done():
+            early.set_result(_WITHDRAWN)  # its request is here, waiting for the promise: stamp it on arrival
         return web.Response(status=204)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:

@@ -323,8 +323,8 @@ def test_a_request_that_comes_before_its_promise_waits_for_it(launch: Any) -> No
     assert early == [first + 0.5]
 
 
-def test_a_withdrawn_promise_lets_time_go_on_and_an_unkept_one_is_dropped_after_the_grace(launch: Any) -> None:
-    sim = launch(*FAST)
+def test_a_withdrawn_promise_lets_time_go_on_and_an_unkept_one_is_dropped_after_the_patience(launch: Any) -> None:
+    sim = launch(*FAST, "--sim-promise-patience", "2")
     sim.wait_ready()
     _, raw = _post(sim, CHAT, Token="w.0", Then="end")
     end = _stamps(raw)[-1]
@@ -335,11 +335,30 @@ def test_a_withdrawn_promise_lets_time_go_on_and_an_unkept_one_is_dropped_after_
     later, raw = _post(sim, CHAT, Token="w.1", Then="end")  # no follow-up will come for this one
     assert later > end  # without the release, time would still stand at `end`
     held_at = _stamps(raw)[-1]
+    assert sim.get_json("/sim/now?tag=w")["owed"] == 1  # the clock waits on that client (not a hung step)
     # Arrives while the clock waits for w.1's follower (stamped at that instant); runs once the promise is dropped
-    # after PROMISE_GRACE wall seconds.
+    # after --sim-promise-patience wall seconds.
     stranger, _ = _post(sim, CHAT)
     assert stranger == held_at
     assert sim.get_json("/sim/timeline")["late_promises"] == 1
+    assert sim.get_json("/sim/now?tag=w")["owed"] == 0
+
+
+def test_a_request_waiting_for_a_promise_that_is_withdrawn_is_stamped_on_arrival_and_not_late(launch: Any) -> None:
+    """A client that withdraws a promise its own request was keeping (the request failed on its side, or its
+    cell was cut, as it was sent): that request is placed when it came, and nobody is told the host lagged."""
+    sim = launch(*FAST)
+    sim.wait_ready()
+    waited: list[float] = []
+    thread = threading.Thread(target=lambda: waited.append(_post(sim, CHAT, Token="x.1", After="x.0@start")[0]))
+    thread.start()
+    time.sleep(0.3)
+    release = urllib.request.Request(sim.base + "/sim/release", data=b"", headers={"X-Sim-After": "x.0@start"})
+    with urllib.request.urlopen(release, timeout=5) as resp:
+        assert resp.status == 204
+    thread.join(timeout=10)
+    assert len(waited) == 1
+    assert sim.get_json("/sim/now?tag=x")["late"] == 0
 
 
 def test_get_load_counts_requests_in_the_server_and_the_ladder_waits_for_it_to_drain(launch: Any) -> None:

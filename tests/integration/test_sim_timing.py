@@ -260,10 +260,10 @@ def test_a_plan_measures_the_same_at_any_speedup_while_the_host_stalls_the_simul
     nothing, so the client's limits (the request timeout, the cell's max_time) must be judged in server time too,
     not in wall seconds divided by the speed-up: the figures are those of an unhurried run at speed-up 10.
 
-    The simulator's own limit: it holds its clock for a promised arrival at most ``PROMISE_GRACE`` (2) wall
-    seconds. A freeze plus a client slowed by a loaded host (CI with two CPU burners) can pass that; the
-    simulator then counts a late promise and its timeline is no longer the unhurried one. That is the one case
-    where the figures may differ (a cell may even end stalled), and the simulator says so (``late_promises``)."""
+    The simulator's own limit: it holds its clock for a promised arrival at most ``--sim-promise-patience`` (10)
+    wall seconds. Should a freeze plus a client slowed by a loaded host pass that, the simulator counts a late
+    promise and its timeline is no longer the unhurried one: the one case where the figures may differ (a cell
+    may even end stalled), and the simulator says so (``late_promises``)."""
     sim = _launch(tmp_path, "--sim-speedup", speedup)
     failure: TrialFailure | None = None
     try:
@@ -293,25 +293,73 @@ LAG_PLANS = {
 }
 
 
-@pytest.mark.parametrize("loop", sorted(LAG_PLANS))
-def test_a_client_that_falls_behind_the_simulator_fails_the_cell_as_host_too_slow(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loop: str
-) -> None:
-    """The other side of "the host could not keep up": the client's event loop blocked for 3 wall seconds, longer
-    than the simulator holds its clock for a promised arrival (``PROMISE_GRACE``, 2 s). The simulator then stamps
-    that request on arrival, later than the load meant, and the figures are no longer the plan's: the client must
-    not report them but fail the cell as ``host_too_slow``, naming the speed-up to lower."""
-    sim = _launch(tmp_path, "--sim-speedup", "100")
+def _blocked_client(monkeypatch: pytest.MonkeyPatch, at_index: int, seconds: float) -> list[int]:
+    """Block the client's whole event loop for ``seconds`` wall seconds as it prepares request ``at_index``: a
+    host too busy to run the client (two trials and two CPU burners on two cores)."""
     real_token = cell_module.Cell.token
     blocked: list[int] = []
 
     def token(self: Any, index: int) -> str:
-        if index == 8 and not blocked:
+        if index == at_index and not blocked:
             blocked.append(index)
-            time.sleep(3.0)  # the whole event loop waits: a host too busy to run the client
+            time.sleep(seconds)
         return real_token(self, index)
 
     monkeypatch.setattr(cell_module.Cell, "token", token)
+    return blocked
+
+
+@pytest.fixture(scope="module")
+def unhurried_lag_figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[float, ...]]]:
+    figures = {}
+    for loop, plan in sorted(LAG_PLANS.items()):  # a simulator each: its noise and cache depend on what it served
+        sim = _launch(tmp_path_factory.mktemp("unhurried"), "--sim-speedup", "10")
+        try:
+            figures[loop] = _figures(_measure(sim, plan))
+        finally:
+            sim.kill()
+    return figures
+
+
+@pytest.mark.parametrize("loop", sorted(LAG_PLANS))
+@pytest.mark.parametrize(("at_index", "seconds"), [(8, 3.0), (16, 6.0)])
+def test_a_client_that_falls_seconds_behind_the_simulator_measures_the_same(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    unhurried_lag_figures: dict[str, list[tuple[float, ...]]],
+    loop: str,
+    at_index: int,
+    seconds: float,
+) -> None:
+    """The family of "this host fell behind the simulator": the client's event loop blocked 3 or 6 wall seconds
+    early or late in a closed or an open loop, at the default speed-up (100). The simulator holds its clock for the
+    arrival the client promised until it comes (within ``PROMISE_PATIENCE``), so the figures are those of an
+    unhurried run at speed-up 10, exactly, and the simulator gave up on no promise."""
+    sim = _launch(tmp_path, "--sim-speedup", "100")
+    blocked = _blocked_client(monkeypatch, at_index, seconds)
+    try:
+        cells = _measure(sim, LAG_PLANS[loop])
+        late = sim.get_json("/sim/timeline")["late_promises"]
+    finally:
+        sim.kill()
+    assert blocked
+    assert late == 0
+    figures, reference = _figures(cells), unhurried_lag_figures[loop]
+    assert len(figures) == len(reference)
+    for a, b in zip(figures, reference, strict=True):
+        assert a == pytest.approx(b, abs=EXACT)
+
+
+@pytest.mark.parametrize("loop", sorted(LAG_PLANS))
+def test_a_client_further_behind_than_the_simulator_waits_fails_the_cell_as_host_too_slow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loop: str
+) -> None:
+    """The other side: a client blocked longer than the simulator holds its clock for a promised arrival (here
+    ``--sim-promise-patience 1`` against a 3 s block; by default 10 s). The simulator then stamps that request on
+    arrival, later than the load meant, and the figures are no longer the plan's: the client must not report them
+    but fail the cell as ``host_too_slow``, naming the speed-up to lower."""
+    sim = _launch(tmp_path, "--sim-speedup", "100", "--sim-promise-patience", "1")
+    blocked = _blocked_client(monkeypatch, 8, 3.0)
     try:
         with pytest.raises(TrialFailure) as failed:
             _measure(sim, LAG_PLANS[loop])
