@@ -24,7 +24,6 @@ from typing import Any
 from pytest_autotuner.core.measure.capacity import judge_step
 from pytest_autotuner.core.measure.metrics import BenchResult
 from pytest_autotuner.core.measure.plan import BenchmarkPlan
-from pytest_autotuner.core.measure.scoring import cell_checks
 from pytest_autotuner.core.measure.trial import Deadline
 from pytest_autotuner.core.spec.capacity_limits import CapacityLimits
 from pytest_autotuner.core.spec.task_spec import TaskSpec
@@ -93,7 +92,7 @@ def holds(case: Case, spec: TaskSpec, plan: BenchmarkPlan, limits: CapacityLimit
     )  # fmt: skip
     cells = runner(case)(None, step_plan).cells
     bench = spec.benchmark
-    step = judge_step(rate, cells, cell_checks(cells, spec.slo), max_error_rate=bench.max_error_rate,
+    step = judge_step(rate, cells, max_error_rate=bench.max_error_rate,
                       min_completed=bench.min_completed, slo=spec.slo)  # fmt: skip
     return step.holds
 

@@ -11,7 +11,6 @@ from pytest_autotuner.core.measure.capacity import LadderSearch, judge_step, siz
 from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics
 from pytest_autotuner.core.measure.plan import BenchmarkPlan
 from pytest_autotuner.core.measure.precision import PRECISION_METRICS
-from pytest_autotuner.core.measure.scoring import cell_checks
 from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
 from pytest_autotuner.core.spec.capacity_limits import CapacityLimits
 from pytest_autotuner.core.spec.scenarios import parse_scenario
@@ -115,7 +114,6 @@ def run_ladder(
             step = judge_step(
                 load,
                 measured,
-                cell_checks(measured, plan.slo),
                 max_error_rate=plan.max_error_rate,
                 min_completed=plan.min_completed,
                 slo=plan.slo,

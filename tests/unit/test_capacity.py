@@ -13,7 +13,7 @@ from factories import cell, spec
 from pytest_autotuner.core.measure.capacity import CapacityResult, LadderSearch, Step, judge_step
 from pytest_autotuner.core.measure.metrics import BenchResult, CellMetrics
 from pytest_autotuner.core.measure.plan import BenchmarkPlan
-from pytest_autotuner.core.measure.scoring import cell_checks, fixed_cells, score_result
+from pytest_autotuner.core.measure.scoring import fixed_cells, score_result
 from pytest_autotuner.core.measure.trial import Deadline, Params
 from pytest_autotuner.core.outcome.baseline import compare, make_baseline
 from pytest_autotuner.core.outcome.records import Confirmation, TrialEvent
@@ -111,12 +111,12 @@ def rate_cell(
 def test_judge_step_needs_every_slo_and_enough_finished_requests() -> None:
     s = spec(slo=SLO)
     good = rate_cell(2.0, 0.1)
-    assert judge_step(2.0, [good], cell_checks([good], s.slo), max_error_rate=0.1, min_completed=None, slo=s.slo).holds
+    assert judge_step(2.0, [good], max_error_rate=0.1, min_completed=None, slo=s.slo).holds
     slow = rate_cell(4.0, 0.5)
-    step = judge_step(4.0, [slow], cell_checks([slow], s.slo), max_error_rate=0.1, min_completed=None, slo=s.slo)
+    step = judge_step(4.0, [slow], max_error_rate=0.1, min_completed=None, slo=s.slo)
     assert not step.holds and "ttft p99 500 ms > 200 ms" in step.reason
     stalled = rate_cell(8.0, 0.1, finished=5)
-    step = judge_step(8.0, [stalled], cell_checks([stalled], s.slo), max_error_rate=0.1, min_completed=None, slo=s.slo)
+    step = judge_step(8.0, [stalled], max_error_rate=0.1, min_completed=None, slo=s.slo)
     assert not step.holds and "only 5 of 20 requests finished" in step.reason
     assert step.incomplete == 15
 
@@ -544,7 +544,7 @@ def test_beside_ttft_a_ladder_holding_nothing_misses_the_slos_and_is_infeasible(
 
     def step(load: float, ttft: float) -> Step:
         cells = [rate_cell(load, ttft)]
-        return judge_step(load, cells, cell_checks(cells, s.slo), max_error_rate=0.1, min_completed=None, slo=s.slo)
+        return judge_step(load, cells, max_error_rate=0.1, min_completed=None, slo=s.slo)
 
     held_nothing = CapacityResult("rate", (step(32.0, 0.6), step(0.5, 0.3)), CapacityLimits())
     score = score_result(BenchResult([fixed], {}, (held_nothing,)), s.optimization, s.slo)

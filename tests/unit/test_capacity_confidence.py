@@ -55,7 +55,7 @@ def ttft_cell(ttfts: list[float] | np.ndarray, rate: float = 1.0, served: float 
 
 def judge(cells: list[CellMetrics], slo: dict[str, Any], *, final: bool) -> Step:
     s = spec(slo=slo)
-    return judge_step(1.0, cells, [], max_error_rate=0.1, min_completed=None, slo=s.slo, final=final)
+    return judge_step(1.0, cells, max_error_rate=0.1, min_completed=None, slo=s.slo, final=final)
 
 
 # -- the intervals ----------------------------------------------------------------------------------------------
@@ -153,6 +153,39 @@ def test_measurements_of_one_step_are_pooled() -> None:
     pooled = judge([first, ttft_cell([0.1] * 400)], P99_TTFT, final=False)
     assert pooled.intervals[0].n == 600
     assert pooled.requests == 600
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    repeats=st.lists(
+        st.tuples(st.integers(100, 400), st.floats(0.0, 0.04), st.integers(0, 2**31)), min_size=1, max_size=3
+    ),
+    statistic=st.sampled_from(["p99", "p90", "mean"]),
+    final=st.booleans(),
+)
+def test_a_steps_slo_checks_say_what_decided_it(
+    repeats: list[tuple[int, float, int]], statistic: str, final: bool
+) -> None:
+    """The family of "a capacity that reads as an SLO miss": a step is held or broken on its measurements pooled,
+    so the SLO checks it carries (what the trial's score, the summary's "SLO miss" and the report show) are the
+    pooled statistics that decided it, one per scenario and SLO, never one measurement's own. Before, a step held
+    on two pooled measurements carried each measurement's checks, and a confirmation run read "6.91 req/s per GPU,
+    SLO miss x1" on the capacity it had just held."""
+    slo = {"ttft": {statistic: {"threshold": 0.2}}} if statistic != "mean" else {"ttft": {"threshold": 0.2}}
+    cells = []
+    for n, share, seed in repeats:
+        rng = np.random.default_rng(seed)
+        slow = rng.random(n) < share
+        cells.append(ttft_cell(np.where(slow, 0.5 if statistic != "mean" else 0.2 + 3 * share, 0.1 + share)))
+    step = judge(cells, slo, final=final)
+    assert len(step.checks) == 1
+    (check,) = step.checks
+    (interval,) = step.intervals
+    assert check.value == interval.value and check.threshold == 0.2
+    if step.holds:
+        assert check.passed, (step.verdict, check)
+    elif not step.extend:  # broken on the SLO (every request finished: no overload)
+        assert not check.passed, (step.verdict, check)
 
 
 def test_a_mean_slo_uses_its_t_interval() -> None:

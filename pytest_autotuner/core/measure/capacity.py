@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from pytest_autotuner.core.measure.slo_check import SloCheck
 from pytest_autotuner.core.spec.capacity_limits import (
     DEFAULT_CONFIDENCE,
     MIN_STEP_REQUESTS,
@@ -74,7 +75,6 @@ from pytest_autotuner.core.spec.capacity_limits import (
 
 if TYPE_CHECKING:
     from pytest_autotuner.core.measure.metrics import CellMetrics
-    from pytest_autotuner.core.measure.scoring import SloCheck
     from pytest_autotuner.core.spec.benchmark_settings import Slo
 
 __all__ = [
@@ -207,7 +207,7 @@ class Step:
     reason: str = ""  # why it broke ('' when it held)
     throughput: float = math.nan  # completed requests per second (lowest over the step's cells)
     goodput: float = math.nan  # completed requests meeting every SLO threshold, per second (lowest over cells)
-    checks: tuple[SloCheck, ...] = field(default=(), compare=False)  # every SLO in each of the step's cells
+    checks: tuple[SloCheck, ...] = field(default=(), compare=False)  # each SLO per scenario, measurements pooled
     incomplete: int = 0  # requests still running when the step's time limit ended
     intervals: tuple[Interval, ...] = field(default=(), compare=False)  # every SLO statistic, pooled
     requests: int = 0  # requests sent over all of the step's measurements
@@ -524,7 +524,6 @@ def goodput_limits(slo: Slo | None) -> dict[str, float]:
 def judge_step(
     load: float,
     cells: Sequence[CellMetrics],
-    checks: Sequence[SloCheck],
     *,
     max_error_rate: float,
     min_completed: int | None,
@@ -540,8 +539,12 @@ def judge_step(
     default half: a queue outliving the step is no sampling accident), its error rate is above
     ``max_error_rate``, or an SLO statistic's interval (``Interval``, at ``confidence``) lies wholly above its
     threshold; it holds when every interval lies within. Otherwise the sample cannot tell: with ``final`` False
-    the step asks to be measured again (``extend``), else the point estimates decide (``decided`` False)."""
+    the step asks to be measured again (``extend``), else the point estimates decide (``decided`` False).
+
+    Its SLO checks (what a capacity's score, the summary and the report show for the step) are those pooled
+    statistics, one per scenario and SLO: a held step's every check passes, whatever one measurement said alone."""
     reasons: list[str] = []
+    checks: list[SloCheck] = []
     for cell in cells:
         sent = len(cell.records)
         need = min(sent, min_completed if min_completed is not None else max(1, math.ceil(sent / 2)))
@@ -585,6 +588,10 @@ def judge_step(
                     allowed,
                 )
             )
+            checks.append(
+                SloCheck(label, metric, statistic, value, threshold, limit.weight, limit.hard_fail, limit.fail_ratio,
+                         censored=sum(c.summary(metric).censored for c in group))
+            )  # fmt: skip
     straddling = [i for i in intervals if i.outcome == "straddles"]
     sure = bool(reasons) or any(i.outcome == "over" for i in intervals)  # broken whatever else straddles
     extend = not sure and bool(straddling) and not final

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from pytest_autotuner.core.measure.capacity import mean_capacity
+from pytest_autotuner.core.measure.slo_check import MAX_EXPONENT as _MAX_EXPONENT
+from pytest_autotuner.core.measure.slo_check import SloCheck
 from pytest_autotuner.core.measure.trial import FailureClass
 from pytest_autotuner.core.spec.objectives import OBJECTIVE_DEFS, objective_direction
 
@@ -56,52 +58,7 @@ __all__ = [
 
 #: objective -> (cell metric, unit)
 OBJECTIVE_METRICS: dict[str, tuple[str, str]] = {name: (d.metric, d.unit) for name, d in OBJECTIVE_DEFS.items()}
-_MAX_EXPONENT = 50.0  # exp(50) ~ 5e21: far worse than anything real, and still finite
 _MAX_PROGRESS = max(fc.progress for fc in FailureClass)
-
-
-@dataclass(frozen=True)
-class SloCheck:
-    """One SLO in one (scenario, load) cell."""
-
-    cell: str
-    metric: str  # e2e | ttft | tpot
-    statistic: str  # mean | p50 | p90 | p95 | p99
-    value: float  # seconds
-    threshold: float  # seconds
-    weight: float
-    hard_fail: bool
-    fail_ratio: float
-    censored: int = 0  # requests still running when the cell ended, in the statistic at their wait (a bound)
-
-    @property
-    def name(self) -> str:
-        return f"{self.metric} {self.statistic}"
-
-    @property
-    def ratio(self) -> float:
-        """How far over the threshold, relative: 0.1 = 10% over; negative = under."""
-        if math.isnan(self.value):
-            return math.inf  # no samples: nothing met the SLO
-        return self.value / self.threshold - 1.0
-
-    @property
-    def margin(self) -> float:
-        """Seconds left below the threshold (negative when over)."""
-        return self.threshold - self.value
-
-    @property
-    def passed(self) -> bool:
-        return self.ratio <= 0
-
-    @property
-    def hard_failed(self) -> bool:
-        return self.hard_fail and self.ratio > self.fail_ratio
-
-    def penalty(self, steepness: float) -> float:
-        if self.ratio <= 0:
-            return 0.0
-        return self.weight * (math.exp(min(self.ratio / steepness, _MAX_EXPONENT)) - 1.0)
 
 
 @dataclass(frozen=True)
