@@ -311,13 +311,20 @@ def test_an_open_loop_arrival_is_its_predecessors_plus_the_gap_early_or_late(lau
     assert third == second + 3.0
 
 
+def _early_request(sim: Any, token: str, after: str) -> tuple[threading.Thread, list[float]]:
+    """A request keeping promise ``after``, sent (from a thread) before anything made that promise; its arrival
+    stamp lands in the list once it is answered."""
+    stamped: list[float] = []
+    thread = threading.Thread(target=lambda: stamped.append(_post(sim, CHAT, Token=token, After=after)[0]))
+    thread.start()
+    time.sleep(0.3)
+    return thread, stamped
+
+
 def test_a_request_that_comes_before_its_promise_waits_for_it(launch: Any) -> None:
     sim = launch(*FAST)
     sim.wait_ready()
-    early: list[float] = []
-    thread = threading.Thread(target=lambda: early.append(_post(sim, CHAT, Token="b.1", After="b.0@start")[0]))
-    thread.start()
-    time.sleep(0.2)
+    thread, early = _early_request(sim, "b.1", "b.0@start")
     first, _ = _post(sim, CHAT, Token="b.0", Then="+0.5")
     thread.join(timeout=10)
     assert early == [first + 0.5]
@@ -349,10 +356,7 @@ def test_a_request_waiting_for_a_promise_that_is_withdrawn_is_stamped_on_arrival
     cell was cut, as it was sent): that request is placed when it came, and nobody is told the host lagged."""
     sim = launch(*FAST)
     sim.wait_ready()
-    waited: list[float] = []
-    thread = threading.Thread(target=lambda: waited.append(_post(sim, CHAT, Token="x.1", After="x.0@start")[0]))
-    thread.start()
-    time.sleep(0.3)
+    thread, waited = _early_request(sim, "x.1", "x.0@start")
     release = urllib.request.Request(sim.base + "/sim/release", data=b"", headers={"X-Sim-After": "x.0@start"})
     with urllib.request.urlopen(release, timeout=5) as resp:
         assert resp.status == 204
