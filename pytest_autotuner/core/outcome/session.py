@@ -294,16 +294,32 @@ class TuningSession:
         patience = self.spec.optimization.patience
         runs = self._runs  # by trial number
         waiting: Proposal | None = None  # proposed; its GPUs are held by running trials
+        # Trials at once are recorded in the order they were proposed, and a proposal is made only once every
+        # trial but the last ``workers - 1`` proposed is recorded (none of those is, yet): so the sampler sees the
+        # same trials at each proposal whichever finished first, and a run is reproducible. A trial that ends
+        # before its turn waits in ``finished`` (its GPUs are given back at once).
+        order: list[int] = []  # this session's proposals by trial number, as made
+        finished: dict[int, _Finished] = {}
+        recorded = 0  # how many of ``order`` are recorded
         front = FrontSoFar(self.spec.optimization.directions)
         for record in self.ranked_candidates()[:1]:  # a resumed study's best configuration
             if self._prune_best is None:
                 self._prune_against(record)
             best_number = record.number
+
+        def next_in_order() -> _Finished | None:
+            """The oldest unrecorded trial, once it has finished and its turn has come."""
+            if recorded == len(order) or order[recorded] not in finished:
+                return None
+            if proposing and len(order) - recorded < self.workers:
+                return None  # a proposal comes first: it must not see this trial (the same in every run)
+            return finished.pop(order[recorded])
+
         try:
             while True:
-                while waiting is not None or (proposing and len(runs) < self.workers):
+                while waiting is not None or (proposing and len(order) - recorded < self.workers):
                     if waiting is None:
-                        if self.search_state.n_evaluated + len(runs) >= self.max_iterations:
+                        if self.search_state.n_evaluated + len(order) - recorded >= self.max_iterations:
                             proposing = False
                             break
                         waiting = self.search_state.propose(self.max_iterations)
@@ -313,34 +329,30 @@ class TuningSession:
                                 stopped_early = f"every configuration of the space was evaluated ({size})"
                             proposing = False
                             break
+                        order.append(waiting.number)
                     if self._launch(waiting.params, self._pruning_rule(), waiting) is None:
                         break  # it starts when a running trial gives its GPUs back
                     waiting = None
-                if not runs:
+                if not runs and not finished:
                     return stopped_early
-                if not any(run.ended() for run in runs.values()):
+                if runs and not any(run.ended() for run in runs.values()):
                     self.background.wait(_POLL_S)
                 now = time.monotonic()
                 for run in list(runs.values()):
+                    done = self._settled(run, now)
+                    if done is not None:
+                        assert run.proposal is not None  # search runs always have one
+                        finished[run.proposal.number] = _Finished(run.proposal, done, time.monotonic() - run.started)
+                while (turn := next_in_order()) is not None:
+                    recorded += 1
                     with self._writes_held():  # a finished trial is recorded whole, or the interrupt would lose it
-                        settled = self._settled(run, now)
-                        if settled is None:
-                            continue
-                        proposal, started = run.proposal, run.started
-                        assert proposal is not None  # search runs always have one
-                        measured = settled
-                        score, result, devices = measured.score, measured.result, measured.devices
-                        duration = time.monotonic() - started
-                        if result is not None:
-                            self._results[proposal.number] = result
-                        attrs = trial_attrs(
-                            score, result, measured.log_tail, duration, devices, measured.cost, measured.partial_cells
-                        )
-                        self.search_state.record(proposal, score, attrs)
+                        proposal, score, devices = turn.proposal, turn.measured.score, turn.measured.devices
+                        self._record(turn)
+                    duration = turn.duration
                     repeat_of = proposal.trial.user_attrs.get("repeat_of")
                     repeat: dict[str, Any] = {}
                     if self.spec.optimization.multi_objective:
-                        self._note_complete(proposal.number, score, result)
+                        self._note_complete(proposal.number, score, turn.measured.result)
                         improved = score.failure is None and front.add(score)
                     else:
                         ranked = self.ranked_candidates()  # by configuration: a repeated one by its mean
@@ -358,7 +370,7 @@ class TuningSession:
                                 "repeat_runs": len(again.runs) if again is not None else 0,
                                 "still_best": top_number == repeat_of,
                             }
-                        busy = len(runs) + (waiting is not None)
+                        busy = len(order) - recorded  # proposed and not yet recorded (running, finished, waiting)
                         room = self.search_state.n_evaluated + busy < self.max_iterations
                         if improved and remeasure and proposing and room:
                             self.search_state.repeat(proposal)  # the next proposal measures it again
@@ -391,9 +403,29 @@ class TuningSession:
                         if guidance.stop:
                             stopped_early, proposing = guidance.stop, False
         except BaseException:
+            for number in order[recorded:]:  # finished before the interruption, waiting for their turn: kept
+                if (turn := finished.pop(number, None)) is not None:
+                    with self._writes_held():
+                        self._record(turn)
             self._stop()  # every running trial cancels its deadline and tears its server down
             self.search_state.abandon_unfinished("interrupted")  # those and any proposal not yet recorded
             raise
+
+    def _record(self, turn: _Finished) -> None:
+        """Tell the study a finished search trial (its score and what the report shows of it)."""
+        proposal, measured = turn.proposal, turn.measured
+        if measured.result is not None:
+            self._results[proposal.number] = measured.result
+        attrs = trial_attrs(
+            measured.score,
+            measured.result,
+            measured.log_tail,
+            turn.duration,
+            measured.devices,
+            measured.cost,
+            measured.partial_cells,
+        )
+        self.search_state.record(proposal, measured.score, attrs)
 
     def records(self) -> tuple[list[TrialRecord], int]:
         """(every evaluated trial of the study, how many repeated proposals were skipped without a run)."""
@@ -455,6 +487,15 @@ class TuningSession:
         self.on_trial(TrialEvent("confirm", index, total, params, score, time.monotonic() - started, source))
         failure = "" if result is not None else f"{score.failure.value if score.failure else 'failed'}: "
         return result, failure + (score.failure_message if result is None else "")
+
+
+@dataclass(frozen=True)
+class _Finished:
+    """A search trial that ended, waiting for its turn to be recorded (``TuningSession.search``)."""
+
+    proposal: Proposal
+    measured: _Measured
+    duration: float  # wall seconds from its start to its end
 
 
 @dataclass(frozen=True)
