@@ -173,3 +173,39 @@ def test_a_signal_at_any_moment_of_a_concurrent_search_stops_every_trial_and_los
     assert not session._runs
     states = [t.state for t in search.study.get_trials()]
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+
+
+@pytest.mark.usefixtures("handlers")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_trial_that_finished_before_its_turn_is_kept_when_the_search_is_interrupted(signum: int) -> None:
+    """Two trials at once: the first proposed runs until cancelled, the second finishes at once and waits for
+    its turn to be told to the sampler (trials are recorded in proposal order). A signal then ends the search:
+    the finished trial is in the study with its measurement, the other closed as interrupted."""
+    from optuna.trial import TrialState
+
+    s = spec(
+        parameters={"chunked-prefill-size": [512, 1024, 2048, 4096]},
+        optimization={"strategy": "grid", "max_iterations": 4, "confirm_runs": 0, "start_from_defaults": False},
+    )
+    first = threading.Event()
+
+    def evaluate(params: Params, deadline: Deadline) -> BenchResult:
+        if not first.is_set():
+            first.set()
+            deadline.wait(30)  # the slow first trial: until the interruption cancels it
+            raise TrialFailure(FailureClass.TRIAL_TIMEOUT, "trial deadline cancelled")
+        return result(1.0)
+
+    search = make_search(s)
+    session = TuningSession(spec=s, search=search, evaluate=evaluate, workers=2, writes_held=signals_held,
+                            background=Threads())  # fmt: skip
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signum))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            timer.start()
+            session.search()
+    finally:
+        timer.cancel()
+    trials = sorted(search.study.get_trials(), key=lambda t: t.number)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].value is not None
