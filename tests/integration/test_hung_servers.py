@@ -11,9 +11,9 @@ hung (``hung_at``, simulated seconds). The properties:
   speed-up or the loop;
 - a server that crashed fails the trial; a slow server that never hangs is never called stalled.
 
-The matrix is drawn from a fixed seed over n 1..64 (requests before the fault), concurrency 1..64, speed-up 1
-and 10, closed and open loop, so the suite stays bounded (about 2 s a case) and reproducible; the reported
-case (1B, c=4, D(64,16), hang after 5 at speed-up 1 and 10, max_time 8) is in it explicitly.
+The matrix is drawn from a fixed seed over n 1..64 (requests before the fault), concurrency 1..64, speed-up 1,
+10 and 100 (the simulator's default), closed and open loop, so the suite stays bounded (about 2 s a case) and
+reproducible; the reported case (1B, c=4, D(64,16), hang after 5, max_time 8) is in it explicitly at each.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ def _cases() -> list[Case]:
     cases = [
         Case("hang-after", 5, 4, 1.0, warmup=0),  # the reported case, at both speed-ups
         Case("hang-after", 5, 4, 10.0, warmup=0),
+        Case("hang-after", 5, 4, 100.0, warmup=0),  # and at the simulator's default speed-up
         Case("hang-after", 1, 1, 10.0),
         Case("hang-after", 64, 64, 10.0),
     ]
@@ -94,7 +95,7 @@ def _cases() -> list[Case]:
                 fault,
                 n=rng.randint(1, 64),
                 concurrency=rng.choice([1, 2, 3, 4, 8, 16, 32, 64]),
-                speedup=rng.choice([1.0, 10.0]),
+                speedup=rng.choice([1.0, 10.0, 100.0]),
                 loop=loop,
                 at=round(rng.uniform(0.0, 2.0), 2),
                 warmup=rng.choice([0, 2]),
