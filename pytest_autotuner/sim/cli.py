@@ -135,6 +135,10 @@ _MODELLED: dict[str, dict[str, Any]] = {
     "tp-size": {"dest": "tp_size", "type": _positive_int, "default": 1},
     "dp-size": {"dest": "dp_size", "type": _positive_int, "default": 1},
     "ep-size": {"dest": "ep_size", "type": _positive_int, "default": 1},  # MoE, priced by the kernel tables
+    # attention data parallelism (kernel tables only): 0.5.23's --attn-dp-size, or --dp-size with the (0.5.2, and
+    # deprecated 0.5.23) --enable-dp-attention; either way inside the tp GPUs (``attention_parallelism``)
+    "attn-dp-size": {"dest": "attn_dp_size", "type": _positive_int, "default": 1},
+    "enable-dp-attention": {"action": "store_true"},
     "mem-fraction-static": {"type": _fraction, "default": None},
     "chunked-prefill-size": {"type": _chunk_size, "default": None},
     "max-prefill-tokens": {"type": _positive_int, "default": 16384},
@@ -345,6 +349,15 @@ def _roofline_knows(model_path: str) -> bool:
     return archs[0] in _ROOFLINE_ARCHITECTURES and not moe
 
 
+def attention_parallelism(args: argparse.Namespace) -> tuple[int, int]:
+    """(model replicas, attention data-parallel ranks per replica): ``--enable-dp-attention`` turns ``--dp-size``
+    into attention ranks inside the tp GPUs (SGLang 0.5.2's spelling, deprecated in 0.5.23 for
+    ``--attn-dp-size``)."""
+    if args.enable_dp_attention:
+        return 1, args.dp_size
+    return args.dp_size, args.attn_dp_size
+
+
 def resolve_model(args: argparse.Namespace) -> tuple[ModelProfile, Pricing]:
     """The model's profile and what prices it (``kernels.choose_pricing``); ValueError naming what is missing."""
     try:
@@ -354,8 +367,10 @@ def resolve_model(args: argparse.Namespace) -> tuple[ModelProfile, Pricing]:
             model, in_table = model_profile(args.model_path), False
         except ValueError as why:
             raise ValueError(f"{exc}; nor can the kernel tables price it: {why}") from None
-    invalid = args.tp_size % args.ep_size if args.ep_size > 1 else 0
-    if invalid or model.num_heads % args.tp_size or args.tp_size * args.dp_size > args.sim_num_gpus:
+    dp, attention_dp = attention_parallelism(args)
+    invalid = (args.tp_size % args.ep_size if args.ep_size > 1 else 0) or args.tp_size % attention_dp
+    attention_tp = max(1, args.tp_size // attention_dp)
+    if invalid or model.num_heads % attention_tp or args.tp_size * dp > args.sim_num_gpus:
         # SGLang refuses this parallelism at startup (plan_memory says so): nothing to price
         return model, Pricing("roofline", note="not priced: the parallelism is invalid")
     pricing = choose_pricing(
@@ -368,6 +383,7 @@ def resolve_model(args: argparse.Namespace) -> tuple[ModelProfile, Pricing]:
         roofline_knows_model=in_table and _roofline_knows(args.model_path),
         force=args.sim_pricing,
         ep=args.ep_size,
+        attention_dp=attention_dp,
     )
     return model, pricing
 
@@ -398,21 +414,27 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             args.sim_noise = distortion.noise
         distortion = distortion.for_flags(_flag_values(args))
     model, pricing = resolve_model(args)
+    dp, attention_dp = attention_parallelism(args)
     gpu = GPUS[args.sim_gpu]
     chunk = 8192 if args.chunked_prefill_size is None else args.chunked_prefill_size
+    # SGLang's server_args with DP attention: the chunk and --max-running-requests (``plan_memory``) are the
+    # server's, each rank gets its share; the schedule conservativeness is scaled by 0.3
+    rank_chunk = chunk // attention_dp if chunk > 0 else chunk
+    conservativeness = args.schedule_conservativeness * (0.3 if attention_dp > 1 else 1.0)
     return EngineConfig(
         model=model,
         gpu=gpu,
         tp=args.tp_size,
-        dp=args.dp_size,
+        dp=dp,
         ep=args.ep_size,
+        attention_dp=attention_dp,
         num_gpus=args.sim_num_gpus,
         mem_fraction_static=args.mem_fraction_static or default_mem_fraction(args, chunk),
-        chunked_prefill_size=chunk,
+        chunked_prefill_size=rank_chunk,
         max_prefill_tokens=args.max_prefill_tokens,
         max_running_requests=args.max_running_requests,
         schedule_policy=args.schedule_policy if args.schedule_policy in SCHEDULE_POLICIES else "fcfs",
-        schedule_conservativeness=args.schedule_conservativeness,
+        schedule_conservativeness=conservativeness,
         cuda_graph_max_bs=args.cuda_graph_max_bs,
         disable_cuda_graph=args.disable_cuda_graph,
         enable_mixed_chunk=args.enable_mixed_chunk,

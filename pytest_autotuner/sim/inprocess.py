@@ -94,12 +94,12 @@ def simulate_requests(
     A request arriving at the instant a step begins joins the step after it; an idle replica starts a step when
     one request arrives, with that request only (``server.py``: a client's requests are never simultaneous).
     """
-    replicas = [Scheduler(config=cfg, memory=memory, seed=seed, noise=noise, replica=i) for i in range(cfg.dp)]
-    clocks = [0.0] * cfg.dp
+    replicas = [Scheduler(config=cfg, memory=memory, seed=seed, noise=noise, replica=i) for i in range(cfg.schedulers)]
+    clocks = [0.0] * cfg.schedulers
     heap: list[tuple[float, int, SimRequest]] = []
     seq = itertools.count()
     everything: list[SimRequest] = []
-    robin = itertools.cycle(range(cfg.dp))
+    robin = itertools.cycle(range(cfg.schedulers))
 
     def push(reqs: list[SimRequest]) -> None:
         for req in reqs:

@@ -237,6 +237,9 @@ class Pricing:
     kv_quant: str | None = None  # the KV cache's bytes
     kv_attention_tables: bool = True  # False: no attention table reads an fp8 KV cache; the 16-bit one prices it
     ep: int = 1  # --ep-size: experts over ep ranks, each expert's weights over tp / ep (MoE models)
+    #: --attn-dp-size (or --enable-dp-attention with --dp-size): attention in that many data-parallel groups of
+    #: tp / attention_dp GPUs inside the tp group, a scheduler each, while the MoE and dense layers span all tp
+    attention_dp: int = 1
     note: str = ""  # why the roofline prices this run
 
     @property
@@ -248,6 +251,8 @@ class Pricing:
             quant = "".join(f", {k} {v}" for k, v in (("weights", self.gemm_quant), ("KV", self.kv_quant)) if v)
             if self.ep > 1:
                 quant += f", expert parallel {self.ep}"
+            if self.attention_dp > 1:
+                quant += f", attention data parallel {self.attention_dp}"
             if self.kv_quant and not self.kv_attention_tables:
                 quant += " (attention priced on the 16-bit KV tables: none for an fp8 KV cache)"
             return f"{LIBRARY} {library_version()} (SGLang {self.tables} tables on {self.system}{quant})"
@@ -271,12 +276,17 @@ def choose_pricing(
     roofline_knows_model: bool = False,
     force: str = "auto",
     ep: int = 1,
+    attention_dp: int = 1,
 ) -> Pricing:
     """The library where it has tables for the model, GPU and settings; else the roofline for the models and
     GPUs it is calibrated for (``roofline_knows_model``), with the reason; else ValueError saying what is missing.
 
     The decision is kept in the cache (``cache_dir``), so a later simulator process skips the library's imports.
-    ``force``: ``"kernels"`` refuses the roofline fallback, ``"roofline"`` skips the library (``--sim-pricing``)."""
+    ``force``: ``"kernels"`` refuses the roofline fallback, ``"roofline"`` skips the library (``--sim-pricing``).
+    Attention data parallelism (``attention_dp`` > 1) is priced by the library only: the roofline has no model
+    of it."""
+    if attention_dp > 1 and force == "roofline":
+        raise ValueError("--sim-pricing roofline: the roofline has no model of attention data parallelism")
     if force == "roofline":
         if roofline_knows_model and gpu in ROOFLINE_GPUS:
             return Pricing("roofline", note="--sim-pricing roofline")
@@ -291,33 +301,42 @@ def choose_pricing(
         reason = f"{LIBRARY} has no tables for GPU {gpu!r}"
     elif path is not None:
         ep = ep if _is_moe(path) else 1  # a dense model has no experts to spread: --ep-size changes nothing
-        key = _cache_key("pricing", path, _config_digest(path), system, sglang_version, tp, gemm, kv, ep)
+        key = _cache_key("pricing", path, _config_digest(path), system, sglang_version, tp, gemm, kv, ep, attention_dp)
         cached = _cache_get(key, ".json")
         if cached is not None:
             decision = json.loads(cached)
         else:
-            decision = _decide(path, system, sglang_version, tp, gemm, kv, ep)
+            decision = _decide(path, system, sglang_version, tp, gemm, kv, ep, attention_dp)
             _cache_put(key, ".json", json.dumps(decision).encode())
         if "reason" not in decision:
             return Pricing(**decision)
         reason = decision["reason"]
-    if roofline_knows_model and gpu in ROOFLINE_GPUS and force != "kernels":
+    if roofline_knows_model and gpu in ROOFLINE_GPUS and force != "kernels" and attention_dp == 1:
         return Pricing("roofline", note=reason)
     raise ValueError(
         f"the simulator cannot price `--model-path` {model_path!r} on GPU {gpu!r} (SGLang {sglang_version}, "
-        f"tp {tp}, quantization {quantization or 'none'}, kv-cache-dtype {kv_cache_dtype}): {reason}; the roofline "
-        f"fallback covers only Llama-3.2-1B, Llama-3.1-8B and Llama-3.1-70B on {', '.join(ROOFLINE_GPUS)}"
+        f"tp {tp}, quantization {quantization or 'none'}, kv-cache-dtype {kv_cache_dtype}"
+        + (f", attention data parallel {attention_dp}" if attention_dp > 1 else "")
+        + f"): {reason}; the roofline fallback covers only Llama-3.2-1B, Llama-3.1-8B and Llama-3.1-70B on "
+        f"{', '.join(ROOFLINE_GPUS)}" + (", without attention data parallelism" if attention_dp > 1 else "")
     )
 
 
 def _decide(
-    path: str, system: str, sglang_version: str, tp: int, gemm: str | None, kv: str | None, ep: int = 1
+    path: str,
+    system: str,
+    sglang_version: str,
+    tp: int,
+    gemm: str | None,
+    kv: str | None,
+    ep: int = 1,
+    attention_dp: int = 1,
 ) -> dict[str, Any]:
     """``Pricing`` fields when the library prices one step of each kind for these settings, else ``reason``."""
     tables = table_version(system, sglang_version)
     if tables is None:
         return {"reason": f"{LIBRARY} {library_version()} has no SGLang tables for {system}"}
-    pricing = Pricing("kernels", path, system, tables, gemm, kv, ep=ep)
+    pricing = Pricing("kernels", path, system, tables, gemm, kv, ep=ep, attention_dp=attention_dp)
     try:
         _probe(pricing, tp)
     except ValueError as exc:
@@ -372,7 +391,8 @@ def _handle(pricing: Pricing, tp: int) -> _Engine:
             str(pricing.system),
             "sglang",
             backend_version=pricing.tables,
-            tp_size=tp,
+            tp_size=tp // pricing.attention_dp,  # the attention's tp: tp x attention_dp = moe_tp x moe_ep GPUs
+            attention_dp_size=pricing.attention_dp,
             moe_tp_size=tp // pricing.ep,  # SGLang shards each expert over tp / ep GPUs, the experts over ep
             moe_ep_size=pricing.ep,
             gemm_quant_mode=pricing.gemm_quant,
@@ -406,6 +426,11 @@ class KernelStepCost:
     mixed step for its non-attention part and prefill attention (prompt length chosen so that its attention pairs
     match the chunks'), plus the decode attention at the decoders' mean context. Both plus the host side of the
     step (launches, per-request scheduling), which the tables do not measure.
+
+    With attention data parallelism each rank is a scheduler of its own and this prices a step of its batch: the
+    library times the attention on the rank's tp / attention_dp GPUs and the MoE and dense layers on all ranks'
+    tokens, the ranks taken alike. SGLang steps the ranks in lockstep (an idle rank runs an empty batch); the
+    simulator steps them independently, which round-robin traffic keeps close.
     """
 
     def __init__(self, cfg: EngineConfig) -> None:
@@ -494,7 +519,8 @@ def _estimate_memory(pricing: Pricing, tp: int) -> KernelMemory:
             max_batch_size=1,
             memory_fraction_kind="of_total",
             memory_fraction_value=1.0,
-            tp_size=tp,
+            tp_size=tp // pricing.attention_dp,
+            attention_dp_size=pricing.attention_dp,
             moe_tp_size=tp // pricing.ep,
             moe_ep_size=pricing.ep,
             gemm_quant_mode=pricing.gemm_quant,

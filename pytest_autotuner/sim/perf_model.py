@@ -84,8 +84,9 @@ class EngineConfig:
     model: ModelProfile
     gpu: GpuProfile
     tp: int = 1
-    dp: int = 1
+    dp: int = 1  # replicas of the model, tp GPUs each
     ep: int = 1
+    attention_dp: int = 1  # attention data-parallel ranks inside the tp group, a scheduler each (kernels only)
     num_gpus: int = 1
     mem_fraction_static: float = 0.835
     chunked_prefill_size: int = 8192  # <= 0: disabled
@@ -111,6 +112,11 @@ class EngineConfig:
         return self.pricing is not None and self.pricing.model == "kernels"
 
     @property
+    def schedulers(self) -> int:
+        """Schedulers the server runs: one per replica and attention data-parallel rank."""
+        return self.dp * self.attention_dp
+
+    @property
     def graph_max_bs(self) -> int:
         if self.cuda_graph_max_bs is not None:
             return self.cuda_graph_max_bs
@@ -132,7 +138,7 @@ class StartupFailure(Exception):
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    max_total_num_tokens: int  # KV pool, per dp replica
+    max_total_num_tokens: int  # KV pool, per scheduler (dp replica or attention data-parallel rank)
     max_running_requests: int
     available_gpu_mem_gb: float  # what is left after the static pool, per GPU
 
@@ -171,10 +177,16 @@ def _runtime_reserve(cfg: EngineConfig) -> float:
 def plan_memory(cfg: EngineConfig) -> MemoryPlan:
     """KV capacity and default max-running-requests; raises StartupFailure like SGLang would."""
     m = cfg.model
-    if m.num_heads % cfg.tp:
+    if cfg.tp % cfg.attention_dp:
         raise StartupFailure(
             "invalid_parallelism",
-            f"Number of attention heads ({m.num_heads}) must be divisible by tensor parallel size ({cfg.tp}).",
+            f"AssertionError: tp_size ({cfg.tp}) must be divisible by the attention dp size ({cfg.attention_dp})",
+        )
+    attention_tp = cfg.tp // cfg.attention_dp
+    if m.num_heads % attention_tp:
+        raise StartupFailure(
+            "invalid_parallelism",
+            f"Number of attention heads ({m.num_heads}) must be divisible by tensor parallel size ({attention_tp}).",
         )
     if cfg.ep > 1 and cfg.tp % cfg.ep:
         raise StartupFailure(
@@ -211,7 +223,8 @@ def plan_memory(cfg: EngineConfig) -> MemoryPlan:
     if cfg.distortion is not None:
         tokens = max(1, int(tokens * cfg.distortion.memory))
     default_mrr = int(min(max(tokens / cfg.context_len * 512, 2048), 4096, tokens / 2))
-    mrr = cfg.max_running_requests or default_mrr
+    # with attention data parallelism --max-running-requests is the server's: each rank runs its share
+    mrr = max(1, cfg.max_running_requests // cfg.attention_dp) if cfg.max_running_requests else default_mrr
     return MemoryPlan(tokens, max(1, min(mrr, max(1, tokens // 2))), (free - need) / 1e9)
 
 

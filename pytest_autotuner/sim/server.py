@@ -167,9 +167,9 @@ class SimServer:
         seed = args.sim_seed if args.sim_seed is not None else (args.random_seed or 0)
         self.schedulers = [
             Scheduler(config=config, memory=memory, seed=seed, noise=args.sim_noise, replica=i)
-            for i in range(config.dp)
+            for i in range(config.schedulers)
         ]
-        self.clock = VirtualClock(speedup=self.speedup, replicas=config.dp)
+        self.clock = VirtualClock(speedup=self.speedup, replicas=config.schedulers)
         self._rng = random.Random(f"lengths:{seed}")
         self._incoming: list[_Arrival] = []  # received, replica not chosen yet (a heap by arrival, order)
         self._queued: list[list[_Arrival]] = [[] for _ in self.schedulers]  # chosen replica, not yet arrived

@@ -194,3 +194,57 @@ def test_expert_parallelism_costs_what_the_library_says() -> None:
                         "--sim-num-gpus", "2"])  # fmt: skip
     cfg = engine_config(llama)
     assert "ep-size" in server_info(llama, cfg, plan_memory(cfg))["sim_unmodelled_flags"]
+
+
+def test_attention_data_parallelism_costs_what_the_library_says() -> None:
+    """--attn-dp-size 2 at tp 2 on Qwen3-30B-A3B (H100): two schedulers, each with attention on one GPU and the
+    MoE over both. The library prices a rank's decode step of 32 at 14.5 ms against 13.8 ms for tp 2's step of 64
+    (this GQA model's KV shards over tp, so DP attention buys no capacity and costs some speed); the simulator's
+    steps are the library's, and end to end its TPOT moves the same way by about as much."""
+    from pytest_autotuner.core.measure.plan import BenchmarkPlan
+    from pytest_autotuner.core.spec.scenarios import parse_scenario
+    from pytest_autotuner.sim.inprocess import run_benchmark_in_process
+
+    flags = ("--tp-size", "2", "--sim-num-gpus", "2")
+    tp, adp = _cfg(QWEN_MOE, *flags), _cfg(QWEN_MOE, *flags, "--attn-dp-size", "2")
+    assert adp.pricing is not None and adp.pricing.attention_dp == 2
+    assert "attention data parallel 2" in adp.pricing.describe()
+    assert (tp.schedulers, adp.schedulers) == (1, 2)
+    lib = {
+        name: EngineHandle.compile(QWEN_MOE, "h100_sxm", "sglang", backend_version="0.5.16", **kwargs)
+        for name, kwargs in (("tp", {"tp_size": 2, "moe_tp_size": 2, "moe_ep_size": 1}),
+                             ("adp", {"tp_size": 1, "attention_dp_size": 2, "moe_tp_size": 2, "moe_ep_size": 1}))
+    }  # fmt: skip
+    library_ratio = lib["adp"].decode_step_latency(32, 1099, 1) / lib["tp"].decode_step_latency(64, 1099, 1)
+    assert library_ratio > 1.0
+    assert _decode(adp, 32, 1100) / _decode(tp, 64, 1100) == pytest.approx(library_ratio, rel=0.03)
+    plan = BenchmarkPlan((parse_scenario("D(1000,200)"),), (64,), max_requests=192, warmup_requests=64)
+    cells = {
+        name: run_benchmark_in_process(QWEN_MOE, params, plan, gpu="h100", num_gpus=2).cells[0]
+        for name, params in (("tp", {"tp-size": 2}), ("adp", {"tp-size": 2, "attn-dp-size": 2}))
+    }
+    tpot_ratio = cells["adp"].summary("tpot").mean / cells["tp"].summary("tpot").mean
+    assert 1.0 < tpot_ratio == pytest.approx(library_ratio, rel=0.05)
+    assert cells["adp"].output_throughput < cells["tp"].output_throughput
+
+
+def test_attention_data_parallelism_is_laid_out_as_sglang_does() -> None:
+    """Inside the tp GPUs (no more of them), a scheduler per rank; --max-running-requests and the prefill chunk
+    are the server's, each rank gets its share (SGLang's server_args); 0.5.2's spelling, --enable-dp-attention
+    with --dp-size, is the same server; the roofline has no model of it; tp must divide by it."""
+    from pytest_autotuner.core.search.gpu_pool import gpus_needed
+
+    flags = ("--tp-size", "2", "--sim-num-gpus", "2", "--max-running-requests", "64", "--chunked-prefill-size", "8192")
+    new = _cfg(QWEN_MOE, *flags, "--attn-dp-size", "2")
+    old = _cfg(QWEN_MOE, *flags, "--enable-dp-attention", "--dp-size", "2", "--sim-sglang-version", "0.5.2")
+    for cfg in (new, old):
+        assert (cfg.schedulers, cfg.dp, cfg.attention_dp, cfg.chunked_prefill_size) == (2, 1, 2, 4096)
+        assert plan_memory(cfg).max_running_requests == 32
+    assert gpus_needed({"tp-size": 2, "dp-size": 2, "enable-dp-attention": True}) == 2
+    assert gpus_needed({"tp-size": 2, "attn-dp-size": 2}) == 2 and gpus_needed({"tp-size": 2, "dp-size": 2}) == 4
+    args = parse_argv(["--model-path", QWEN_MOE, *flags, "--attn-dp-size", "2"])
+    assert "attn-dp-size" not in server_info(args, new, plan_memory(new))["sim_unmodelled_flags"]
+    with pytest.raises(ValueError, match="no model of attention data parallelism"):
+        _cfg(LLAMA_8B, "--sim-pricing", "roofline", "--tp-size", "2", "--sim-num-gpus", "2", "--attn-dp-size", "2")
+    with pytest.raises(StartupFailure, match="must be divisible by the attention dp size"):
+        plan_memory(_cfg(QWEN_MOE, "--tp-size", "2", "--sim-num-gpus", "2", "--attn-dp-size", "4"))

@@ -18,7 +18,8 @@ PARALLEL_FLAGS: dict[str, tuple[str, ...]] = {
 
 def gpus_needed(params: Mapping[str, ParamValue]) -> int:
     """GPUs one server needs: tensor x data x pipeline parallel size (SGLang flags ``tp-size``, ``dp-size``,
-    ``pp-size``, or their long names)."""
+    ``pp-size``, or their long names). With ``enable-dp-attention`` the dp size is attention data parallelism
+    inside the tp GPUs and adds none (as ``attn-dp-size`` never does)."""
 
     def size(*names: str) -> int:
         for name in names:
@@ -30,7 +31,8 @@ def gpus_needed(params: Mapping[str, ParamValue]) -> int:
                     return 1
         return 1
 
-    return size(*PARALLEL_FLAGS["tp"]) * size(*PARALLEL_FLAGS["dp"]) * size(*PARALLEL_FLAGS["pp"])
+    dp = 1 if params.get("enable-dp-attention") is True else size(*PARALLEL_FLAGS["dp"])
+    return size(*PARALLEL_FLAGS["tp"]) * dp * size(*PARALLEL_FLAGS["pp"])
 
 
 class GpuPool:
