@@ -274,3 +274,25 @@ def test_nvidia_smi_names_map_to_the_simulators_gpus(name: str, gpu: str | None)
     from pytest_autotuner.runtimes.gpus import simulated_gpu
 
     assert simulated_gpu(name) == gpu
+
+
+@pytest.mark.parametrize("attention", [[True], [True, False]])
+def test_dp_attention_costs_no_gpus_so_its_dp_size_bounds_nothing(attention: list[bool]) -> None:
+    """With ``enable-dp-attention`` the dp size splits attention inside the tp GPUs: tp 8 with dp 8 fits 8 GPUs.
+    The space is not called unhostable, no dp value is skipped, and the configurations proposed fit."""
+    search = _search({"tp-size": [2, 4], "dp-size": [2, 4], "enable-dp-attention": attention}, "random", 4)
+    assert search.unhostable_note() == ""
+    proposed = []
+    while (proposal := search.propose()) is not None:
+        proposed.append(proposal.params)
+        search.study.tell(proposal.trial, 1.0)
+    assert proposed and all(gpus_needed(p) <= 4 for p in proposed)
+    assert {(p["tp-size"], p["dp-size"]) for p in proposed if p["enable-dp-attention"]} == {(2, 2), (2, 4), (4, 2),
+                                                                                            (4, 4)}  # fmt: skip
+    if False in attention:  # replicas: only tp 2 x dp 2 fits
+        assert {(p["tp-size"], p["dp-size"]) for p in proposed if not p["enable-dp-attention"]} == {(2, 2)}
+    # DeepSeek's layout: tp 8, dp 8 with DP attention on one 8-GPU node
+    deepseek = _search({"tp-size": [8], "dp-size": [8], "enable-dp-attention": attention}, "grid", 8)
+    assert deepseek.unhostable_note() == ""
+    proposal = deepseek.propose()
+    assert proposal is not None and gpus_needed(proposal.params) == 8 and proposal.params["enable-dp-attention"]

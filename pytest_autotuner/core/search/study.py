@@ -254,7 +254,7 @@ class Search:
         if self._fits_none:
             fewest = fewest_gpus(self.space)
             lines.append(f"no configuration fits: each needs at least {fewest} GPUs; this runner has {have}")
-        for dimension in self.space.dimensions:
+        for dimension in _gpu_dimensions(self.space):
             if isinstance(dimension, Categorical):  # a list: at most MAX_CHOICES values, a line each up to 4
                 over = [(v, n) for v in dimension.choices if (n := gpus_needed({dimension.name: v})) > have]
                 if len(over) > 4:
@@ -511,9 +511,19 @@ class Search:
 
 
 def _gpu_dimensions(space: SearchSpace) -> list[Dimension]:
-    """The dimensions ``gpus_needed`` reads: per parallel size, the first of its names in the space."""
+    """The dimensions ``gpus_needed`` reads: per parallel size, the first of its names in the space. Where
+    ``enable-dp-attention`` may be on, the dp size can cost no GPUs (attention ranks inside the tp group), so it
+    bounds nothing here; ``Search.hostable`` judges each whole configuration."""
+    from pytest_autotuner.core.search.space import Categorical
+
     dims = {dim.name: dim for dim in space.dimensions}
-    found = (next((dims[name] for name in aliases if name in dims), None) for aliases in PARALLEL_FLAGS.values())
+    attention = dims.get("enable-dp-attention")
+    free_dp = isinstance(attention, Categorical) and True in attention.choices
+    found = (
+        next((dims[name] for name in aliases if name in dims), None)
+        for kind, aliases in PARALLEL_FLAGS.items()
+        if not (kind == "dp" and free_dp)
+    )
     return [dim for dim in found if dim is not None]
 
 
