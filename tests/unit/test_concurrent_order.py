@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from typing import Any
 
 import pytest
 from factories import result, spec
@@ -74,3 +75,41 @@ def test_a_search_with_trials_at_once_is_the_same_whatever_order_they_finish_in(
 ) -> None:
     runs = [_search(strategy, workers, timing_seed, patience) for timing_seed in (1, 2, 3)]
     assert runs[0] == runs[1] == runs[2]
+
+
+def test_a_trial_waiting_for_its_turn_keeps_its_heartbeat_until_it_is_recorded() -> None:
+    """In a shared study a RUNNING trial without a heartbeat is taken for a dead worker's and failed by the
+    others (``--autotune-grace-period``); a trial that finished before an earlier one must keep beating until it
+    is told, or the tell would find it failed."""
+    import contextlib
+    from collections.abc import Iterator
+
+    s = spec(
+        parameters={"chunked-prefill-size": [512, 1024, 2048, 4096]},
+        optimization={"strategy": "grid", "max_iterations": 2, "confirm_runs": 0, "start_from_defaults": False},
+    )
+    search = Search(spec=s, space=SearchSpace.from_spec(s), storage=None, study_name=study_name_for(s, "t"), seed=7)
+    events: list[tuple[str, int]] = []
+    real_record = search.record
+
+    @contextlib.contextmanager
+    def heartbeat(proposal: Any) -> Iterator[None]:
+        yield
+        events.append(("heartbeat stops", proposal.number))
+
+    def record(proposal: Any, score: Any, attrs: Any) -> None:
+        events.append(("recorded", proposal.number))
+        real_record(proposal, score, attrs)
+
+    search.heartbeat = heartbeat  # type: ignore[method-assign]
+    search.record = record  # type: ignore[method-assign]
+    first = threading.Event()
+
+    def evaluate(params: Params, deadline: Deadline) -> BenchResult:
+        if not first.is_set():
+            first.set()
+            time.sleep(0.4)  # the first proposed trial is the slow one
+        return result(1.0)
+
+    TuningSession(spec=s, search=search, evaluate=evaluate, workers=2, background=Threads()).search()
+    assert events == [("recorded", 0), ("heartbeat stops", 0), ("recorded", 1), ("heartbeat stops", 1)]

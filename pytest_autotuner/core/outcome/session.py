@@ -157,9 +157,12 @@ class TuningSession:
         run.running.begin()
         return run
 
-    def _release(self, run: _Run) -> None:
+    def _release(self, run: _Run, *, keep_heartbeat: bool = False) -> None:
+        """``run`` ended: its GPUs go back to the pool. Its heartbeat stops too, unless ``keep_heartbeat`` (a search
+        trial waiting for its turn to be recorded: a shared study must not take it for a dead worker's)."""
         if self._runs.pop(run.key, None) is not None:
-            run.held.close()
+            if not keep_heartbeat:
+                run.held.close()
             if self.gpu_pool is not None:
                 self.gpu_pool.give_back(run.devices)
 
@@ -179,8 +182,9 @@ class TuningSession:
         return None
 
     def _finish(self, run: _Run, *, timed_out: bool) -> _Measured:
-        """Score an evaluation that ended (or was given up on); failures become graded scores."""
-        self._release(run)
+        """Score an evaluation that ended (or was given up on); failures become graded scores. A search trial's
+        heartbeat goes on until it is recorded (``_Finished.heartbeat``)."""
+        self._release(run, keep_heartbeat=run.proposal is not None)
         result: BenchResult | None = None
         log_tail = ""
         timeout = self.spec.optimization.timeout_per_iteration
@@ -342,10 +346,15 @@ class TuningSession:
                     done = self._settled(run, now)
                     if done is not None:
                         assert run.proposal is not None  # search runs always have one
-                        finished[run.proposal.number] = _Finished(run.proposal, done, time.monotonic() - run.started)
-                while (turn := next_in_order()) is not None:
-                    recorded += 1
+                        finished[run.proposal.number] = _Finished(
+                            run.proposal, done, time.monotonic() - run.started, run.held
+                        )
+                while True:
                     with self._writes_held():  # a finished trial is recorded whole, or the interrupt would lose it
+                        turn = next_in_order()
+                        if turn is None:
+                            break
+                        recorded += 1
                         proposal, score, devices = turn.proposal, turn.measured.score, turn.measured.devices
                         self._record(turn)
                     duration = turn.duration
@@ -425,7 +434,10 @@ class TuningSession:
             measured.cost,
             measured.partial_cells,
         )
-        self.search_state.record(proposal, measured.score, attrs)
+        try:
+            self.search_state.record(proposal, measured.score, attrs)
+        finally:
+            turn.heartbeat.close()
 
     def records(self) -> tuple[list[TrialRecord], int]:
         """(every evaluated trial of the study, how many repeated proposals were skipped without a run)."""
@@ -496,6 +508,7 @@ class _Finished:
     proposal: Proposal
     measured: _Measured
     duration: float  # wall seconds from its start to its end
+    heartbeat: contextlib.ExitStack  # the study's heartbeat, closed once the trial is recorded
 
 
 @dataclass(frozen=True)
