@@ -343,12 +343,13 @@ class TuningSession:
                     self.background.wait(_POLL_S)
                 now = time.monotonic()
                 for run in list(runs.values()):
-                    done = self._settled(run, now)
-                    if done is not None:
-                        assert run.proposal is not None  # search runs always have one
-                        finished[run.proposal.number] = _Finished(
-                            run.proposal, done, time.monotonic() - run.started, run.held
-                        )
+                    with self._writes_held():  # ended and kept for its turn at once: an interrupt finds it in one
+                        done = self._settled(run, now)
+                        if done is not None:
+                            assert run.proposal is not None  # search runs always have one
+                            finished[run.proposal.number] = _Finished(
+                                run.proposal, done, time.monotonic() - run.started, run.held
+                            )
                 while True:
                     with self._writes_held():  # a finished trial is recorded whole, or the interrupt would lose it
                         turn = next_in_order()
