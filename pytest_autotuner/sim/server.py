@@ -120,8 +120,8 @@ def _order(token: str | None, receipt: int) -> int:
 
 
 def _tag_of(token: str) -> str:
-    """The cell tag of an ``X-Sim-Token`` (``<tag>.<n>``)."""
-    return token.rpartition(".")[0]
+    """The cell tag of an ``X-Sim-Token`` (``<tag>.<n>``) or of a promise key (``<tag>.<n>@end|start``)."""
+    return token.partition("@")[0].rpartition(".")[0]
 
 
 def _keep_recent(by_tag: dict[str, _V], tag: str, value: _V) -> None:
@@ -408,7 +408,7 @@ class SimServer:
         """An arrival of the cell that ``key`` names came, but not when its promise said (the client fell more
         than ``patience`` wall seconds behind, or its promise never came): it was stamped on arrival, later
         than the load meant. Promises of requests that never come (a cell cut short) are not counted here."""
-        tag = _tag_of(key.partition("@")[0])
+        tag = _tag_of(key)
         _keep_recent(self._late_by_tag, tag, self._late_by_tag.get(tag, 0) + 1)
 
     async def _arrival_of(self, key: str) -> float | None:
@@ -586,7 +586,7 @@ class SimServer:
             body["progress"], body["last"] = progress, (last if last > -math.inf else None)
             body["late"] = self._late_by_tag.get(tag, 0)
             # promises of this cell's client the clock is held for: it waits on that client, not a hung step
-            body["owed"] = sum(1 for key in self._promises if _tag_of(key.partition("@")[0]) == tag)
+            body["owed"] = sum(1 for key in self._promises if _tag_of(key) == tag)
         return web.json_response(body)
 
     async def sim_release(self, request: web.Request) -> web.Response:

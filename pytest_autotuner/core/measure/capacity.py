@@ -588,10 +588,8 @@ def judge_step(
                     allowed,
                 )
             )
-            checks.append(
-                SloCheck(label, metric, statistic, value, threshold, limit.weight, limit.hard_fail, limit.fail_ratio,
-                         censored=sum(c.summary(metric).censored for c in group))
-            )  # fmt: skip
+            censored = sum(c.summary(metric).censored for c in group)
+            checks.append(SloCheck.against(limit, label, metric, statistic, value, censored))
     straddling = [i for i in intervals if i.outcome == "straddles"]
     sure = bool(reasons) or any(i.outcome == "over" for i in intervals)  # broken whatever else straddles
     extend = not sure and bool(straddling) and not final

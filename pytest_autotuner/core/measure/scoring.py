@@ -131,19 +131,8 @@ def cell_checks(cells: Sequence[CellMetrics], slo: Slo | None) -> list[SloCheck]
     checks = []
     for cell in cells:
         for metric, statistic, limit in slo.checks():
-            checks.append(
-                SloCheck(
-                    cell=cell.label,
-                    metric=metric,
-                    statistic=statistic,
-                    value=_cell_metric(cell, metric, statistic),
-                    threshold=limit.threshold,
-                    weight=limit.weight,
-                    hard_fail=limit.hard_fail,
-                    fail_ratio=limit.fail_ratio,
-                    censored=cell.summary(metric).censored,
-                )
-            )
+            value = _cell_metric(cell, metric, statistic)
+            checks.append(SloCheck.against(limit, cell.label, metric, statistic, value, cell.summary(metric).censored))
     return checks
 
 

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_autotuner.core.spec.benchmark_settings import SloMetric
 
 __all__ = ["MAX_EXPONENT", "SloCheck"]
 
@@ -27,6 +31,14 @@ class SloCheck:
     hard_fail: bool
     fail_ratio: float
     censored: int = 0  # requests still running when the cell ended, in the statistic at their wait (a bound)
+
+    @classmethod
+    def against(
+        cls, limit: SloMetric, cell: str, metric: str, statistic: str, value: float, censored: int = 0
+    ) -> SloCheck:
+        """``value`` of ``metric``'s ``statistic`` in ``cell`` judged against the spec's ``limit``."""
+        return cls(cell, metric, statistic, value, limit.threshold, limit.weight, limit.hard_fail, limit.fail_ratio,
+                   censored)  # fmt: skip
 
     @property
     def name(self) -> str:
