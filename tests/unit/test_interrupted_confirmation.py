@@ -187,25 +187,31 @@ def test_a_trial_that_finished_before_its_turn_is_kept_when_the_search_is_interr
         parameters={"chunked-prefill-size": [512, 1024, 2048, 4096]},
         optimization={"strategy": "grid", "max_iterations": 4, "confirm_runs": 0, "start_from_defaults": False},
     )
-    first = threading.Event()
+    first, second = threading.Event(), threading.Event()
 
     def evaluate(params: Params, deadline: Deadline) -> BenchResult:
         if not first.is_set():
             first.set()
             deadline.wait(30)  # the slow first trial: until the interruption cancels it
             raise TrialFailure(FailureClass.TRIAL_TIMEOUT, "trial deadline cancelled")
+        second.set()
         return result(1.0)
 
     search = make_search(s)
     session = TuningSession(spec=s, search=search, evaluate=evaluate, workers=2, writes_held=signals_held,
                             background=Threads())  # fmt: skip
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signum))
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            timer.start()
-            session.search()
-    finally:
-        timer.cancel()
+
+    def signal_once_the_second_has_ended() -> None:  # however slowly this host runs the threads
+        second.wait(30)
+        while 1 in session._runs:  # the session has not ended it yet (it keeps it for its turn when it does)
+            time.sleep(0.01)
+        os.kill(os.getpid(), signum)
+
+    watcher = threading.Thread(target=signal_once_the_second_has_ended, daemon=True)
+    with pytest.raises(KeyboardInterrupt):
+        watcher.start()
+        session.search()
+    watcher.join(5)
     trials = sorted(search.study.get_trials(), key=lambda t: t.number)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].value is not None
