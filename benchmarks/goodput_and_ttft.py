@@ -20,7 +20,9 @@ from per_gpu_capacity import in_process_evaluate
 from pytest_autotuner.core.measure.scoring import fixed_cells
 from pytest_autotuner.core.outcome.task import TaskOptions, run_task
 from pytest_autotuner.core.spec.task_spec import TaskSpec
-from pytest_autotuner.report.text import answer_line, summary_lines
+from pytest_autotuner.report.terminal import summary_lines
+from pytest_autotuner.report.text import answer_line
+from pytest_autotuner.report.view import report_view
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -65,7 +67,7 @@ def main() -> None:
     runs = [round(sum(c.summary("ttft").mean for c in fixed_cells(r)), 4) for r in best.runs]
     print(f"  picked {best.params} (trial #{best.source_trial}); confirmed TTFT per run {runs} s")
     print(f"  {answer_line(outcome)}")
-    for line in summary_lines(outcome, None)[1:5]:
+    for line in summary_lines(report_view(outcome), None)[1:5]:
         print(line)
 
 

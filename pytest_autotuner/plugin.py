@@ -32,11 +32,12 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.outcome.records import TrialEvent
     from pytest_autotuner.core.outcome.trends import HistoryEntry
     from pytest_autotuner.core.spec.task_spec import TaskSpec
+    from pytest_autotuner.report.view import ReportView
     from pytest_autotuner.runtimes import RuntimeHost
 
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
 _options_key = pytest.StashKey[Options]()
-_outcomes_key = pytest.StashKey[list[tuple["TaskOutcome", str | None]]]()
+_views_key = pytest.StashKey[list[tuple["ReportView", str | None]]]()  # each item's report view and its page
 _histories_key = pytest.StashKey[dict[str, list["HistoryEntry"]]]()  # by spec slug (--autotune-history)
 _task_names_key = pytest.StashKey[dict[str, Path]]()
 
@@ -57,7 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
     quiet_optuna_logging()
     config.addinivalue_line("markers", "autotune: a tuning session collected from a tuning spec")
     config.stash[_options_key] = options
-    config.stash[_outcomes_key] = []
+    config.stash[_views_key] = []
     config.stash[_histories_key] = {}
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         # `pytest --autotune` with no paths runs the specs, not the test suite
@@ -306,9 +307,11 @@ class TuningItem(pytest.Item):
             warnings.warn(pytest.PytestWarning(f"{outcome.spec.task_name}: {outcome.baseline.skipped_reason}"),
                           stacklevel=1)  # fmt: skip
         history, skipped = self._record_history(outcome)
-        report_path = self._write_report(outcome, history, skipped)
-        self.config.stash[_outcomes_key].append((outcome, report_path))
-        self._record_properties(outcome)
+        view = self._view(outcome)
+        if view is not None:
+            report_path = self._write_report(view, history, skipped)
+            self.config.stash[_views_key].append((view, report_path))
+            self._record_properties(view)
         if not outcome.verdict.passed:
             raise AutotuneFailure(outcome.verdict.explanation())
 
@@ -350,34 +353,43 @@ class TuningItem(pytest.Item):
         self.config.stash[_histories_key][outcome.spec.slug] = entries
         return entries, skipped
 
+    def _view(self, outcome: TaskOutcome) -> ReportView | None:
+        """The item's report view, built once for every output; None (said) if it cannot be built: the verdict
+        stands without the outputs."""
+        from pytest_autotuner.report import report_view
+
+        try:
+            return report_view(outcome)
+        except Exception as err:
+            logger.exception("building the report view of %s failed", outcome.spec.task_name)
+            self._say(f"{outcome.spec.task_name}: WARNING no report or summary could be built: {err}")
+            return None
+
     def _write_report(
-        self, outcome: TaskOutcome, history: list[HistoryEntry] | None = None, skipped: list[str] | None = None
+        self, view: ReportView, history: list[HistoryEntry] | None = None, skipped: list[str] | None = None
     ) -> str | None:
         from pytest_autotuner.report import write_report
 
         try:
-            return str(write_report(outcome, self.options.report_dir, history, skipped or ()))
+            return str(write_report(view, self.options.report_dir, history, skipped or ()))
         except Exception as err:  # the verdict and the summary stand without the page
-            logger.exception("writing the report of %s failed", outcome.spec.task_name)
-            self._say(f"{outcome.spec.task_name}: WARNING the report could not be written: {err}")
+            logger.exception("writing the report of %s failed", view.task)
+            self._say(f"{view.task}: WARNING the report could not be written: {err}")
             return None
 
-    def _record_properties(self, outcome: TaskOutcome) -> None:
-        """JUnit properties, from the same outcome as every other output."""
-        verdict = outcome.verdict
+    def _record_properties(self, view: ReportView) -> None:
+        """JUnit properties, from the same report view as every other output."""
+        verdict = view.verdict
         self.user_properties.append(("autotune_verdict", verdict.status))
         self.user_properties.append(("autotune_verdict_detail", verdict.headline))
-        if outcome.best is not None:
-            self.user_properties.append(("autotune_best_params", json.dumps(outcome.best.params)))
-            self.user_properties.append(("autotune_best_trial", outcome.best.source_trial))
-            self.user_properties.append(("autotune_objective", outcome.best.score.objective))
-            self.user_properties.append(("autotune_slo_passed", outcome.best.score.meets_slos))
-        if outcome.pareto is not None:
-            from pytest_autotuner.report.data import pareto_block
-
-            block = pareto_block(outcome)
-            assert block is not None
-            self.user_properties.append(("autotune_objectives", json.dumps(list(outcome.pareto.objectives))))
+        if view.best is not None:
+            self.user_properties.append(("autotune_best_params", json.dumps(view.best.params)))
+            self.user_properties.append(("autotune_best_trial", view.best.source_trial))
+            self.user_properties.append(("autotune_objective", view.best.objective))
+            self.user_properties.append(("autotune_slo_passed", view.best.meets_slos))
+        if view.pareto is not None:
+            block = view.pareto
+            self.user_properties.append(("autotune_objectives", json.dumps([o["name"] for o in block["objectives"]])))
             self.user_properties.append(("autotune_select_rule", block["select"]["text"]))
             front = [{k: point[k] for k in ("trial", "params", "objectives")} for point in block["front"]]
             self.user_properties.append(("autotune_pareto_front", json.dumps(front, allow_nan=False)))
@@ -394,7 +406,7 @@ class TuningItem(pytest.Item):
             reporter.write_line(safe(line, 2000))
 
     def _progress(self, event: TrialEvent, objective: str, per_gpu: bool = False) -> None:
-        from pytest_autotuner.report.text import progress_line
+        from pytest_autotuner.report.terminal import progress_line
 
         self._say(progress_line(event, objective, per_gpu=per_gpu))
 
@@ -430,15 +442,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """The run's index page and the GitHub step summary, over every spec that ran."""
     config = session.config
-    outcomes = config.stash.get(_outcomes_key, None)
-    if not outcomes:
+    views = config.stash.get(_views_key, None)
+    if not views:
         return
     from pytest_autotuner.report import append_step_summary, write_index
 
     report_dir = config.stash[_options_key].report_dir
-    entries = [(outcome, Path(path) if path else None) for outcome, path in outcomes]
+    entries = [(view, Path(path) if path else None) for view, path in views]
     histories = config.stash.get(_histories_key, {})
-    writers: list[tuple[str, Callable[[list[tuple[TaskOutcome, Path | None]], Path], object]]] = [
+    writers: list[tuple[str, Callable[[list[tuple[ReportView, Path | None]], Path], object]]] = [
         ("write_index", functools.partial(write_index, histories=histories)),
         ("append_step_summary", append_step_summary),
     ]
@@ -450,12 +462,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    outcomes = config.stash.get(_outcomes_key, None)
-    if not outcomes:
+    views = config.stash.get(_views_key, None)
+    if not views:
         return
-    from pytest_autotuner.report.text import summary_lines
+    from pytest_autotuner.report.terminal import summary_lines
 
     terminalreporter.section("autotune summary")
-    for outcome, report_path in outcomes:
-        for line in summary_lines(outcome, report_path):
+    for view, report_path in views:
+        for line in summary_lines(view, report_path):
             terminalreporter.write_line(line)

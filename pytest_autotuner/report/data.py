@@ -1,10 +1,11 @@
 """Tables of a tuning item for the report: the trials frame, results.json, environment, Pareto front.
 
-Everything here reads a ``TaskOutcome`` and returns plain data; nothing decides pass or fail (that is the
-outcome's ``verdict``), and writing files is the job of ``html.py``.
+A builder: everything here reads a ``TaskOutcome`` and returns plain data, for the report view (``view.py``),
+which runs it once per item; nothing decides pass or fail (that is the outcome's ``verdict``), and writing files
+is the job of ``html.py``.
 
-Why one module of about 420 lines: every table the outputs share is built here, once, so that no renderer computes
-its own; the frozen report view of issue 30 would take its place.
+Why one module of about 410 lines: the tables the machine-readable outputs share (results.json, trials.csv, the
+JUnit Pareto front), each built here and nowhere else.
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ from pytest_autotuner.core.measure.capacity import capacity_spread, ladder_resol
 from pytest_autotuner.core.measure.metrics import json_safe
 from pytest_autotuner.core.measure.scoring import OBJECTIVE_METRICS
 from pytest_autotuner.core.search.gpu_pool import gpus_needed
-from pytest_autotuner.report.text import answer_line, baseline_text, cost_line, defaults_line, screening_line
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import pandas as pd
 
     from pytest_autotuner.core.measure.scoring import SloCheck
     from pytest_autotuner.core.outcome.outcome import TaskOutcome
     from pytest_autotuner.core.outcome.records import TrialRecord
+    from pytest_autotuner.report.view import Lines
 
 __all__ = [
     "CELL_COLUMNS",
@@ -34,10 +37,9 @@ __all__ = [
     "importance_trials",
     "param_importances",
     "pareto_block",
-    "pareto_front",
+    "results_block",
     "results_summary",
     "slo_check_dict",
-    "trial_latency_throughput",
     "trial_status",
     "trials_frame",
 ]
@@ -67,34 +69,6 @@ def trial_status(trial: TrialRecord) -> str:
     if trial.meets_slos:
         return "SLOs met"
     return "SLOs missed (hard)" if not trial.feasible else "SLOs missed"
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else math.nan
-
-
-def trial_latency_throughput(trial: TrialRecord) -> tuple[float, float]:
-    """(mean E2E over the trial's cells, mean output throughput over its cells); NaN when unknown. With a capacity
-    ladder beside fixed cells (goodput among several objectives), over the fixed cells: the same loads for every
-    configuration."""
-    cells = [c for c in trial.cells if not c.key.ladder] or list(trial.cells)
-    return (
-        _mean([c.value("e2e", "mean") for c in cells]),
-        _mean([c.value("output_throughput") for c in cells]),
-    )
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of points not dominated for (lower latency, higher throughput), sorted by latency."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front: list[int] = []
-    best_tput = -math.inf
-    for i in order:
-        if points[i][1] > best_tput:
-            front.append(i)
-            best_tput = points[i][1]
-    return front
 
 
 def _param_columns(outcome: TaskOutcome) -> dict[str, str]:
@@ -270,7 +244,7 @@ def _token_counting(outcome: TaskOutcome) -> dict[str, str]:
     return {"token_counting": "word rule: one token per whitespace-separated word (no tokenizer.json given)"}
 
 
-def screening_block(outcome: TaskOutcome) -> dict[str, Any] | None:
+def screening_block(outcome: TaskOutcome, text: str) -> dict[str, Any] | None:
     """``optimization.screening``: what the screen scored, the trials it seeded, and the calibration (the real
     trials against the simulator: fitted TTFT and TPOT factors, rank agreement); None when it did not run."""
     screening = outcome.screening
@@ -286,14 +260,25 @@ def screening_block(outcome: TaskOutcome) -> dict[str, Any] | None:
         ],
         "seeded_trials": seeded,
         "calibration": outcome.calibration.as_dict() if outcome.calibration is not None else None,
-        "text": screening_line(outcome),
+        "text": text,
     }
 
 
 def results_summary(outcome: TaskOutcome) -> dict[str, Any]:
-    """The machine-readable summary written as results.json."""
-    from pytest_autotuner.report.explain import explained  # it reads this module's importance helpers
+    """The machine-readable summary written as results.json (the report view's, built for this outcome)."""
+    from pytest_autotuner.report.view import report_view
 
+    return dict(report_view(outcome).results)
+
+
+def results_block(
+    outcome: TaskOutcome,
+    lines: Lines,
+    explained: Mapping[str, Any],
+    pareto: Mapping[str, Any] | None,
+    environment: Mapping[str, Any],
+) -> dict[str, Any]:
+    """results.json, from the outcome and the view's lines and blocks (each computed once, in ``view.py``)."""
     spec = outcome.spec
     best = outcome.best
     best_block: dict[str, Any] | None = None
@@ -308,7 +293,7 @@ def results_summary(outcome: TaskOutcome) -> dict[str, Any]:
             "confirmation_failures": list(best.failures),
             "cells": [cell.as_dict() for cell in best.merged.cells],
             "gpus": gpus_needed(best.params),
-            "answer": answer_line(outcome),
+            "answer": lines.answer,
         }
         ladders = [c.as_dict() for run in best.runs for c in run.capacities]
         if ladders:  # maximize_goodput: each confirmation run's load ladder (its steps are cells above)
@@ -337,27 +322,27 @@ def results_summary(outcome: TaskOutcome) -> dict[str, Any]:
                 "direction": spec.optimization.direction,
                 "per_gpu": spec.optimization.per_gpu,
             },
-            "pareto": pareto_block(outcome),
+            "pareto": pareto,
             "best": best_block,
             "slo_checks": [slo_check_dict(c) for c in outcome.slo_checks],
-            "vs_defaults": _defaults_block(outcome),
+            "vs_defaults": _defaults_block(outcome, lines.versus_defaults),
             "trials": outcome.counts.as_dict(),
-            "screening": screening_block(outcome),
-            "cost": {**outcome.cost.as_dict(), "text": cost_line(outcome)},
+            "screening": screening_block(outcome, lines.screening),
+            "cost": {**outcome.cost.as_dict(), "text": lines.cost},
             "failure_counts": dict(outcome.failure_counts),
             "baseline": {
-                "text": baseline_text(outcome),
+                "text": lines.baseline,
                 "comparison": baseline.as_dict() if baseline is not None else None,
                 "recorded": outcome.new_baseline is not None,
             },
             "stopped_early": outcome.stopped_early,
-            "environment": environment(outcome),
-            **explained(outcome),
+            "environment": environment,
+            **explained,
         }
     )
 
 
-def _defaults_block(outcome: TaskOutcome) -> dict[str, Any] | None:
+def _defaults_block(outcome: TaskOutcome, text: str | None) -> dict[str, Any] | None:
     """SGLang's defaults, confirmed like the best, and how the chosen best compares (with the p-value)."""
     versus = outcome.defaults
     if versus is None:
@@ -376,7 +361,7 @@ def _defaults_block(outcome: TaskOutcome) -> dict[str, Any] | None:
         "significant": versus.significant,
         "defaults_chosen": versus.defaults_chosen,
         "eligible": versus.eligible,
-        "text": defaults_line(outcome),
+        "text": text,
     }
 
 

@@ -7,6 +7,7 @@ Plain data from a ``TaskOutcome``; the deploy files are written by ``html.write_
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pytest_autotuner.core.search.gpu_pool import gpus_needed
@@ -29,6 +30,7 @@ __all__ = [
     "importance_block",
     "measured_cells",
     "serving_cost_line",
+    "serving_cost_text",
     "time_breakdown",
     "tradeoff_block",
 ]
@@ -81,7 +83,9 @@ def deploy_block(outcome: TaskOutcome) -> dict[str, Any] | None:
 # -- why it wins: importance ------------------------------------------------------------------------------------
 
 
-def importance_block(outcome: TaskOutcome, importances: dict[str, float] | None = None) -> dict[str, Any]:
+def importance_block(
+    outcome: TaskOutcome, importances: dict[str, float] | None = None, *, computed: bool = False
+) -> dict[str, Any]:
     """results.json's ``importance``: fANOVA over the feasible measured trials, the number it rests on, and a
     warning instead of numbers below ``MIN_IMPORTANCE_TRIALS`` (or when no parameter varied)."""
     trials, varied = importance_trials(outcome)
@@ -98,7 +102,7 @@ def importance_block(outcome: TaskOutcome, importances: dict[str, float] | None 
             "feasible measured trials with varied parameters, fewer would chart noise"
         )
         return block
-    block["importances"] = importances if importances is not None else param_importances(outcome)
+    block["importances"] = importances if importances is not None or computed else param_importances(outcome)
     block["warning"] = None if block["importances"] else "the importance could not be computed"
     return block
 
@@ -344,7 +348,11 @@ def _money_range(values: list[float | None], currency: str) -> str:
 def serving_cost_line(outcome: TaskOutcome) -> str:
     """'serving cost at $2.49 per GPU-hour (source): the best $0.41 per 1M output tokens, ...; this tuning run
     0.2 GPU-hours, $0.50'; "" without ``cost.gpu_hour``."""
-    block = cost_block(outcome)
+    return serving_cost_text(cost_block(outcome))
+
+
+def serving_cost_text(block: Mapping[str, Any] | None) -> str:
+    """``serving_cost_line`` from the ``cost_block`` already computed."""
     if block is None:
         return ""
     currency = block["currency"]
@@ -368,11 +376,12 @@ def serving_cost_line(outcome: TaskOutcome) -> str:
     return f"{head}: " + "; ".join([*parts, tail])
 
 
-def explained(outcome: TaskOutcome, importances: dict[str, float] | None = None) -> dict[str, Any]:
-    """The blocks results.json carries for the answer: deploy, importance, time_breakdown, serving_cost."""
+def explained(outcome: TaskOutcome, importances: dict[str, float] | None) -> dict[str, Any]:
+    """The blocks results.json carries for the answer: deploy, importance (``importances``: computed once by the
+    view; None when they could not be), time_breakdown, serving_cost."""
     return {
         "deploy": deploy_block(outcome),
-        "importance": importance_block(outcome, importances),
+        "importance": importance_block(outcome, importances, computed=True),
         "time_breakdown": time_breakdown(outcome),
         "serving_cost": cost_block(outcome),
         "tradeoff": tradeoff_block(outcome),

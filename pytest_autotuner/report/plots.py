@@ -1,5 +1,6 @@
 """The report's PNG plots, rendered with matplotlib's Agg backend and embedded as data: URIs.
 
+They draw a ``PlotSeries`` (``series.py``, taken from the outcome once by the report view) and nothing else.
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot state), so nothing needs closing and plots of
 concurrent sessions cannot draw into each other. Each figure gets its own Agg canvas: the user's matplotlib
 backend is never switched.
@@ -10,13 +11,12 @@ Why one module of about 460 lines: one short function per figure, sharing the st
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import logging
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,22 +25,29 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from pytest_autotuner.core.measure.scoring import OBJECTIVE_METRICS, rank_key
+from pytest_autotuner.core.measure.scoring import OBJECTIVE_METRICS
 from pytest_autotuner.core.outcome.pareto import within_bound
-from pytest_autotuner.report.data import param_importances, pareto_front, trial_latency_throughput
 from pytest_autotuner.report.text import safe
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from pytest_autotuner.core.outcome.outcome import TaskOutcome
-    from pytest_autotuner.core.outcome.records import TrialRecord
     from pytest_autotuner.core.outcome.trends import Trend
+    from pytest_autotuner.report.series import PlotSeries
 
 #: user text (task names, parameter values) is drawn as is, never parsed as mathtext ("$...$")
 _PLAIN_TEXT: dict[Any, Any] = {"text.parse_math": False, "text.usetex": False}
 
-__all__ = ["PlotImage", "objectives_figure", "render_plots", "strategy_comparison_plot", "trend_figure", "trend_plot"]
+__all__ = [
+    "PlotImage",
+    "convergence_figure",
+    "objectives_figure",
+    "render_plots",
+    "strategy_comparison_plot",
+    "tradeoff_figure",
+    "trend_figure",
+    "trend_plot",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -91,15 +98,13 @@ def _axis_cap(values: list[float]) -> float:
     return top
 
 
-def convergence_figure(outcome: TaskOutcome) -> Figure:
+def convergence_figure(series: PlotSeries) -> Figure:
     """Objective score per trial, best so far, failures at the top edge, the random startup phase shaded, SGLang's
     defaults ringed."""
-    spec = outcome.spec
-    maximize = spec.optimization.direction == "maximize"
     fig = _figure(10.0, 3.6)
     ax = fig.add_subplot()
     _style(ax)
-    trials = sorted(outcome.trials, key=lambda t: t.number)
+    trials = series.trials
     ok = [t for t in trials if t.measured and t.feasible and math.isfinite(t.value)]
     slo_hard = [t for t in trials if t.measured and not t.feasible and t.objective is not None]
     failed = [t for t in trials if not t.measured]
@@ -124,42 +129,31 @@ def convergence_figure(outcome: TaskOutcome) -> Figure:
     if failed:
         ax.scatter([t.number for t in failed], [ymax] * len(failed), marker="x", s=30, color=RED,
                    label="failed trial", zorder=4, clip_on=False)  # fmt: skip
-    defaults = outcome.defaults_trial
-    if defaults is not None and defaults in inside:
+    defaults = next((t for t in inside if t.number == series.defaults), None)
+    if defaults is not None:
         ax.scatter([defaults.number], [defaults.value], s=110, facecolors="none", edgecolors=GREEN, linewidths=1.5,
                    label="SGLang defaults", zorder=4)  # fmt: skip
     # best so far in the session's own order (meets SLOs, then feasible, then score): the line the choice follows
-    best_x: list[int] = []
-    best_y: list[float] = []
-    leader: TrialRecord | None = None
-    for t in trials:
-        if t.measured and (leader is None or _rank(t, maximize) < _rank(leader, maximize)):
-            leader = t
-        if leader is not None and math.isfinite(leader.value):
-            best_x.append(t.number)
-            best_y.append(min(leader.value, ymax))
-    if best_x:
-        ax.step(best_x, best_y, where="post", color=GREEN, linewidth=2, label="best so far", zorder=2)
-    chosen = next((t for t in trials if outcome.best and t.number == outcome.best.source_trial), None)
+    steps = [(t.number, min(v, ymax)) for t, v in zip(trials, series.best_so_far, strict=True) if v is not None]
+    if steps:
+        ax.step([x for x, _ in steps], [y for _, y in steps], where="post", color=GREEN, linewidth=2,
+                label="best so far", zorder=2)  # fmt: skip
+    chosen = next((t for t in trials if t.number == series.chosen), None)
     if chosen is not None and math.isfinite(chosen.value):
         ax.scatter([chosen.number], [min(chosen.value, ymax)], marker="*", s=170, color=GREEN, zorder=5,
                    label="chosen best (confirmed)")  # fmt: skip
-    n_random = outcome.startup_trials
+    n_random = series.startup_trials
     if n_random and trials:
         edge = trials[min(n_random, len(trials)) - 1].number + 0.5
         ax.axvspan(trials[0].number - 0.5, edge, color=GREY, alpha=0.18, label="random startup", zorder=0)
     ax.set_ylim(ymin, ymax)
     ax.set_xlabel("trial")
-    ax.set_ylabel(f"score ({spec.optimization.objective})")
+    ax.set_ylabel(f"score ({series.objective})")
     ax.legend(loc="best", fontsize=7, frameon=False, ncol=2)
     return fig
 
 
-def _rank(trial: TrialRecord, maximize: bool) -> tuple[bool, bool, float]:
-    return rank_key(trial.meets_slos, trial.feasible, trial.value, maximize)
-
-
-def importance_figure(importances: dict[str, float]) -> Figure:
+def importance_figure(importances: Mapping[str, float]) -> Figure:
     names = list(importances)[::-1]
     fig = _figure(4.6, 0.45 * len(names) + 1.0, left=1.6)
     ax = fig.add_subplot()
@@ -178,10 +172,10 @@ def _numeric(values: Sequence[object]) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
-def parameter_figure(outcome: TaskOutcome) -> Figure | None:
+def parameter_figure(series: PlotSeries) -> Figure | None:
     """Objective against each parameter, one panel per parameter; categories at evenly spaced positions."""
-    trials = [t for t in outcome.trials if t.measured and t.objective is not None]
-    names = list(outcome.spec.parameters)
+    trials = [t for t in series.trials if t.measured and t.objective is not None]
+    names = list(series.parameters)
     if not trials or not names:
         return None
     ncols = min(4, len(names))
@@ -197,8 +191,7 @@ def parameter_figure(outcome: TaskOutcome) -> Figure | None:
         if _numeric(values):
             xs: list[float] = [float(v) for v in values]
         else:
-            declared = outcome.spec.parameters[name]
-            choices: list[object] = list(declared) if isinstance(declared, list) else []
+            choices: list[object] = list(series.choices.get(name, ()))
             choices += [v for v in dict.fromkeys(values) if v not in choices]
             xs = [float(choices.index(v)) for v in values]
             ax.set_xticks(range(len(choices)), [_short(str(c)) for c in choices], fontsize=8)
@@ -208,45 +201,67 @@ def parameter_figure(outcome: TaskOutcome) -> Figure | None:
         ax.set_title(name, fontsize=9)
     for index in range(len(names), nrows * ncols):
         axes[index // ncols][index % ncols].set_visible(False)
-    axes[0][0].set_ylabel(outcome.spec.optimization.objective, fontsize=8)
+    axes[0][0].set_ylabel(series.objective, fontsize=8)
     return fig
 
 
-def pareto_figure(outcome: TaskOutcome) -> Figure | None:
+def pareto_figure(series: PlotSeries) -> Figure | None:
     """Mean E2E latency against output throughput for every measured trial; the Pareto front highlighted."""
-    pairs: list[tuple[TrialRecord, tuple[float, float]]] = []
-    for t in outcome.trials:
-        point = trial_latency_throughput(t)
-        if t.measured and all(math.isfinite(v) for v in point):
-            pairs.append((t, point))
-    if not pairs:
+    points = {t.number: (t.latency, t.throughput) for t in series.trials
+              if t.measured and math.isfinite(t.latency) and math.isfinite(t.throughput)}  # fmt: skip
+    if not points:
         return None
-    points = [p for _t, p in pairs]
-    front = pareto_front(points)
+    front = [points[n] for n in series.front]
     fig = _figure(5.0, 3.4)
     ax = fig.add_subplot()
     _style(ax)
-    ax.scatter([p[1] for p in points], [p[0] for p in points], s=16, color=GREY, label="measured trial")
-    ax.plot([points[i][1] for i in front], [points[i][0] for i in front], "-o", color=RED, markersize=5,
-            linewidth=1.5, label="Pareto front")  # fmt: skip
-    if outcome.best is not None:
-        source = next((p for t, p in pairs if t.number == outcome.best.source_trial), None)
-        if source is not None:
-            ax.scatter([source[1]], [source[0]], marker="*", s=160, color=GREEN, zorder=5, label="best (chosen)")
+    ax.scatter([p[1] for p in points.values()], [p[0] for p in points.values()], s=16, color=GREY,
+               label="measured trial")  # fmt: skip
+    ax.plot([p[1] for p in front], [p[0] for p in front], "-o", color=RED, markersize=5, linewidth=1.5,
+            label="Pareto front")  # fmt: skip
+    source = points.get(series.chosen) if series.chosen is not None else None
+    if source is not None:
+        ax.scatter([source[1]], [source[0]], marker="*", s=160, color=GREEN, zorder=5, label="best (chosen)")
     ax.set_xlabel("output throughput (tok/s, mean over cells)")
     ax.set_ylabel("mean E2E latency (s)")
     ax.legend(fontsize=7, frameon=False)
     return fig
 
 
-def calibration_figure(outcome: TaskOutcome) -> Figure | None:
+def tradeoff_figure(series: PlotSeries) -> Figure | None:
+    """Tokens/s per user against tokens/s per GPU; the frontier in red, the best's points starred."""
+    points = series.tradeoff or ()
+    if not points:
+        return None
+    front = series.tradeoff_front
+    fig = _figure(5.0, 3.4)
+    ax = fig.add_subplot()
+    _style(ax)
+    ax.scatter([p.per_gpu for p in points], [p.per_user for p in points], s=14, color=GREY,
+               label="configuration x load")  # fmt: skip
+    ax.plot([p.per_gpu for p in front], [p.per_user for p in front], "-o", color=RED, markersize=4, linewidth=1.4,
+            label="frontier")  # fmt: skip
+    mine = [p for p in points if p.trial == series.chosen]
+    if mine:
+        ax.scatter([p.per_gpu for p in mine], [p.per_user for p in mine], marker="*", s=140, color=GREEN, zorder=5,
+                   label="best, at each load")  # fmt: skip
+        for p in mine:
+            ax.annotate(p.load, (p.per_gpu, p.per_user), fontsize=7, color=BLUE, xytext=(4, 4),
+                        textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("output tokens/s per GPU")
+    ax.set_ylabel("output tokens/s per user (1 / TPOT)")
+    ax.legend(fontsize=7, frameon=False)
+    return fig
+
+
+def calibration_figure(series: PlotSeries) -> Figure | None:
     """``optimization.screening``: each real trial's mean TTFT and TPOT per cell against the screen's prediction
     for it (log axes), the diagonal (a model that knew the server) and the fitted factor (measured / predicted),
     with the rank agreement in the title; trials the screen picked are marked."""
-    calibration = outcome.calibration
+    calibration = series.calibration
     if calibration is None or not calibration.observations:
         return None
-    picked = {t.number for t in outcome.trials if t.origin == "screen"}
+    picked = series.screened
     fig = _figure(7.6, 3.2, left=0.09, bottom=0.17)
     tau = "n/a" if calibration.tau is None else f"{calibration.tau:.2f}"
     fig.suptitle(f"the server against the simulator over {calibration.trials} trials: rank agreement tau = {tau}",
@@ -285,10 +300,10 @@ def calibration_figure(outcome: TaskOutcome) -> Figure | None:
     return fig
 
 
-def objectives_figure(outcome: TaskOutcome) -> Figure | None:
+def objectives_figure(series: PlotSeries) -> Figure | None:
     """A multi-objective search's trials in objective space (one panel per pair of objectives): the Pareto front
     in red, dominated trials faded, the configuration the select rule chose starred, each ``within`` bound dashed."""
-    pareto = outcome.pareto
+    pareto = series.pareto
     if pareto is None or not pareto.considered:
         return None
     names = pareto.objectives
@@ -297,7 +312,7 @@ def objectives_figure(outcome: TaskOutcome) -> Figure | None:
     fig.subplots_adjust(wspace=0.35)
     axes = fig.subplots(1, len(pairs), squeeze=False)[0]
     front = {t.number for t in pareto.front}
-    chosen = outcome.best.source_trial if outcome.best is not None else None
+    chosen = series.chosen
     bounds = {names.index(name): tol for name, tol in pareto.rule.within.items()}
     for ax, (i, j) in zip(axes, pairs, strict=True):
         _style(ax)
@@ -333,29 +348,22 @@ def _axis_label(objective: str) -> str:
     return f"{objective} ({unit}, {better} is better)"
 
 
-def strategy_comparison_plot(results: list[TaskOutcome]) -> str | None:
+def strategy_comparison_plot(sessions: Sequence[PlotSeries]) -> str | None:
     """Best-so-far score against trial for sessions over the same space with different strategies."""
-    return _timed("strategies", "strategy comparison", lambda: _strategy_figure(results), "").uri
+    return _timed("strategies", "strategy comparison", lambda: _strategy_figure(sessions), "").uri
 
 
-def _strategy_figure(results: list[TaskOutcome]) -> Figure:
+def _strategy_figure(sessions: Sequence[PlotSeries]) -> Figure:
     fig = _figure(6.5, 3.2)
     ax = fig.add_subplot()
     _style(ax)
-    for outcome in results:
-        maximize = outcome.spec.optimization.direction == "maximize"
-        best, xs, ys = math.nan, [], []
-        for position, t in enumerate(sorted(outcome.trials, key=lambda r: r.number), start=1):
-            if t.measured and t.feasible and (math.isnan(best) or (t.value > best if maximize else t.value < best)):
-                best = t.value
-            if not math.isnan(best):
-                xs.append(position)
-                ys.append(best)
-        strategy = outcome.spec.optimization.strategy
-        ax.step(xs, ys, where="post", linewidth=2, color=_STRATEGY_COLORS.get(strategy),
-                label=f"{strategy} ({safe(outcome.spec.task_name, 60)})")  # fmt: skip
+    for series in sessions:
+        steps = [(position, v) for position, v in enumerate(series.best_so_far, start=1) if v is not None]
+        ax.step([x for x, _ in steps], [y for _, y in steps], where="post", linewidth=2,
+                color=_STRATEGY_COLORS.get(series.strategy),
+                label=f"{series.strategy} ({safe(series.task, 60)})")  # fmt: skip
     ax.set_xlabel("trials evaluated")
-    ax.set_ylabel(f"best score ({results[0].spec.optimization.objective})")
+    ax.set_ylabel(f"best score ({sessions[0].objective})")
     ax.legend(fontsize=7, frameon=False)
     return fig
 
@@ -374,32 +382,25 @@ def _timed(name: str, title: str, build: Callable[[], Figure | None], note: str,
     return PlotImage(name, title, uri, time.perf_counter() - started, "" if uri else note, wide)
 
 
-def render_plots(outcome: TaskOutcome) -> list[PlotImage]:
+def render_plots(series: PlotSeries) -> list[PlotImage]:
     """Every plot of a session's page, each timed (the benchmark reads the breakdown)."""
-    started = time.perf_counter()
-    importances = param_importances(outcome)
-    importance_s = time.perf_counter() - started
-    from pytest_autotuner.report.explain import importance_block
-    from pytest_autotuner.report.tradeoff import has_several_loads, tradeoff_figure
-
-    warning = importance_block(outcome, importances)["warning"] if not importances else ""
-    importance = _timed("importance", "Parameter importance",
-                        lambda: importance_figure(importances) if importances else None,
-                        warning or "the importance could not be computed")  # fmt: skip
+    importances = series.importances
     plots = [
-        _timed("convergence", "Convergence (score per trial)", lambda: convergence_figure(outcome), "no trials",
+        _timed("convergence", "Convergence (score per trial)", lambda: convergence_figure(series), "no trials",
                wide=True),
-        *([_timed("objectives", "Pareto front (dominated trials faded)", lambda: objectives_figure(outcome),
-                  "no measured trials", wide=True)] if outcome.pareto is not None else []),
-        dataclasses.replace(importance, seconds=importance.seconds + importance_s),
-        _timed("pareto", "Latency against throughput", lambda: pareto_figure(outcome), "no measured trials"),
-        *([_timed("tradeoff", "Tokens/s per user against tokens/s per GPU", lambda: tradeoff_figure(outcome),
-                  "no cell with a throughput and a TPOT")] if has_several_loads(outcome) else []),
+        *([_timed("objectives", "Pareto front (dominated trials faded)", lambda: objectives_figure(series),
+                  "no measured trials", wide=True)] if series.pareto is not None else []),
+        _timed("importance", "Parameter importance",
+               lambda: importance_figure(importances) if importances else None,
+               series.importance_note or "the importance could not be computed"),
+        _timed("pareto", "Latency against throughput", lambda: pareto_figure(series), "no measured trials"),
+        *([_timed("tradeoff", "Tokens/s per user against tokens/s per GPU", lambda: tradeoff_figure(series),
+                  "no cell with a throughput and a TPOT")] if series.tradeoff is not None else []),
         _timed("parameters", "Objective against each parameter (blue: meets SLOs, orange: misses)",
-               lambda: parameter_figure(outcome), "no measured trials", wide=True),
+               lambda: parameter_figure(series), "no measured trials", wide=True),
         *([_timed("calibration", "The simulator's predictions against the measured trials (screening)",
-                  lambda: calibration_figure(outcome), "no trial the simulator could predict", wide=True)]
-          if outcome.calibration is not None else []),
+                  lambda: calibration_figure(series), "no trial the simulator could predict", wide=True)]
+          if series.calibration is not None else []),
     ]  # fmt: skip
     logger.debug("plots: %s", {p.name: round(p.seconds, 3) for p in plots})
     return plots

@@ -1,4 +1,5 @@
-"""Terminal text of a tuning item: one progress line per trial and the summary, read from the outcome.
+"""The sentences of a tuning item that every output shares (the answer, the defaults, the cost, the baseline),
+built from the outcome once for the report view, and ``safe``, which makes user text safe for a terminal.
 
 User text (task names, parameter values, server messages) is made safe for a terminal here: control characters
 are escaped, and long values and lists are abbreviated, so a hostile spec cannot rewrite the screen or flood it.
@@ -11,19 +12,16 @@ from typing import TYPE_CHECKING
 
 from pytest_autotuner.core.measure.capacity import capacity_spread
 from pytest_autotuner.core.measure.formatting import (
-    describe_params,
     format_gain,
     format_limit,
     format_objective,
     format_p,
 )
-from pytest_autotuner.core.measure.trial import FailureClass
 from pytest_autotuner.core.spec.objectives import OBJECTIVE_DEFS
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.measure.trial import Params
     from pytest_autotuner.core.outcome.outcome import TaskOutcome
-    from pytest_autotuner.core.outcome.records import Confirmation, TrialEvent
+    from pytest_autotuner.core.outcome.records import Confirmation
 
 __all__ = [
     "answer_line",
@@ -32,11 +30,11 @@ __all__ = [
     "defaults_line",
     "objective_label",
     "pareto_line",
-    "progress_line",
+    "per_gpu_suffix",
+    "runs_text",
     "safe",
     "screening_line",
     "server_choices",
-    "summary_lines",
 ]
 
 _MAX_LINE = 400
@@ -49,49 +47,8 @@ def safe(text: str, limit: int = _MAX_LINE) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
-def _params(params: Params) -> str:
-    return safe(describe_params(params), 240)
-
-
-def progress_line(event: TrialEvent, objective: str, *, per_gpu: bool = False) -> str:
-    """One line per trial: trial number, position, params, result, time; a new best is marked."""
-    score = event.score
-    if score.failure is FailureClass.PRUNED:
-        result = f"PRUNED ({safe(score.failure_message.splitlines()[0], 160)})" if score.failure_message else "PRUNED"
-    elif score.failure is not None:
-        result = f"FAILED {score.failure.value}"
-        if score.failure_message:
-            result += f" ({safe(score.failure_message.splitlines()[0], 100)})"
-    elif score.objectives:  # several objectives: each of them
-        result = " ".join(
-            f"{name}={format_objective(value, name)}{_per_gpu(name, per_gpu)}"
-            for name, value in score.objectives.items()
-        )
-        violated = [c for c in score.slo_checks if not c.passed]
-        result += f" SLO miss x{len(violated)}" if violated else (" SLO ok" if score.slo_checks else "")
-    else:
-        result = f"{objective}={format_objective(score.objective, objective)}" + _per_gpu(objective, per_gpu)
-        violated = [c for c in score.slo_checks if not c.passed]
-        result += f" SLO miss x{len(violated)}" if violated else (" SLO ok" if score.slo_checks else "")
-    if event.devices:
-        result += f" on gpu {safe(','.join(map(str, event.devices)), 40)}"
-    width = len(str(event.total))
-    # a negative number is no trial of the study: check mode's runs of the baseline's configuration
-    number = f" #{event.number}" if event.number is not None and event.number >= 0 else ""
-    if event.phase == "search":
-        head = f"trial{number} [{event.index:>{width}}/{event.total}]"
-    else:
-        head = f"confirm{number} [{event.index:>{width}}/{event.total}]"
-    mark = "  <- new best" if event.new_best else ""
-    if event.repeat_of is not None:  # a new best measured again (optimization.remeasure_best)
-        head += f" repeat of #{event.repeat_of}"
-        if event.repeat_mean is not None:
-            mean = format_objective(event.repeat_mean, objective) + _per_gpu(objective, per_gpu)
-            mark = f"  mean of {_runs(event.repeat_runs)} {mean}" + ("" if event.still_best else ", no longer the best")
-    return f"  {head} {_params(event.params)} -> {result} [{event.duration:.1f}s]{mark}"
-
-
-def _runs(n: int) -> str:
+def runs_text(n: int) -> str:
+    """'1 run', '3 runs'."""
     return f"{n} run{'s' * (n != 1)}"
 
 
@@ -109,7 +66,7 @@ def defaults_line(outcome: TaskOutcome) -> str | None:
     confirmed = versus.confirmation
     if confirmed is None:
         return f"{where}: every confirmation run failed"
-    measured = f"{format_objective(confirmed.score.objective, objective)} (confirmed, {_runs(len(confirmed.runs))})"
+    measured = f"{format_objective(confirmed.score.objective, objective)} (confirmed, {runs_text(len(confirmed.runs))})"
     slo = "" if confirmed.score.meets_slos else ", missing the SLOs"
     test = "" if versus.gain is None else f"{format_gain(versus.gain)}, p = {format_p(versus.p_value)}"
     if not versus.significant and versus.gain is not None:
@@ -138,7 +95,7 @@ def pareto_line(outcome: TaskOutcome) -> str | None:
     )
 
 
-def _per_gpu(objective: str, per_gpu: bool) -> str:
+def per_gpu_suffix(objective: str, per_gpu: bool) -> str:
     """' per GPU' when ``optimization.per_gpu`` divides this objective (throughput, goodput; not a latency)."""
     return " per GPU" if per_gpu and OBJECTIVE_DEFS[objective].per_gpu else ""
 
@@ -146,7 +103,7 @@ def _per_gpu(objective: str, per_gpu: bool) -> str:
 def objective_label(outcome: TaskOutcome) -> str:
     """The objective's name, with 'per GPU' when ``optimization.per_gpu`` divides it."""
     opt = outcome.spec.optimization
-    return opt.objective + _per_gpu(opt.objective, opt.per_gpu)
+    return opt.objective + per_gpu_suffix(opt.objective, opt.per_gpu)
 
 
 _METRIC_NAMES = {"ttft": "TTFT", "tpot": "TPOT", "e2e": "E2E"}
@@ -238,73 +195,6 @@ def screening_line(outcome: TaskOutcome) -> str:
     seeded = sum(t.origin == "screen" for t in outcome.trials)
     text = f"screening: {screening.scored:,} configurations scored on the simulator, {seeded} trials seeded"
     return text + (f"; {outcome.calibration.text}" if outcome.calibration is not None else "")
-
-
-def summary_lines(outcome: TaskOutcome, report_path: str | None) -> list[str]:
-    spec = outcome.spec
-    objective = spec.optimization.objective
-    verdict = outcome.verdict
-    best = outcome.best
-    if outcome.is_check:
-        runs = _runs(len(best.runs)) if best else "no run"
-        what = f"check: {runs} of the baseline's configuration, no search"
-    else:
-        what = f"{len(outcome.trials)} trials"
-    lines = [f"{safe(spec.task_name, 120)}: {verdict.status}  ({what}, {outcome.duration:.0f}s)"]
-    if best is not None and outcome.is_check:
-        lines.append(f"  checked: {_params(best.params)} (the baseline's best configuration; not a tuning result)")
-    elif best is not None:
-        found = f"found by trial #{best.source_trial}"
-        if outcome.defaults is not None and outcome.defaults.defaults_chosen:
-            left = server_choices(outcome)
-            if left:
-                found += "; left to SGLang: " + ", ".join(f"{k}={v}" for k, v in left.items())
-        lines.append(f"  best: {_params(best.params)} ({safe(found, 300)})")
-        front = pareto_line(outcome)
-        if front:
-            lines.append(f"  {front}")
-    if best is not None:
-        others = [(n, v) for n, v in best.score.objectives.items() if n != objective]
-        per_gpu = spec.optimization.per_gpu
-        also = "".join(f"; {n}{_per_gpu(n, per_gpu)}: {format_objective(v, n)}" for n, v in others)
-        lines.append(
-            f"  {objective_label(outcome)}: {format_objective(best.score.objective, objective)} "
-            f"(confirmed, {_runs(len(best.runs))})" + also
-        )
-        answer = answer_line(outcome)
-        if answer:
-            lines.append(f"  {answer}")
-        versus = defaults_line(outcome)
-        if versus:
-            lines.append(f"  {versus}")
-        checks = best.score.slo_checks
-        if checks:
-            lines.append(f"  SLO checks: {sum(c.passed for c in checks)}/{len(checks)} met")
-    failed = [(k, v) for k, v in outcome.failure_counts.most_common() if k != FailureClass.PRUNED.value]
-    if failed:
-        lines.append("  failed trials: " + ", ".join(f"{k} x{v}" for k, v in failed))
-    screening = screening_line(outcome)
-    if screening:
-        lines.append(f"  {screening}")
-    lines.append(f"  {cost_line(outcome)}")
-    from pytest_autotuner.report.explain import serving_cost_line  # explain reads data, which reads this module
-
-    serving = serving_cost_line(outcome)
-    if serving:
-        lines.append(f"  {serving}")
-    lines.append(f"  baseline: {baseline_text(outcome)}")
-    if outcome.baseline is not None:
-        for change in outcome.baseline.improvements:
-            lines.append(f"    improved: {change.metric} {change.cell.label} {change.change:+.1%}")
-    for note in verdict.notes:
-        lines.append(f"  note: {safe(note)}")
-    if outcome.stopped_early:
-        lines.append(f"  stopped early: {outcome.stopped_early}")
-    if not verdict.passed:
-        lines.append(f"  verdict: {safe(verdict.headline, 600)}")
-    if report_path:
-        lines.append(f"  report: {report_path}")
-    return lines
 
 
 def _gpu_time(seconds: float, hours: bool) -> str:

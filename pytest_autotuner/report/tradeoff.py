@@ -1,5 +1,7 @@
 """The trade-off serving people read: output tokens/s per user (1 / mean TPOT) against output tokens/s per GPU,
-one point per measured configuration and load, the frontier marked (where no point is better on both)."""
+one point per measured configuration and load, the frontier marked (where no point is better on both).
+
+A builder: it reads a ``TaskOutcome``; ``plots.py`` draws the points."""
 
 from __future__ import annotations
 
@@ -8,14 +10,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pytest_autotuner.core.search.gpu_pool import gpus_needed
-from pytest_autotuner.report.plots import BLUE, GREEN, GREY, RED, _figure, _style
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from pytest_autotuner.core.outcome.outcome import TaskOutcome
 
-__all__ = ["TradeoffPoint", "has_several_loads", "tradeoff_figure", "tradeoff_frontier", "tradeoff_points"]
+__all__ = ["TradeoffPoint", "has_several_loads", "tradeoff_frontier", "tradeoff_points"]
 
 
 @dataclass(frozen=True)
@@ -56,30 +55,3 @@ def tradeoff_frontier(points: list[TradeoffPoint]) -> list[TradeoffPoint]:
         if not front or point.per_user > front[-1].per_user:
             front.append(point)
     return front
-
-
-def tradeoff_figure(outcome: TaskOutcome) -> Figure | None:
-    """Tokens/s per user against tokens/s per GPU; the frontier in red, the best's points starred."""
-    points = tradeoff_points(outcome)
-    if not points:
-        return None
-    front = tradeoff_frontier(points)
-    fig = _figure(5.0, 3.4)
-    ax = fig.add_subplot()
-    _style(ax)
-    ax.scatter([p.per_gpu for p in points], [p.per_user for p in points], s=14, color=GREY,
-               label="configuration x load")  # fmt: skip
-    ax.plot([p.per_gpu for p in front], [p.per_user for p in front], "-o", color=RED, markersize=4, linewidth=1.4,
-            label="frontier")  # fmt: skip
-    best = outcome.best.source_trial if outcome.best is not None else None
-    mine = [p for p in points if p.trial == best]
-    if mine:
-        ax.scatter([p.per_gpu for p in mine], [p.per_user for p in mine], marker="*", s=140, color=GREEN, zorder=5,
-                   label="best, at each load")  # fmt: skip
-        for p in mine:
-            ax.annotate(p.load, (p.per_gpu, p.per_user), fontsize=7, color=BLUE, xytext=(4, 4),
-                        textcoords="offset points")  # fmt: skip
-    ax.set_xlabel("output tokens/s per GPU")
-    ax.set_ylabel("output tokens/s per user (1 / TPOT)")
-    ax.legend(fontsize=7, frameon=False)
-    return fig

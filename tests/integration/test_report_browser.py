@@ -20,6 +20,7 @@ from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, 
 from pytest_autotuner.core.outcome.outcome import TaskOutcome
 from pytest_autotuner.core.outcome.task import TaskOptions, run_task
 from pytest_autotuner.report import write_index, write_report
+from pytest_autotuner.report.view import report_view
 
 SCRIPT_PAYLOAD = "<script>window.__pwned=1</script>"
 ATTR_PAYLOAD = '"><img src=x onerror="window.__pwned=2">'
@@ -63,7 +64,7 @@ def test_report_page_loads_offline_without_errors_or_injected_script(
     chromium: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     result = hostile_session()
-    page = write_report(result, tmp_path / "reports")
+    page = write_report(report_view(result), tmp_path / "reports")
     artifacts = request.config.rootpath / "reports" / "test-artifacts"
     seen = asyncio.run(asyncio.wait_for(
         inspect_page(chromium, page.as_uri(), tmp_path, artifacts / "report.png"), timeout=45))  # fmt: skip
@@ -91,7 +92,7 @@ async def deploy_links_and_text(chromium: str, profile: Path, page: Path) -> tup
 
 def test_report_shows_deploy_files_time_breakdown_and_importance(chromium: str, tmp_path: Path) -> None:
     result = hostile_session()
-    page = write_report(result, tmp_path / "reports")
+    page = write_report(report_view(result), tmp_path / "reports")
     errors, links, text = asyncio.run(asyncio.wait_for(deploy_links_and_text(chromium, tmp_path / "p", page), 45))
     assert errors == []
     targets = [Path(unquote(urlparse(link).path)) for link in links]
@@ -106,7 +107,7 @@ def test_report_shows_deploy_files_time_breakdown_and_importance(chromium: str, 
 def test_report_says_when_too_few_trials_for_importance(chromium: str, tmp_path: Path) -> None:
     spec = factories.spec(task_name="few", optimization={"max_iterations": 3, "n_initial_random": 2})
     result = run_task(spec, TaskOptions(seed=1, study_name="few"), lambda p, d: factories.result(1.0), None)
-    page = write_report(result, tmp_path / "reports")
+    page = write_report(report_view(result), tmp_path / "reports")
     errors, _links, text = asyncio.run(asyncio.wait_for(deploy_links_and_text(chromium, tmp_path / "p", page), 45))
     assert errors == []
     assert "not enough trials for parameter importance: only " in text
@@ -116,7 +117,7 @@ def test_report_says_when_too_few_trials_for_importance(chromium: str, tmp_path:
 def test_index_page_links_resolve_in_the_browser(chromium: str, tmp_path: Path) -> None:
     result = hostile_session()
     reports = tmp_path / "reports"
-    index = write_index([(result, write_report(result, reports))], reports)
+    index = write_index([(report_view(result), write_report(report_view(result), reports))], reports)
 
     async def hrefs() -> tuple[list[str], Any]:
         async with headless_chromium(chromium, tmp_path / "profile") as port, load_page(port, index.as_uri()) as loaded:

@@ -77,6 +77,7 @@ def test_a_screened_session_reports_its_calibration() -> None:
 
 def test_the_report_plots_each_real_trial_against_its_prediction_and_only_for_a_screened_session() -> None:
     from pytest_autotuner.report.plots import render_plots
+    from pytest_autotuner.report.view import report_view
 
     def predict(params: Params) -> tuple[float, dict[str, dict[str, float]]]:
         real = factories.result(factories.latency_model(params)).cells[0]
@@ -87,7 +88,7 @@ def test_the_report_plots_each_real_trial_against_its_prediction_and_only_for_a_
     outcome = run_session(spec, factories.synthetic_evaluate(), predict=predict)
     assert outcome.calibration is not None
     assert len(outcome.calibration.observations) == outcome.calibration.trials >= MIN_TRIALS
-    plots = {p.name: p for p in render_plots(outcome)}
+    plots = {p.name: p for p in render_plots(report_view(outcome).series)}
     assert plots["calibration"].uri is not None and plots["calibration"].uri.startswith("data:image/png;base64,")
     plain = run_session(factories.spec(optimization={"max_iterations": 3}), factories.synthetic_evaluate())
-    assert "calibration" not in {p.name for p in render_plots(plain)}
+    assert "calibration" not in {p.name for p in render_plots(report_view(plain).series)}

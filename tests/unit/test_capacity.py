@@ -25,7 +25,9 @@ from pytest_autotuner.core.spec.spec_text import SpecError
 from pytest_autotuner.evaluate import plan_from_spec, run_ladder, run_trial
 from pytest_autotuner.inputs import load_spec
 from pytest_autotuner.report.data import results_summary
-from pytest_autotuner.report.text import answer_line, progress_line, summary_lines
+from pytest_autotuner.report.terminal import progress_line, summary_lines
+from pytest_autotuner.report.text import answer_line
+from pytest_autotuner.report.view import report_view
 
 SLO = {"ttft": {"p99": {"threshold": 0.2}}}
 
@@ -183,7 +185,7 @@ def test_a_whole_goodput_session_confirms_by_repeating_the_ladder_and_states_the
     line = answer_line(outcome)
     assert line is not None and line.startswith(f"holds {best.score.objective:.3g} req/s at p99 TTFT <= 200 ms")
     assert "(D(100,100))" in line
-    assert any(line in text for text in summary_lines(outcome, None))
+    assert any(line in text for text in summary_lines(report_view(outcome), None))
     document = results_summary(outcome)
     assert document["best"]["answer"] == line
     assert document["best"]["capacity"]["unit"] == "req/s"
@@ -201,7 +203,7 @@ def test_per_gpu_divides_the_capacity_and_picks_what_a_fleet_owner_would() -> No
     assert tp2.objective == pytest.approx(true_capacity(tp2.params) / 2, rel=0.1)
     line = answer_line(outcome)
     assert line is not None and "req/s per GPU" in line
-    assert any("maximize_goodput per GPU:" in text for text in summary_lines(outcome, None))
+    assert any("maximize_goodput per GPU:" in text for text in summary_lines(report_view(outcome), None))
     scored = score_result(best.runs[0], s.optimization, s.slo, gpus=1)
     event = TrialEvent("search", 1, 4, best.params, scored, 1.0, 0)
     assert "req/s per GPU" in progress_line(event, "maximize_goodput", per_gpu=True)
@@ -503,7 +505,7 @@ def test_goodput_per_gpu_beside_ttft_measures_ttft_on_the_fixed_cells_and_select
     goodput = best.score.objectives["maximize_goodput"]
     assert goodput is not None and line is not None
     assert line.startswith(f"holds {goodput:.3g} req/s per GPU at p99 TTFT <= 200 ms (D(100,100))")
-    assert any(line in text for text in summary_lines(outcome, None))
+    assert any(line in text for text in summary_lines(report_view(outcome), None))
     document = results_summary(outcome)
     assert document["best"]["answer"] == line
     assert {t["trial"] for t in document["pareto"]["front"]} == {t.number for t in pareto.front}

@@ -36,6 +36,7 @@ from pytest_autotuner.evaluate import plan_from_spec, run_ladder
 from pytest_autotuner.report.data import results_summary
 from pytest_autotuner.report.html import render_report
 from pytest_autotuner.report.text import answer_line
+from pytest_autotuner.report.view import report_view
 
 P99_TTFT = {"ttft": {"p99": {"threshold": 0.2}}}
 
@@ -337,7 +338,7 @@ def test_a_goodput_session_reports_its_spread_and_each_steps_intervals() -> None
     baseline = make_baseline(s, outcome.best, dict(outcome.fingerprint))
     assert baseline.capacity_resolution is not None and baseline.capacity_resolution >= 0.05
     assert not compare(baseline, s, outcome.best, dict(outcome.fingerprint), path="b.json").regressed
-    html = render_report(outcome)
+    html = render_report(report_view(outcome))
     assert "SLO intervals" in html and "ttft p99" in html and "(95%, n=" in html
 
 

@@ -15,7 +15,8 @@ from pytest_autotuner.core.outcome.records import TrialEvent
 from pytest_autotuner.core.outcome.task import TaskOptions, run_task
 from pytest_autotuner.core.outcome.verdict import ReasonKind
 from pytest_autotuner.report.data import results_summary
-from pytest_autotuner.report.text import progress_line, summary_lines
+from pytest_autotuner.report.terminal import progress_line, summary_lines
+from pytest_autotuner.report.view import report_view
 
 SPEC = factories.spec(
     task_name="checked",
@@ -100,7 +101,7 @@ def test_a_check_adds_no_trial_to_the_tuning_study(tmp_path: Path) -> None:
 
 def test_outputs_say_check_so_nobody_reads_it_as_a_tuning_result() -> None:
     outcome = check(recorded_baseline(), Server())
-    lines = summary_lines(outcome, None)
+    lines = summary_lines(report_view(outcome), None)
     assert "check: 3 runs of the baseline's configuration, no search" in lines[0]
     assert any(line.startswith("  checked: ") and "not a tuning result" in line for line in lines)
     assert not any("found by trial" in line for line in lines)
@@ -111,7 +112,7 @@ def test_a_tuning_run_says_tune() -> None:
     outcome = run_task(SPEC, TaskOptions(seed=1), Server(), None)
     assert outcome.mode == "tune"
     assert results_summary(outcome)["mode"] == "tune"
-    assert "3 trials" in summary_lines(outcome, None)[0]
+    assert "3 trials" in summary_lines(report_view(outcome), None)[0]
 
 
 def test_the_launch_count_does_not_depend_on_the_budget() -> None:

@@ -11,7 +11,8 @@ from pytest_autotuner.core.measure.metrics import BenchResult
 from pytest_autotuner.core.measure.trial import Deadline, Params
 from pytest_autotuner.core.outcome.outcome import StudyCost
 from pytest_autotuner.core.outcome.records import trial_cost
-from pytest_autotuner.report.text import cost_line, progress_line
+from pytest_autotuner.report.terminal import progress_line
+from pytest_autotuner.report.text import cost_line
 
 # chunked-prefill-size -> (E2E at concurrency 1, E2E at 8, TTFT): 512 is good, 2048 close to it,
 # 1024 far slower, 4096 breaks the hard TTFT SLO already at the light load

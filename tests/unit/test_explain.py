@@ -14,8 +14,9 @@ from pytest_autotuner.core.outcome.outcome import TaskOutcome
 from pytest_autotuner.report.data import MIN_IMPORTANCE_TRIALS, results_summary
 from pytest_autotuner.report.explain import cell_breakdown, gpu_price, serving_cost_line, time_breakdown
 from pytest_autotuner.report.plots import render_plots
-from pytest_autotuner.report.text import summary_lines
+from pytest_autotuner.report.terminal import summary_lines
 from pytest_autotuner.report.tradeoff import TradeoffPoint, tradeoff_frontier
+from pytest_autotuner.report.view import report_view
 
 
 def session(iterations: int, **overrides: object) -> TaskOutcome:
@@ -47,7 +48,7 @@ def test_importance_in_results_rests_on_its_trials(enough: TaskOutcome) -> None:
 def test_no_price_no_cost_figures(enough: TaskOutcome) -> None:
     assert results_summary(enough)["serving_cost"] is None
     assert serving_cost_line(enough) == ""
-    assert not any("serving cost" in line for line in summary_lines(enough, None))
+    assert not any("serving cost" in line for line in summary_lines(report_view(enough), None))
 
 
 @pytest.mark.parametrize(
@@ -64,7 +65,7 @@ def test_a_price_gives_cost_per_million_tokens_and_per_1000_requests(gpu_hour: o
     assert block["tuning_run"]["cost"] == pytest.approx(outcome.cost.gpu_seconds / 3600 * price)
     line = serving_cost_line(outcome)
     assert line.startswith(f"serving cost at ${price:.2f} per ") and "(quote 2026-12)" in line
-    assert any(line in summary for summary in summary_lines(outcome, None))
+    assert any(line in summary for summary in summary_lines(report_view(outcome), None))
 
 
 def test_a_table_without_the_gpu_says_so_instead_of_a_figure() -> None:
@@ -108,7 +109,7 @@ def test_the_frontier_is_every_point_nothing_beats_on_both_axes(points: list[Tra
 def test_the_tradeoff_plot_and_block_need_more_than_one_load() -> None:
     one = session(3)
     assert results_summary(one)["tradeoff"] is None
-    assert "tradeoff" not in {p.name for p in render_plots(one)}
+    assert "tradeoff" not in {p.name for p in render_plots(report_view(one).series)}
     spec = factories.spec(
         optimization={"max_iterations": 3, "n_initial_random": 2}, benchmark={"num_concurrency": [2, 8]}
     )
@@ -119,7 +120,7 @@ def test_the_tradeoff_plot_and_block_need_more_than_one_load() -> None:
     block = results_summary(two)["tradeoff"]
     assert {p["load"] for p in block["points"]} == {"c=2", "c=8"}
     assert block["frontier"]
-    (plot,) = [p for p in render_plots(two) if p.name == "tradeoff"]
+    (plot,) = [p for p in render_plots(report_view(two).series) if p.name == "tradeoff"]
     assert plot.uri is not None and plot.uri.startswith("data:image/png")
 
 

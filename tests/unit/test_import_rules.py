@@ -136,6 +136,40 @@ def test_renderers_read_the_outcome_not_the_search(graph: dict[str, set[str]]) -
     assert {m: i for m, i in reaching.items() if i} == {}
 
 
+#: the renderers, which read only the report view (``report/view.py``), and the builders the view alone runs
+VIEW_RENDERERS = ("html", "plots", "summary", "terminal")
+VIEW_BUILDERS = ("data", "explain", "rows", "series", "tradeoff", "view")
+
+
+def _every_import(path: Path) -> set[str]:
+    """What a module imports, annotations included (a renderer that only names ``TaskOutcome`` in a signature
+    still takes the outcome)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_renderers_read_only_the_report_view(graph: dict[str, set[str]]) -> None:
+    """No renderer takes the outcome or runs a builder: what it shows was computed once, in the view (the types
+    of the view and its plot series may be named)."""
+    allowed = {"pytest_autotuner.report.view.ReportView", "pytest_autotuner.report.series.PlotSeries"}
+    reaching = {}
+    for name in VIEW_RENDERERS:
+        imported = _every_import(PACKAGE / "report" / f"{name}.py") - allowed
+        reaching[name] = sorted(
+            i for i in imported
+            if i.startswith("pytest_autotuner.core.outcome.outcome")
+            or any(i.startswith(f"pytest_autotuner.report.{b}") for b in VIEW_BUILDERS)
+        )  # fmt: skip
+    assert {m: i for m, i in reaching.items() if i} == {}
+    plugin = _every_import(PACKAGE / "plugin.py")
+    assert not any(i.startswith(f"pytest_autotuner.report.{b}") for i in plugin for b in VIEW_BUILDERS if b != "view")
+
+
 def test_no_two_packages_import_each_other(graph: dict[str, set[str]]) -> None:
     assert package_cycle(graph) is None
     core = {m: {i for i in imported if i.startswith("pytest_autotuner.core.")} for m, imported in graph.items()

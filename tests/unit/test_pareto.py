@@ -25,7 +25,8 @@ from pytest_autotuner.inputs import load_spec
 from pytest_autotuner.report.data import results_summary
 from pytest_autotuner.report.html import render_report
 from pytest_autotuner.report.summary import github_step_summary
-from pytest_autotuner.report.text import summary_lines
+from pytest_autotuner.report.terminal import summary_lines
+from pytest_autotuner.report.view import report_view
 
 MAX_MIN = ("maximize", "minimize")
 
@@ -217,7 +218,7 @@ def test_defaults_outside_the_rule_are_compared_but_never_chosen() -> None:
     assert 0 not in outcome.pareto.eligible
     assert not outcome.defaults.eligible and not outcome.defaults.defaults_chosen
     assert outcome.best is not None and outcome.best.source_trial != 0
-    assert "not eligible under the select rule" in "\n".join(summary_lines(outcome, None))
+    assert "not eligible under the select rule" in "\n".join(summary_lines(report_view(outcome), None))
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "nsga2"])
@@ -228,7 +229,7 @@ def test_both_samplers_search_three_objectives(sampler: str) -> None:
     assert outcome.pareto is not None and len(outcome.pareto.objectives) == 3
     assert len({json.dumps(t.params, sort_keys=True) for t in outcome.trials}) == len(outcome.trials)  # no repeats
     assert outcome.pareto.front and outcome.verdict.passed
-    html = render_report(outcome)  # three panels, one per pair of objectives
+    html = render_report(report_view(outcome))  # three panels, one per pair of objectives
     assert 'id="plot-objectives"' in html and "could not be drawn" not in html
 
 
@@ -263,12 +264,12 @@ def test_results_json_report_and_summary_carry_the_front() -> None:
     assert sum(p["chosen"] for p in block["front"]) == 1
     assert all(math.isfinite(v) for p in block["front"] for v in p["objectives"].values())
     json.dumps(results_summary(outcome), allow_nan=False)
-    html = render_report(outcome)
+    html = render_report(report_view(outcome))
     assert 'id="pareto-front"' in html and 'id="plot-objectives"' in html and "could not be drawn" not in html
-    job = github_step_summary([(outcome, None)], Path("reports"))
+    job = github_step_summary([(report_view(outcome), None)], Path("reports"))
     assert f"Pareto front of {len(outcome.pareto.front)}, select: best minimize_ttft among" in job  # type: ignore[union-attr]
     assert any(line.strip().startswith("Pareto front (maximize_throughput, minimize_ttft)")
-               for line in summary_lines(outcome, None))  # fmt: skip
+               for line in summary_lines(report_view(outcome), None))  # fmt: skip
 
 
 def test_a_single_objective_session_has_no_front_and_tells_one_value() -> None:

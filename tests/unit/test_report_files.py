@@ -21,6 +21,7 @@ from pytest_autotuner.core.outcome.verdict import decide
 from pytest_autotuner.core.search.space import SearchSpace
 from pytest_autotuner.deploy import DEPLOY_FILES
 from pytest_autotuner.report import write_report
+from pytest_autotuner.report.view import report_view
 
 
 def oom_above_085(params: Params, deadline: Deadline) -> BenchResult:
@@ -48,14 +49,14 @@ def all_failed() -> TaskOutcome:
 
 
 def test_writes_page_csv_json_and_deploy_files_into_the_task_folder(mixed: TaskOutcome, tmp_path: Path) -> None:
-    page = write_report(mixed, tmp_path)
+    page = write_report(report_view(mixed), tmp_path)
     assert page == tmp_path / "mixed" / "index.html"
     assert {p.name for p in page.parent.iterdir()} == {"index.html", "trials.csv", "results.json", "deploy"}
     assert sorted(p.name for p in (page.parent / "deploy").iterdir()) == sorted(DEPLOY_FILES)
 
 
 def test_a_session_without_a_best_writes_no_deploy_folder(all_failed: TaskOutcome, tmp_path: Path) -> None:
-    page = write_report(all_failed, tmp_path)
+    page = write_report(report_view(all_failed), tmp_path)
     assert not (page.parent / "deploy").exists()
     assert json.loads((page.parent / "results.json").read_text())["deploy"] is None
 
@@ -64,12 +65,12 @@ def test_leaves_the_study_journal_in_place(mixed: TaskOutcome, tmp_path: Path) -
     journal = tmp_path / "mixed" / "study.journal"
     journal.parent.mkdir()
     journal.write_text("journal")
-    write_report(mixed, tmp_path)
+    write_report(report_view(mixed), tmp_path)
     assert journal.read_text() == "journal"
 
 
 def test_csv_has_one_row_per_trial_with_params_verdicts_and_cell_metrics(mixed: TaskOutcome, tmp_path: Path) -> None:
-    frame = pd.read_csv(write_report(mixed, tmp_path).parent / "trials.csv")
+    frame = pd.read_csv(write_report(report_view(mixed), tmp_path).parent / "trials.csv")
     assert len(frame) == len(mixed.trials)
     assert list(frame["number"]) == [t.number for t in mixed.trials]
     expected = {
@@ -92,7 +93,7 @@ def test_csv_has_one_row_per_trial_with_params_verdicts_and_cell_metrics(mixed: 
 
 
 def test_results_json_matches_the_session(mixed: TaskOutcome, tmp_path: Path) -> None:
-    data = json.loads((write_report(mixed, tmp_path).parent / "results.json").read_text())
+    data = json.loads((write_report(report_view(mixed), tmp_path).parent / "results.json").read_text())
     assert mixed.best is not None
     assert data["task"] == "mixed"
     assert data["passed"] is mixed.verdict.passed
@@ -119,7 +120,7 @@ def test_results_json_matches_the_session(mixed: TaskOutcome, tmp_path: Path) ->
 
 
 def test_page_shows_verdict_best_config_and_every_trial(mixed: TaskOutcome, tmp_path: Path) -> None:
-    html = write_report(mixed, tmp_path).read_text()
+    html = write_report(report_view(mixed), tmp_path).read_text()
     assert f'<div class="verdict">{mixed.verdict.status}</div>' in html
     assert "none recorded" in html
     assert html.count('<tr class="') == len(mixed.trials)
@@ -130,7 +131,7 @@ def test_page_shows_verdict_best_config_and_every_trial(mixed: TaskOutcome, tmp_
 
 def test_failed_only_session_still_renders(all_failed: TaskOutcome, tmp_path: Path) -> None:
     assert all_failed.best is None
-    page = write_report(all_failed, tmp_path)
+    page = write_report(report_view(all_failed), tmp_path)
     html = page.read_text()
     assert "FAIL" in html and "no configuration could be measured" in html
     assert "not enough trials" in html
@@ -140,7 +141,7 @@ def test_failed_only_session_still_renders(all_failed: TaskOutcome, tmp_path: Pa
 
 
 def test_untrusted_text_is_escaped(all_failed: TaskOutcome, tmp_path: Path) -> None:
-    html = write_report(all_failed, tmp_path).read_text()
+    html = write_report(report_view(all_failed), tmp_path).read_text()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
 
@@ -152,7 +153,7 @@ def test_baseline_regression_turns_the_banner_red(mixed: TaskOutcome, tmp_path: 
     verdict = decide(task="mixed", trials=mixed.trials, best=mixed.best, baseline=comparison, strict_baseline=False,
                      baseline_accepted=False)  # fmt: skip
     regressed = dataclasses.replace(mixed, baseline=comparison, verdict=verdict)
-    page = write_report(regressed, tmp_path)
+    page = write_report(report_view(regressed), tmp_path)
     html = page.read_text()
     assert '<div class="verdict">FAIL</div>' in html and "performance regressed against the baseline" in html
     data = json.loads((page.parent / "results.json").read_text())
@@ -163,7 +164,7 @@ def test_baseline_regression_turns_the_banner_red(mixed: TaskOutcome, tmp_path: 
 def test_a_new_bests_repeat_run_is_marked_in_the_csv_and_the_page(mixed: TaskOutcome, tmp_path: Path) -> None:
     repeats = {t.number: t.repeat_of for t in mixed.trials if t.repeat_of is not None}
     assert repeats  # bayesian measures each new best again (remeasure_best)
-    page = write_report(mixed, tmp_path)
+    page = write_report(report_view(mixed), tmp_path)
     frame = pd.read_csv(page.parent / "trials.csv")
     marked = {int(n): int(r) for n, r in zip(frame["number"], frame["repeat_of"], strict=True) if r == r}
     assert marked == repeats

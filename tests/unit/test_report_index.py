@@ -14,8 +14,10 @@ from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, 
 from pytest_autotuner.core.outcome.outcome import TaskOutcome
 from pytest_autotuner.core.outcome.task import TaskOptions, run_task
 from pytest_autotuner.report import append_step_summary, github_step_summary, write_index, write_report
-from pytest_autotuner.report.data import param_importances, pareto_front
+from pytest_autotuner.report.data import param_importances
 from pytest_autotuner.report.plots import convergence_figure
+from pytest_autotuner.report.series import pareto_front
+from pytest_autotuner.report.view import report_view
 
 
 def oom_above_085(params: Params, deadline: Deadline) -> BenchResult:
@@ -37,8 +39,8 @@ def by_strategy() -> dict[str, TaskOutcome]:
 def test_index_lists_every_spec_with_verdict_and_relative_link(
     by_strategy: dict[str, TaskOutcome], tmp_path: Path
 ) -> None:
-    entries = [(r, write_report(r, tmp_path)) for r in by_strategy.values()]
-    entries.append((session("random", "unreported", 6), None))
+    entries = [(report_view(r), write_report(report_view(r), tmp_path)) for r in by_strategy.values()]
+    entries.append((report_view(session("random", "unreported", 6)), None))
     html = write_index(entries, tmp_path).read_text()
     for strategy in by_strategy:
         assert f'href="seed-{strategy}/index.html"' in html
@@ -47,12 +49,12 @@ def test_index_lists_every_spec_with_verdict_and_relative_link(
 
 
 def test_index_compares_strategies_over_the_same_space(by_strategy: dict[str, TaskOutcome], tmp_path: Path) -> None:
-    html = write_index([(r, None) for r in by_strategy.values()], tmp_path).read_text()
+    html = write_index([(report_view(r), None) for r in by_strategy.values()], tmp_path).read_text()
     assert "Strategy comparison" in html and "data:image/png;base64," in html
 
 
 def test_index_does_not_compare_a_single_strategy(by_strategy: dict[str, TaskOutcome], tmp_path: Path) -> None:
-    html = write_index([(by_strategy["grid"], None)], tmp_path).read_text()
+    html = write_index([(report_view(by_strategy["grid"]), None)], tmp_path).read_text()
     assert "Strategy comparison" not in html
 
 
@@ -60,7 +62,7 @@ def test_step_summary_names_verdicts_best_configs_and_the_report(
     by_strategy: dict[str, TaskOutcome], tmp_path: Path
 ) -> None:
     result = by_strategy["grid"]
-    text = github_step_summary([(result, tmp_path / "seed-grid" / "index.html")], tmp_path)
+    text = github_step_summary([(report_view(result), tmp_path / "seed-grid" / "index.html")], tmp_path)
     assert result.best is not None
     assert "seed-grid" in text and "minimize_latency" in text
     assert f"mem-fraction-static={result.best.params['mem-fraction-static']}" in text
@@ -71,7 +73,7 @@ def test_step_summary_names_verdicts_best_configs_and_the_report(
 def test_step_summary_escapes_table_breaking_text(by_strategy: dict[str, TaskOutcome], tmp_path: Path) -> None:
     result = by_strategy["grid"]
     hostile = dataclasses.replace(result, spec=result.spec.model_copy(update={"task_name": "a|b<i>"}))
-    row = github_step_summary([(hostile, None)], tmp_path).splitlines()[4]
+    row = github_step_summary([(report_view(hostile), None)], tmp_path).splitlines()[4]
     assert "a\\|b&lt;i&gt;" in row and row.count(" | ") == 6
 
 
@@ -81,10 +83,10 @@ def test_step_summary_is_appended_only_under_github_actions(
     target = tmp_path / "summary.md"
     target.write_text("earlier step\n")
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    append_step_summary([(by_strategy["grid"], None)], tmp_path)
+    append_step_summary([(report_view(by_strategy["grid"]), None)], tmp_path)
     assert target.read_text() == "earlier step\n"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(target))
-    append_step_summary([(by_strategy["grid"], None)], tmp_path)
+    append_step_summary([(report_view(by_strategy["grid"]), None)], tmp_path)
     assert target.read_text().startswith("earlier step\n## Autotune:")
 
 
@@ -106,5 +108,5 @@ def test_convergence_axis_ignores_failed_trials_placeholder_scores(by_strategy: 
     result = by_strategy["random"]
     failed = [t for t in result.trials if t.failure]
     assert failed and min(t.value for t in failed) > 1e6
-    _bottom, top = convergence_figure(result).axes[0].get_ylim()
+    _bottom, top = convergence_figure(report_view(result).series).axes[0].get_ylim()
     assert top < 10

@@ -10,7 +10,7 @@ from factories import latency_model, result, run_session, spec, synthetic_evalua
 
 from pytest_autotuner.core.measure.metrics import BenchResult
 from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params, TrialFailure
-from pytest_autotuner.report.text import progress_line
+from pytest_autotuner.report.terminal import progress_line
 
 
 def test_the_best_configuration_is_found_and_confirmed() -> None:

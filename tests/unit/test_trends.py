@@ -19,6 +19,7 @@ from pytest_autotuner.core.outcome.trends import HistoryEntry, RunInfo, fingerpr
 from pytest_autotuner.history import append_history, load_history, run_info
 from pytest_autotuner.report import write_index, write_report
 from pytest_autotuner.report.plots import trend_figure
+from pytest_autotuner.report.view import report_view
 
 SPEC = factories.spec(
     task_name="trended",
@@ -167,11 +168,11 @@ def test_the_report_and_the_index_show_the_trends_and_the_last_runs(
 ) -> None:
     outcome = three_runs[2][0]
     entries = [entry for _o, entry in three_runs]
-    page = write_report(outcome, tmp_path, entries).read_text()
+    page = write_report(report_view(outcome), tmp_path, entries).read_text()
     assert 'id="history" data-runs="3"' in page and "trend-plot" in page
     assert page.count('<tr class="regression">') == 1
     assert "check mode: no tuning" in page
-    index = write_index([(outcome, None)], tmp_path, {outcome.spec.slug: entries}).read_text()
+    index = write_index([(report_view(outcome), None)], tmp_path, {outcome.spec.slug: entries}).read_text()
     assert 'id="history-1" data-runs="3"' in index and "trend-plot" in index
-    without = write_report(outcome, tmp_path).read_text()
+    without = write_report(report_view(outcome), tmp_path).read_text()
     assert 'id="history"' not in without

@@ -21,7 +21,8 @@ from pytest_autotuner.core.outcome.records import TrialRecord
 from pytest_autotuner.report import write_report
 from pytest_autotuner.report.html import write_index
 from pytest_autotuner.report.summary import github_step_summary
-from pytest_autotuner.report.text import summary_lines
+from pytest_autotuner.report.terminal import summary_lines
+from pytest_autotuner.report.view import report_view
 
 
 def oom_above_085(params: Params, deadline: Deadline) -> BenchResult:
@@ -84,7 +85,7 @@ def test_every_output_gives_the_outcomes_counts(
     )
     assert counts == expected
 
-    page = write_report(outcome, tmp_path)
+    page = write_report(report_view(outcome), tmp_path)
     results = json.loads((page.parent / "results.json").read_text())
     assert results["trials"] == counts.as_dict()
 
@@ -96,13 +97,13 @@ def test_every_output_gives_the_outcomes_counts(
     kpi = re.search(r"<b>(\d+)</b><span>trials · (\d+) failed", html)
     assert kpi is not None and tuple(map(int, kpi.groups())) == (counts.total, counts.failed)
 
-    index = write_index([(outcome, page)], tmp_path).read_text()
+    index = write_index([(report_view(outcome), page)], tmp_path).read_text()
     cell = re.search(r'<td class="num">(\d+)(?: \((\d+) failed\))?(?: \((\d+) pruned\))?</td>', index)
     assert cell is not None
     assert [int(g or 0) for g in cell.groups()] == [counts.total, counts.failed, counts.pruned]
 
-    summary = github_step_summary([(outcome, page)], tmp_path)
+    summary = github_step_summary([(report_view(outcome), page)], tmp_path)
     assert f"| {counts.text}; " in summary
 
-    first_line = summary_lines(outcome, str(page))[0]
+    first_line = summary_lines(report_view(outcome), str(page))[0]
     assert f"({counts.total} trials, " in first_line

@@ -17,7 +17,9 @@ from pytest_autotuner.core.spec.task_spec import TaskSpec
 from pytest_autotuner.report import write_report
 from pytest_autotuner.report.plots import convergence_figure
 from pytest_autotuner.report.summary import github_step_summary
-from pytest_autotuner.report.text import defaults_line, summary_lines
+from pytest_autotuner.report.terminal import summary_lines
+from pytest_autotuner.report.text import defaults_line
+from pytest_autotuner.report.view import report_view
 
 # SGLang's defaults moved into the factories' space (mem-fraction 0.85 is the nearest listed value, chunked
 # prefill 4096 the nearest to H100's 8192)
@@ -44,8 +46,8 @@ def test_every_output_says_how_much_better_the_best_is_than_the_defaults(tmp_pat
     assert versus.gain == pytest.approx(expected) and versus.p_value == 0.0 and versus.significant
 
     line = f"SGLang defaults (trial #0): {base:.3f} s (confirmed, 2 runs); the best is {expected:.0%} better, p = 0"
-    assert f"  {line}" in summary_lines(out, None)
-    page = write_report(out, tmp_path)
+    assert f"  {line}" in summary_lines(report_view(out), None)
+    page = write_report(report_view(out), tmp_path)
     html = page.read_text()
     assert f'<p id="versus-defaults">{line}.</p>' in html
     assert f"<b>{expected * 100:.0f}% better</b><span>than SGLang defaults (p = 0)</span>" in html
@@ -53,8 +55,10 @@ def test_every_output_says_how_much_better_the_best_is_than_the_defaults(tmp_pat
     assert block["trial"] == 0 and block["params"] == DEFAULTS and block["failure"] is None
     assert block["objective"] == pytest.approx(base) and block["gain"] == pytest.approx(expected)
     assert block["p_value"] == 0.0 and block["defaults_chosen"] is False and block["confirmation_runs"] == 2
-    assert f"({expected:.0%} better than SGLang defaults, p = 0)" in github_step_summary([(out, page)], tmp_path)
-    _handles, labels = convergence_figure(out).axes[0].get_legend_handles_labels()
+    assert f"({expected:.0%} better than SGLang defaults, p = 0)" in github_step_summary(
+        [(report_view(out), page)], tmp_path
+    )
+    _handles, labels = convergence_figure(report_view(out).series).axes[0].get_legend_handles_labels()
     assert "SGLang defaults" in labels  # the defaults trial is ringed on the convergence plot
 
 
@@ -104,7 +108,7 @@ def test_defaults_that_win_are_the_best() -> None:
     line = defaults_line(out) or ""
     assert line.startswith("SGLang defaults (trial #0): 500.0 ms (confirmed, 2 runs); tuning found nothing")
     assert "worse, p = 1, not significant" in line
-    assert any("found by trial #0" in s for s in summary_lines(out, None))
+    assert any("found by trial #0" in s for s in summary_lines(report_view(out), None))
 
 
 @pytest.mark.parametrize(("gain", "text"), [(0.2449, "24% better"), (0.096, "10% better"), (0.0312, "3.1% better"),
@@ -117,11 +121,11 @@ def test_gains_under_ten_percent_keep_a_decimal(gain: float, text: str) -> None:
 def test_without_a_defaults_trial_nothing_is_claimed(optimization: dict[str, object], tmp_path: Path) -> None:
     out = run_session(tuned(**optimization), by_latency)
     assert out.defaults is None and defaults_line(out) is None
-    assert not [line for line in summary_lines(out, None) if "SGLang defaults" in line]
-    page = write_report(out, tmp_path)
+    assert not [line for line in summary_lines(report_view(out), None) if "SGLang defaults" in line]
+    page = write_report(report_view(out), tmp_path)
     assert json.loads((page.parent / "results.json").read_text())["vs_defaults"] is None
     assert "versus-defaults" not in page.read_text() and "than SGLang defaults" not in page.read_text()
-    assert "SGLang defaults" not in convergence_figure(out).axes[0].get_legend_handles_labels()[1]
+    assert "SGLang defaults" not in convergence_figure(report_view(out).series).axes[0].get_legend_handles_labels()[1]
 
 
 def test_the_defaults_trial_leaves_flags_without_a_fixed_default_to_the_server() -> None:
@@ -140,5 +144,5 @@ def test_the_defaults_trial_leaves_flags_without_a_fixed_default_to_the_server()
     assert calls[0] == {"mem-fraction-static": 0.85, "enable-mixed-chunk": False}  # no sampled max-running-requests
     assert out.defaults is not None and out.defaults.trial.server_chose == ("max-running-requests",)
     assert out.defaults.defaults_chosen  # every configuration measures the same: nothing beats the defaults
-    best_line = next(line for line in summary_lines(out, None) if line.startswith("  best: "))
+    best_line = next(line for line in summary_lines(report_view(out), None) if line.startswith("  best: "))
     assert best_line.endswith("(found by trial #0; left to SGLang: max-running-requests=chosen by the server)")

@@ -21,7 +21,16 @@ from pytest_autotuner.core.measure.trial import Deadline, FailureClass, Params
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
-__all__ = ["Confirmation", "TrialCost", "TrialEvent", "TrialRecord", "by_configuration", "trial_attrs", "trial_cost"]
+__all__ = [
+    "Confirmation",
+    "TrialCost",
+    "TrialEvent",
+    "TrialRecord",
+    "best_so_far",
+    "by_configuration",
+    "trial_attrs",
+    "trial_cost",
+]
 
 
 @dataclass(frozen=True)
@@ -239,6 +248,23 @@ def by_configuration(records: list[TrialRecord], maximize: bool) -> list[TrialRe
             )
         out.append(first)
     return sorted(out, key=lambda r: (*rank_key(r.meets_slos, r.feasible, r.value, maximize), r.number))
+
+
+def best_so_far(records: list[TrialRecord] | tuple[TrialRecord, ...], maximize: bool) -> list[TrialRecord | None]:
+    """For each record in trial-number order, the measured trial ranking best up to it (``rank_key``: meets the
+    SLOs, then feasible, then the score; the earlier trial on a tie), None before the first measured one: the line
+    the session's choice follows, which the convergence and strategy plots draw."""
+    leader: TrialRecord | None = None
+    out: list[TrialRecord | None] = []
+    for record in sorted(records, key=lambda r: r.number):
+        if record.measured and (
+            leader is None
+            or rank_key(record.meets_slos, record.feasible, record.value, maximize)
+            < rank_key(leader.meets_slos, leader.feasible, leader.value, maximize)
+        ):
+            leader = record
+        out.append(leader)
+    return out
 
 
 def trial_attrs(
