@@ -154,6 +154,8 @@ _MODELLED: dict[str, dict[str, Any]] = {
     "enable-cache-report": {"action": "store_true"},  # accepted: the simulator always reports cached tokens
     "kv-cache-dtype": {"default": "auto"},
     "quantization": {"default": None},  # fp8 priced by the kernel tables (kernels.py); the roofline ignores it
+    # the attention kernels' lane in the kernel tables where they have one (kernels.py); else reported unmodelled
+    "attention-backend": {"default": None},
     "stream-interval": {"type": _positive_int, "default": 1},
     # speculative decoding (speculative.py): the draft length, top-k and verified tree nodes
     "speculative-algorithm": {"default": None},
@@ -307,11 +309,15 @@ def unmodelled_flags(args: argparse.Namespace) -> list[str]:
 
 def _unmodelled(args: argparse.Namespace, cfg: EngineConfig) -> list[str]:
     """``unmodelled_flags``, plus ``--quantization`` and ``--ep-size`` where the roofline (which ignores them)
-    prices the run."""
+    prices the run, and ``--attention-backend=<value>`` where no kernel lane of that backend prices it."""
     out = unmodelled_flags(args)
     for flag, set_ in (("quantization", args.quantization is not None), ("ep-size", args.ep_size > 1)):
         if set_ and not cfg.priced_by_kernels and flag not in out:
             out = sorted([*out, flag])
+    backend = args.attention_backend
+    priced = cfg.pricing.attention_backend if cfg.pricing is not None and cfg.priced_by_kernels else None
+    if backend is not None and backend != priced:
+        out = sorted([*out, f"attention-backend={backend}"])
     return out
 
 
@@ -384,6 +390,7 @@ def resolve_model(args: argparse.Namespace) -> tuple[ModelProfile, Pricing]:
         force=args.sim_pricing,
         ep=args.ep_size,
         attention_dp=attention_dp,
+        attention_backend=args.attention_backend,
     )
     return model, pricing
 

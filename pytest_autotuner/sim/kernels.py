@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GPU_SYSTEMS",
     "LIBRARY",
+    "LIBRARY_ATTENTION_BACKENDS",
     "ROOFLINE_GPUS",
     "KernelStepCost",
     "Pricing",
@@ -240,6 +241,10 @@ class Pricing:
     #: --attn-dp-size (or --enable-dp-attention with --dp-size): attention in that many data-parallel groups of
     #: tp / attention_dp GPUs inside the tp group, a scheduler each, while the MoE and dense layers span all tp
     attention_dp: int = 1
+    #: --attention-backend priced on its own kernel lane (None: the lane of SGLang's default backend, which the
+    #: library knows per GPU and version); ``backend_note``: why a backend given is priced on the default lane
+    attention_backend: str | None = None
+    backend_note: str = ""
     note: str = ""  # why the roofline prices this run
 
     @property
@@ -255,6 +260,10 @@ class Pricing:
                 quant += f", attention data parallel {self.attention_dp}"
             if self.kv_quant and not self.kv_attention_tables:
                 quant += " (attention priced on the 16-bit KV tables: none for an fp8 KV cache)"
+            if self.attention_backend:
+                quant += f", attention backend {self.attention_backend}"
+            if self.backend_note:
+                quant += f" ({self.backend_note}: attention priced as SGLang's default backend)"
             return f"{LIBRARY} {library_version()} (SGLang {self.tables} tables on {self.system}{quant})"
         return f"roofline ({self.note})" if self.note else "roofline"
 
@@ -277,6 +286,7 @@ def choose_pricing(
     force: str = "auto",
     ep: int = 1,
     attention_dp: int = 1,
+    attention_backend: str | None = None,
 ) -> Pricing:
     """The library where it has tables for the model, GPU and settings; else the roofline for the models and
     GPUs it is calibrated for (``roofline_knows_model``), with the reason; else ValueError saying what is missing.
@@ -284,7 +294,8 @@ def choose_pricing(
     The decision is kept in the cache (``cache_dir``), so a later simulator process skips the library's imports.
     ``force``: ``"kernels"`` refuses the roofline fallback, ``"roofline"`` skips the library (``--sim-pricing``).
     Attention data parallelism (``attention_dp`` > 1) is priced by the library only: the roofline has no model
-    of it."""
+    of it. ``attention_backend`` (``--attention-backend``) is priced on the library's lane of that backend where
+    it has one for the model and GPU, else on the default backend's lane with ``backend_note`` saying so."""
     if attention_dp > 1 and force == "roofline":
         raise ValueError("--sim-pricing roofline: the roofline has no model of attention data parallelism")
     if force == "roofline":
@@ -301,12 +312,13 @@ def choose_pricing(
         reason = f"{LIBRARY} has no tables for GPU {gpu!r}"
     elif path is not None:
         ep = ep if _is_moe(path) else 1  # a dense model has no experts to spread: --ep-size changes nothing
-        key = _cache_key("pricing", path, _config_digest(path), system, sglang_version, tp, gemm, kv, ep, attention_dp)
+        key = _cache_key("pricing", path, _config_digest(path), system, sglang_version, tp, gemm, kv, ep, attention_dp,
+                         *([attention_backend] if attention_backend else []))  # fmt: skip
         cached = _cache_get(key, ".json")
         if cached is not None:
             decision = json.loads(cached)
         else:
-            decision = _decide(path, system, sglang_version, tp, gemm, kv, ep, attention_dp)
+            decision = _decide(path, system, sglang_version, tp, gemm, kv, ep, attention_dp, attention_backend)
             _cache_put(key, ".json", json.dumps(decision).encode())
         if "reason" not in decision:
             return Pricing(**decision)
@@ -331,6 +343,7 @@ def _decide(
     kv: str | None,
     ep: int = 1,
     attention_dp: int = 1,
+    attention_backend: str | None = None,
 ) -> dict[str, Any]:
     """``Pricing`` fields when the library prices one step of each kind for these settings, else ``reason``."""
     tables = table_version(system, sglang_version)
@@ -350,7 +363,26 @@ def _decide(
             _probe(pricing, tp)
         except ValueError:
             return {"reason": str(exc)}
+    if attention_backend is not None:
+        pricing = _with_backend(pricing, tp, attention_backend)
     return dataclasses.asdict(pricing)
+
+
+#: SGLang's --attention-backend values the library has kernel lanes for (its ``attention_lanes`` map, for SGLang)
+LIBRARY_ATTENTION_BACKENDS = frozenset({"fa3", "flashinfer", "fla", "triton", "trtllm_mha"})
+
+
+def _with_backend(pricing: Pricing, tp: int, backend: str) -> Pricing:
+    """``pricing`` on ``backend``'s attention lane when the library times both phases on it for this model and
+    GPU; else on the default lane, with the reason in ``backend_note`` (the flag is then reported unmodelled)."""
+    if backend not in LIBRARY_ATTENTION_BACKENDS:
+        return dataclasses.replace(pricing, backend_note=f"{LIBRARY} has no kernel lane for {backend}")
+    lane = dataclasses.replace(pricing, attention_backend=backend)
+    try:
+        _probe(lane, tp)
+    except ValueError:
+        return dataclasses.replace(pricing, backend_note=f"{LIBRARY} has no {backend} tables for {pricing.system}")
+    return lane
 
 
 class _Engine:
@@ -398,6 +430,7 @@ def _handle(pricing: Pricing, tp: int) -> _Engine:
             gemm_quant_mode=pricing.gemm_quant,
             moe_quant_mode=pricing.gemm_quant,
             kvcache_quant_mode=pricing.attention_kv_quant,
+            attention_backend=pricing.attention_backend,
         )
         _cache_put(key, ".spec", spec)
     return _Engine(aiconfigurator_core.AicEngine.from_spec(spec, None))

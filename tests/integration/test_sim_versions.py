@@ -25,7 +25,7 @@ def validate(body: Any, schema_name: str) -> None:
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
     """A 0.5.23 simulator given flags it accepts but does not model."""
-    flags = ["--kv-cache-dtype", "nvfp4", "--sampling-backend", "pytorch", "--attention-backend", "triton"]
+    flags = ["--kv-cache-dtype", "nvfp4", "--sampling-backend", "pytorch", "--attention-backend", "torch_native"]
     process = SimProcess(tmp_path_factory.mktemp("sim"), *FAST, "--sim-sglang-version", "0.5.23", *flags)
     try:
         process.wait_ready()
@@ -37,7 +37,12 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
 def test_unmodelled_flags_are_accepted_logged_and_reported(sim: SimProcess) -> None:
     info = sim.get_json("/get_server_info")
     assert info["version"] == "0.5.23-sim" and info["sim_sglang_version"] == "0.5.23"
-    assert info["sim_unmodelled_flags"] == ["attention-backend", "sampling-backend", "kv-cache-dtype=nvfp4"]
+    # torch_native has no kernel lane: priced as the default backend and said (triton would be priced on its lane)
+    assert info["sim_unmodelled_flags"] == [
+        "attention-backend=torch_native",
+        "kv-cache-dtype=nvfp4",
+        "sampling-backend",
+    ]
     assert "not modelled by the simulator" in sim.stderr and "sampling-backend" in sim.stderr
     assert not any(key.startswith("unmodelled") for key in info)
 

@@ -12,6 +12,7 @@ pytest.importorskip("aiconfigurator_core", reason="the [kernels] extra (part of 
 
 from aiconfigurator_core.sdk.engine import EngineHandle
 
+from pytest_autotuner.sglang_tables import shipped_table
 from pytest_autotuner.sim.cli import engine_config, parse_argv, pricing_problem, server_info
 from pytest_autotuner.sim.kernels import library_model, table_version
 from pytest_autotuner.sim.perf_model import StartupFailure, plan_memory, step_time
@@ -248,3 +249,44 @@ def test_attention_data_parallelism_is_laid_out_as_sglang_does() -> None:
         _cfg(LLAMA_8B, "--sim-pricing", "roofline", "--tp-size", "2", "--sim-num-gpus", "2", "--attn-dp-size", "2")
     with pytest.raises(StartupFailure, match="must be divisible by the attention dp size"):
         plan_memory(_cfg(QWEN_MOE, "--tp-size", "2", "--sim-num-gpus", "2", "--attn-dp-size", "4"))
+
+
+#: every --attention-backend of SGLang 0.5.23 (the simulator's default version)
+BACKENDS = next(o.choices for o in shipped_table("0.5.23").options if "attention-backend" in o.names)
+
+
+@pytest.mark.parametrize("gpu", ["h100", "b200"])
+def test_every_attention_backend_is_priced_on_its_lane_or_said_to_be_the_default(gpu: str) -> None:
+    """The family: each backend SGLang accepts, on each GPU. Where the library times both phases on the backend's
+    own lane, the flag is modelled (its step times may differ from the default's); everywhere else the step times
+    are the default backend's exactly and the flag is listed as not modelled, with the reason in the pricing."""
+    default = _cfg(LLAMA_8B, "--sim-gpu", gpu)
+    base = (_decode(default, 32, 2048), _prefill(default, 4096))
+    on_lane = set()
+    for backend in BACKENDS or ():
+        args = parse_argv(["--model-path", LLAMA_8B, "--sim-gpu", gpu, "--attention-backend", backend])
+        cfg = engine_config(args)
+        info = server_info(args, cfg, plan_memory(cfg))
+        listed = f"attention-backend={backend}" in info["sim_unmodelled_flags"]
+        assert cfg.pricing is not None
+        if cfg.pricing.attention_backend == backend:
+            on_lane.add(backend)
+            assert not listed and f"attention backend {backend}" in info["sim_pricing"]
+        else:
+            assert listed and "attention priced as SGLang's default backend" in info["sim_pricing"]
+            assert (_decode(cfg, 32, 2048), _prefill(cfg, 4096)) == base
+    assert on_lane  # each GPU has at least one lane besides the default
+
+
+def test_flashinfer_on_b200_costs_what_the_library_says() -> None:
+    """aiconfigurator-core 0.12's B200 tables: flashinfer's decode attention is slower than the default lane's."""
+    default = _cfg(LLAMA_8B, "--sim-gpu", "b200")
+    flashinfer = _cfg(LLAMA_8B, "--sim-gpu", "b200", "--attention-backend", "flashinfer")
+    assert _decode(flashinfer, 32, 2048) > _decode(default, 32, 2048) * 1.02
+    assert _prefill(flashinfer, 4096) >= _prefill(default, 4096)
+
+
+def test_the_roofline_lists_the_attention_backend_as_not_modelled() -> None:
+    args = parse_argv(["--model-path", LLAMA_8B, "--sim-pricing", "roofline", "--attention-backend", "fa3"])
+    cfg = engine_config(args)
+    assert "attention-backend=fa3" in server_info(args, cfg, plan_memory(cfg))["sim_unmodelled_flags"]
