@@ -14,7 +14,8 @@ max / min - 1, of all runs, and of the confirmed values (each pair's mean, as th
 (nothing changed). ``--rule old`` judges as before issue 29 (one step of rate x step_seconds requests, at least 20,
 its point estimate; no repeats; each load its own arrival sample).
 
-    python benchmarks/capacity_repeatability.py [--runs 25] [--noise 0 0.03 0.1] [--rule new|old]
+    python benchmarks/capacity_repeatability.py [--runs 25] [--noise 0 0.03 0.1] [--rule new|old] [--min-repeats 3]
+        [--first-seed 0]
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ def main() -> None:
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.03, 0.1])
     parser.add_argument("--draws", type=int, default=400)
     parser.add_argument("--rule", choices=["new", "old"], default="new")
+    parser.add_argument("--first-seed", type=int, default=0, help="server seeds first-seed .. first-seed + runs - 1")
+    parser.add_argument("--min-repeats", type=int, default=1,
+                        help="benchmark.capacity.min_repeats: measurements of every step at least, pooled")  # fmt: skip
     args = parser.parse_args()
     spec = reported_spec()
     plan = plan_from_spec(spec, 0)
@@ -80,14 +84,20 @@ def main() -> None:
     if args.rule == "old":
         old = dataclasses.replace(plan.capacity, min_step_requests=20, max_repeats=1)
         plan = dataclasses.replace(plan, capacity=old)
+    elif args.min_repeats > 1:
+        pooled = dataclasses.replace(plan.capacity, min_repeats=args.min_repeats,
+                                     max_repeats=max(args.min_repeats, plan.capacity.max_repeats))  # fmt: skip
+        plan = dataclasses.replace(plan, capacity=pooled)
     tolerance = spec.regression.tolerance
-    print(f"rule {args.rule}: {MODEL} max-running 16, A100-80G, D(2000,256), P99 TTFT <= 2 s, P99 TPOT <= 50 ms")
+    print(f"rule {args.rule}, min_repeats {plan.capacity.min_repeats}: {MODEL} max-running 16, A100-80G, D(2000,256), "
+          "P99 TTFT <= 2 s, P99 TPOT <= 50 ms")  # fmt: skip
     print(f"{'noise':>6s} {'runs':>4s} {'mean req/s':>10s} {'min':>6s} {'max':>6s} {'all spread':>10s} "
           f"{'worst pair':>10s} {'pairs >5%':>9s} {'confirmed':>9s} {'steps':>5s} {'false regr.':>11s} "
           f"{'wall/run':>8s}")  # fmt: skip
     for noise in args.noise:
         started = time.perf_counter()
-        runs = [ladder(plan, seed, noise, per_load=args.rule == "old") for seed in range(args.runs)]
+        seeds = range(args.first_seed, args.first_seed + args.runs)
+        runs = [ladder(plan, seed, noise, per_load=args.rule == "old") for seed in seeds]
         wall = (time.perf_counter() - started) / args.runs
         answers = [r.capacity for r in runs]
         pairs = [capacity_spread(answers[i : i + 2]) for i in range(0, len(answers) - 1, 2)]

@@ -74,8 +74,8 @@ def run_ladder(
 
     Every measurement starts from the same server state, whatever the ladder did before: ``drain`` (idle server,
     empty prefix cache: ``make_evaluate``'s ``reset``) is called before each, and its arrivals are seeded by the
-    load and the repeat alone (``step_seed``). A step whose SLO intervals straddle a threshold is measured again,
-    on fresh arrivals, up to ``max_repeats`` times, pooled (``judge_step``).
+    load and the repeat alone (``step_seed``). A step is measured ``min_repeats`` times, and while its SLO
+    intervals straddle a threshold again, on fresh arrivals, up to ``max_repeats`` times, pooled (``judge_step``).
 
     A step's own stall and error-rate checks are off (``min_completed`` 0, ``max_error_rate`` 1): an overloaded
     step is an answer ("broke here"), not a failed trial; ``judge_step`` applies the spec's limits to it instead.
@@ -90,7 +90,8 @@ def run_ladder(
     while (load := search.next_load()) is not None:
         requests = limits.step_requests(load, plan.max_requests)
         measured: list[CellMetrics] = []
-        for repeat in range(max(1, limits.max_repeats)):
+        most = max(1, limits.max_repeats, limits.min_repeats)
+        for repeat in range(most):
             if drain is not None:
                 drain()
             step_plan = dataclasses.replace(
@@ -118,10 +119,10 @@ def run_ladder(
                 min_completed=plan.min_completed,
                 slo=plan.slo,
                 confidence=limits.confidence,
-                final=repeat + 1 >= limits.max_repeats,
+                final=repeat + 1 >= most,
                 repeats=repeat + 1,
             )
-            if not step.extend:
+            if not step.extend and repeat + 1 >= limits.min_repeats:
                 break
         search.record(step)
         cells += measured

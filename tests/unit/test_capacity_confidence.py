@@ -299,6 +299,32 @@ def test_a_budget_of_one_measurement_keeps_the_old_single_step_rule() -> None:
     assert CapacityLimits(min_step_requests=20).step_requests(0.5, 0) == 20
 
 
+@pytest.mark.parametrize(("min_repeats", "max_repeats"), [(1, 1), (1, 3), (2, 3), (3, 3), (3, 5)])
+@pytest.mark.parametrize("cap", [1.3, 3.0, 12.0])
+def test_every_step_is_measured_at_least_min_repeats_times_and_judged_pooled(
+    min_repeats: int, max_repeats: int, cap: float
+) -> None:
+    """``benchmark.capacity.min_repeats``: however clearly a step's first measurement held or broke, it is measured
+    min_repeats times on distinct arrival samples, each from a drained server, and judged on all of them; never
+    more than max_repeats."""
+    server = QueueServer(cap=cap)
+    plan = ladder_plan(min_repeats=min_repeats, max_repeats=max_repeats)
+    ladder = run_ladder(server.run_benchmark, None, plan, Deadline(None), server.drain).capacities[0]  # type: ignore[arg-type]
+    assert all(min_repeats <= step.repeats <= max_repeats for step in ladder.steps)
+    steps = [(rate, seed) for kind, rate, seed in server.calls if kind == "step"]
+    assert len(steps) == sum(step.repeats for step in ladder.steps)
+    for step in ladder.steps:
+        seeds = [seed for rate, seed in steps if rate == step.load]
+        assert seeds[: step.repeats] == [step_seed(0, r) for r in range(step.repeats)]
+        assert plan.capacity is not None  # every measurement's requests are in the verdict (pooled)
+        assert step.requests == step.repeats * plan.capacity.step_requests(step.load, plan.max_requests)
+
+
+def test_min_repeats_above_max_repeats_is_an_error_naming_both() -> None:
+    with pytest.raises(ValueError, match=r"`min_repeats` \(4\) is above `max_repeats` \(3\)"):
+        ladder_plan(min_repeats=4)
+
+
 # -- confirmation: the spread, the gate, the report --------------------------------------------------------------
 
 

@@ -86,6 +86,14 @@ class CapacitySettings(SpecModel):
         description="Measurements of one step at most (each from a drained server with an empty cache, on its own "
         "arrivals, pooled) while an interval straddles its threshold; then the point estimate decides.",
     )
+    min_repeats: int = Field(
+        1,
+        ge=1,
+        le=10,
+        description="Measurements of every step at least, pooled, however clearly the first held or broke: more "
+        "arrival samples per step, so repeat runs of one configuration agree more closely (about 3x the time at "
+        "3; see docs/capacity.md). At most `max_repeats`.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CapacitySettings:
@@ -97,6 +105,11 @@ class CapacitySettings(SpecModel):
                 raise ValueError(f"{AT}{name}{AT}`{name}` is {value:g} but `load` is concurrency; use a whole number")
         if self.min > self.max:
             raise ValueError(f"{AT}min{AT}`min` ({self.min:g}) is above `max` ({self.max:g}); swap them")
+        if self.min_repeats > self.max_repeats:
+            raise ValueError(
+                f"{AT}min_repeats{AT}`min_repeats` ({self.min_repeats}) is above `max_repeats` ({self.max_repeats}); "
+                "raise max_repeats or lower min_repeats"
+            )
         if not 2 <= self.max_steps <= MAX_CAPACITY_STEPS:
             raise ValueError(
                 f"{AT}max_steps{AT}`max_steps` is {self.max_steps}; use 2 to {MAX_CAPACITY_STEPS} (each step is a "

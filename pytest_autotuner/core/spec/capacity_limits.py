@@ -38,6 +38,7 @@ class CapacityLimits:
     min_step_requests: int | None = None
     confidence: float = DEFAULT_CONFIDENCE  # of each SLO statistic's interval (two-sided)
     max_repeats: int = DEFAULT_MAX_REPEATS  # measurements of one step at most while its verdict is uncertain
+    min_repeats: int = 1  # measurements of every step at least, pooled, however clear the first
 
     def step_requests(self, load: float, closed_loop_requests: int) -> int:
         """Requests one step sends: rate x step_seconds, at least ``min_step_requests`` (else
