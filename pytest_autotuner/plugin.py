@@ -307,8 +307,12 @@ class TuningItem(pytest.Item):
             warnings.warn(pytest.PytestWarning(f"{outcome.spec.task_name}: {outcome.baseline.skipped_reason}"),
                           stacklevel=1)  # fmt: skip
         history, skipped = self._record_history(outcome)
+        self.user_properties.append(("autotune_verdict", outcome.verdict.status))  # whatever the outputs do
+        self.user_properties.append(("autotune_verdict_detail", outcome.verdict.headline))
         view = self._view(outcome)
-        if view is not None:
+        if view.unreported:  # listed with its verdict, no page
+            self.config.stash[_views_key].append((view, None))
+        else:
             report_path = self._write_report(view, history, skipped)
             self.config.stash[_views_key].append((view, report_path))
             self._record_properties(view)
@@ -353,17 +357,17 @@ class TuningItem(pytest.Item):
         self.config.stash[_histories_key][outcome.spec.slug] = entries
         return entries, skipped
 
-    def _view(self, outcome: TaskOutcome) -> ReportView | None:
-        """The item's report view, built once for every output; None (said) if it cannot be built: the verdict
-        stands without the outputs."""
-        from pytest_autotuner.report import report_view
+    def _view(self, outcome: TaskOutcome) -> ReportView:
+        """The item's report view, built once for every output. One that cannot be built is said, and the item
+        is still listed with its verdict (``unreported_view``): the verdict stands without the report."""
+        from pytest_autotuner.report.view import report_view, unreported_view
 
         try:
             return report_view(outcome)
         except Exception as err:
             logger.exception("building the report view of %s failed", outcome.spec.task_name)
-            self._say(f"{outcome.spec.task_name}: WARNING no report or summary could be built: {err}")
-            return None
+            self._say(f"{outcome.spec.task_name}: WARNING the report could not be built: {err}")
+            return unreported_view(outcome, f"{type(err).__name__}: {err}")
 
     def _write_report(
         self, view: ReportView, history: list[HistoryEntry] | None = None, skipped: list[str] | None = None
@@ -378,10 +382,7 @@ class TuningItem(pytest.Item):
             return None
 
     def _record_properties(self, view: ReportView) -> None:
-        """JUnit properties, from the same report view as every other output."""
-        verdict = view.verdict
-        self.user_properties.append(("autotune_verdict", verdict.status))
-        self.user_properties.append(("autotune_verdict_detail", verdict.headline))
+        """JUnit properties beside the verdict's, from the same report view as every other output."""
         if view.best is not None:
             self.user_properties.append(("autotune_best_params", json.dumps(view.best.params)))
             self.user_properties.append(("autotune_best_trial", view.best.source_trial))

@@ -357,8 +357,10 @@ def _strategy_figure(sessions: Sequence[PlotSeries]) -> Figure:
     fig = _figure(6.5, 3.2)
     ax = fig.add_subplot()
     _style(ax)
+    values = [v for series in sessions for v in series.best_so_far if v is not None]
+    top = _axis_cap(values) if values else math.inf  # a leader with an SLO penalty would squash the rest
     for series in sessions:
-        steps = [(position, v) for position, v in enumerate(series.best_so_far, start=1) if v is not None]
+        steps = [(position, min(v, top)) for position, v in enumerate(series.best_so_far, start=1) if v is not None]
         ax.step([x for x, _ in steps], [y for _, y in steps], where="post", linewidth=2,
                 color=_STRATEGY_COLORS.get(series.strategy),
                 label=f"{series.strategy} ({safe(series.task, 60)})")  # fmt: skip

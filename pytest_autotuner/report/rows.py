@@ -17,13 +17,12 @@ from pytest_autotuner.core.measure.formatting import (
     format_seconds,
 )
 from pytest_autotuner.report.data import trial_status
-from pytest_autotuner.report.text import server_choices
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from pytest_autotuner.core.outcome.outcome import TaskOutcome
-    from pytest_autotuner.report.view import Lines
+    from pytest_autotuner.report.view import BestFacts, Lines
 
 __all__ = ["page_rows"]
 
@@ -41,9 +40,9 @@ def _censored_text(count: int, wait: tuple[float, float] | None) -> str:
     return f"{count} (waited {format_seconds(wait[0])}-{format_seconds(wait[1])})" if wait else str(count)
 
 
-def _best_context(outcome: TaskOutcome, lines: Lines) -> dict[str, Any] | None:
+def _best_context(outcome: TaskOutcome, lines: Lines, facts: BestFacts | None) -> dict[str, Any] | None:
     best = outcome.best
-    if best is None:
+    if best is None or facts is None:
         return None
     versus = outcome.defaults
     gain = versus.gain if versus is not None and not versus.defaults_chosen else None
@@ -65,8 +64,8 @@ def _best_context(outcome: TaskOutcome, lines: Lines) -> dict[str, Any] | None:
         for cell in best.merged.cells
     ]
     return {
-        "params": {**best.params, **(server_choices(outcome) if versus and versus.defaults_chosen else {})},
-        "objective": format_objective(best.score.objective, outcome.spec.optimization.objective),
+        "params": {**facts.params, **facts.left_to_server},
+        "objective": facts.objective_text,
         "source_trial": best.source_trial,
         "runs": len(best.runs),
         "failures": best.failures,
@@ -240,12 +239,16 @@ def _explained_context(explained: Mapping[str, Any], serving_cost: str) -> dict[
 
 
 def page_rows(
-    outcome: TaskOutcome, lines: Lines, explained: Mapping[str, Any], pareto: Mapping[str, Any] | None
+    outcome: TaskOutcome,
+    lines: Lines,
+    explained: Mapping[str, Any],
+    pareto: Mapping[str, Any] | None,
+    facts: BestFacts | None,
 ) -> dict[str, Any]:
     """Every row and block of the page that is not a line of text: the best's cells and ladders, the SLO table,
     the trials table, the Pareto table, the failures by class, the answer's explanation, the baseline's class."""
     return {
-        "best": _best_context(outcome, lines),
+        "best": _best_context(outcome, lines, facts),
         "slo_rows": _slo_rows(outcome),
         "trial_rows": _trial_rows(outcome),
         "pareto": _pareto_context(pareto),

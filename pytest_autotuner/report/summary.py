@@ -32,8 +32,8 @@ def github_step_summary(entries: list[tuple[ReportView, Path | None]], report_di
     for view, page in entries:
         best = view.best
         value = best.versus_text if best else "n/a"
-        if view.pareto is not None:
-            value += f"; Pareto front of {len(view.pareto['front'])}, select: {view.pareto['select']['text']}"
+        if view.lines.pareto_brief:
+            value += f"; {view.lines.pareto_brief}"
         slo = f" ({view.slo_met}/{view.slo_total} SLO checks)" if view.slo_total else ""
         cells = [
             (":white_check_mark: " if view.passed else ":x: ") + view.verdict.status,

@@ -1,7 +1,8 @@
 """The terminal's text of a tuning item: one progress line per trial while it runs, and its summary at the end
 (from the report view, like every other output).
 
-User text was made safe where the view was built (``text.safe``); the progress line makes its event's safe here.
+User text (task names, flags, server messages, cell labels) is made safe for a terminal here: every line goes
+through ``text.safe`` (control characters escaped, long values cut).
 """
 
 from __future__ import annotations
@@ -78,9 +79,11 @@ def summary_lines(view: ReportView, report_path: str | None) -> list[str]:
         what = f"{view.counts.total} trials"
     lines = [f"{safe(view.task, 120)}: {verdict.status}  ({what}, {view.duration:.0f}s)"]
     if best is not None and view.is_check:
-        lines.append(f"  checked: {_params(best.params)} (the baseline's best configuration; not a tuning result)")
+        lines.append(
+            f"  checked: {safe(best.params_text, 240)} (the baseline's best configuration; not a tuning result)"
+        )
     elif best is not None:
-        lines.append(f"  best: {_params(best.params)} ({safe(best.found, 300)})")
+        lines.append(f"  best: {safe(best.params_text, 240)} ({safe(best.found, 300)})")
         if lines_.pareto:
             lines.append(f"  {lines_.pareto}")
     if best is not None:
@@ -111,4 +114,4 @@ def summary_lines(view: ReportView, report_path: str | None) -> list[str]:
         lines.append(f"  verdict: {safe(verdict.headline, 600)}")
     if report_path:
         lines.append(f"  report: {report_path}")
-    return lines
+    return [safe(line, 2000) for line in lines]

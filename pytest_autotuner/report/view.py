@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from pytest_autotuner.core.outcome.verdict import Verdict
     from pytest_autotuner.report.series import PlotSeries
 
-__all__ = ["BestFacts", "Lines", "ReportView", "report_view"]
+__all__ = ["BestFacts", "Lines", "ReportView", "report_view", "unreported_view"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class Lines:
     answer: str | None  # the capacity answer in operators' words (capacity objectives)
     versus_defaults: str | None  # the best against SGLang's defaults, with the significance
     pareto: str | None  # a multi-objective search's front and the select rule's choice
+    pareto_brief: str | None  # the same in a table cell: 'Pareto front of 4, select: <rule>'
     screening: str  # what the simulator's screen scored and seeded ('' without screening)
     cost: str  # the tuning run's GPU time
     serving_cost: str  # the serving cost at cost.gpu_hour ('' without a price)
@@ -53,6 +54,7 @@ class BestFacts:
     meets_slos: bool
     also: str  # the other objectives of a multi-objective search: '; name: value' each
     found: str  # 'found by trial #N' (and what the defaults left to SGLang)
+    left_to_server: Mapping[str, str]  # when SGLang's defaults are the best: the flags it chose at startup
     versus_text: str  # the job summary's comparison with the defaults (or the answer, for a capacity)
 
 
@@ -85,6 +87,7 @@ class ReportView:
     deploy_files: Mapping[str, str]  # the deploy folder's files (name -> text); empty without a best
     deploy_folder: str  # that folder, inside the report folder
     series: PlotSeries
+    unreported: str = ""  # why the view could not be built (``unreported_view``); "" for a built one
 
     @property
     def is_check(self) -> bool:
@@ -101,6 +104,9 @@ def _lines(outcome: TaskOutcome, serving_cost: Mapping[str, Any] | None) -> Line
         answer=text.answer_line(outcome),
         versus_defaults=text.defaults_line(outcome),
         pareto=text.pareto_line(outcome),
+        pareto_brief=None
+        if outcome.pareto is None
+        else f"Pareto front of {len(outcome.pareto.front)}, select: {outcome.pareto.describe_rule()}",
         screening=text.screening_line(outcome),
         cost=text.cost_line(outcome),
         serving_cost=explain.serving_cost_text(serving_cost),
@@ -115,10 +121,9 @@ def _best_facts(outcome: TaskOutcome, lines: Lines) -> BestFacts | None:
     opt = outcome.spec.optimization
     versus = outcome.defaults
     found = f"found by trial #{best.source_trial}"
-    if versus is not None and versus.defaults_chosen:
-        left = text.server_choices(outcome)
-        if left:
-            found += "; left to SGLang: " + ", ".join(f"{k}={v}" for k, v in left.items())
+    left = text.server_choices(outcome) if versus is not None and versus.defaults_chosen else {}
+    if left:
+        found += "; left to SGLang: " + ", ".join(f"{k}={v}" for k, v in left.items())
     also = "".join(
         f"; {name}{text.per_gpu_suffix(name, opt.per_gpu)}: {format_objective(value, name)}"
         for name, value in best.score.objectives.items()
@@ -142,6 +147,7 @@ def _best_facts(outcome: TaskOutcome, lines: Lines) -> BestFacts | None:
         meets_slos=best.score.meets_slos,
         also=also,
         found=found,
+        left_to_server=left,
         versus_text=versus_text,
     )
 
@@ -152,6 +158,7 @@ def report_view(outcome: TaskOutcome) -> ReportView:
     importances = data.param_importances(outcome)
     explained = explain.explained(outcome, importances)
     lines = _lines(outcome, explained["serving_cost"])
+    facts = _best_facts(outcome, lines)
     pareto = data.pareto_block(outcome)
     environment = data.environment(outcome)
     checks = outcome.slo_checks
@@ -183,7 +190,7 @@ def report_view(outcome: TaskOutcome) -> ReportView:
         verdict=outcome.verdict,
         counts=outcome.counts,
         failures=failures,
-        best=_best_facts(outcome, lines),
+        best=facts,
         slo_met=sum(c.passed for c in checks),
         slo_total=len(checks),
         lines=lines,
@@ -191,7 +198,7 @@ def report_view(outcome: TaskOutcome) -> ReportView:
         pareto=pareto,
         results=data.results_block(outcome, lines, explained, pareto, environment),
         trials_csv=data.trials_frame(outcome).to_csv(index=False),
-        page=rows.page_rows(outcome, lines, explained, pareto),
+        page=rows.page_rows(outcome, lines, explained, pareto, facts),
         environment=environment,
         deploy_files=files,
         deploy_folder=explain.DEPLOY_FOLDER,
@@ -200,4 +207,45 @@ def report_view(outcome: TaskOutcome) -> ReportView:
             importances,
             "" if importances else (importance["warning"] or "the importance could not be computed"),
         ),
+    )
+
+
+def unreported_view(outcome: TaskOutcome, error: str) -> ReportView:
+    """The view of an item whose report view could not be built (``error``): its verdict and counts only, no
+    builder run, so that the summaries and the run index still list it with its verdict (and why nothing else)."""
+    spec = outcome.spec
+    opt = spec.optimization
+    why = f"not shown: the report could not be built ({error})"
+    empty = series.PlotSeries(
+        task=spec.task_name, strategy=opt.strategy, objective=opt.objective, direction=opt.direction,
+        parameters=tuple(spec.parameters), choices={}, trials=(), best_so_far=(), chosen=None, defaults=None,
+        startup_trials=0, screened=frozenset(), front=(), importances=None, importance_note=why, tradeoff=None,
+    )  # fmt: skip
+    return ReportView(
+        task=spec.task_name,
+        slug=spec.slug,
+        description=spec.description,
+        mode=outcome.mode,
+        strategy=opt.strategy,
+        objective=opt.objective,
+        parameters=tuple(spec.parameters),
+        duration=outcome.duration,
+        stopped_early=outcome.stopped_early,
+        verdict=outcome.verdict,
+        counts=outcome.counts,
+        failures=(),
+        best=None,
+        slo_met=0,
+        slo_total=0,
+        lines=Lines(opt.objective, None, None, None, None, "", f"cost: {why}", "", why),
+        improvements=(),
+        pareto=None,
+        results={},
+        trials_csv="",
+        page={},
+        environment={},
+        deploy_files={},
+        deploy_folder=explain.DEPLOY_FOLDER,
+        series=empty,
+        unreported=error,
     )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from pytest_autotuner.sim.cli import engine_config, parse_argv, server_info, token_counter, unmodelled_flags
+from pytest_autotuner.sim.cli import engine_config, parse_argv, server_info, token_counter, unmodelled
 from pytest_autotuner.sim.perf_model import StartupFailure, plan_memory
 from pytest_autotuner.sim.server import SimServer
 
@@ -42,10 +42,10 @@ async def _serve(args: argparse.Namespace) -> int:
         return 1
     logger.info("server_args=ServerArgs(%s)", ", ".join(f"{k}={v!r}" for k, v in vars(args).items()))
     logger.info("simulating SGLang %s; prompt tokens counted by the %s", args.sim_sglang_version, counter.description)
-    unmodelled = unmodelled_flags(args)
-    if unmodelled:
+    flags = unmodelled(args, cfg)
+    if flags:
         logger.info("flags accepted but not modelled by the simulator (no effect on its figures): %s",
-                    ", ".join(unmodelled))  # fmt: skip
+                    ", ".join(flags))  # fmt: skip
     failure: StartupFailure | None = None
     memory: MemoryPlan | None = None
     try:

@@ -49,6 +49,7 @@ __all__ = [
     "server_info",
     "sim_table",
     "token_counter",
+    "unmodelled",
     "unmodelled_flags",
 ]
 
@@ -307,7 +308,7 @@ def unmodelled_flags(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def _unmodelled(args: argparse.Namespace, cfg: EngineConfig) -> list[str]:
+def unmodelled(args: argparse.Namespace, cfg: EngineConfig) -> list[str]:
     """``unmodelled_flags``, plus ``--quantization`` and ``--ep-size`` where the roofline (which ignores them)
     prices the run, and ``--attention-backend=<value>`` where no kernel lane of that backend prices it."""
     out = unmodelled_flags(args)
@@ -533,7 +534,7 @@ def server_info(
         max_total_num_tokens=memory.max_total_num_tokens,
         version=f"{args.sim_sglang_version}-sim",
         sim_sglang_version=args.sim_sglang_version,
-        sim_unmodelled_flags=_unmodelled(args, cfg),
+        sim_unmodelled_flags=unmodelled(args, cfg),
         sim_speedup=args.sim_speedup,
         sim_gpu=cfg.gpu.name,
         sim_num_gpus=cfg.num_gpus,

@@ -100,7 +100,7 @@ def cache_dir() -> Path:
 
 
 #: Bump when what this module stores changes, so no process reads an entry of another layout.
-_CACHE_FORMAT = 2
+_CACHE_FORMAT = 3
 
 
 def _cache_key(*parts: Any) -> str:
@@ -407,9 +407,15 @@ def _warm_handle(pricing: Pricing, tp: int) -> _Engine:
     return engine
 
 
-@functools.lru_cache(maxsize=64)
 def _handle(pricing: Pricing, tp: int) -> _Engine:
-    """The compiled engine for ``pricing``: from the cache (about 0.4 s) or compiled (seconds: the tables load)."""
+    """The compiled engine for ``pricing``: from the cache (about 0.4 s) or compiled (seconds: the tables load).
+    Why a backend fell back to the default lane (``backend_note``) is no part of the engine: it shares the
+    default's."""
+    return _compiled(dataclasses.replace(pricing, backend_note=""), tp)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(pricing: Pricing, tp: int) -> _Engine:
     import aiconfigurator_core
 
     key = _cache_key("engine", pricing, _config_digest(pricing.library_model or ""), tp)
@@ -525,8 +531,13 @@ class KernelMemory:
         return int(budget / self.kv_bytes_per_token) if budget > 0 and self.kv_bytes_per_token > 0 else 0
 
 
-@functools.lru_cache(maxsize=64)
 def _memory(pricing: Pricing, tp: int) -> KernelMemory:
+    """Weights and KV bytes per token: the attention kernels' lane changes neither."""
+    return _cached_memory(dataclasses.replace(pricing, attention_backend=None, backend_note=""), tp)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_memory(pricing: Pricing, tp: int) -> KernelMemory:
     key = _cache_key("memory", pricing, _config_digest(pricing.library_model or ""), tp)
     cached = _cache_get(key, ".json")
     if cached is not None:

@@ -131,6 +131,36 @@ def test_junit_properties_carry_the_best_params(pytester: pytest.Pytester) -> No
     assert 'name="autotune_objective"' in xml
 
 
+def test_an_item_whose_report_cannot_be_built_keeps_its_verdict_in_every_output(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure while building the report view (planted) loses the page, never the verdict: the items pass and
+    fail as they would, and the JUnit properties, the terminal summary, the job summary and the run index all
+    list both with their verdicts (the job summary does not say PASS over the failed one)."""
+    write_specs(pytester, quick=sim_spec("quick-task"),
+                tight=sim_spec("tight-task", slo={"latency": {"p90": {"threshold": 0.001}}}))  # fmt: skip
+    pytester.makeconftest(
+        "import pytest_autotuner.report.view as view\n"
+        "def planted(outcome):\n"
+        "    raise RuntimeError('planted')\n"
+        "view.report_view = planted\n"
+    )
+    summary = pytester.path / "step-summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    result = pytester.runpytest_subprocess("--autotune", "--junitxml=out.xml", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*quick-task: WARNING the report could not be built: planted*"])
+    result.stdout.fnmatch_lines(["*autotune summary*", "quick-task: PASS*"])
+    result.stdout.fnmatch_lines(["*autotune summary*", "tight-task: FAIL*"])
+    xml = (pytester.path / "out.xml").read_text()
+    assert xml.count('name="autotune_verdict" value="PASS"') == 1 and xml.count('value="FAIL"') == 1
+    job = summary.read_text()
+    assert "## Autotune: FAIL (1/2 specs)" in job and "RuntimeError: planted" in job
+    index = (pytester.path / "reports" / "index.html").read_text()
+    assert "quick-task" in index and "tight-task" in index
+    assert not (pytester.path / "reports" / "quick-task" / "index.html").exists()
+
+
 def _children_of(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
     return [int(x) for x in out.stdout.split()]
