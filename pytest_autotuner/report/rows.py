@@ -13,10 +13,10 @@ from pytest_autotuner.core.measure.formatting import (
     describe_params,
     format_gain,
     format_objective,
-    format_p,
     format_seconds,
 )
 from pytest_autotuner.report.data import trial_status
+from pytest_autotuner.report.text import significance
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -75,9 +75,7 @@ def _best_context(outcome: TaskOutcome, lines: Lines, facts: BestFacts | None) -
         "ladders": _ladders(outcome),
         "versus_defaults": lines.versus_defaults,
         "gain_over_defaults": None if gain is None else format_gain(gain),
-        "gain_p": ""
-        if versus is None
-        else f"p = {format_p(versus.p_value)}" + ("" if versus.significant else ", not significant"),
+        "gain_p": "" if versus is None else significance(versus),
     }
 
 

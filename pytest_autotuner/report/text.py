@@ -20,7 +20,7 @@ from pytest_autotuner.core.measure.formatting import (
 from pytest_autotuner.core.spec.objectives import OBJECTIVE_DEFS
 
 if TYPE_CHECKING:
-    from pytest_autotuner.core.outcome.outcome import TaskOutcome
+    from pytest_autotuner.core.outcome.outcome import DefaultsComparison, TaskOutcome
     from pytest_autotuner.core.outcome.records import Confirmation
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "safe",
     "screening_line",
     "server_choices",
+    "significance",
 ]
 
 _MAX_LINE = 400
@@ -45,6 +46,11 @@ def safe(text: str, limit: int = _MAX_LINE) -> str:
     """``text`` without control characters (escaped), cut to ``limit`` characters with an ellipsis."""
     cleaned = str(text).translate(_CONTROL)
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+def significance(versus: DefaultsComparison) -> str:
+    """'p = 0.013', or 'p = 0.4, not significant': the defaults comparison's test, in every output's words."""
+    return f"p = {format_p(versus.p_value)}" + ("" if versus.significant else ", not significant")
 
 
 def runs_text(n: int) -> str:
@@ -152,7 +158,7 @@ def answer_line(outcome: TaskOutcome) -> str | None:
     base = _capacity_of(versus.confirmation, goodput)
     # the defaults comparison's test is on the primary objective: quoted when that is the capacity
     primary = spec.optimization.capacity_primary
-    p = f"p = {format_p(versus.p_value)}" + ("" if versus.significant else ", not significant")
+    p = significance(versus)
     quoted = f" ({p})" if primary else ""
     if versus.defaults_chosen:
         text += "; these are SGLang's defaults"

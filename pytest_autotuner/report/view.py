@@ -152,6 +152,24 @@ def _best_facts(outcome: TaskOutcome, lines: Lines) -> BestFacts | None:
     )
 
 
+def _identity(outcome: TaskOutcome) -> dict[str, Any]:
+    """The fields every view has, built or not: what the item is and how it ended."""
+    spec = outcome.spec
+    return {
+        "task": spec.task_name,
+        "slug": spec.slug,
+        "description": spec.description,
+        "mode": outcome.mode,
+        "strategy": spec.optimization.strategy,
+        "objective": spec.optimization.objective,
+        "parameters": tuple(spec.parameters),
+        "duration": outcome.duration,
+        "stopped_early": outcome.stopped_early,
+        "verdict": outcome.verdict,
+        "counts": outcome.counts,
+    }
+
+
 def report_view(outcome: TaskOutcome) -> ReportView:
     """The view of ``outcome``: every builder runs here, once."""
     spec = outcome.spec
@@ -178,17 +196,7 @@ def report_view(outcome: TaskOutcome) -> ReportView:
         files = {}
     importance = explained["importance"]
     return ReportView(
-        task=spec.task_name,
-        slug=spec.slug,
-        description=spec.description,
-        mode=outcome.mode,
-        strategy=spec.optimization.strategy,
-        objective=spec.optimization.objective,
-        parameters=tuple(spec.parameters),
-        duration=outcome.duration,
-        stopped_early=outcome.stopped_early,
-        verdict=outcome.verdict,
-        counts=outcome.counts,
+        **_identity(outcome),
         failures=failures,
         best=facts,
         slo_met=sum(c.passed for c in checks),
@@ -222,22 +230,22 @@ def unreported_view(outcome: TaskOutcome, error: str) -> ReportView:
         startup_trials=0, screened=frozenset(), front=(), importances=None, importance_note=why, tradeoff=None,
     )  # fmt: skip
     return ReportView(
-        task=spec.task_name,
-        slug=spec.slug,
-        description=spec.description,
-        mode=outcome.mode,
-        strategy=opt.strategy,
-        objective=opt.objective,
-        parameters=tuple(spec.parameters),
-        duration=outcome.duration,
-        stopped_early=outcome.stopped_early,
-        verdict=outcome.verdict,
-        counts=outcome.counts,
+        **_identity(outcome),
         failures=(),
         best=None,
         slo_met=0,
         slo_total=0,
-        lines=Lines(opt.objective, None, None, None, None, "", f"cost: {why}", "", why),
+        lines=Lines(
+            objective_label=opt.objective,
+            answer=None,
+            versus_defaults=None,
+            pareto=None,
+            pareto_brief=None,
+            screening="",
+            cost=f"cost: {why}",
+            serving_cost="",
+            baseline=why,
+        ),
         improvements=(),
         pareto=None,
         results={},

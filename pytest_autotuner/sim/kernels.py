@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 __all__ = [
     "GPU_SYSTEMS",
     "LIBRARY",
-    "LIBRARY_ATTENTION_BACKENDS",
     "ROOFLINE_GPUS",
     "KernelStepCost",
     "Pricing",
@@ -368,20 +367,15 @@ def _decide(
     return dataclasses.asdict(pricing)
 
 
-#: SGLang's --attention-backend values the library has kernel lanes for (its ``attention_lanes`` map, for SGLang)
-LIBRARY_ATTENTION_BACKENDS = frozenset({"fa3", "flashinfer", "fla", "triton", "trtllm_mha"})
-
-
 def _with_backend(pricing: Pricing, tp: int, backend: str) -> Pricing:
     """``pricing`` on ``backend``'s attention lane when the library times both phases on it for this model and
-    GPU; else on the default lane, with the reason in ``backend_note`` (the flag is then reported unmodelled)."""
-    if backend not in LIBRARY_ATTENTION_BACKENDS:
-        return dataclasses.replace(pricing, backend_note=f"{LIBRARY} has no kernel lane for {backend}")
+    GPU; else on the default lane, with the library's reason in ``backend_note`` (a backend it has no lane for,
+    or no tables of that lane; the flag is then reported unmodelled)."""
     lane = dataclasses.replace(pricing, attention_backend=backend)
     try:
         _probe(lane, tp)
-    except ValueError:
-        return dataclasses.replace(pricing, backend_note=f"{LIBRARY} has no {backend} tables for {pricing.system}")
+    except ValueError as exc:
+        return dataclasses.replace(pricing, backend_note=str(exc).rstrip("."))
     return lane
 
 
